@@ -1,0 +1,2 @@
+//! armorctl
+fn main() {}

@@ -1,0 +1,21 @@
+# Shared install steps (sourced by scripts/test, scripts/demo and .ci/run). Idempotent: a machine
+# that has everything installs nothing.
+
+apt_install() {
+  # apt_install PKG... : installs the Debian packages that are missing.
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_host_prereqs() {
+  command -v cargo >/dev/null || { echo "error: cargo not found; install Rust 1.95 first" >&2; exit 1; }
+  # rustfmt and clippy ship with the machine's toolchain; nothing from rustup is fetched.
+}
