@@ -1,0 +1,1 @@
+//! Privileged test support (filled by the test-kernel issue).
