@@ -19,3 +19,16 @@ ensure_host_prereqs() {
   command -v cargo >/dev/null || { echo "error: cargo not found; install Rust 1.95 first" >&2; exit 1; }
   # rustfmt and clippy ship with the machine's toolchain; nothing from rustup is fetched.
 }
+
+ensure_bpf_build_prereqs() {
+  # clang compiles the eBPF C programs of tests/privileged (and later BPF crates); gcc builds the
+  # static helper binary. libbpf-dev provides bpf_helpers.h / bpf_core_read.h.
+  apt_install clang llvm libbpf-dev gcc libc6-dev
+}
+
+ensure_vm_prereqs() {
+  # What scripts/vm-test needs on the host to build the guest and the privileged tests.
+  ensure_host_prereqs
+  ensure_bpf_build_prereqs
+  apt_install qemu-system-x86 busybox-static cpio kmod python3 apparmor secilc
+}
