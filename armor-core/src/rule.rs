@@ -1,0 +1,608 @@
+//! Normalised rules: what every enforcer compiles.
+//!
+//! [`normalize`] turns one [`Policy`] into a flat list of [`Rule`]s: severity, tags, message
+//! and action inherited rule > section > policy, a missing action made `Block`, syscall rules
+//! made `Audit`, comma lists of protocols and capabilities expanded, names case-normalised.
+//! Rules are numbered in a canonical order (process, file, network, capabilities, syscalls; in a
+//! section `matchPaths`, `matchDirectories`, `matchPatterns`; each list as written), which is
+//! the "rule order" of the tie-break in the [semantics](crate::manual::semantics).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::diag::Location;
+use crate::event::{Category, caps, net};
+use crate::glob::Glob;
+use crate::model::*;
+
+/// The policy a rule came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PolicyInfo {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (KSP only).
+    pub namespace: Option<String>,
+    /// The kind.
+    pub kind: PolicyKind,
+    /// Where the policy document starts.
+    pub location: Location,
+}
+
+impl PolicyInfo {
+    /// `namespace/name` for KSP, `name` otherwise.
+    pub fn display_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// What a network rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProtocolMatch {
+    /// A protocol (`IPPROTO_*`): tcp, udp, icmp, icmpv6, sctp.
+    Protocol(u16),
+    /// A socket type (`SOCK_*`): raw, stream, dgram, rdm, seqpacket, dccp, packet.
+    Type(u16),
+    /// Every socket.
+    All,
+}
+
+impl ProtocolMatch {
+    /// Parses a lowercase CRD protocol name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "tcp" => Self::Protocol(net::IPPROTO_TCP),
+            "udp" => Self::Protocol(net::IPPROTO_UDP),
+            "icmp" => Self::Protocol(net::IPPROTO_ICMP),
+            "icmpv6" => Self::Protocol(net::IPPROTO_ICMPV6),
+            "sctp" => Self::Protocol(net::IPPROTO_SCTP),
+            "raw" => Self::Type(net::SOCK_RAW),
+            "stream" => Self::Type(net::SOCK_STREAM),
+            "dgram" => Self::Type(net::SOCK_DGRAM),
+            "rdm" => Self::Type(net::SOCK_RDM),
+            "seqpacket" => Self::Type(net::SOCK_SEQPACKET),
+            "dccp" => Self::Type(net::SOCK_DCCP),
+            "packet" => Self::Type(net::SOCK_PACKET),
+            "all" => Self::All,
+            _ => return None,
+        })
+    }
+
+    /// The CRD name of this match.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Protocol(net::IPPROTO_TCP) => "tcp",
+            Self::Protocol(net::IPPROTO_UDP) => "udp",
+            Self::Protocol(net::IPPROTO_ICMP) => "icmp",
+            Self::Protocol(net::IPPROTO_ICMPV6) => "icmpv6",
+            Self::Protocol(net::IPPROTO_SCTP) => "sctp",
+            Self::Protocol(_) => "protocol",
+            Self::Type(net::SOCK_RAW) => "raw",
+            Self::Type(net::SOCK_STREAM) => "stream",
+            Self::Type(net::SOCK_DGRAM) => "dgram",
+            Self::Type(net::SOCK_RDM) => "rdm",
+            Self::Type(net::SOCK_SEQPACKET) => "seqpacket",
+            Self::Type(net::SOCK_DCCP) => "dccp",
+            Self::Type(net::SOCK_PACKET) => "packet",
+            Self::Type(_) => "type",
+            Self::All => "all",
+        }
+    }
+}
+
+/// The path part of a syscall rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyscallPath {
+    /// An exact file.
+    File(String),
+    /// A directory (with trailing `/`), its children or all descendants.
+    Dir {
+        /// The directory, ending with `/`.
+        dir: String,
+        /// All descendants.
+        recursive: bool,
+    },
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// An exact resolved path (process or file).
+    Path(String),
+    /// The basename of the executed file (process).
+    ExecName(String),
+    /// A directory (ending with `/`): itself and its direct children, or all descendants.
+    Directory {
+        /// The directory, ending with `/`.
+        dir: String,
+        /// All descendants.
+        recursive: bool,
+    },
+    /// An AppArmor glob.
+    Pattern(Glob),
+    /// A socket protocol or type.
+    Protocol(ProtocolMatch),
+    /// A capability number.
+    Capability(u8),
+    /// Syscalls, optionally limited to a path.
+    Syscall {
+        /// Lowercase syscall names.
+        names: Vec<String>,
+        /// The path condition.
+        path: Option<SyscallPath>,
+    },
+    /// A DNS domain (not decided by the reference engine).
+    Dns(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(p) => write!(f, "path {p}"),
+            Self::ExecName(n) => write!(f, "execname {n}"),
+            Self::Directory { dir, recursive } => {
+                write!(f, "dir {dir}{}", if *recursive { " (recursive)" } else { "" })
+            }
+            Self::Pattern(g) => write!(f, "pattern {g}"),
+            Self::Protocol(p) => write!(f, "protocol {}", p.name()),
+            Self::Capability(c) => write!(
+                f,
+                "capability {}",
+                caps::name(*c).unwrap_or_else(|| c.to_string())
+            ),
+            Self::Syscall { names, path } => {
+                write!(f, "syscall {}", names.join(","))?;
+                match path {
+                    Some(SyscallPath::File(p)) => write!(f, " on {p}"),
+                    Some(SyscallPath::Dir { dir, recursive }) => write!(
+                        f,
+                        " under {dir}{}",
+                        if *recursive { " (recursive)" } else { "" }
+                    ),
+                    None => Ok(()),
+                }
+            }
+            Self::Dns(d) => write!(f, "dns {d}"),
+        }
+    }
+}
+
+/// One `fromSource` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SourceMatch {
+    /// The acting executable is exactly this path.
+    Path(String),
+    /// The acting executable is in this directory (syscall rules only).
+    Dir {
+        /// The directory, ending with `/`.
+        dir: String,
+        /// All descendants.
+        recursive: bool,
+    },
+}
+
+impl SourceMatch {
+    /// Whether executable `exe` matches.
+    pub fn matches(&self, exe: &str) -> bool {
+        match self {
+            Self::Path(p) => p == exe,
+            Self::Dir { dir, recursive } => dir_matches(dir, *recursive, exe),
+        }
+    }
+}
+
+/// Whether `path` is `dir` itself, a direct child, or (recursive) any descendant.
+/// `dir` ends with `/`; a trailing `/` on `path` is ignored.
+pub fn dir_matches(dir: &str, recursive: bool, path: &str) -> bool {
+    let path = trim_slash(path);
+    let base = trim_slash(dir);
+    if path == base {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix(dir) else {
+        return false;
+    };
+    !rest.is_empty() && (recursive || !rest.contains('/'))
+}
+
+/// `"/a/b/"` → `"/a/b"`, `"/"` stays `"/"`.
+pub(crate) fn trim_slash(p: &str) -> &str {
+    if p.len() > 1 {
+        p.strip_suffix('/').unwrap_or(p)
+    } else {
+        p
+    }
+}
+
+/// A normalised rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rule {
+    /// The policy it belongs to.
+    pub policy: Arc<PolicyInfo>,
+    /// Its number inside the policy (canonical order).
+    pub index: u32,
+    /// Its category.
+    pub category: Category,
+    /// What it matches.
+    pub target: Target,
+    /// `fromSource` (empty: any source).
+    pub from_source: Vec<SourceMatch>,
+    /// `readOnly` (file rules).
+    pub read_only: bool,
+    /// `ownerOnly`.
+    pub owner_only: bool,
+    /// The effective action.
+    pub action: Action,
+    /// The effective severity.
+    pub severity: Option<u8>,
+    /// The effective tags.
+    pub tags: Vec<String>,
+    /// The effective message.
+    pub message: Option<String>,
+    /// `pts` (not decided by the engine).
+    pub pts: Option<bool>,
+    /// `allowedArgs` (not decided by the engine).
+    pub allowed_args: Vec<String>,
+    /// Where the rule was written.
+    pub origin: Origin,
+}
+
+impl Rule {
+    /// Whether the reference engine decides this rule (DNS rules are left to enforcers).
+    pub fn engine_evaluated(&self) -> bool {
+        !matches!(self.target, Target::Dns(_))
+    }
+
+    /// Whether the rule has readOnly or ownerOnly.
+    pub fn has_qualifiers(&self) -> bool {
+        self.read_only || self.owner_only
+    }
+}
+
+fn effective(rule: &Meta, section: &Meta, spec: &Meta) -> (Option<u8>, Vec<String>, Option<String>, Action) {
+    let severity = rule.severity.or(section.severity).or(spec.severity);
+    let tags = [&rule.tags, &section.tags, &spec.tags]
+        .into_iter()
+        .find(|t| !t.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    let message = [&rule.message, &section.message, &spec.message]
+        .into_iter()
+        .find_map(|m| m.as_ref().filter(|m| !m.is_empty()).cloned());
+    let action = rule
+        .action
+        .or(section.action)
+        .or(spec.action)
+        .unwrap_or(Action::Block);
+    (severity, tags, message, action)
+}
+
+fn sources(from: &[SourcePath]) -> Vec<SourceMatch> {
+    from.iter().map(|s| SourceMatch::Path(s.path.clone())).collect()
+}
+
+fn syscall_sources(from: &[SyscallSource]) -> Vec<SourceMatch> {
+    from.iter()
+        .filter_map(|s| {
+            if let Some(p) = &s.path {
+                Some(SourceMatch::Path(p.clone()))
+            } else {
+                s.dir.as_ref().map(|d| SourceMatch::Dir {
+                    dir: if d.ends_with('/') {
+                        d.clone()
+                    } else {
+                        format!("{d}/")
+                    },
+                    recursive: s.recursive,
+                })
+            }
+        })
+        .collect()
+}
+
+struct Out<'p> {
+    info: Arc<PolicyInfo>,
+    spec: &'p PolicySpec,
+    rules: Vec<Rule>,
+}
+
+struct Draft<'m> {
+    category: Category,
+    target: Target,
+    from_source: Vec<SourceMatch>,
+    read_only: bool,
+    owner_only: bool,
+    pts: Option<bool>,
+    allowed_args: Vec<String>,
+    meta: &'m Meta,
+    origin: &'m Origin,
+}
+
+impl Out<'_> {
+    fn push(&mut self, section: &Meta, d: Draft<'_>) {
+        let (severity, tags, message, mut action) = effective(d.meta, section, &self.spec.meta);
+        if d.category == Category::Syscall {
+            action = Action::Audit;
+        }
+        let index = u32::try_from(self.rules.len()).unwrap_or(u32::MAX);
+        self.rules.push(Rule {
+            policy: self.info.clone(),
+            index,
+            category: d.category,
+            target: d.target,
+            from_source: d.from_source,
+            read_only: d.read_only,
+            owner_only: d.owner_only,
+            action,
+            severity,
+            tags,
+            message,
+            pts: d.pts,
+            allowed_args: d.allowed_args,
+            origin: d.origin.clone(),
+        });
+    }
+}
+
+/// Comma list items, trimmed, lowercase, empty items dropped.
+fn comma_items(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.split(',')
+        .map(|i| i.trim().to_ascii_lowercase())
+        .filter(|i| !i.is_empty())
+}
+
+/// The normalised rules of `policy`. Entries the parser already reported as errors (unknown
+/// protocols, invalid globs) produce no rule.
+pub fn normalize(policy: &Policy) -> Vec<Rule> {
+    let info = Arc::new(PolicyInfo {
+        name: policy.name.clone(),
+        namespace: if policy.kind == PolicyKind::KubeArmorPolicy {
+            policy.namespace.clone()
+        } else {
+            None
+        },
+        kind: policy.kind,
+        location: policy.location.clone(),
+    });
+    let spec = &policy.spec;
+    let mut out = Out {
+        info,
+        spec,
+        rules: Vec::new(),
+    };
+    let base = |category, target, meta, origin| Draft {
+        category,
+        target,
+        from_source: Vec::new(),
+        read_only: false,
+        owner_only: false,
+        pts: None,
+        allowed_args: Vec::new(),
+        meta,
+        origin,
+    };
+
+    let p = &spec.process;
+    for r in &p.match_paths {
+        let target = match (&r.path, &r.execname) {
+            // Both given: an exec must match both, so a differing basename never matches
+            // (the validator warns about it).
+            (Some(path), Some(name)) if path.rsplit('/').next() != Some(name.as_str()) => continue,
+            (Some(path), _) => Target::Path(path.clone()),
+            (None, Some(name)) => Target::ExecName(name.clone()),
+            (None, None) => continue,
+        };
+        out.push(
+            &p.meta,
+            Draft {
+                from_source: sources(&r.from_source),
+                owner_only: r.owner_only,
+                pts: r.pts,
+                allowed_args: r.allowed_args.clone(),
+                ..base(Category::Process, target, &r.meta, &r.origin)
+            },
+        );
+    }
+    for r in &p.match_directories {
+        out.push(
+            &p.meta,
+            Draft {
+                from_source: sources(&r.from_source),
+                owner_only: r.owner_only,
+                pts: r.pts,
+                ..base(
+                    Category::Process,
+                    Target::Directory {
+                        dir: r.dir.clone(),
+                        recursive: r.recursive,
+                    },
+                    &r.meta,
+                    &r.origin,
+                )
+            },
+        );
+    }
+    for r in &p.match_patterns {
+        let Ok(g) = Glob::new(&r.pattern) else {
+            continue;
+        };
+        out.push(
+            &p.meta,
+            Draft {
+                owner_only: r.owner_only,
+                ..base(Category::Process, Target::Pattern(g), &r.meta, &r.origin)
+            },
+        );
+    }
+
+    let f = &spec.file;
+    for r in &f.match_paths {
+        out.push(
+            &f.meta,
+            Draft {
+                from_source: sources(&r.from_source),
+                owner_only: r.owner_only,
+                read_only: r.read_only,
+                pts: r.pts,
+                ..base(Category::File, Target::Path(r.path.clone()), &r.meta, &r.origin)
+            },
+        );
+    }
+    for r in &f.match_directories {
+        out.push(
+            &f.meta,
+            Draft {
+                from_source: sources(&r.from_source),
+                owner_only: r.owner_only,
+                read_only: r.read_only,
+                pts: r.pts,
+                ..base(
+                    Category::File,
+                    Target::Directory {
+                        dir: r.dir.clone(),
+                        recursive: r.recursive,
+                    },
+                    &r.meta,
+                    &r.origin,
+                )
+            },
+        );
+    }
+    for r in &f.match_patterns {
+        let Ok(g) = Glob::new(&r.pattern) else {
+            continue;
+        };
+        out.push(
+            &f.meta,
+            Draft {
+                owner_only: r.owner_only,
+                read_only: r.read_only,
+                ..base(Category::File, Target::Pattern(g), &r.meta, &r.origin)
+            },
+        );
+    }
+
+    let n = &spec.network;
+    for r in &n.match_protocols {
+        for item in comma_items(&r.protocol) {
+            let Some(m) = ProtocolMatch::from_name(&item) else {
+                continue;
+            };
+            out.push(
+                &n.meta,
+                Draft {
+                    from_source: sources(&r.from_source),
+                    pts: r.pts,
+                    ..base(Category::Network, Target::Protocol(m), &r.meta, &r.origin)
+                },
+            );
+        }
+    }
+    for r in &n.match_dns_queries {
+        out.push(
+            &n.meta,
+            Draft {
+                from_source: sources(&r.from_source),
+                ..base(
+                    Category::Network,
+                    Target::Dns(r.domain.trim_matches('.').to_ascii_lowercase()),
+                    &r.meta,
+                    &r.origin,
+                )
+            },
+        );
+    }
+
+    let c = &spec.capabilities;
+    for r in &c.match_capabilities {
+        for item in comma_items(&r.capability) {
+            let Some(num) = caps::number(&item) else {
+                continue;
+            };
+            out.push(
+                &c.meta,
+                Draft {
+                    from_source: sources(&r.from_source),
+                    ..base(Category::Capabilities, Target::Capability(num), &r.meta, &r.origin)
+                },
+            );
+        }
+    }
+
+    let s = &spec.syscalls;
+    for r in &s.match_syscalls {
+        if r.syscalls.is_empty() {
+            continue;
+        }
+        out.push(
+            &s.meta,
+            Draft {
+                from_source: syscall_sources(&r.from_source),
+                ..base(
+                    Category::Syscall,
+                    Target::Syscall {
+                        names: r.syscalls.clone(),
+                        path: None,
+                    },
+                    &r.meta,
+                    &r.origin,
+                )
+            },
+        );
+    }
+    for r in &s.match_paths {
+        if r.syscalls.is_empty() {
+            continue;
+        }
+        let path = if r.path.ends_with('/') {
+            SyscallPath::Dir {
+                dir: r.path.clone(),
+                recursive: r.recursive,
+            }
+        } else {
+            SyscallPath::File(r.path.clone())
+        };
+        out.push(
+            &s.meta,
+            Draft {
+                from_source: syscall_sources(&r.from_source),
+                ..base(
+                    Category::Syscall,
+                    Target::Syscall {
+                        names: r.syscalls.clone(),
+                        path: Some(path),
+                    },
+                    &r.meta,
+                    &r.origin,
+                )
+            },
+        );
+    }
+    out.rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_matching() {
+        assert!(dir_matches("/etc/", false, "/etc"));
+        assert!(dir_matches("/etc/", false, "/etc/passwd"));
+        assert!(!dir_matches("/etc/", false, "/etc/ssl/certs"));
+        assert!(dir_matches("/etc/", true, "/etc/ssl/certs"));
+        assert!(!dir_matches("/etc/", true, "/etcx/a"));
+        assert!(dir_matches("/", true, "/anything/deep"));
+        assert!(dir_matches("/", false, "/top"));
+        assert!(!dir_matches("/", false, "/top/x"));
+        assert!(dir_matches("/", false, "/"));
+    }
+}
