@@ -1,0 +1,81 @@
+//! Compiles the eBPF programs (`bpf/*.bpf.c`, with clang against the vendored CO-RE `vmlinux.h`)
+//! and the static helper binary (`helper/armor-op.c`, with `cc -static`) into `OUT_DIR`.
+
+use std::env;
+use std::error::Error;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CLANG_HINT: &str = "clang not found: apt-get install clang llvm libbpf-dev";
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let include = manifest_dir.join("../../bpf/include");
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("vmlinux.h").display()
+    );
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=CC");
+
+    let bpf_dir = manifest_dir.join("bpf");
+    println!("cargo:rerun-if-changed={}", bpf_dir.display());
+    let mut sources: Vec<PathBuf> = fs::read_dir(&bpf_dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    sources.retain(|p| p.to_string_lossy().ends_with(".bpf.c"));
+    sources.sort();
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+    for src in &sources {
+        println!("cargo:rerun-if-changed={}", src.display());
+        let stem = file_stem(src)?;
+        let obj = out_dir.join(format!("{stem}.bpf.o"));
+        let mut cmd = Command::new(&clang);
+        cmd.args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Werror",
+        ])
+        .arg("-I")
+        .arg(&include)
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(&obj);
+        run(&mut cmd, CLANG_HINT)?;
+    }
+
+    let helper = manifest_dir.join("helper/armor-op.c");
+    println!("cargo:rerun-if-changed={}", helper.display());
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let mut cmd = Command::new(&cc);
+    cmd.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(out_dir.join("armor-op"))
+        .arg(&helper);
+    run(&mut cmd, "cc not found: apt-get install gcc libc6-dev")?;
+    Ok(())
+}
+
+fn file_stem(src: &Path) -> Result<String, Box<dyn Error>> {
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("non-UTF-8 file name {}", src.display()))?;
+    Ok(name.trim_end_matches(".bpf.c").to_owned())
+}
+
+fn run(cmd: &mut Command, missing_hint: &str) -> Result<(), Box<dyn Error>> {
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("{cmd:?} failed with {status}").into()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(missing_hint.into()),
+        Err(e) => Err(format!("cannot run {cmd:?}: {e}").into()),
+    }
+}

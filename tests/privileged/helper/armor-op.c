@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: Apache-2.0
+// armor-op: performs exactly one operation and reports its errno, for the privileged tests.
+// Built statically by build.rs so that it runs unchanged on the host and in the test guest, and
+// so that an exec of it loads no shared library (a policy under test sees one exec, one file).
+//
+//   armor-op [--cgroup DIR] exec PATH [ARG...]
+//   armor-op [--cgroup DIR] open PATH FLAGS            FLAGS: rdonly,wronly,rdwr,creat,trunc,...
+//   armor-op [--cgroup DIR] socket DOMAIN TYPE PROTO   names (inet, stream, ...) or numbers
+//   armor-op [--cgroup DIR] cap NAME [PATH]            net_bind_service net_raw sys_chroot
+//                                                      sys_admin setuid kill chown PATH
+//   armor-op [--cgroup DIR] chroot-open ROOT PATH FLAGS
+//
+// Report: stdout's last line is "armor-op: ok" (exit 0) or "armor-op: errno N NAME" (exit N).
+// A successful exec reports nothing: the new program's output and exit status are the result.
+// --cgroup moves the process into the cgroup v2 directory DIR before the operation.
+// Usage and setup errors exit 254 with a message on stderr.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SETUP_FAILURE 254
+
+static int setup_failure(const char *what) {
+    fprintf(stderr, "armor-op: %s: %s\n", what, strerror(errno));
+    return SETUP_FAILURE;
+}
+
+static int usage(void) {
+    fprintf(stderr, "armor-op: usage: armor-op [--cgroup DIR] exec|open|socket|cap|chroot-open ARGS\n");
+    return SETUP_FAILURE;
+}
+
+// Reports the result of the operation: rc < 0 means it failed with errno.
+static int report(long rc) {
+    if (rc >= 0) {
+        printf("armor-op: ok\n");
+        return 0;
+    }
+    int e = errno;
+    const char *name = strerrorname_np(e);
+    printf("armor-op: errno %d %s\n", e, name ? name : "?");
+    return e;
+}
+
+static int parse_open_flags(const char *spec, int *flags) {
+    static const struct { const char *name; int flag; } table[] = {
+        {"rdonly", O_RDONLY}, {"wronly", O_WRONLY}, {"rdwr", O_RDWR}, {"creat", O_CREAT},
+        {"excl", O_EXCL}, {"trunc", O_TRUNC}, {"append", O_APPEND}, {"directory", O_DIRECTORY},
+        {"nofollow", O_NOFOLLOW}, {"path", O_PATH}, {"noatime", O_NOATIME},
+    };
+    char buf[256];
+    if (strlen(spec) >= sizeof buf) return -1;
+    strcpy(buf, spec);
+    *flags = O_CLOEXEC;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        size_t i;
+        for (i = 0; i < sizeof table / sizeof table[0]; i++) {
+            if (strcmp(tok, table[i].name) == 0) {
+                *flags |= table[i].flag;
+                break;
+            }
+        }
+        if (i == sizeof table / sizeof table[0]) return -1;
+    }
+    return 0;
+}
+
+static int parse_number(const char *s, const char *const names[][2], size_t n, int *out) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s, names[i][0]) == 0) s = names[i][1];
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 0);
+    if (errno || *end || end == s || v < 0 || v > 0xffff) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int op_open(const char *path, const char *spec) {
+    int flags;
+    if (parse_open_flags(spec, &flags)) return usage();
+    return report(open(path, flags, 0644));
+}
+
+static int op_socket(const char *d, const char *t, const char *p) {
+    static const char *const domains[][2] = {
+        {"unix", "1"}, {"inet", "2"}, {"inet6", "10"}, {"netlink", "16"}, {"packet", "17"}};
+    static const char *const types[][2] = {
+        {"stream", "1"}, {"dgram", "2"}, {"raw", "3"}, {"seqpacket", "5"}};
+    static const char *const protos[][2] = {
+        {"default", "0"}, {"icmp", "1"}, {"tcp", "6"}, {"udp", "17"}, {"icmpv6", "58"}};
+    int domain, type, proto;
+    if (parse_number(d, domains, 5, &domain) || parse_number(t, types, 4, &type) ||
+        parse_number(p, protos, 5, &proto))
+        return usage();
+    return report(socket(domain, type, proto));
+}
+
+static int op_cap(const char *name, const char *path) {
+    if (strcmp(name, "net_bind_service") == 0) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) return setup_failure("socket");
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(1023),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        return report(bind(fd, (struct sockaddr *)&sa, sizeof sa));
+    }
+    if (strcmp(name, "net_raw") == 0) return report(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
+    if (strcmp(name, "sys_chroot") == 0) return report(chroot("/"));
+    if (strcmp(name, "sys_admin") == 0) return report(unshare(CLONE_NEWUTS));
+    if (strcmp(name, "setuid") == 0) {
+        // A uid the caller does not hold: needs CAP_SETUID unless the caller is already it.
+        uid_t target = getuid() == 65533 ? 65532 : 65533;
+        return report(setuid(target));
+    }
+    if (strcmp(name, "kill") == 0) return report(kill(1, 0));
+    if (strcmp(name, "chown") == 0 && path) return report(chown(path, 65534, 65534));
+    return usage();
+}
+
+static int op_chroot_open(const char *root, const char *path, const char *spec) {
+    int flags;
+    if (parse_open_flags(spec, &flags)) return usage();
+    if (chroot(root) != 0) return report(-1);
+    if (chdir("/") != 0) return setup_failure("chdir /");
+    return report(open(path, flags, 0644));
+}
+
+static int join_cgroup(const char *dir) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= (int)sizeof path) return -1;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    ssize_t w = write(fd, pid, (size_t)n);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return w == n ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int i = 1;
+    if (i + 1 < argc && strcmp(argv[i], "--cgroup") == 0) {
+        if (join_cgroup(argv[i + 1]) != 0) return setup_failure("joining the cgroup");
+        i += 2;
+    }
+    if (i >= argc) return usage();
+    const char *op = argv[i];
+    int n = argc - i - 1;
+    char **a = argv + i + 1;
+    if (strcmp(op, "exec") == 0 && n >= 1) {
+        fflush(stdout);
+        execv(a[0], a);
+        return report(-1);
+    }
+    if (strcmp(op, "open") == 0 && n == 2) return op_open(a[0], a[1]);
+    if (strcmp(op, "socket") == 0 && n == 3) return op_socket(a[0], a[1], a[2]);
+    if (strcmp(op, "cap") == 0 && (n == 1 || n == 2)) return op_cap(a[0], n == 2 ? a[1] : NULL);
+    if (strcmp(op, "chroot-open") == 0 && n == 3) return op_chroot_open(a[0], a[1], a[2]);
+    return usage();
+}
