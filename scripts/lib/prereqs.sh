@@ -18,6 +18,8 @@ apt_install() {
 ensure_host_prereqs() {
   command -v cargo >/dev/null || { echo "error: cargo not found; install Rust 1.95 first" >&2; exit 1; }
   # rustfmt and clippy ship with the machine's toolchain; nothing from rustup is fetched.
+  # tests/privileged is a workspace member: its build.rs needs clang (eBPF) and a static libc.
+  ensure_bpf_build_prereqs
 }
 
 ensure_bpf_build_prereqs() {

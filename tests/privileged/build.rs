@@ -49,7 +49,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         .arg(src)
         .arg("-o")
         .arg(&obj);
-        run(&mut cmd, CLANG_HINT)?;
+        // clang's own error names a missing header (bpf/bpf_helpers.h comes from libbpf-dev).
+        run(
+            &mut cmd,
+            CLANG_HINT,
+            "apt-get install clang llvm libbpf-dev",
+        )?;
     }
 
     let helper = manifest_dir.join("helper/armor-op.c");
@@ -59,7 +64,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     cmd.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(out_dir.join("armor-op"))
         .arg(&helper);
-    run(&mut cmd, "cc not found: apt-get install gcc libc6-dev")?;
+    let hint = "apt-get install gcc libc6-dev";
+    run(
+        &mut cmd,
+        "cc not found: apt-get install gcc libc6-dev",
+        hint,
+    )?;
     Ok(())
 }
 
@@ -71,10 +81,12 @@ fn file_stem(src: &Path) -> Result<String, Box<dyn Error>> {
     Ok(name.trim_end_matches(".bpf.c").to_owned())
 }
 
-fn run(cmd: &mut Command, missing_hint: &str) -> Result<(), Box<dyn Error>> {
+fn run(cmd: &mut Command, missing_hint: &str, failure_hint: &str) -> Result<(), Box<dyn Error>> {
     match cmd.status() {
         Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!("{cmd:?} failed with {status}").into()),
+        Ok(status) => {
+            Err(format!("{cmd:?} failed with {status} (missing packages? {failure_hint})").into())
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Err(missing_hint.into()),
         Err(e) => Err(format!("cannot run {cmd:?}: {e}").into()),
     }
