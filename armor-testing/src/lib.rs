@@ -1,1 +1,16 @@
-//! placeholder
+//! Test support for armor.
+//!
+//! * [`corpus`]: the shared decision corpus (`testdata/cases`), its runner and the
+//!   [`corpus::DecisionMaker`] trait every engine and enforcer model implements.
+//! * [`naive`]: a naive reference matcher sharing no matching code with the engine.
+//! * [`recording`]: an [`armor_core::enforcer::Enforcer`] that records calls.
+//! * [`mix`]: the benchmark rule mix and its events.
+
+pub mod corpus;
+pub mod mix;
+#[allow(
+    clippy::indexing_slicing,
+    reason = "deliberately naive reference code: simple indexing keeps it obviously right; a panic fails a test"
+)]
+pub mod naive;
+pub mod recording;

@@ -1,0 +1,171 @@
+//! An enforcer that enforces nothing and records every call, for tests of code that drives
+//! enforcers (the runtime, the k8s agent) and for fuzzing.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use armor_core::RuleSet;
+use armor_core::enforcer::{
+    AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, EnforcerAlert, Support,
+    Unenforceable,
+};
+use armor_core::workload::WorkloadKey;
+use parking_lot::Mutex;
+
+/// One call the enforcer received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Call {
+    /// `compile` for a workload, with the rendered artefact.
+    Compile(WorkloadKey, String),
+    /// `apply` for a workload, with the rendered artefact and the result.
+    Apply(WorkloadKey, String, Result<Applied, String>),
+    /// `remove` for a workload, with whether it was installed.
+    Remove(WorkloadKey, bool),
+}
+
+/// The artefact of the [`RecordingEnforcer`]: the rule ids and a text rendering of each rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedArtifact {
+    /// Indices into the compiled policy's rules.
+    pub rules: Vec<u32>,
+    /// One line per rule.
+    pub text: String,
+}
+
+impl Artifact for RecordedArtifact {
+    fn render(&self) -> String {
+        self.text.clone()
+    }
+    fn unenforceable(&self) -> &[Unenforceable] {
+        &[]
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Records calls; keeps the installed artefact per workload; can be told to fail.
+#[derive(Default)]
+pub struct RecordingEnforcer {
+    calls: Mutex<Vec<Call>>,
+    installed: Mutex<BTreeMap<WorkloadKey, String>>,
+    fail_apply: Mutex<Option<String>>,
+    sink: Mutex<Option<Arc<dyn AlertSink>>>,
+}
+
+impl std::fmt::Debug for RecordingEnforcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingEnforcer")
+            .field("calls", &self.calls.lock().len())
+            .field("installed", &self.installed.lock().len())
+            .finish()
+    }
+}
+
+impl RecordingEnforcer {
+    /// A new enforcer with no calls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().clone()
+    }
+
+    /// The installed artefact text per workload.
+    pub fn installed(&self) -> BTreeMap<WorkloadKey, String> {
+        self.installed.lock().clone()
+    }
+
+    /// Makes every later `apply` fail with `reason` (None: succeed again).
+    pub fn fail_apply(&self, reason: Option<&str>) {
+        *self.fail_apply.lock() = reason.map(str::to_string);
+    }
+
+    /// Sends `alert` to the configured sink, as a kernel enforcer's reader thread would.
+    /// Returns whether a sink was set.
+    pub fn emit(&self, alert: EnforcerAlert) -> bool {
+        let sink = self.sink.lock().clone();
+        match sink {
+            Some(s) => {
+                s.alert(alert);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Enforcer for RecordingEnforcer {
+    fn name(&self) -> &'static str {
+        "Recording"
+    }
+
+    fn probe(&self) -> Support {
+        Support::Supported
+    }
+
+    fn compile(&self, key: &WorkloadKey, rules: &RuleSet) -> Result<Box<dyn Artifact>, CompileError> {
+        let mut text = String::new();
+        for r in rules.rules() {
+            text.push_str(&format!(
+                "{} {} {} {}\n",
+                r.policy.display_name(),
+                r.origin.field,
+                r.action,
+                r.target
+            ));
+        }
+        self.calls.lock().push(Call::Compile(key.clone(), text.clone()));
+        Ok(Box::new(RecordedArtifact {
+            rules: rules.rule_ids().to_vec(),
+            text,
+        }))
+    }
+
+    fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+        let Some(a) = artifact.as_any().downcast_ref::<RecordedArtifact>() else {
+            return Err(ApplyError::ForeignArtifact {
+                enforcer: self.name(),
+            });
+        };
+        if let Some(reason) = self.fail_apply.lock().clone() {
+            self.calls
+                .lock()
+                .push(Call::Apply(key.clone(), a.text.clone(), Err(reason.clone())));
+            return Err(ApplyError::Capacity {
+                workload: key.name.clone(),
+                detail: reason,
+            });
+        }
+        let mut inst = self.installed.lock();
+        let result = match inst.insert(key.clone(), a.text.clone()) {
+            None => Applied::Installed,
+            Some(old) if old == a.text => Applied::Unchanged,
+            Some(_) => Applied::Updated,
+        };
+        drop(inst);
+        self.calls
+            .lock()
+            .push(Call::Apply(key.clone(), a.text.clone(), Ok(result.clone())));
+        Ok(result)
+    }
+
+    fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
+        let was = self.installed.lock().remove(key).is_some();
+        self.calls.lock().push(Call::Remove(key.clone(), was));
+        if was {
+            Ok(())
+        } else {
+            Err(ApplyError::UnknownWorkload(key.name.clone()))
+        }
+    }
+
+    fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
+        *self.sink.lock() = Some(sink);
+    }
+}
