@@ -13,9 +13,9 @@ use crate::{Error, Result, Unsupported, guest, lsm};
 /// The selinuxfs mount point.
 pub const SELINUXFS: &str = "/sys/fs/selinux";
 
-/// Probes for an SELinux that a test may load a policy into: active, selinuxfs mounted, no
-/// policy loaded yet, and inside the test guest (loading a policy on a host would replace its
-/// policy for every process).
+/// Probes for an SELinux that a test may load a policy into: active, selinuxfs mounted, and
+/// inside the test guest (loading a policy on a host would replace its policy for every
+/// process).
 pub fn probe() -> Result<()> {
     let (active, list) = lsm::is_active("selinux")?;
     if !active {
