@@ -386,15 +386,31 @@ impl Outcome {
             }
         };
         cmp("verdict", expect.verdict.clone(), self.verdict.clone());
-        cmp("policy", format!("{:?}", expect.policy), format!("{:?}", self.policy));
-        cmp("severity", format!("{:?}", expect.severity), format!("{:?}", self.severity));
+        cmp(
+            "policy",
+            format!("{:?}", expect.policy),
+            format!("{:?}", self.policy),
+        );
+        cmp(
+            "severity",
+            format!("{:?}", expect.severity),
+            format!("{:?}", self.severity),
+        );
         cmp(
             "tags",
             format!("{:?}", expect.tags.clone().unwrap_or_default()),
             format!("{:?}", self.tags),
         );
-        cmp("message", format!("{:?}", expect.message), format!("{:?}", self.message));
-        cmp("action", format!("{:?}", expect.action), format!("{:?}", self.action));
+        cmp(
+            "message",
+            format!("{:?}", expect.message),
+            format!("{:?}", self.message),
+        );
+        cmp(
+            "action",
+            format!("{:?}", expect.action),
+            format!("{:?}", self.action),
+        );
         cmp(
             "type",
             format!("{:?}", expect.alert_type),
@@ -416,7 +432,10 @@ pub trait DecisionMaker {
 
 /// The reference engine as a [`DecisionMaker`].
 #[derive(Debug, Default, Clone, Copy)]
-#[expect(clippy::exhaustive_structs, reason = "a unit marker, deliberately closed")]
+#[expect(
+    clippy::exhaustive_structs,
+    reason = "a unit marker, deliberately closed"
+)]
 pub struct Engine;
 
 impl DecisionMaker for Engine {

@@ -17,7 +17,11 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded generator (a zero seed is replaced).
     pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// Next value.
@@ -79,7 +83,10 @@ pub fn rule_mix_yaml(n: usize) -> String {
                 );
             }
             Kind::Dir { recursive } => {
-                let _ = writeln!(dirs, "    - dir: /data/d{g}/sub{i}/\n      recursive: {recursive}");
+                let _ = writeln!(
+                    dirs,
+                    "    - dir: /data/d{g}/sub{i}/\n      recursive: {recursive}"
+                );
             }
             Kind::Glob => {
                 let _ = writeln!(pats, "    - pattern: /data/d{g}/g{i}/*.log");
@@ -115,7 +122,10 @@ pub fn mix_events(n: usize, count: usize, seed: u64) -> Vec<Event> {
             let g = group(i);
             let (path, source) = match kind(i) {
                 Kind::Exact => (format!("/data/d{g}/f{i}.txt"), src),
-                Kind::FromSource => (format!("/data/d{g}/s{i}.key"), format!("/usr/bin/src{}", i % 8)),
+                Kind::FromSource => (
+                    format!("/data/d{g}/s{i}.key"),
+                    format!("/usr/bin/src{}", i % 8),
+                ),
                 Kind::Dir { recursive: true } => (format!("/data/d{g}/sub{i}/x/y/z.bin"), src),
                 Kind::Dir { recursive: false } => (format!("/data/d{g}/sub{i}/z.bin"), src),
                 Kind::Glob => (format!("/data/d{g}/g{i}/app.log"), src),

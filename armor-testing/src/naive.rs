@@ -64,7 +64,8 @@ struct NRule {
 /// The naive matcher over a list of parsed policies.
 #[derive(Debug, Clone)]
 pub struct NaiveMatcher {
-    policies: Vec<Policy>,
+    /// Each policy with its rules, expanded once (a scan of every rule per event stays).
+    policies: Vec<(Policy, Vec<NRule>)>,
 }
 
 fn inherit(rule: &Meta, section: &Meta, spec: &Meta) -> (Action, u8, Vec<String>, String) {
@@ -125,7 +126,13 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
     } else {
         String::new()
     };
-    let mut add = |cat: Cat, what: What, sources: Vec<Src>, ro: bool, oo: bool, meta: &Meta, section: &Meta| {
+    let mut add = |cat: Cat,
+                   what: What,
+                   sources: Vec<Src>,
+                   ro: bool,
+                   oo: bool,
+                   meta: &Meta,
+                   section: &Meta| {
         let (mut action, severity, tags, message) = inherit(meta, section, &spec.meta);
         if cat == Cat::Syscall {
             action = Action::Audit;
@@ -160,7 +167,15 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
             (None, Some(name)) => What::Name(name.clone()),
             (None, None) => What::Never,
         };
-        add(Cat::Process, what, srcs(&r.from_source), false, r.owner_only, &r.meta, &sp.meta);
+        add(
+            Cat::Process,
+            what,
+            srcs(&r.from_source),
+            false,
+            r.owner_only,
+            &r.meta,
+            &sp.meta,
+        );
     }
     for r in &sp.match_directories {
         add(
@@ -174,7 +189,15 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
         );
     }
     for r in &sp.match_patterns {
-        add(Cat::Process, What::Glob(r.pattern.clone()), vec![], false, r.owner_only, &r.meta, &sp.meta);
+        add(
+            Cat::Process,
+            What::Glob(r.pattern.clone()),
+            vec![],
+            false,
+            r.owner_only,
+            &r.meta,
+            &sp.meta,
+        );
     }
     let sf = &spec.file;
     for r in &sf.match_paths {
@@ -217,7 +240,15 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
             if item.is_empty() {
                 continue;
             }
-            add(Cat::Network, What::Proto(item), srcs(&r.from_source), false, false, &r.meta, &sn.meta);
+            add(
+                Cat::Network,
+                What::Proto(item),
+                srcs(&r.from_source),
+                false,
+                false,
+                &r.meta,
+                &sn.meta,
+            );
         }
     }
     // DNS rules are not decided (and take no part in allow-list mode).
@@ -229,7 +260,15 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
             if item.is_empty() {
                 continue;
             }
-            add(Cat::Caps, What::Cap(item), srcs(&r.from_source), false, false, &r.meta, &sc.meta);
+            add(
+                Cat::Caps,
+                What::Cap(item),
+                srcs(&r.from_source),
+                false,
+                false,
+                &r.meta,
+                &sc.meta,
+            );
         }
     }
     let ss = &spec.syscalls;
@@ -273,7 +312,8 @@ fn selects(p: &Policy, w: &Workload) -> bool {
                     return true;
                 }
                 (k == "kubernetes.io/hostname" || k == "kubearmor.io/hostname")
-                    && v.split(',').any(|n| n.trim() == "*" || n.trim() == h.node_name)
+                    && v.split(',')
+                        .any(|n| n.trim() == "*" || n.trim() == h.node_name)
             })
         }
         (PolicyKind::KubeArmorHostPolicy, _) => false,
@@ -288,8 +328,11 @@ fn selects(p: &Policy, w: &Workload) -> bool {
             for (k, v) in &p.spec.selector.match_labels {
                 if k == "kubearmor.io/container.name" {
                     let inner = v.trim().trim_start_matches('[').trim_end_matches(']');
-                    let names: Vec<&str> =
-                        inner.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+                    let names: Vec<&str> = inner
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect();
                     if !names.is_empty() && !names.contains(&c.name.as_str()) {
                         return false;
                     }
@@ -336,7 +379,11 @@ fn under(dir: &str, recursive: bool, path: &str) -> bool {
     if path == d {
         return true;
     }
-    let prefix = if d == "/" { "/".to_string() } else { format!("{d}/") };
+    let prefix = if d == "/" {
+        "/".to_string()
+    } else {
+        format!("{d}/")
+    };
     if !path.starts_with(&prefix) || path.len() == prefix.len() {
         return false;
     }
@@ -532,12 +579,47 @@ fn proto_hit(name: &str, family: u16, ty: u16, proto: u16) -> bool {
 }
 
 const CAP_NAMES: &[&str] = &[
-    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
-    "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
-    "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
-    "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
-    "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
-    "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
 ];
 
 /// Whether the rule's target matches; `None` = the rule is for another category.
@@ -595,18 +677,26 @@ fn cat_of(ev: &Event) -> Cat {
 impl NaiveMatcher {
     /// A matcher over `policies`.
     pub fn new(policies: Vec<Policy>) -> Self {
-        Self { policies }
+        Self {
+            policies: policies
+                .into_iter()
+                .map(|p| {
+                    let rules = rules_of(&p);
+                    (p, rules)
+                })
+                .collect(),
+        }
     }
 
     /// Decides `event` for `workload` under `cfg`.
     pub fn decide(&self, cfg: &PostureConfig, workload: &Workload, event: &Event) -> Outcome {
         let cat = cat_of(event);
         let host = matches!(workload, Workload::Host(_));
-        let rules: Vec<NRule> = self
+        let rules: Vec<&NRule> = self
             .policies
             .iter()
-            .filter(|p| selects(p, workload))
-            .flat_map(rules_of)
+            .filter(|(p, _)| selects(p, workload))
+            .flat_map(|(_, rules)| rules.iter())
             .filter(|r| r.cat == cat)
             .collect();
         // Posture: global (or host), namespace annotation if valid.
@@ -623,7 +713,10 @@ impl NaiveMatcher {
         };
         let (key, default_block) = match cat {
             Cat::Process | Cat::File => ("kubearmor-file-posture", global.file.as_str() == "block"),
-            Cat::Network => ("kubearmor-network-posture", global.network.as_str() == "block"),
+            Cat::Network => (
+                "kubearmor-network-posture",
+                global.network.as_str() == "block",
+            ),
             Cat::Caps => (
                 "kubearmor-capabilities-posture",
                 global.capabilities.as_str() == "block",
@@ -638,7 +731,7 @@ impl NaiveMatcher {
         let allow_list = cat != Cat::Syscall && rules.iter().any(|r| r.action == Action::Allow);
 
         let mut covering: Vec<(&NRule, bool)> = Vec::new();
-        for r in &rules {
+        for &r in &rules {
             if !target_hit(r, event) {
                 continue;
             }
@@ -700,13 +793,27 @@ impl NaiveMatcher {
             tags: r.tags.clone(),
             message: (!r.message.is_empty()).then(|| r.message.clone()),
             action: Some(action.into()),
-            alert_type: Some(if host { "MatchedHostPolicy" } else { "MatchedPolicy" }.into()),
+            alert_type: Some(
+                if host {
+                    "MatchedHostPolicy"
+                } else {
+                    "MatchedPolicy"
+                }
+                .into(),
+            ),
         };
         let posture = |verdict: &str, action: &str| Outcome {
             verdict: verdict.into(),
             policy: Some("DefaultPosture".into()),
             action: Some(action.into()),
-            alert_type: Some(if host { "MatchedHostPolicy" } else { "MatchedPolicy" }.into()),
+            alert_type: Some(
+                if host {
+                    "MatchedHostPolicy"
+                } else {
+                    "MatchedPolicy"
+                }
+                .into(),
+            ),
             ..Outcome::default()
         };
         let mut audits = of(Action::Audit, None);
@@ -740,7 +847,10 @@ impl NaiveMatcher {
 
 /// The naive matcher as a corpus [`DecisionMaker`].
 #[derive(Debug, Default, Clone, Copy)]
-#[expect(clippy::exhaustive_structs, reason = "a unit marker, deliberately closed")]
+#[expect(
+    clippy::exhaustive_structs,
+    reason = "a unit marker, deliberately closed"
+)]
 pub struct Naive;
 
 impl DecisionMaker for Naive {

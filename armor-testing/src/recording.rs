@@ -109,7 +109,11 @@ impl Enforcer for RecordingEnforcer {
         Support::Supported
     }
 
-    fn compile(&self, key: &WorkloadKey, rules: &RuleSet) -> Result<Box<dyn Artifact>, CompileError> {
+    fn compile(
+        &self,
+        key: &WorkloadKey,
+        rules: &RuleSet,
+    ) -> Result<Box<dyn Artifact>, CompileError> {
         let mut text = String::new();
         for r in rules.rules() {
             text.push_str(&format!(
@@ -120,7 +124,9 @@ impl Enforcer for RecordingEnforcer {
                 r.target
             ));
         }
-        self.calls.lock().push(Call::Compile(key.clone(), text.clone()));
+        self.calls
+            .lock()
+            .push(Call::Compile(key.clone(), text.clone()));
         Ok(Box::new(RecordedArtifact {
             rules: rules.rule_ids().to_vec(),
             text,
@@ -134,9 +140,11 @@ impl Enforcer for RecordingEnforcer {
             });
         };
         if let Some(reason) = self.fail_apply.lock().clone() {
-            self.calls
-                .lock()
-                .push(Call::Apply(key.clone(), a.text.clone(), Err(reason.clone())));
+            self.calls.lock().push(Call::Apply(
+                key.clone(),
+                a.text.clone(),
+                Err(reason.clone()),
+            ));
             return Err(ApplyError::Capacity {
                 workload: key.name.clone(),
                 detail: reason,

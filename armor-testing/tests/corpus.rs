@@ -5,7 +5,11 @@ use armor_testing::naive::Naive;
 
 fn check(maker: &dyn DecisionMaker) {
     let cases = corpus::load_dir(&corpus::corpus_dir()).expect("corpus loads");
-    assert!(cases.len() >= 100, "the corpus has only {} cases", cases.len());
+    assert!(
+        cases.len() >= 100,
+        "the corpus has only {} cases",
+        cases.len()
+    );
     let report = corpus::run(&cases, maker);
     println!("{report}");
     assert!(report.ok(), "{report}");

@@ -11,12 +11,39 @@ use armor_testing::corpus::Outcome;
 use armor_testing::naive::NaiveMatcher;
 use proptest::prelude::*;
 
-const PATHS: &[&str] = &["/etc/shadow", "/etc/passwd", "/etc/ssl/certs/ca.pem", "/bin/cat", "/bin/sh", "/usr/bin/curl", "/tmp/x/y", "/tmp/a"];
-const DIRS: &[&str] = &["/", "/etc/", "/etc/ssl/", "/bin/", "/tmp/", "/tmp/x/", "/usr/"];
-const GLOBS: &[&str] = &["/etc/*", "/etc/**", "/tmp/?", "/bin/{ca,s}*", "/usr/**/curl", "/etc/ssl/[a-c]*/*.pem", "/tmp/*/y"];
+const PATHS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/passwd",
+    "/etc/ssl/certs/ca.pem",
+    "/bin/cat",
+    "/bin/sh",
+    "/usr/bin/curl",
+    "/tmp/x/y",
+    "/tmp/a",
+];
+const DIRS: &[&str] = &[
+    "/",
+    "/etc/",
+    "/etc/ssl/",
+    "/bin/",
+    "/tmp/",
+    "/tmp/x/",
+    "/usr/",
+];
+const GLOBS: &[&str] = &[
+    "/etc/*",
+    "/etc/**",
+    "/tmp/?",
+    "/bin/{ca,s}*",
+    "/usr/**/curl",
+    "/etc/ssl/[a-c]*/*.pem",
+    "/tmp/*/y",
+];
 const SOURCES: &[&str] = &["/bin/cat", "/bin/sh", "/usr/bin/curl"];
 const ACTIONS: &[&str] = &["Allow", "Audit", "Block"];
-const PROTOS: &[&str] = &["tcp", "udp", "icmp", "raw", "stream", "dgram", "all", "tcp,udp"];
+const PROTOS: &[&str] = &[
+    "tcp", "udp", "icmp", "raw", "stream", "dgram", "all", "tcp,udp",
+];
 const CAPS: &[&str] = &["net_raw", "sys_admin", "chown", "net_raw,chown"];
 
 fn pick(v: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
@@ -44,24 +71,35 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
     (
         (0u8..4, 0u8..4, pick(PATHS), pick(DIRS), pick(GLOBS)),
         (any::<bool>(), any::<bool>(), any::<bool>()),
-        (proptest::option::of(pick(SOURCES)), proptest::option::of(pick(ACTIONS)), proptest::option::of(1u8..11)),
+        (
+            proptest::option::of(pick(SOURCES)),
+            proptest::option::of(pick(ACTIONS)),
+            proptest::option::of(1u8..11),
+        ),
         (pick(PROTOS), pick(CAPS)),
     )
-        .prop_map(|((section, target, value, dir, glob), (recursive, read_only, owner_only), (source, action, severity), (proto, cap))| RuleSpec {
-            section,
-            target,
-            value,
-            dir,
-            glob,
-            recursive,
-            read_only,
-            owner_only,
-            source,
-            action,
-            severity,
-            proto,
-            cap,
-        })
+        .prop_map(
+            |(
+                (section, target, value, dir, glob),
+                (recursive, read_only, owner_only),
+                (source, action, severity),
+                (proto, cap),
+            )| RuleSpec {
+                section,
+                target,
+                value,
+                dir,
+                glob,
+                recursive,
+                read_only,
+                owner_only,
+                source,
+                action,
+                severity,
+                proto,
+                cap,
+            },
+        )
 }
 
 fn policy_yaml(name: &str, host: bool, action: Option<&str>, rules: &[RuleSpec]) -> String {
@@ -86,7 +124,11 @@ fn policy_yaml(name: &str, host: bool, action: Option<&str>, rules: &[RuleSpec])
             0 | 1 => {
                 let file_rule = r.section == 1;
                 let out = if file_rule { &mut file } else { &mut process };
-                let ro = if file_rule { format!("      readOnly: {}\n", r.read_only) } else { String::new() };
+                let ro = if file_rule {
+                    format!("      readOnly: {}\n", r.read_only)
+                } else {
+                    String::new()
+                };
                 let oo = format!("      ownerOnly: {}\n", r.owner_only);
                 match r.target {
                     0 => out.push_str(&format!("    matchPaths:\n    - path: {}\n{ro}{oo}{}{extra}", r.value, src(false))),
@@ -99,8 +141,16 @@ fn policy_yaml(name: &str, host: bool, action: Option<&str>, rules: &[RuleSpec])
                     _ => out.push_str(&format!("    matchPaths:\n    - path: {}\n{ro}{oo}{}{extra}", r.value, src(false))),
                 }
             }
-            2 => network.push_str(&format!("    matchProtocols:\n    - protocol: \"{}\"\n{}{extra}", r.proto, src(host))),
-            _ => caps.push_str(&format!("    matchCapabilities:\n    - capability: \"{}\"\n{}{extra}", r.cap, src(host))),
+            2 => network.push_str(&format!(
+                "    matchProtocols:\n    - protocol: \"{}\"\n{}{extra}",
+                r.proto,
+                src(host)
+            )),
+            _ => caps.push_str(&format!(
+                "    matchCapabilities:\n    - capability: \"{}\"\n{}{extra}",
+                r.cap,
+                src(host)
+            )),
         }
     }
     // Several `matchPaths:` keys in one section would be duplicate keys: merge list items.
@@ -108,15 +158,31 @@ fn policy_yaml(name: &str, host: bool, action: Option<&str>, rules: &[RuleSpec])
         let mut by_key: std::collections::BTreeMap<&str, String> = Default::default();
         let mut key = "";
         for line in body.lines() {
-            if let Some(k) = line.strip_prefix("    ").filter(|l| l.ends_with(':') && !l.starts_with(' ')) {
+            if let Some(k) = line
+                .strip_prefix("    ")
+                .filter(|l| l.ends_with(':') && !l.starts_with(' '))
+            {
                 key = k;
                 continue;
             }
-            by_key.entry(key).or_default().push_str(&format!("{line}\n"));
+            by_key
+                .entry(key)
+                .or_default()
+                .push_str(&format!("{line}\n"));
         }
-        by_key.into_iter().map(|(k, v)| format!("    {k}\n{v}")).collect::<String>()
+        by_key
+            .into_iter()
+            .map(|(k, v)| format!("    {k}\n{v}"))
+            .collect::<String>()
     };
-    let mut y = format!("apiVersion: security.kubearmor.com/v1\nkind: {}\nmetadata:\n  name: {name}\n", if host { "KubeArmorHostPolicy" } else { "KubeArmorPolicy" });
+    let mut y = format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: {}\nmetadata:\n  name: {name}\n",
+        if host {
+            "KubeArmorHostPolicy"
+        } else {
+            "KubeArmorPolicy"
+        }
+    );
     if host {
         y.push_str("spec:\n  nodeSelector:\n    matchLabels:\n      role: edge\n");
     } else {
@@ -125,7 +191,12 @@ fn policy_yaml(name: &str, host: bool, action: Option<&str>, rules: &[RuleSpec])
     if let Some(a) = action {
         y.push_str(&format!("  action: {a}\n"));
     }
-    for (sec, body) in [("process", process), ("file", file), ("network", network), ("capabilities", caps)] {
+    for (sec, body) in [
+        ("process", process),
+        ("file", file),
+        ("network", network),
+        ("capabilities", caps),
+    ] {
         if !body.is_empty() {
             y.push_str(&format!("  {sec}:\n{}", merge(&body)));
         }
@@ -154,13 +225,22 @@ fn event() -> impl Strategy<Value = (Ev, Option<&'static str>, u32, Option<u32>)
             .prop_map(|(f, t, p)| Ev::Sock(f, t, p)),
         proptest::sample::select(&[13u8, 21, 0, 7][..]).prop_map(Ev::Cap),
     ];
-    (ev, proptest::option::of(pick(SOURCES)), 0u32..2, proptest::option::of(0u32..2))
+    (
+        ev,
+        proptest::option::of(pick(SOURCES)),
+        0u32..2,
+        proptest::option::of(0u32..2),
+    )
 }
 
 fn to_event(ev: &Ev, src: Option<&str>, uid: u32, owner: Option<u32>) -> Event {
     let e = match ev {
         Ev::Exec(p) => Event::exec(*p, src),
-        Ev::Open(p, a) => Event::open(*p, [Access::READ, Access::WRITE, Access::READ_WRITE][usize::from(*a)], src),
+        Ev::Open(p, a) => Event::open(
+            *p,
+            [Access::READ, Access::WRITE, Access::READ_WRITE][usize::from(*a)],
+            src,
+        ),
         Ev::Sock(f, t, p) => Event::socket(Socket::new(*f, *t, *p), src),
         Ev::Cap(c) => Event::capability(*c, src),
     };

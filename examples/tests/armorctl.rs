@@ -1,0 +1,128 @@
+//! armorctl end to end: exit codes, diagnostics, explain and replay on the example files.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn armorctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_armorctl"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("armorctl runs")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn validate_examples_ok() {
+    let o = armorctl(&["validate", "examples/policies"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("ok: 5 policies"), "{}", stdout(&o));
+}
+
+#[test]
+fn validate_errors_exit_1_with_positions() {
+    let o = armorctl(&["validate", "testdata/invalid/mixed-errors.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("testdata/invalid/mixed-errors.yaml:13:12: in policy ns/block-shadow: file.matchDirectories[0].dir: must end with \"/\""),
+        "{out}"
+    );
+    assert!(out.contains("5 error(s), 1 warning(s)"), "{out}");
+}
+
+#[test]
+fn validate_warnings_only_exit_0() {
+    let dir = std::env::temp_dir().join(format!("armorctl-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("w.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: w, namespace: n}\nspec:\n  selector: {matchLabels: {a: b}}\n  file:\n    matchPaths:\n    - path: /etc/x\n      readonly: true\n",
+    )
+    .unwrap();
+    let o = armorctl(&["validate", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("warning: in policy n/w: file.matchPaths[0].readonly: unknown field"), "{}", stdout(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn explain_says_which_rule_and_step() {
+    let event = r#"{"Type":"ContainerLog","NamespaceName":"shop","Labels":"app=web","ContainerName":"web","Operation":"File","Source":"/usr/bin/curl","Resource":"/var/run/secrets/kubernetes.io/serviceaccount/token","Data":"flags=O_RDONLY","UID":0}"#;
+    let o = armorctl(&["explain", "--policy", "examples/policies", "--event", event]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("decision:  BLOCK (Permission denied)"), "{out}");
+    assert!(out.contains("[covers] shop/block-secrets file.matchDirectories[0]"), "{out}");
+    assert!(out.contains("[skip  ] shop/block-secrets file.matchDirectories[1]"), "{out}");
+    assert!(out.contains("fromSource does not list the acting executable"), "{out}");
+
+    let event = event.replace("/usr/bin/curl", "/app/server");
+    let o = armorctl(&["explain", "--policy", "examples/policies", "--event", &event, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "allow");
+    assert_eq!(v["alert"], serde_json::Value::Null);
+    assert!(v["step"].as_str().unwrap().contains("matching fromSource"));
+}
+
+#[test]
+fn replay_recorded_telemetry() {
+    let o = armorctl(&[
+        "replay",
+        "--policy",
+        "examples/policies",
+        "--namespace-annotation",
+        "payments:kubearmor-file-posture=block",
+        "--node-labels",
+        "kubernetes.io/hostname=edge-1",
+        "--input",
+        "examples/telemetry/recorded.jsonl",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    let want = [
+        ("block-secrets", "Block", "Permission denied", "MatchedPolicy"),
+        ("", "", "Passed", "ContainerLog"),
+        ("no-package-managers", "Block", "Permission denied", "MatchedPolicy"),
+        ("audit-etc-writes", "Audit", "Passed", "MatchedPolicy"),
+        ("DefaultPosture", "Block", "Permission denied", "MatchedPolicy"),
+        ("DefaultPosture", "Audit", "Passed", "MatchedPolicy"),
+        ("host-hardening", "Block", "Permission denied", "MatchedHostPolicy"),
+        ("", "", "Passed", "HostLog"),
+    ];
+    for (i, (l, (policy, action, result, ty))) in lines.iter().zip(want).enumerate() {
+        assert_eq!(l["PolicyName"].as_str().unwrap_or(""), policy, "line {}", i + 1);
+        assert_eq!(l["Action"].as_str().unwrap_or(""), action, "line {}", i + 1);
+        assert_eq!(l["Result"], result, "line {}", i + 1);
+        assert_eq!(l["Type"], ty, "line {}", i + 1);
+    }
+    assert_eq!(lines[0]["Severity"], "8");
+    assert_eq!(lines[0]["Tags"], "MITRE,T1552");
+    assert_eq!(lines[0]["ContainerName"], "web");
+}
+
+#[test]
+fn replay_reports_bad_lines() {
+    let dir = std::env::temp_dir().join(format!("armorctl-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.jsonl");
+    std::fs::write(&f, "{not json}\n{\"Type\":\"HostLog\",\"Operation\":\"Teleport\"}\n").unwrap();
+    let o = armorctl(&["replay", "--policy", "examples/policies", "--input", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.jsonl:1: not a KubeArmor record"), "{err}");
+    assert!(err.contains("bad.jsonl:2: operation `Teleport` is not replayable"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
