@@ -180,7 +180,11 @@ pub trait Enforcer: Send + Sync + fmt::Debug {
     fn probe(&self) -> Support;
 
     /// Compiles one workload's rules. Pure, deterministic, unprivileged.
-    fn compile(&self, key: &WorkloadKey, rules: &RuleSet) -> Result<Box<dyn Artifact>, CompileError>;
+    fn compile(
+        &self,
+        key: &WorkloadKey,
+        rules: &RuleSet,
+    ) -> Result<Box<dyn Artifact>, CompileError>;
 
     /// Installs or replaces a workload's rules, atomically.
     fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError>;

@@ -9,9 +9,11 @@
 //!
 //! A [`RuleSet`] holds the rules of one workload sorted into the cheapest strategy: exact paths
 //! and executable names in hash maps, directories in a hash map probed at every `/` of the path
-//! (only at depths that carry a directory rule), globs in one compiled regex set, protocols,
-//! capabilities and syscalls in small tables. [`RuleSet::decide`] never fails, never panics and
-//! does not allocate. Rule sets are cached per (selected policies, posture), so every container of
+//! (only at depths that carry a directory rule), globs in compiled regex sets grouped by the
+//! directory their literal prefix names (built on first use), protocols,
+//! capabilities and syscalls in small tables. [`RuleSet::decide`] never fails and never panics;
+//! it allocates only when a path reaches a glob group (the regex set's match list, and the
+//! group's compilation the first time). Rule sets are cached per (selected policies, posture), so every container of
 //! a deployment shares one.
 
 use std::collections::BTreeMap;
@@ -57,6 +59,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
+    /// The normalised rules of each policy, once computed (by `finish` or `push`).
+    rules: Vec<Vec<Rule>>,
     diagnostics: Diagnostics,
 }
 
@@ -117,7 +121,7 @@ impl PolicySet {
     /// Runs the set-wide checks (duplicate policy names, shadowed and never-matching rules) and
     /// returns the set, or every diagnostic if there is an error.
     pub fn finish(mut self) -> Result<Self, LoadError> {
-        crate::validate::check_set(&self.policies, &mut self.diagnostics);
+        self.rules = crate::validate::check_set(&self.policies, &mut self.diagnostics);
         self.diagnostics.sort();
         if self.diagnostics.has_errors() {
             return Err(LoadError {
@@ -141,6 +145,9 @@ impl PolicySet {
     /// [`CompiledPolicy::build`] only for set-wide limits; callers that build policies in code
     /// own their correctness.
     pub fn push(&mut self, policy: Policy) {
+        if self.rules.len() == self.policies.len() {
+            self.rules.push(normalize(&policy));
+        }
         self.policies.push(policy);
     }
 }
@@ -230,9 +237,13 @@ impl CompiledPolicy {
     pub fn build_with(set: &PolicySet, config: Config) -> Result<Self, BuildError> {
         let mut rules = Vec::new();
         let mut policies = Vec::with_capacity(set.policies.len());
-        for p in &set.policies {
+        let normalized = set.rules.len() == set.policies.len();
+        for (i, p) in set.policies.iter().enumerate() {
             let start = rules.len();
-            rules.extend(normalize(p));
+            match set.rules.get(i).filter(|_| normalized) {
+                Some(r) => rules.extend(r.iter().cloned()),
+                None => rules.extend(normalize(p)),
+            }
             if rules.len() > config.max_rules {
                 return Err(BuildError::TooManyRules {
                     count: rules.len(),
@@ -499,6 +510,14 @@ pub struct Explanation<'a> {
     pub not_evaluated: Vec<String>,
 }
 
+/// The globs anchored at one directory. Compiled on first use: most groups of a large rule set
+/// are never reached by any path, and compiling every group up front dominated build time.
+struct GlobGroup {
+    patterns: Vec<String>,
+    ids: Vec<u32>,
+    sets: std::sync::OnceLock<Vec<(RegexSet, Vec<u32>)>>,
+}
+
 /// Directory rules of one directory: `(rule id, recursive)`.
 type DirEntries = Vec<(u32, bool)>;
 
@@ -510,7 +529,12 @@ struct PathIndex {
     dirs: FxHashMap<Box<str>, DirEntries>,
     /// Bit d set: a directory rule exists at depth d (number of `/` in the key); bit 63 = 63+.
     dir_depths: u64,
-    globs: Option<(RegexSet, Vec<u32>)>,
+    /// Globs grouped by the directory their literal prefix ends in (key as for `dirs`): a glob
+    /// can only match paths below that directory, so a group's set runs only when the path
+    /// passes through it.
+    globs: FxHashMap<Box<str>, GlobGroup>,
+    glob_depths: u64,
+    glob_limit: usize,
 }
 
 #[derive(Default)]
@@ -556,8 +580,20 @@ fn better(a: &Rule, a_id: u32, b: &Rule, b_id: u32) -> bool {
     if sa != sb {
         return sa > sb;
     }
-    let ka = (&a.policy.name, &a.policy.namespace, a.policy.kind, a.index, a_id);
-    let kb = (&b.policy.name, &b.policy.namespace, b.policy.kind, b.index, b_id);
+    let ka = (
+        &a.policy.name,
+        &a.policy.namespace,
+        a.policy.kind,
+        a.index,
+        a_id,
+    );
+    let kb = (
+        &b.policy.name,
+        &b.policy.namespace,
+        b.policy.kind,
+        b.index,
+        b_id,
+    );
     ka < kb
 }
 
@@ -571,7 +607,7 @@ fn pick<'a>(slot: &mut Option<(&'a Rule, u32)>, r: &'a Rule, id: u32) {
 impl RuleSet {
     fn new(policy: CompiledPolicy, ids: Vec<u32>, posture: Posture, host: bool) -> Self {
         let mut cats: [CategoryIndex; 5] = Default::default();
-        let mut globs: [Vec<(String, u32)>; 5] = Default::default();
+        let mut globs: [BTreeMap<String, Vec<(String, u32)>>; 5] = Default::default();
         for &id in &ids {
             let Some(rule) = policy.rule(id) else {
                 continue;
@@ -593,7 +629,12 @@ impl RuleSet {
                     .entry(trim_slash(p).into())
                     .or_default()
                     .push(id),
-                Target::ExecName(n) => cat.paths.names.entry(n.as_str().into()).or_default().push(id),
+                Target::ExecName(n) => cat
+                    .paths
+                    .names
+                    .entry(n.as_str().into())
+                    .or_default()
+                    .push(id),
                 Target::Directory { dir, recursive } => {
                     let key = if dir == "/" { "" } else { trim_slash(dir) };
                     cat.paths.dir_depths |= depth_bit(key.matches('/').count());
@@ -604,8 +645,13 @@ impl RuleSet {
                         .push((id, *recursive));
                 }
                 Target::Pattern(g) => {
-                    if let Some(list) = globs.get_mut(ci) {
-                        list.push((g.regex().to_string(), id));
+                    if let Some(groups) = globs.get_mut(ci) {
+                        let lit = g.literal_prefix();
+                        let anchor = lit.rfind('/').and_then(|i| lit.get(..i)).unwrap_or("");
+                        groups
+                            .entry(anchor.to_string())
+                            .or_default()
+                            .push((g.regex().to_string(), id));
                     }
                 }
                 Target::Capability(c) => cat.caps.entry(*c).or_default().push(id),
@@ -618,33 +664,19 @@ impl RuleSet {
             }
         }
         let limit = policy.inner.config.glob_size_limit;
-        for (cat, list) in cats.iter_mut().zip(globs) {
-            if list.is_empty() {
-                continue;
-            }
-            let (pats, ids): (Vec<String>, Vec<u32>) = list.into_iter().unzip();
-            match regex::RegexSetBuilder::new(&pats)
-                .size_limit(limit)
-                .dfa_size_limit(limit)
-                .build()
-            {
-                Ok(set) => cat.paths.globs = Some((set, ids)),
-                Err(e) => {
-                    // Each glob compiled alone during validation; only the combined size can
-                    // fail here. Fall back to one regex per glob, still decided exactly.
-                    tracing::warn!(error = %e, "glob set too large; matching globs one by one");
-                    let mut set_ids = Vec::new();
-                    let mut ok = Vec::new();
-                    for (p, id) in pats.iter().zip(ids) {
-                        if regex::Regex::new(p).is_ok() {
-                            ok.push(p.clone());
-                            set_ids.push(id);
-                        }
-                    }
-                    if let Ok(set) = regex::RegexSetBuilder::new(&ok).size_limit(usize::MAX >> 1).build() {
-                        cat.paths.globs = Some((set, set_ids));
-                    }
-                }
+        for (cat, groups) in cats.iter_mut().zip(globs) {
+            cat.paths.glob_limit = limit;
+            for (anchor, list) in groups {
+                let (patterns, ids): (Vec<String>, Vec<u32>) = list.into_iter().unzip();
+                cat.paths.glob_depths |= depth_bit(anchor.matches('/').count());
+                cat.paths.globs.insert(
+                    anchor.as_str().into(),
+                    GlobGroup {
+                        patterns,
+                        ids,
+                        sets: std::sync::OnceLock::new(),
+                    },
+                );
             }
         }
         Self {
@@ -719,12 +751,8 @@ impl RuleSet {
                 if !idx.dirs.is_empty() {
                     dir_walk(idx, path, &mut f);
                 }
-                if let Some((set, ids)) = &idx.globs {
-                    for m in set.matches(path).iter() {
-                        if let Some(&id) = ids.get(m) {
-                            f(id);
-                        }
-                    }
+                if !idx.globs.is_empty() {
+                    glob_walk(idx, path, &mut f);
                 }
             }
             Operation::Network(_) => cat.others.iter().copied().for_each(&mut f),
@@ -741,7 +769,7 @@ impl RuleSet {
         }
     }
 
-    /// Decides `event`. Never fails, never panics, does not allocate.
+    /// Decides `event`. Never fails, never panics; allocates only for glob candidates.
     pub fn decide(&self, event: &Event) -> Decision<'_> {
         self.run(event, None).0
     }
@@ -834,7 +862,10 @@ impl RuleSet {
         for spec in [1usize, 0] {
             let from_source = spec == 1;
             if let Some(Some((r, _))) = block.get(spec) {
-                return (mk(Verdict::Block, Reason::Rule(r)), Step::BlockRule { from_source });
+                return (
+                    mk(Verdict::Block, Reason::Rule(r)),
+                    Step::BlockRule { from_source },
+                );
             }
             if let Some(Some((r, _))) = allow.get(spec) {
                 let step = Step::AllowRule { from_source };
@@ -897,6 +928,70 @@ fn dir_walk(idx: &PathIndex, path: &str, f: &mut impl FnMut(u32)) {
     }
 }
 
+/// Runs the glob groups anchored at every `/` of `path` (only at depths that carry one).
+fn glob_walk(idx: &PathIndex, path: &str, f: &mut impl FnMut(u32)) {
+    let mut depth = 0usize;
+    for (i, &b) in path.as_bytes().iter().enumerate() {
+        if b != b'/' {
+            continue;
+        }
+        if idx.glob_depths & depth_bit(depth) != 0
+            && let Some(prefix) = path.get(..i)
+            && let Some(group) = idx.globs.get(prefix)
+        {
+            // The size limit is split among parts, so a group always compiles; see
+            // `build_glob_sets`.
+            let sets = group
+                .sets
+                .get_or_init(|| build_glob_sets(&group.patterns, &group.ids, idx.glob_limit));
+            for (set, ids) in sets {
+                for m in set.matches(path).iter() {
+                    if let Some(&id) = ids.get(m) {
+                        f(id);
+                    }
+                }
+            }
+        }
+        depth += 1;
+    }
+}
+
+/// Compiles `pats` into as few regex sets as fit `limit`, halving a group that does not fit.
+/// A single pattern that does not fit on its own is compiled without the limit (it passed
+/// validation alone, so it is bounded by the pattern length limit).
+fn build_glob_sets(pats: &[String], ids: &[u32], limit: usize) -> Vec<(RegexSet, Vec<u32>)> {
+    let built = regex::RegexSetBuilder::new(pats)
+        .size_limit(limit)
+        .dfa_size_limit(limit)
+        .build();
+    match built {
+        Ok(set) => vec![(set, ids.to_vec())],
+        Err(e) if pats.len() > 1 => {
+            tracing::warn!(error = %e, patterns = pats.len(), "glob set too large; splitting it");
+            let mid = pats.len() / 2;
+            let (pl, pr) = pats.split_at(mid);
+            let (il, ir) = ids.split_at(mid);
+            let mut out = build_glob_sets(pl, il, limit);
+            out.extend(build_glob_sets(pr, ir, limit));
+            out
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "glob over the size limit; compiling it without limit");
+            regex::RegexSetBuilder::new(pats)
+                .size_limit(usize::MAX >> 2)
+                .dfa_size_limit(usize::MAX >> 2)
+                .build()
+                .map(|set| vec![(set, ids.to_vec())])
+                .unwrap_or_else(|e| {
+                    // Unreachable in practice (the glob parsed and compiles alone); if it ever
+                    // happens the rule is reported loudly rather than silently ignored.
+                    tracing::error!(error = %e, rules = ?ids, "glob rule cannot be compiled: it will not match");
+                    Vec::new()
+                })
+        }
+    }
+}
+
 /// How a rule covers an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Covers {
@@ -928,7 +1023,8 @@ fn covers(rule: &Rule, event: &Event) -> Result<Covers, &'static str> {
         (Operation::Network(sock), Target::Protocol(m)) if !protocol_matches(*m, sock) => {
             return Err("protocol does not match");
         }
-        (Operation::Syscall { path, .. }, Target::Syscall { path: want, .. }) => match (want, path) {
+        (Operation::Syscall { path, .. }, Target::Syscall { path: want, .. }) => match (want, path)
+        {
             (None, _) => {}
             (Some(_), None) => return Err("syscall has no path"),
             (Some(SyscallPath::File(p)), Some(have)) => {

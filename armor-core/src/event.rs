@@ -441,7 +441,10 @@ mod tests {
         assert_eq!(Access::from_open_flags("O_RDONLY|O_CLOEXEC"), Access::READ);
         assert_eq!(Access::from_open_flags("O_WRONLY|O_CREAT"), Access::WRITE);
         assert_eq!(Access::from_open_flags("O_RDWR"), Access::READ_WRITE);
-        assert_eq!(Access::from_open_flags("O_RDONLY|O_APPEND"), Access::READ_WRITE);
+        assert_eq!(
+            Access::from_open_flags("O_RDONLY|O_APPEND"),
+            Access::READ_WRITE
+        );
         assert_eq!(Access::from_open_bits(0o101), Access::WRITE);
         assert_eq!(Access::from_open_bits(0), Access::READ);
         assert_eq!(Access::from_open_bits(0o1000), Access::READ_WRITE);

@@ -26,7 +26,7 @@ pub struct GlobError {
 }
 
 /// A parsed AppArmor glob.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Glob {
     pattern: String,
     regex: String,
@@ -180,8 +180,34 @@ fn brace_start_after_slash(chars: &[char], comma: usize) -> bool {
 }
 
 fn push_literal(out: &mut String, c: char) {
-    let mut buf = [0u8; 4];
-    out.push_str(&regex::escape(c.encode_utf8(&mut buf)));
+    if regex_syntax_meta(c) {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
+/// The characters `regex` gives a meaning (what `regex::escape` escapes), without allocating.
+fn regex_syntax_meta(c: char) -> bool {
+    matches!(
+        c,
+        '\\' | '.'
+            | '+'
+            | '*'
+            | '?'
+            | '('
+            | ')'
+            | '|'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '^'
+            | '$'
+            | '#'
+            | '&'
+            | '-'
+            | '~'
+    )
 }
 
 fn push_class_char(out: &mut String, c: char) {
@@ -240,11 +266,24 @@ mod tests {
     }
 
     #[test]
+    fn literal_escaping_agrees_with_regex_escape() {
+        for c in (0u8..128).map(char::from).chain(['é', '☃']) {
+            let mut ours = String::new();
+            push_literal(&mut ours, c);
+            let mut buf = [0u8; 4];
+            assert_eq!(ours, regex::escape(c.encode_utf8(&mut buf)), "{c:?}");
+        }
+    }
+
+    #[test]
     fn errors() {
         assert!(Glob::new("etc/*").is_err());
         assert!(Glob::new("/etc/[a").is_err());
         assert!(Glob::new("/etc/{a,b").is_err());
         assert!(Glob::new("/home/@{USER}/x").is_err());
-        assert_eq!(Glob::new("/etc/ssl/*.pem").unwrap().literal_prefix(), "/etc/ssl/");
+        assert_eq!(
+            Glob::new("/etc/ssl/*.pem").unwrap().literal_prefix(),
+            "/etc/ssl/"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! (`security.kubearmor.com/v1`) with every field KubeArmor defines.
 //!
 //! These types are what a YAML document *says*, before normalisation: optional fields stay
-//! optional and nothing is inherited yet. [`crate::normalize`] turns them into [`crate::Rule`]s.
+//! optional and nothing is inherited yet. [`crate::rule::normalize`] turns them into [`crate::Rule`]s.
 //! Every rule remembers where it was written ([`crate::Location`]) and its field path, so later
 //! stages (shadowing checks, `explain`) can point at it.
 

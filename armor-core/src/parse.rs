@@ -24,7 +24,10 @@ pub const MAX_PATH_LEN: usize = 200;
 /// CRD `ProcessPathType.AllowedArgs` maximum item count.
 pub const MAX_ALLOWED_ARGS: usize = 20;
 
-#[expect(clippy::expect_used, reason = "constant patterns, checked by the unit tests")]
+#[expect(
+    clippy::expect_used,
+    reason = "constant patterns, checked by the unit tests"
+)]
 fn re(p: &str) -> Regex {
     Regex::new(p).expect("valid constant regex")
 }
@@ -38,8 +41,19 @@ static NAMESPACE_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]([-a-z0-9]
 
 /// Protocol names of the CRD's `MatchNetworkProtocolStringType`, lowercase.
 pub const PROTOCOLS: &[&str] = &[
-    "tcp", "udp", "icmp", "icmpv6", "sctp", "raw", "stream", "dgram", "rdm", "seqpacket", "dccp",
-    "packet", "all",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmpv6",
+    "sctp",
+    "raw",
+    "stream",
+    "dgram",
+    "rdm",
+    "seqpacket",
+    "dccp",
+    "packet",
+    "all",
 ];
 
 /// Capability names of the CRD's `MatchCapabilitiesStringType` (lowercase, no `cap_`).
@@ -237,7 +251,11 @@ fn integer(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<i64> {
         if let Some(v) = parsed {
             return Some(v);
         }
-        ctx.err(node.pos, field, format!("integer `{value}` is out of range"));
+        ctx.err(
+            node.pos,
+            field,
+            format!("integer `{value}` is out of range"),
+        );
         return None;
     }
     ctx.err(
@@ -299,14 +317,12 @@ fn check_path(ctx: &mut Ctx<'_>, pos: Pos, field: &str, value: &str) {
         ctx.err(
             pos,
             field,
-            format!("`{value}` must be an absolute file path: start with \"/\" and not end with \"/\""),
+            format!(
+                "`{value}` must be an absolute file path: start with \"/\" and not end with \"/\""
+            ),
         );
     } else if value.chars().count() > MAX_PATH_LEN {
-        ctx.err(
-            pos,
-            field,
-            format!("longer than {MAX_PATH_LEN} characters"),
-        );
+        ctx.err(pos, field, format!("longer than {MAX_PATH_LEN} characters"));
     }
 }
 
@@ -328,7 +344,11 @@ fn required_string(
     match m.take(key) {
         Some((n, f)) => string(ctx, n, &f).map(|s| (s, n.pos, f)),
         None => {
-            ctx.err(at, &join(&m.field, key), format!("missing required field `{key}`"));
+            ctx.err(
+                at,
+                &join(&m.field, key),
+                format!("missing required field `{key}`"),
+            );
             None
         }
     }
@@ -405,7 +425,11 @@ fn meta(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>, level: ActionLevel, allow_acti
         if (1..=10).contains(&v) {
             out.severity = u8::try_from(v).ok();
         } else {
-            ctx.err(n.pos, &f, format!("{v} is out of range: severity must be 1 to 10"));
+            ctx.err(
+                n.pos,
+                &f,
+                format!("{v} is out of range: severity must be 1 to 10"),
+            );
         }
     }
     if let Some((n, f)) = m.take("tags") {
@@ -477,7 +501,11 @@ fn syscall_from_source(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>) -> Vec<SyscallS
         if src.path.is_none() && src.dir.is_none() {
             ctx.err(item.pos, &field, "needs `path` or `dir`");
         } else if src.path.is_some() && src.dir.is_some() {
-            ctx.err(item.pos, &field, "has both `path` and `dir`: use one entry for each");
+            ctx.err(
+                item.pos,
+                &field,
+                "has both `path` and `dir`: use one entry for each",
+            );
         } else {
             out.push(src);
         }
@@ -488,7 +516,11 @@ fn syscall_from_source(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>) -> Vec<SyscallS
 
 fn syscall_names(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>, at: Pos) -> Vec<String> {
     let Some((n, f)) = m.take("syscall") else {
-        ctx.err(at, &join(&m.field, "syscall"), "missing required field `syscall`");
+        ctx.err(
+            at,
+            &join(&m.field, "syscall"),
+            "missing required field `syscall`",
+        );
         return Vec::new();
     };
     let items = list(ctx, n, &f);
@@ -501,7 +533,11 @@ fn syscall_names(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>, at: Pos) -> Vec<Strin
             if is_syscall(&name) {
                 out.push(name);
             } else {
-                ctx.err(item.pos, &field, format!("`{s}` is not an x86_64 syscall name"));
+                ctx.err(
+                    item.pos,
+                    &field,
+                    format!("`{s}` is not an x86_64 syscall name"),
+                );
             }
         }
     }
@@ -537,7 +573,11 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
             let execname = match r.take("execname") {
                 Some((en, ef)) => string(ctx, en, &ef).inspect(|e| {
                     if !EXECNAME_RE.is_match(e) {
-                        ctx.err(en.pos, &ef, format!("`{e}` must be a file name without \"/\""));
+                        ctx.err(
+                            en.pos,
+                            &ef,
+                            format!("`{e}` must be a file name without \"/\""),
+                        );
                     }
                 }),
                 None => None,
@@ -549,7 +589,9 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
                 let msg = if p.rsplit('/').next() == Some(e.as_str()) {
                     "has both `path` and `execname`: `execname` adds nothing".to_string()
                 } else {
-                    format!("never matches: an exec must match both `path` and `execname`, and `{p}` is not named `{e}`")
+                    format!(
+                        "never matches: an exec must match both `path` and `execname`, and `{p}` is not named `{e}`"
+                    )
                 };
                 ctx.warn(item.pos, &rf, msg);
             }
@@ -562,7 +604,10 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
                         ctx.err(
                             an.pos,
                             &af,
-                            format!("{} items, at most {MAX_ALLOWED_ARGS} are allowed", args.len()),
+                            format!(
+                                "{} items, at most {MAX_ALLOWED_ARGS} are allowed",
+                                args.len()
+                            ),
                         );
                     }
                     args
@@ -914,7 +959,11 @@ fn syscalls_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> SyscallsSect
             if let Some((p, pos, pf)) = &path
                 && !(PATH_RE.is_match(p) || DIR_RE.is_match(p))
             {
-                ctx.err(*pos, pf, format!("`{p}` must be an absolute file or directory path"));
+                ctx.err(
+                    *pos,
+                    pf,
+                    format!("`{p}` must be an absolute file or directory path"),
+                );
             }
             let recursive = optional_bool(ctx, &mut r, "recursive").unwrap_or(false);
             let syscalls = syscall_names(ctx, &mut r, item.pos);
@@ -954,7 +1003,11 @@ fn device_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> DeviceSection 
                 let (n, f) = r.take(key)?;
                 let v = integer(ctx, n, &f)?;
                 if v < min || v > i64::from(i32::MAX) {
-                    ctx.err(n.pos, &f, format!("{v} is out of range: must be at least {min}"));
+                    ctx.err(
+                        n.pos,
+                        &f,
+                        format!("{v} is out of range: must be at least {min}"),
+                    );
                     return None;
                 }
                 i32::try_from(v).ok()
@@ -1011,33 +1064,43 @@ fn selector(ctx: &mut Ctx<'_>, node: &Node, field: &str, kind: PolicyKind) -> Se
             let Some(mut e) = MapReader::new(ctx, item, &ef) else {
                 continue;
             };
-            let key = required_string(ctx, &mut e, "key", item.pos).and_then(|(k, pos, kf)| {
-                match (k.as_str(), kind) {
-                    ("label", _) => Some(ExpressionKey::Label),
-                    ("namespace", PolicyKind::KubeArmorClusterPolicy) => {
-                        Some(ExpressionKey::Namespace)
+            let key =
+                required_string(ctx, &mut e, "key", item.pos).and_then(|(k, pos, kf)| {
+                    match (k.as_str(), kind) {
+                        ("label", _) => Some(ExpressionKey::Label),
+                        ("namespace", PolicyKind::KubeArmorClusterPolicy) => {
+                            Some(ExpressionKey::Namespace)
+                        }
+                        _ => {
+                            let allowed = if kind == PolicyKind::KubeArmorClusterPolicy {
+                                "`namespace` or `label`"
+                            } else {
+                                "`label`"
+                            };
+                            ctx.err(
+                                pos,
+                                &kf,
+                                format!("`{k}` is not a selector key: expected {allowed}"),
+                            );
+                            None
+                        }
                     }
-                    _ => {
-                        let allowed = if kind == PolicyKind::KubeArmorClusterPolicy {
-                            "`namespace` or `label`"
-                        } else {
-                            "`label`"
-                        };
-                        ctx.err(pos, &kf, format!("`{k}` is not a selector key: expected {allowed}"));
-                        None
-                    }
-                }
-            });
-            let operator = required_string(ctx, &mut e, "operator", item.pos).and_then(
-                |(o, pos, of)| match o.as_str() {
+                });
+            let operator =
+                required_string(ctx, &mut e, "operator", item.pos).and_then(|(o, pos, of)| match o
+                    .as_str()
+                {
                     "In" => Some(Operator::In),
                     "NotIn" => Some(Operator::NotIn),
                     _ => {
-                        ctx.err(pos, &of, format!("`{o}` is not an operator: expected `In` or `NotIn`"));
+                        ctx.err(
+                            pos,
+                            &of,
+                            format!("`{o}` is not an operator: expected `In` or `NotIn`"),
+                        );
                         None
                     }
-                },
-            );
+                });
             let values = match e.take("values") {
                 Some((vn, vf)) => {
                     let vals = string_list(ctx, vn, &vf);
@@ -1095,7 +1158,9 @@ pub(crate) fn policy(file: &Arc<str>, doc: &Node, diags: &mut Diagnostics) -> Op
                         name_problem = Some((
                             n.pos,
                             f,
-                            format!("`{s}` is not a valid name (lowercase letters, digits, `-` and `.`)"),
+                            format!(
+                                "`{s}` is not a valid name (lowercase letters, digits, `-` and `.`)"
+                            ),
                         ));
                     }
                     name = Some(s);
@@ -1188,7 +1253,11 @@ pub(crate) fn policy(file: &Arc<str>, doc: &Node, diags: &mut Diagnostics) -> Op
             if let Some(v) = string(&mut ctx, n, &f)
                 && v != API_VERSION
             {
-                ctx.err(n.pos, &f, format!("`{v}` is not supported: expected `{API_VERSION}`"));
+                ctx.err(
+                    n.pos,
+                    &f,
+                    format!("`{v}` is not supported: expected `{API_VERSION}`"),
+                );
             }
         }
         None => ctx.err(doc.pos, "apiVersion", "missing required field `apiVersion`"),
@@ -1225,7 +1294,11 @@ pub(crate) fn policy(file: &Arc<str>, doc: &Node, diags: &mut Diagnostics) -> Op
                         ctx.err(n.pos, &f, "only host policies have `nodeSelector`");
                     }
                 } else if host {
-                    ctx.err(sn.pos, "nodeSelector", "missing required field `nodeSelector`");
+                    ctx.err(
+                        sn.pos,
+                        "nodeSelector",
+                        "missing required field `nodeSelector`",
+                    );
                 }
                 spec.meta = meta(&mut ctx, &mut s, ActionLevel::Policy, true);
                 if let Some((n, f)) = s.take("process") {
@@ -1254,7 +1327,9 @@ pub(crate) fn policy(file: &Arc<str>, doc: &Node, diags: &mut Diagnostics) -> Op
                             };
                             let pname = required_string(&mut ctx, &mut p, "name", item.pos);
                             let action = match p.take("action") {
-                                Some((an, af)) => parse_action(&mut ctx, an, &af, ActionLevel::Strict),
+                                Some((an, af)) => {
+                                    parse_action(&mut ctx, an, &af, ActionLevel::Strict)
+                                }
                                 None => None,
                             };
                             p.finish(&mut ctx);
@@ -1269,7 +1344,10 @@ pub(crate) fn policy(file: &Arc<str>, doc: &Node, diags: &mut Diagnostics) -> Op
                                     ctx.err(
                                         pos,
                                         &nf,
-                                        format!("`{pname}` is not a preset: expected one of {}", PRESETS.join(", ")),
+                                        format!(
+                                            "`{pname}` is not a preset: expected one of {}",
+                                            PRESETS.join(", ")
+                                        ),
                                     );
                                 }
                             }
@@ -1308,7 +1386,9 @@ impl Diagnostics {
     /// Whether an error was already reported at exactly this position.
     pub(crate) fn has_errors_at(&self, pos: Pos) -> bool {
         self.items.iter().any(|d| {
-            d.level == Level::Error && d.location.line == pos.line && d.location.column == pos.column
+            d.level == Level::Error
+                && d.location.line == pos.line
+                && d.location.column == pos.column
         })
     }
 }

@@ -175,7 +175,9 @@ impl Visibility {
 
 /// A visibility list with an unknown item.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid visibility item `{0}`: expected process, file, network, capabilities, dns, ima or none")]
+#[error(
+    "invalid visibility item `{0}`: expected process, file, network, capabilities, dns, ima or none"
+)]
 #[non_exhaustive]
 pub struct VisibilityParseError(pub String);
 
@@ -213,7 +215,11 @@ pub struct AnnotationWarning {
 
 impl fmt::Display for AnnotationWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: annotation `{}`: {}", self.on, self.key, self.message)
+        write!(
+            f,
+            "{}: annotation `{}`: {}",
+            self.on, self.key, self.message
+        )
     }
 }
 
@@ -313,7 +319,11 @@ impl PostureConfig {
             .unwrap_or(self.host_visibility),
             Workload::Container(c) => {
                 let pod = pick(
-                    format!("pod {}/{}", c.namespace, c.pod.as_deref().unwrap_or(&c.name)),
+                    format!(
+                        "pod {}/{}",
+                        c.namespace,
+                        c.pod.as_deref().unwrap_or(&c.name)
+                    ),
                     c.annotations.get(VISIBILITY_ANNOTATION),
                 );
                 let ns = || {
@@ -346,7 +356,11 @@ mod tests {
         assert_eq!(p.file, PostureAction::Block);
         assert_eq!(p.network, PostureAction::Audit);
         assert_eq!(w.len(), 1);
-        assert!(w[0].to_string().contains("kubearmor-network-posture"), "{}", w[0]);
+        assert!(
+            w[0].to_string().contains("kubearmor-network-posture"),
+            "{}",
+            w[0]
+        );
         let (p, _) = cfg.posture_for(&Host::new("n1").into());
         assert_eq!(p, Posture::default());
     }

@@ -110,7 +110,7 @@ pub enum SyscallPath {
 }
 
 /// What a rule matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Target {
     /// An exact resolved path (process or file).
@@ -147,7 +147,11 @@ impl fmt::Display for Target {
             Self::Path(p) => write!(f, "path {p}"),
             Self::ExecName(n) => write!(f, "execname {n}"),
             Self::Directory { dir, recursive } => {
-                write!(f, "dir {dir}{}", if *recursive { " (recursive)" } else { "" })
+                write!(
+                    f,
+                    "dir {dir}{}",
+                    if *recursive { " (recursive)" } else { "" }
+                )
             }
             Self::Pattern(g) => write!(f, "pattern {g}"),
             Self::Protocol(p) => write!(f, "protocol {}", p.name()),
@@ -267,7 +271,11 @@ impl Rule {
     }
 }
 
-fn effective(rule: &Meta, section: &Meta, spec: &Meta) -> (Option<u8>, Vec<String>, Option<String>, Action) {
+fn effective(
+    rule: &Meta,
+    section: &Meta,
+    spec: &Meta,
+) -> (Option<u8>, Vec<String>, Option<String>, Action) {
     let severity = rule.severity.or(section.severity).or(spec.severity);
     let tags = [&rule.tags, &section.tags, &spec.tags]
         .into_iter()
@@ -286,7 +294,9 @@ fn effective(rule: &Meta, section: &Meta, spec: &Meta) -> (Option<u8>, Vec<Strin
 }
 
 fn sources(from: &[SourcePath]) -> Vec<SourceMatch> {
-    from.iter().map(|s| SourceMatch::Path(s.path.clone())).collect()
+    from.iter()
+        .map(|s| SourceMatch::Path(s.path.clone()))
+        .collect()
 }
 
 fn syscall_sources(from: &[SyscallSource]) -> Vec<SourceMatch> {
@@ -452,7 +462,12 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
                 owner_only: r.owner_only,
                 read_only: r.read_only,
                 pts: r.pts,
-                ..base(Category::File, Target::Path(r.path.clone()), &r.meta, &r.origin)
+                ..base(
+                    Category::File,
+                    Target::Path(r.path.clone()),
+                    &r.meta,
+                    &r.origin,
+                )
             },
         );
     }
@@ -531,7 +546,12 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
                 &c.meta,
                 Draft {
                     from_source: sources(&r.from_source),
-                    ..base(Category::Capabilities, Target::Capability(num), &r.meta, &r.origin)
+                    ..base(
+                        Category::Capabilities,
+                        Target::Capability(num),
+                        &r.meta,
+                        &r.origin,
+                    )
                 },
             );
         }

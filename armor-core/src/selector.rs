@@ -91,9 +91,10 @@ impl CompiledSelector {
                 }
                 for e in &policy.spec.selector.match_expressions {
                     match e.key {
-                        ExpressionKey::Label => out
-                            .label_exprs
-                            .push((e.operator, e.values.iter().map(|v| split_label(v)).collect())),
+                        ExpressionKey::Label => out.label_exprs.push((
+                            e.operator,
+                            e.values.iter().map(|v| split_label(v)).collect(),
+                        )),
                         ExpressionKey::Namespace => out.namespace_exprs.push((
                             e.operator,
                             e.values.iter().map(|v| v.trim().to_string()).collect(),

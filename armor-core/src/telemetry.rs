@@ -29,7 +29,10 @@ use crate::workload::{Container, Host, Workload};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 #[non_exhaustive]
-#[allow(missing_docs, reason = "fields are KubeArmor's, documented in its kubearmor.proto")]
+#[allow(
+    missing_docs,
+    reason = "fields are KubeArmor's, documented in its kubearmor.proto"
+)]
 pub struct Telemetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
@@ -45,7 +48,11 @@ pub struct Telemetry {
     pub pod_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<String>,
-    #[serde(default, rename = "ContainerID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "ContainerID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
@@ -108,7 +115,9 @@ pub enum ReplayError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     /// The operation is not one armor decides.
-    #[error("operation `{0}` is not replayable (expected Process, File, Network, Capabilities or Syscall)")]
+    #[error(
+        "operation `{0}` is not replayable (expected Process, File, Network, Capabilities or Syscall)"
+    )]
     Operation(String),
     /// A field could not be understood.
     #[error("field `{field}`: cannot read `{value}`")]
@@ -166,9 +175,30 @@ fn first_word(s: &str) -> &str {
 
 /// Syscalls that write to their path argument (`Data: syscall=SYS_UNLINKAT`).
 const WRITE_SYSCALLS: &[&str] = &[
-    "unlink", "unlinkat", "rename", "renameat", "renameat2", "link", "linkat", "truncate",
-    "ftruncate", "chmod", "fchmod", "fchmodat", "chown", "fchown", "fchownat", "lchown", "rmdir",
-    "mkdir", "mkdirat", "creat", "symlink", "symlinkat", "mknod", "mknodat",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "linkat",
+    "truncate",
+    "ftruncate",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "chown",
+    "fchown",
+    "fchownat",
+    "lchown",
+    "rmdir",
+    "mkdir",
+    "mkdirat",
+    "creat",
+    "symlink",
+    "symlinkat",
+    "mknod",
+    "mknodat",
 ];
 
 impl Telemetry {
@@ -201,7 +231,10 @@ impl Telemetry {
             c.pod = self.pod_name.clone();
             Workload::Container(c)
         };
-        let op = self.operation.as_deref().ok_or(ReplayError::Missing("Operation"))?;
+        let op = self
+            .operation
+            .as_deref()
+            .ok_or(ReplayError::Missing("Operation"))?;
         let resource = self.resource.as_deref().unwrap_or("");
         let data = self.data.as_deref().unwrap_or("");
         let data_tokens = tokens(data);

@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap as HashMap;
+
 use crate::diag::{Diagnostic, Diagnostics, Level, Location};
 use crate::model::{Action, Operator, Policy};
-use crate::rule::{Rule, SourceMatch, Target, dir_matches, normalize};
+use crate::rule::{Rule, SourceMatch, Target, normalize};
 
 fn warn(diags: &mut Diagnostics, loc: &Location, policy: String, field: &str, message: String) {
     diags.push(Diagnostic {
@@ -24,41 +26,6 @@ fn warn(diags: &mut Diagnostics, loc: &Location, policy: String, field: &str, me
         field: field.to_string(),
         message,
     });
-}
-
-/// Whether every path `inner` matches is matched by `outer` (conservative: false when unsure).
-fn target_within(inner: &Target, outer: &Target) -> bool {
-    match (inner, outer) {
-        (Target::Path(p), Target::Path(q)) => p == q,
-        (Target::Path(p), Target::Directory { dir, recursive }) => dir_matches(dir, *recursive, p),
-        (Target::Path(p), Target::ExecName(n)) => p.rsplit('/').next() == Some(n.as_str()),
-        (Target::Path(p), Target::Pattern(g)) => {
-            regex::Regex::new(g.regex()).is_ok_and(|re| re.is_match(p))
-        }
-        (Target::ExecName(a), Target::ExecName(b)) => a == b,
-        (
-            Target::Directory {
-                dir: d1,
-                recursive: r1,
-            },
-            Target::Directory {
-                dir: d2,
-                recursive: r2,
-            },
-        ) => {
-            if d1 == d2 {
-                *r2 || !*r1
-            } else {
-                *r2 && d1.starts_with(d2.as_str())
-            }
-        }
-        (Target::Pattern(a), Target::Pattern(b)) => a == b,
-        (Target::Protocol(a), Target::Protocol(b)) => {
-            a == b || *b == crate::rule::ProtocolMatch::All
-        }
-        (Target::Capability(a), Target::Capability(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// Whether a Block rule `b` beats an Allow rule `a` on everything `a` covers.
@@ -80,8 +47,8 @@ fn non_canonical(path: &str) -> bool {
         || path.ends_with("/..")
 }
 
-/// Runs the set-wide checks.
-pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) {
+/// Runs the set-wide checks and returns the normalised rules of each policy.
+pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec<Rule>> {
     // Duplicate definitions.
     let mut seen: BTreeMap<(String, Option<String>, &'static str), &Location> = BTreeMap::new();
     for p in policies {
@@ -92,7 +59,11 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) {
                 location: p.location.clone(),
                 policy: Some(p.display_name()),
                 field: "metadata.name".into(),
-                message: format!("{} `{}` is already defined at {first}", p.kind, p.display_name()),
+                message: format!(
+                    "{} `{}` is already defined at {first}",
+                    p.kind,
+                    p.display_name()
+                ),
             });
         } else {
             seen.insert(key, &p.location);
@@ -130,7 +101,9 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) {
                     &r.origin.location,
                     p.display_name(),
                     &r.origin.field,
-                    format!("never matches: `{path}` is not a canonical path, and rules match resolved paths"),
+                    format!(
+                        "never matches: `{path}` is not a canonical path, and rules match resolved paths"
+                    ),
                 );
             }
         }
@@ -138,63 +111,212 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) {
         groups.push((p, rules));
     }
 
-    let same_scope = |a: &Policy, b: &Policy| {
-        a.kind == b.kind
-            && a.namespace == b.namespace
-            && a.spec.selector == b.spec.selector
-            && a.spec.node_selector == b.spec.node_selector
-    };
-    for (pa, ra) in &groups {
-        for a in ra.iter() {
-            if a.action != Action::Allow || !a.engine_evaluated() {
-                continue;
-            }
-            let shadow = groups
-                .iter()
-                .filter(|(pb, _)| same_scope(pa, pb))
-                .flat_map(|(_, rb)| rb.iter())
-                .find(|b| {
-                    b.action == Action::Block
-                        && b.category == a.category
-                        && !b.has_qualifiers()
-                        && sources_dominate(&a.from_source, &b.from_source)
-                        && target_within(&a.target, &b.target)
-                });
-            if let Some(b) = shadow {
-                warn(
-                    diags,
-                    &a.origin.location,
-                    pa.display_name(),
-                    &a.origin.field,
-                    format!(
-                        "shadowed: this Allow rule never allows anything, because the Block rule {} {} (at {}) covers all it covers and Block wins at equal source specificity",
-                        b.policy.display_name(),
-                        b.origin.field,
-                        b.origin.location
-                    ),
-                );
+    // Policies with the same kind, namespace and selectors apply to the same workloads.
+    let mut scopes: Vec<Vec<usize>> = Vec::new();
+    for (i, (p, _)) in groups.iter().enumerate() {
+        let same = scopes.iter_mut().find(|s| {
+            s.first()
+                .and_then(|&j| groups.get(j))
+                .is_some_and(|(q, _)| {
+                    q.kind == p.kind
+                        && q.namespace == p.namespace
+                        && q.spec.selector == p.spec.selector
+                        && q.spec.node_selector == p.spec.node_selector
+                })
+        });
+        match same {
+            Some(s) => s.push(i),
+            None => scopes.push(vec![i]),
+        }
+    }
+    for scope in &scopes {
+        let members: Vec<&(&Policy, Vec<Rule>)> =
+            scope.iter().filter_map(|&i| groups.get(i)).collect();
+        let has_allow = members
+            .iter()
+            .any(|(_, rules)| rules.iter().any(|r| r.action == Action::Allow));
+        if !has_allow {
+            continue;
+        }
+        let index = BlockIndex::new(members.iter().flat_map(|(_, rules)| rules.iter()));
+        for (pa, ra) in &members {
+            for a in ra.iter() {
+                if a.action != Action::Allow || !a.engine_evaluated() {
+                    continue;
+                }
+                if let Some(b) = index.shadowing(a) {
+                    warn(
+                        diags,
+                        &a.origin.location,
+                        pa.display_name(),
+                        &a.origin.field,
+                        format!(
+                            "shadowed: this Allow rule never allows anything, because the Block rule {} {} (at {}) covers all it covers and Block wins at equal source specificity",
+                            b.policy.display_name(),
+                            b.origin.field,
+                            b.origin.location
+                        ),
+                    );
+                }
             }
         }
-        // Duplicates within the policy.
-        for (i, a) in ra.iter().enumerate() {
-            if let Some(b) = ra.iter().take(i).find(|b| {
-                b.category == a.category
-                    && b.target == a.target
-                    && b.action == a.action
-                    && b.from_source == a.from_source
-                    && b.read_only == a.read_only
-                    && b.owner_only == a.owner_only
-                    && b.origin.field != a.origin.field
-            }) {
-                warn(
+    }
+
+    // The same rule twice in one policy.
+    for (pa, ra) in &groups {
+        type Key<'r> = (
+            crate::event::Category,
+            &'r Target,
+            Action,
+            &'r [SourceMatch],
+            bool,
+            bool,
+        );
+        let mut first: HashMap<Key<'_>, &Rule> = HashMap::default();
+        for a in ra.iter() {
+            let key = (
+                a.category,
+                &a.target,
+                a.action,
+                a.from_source.as_slice(),
+                a.read_only,
+                a.owner_only,
+            );
+            match first.get(&key) {
+                Some(b) if b.origin.field != a.origin.field => warn(
                     diags,
                     &a.origin.location,
                     pa.display_name(),
                     &a.origin.field,
                     format!("duplicate of {} (at {})", b.origin.field, b.origin.location),
-                );
+                ),
+                Some(_) => {}
+                None => {
+                    first.insert(key, a);
+                }
             }
         }
+    }
+    groups.into_iter().map(|(_, rules)| rules).collect()
+}
+
+/// The Block rules without qualifiers of one scope, indexed like the engine indexes rules, so
+/// that finding what shadows an Allow rule costs a few lookups, not a scan.
+struct BlockIndex<'r> {
+    exact: HashMap<(crate::event::Category, &'r str), Vec<&'r Rule>>,
+    names: HashMap<&'r str, Vec<&'r Rule>>,
+    /// Key: category and the directory without its trailing `/` (`""` for `/`).
+    dirs: HashMap<(crate::event::Category, &'r str), Vec<(&'r Rule, bool)>>,
+    /// Block globs, matched together by one set.
+    patterns: Vec<&'r Rule>,
+    pattern_set: Option<regex::RegexSet>,
+    other: Vec<&'r Rule>,
+}
+
+fn dir_key(dir: &str) -> &str {
+    if dir == "/" {
+        ""
+    } else {
+        dir.strip_suffix('/').unwrap_or(dir)
+    }
+}
+
+impl<'r> BlockIndex<'r> {
+    fn new(rules: impl Iterator<Item = &'r Rule>) -> Self {
+        let mut ix = Self {
+            exact: HashMap::default(),
+            names: HashMap::default(),
+            dirs: HashMap::default(),
+            patterns: Vec::new(),
+            pattern_set: None,
+            other: Vec::new(),
+        };
+        for b in rules {
+            if b.action != Action::Block || b.has_qualifiers() || !b.engine_evaluated() {
+                continue;
+            }
+            match &b.target {
+                Target::Path(p) => ix.exact.entry((b.category, p)).or_default().push(b),
+                Target::ExecName(n) => ix.names.entry(n).or_default().push(b),
+                Target::Directory { dir, recursive } => ix
+                    .dirs
+                    .entry((b.category, dir_key(dir)))
+                    .or_default()
+                    .push((b, *recursive)),
+                Target::Pattern(_) => ix.patterns.push(b),
+                _ => ix.other.push(b),
+            }
+        }
+        let regexes = ix.patterns.iter().filter_map(|b| match &b.target {
+            Target::Pattern(g) => Some(g.regex()),
+            _ => None,
+        });
+        ix.pattern_set = regex::RegexSet::new(regexes).ok();
+        ix
+    }
+
+    /// The first Block rule (in rule order) that shadows Allow rule `a`.
+    fn shadowing(&self, a: &Rule) -> Option<&'r Rule> {
+        let mut found: Vec<&'r Rule> = Vec::new();
+        let cat = a.category;
+        match &a.target {
+            Target::Path(p) => {
+                found.extend(self.exact.get(&(cat, p.as_str())).into_iter().flatten());
+                if cat == crate::event::Category::Process
+                    && let Some(name) = p.rsplit('/').next()
+                {
+                    found.extend(self.names.get(name).into_iter().flatten());
+                }
+                // Directories: every `/`-prefix of the path, and the path itself.
+                let last = p.rfind('/');
+                for (i, _) in p.match_indices('/') {
+                    let key = p.get(..i).unwrap_or("");
+                    for (b, rec) in self.dirs.get(&(cat, key)).into_iter().flatten() {
+                        if *rec || Some(i) == last {
+                            found.push(b);
+                        }
+                    }
+                }
+                for (b, _) in self.dirs.get(&(cat, p.as_str())).into_iter().flatten() {
+                    found.push(b);
+                }
+                if let Some(set) = &self.pattern_set {
+                    found.extend(set.matches(p).iter().filter_map(|i| self.patterns.get(i)));
+                }
+            }
+            Target::ExecName(n) => found.extend(self.names.get(n.as_str()).into_iter().flatten()),
+            Target::Directory { dir, recursive } => {
+                let own = dir_key(dir);
+                for (b, rec) in self.dirs.get(&(cat, own)).into_iter().flatten() {
+                    if *rec || !*recursive {
+                        found.push(b);
+                    }
+                }
+                for (i, _) in own.match_indices('/') {
+                    let key = own.get(..i).unwrap_or("");
+                    for (b, rec) in self.dirs.get(&(cat, key)).into_iter().flatten() {
+                        if *rec {
+                            found.push(b);
+                        }
+                    }
+                }
+            }
+            Target::Pattern(g) => found.extend(
+                self.patterns
+                    .iter()
+                    .copied()
+                    .filter(|b| matches!(&b.target, Target::Pattern(h) if h == g)),
+            ),
+            other => found.extend(self.other.iter().copied().filter(|b| {
+                b.category == cat
+                    && (b.target == *other
+                        || b.target == Target::Protocol(crate::rule::ProtocolMatch::All))
+            })),
+        }
+        found
+            .into_iter()
+            .filter(|b| b.category == cat && sources_dominate(&a.from_source, &b.from_source))
+            .min_by(|x, y| (&x.policy.name, x.index).cmp(&(&y.policy.name, y.index)))
     }
 }
 
@@ -230,13 +352,18 @@ fn check_selector(p: &Policy, diags: &mut Diagnostics) {
         }
     }
     for (k, v) in &p.spec.selector.match_labels {
-        if notins.contains(&(&crate::model::ExpressionKey::Label, format!("{k}={v}").as_str())) {
+        if notins.contains(&(
+            &crate::model::ExpressionKey::Label,
+            format!("{k}={v}").as_str(),
+        )) {
             warn(
                 diags,
                 &p.location,
                 p.display_name(),
                 "selector",
-                format!("never matches: `{k}={v}` is required by matchLabels and excluded by NotIn"),
+                format!(
+                    "never matches: `{k}={v}` is required by matchLabels and excluded by NotIn"
+                ),
             );
         }
     }

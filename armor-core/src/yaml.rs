@@ -130,10 +130,7 @@ pub(crate) fn scalar_type(value: &str, style: Style) -> ScalarType {
         return ScalarType::Int;
     }
     let lower = value.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        ".inf" | "-.inf" | "+.inf" | ".nan"
-    ) {
+    if matches!(lower.as_str(), ".inf" | "-.inf" | "+.inf" | ".nan") {
         return ScalarType::Float;
     }
     let looks_float = digits.bytes().any(|b| b.is_ascii_digit())
@@ -400,7 +397,13 @@ mod tests {
         let NodeKind::Seq(items) = &*inner[0].1.kind else {
             panic!()
         };
-        assert_eq!(items[1].pos, Pos { line: 2, column: 10 });
+        assert_eq!(
+            items[1].pos,
+            Pos {
+                line: 2,
+                column: 10
+            }
+        );
     }
 
     #[test]

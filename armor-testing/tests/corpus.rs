@@ -1,5 +1,13 @@
 //! The shared corpus against the reference engine and the naive matcher.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+
 use armor_testing::corpus::{self, DecisionMaker, Engine};
 use armor_testing::naive::Naive;
 

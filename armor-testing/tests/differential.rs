@@ -3,6 +3,14 @@
 //! Policies are generated as YAML text from a small vocabulary (so that targets, sources and
 //! events collide often), parsed by the real loader, then decided by both implementations.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+
 use armor_core::event::{Access, Event, Socket, net};
 use armor_core::posture::{Posture, PostureAction, PostureConfig};
 use armor_core::workload::{Container, Host, Workload};

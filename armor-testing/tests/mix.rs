@@ -1,6 +1,14 @@
 //! The benchmark rule mix: it parses, compiles, hits and misses as designed, and both
 //! implementations agree on it; a 50k-rule file loads.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+
 use armor_core::{CompiledPolicy, Container, PolicySet, Posture, PostureConfig, Workload};
 use armor_testing::corpus::Outcome;
 use armor_testing::mix::{mix_events, rule_mix_yaml};
@@ -29,7 +37,10 @@ fn mix_hits_half_and_agrees_with_naive() {
             "{e:?}"
         );
     }
-    assert_eq!(blocked, 1000, "every even event hits a Block rule, every odd one misses");
+    assert_eq!(
+        blocked, 1000,
+        "every even event hits a Block rule, every odd one misses"
+    );
 }
 
 #[test]
@@ -41,5 +52,11 @@ fn fifty_thousand_rules_load() {
     let w: Workload = Container::new("bench", "app").label("app", "bench").into();
     let rules = compiled.rule_set(&w, Posture::default());
     let events = mix_events(50_000, 100, 1);
-    assert_eq!(events.iter().filter(|e| rules.decide(e).is_blocked()).count(), 50);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| rules.decide(e).is_blocked())
+            .count(),
+        50
+    );
 }

@@ -1,6 +1,11 @@
 //! Engine benchmarks: compile from YAML (parsing included) at 10/100/1k/10k rules, and decide at
 //! 1k rules, engine against the naive matcher in the same run.
 
+#![allow(
+    clippy::expect_used,
+    reason = "benchmark harness: a setup failure must abort the run"
+)]
+
 use std::hint::black_box;
 
 use armor_benches::{compile_mix, decide_setup};

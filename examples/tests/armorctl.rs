@@ -1,5 +1,13 @@
 //! armorctl end to end: exit codes, diagnostics, explain and replay on the example files.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -50,7 +58,11 @@ fn validate_warnings_only_exit_0() {
     .unwrap();
     let o = armorctl(&["validate", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("warning: in policy n/w: file.matchPaths[0].readonly: unknown field"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("warning: in policy n/w: file.matchPaths[0].readonly: unknown field"),
+        "{}",
+        stdout(&o)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -60,13 +72,32 @@ fn explain_says_which_rule_and_step() {
     let o = armorctl(&["explain", "--policy", "examples/policies", "--event", event]);
     let out = stdout(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("decision:  BLOCK (Permission denied)"), "{out}");
-    assert!(out.contains("[covers] shop/block-secrets file.matchDirectories[0]"), "{out}");
-    assert!(out.contains("[skip  ] shop/block-secrets file.matchDirectories[1]"), "{out}");
-    assert!(out.contains("fromSource does not list the acting executable"), "{out}");
+    assert!(
+        out.contains("decision:  BLOCK (Permission denied)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[covers] shop/block-secrets file.matchDirectories[0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[skip  ] shop/block-secrets file.matchDirectories[1]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fromSource does not list the acting executable"),
+        "{out}"
+    );
 
     let event = event.replace("/usr/bin/curl", "/app/server");
-    let o = armorctl(&["explain", "--policy", "examples/policies", "--event", &event, "--json"]);
+    let o = armorctl(&[
+        "explain",
+        "--policy",
+        "examples/policies",
+        "--event",
+        &event,
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["verdict"], "allow");
     assert_eq!(v["alert"], serde_json::Value::Null);
@@ -93,17 +124,42 @@ fn replay_recorded_telemetry() {
         .collect();
     assert_eq!(lines.len(), 8);
     let want = [
-        ("block-secrets", "Block", "Permission denied", "MatchedPolicy"),
+        (
+            "block-secrets",
+            "Block",
+            "Permission denied",
+            "MatchedPolicy",
+        ),
         ("", "", "Passed", "ContainerLog"),
-        ("no-package-managers", "Block", "Permission denied", "MatchedPolicy"),
+        (
+            "no-package-managers",
+            "Block",
+            "Permission denied",
+            "MatchedPolicy",
+        ),
         ("audit-etc-writes", "Audit", "Passed", "MatchedPolicy"),
-        ("DefaultPosture", "Block", "Permission denied", "MatchedPolicy"),
+        (
+            "DefaultPosture",
+            "Block",
+            "Permission denied",
+            "MatchedPolicy",
+        ),
         ("DefaultPosture", "Audit", "Passed", "MatchedPolicy"),
-        ("host-hardening", "Block", "Permission denied", "MatchedHostPolicy"),
+        (
+            "host-hardening",
+            "Block",
+            "Permission denied",
+            "MatchedHostPolicy",
+        ),
         ("", "", "Passed", "HostLog"),
     ];
     for (i, (l, (policy, action, result, ty))) in lines.iter().zip(want).enumerate() {
-        assert_eq!(l["PolicyName"].as_str().unwrap_or(""), policy, "line {}", i + 1);
+        assert_eq!(
+            l["PolicyName"].as_str().unwrap_or(""),
+            policy,
+            "line {}",
+            i + 1
+        );
         assert_eq!(l["Action"].as_str().unwrap_or(""), action, "line {}", i + 1);
         assert_eq!(l["Result"], result, "line {}", i + 1);
         assert_eq!(l["Type"], ty, "line {}", i + 1);
@@ -118,11 +174,24 @@ fn replay_reports_bad_lines() {
     let dir = std::env::temp_dir().join(format!("armorctl-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("bad.jsonl");
-    std::fs::write(&f, "{not json}\n{\"Type\":\"HostLog\",\"Operation\":\"Teleport\"}\n").unwrap();
-    let o = armorctl(&["replay", "--policy", "examples/policies", "--input", f.to_str().unwrap()]);
+    std::fs::write(
+        &f,
+        "{not json}\n{\"Type\":\"HostLog\",\"Operation\":\"Teleport\"}\n",
+    )
+    .unwrap();
+    let o = armorctl(&[
+        "replay",
+        "--policy",
+        "examples/policies",
+        "--input",
+        f.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.jsonl:1: not a KubeArmor record"), "{err}");
-    assert!(err.contains("bad.jsonl:2: operation `Teleport` is not replayable"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:2: operation `Teleport` is not replayable"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
