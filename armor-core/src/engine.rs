@@ -202,10 +202,23 @@ struct PolicyEntry {
     rules: std::ops::Range<usize>,
 }
 
-struct Inner {
+/// The immutable part of a compiled policy, shared with every [`RuleSet`] made from it.
+struct Shared {
     config: Config,
     rules: Vec<Rule>,
     policies: Vec<PolicyEntry>,
+}
+
+impl Shared {
+    fn rule(&self, id: u32) -> Option<&Rule> {
+        self.rules.get(id as usize)
+    }
+}
+
+/// The shared part plus the rule-set cache. Rule sets hold only [`Shared`], never `Inner`, so the
+/// cache does not keep itself alive through them.
+struct Inner {
+    shared: Arc<Shared>,
     cache: Mutex<RuleSetCache>,
 }
 
@@ -221,8 +234,8 @@ pub struct CompiledPolicy {
 impl fmt::Debug for CompiledPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompiledPolicy")
-            .field("policies", &self.inner.policies.len())
-            .field("rules", &self.inner.rules.len())
+            .field("policies", &self.inner.shared.policies.len())
+            .field("rules", &self.inner.shared.rules.len())
             .finish()
     }
 }
@@ -263,9 +276,11 @@ impl CompiledPolicy {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                config,
-                rules,
-                policies,
+                shared: Arc::new(Shared {
+                    config,
+                    rules,
+                    policies,
+                }),
                 cache: Mutex::new(FxHashMap::default()),
             }),
         })
@@ -273,13 +288,13 @@ impl CompiledPolicy {
 
     /// Every rule, in policy order.
     pub fn rules(&self) -> &[Rule] {
-        &self.inner.rules
+        &self.inner.shared.rules
     }
 
     /// The indices (into [`CompiledPolicy::rules`]) of the rules that apply to `workload`.
     pub fn selected_rules(&self, workload: &crate::workload::Workload) -> Vec<u32> {
         let mut out = Vec::new();
-        for p in &self.inner.policies {
+        for p in &self.inner.shared.policies {
             if p.selector.selects(workload) {
                 out.extend(p.rules.clone().filter_map(|i| u32::try_from(i).ok()));
             }
@@ -292,6 +307,7 @@ impl CompiledPolicy {
     pub fn rule_set(&self, workload: &crate::workload::Workload, posture: Posture) -> Arc<RuleSet> {
         let selected: Vec<u32> = self
             .inner
+            .shared
             .policies
             .iter()
             .enumerate()
@@ -305,17 +321,18 @@ impl CompiledPolicy {
         let ids: Vec<u32> = key
             .0
             .iter()
-            .filter_map(|&p| self.inner.policies.get(p as usize))
+            .filter_map(|&p| self.inner.shared.policies.get(p as usize))
             .flat_map(|p| p.rules.clone())
             .filter_map(|i| u32::try_from(i).ok())
             .collect();
-        let rs = Arc::new(RuleSet::new(self.clone(), ids, posture, workload.is_host()));
+        let rs = Arc::new(RuleSet::new(
+            self.inner.shared.clone(),
+            ids,
+            posture,
+            workload.is_host(),
+        ));
         self.inner.cache.lock().insert(key, rs.clone());
         rs
-    }
-
-    fn rule(&self, id: u32) -> Option<&Rule> {
-        self.inner.rules.get(id as usize)
     }
 }
 
@@ -551,7 +568,7 @@ struct CategoryIndex {
 
 /// The compiled rules of one workload (or of every workload the same policies select).
 pub struct RuleSet {
-    policy: CompiledPolicy,
+    shared: Arc<Shared>,
     ids: Vec<u32>,
     posture: Posture,
     host: bool,
@@ -605,7 +622,7 @@ fn pick<'a>(slot: &mut Option<(&'a Rule, u32)>, r: &'a Rule, id: u32) {
 }
 
 impl RuleSet {
-    fn new(policy: CompiledPolicy, ids: Vec<u32>, posture: Posture, host: bool) -> Self {
+    fn new(policy: Arc<Shared>, ids: Vec<u32>, posture: Posture, host: bool) -> Self {
         let mut cats: [CategoryIndex; 5] = Default::default();
         let mut globs: [BTreeMap<String, Vec<(String, u32)>>; 5] = Default::default();
         for &id in &ids {
@@ -663,7 +680,7 @@ impl RuleSet {
                 Target::Protocol(_) | Target::Dns(_) => cat.others.push(id),
             }
         }
-        let limit = policy.inner.config.glob_size_limit;
+        let limit = policy.config.glob_size_limit;
         for (cat, groups) in cats.iter_mut().zip(globs) {
             cat.paths.glob_limit = limit;
             for (anchor, list) in groups {
@@ -680,7 +697,7 @@ impl RuleSet {
             }
         }
         Self {
-            policy,
+            shared: policy,
             ids,
             posture,
             host,
@@ -695,12 +712,12 @@ impl RuleSet {
 
     /// The rules of this set.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.ids.iter().filter_map(|&i| self.policy.rule(i))
+        self.ids.iter().filter_map(|&i| self.shared.rule(i))
     }
 
-    /// The compiled policy the rules belong to.
-    pub fn policy(&self) -> &CompiledPolicy {
-        &self.policy
+    /// The rule with index `id` (an index into [`CompiledPolicy::rules`]).
+    pub fn rule(&self, id: u32) -> Option<&Rule> {
+        self.shared.rule(id)
     }
 
     /// The posture the set was compiled with.
@@ -821,7 +838,7 @@ impl RuleSet {
         let mut allow: [Option<(&Rule, u32)>; 2] = [None, None];
         let mut audit: Option<(&Rule, u32)> = None;
         self.for_each_target_match(op, |id| {
-            let Some(rule) = self.policy.rule(id) else {
+            let Some(rule) = self.shared.rule(id) else {
                 return;
             };
             let cover = covers(rule, event);
@@ -1095,4 +1112,43 @@ pub fn strategy_counts(rules: &[Rule]) -> BTreeMap<&'static str, usize> {
         *m.entry(k).or_insert(0) += 1;
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Container;
+
+    #[test]
+    fn rule_sets_do_not_keep_the_compiled_policy_alive() {
+        let set = PolicySet::parse(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: p, namespace: n}\nspec:\n  selector: {matchLabels: {a: b}}\n  file: {matchPaths: [{path: /x}]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let compiled = CompiledPolicy::build(&set).unwrap();
+        let weak = Arc::downgrade(&compiled.inner);
+        let rs = compiled.rule_set(
+            &Container::new("n", "c").label("a", "b").into(),
+            Posture::default(),
+        );
+        let again = compiled.rule_set(
+            &Container::new("n", "d").label("a", "b").into(),
+            Posture::default(),
+        );
+        assert!(
+            Arc::ptr_eq(&rs, &again),
+            "same policies, same posture: one shared rule set"
+        );
+        drop(compiled);
+        assert!(
+            weak.upgrade().is_none(),
+            "the cache must not form a cycle through its rule sets"
+        );
+        assert_eq!(
+            rs.rules().count(),
+            1,
+            "a rule set outlives its compiled policy"
+        );
+    }
 }
