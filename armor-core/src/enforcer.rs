@@ -164,6 +164,81 @@ pub struct EnforcerAlert {
     pub uid: u32,
 }
 
+impl EnforcerAlert {
+    fn new(
+        enforcer: &'static str,
+        rule: Option<u32>,
+        action: &'static str,
+        result: &'static str,
+        operation: &'static str,
+        resource: String,
+    ) -> Self {
+        Self {
+            enforcer,
+            workload: None,
+            rule,
+            action,
+            result,
+            operation,
+            resource,
+            source: None,
+            pid: 0,
+            uid: 0,
+        }
+    }
+
+    /// A denial (`Action: Block`, `Result: Permission denied`) by `rule` (`None`: DefaultPosture).
+    pub fn blocked(
+        enforcer: &'static str,
+        rule: Option<u32>,
+        operation: &'static str,
+        resource: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            enforcer,
+            rule,
+            "Block",
+            "Permission denied",
+            operation,
+            resource.into(),
+        )
+    }
+
+    /// A pass that is reported (`Action: Audit`, `Result: Passed`): an audit-posture
+    /// DefaultPosture (`rule: None`) or an Audit rule.
+    pub fn audited(
+        enforcer: &'static str,
+        rule: Option<u32>,
+        operation: &'static str,
+        resource: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            enforcer,
+            rule,
+            "Audit",
+            "Passed",
+            operation,
+            resource.into(),
+        )
+    }
+
+    /// The same alert attributed to `workload`.
+    #[must_use]
+    pub fn with_workload(mut self, workload: WorkloadKey) -> Self {
+        self.workload = Some(workload);
+        self
+    }
+
+    /// The same alert with the acting process.
+    #[must_use]
+    pub fn with_process(mut self, pid: u32, uid: u32, source: Option<String>) -> Self {
+        self.pid = pid;
+        self.uid = uid;
+        self.source = source;
+        self
+    }
+}
+
 /// Where an enforcer delivers its alerts. Implementations must not block for long: enforcers call
 /// it from their reader thread.
 pub trait AlertSink: Send + Sync {

@@ -4,7 +4,8 @@
 //!
 //! One type, [`Telemetry`], carries both Logs and Alerts: an Alert is a Log with the policy
 //! fields (`PolicyName`, `Severity`, `Tags`, `ATags`, `Message`, `Enforcer`, `Action`) set.
-//! Fields armor does not know are dropped when a record is read.
+//! Fields armor does not interpret (`Owner`, `ExecEvent`, hashes, …) are kept in
+//! [`Telemetry::extra`] and written back unchanged.
 //!
 //! ```
 //! use armor_core::telemetry::Telemetry;
@@ -26,7 +27,7 @@ use crate::event::{Access, Event, Operation, Socket, caps, net};
 use crate::workload::{Container, Host, Workload};
 
 /// A KubeArmor Log or Alert record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 #[non_exhaustive]
 #[allow(
@@ -105,6 +106,9 @@ pub struct Telemetry {
     pub cwd: Option<String>,
     #[serde(default, rename = "TTY", skip_serializing_if = "Option::is_none")]
     pub tty: Option<String>,
+    /// Every other field of the record, kept as it was.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// Why a record cannot be replayed.
@@ -394,6 +398,18 @@ mod tests {
         let s = parse_socket("remoteip=10.0.0.1 port=80 protocol=TCP").unwrap();
         assert_eq!((s.family, s.sock_type, s.protocol), (2, 1, 6));
         assert!(parse_socket("nothing here").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let text = r#"{"Type":"ContainerLog","Owner":{"Ref":"Deployment","Name":"web"},"HashAlgo":"sha256","Operation":"File"}"#;
+        let t: Telemetry = serde_json::from_str(text).unwrap();
+        assert_eq!(t.extra["HashAlgo"], "sha256");
+        let back = serde_json::to_string(&t).unwrap();
+        assert!(
+            back.contains(r#""Owner":{"Name":"web","Ref":"Deployment"}"#),
+            "{back}"
+        );
     }
 
     #[test]
