@@ -453,35 +453,44 @@ fn meta(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>, level: ActionLevel, allow_acti
     out
 }
 
+/// Reads every mapping of the list at `node` with `read`, which gets the item's reader, the item
+/// node and its field path (`file.matchPaths[2]`); each item's unknown keys are reported after
+/// `read` returns. Items that are not mappings are reported and skipped.
+fn each_item<'n, T>(
+    ctx: &mut Ctx<'_>,
+    node: &'n Node,
+    field: &str,
+    mut read: impl FnMut(&mut Ctx<'_>, &mut MapReader<'n>, &'n Node, &str) -> Option<T>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for (i, item) in list(ctx, node, field).iter().enumerate() {
+        let rf = format!("{field}[{i}]");
+        let Some(mut r) = MapReader::new(ctx, item, &rf) else {
+            continue;
+        };
+        let value = read(ctx, &mut r, item, &rf);
+        r.finish(ctx);
+        out.extend(value);
+    }
+    out
+}
+
 fn from_source(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>) -> Vec<SourcePath> {
     let Some((n, f)) = m.take("fromSource") else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for (i, item) in list(ctx, n, &f).iter().enumerate() {
-        let field = format!("{f}[{i}]");
-        let Some(mut sm) = MapReader::new(ctx, item, &field) else {
-            continue;
-        };
-        if let Some((p, pos, pf)) = required_string(ctx, &mut sm, "path", item.pos) {
-            check_path(ctx, pos, &pf, &p);
-            out.push(SourcePath { path: p });
-        }
-        sm.finish(ctx);
-    }
-    out
+    each_item(ctx, n, &f, |ctx, sm, item, _| {
+        let (path, pos, pf) = required_string(ctx, sm, "path", item.pos)?;
+        check_path(ctx, pos, &pf, &path);
+        Some(SourcePath { path })
+    })
 }
 
 fn syscall_from_source(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>) -> Vec<SyscallSource> {
     let Some((n, f)) = m.take("fromSource") else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for (i, item) in list(ctx, n, &f).iter().enumerate() {
-        let field = format!("{f}[{i}]");
-        let Some(mut sm) = MapReader::new(ctx, item, &field) else {
-            continue;
-        };
+    each_item(ctx, n, &f, |ctx, sm, item, field| {
         let mut src = SyscallSource::default();
         if let Some((pn, pf)) = sm.take("path")
             && let Some(p) = string(ctx, pn, &pf)
@@ -497,21 +506,23 @@ fn syscall_from_source(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>) -> Vec<SyscallS
             }
             src.dir = Some(d);
         }
-        src.recursive = optional_bool(ctx, &mut sm, "recursive").unwrap_or(false);
-        if src.path.is_none() && src.dir.is_none() {
-            ctx.err(item.pos, &field, "needs `path` or `dir`");
-        } else if src.path.is_some() && src.dir.is_some() {
-            ctx.err(
-                item.pos,
-                &field,
-                "has both `path` and `dir`: use one entry for each",
-            );
-        } else {
-            out.push(src);
+        src.recursive = optional_bool(ctx, sm, "recursive").unwrap_or(false);
+        match (&src.path, &src.dir) {
+            (None, None) => {
+                ctx.err(item.pos, field, "needs `path` or `dir`");
+                None
+            }
+            (Some(_), Some(_)) => {
+                ctx.err(
+                    item.pos,
+                    field,
+                    "has both `path` and `dir`: use one entry for each",
+                );
+                None
+            }
+            _ => Some(src),
         }
-        sm.finish(ctx);
-    }
-    out
+    })
 }
 
 fn syscall_names(ctx: &mut Ctx<'_>, m: &mut MapReader<'_>, at: Pos) -> Vec<String> {
@@ -561,11 +572,7 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
     };
     out.meta = meta(ctx, &mut m, ActionLevel::Strict, true);
     if let Some((n, f)) = m.take("matchPaths") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
+        out.match_paths = each_item(ctx, n, &f, |ctx, r, item, rf| {
             let path = match r.take("path") {
                 Some((pn, pf)) => string(ctx, pn, &pf).inspect(|p| check_path(ctx, pn.pos, &pf, p)),
                 None => None,
@@ -583,7 +590,7 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
                 None => None,
             };
             if path.is_none() && execname.is_none() && !ctx.diags.has_errors_at(item.pos) {
-                ctx.err(item.pos, &rf, "needs `path` or `execname`");
+                ctx.err(item.pos, rf, "needs `path` or `execname`");
             }
             if let (Some(p), Some(e)) = (&path, &execname) {
                 let msg = if p.rsplit('/').next() == Some(e.as_str()) {
@@ -593,10 +600,10 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
                         "never matches: an exec must match both `path` and `execname`, and `{p}` is not named `{e}`"
                     )
                 };
-                ctx.warn(item.pos, &rf, msg);
+                ctx.warn(item.pos, rf, msg);
             }
-            let owner_only = optional_bool(ctx, &mut r, "ownerOnly").unwrap_or(false);
-            let pts = optional_bool(ctx, &mut r, "pts");
+            let owner_only = optional_bool(ctx, r, "ownerOnly").unwrap_or(false);
+            let pts = optional_bool(ctx, r, "pts");
             let allowed_args = match r.take("allowedArgs") {
                 Some((an, af)) => {
                     let args = string_list(ctx, an, &af);
@@ -614,10 +621,9 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
                 }
                 None => Vec::new(),
             };
-            let from_source = from_source(ctx, &mut r);
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-            r.finish(ctx);
-            out.match_paths.push(ProcessPathRule {
+            let from_source = from_source(ctx, r);
+            let meta = meta(ctx, r, ActionLevel::Strict, true);
+            Some(ProcessPathRule {
                 path,
                 execname,
                 owner_only,
@@ -625,9 +631,9 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
                 allowed_args,
                 from_source,
                 meta,
-                origin: origin(ctx, item, &rf),
-            });
-        }
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     if let Some((n, f)) = m.take("matchDirectories") {
         out.match_directories = directories(ctx, n, &f, false);
@@ -640,75 +646,49 @@ fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> ProcessSectio
 }
 
 fn directories(ctx: &mut Ctx<'_>, node: &Node, f: &str, file: bool) -> Vec<DirectoryRule> {
-    let mut out = Vec::new();
-    for (i, item) in list(ctx, node, f).iter().enumerate() {
-        let rf = format!("{f}[{i}]");
-        let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-            continue;
-        };
-        let dir = required_string(ctx, &mut r, "dir", item.pos);
+    each_item(ctx, node, f, |ctx, r, item, rf| {
+        let dir = required_string(ctx, r, "dir", item.pos);
         if let Some((d, pos, df)) = &dir {
             check_dir(ctx, *pos, df, d);
         }
-        let recursive = optional_bool(ctx, &mut r, "recursive").unwrap_or(false);
-        let owner_only = optional_bool(ctx, &mut r, "ownerOnly").unwrap_or(false);
-        let read_only = if file {
-            optional_bool(ctx, &mut r, "readOnly").unwrap_or(false)
-        } else {
-            false
-        };
-        let pts = optional_bool(ctx, &mut r, "pts");
-        let from_source = from_source(ctx, &mut r);
-        let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-        r.finish(ctx);
-        if let Some((dir, _, _)) = dir {
-            out.push(DirectoryRule {
-                dir,
-                recursive,
-                owner_only,
-                read_only,
-                pts,
-                from_source,
-                meta,
-                origin: origin(ctx, item, &rf),
-            });
-        }
-    }
-    out
+        let recursive = optional_bool(ctx, r, "recursive").unwrap_or(false);
+        let owner_only = optional_bool(ctx, r, "ownerOnly").unwrap_or(false);
+        let read_only = file && optional_bool(ctx, r, "readOnly").unwrap_or(false);
+        let pts = optional_bool(ctx, r, "pts");
+        let from_source = from_source(ctx, r);
+        let meta = meta(ctx, r, ActionLevel::Strict, true);
+        Some(DirectoryRule {
+            dir: dir?.0,
+            recursive,
+            owner_only,
+            read_only,
+            pts,
+            from_source,
+            meta,
+            origin: origin(ctx, item, rf),
+        })
+    })
 }
 
 fn patterns(ctx: &mut Ctx<'_>, node: &Node, f: &str, file: bool) -> Vec<PatternRule> {
-    let mut out = Vec::new();
-    for (i, item) in list(ctx, node, f).iter().enumerate() {
-        let rf = format!("{f}[{i}]");
-        let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-            continue;
-        };
-        let pattern = required_string(ctx, &mut r, "pattern", item.pos);
+    each_item(ctx, node, f, |ctx, r, item, rf| {
+        let pattern = required_string(ctx, r, "pattern", item.pos);
         if let Some((p, pos, pf)) = &pattern
             && let Err(e) = crate::glob::Glob::new(p)
         {
             ctx.err(*pos, pf, e.to_string());
         }
-        let owner_only = optional_bool(ctx, &mut r, "ownerOnly").unwrap_or(false);
-        let read_only = if file {
-            optional_bool(ctx, &mut r, "readOnly").unwrap_or(false)
-        } else {
-            false
-        };
-        let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-        r.finish(ctx);
-        if let Some((pattern, _, _)) = pattern {
-            out.push(PatternRule {
-                pattern,
-                owner_only,
-                read_only,
-                meta,
-                origin: origin(ctx, item, &rf),
-            });
-        }
-    }
-    out
+        let owner_only = optional_bool(ctx, r, "ownerOnly").unwrap_or(false);
+        let read_only = file && optional_bool(ctx, r, "readOnly").unwrap_or(false);
+        let meta = meta(ctx, r, ActionLevel::Strict, true);
+        Some(PatternRule {
+            pattern: pattern?.0,
+            owner_only,
+            read_only,
+            meta,
+            origin: origin(ctx, item, rf),
+        })
+    })
 }
 
 fn file_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> FileSection {
@@ -718,33 +698,26 @@ fn file_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> FileSection {
     };
     out.meta = meta(ctx, &mut m, ActionLevel::Strict, true);
     if let Some((n, f)) = m.take("matchPaths") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let path = required_string(ctx, &mut r, "path", item.pos);
+        out.match_paths = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let path = required_string(ctx, r, "path", item.pos);
             if let Some((p, pos, pf)) = &path {
                 check_path(ctx, *pos, pf, p);
             }
-            let read_only = optional_bool(ctx, &mut r, "readOnly").unwrap_or(false);
-            let owner_only = optional_bool(ctx, &mut r, "ownerOnly").unwrap_or(false);
-            let pts = optional_bool(ctx, &mut r, "pts");
-            let from_source = from_source(ctx, &mut r);
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-            r.finish(ctx);
-            if let Some((path, _, _)) = path {
-                out.match_paths.push(FilePathRule {
-                    path,
-                    read_only,
-                    owner_only,
-                    pts,
-                    from_source,
-                    meta,
-                    origin: origin(ctx, item, &rf),
-                });
-            }
-        }
+            let read_only = optional_bool(ctx, r, "readOnly").unwrap_or(false);
+            let owner_only = optional_bool(ctx, r, "ownerOnly").unwrap_or(false);
+            let pts = optional_bool(ctx, r, "pts");
+            let from_source = from_source(ctx, r);
+            let meta = meta(ctx, r, ActionLevel::Strict, true);
+            Some(FilePathRule {
+                path: path?.0,
+                read_only,
+                owner_only,
+                pts,
+                from_source,
+                meta,
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     if let Some((n, f)) = m.take("matchDirectories") {
         out.match_directories = directories(ctx, n, &f, true);
@@ -763,44 +736,33 @@ fn network_section(ctx: &mut Ctx<'_>, node: &Node, field: &str, host: bool) -> N
     };
     out.meta = meta(ctx, &mut m, ActionLevel::Strict, true);
     if let Some((n, f)) = m.take("matchProtocols") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let protocol = required_string(ctx, &mut r, "protocol", item.pos);
+        out.match_protocols = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let protocol = required_string(ctx, r, "protocol", item.pos);
             if let Some((p, pos, pf)) = &protocol {
                 check_list_items(ctx, *pos, pf, p, PROTOCOLS, "protocol", Case::LowerOrUpper);
             }
-            let pts = optional_bool(ctx, &mut r, "pts");
-            let from_source = from_source(ctx, &mut r);
+            let pts = optional_bool(ctx, r, "pts");
+            let from_source = from_source(ctx, r);
             if host && from_source.is_empty() {
                 ctx.err(
                     item.pos,
-                    &rf,
+                    rf,
                     "host policies need `fromSource` on network rules",
                 );
             }
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-            r.finish(ctx);
-            if let Some((protocol, _, _)) = protocol {
-                out.match_protocols.push(ProtocolRule {
-                    protocol,
-                    pts,
-                    from_source,
-                    meta,
-                    origin: origin(ctx, item, &rf),
-                });
-            }
-        }
+            let meta = meta(ctx, r, ActionLevel::Strict, true);
+            Some(ProtocolRule {
+                protocol: protocol?.0,
+                pts,
+                from_source,
+                meta,
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     if let Some((n, f)) = m.take("matchDNSQueries") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let domain = required_string(ctx, &mut r, "domain", item.pos);
+        out.match_dns_queries = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let domain = required_string(ctx, r, "domain", item.pos);
             if let Some((d, pos, df)) = &domain {
                 let trimmed = d.trim_matches('.');
                 if trimmed.is_empty()
@@ -812,18 +774,15 @@ fn network_section(ctx: &mut Ctx<'_>, node: &Node, field: &str, host: bool) -> N
                     ctx.err(*pos, df, format!("`{d}` is not a domain name"));
                 }
             }
-            let from_source = from_source(ctx, &mut r);
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-            r.finish(ctx);
-            if let Some((domain, _, _)) = domain {
-                out.match_dns_queries.push(DnsRule {
-                    domain,
-                    from_source,
-                    meta,
-                    origin: origin(ctx, item, &rf),
-                });
-            }
-        }
+            let from_source = from_source(ctx, r);
+            let meta = meta(ctx, r, ActionLevel::Strict, true);
+            Some(DnsRule {
+                domain: domain?.0,
+                from_source,
+                meta,
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     m.finish(ctx);
     out
@@ -892,34 +851,27 @@ fn capabilities_section(
     };
     out.meta = meta(ctx, &mut m, ActionLevel::Strict, true);
     if let Some((n, f)) = m.take("matchCapabilities") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let cap = required_string(ctx, &mut r, "capability", item.pos);
+        out.match_capabilities = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let cap = required_string(ctx, r, "capability", item.pos);
             if let Some((c, pos, cf)) = &cap {
                 check_list_items(ctx, *pos, cf, c, CAPABILITIES, "capability", Case::Lower);
             }
-            let from_source = from_source(ctx, &mut r);
+            let from_source = from_source(ctx, r);
             if host && from_source.is_empty() {
                 ctx.err(
                     item.pos,
-                    &rf,
+                    rf,
                     "host policies need `fromSource` on capability rules",
                 );
             }
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-            r.finish(ctx);
-            if let Some((capability, _, _)) = cap {
-                out.match_capabilities.push(CapabilityRule {
-                    capability,
-                    from_source,
-                    meta,
-                    origin: origin(ctx, item, &rf),
-                });
-            }
-        }
+            let meta = meta(ctx, r, ActionLevel::Strict, true);
+            Some(CapabilityRule {
+                capability: cap?.0,
+                from_source,
+                meta,
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     m.finish(ctx);
     out
@@ -932,30 +884,21 @@ fn syscalls_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> SyscallsSect
     };
     out.meta = meta(ctx, &mut m, ActionLevel::Strict, false);
     if let Some((n, f)) = m.take("matchSyscalls") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let syscalls = syscall_names(ctx, &mut r, item.pos);
-            let from_source = syscall_from_source(ctx, &mut r);
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, false);
-            r.finish(ctx);
-            out.match_syscalls.push(SyscallRule {
+        out.match_syscalls = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let syscalls = syscall_names(ctx, r, item.pos);
+            let from_source = syscall_from_source(ctx, r);
+            let meta = meta(ctx, r, ActionLevel::Strict, false);
+            Some(SyscallRule {
                 syscalls,
                 from_source,
                 meta,
-                origin: origin(ctx, item, &rf),
-            });
-        }
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     if let Some((n, f)) = m.take("matchPaths") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let path = required_string(ctx, &mut r, "path", item.pos);
+        out.match_paths = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let path = required_string(ctx, r, "path", item.pos);
             if let Some((p, pos, pf)) = &path
                 && !(PATH_RE.is_match(p) || DIR_RE.is_match(p))
             {
@@ -965,22 +908,19 @@ fn syscalls_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> SyscallsSect
                     format!("`{p}` must be an absolute file or directory path"),
                 );
             }
-            let recursive = optional_bool(ctx, &mut r, "recursive").unwrap_or(false);
-            let syscalls = syscall_names(ctx, &mut r, item.pos);
-            let from_source = syscall_from_source(ctx, &mut r);
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, false);
-            r.finish(ctx);
-            if let Some((path, _, _)) = path {
-                out.match_paths.push(SyscallPathRule {
-                    path,
-                    recursive,
-                    syscalls,
-                    from_source,
-                    meta,
-                    origin: origin(ctx, item, &rf),
-                });
-            }
-        }
+            let recursive = optional_bool(ctx, r, "recursive").unwrap_or(false);
+            let syscalls = syscall_names(ctx, r, item.pos);
+            let from_source = syscall_from_source(ctx, r);
+            let meta = meta(ctx, r, ActionLevel::Strict, false);
+            Some(SyscallPathRule {
+                path: path?.0,
+                recursive,
+                syscalls,
+                from_source,
+                meta,
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     m.finish(ctx);
     out
@@ -993,12 +933,8 @@ fn device_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> DeviceSection 
     };
     out.meta = meta(ctx, &mut m, ActionLevel::Strict, true);
     if let Some((n, f)) = m.take("matchDevice") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let rf = format!("{f}[{i}]");
-            let Some(mut r) = MapReader::new(ctx, item, &rf) else {
-                continue;
-            };
-            let class = required_string(ctx, &mut r, "class", item.pos);
+        out.match_device = each_item(ctx, n, &f, |ctx, r, item, rf| {
+            let class = required_string(ctx, r, "class", item.pos);
             let int = |ctx: &mut Ctx<'_>, r: &mut MapReader<'_>, key: &str, min: i64| {
                 let (n, f) = r.take(key)?;
                 let v = integer(ctx, n, &f)?;
@@ -1012,22 +948,19 @@ fn device_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> DeviceSection 
                 }
                 i32::try_from(v).ok()
             };
-            let sub_class = int(ctx, &mut r, "subClass", 0);
-            let protocol = int(ctx, &mut r, "protocol", 0);
-            let level = int(ctx, &mut r, "level", 1);
-            let meta = meta(ctx, &mut r, ActionLevel::Strict, true);
-            r.finish(ctx);
-            if let Some((class, _, _)) = class {
-                out.match_device.push(DeviceRule {
-                    class,
-                    sub_class,
-                    protocol,
-                    level,
-                    meta,
-                    origin: origin(ctx, item, &rf),
-                });
-            }
-        }
+            let sub_class = int(ctx, r, "subClass", 0);
+            let protocol = int(ctx, r, "protocol", 0);
+            let level = int(ctx, r, "level", 1);
+            let meta = meta(ctx, r, ActionLevel::Strict, true);
+            Some(DeviceRule {
+                class: class?.0,
+                sub_class,
+                protocol,
+                level,
+                meta,
+                origin: origin(ctx, item, rf),
+            })
+        });
     }
     m.finish(ctx);
     out
@@ -1059,46 +992,41 @@ fn selector(ctx: &mut Ctx<'_>, node: &Node, field: &str, kind: PolicyKind) -> Se
         }
     }
     if let Some((n, f)) = m.take("matchExpressions") {
-        for (i, item) in list(ctx, n, &f).iter().enumerate() {
-            let ef = format!("{f}[{i}]");
-            let Some(mut e) = MapReader::new(ctx, item, &ef) else {
-                continue;
-            };
-            let key =
-                required_string(ctx, &mut e, "key", item.pos).and_then(|(k, pos, kf)| {
-                    match (k.as_str(), kind) {
-                        ("label", _) => Some(ExpressionKey::Label),
-                        ("namespace", PolicyKind::KubeArmorClusterPolicy) => {
-                            Some(ExpressionKey::Namespace)
-                        }
+        out.match_expressions = each_item(ctx, n, &f, |ctx, e, item, _| {
+            let key = required_string(ctx, e, "key", item.pos).and_then(|(k, pos, kf)| {
+                match (k.as_str(), kind) {
+                    ("label", _) => Some(ExpressionKey::Label),
+                    ("namespace", PolicyKind::KubeArmorClusterPolicy) => {
+                        Some(ExpressionKey::Namespace)
+                    }
+                    _ => {
+                        let allowed = if kind == PolicyKind::KubeArmorClusterPolicy {
+                            "`namespace` or `label`"
+                        } else {
+                            "`label`"
+                        };
+                        ctx.err(
+                            pos,
+                            &kf,
+                            format!("`{k}` is not a selector key: expected {allowed}"),
+                        );
+                        None
+                    }
+                }
+            });
+            let operator =
+                required_string(ctx, e, "operator", item.pos).and_then(|(o, pos, of)| {
+                    match o.as_str() {
+                        "In" => Some(Operator::In),
+                        "NotIn" => Some(Operator::NotIn),
                         _ => {
-                            let allowed = if kind == PolicyKind::KubeArmorClusterPolicy {
-                                "`namespace` or `label`"
-                            } else {
-                                "`label`"
-                            };
                             ctx.err(
                                 pos,
-                                &kf,
-                                format!("`{k}` is not a selector key: expected {allowed}"),
+                                &of,
+                                format!("`{o}` is not an operator: expected `In` or `NotIn`"),
                             );
                             None
                         }
-                    }
-                });
-            let operator =
-                required_string(ctx, &mut e, "operator", item.pos).and_then(|(o, pos, of)| match o
-                    .as_str()
-                {
-                    "In" => Some(Operator::In),
-                    "NotIn" => Some(Operator::NotIn),
-                    _ => {
-                        ctx.err(
-                            pos,
-                            &of,
-                            format!("`{o}` is not an operator: expected `In` or `NotIn`"),
-                        );
-                        None
                     }
                 });
             let values = match e.take("values") {
@@ -1119,15 +1047,12 @@ fn selector(ctx: &mut Ctx<'_>, node: &Node, field: &str, kind: PolicyKind) -> Se
                 }
                 None => Vec::new(),
             };
-            e.finish(ctx);
-            if let (Some(key), Some(operator)) = (key, operator) {
-                out.match_expressions.push(Expression {
-                    key,
-                    operator,
-                    values,
-                });
-            }
-        }
+            Some(Expression {
+                key: key?,
+                operator: operator?,
+                values,
+            })
+        });
     }
     m.finish(ctx);
     out
@@ -1320,38 +1245,29 @@ pub(crate) fn policy(file: &Arc<str>, doc: &Node, diags: &mut Diagnostics) -> Op
                     if host {
                         ctx.err(n.pos, &f, "host policies have no presets");
                     } else {
-                        for (i, item) in list(&mut ctx, n, &f).iter().enumerate() {
-                            let pf = format!("{f}[{i}]");
-                            let Some(mut p) = MapReader::new(&mut ctx, item, &pf) else {
-                                continue;
-                            };
-                            let pname = required_string(&mut ctx, &mut p, "name", item.pos);
+                        spec.presets = each_item(&mut ctx, n, &f, |ctx, p, item, pf| {
                             let action = match p.take("action") {
-                                Some((an, af)) => {
-                                    parse_action(&mut ctx, an, &af, ActionLevel::Strict)
-                                }
+                                Some((an, af)) => parse_action(ctx, an, &af, ActionLevel::Strict),
                                 None => None,
                             };
-                            p.finish(&mut ctx);
-                            if let Some((pname, pos, nf)) = pname {
-                                if PRESETS.contains(&pname.as_str()) {
-                                    spec.presets.push(Preset {
-                                        name: pname,
-                                        action,
-                                        origin: origin(&ctx, item, &pf),
-                                    });
-                                } else {
-                                    ctx.err(
-                                        pos,
-                                        &nf,
-                                        format!(
-                                            "`{pname}` is not a preset: expected one of {}",
-                                            PRESETS.join(", ")
-                                        ),
-                                    );
-                                }
+                            let (pname, pos, nf) = required_string(ctx, p, "name", item.pos)?;
+                            if !PRESETS.contains(&pname.as_str()) {
+                                ctx.err(
+                                    pos,
+                                    &nf,
+                                    format!(
+                                        "`{pname}` is not a preset: expected one of {}",
+                                        PRESETS.join(", ")
+                                    ),
+                                );
+                                return None;
                             }
-                        }
+                            Some(Preset {
+                                name: pname,
+                                action,
+                                origin: origin(ctx, item, pf),
+                            })
+                        });
                     }
                 }
                 if let Some((n, f)) = s.take("apparmor") {
