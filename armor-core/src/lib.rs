@@ -46,7 +46,9 @@ pub use engine::{
 };
 pub use event::{Access, Category, Event, Operation, Socket};
 pub use model::{Action, Policy, PolicyKind};
-pub use parse::{API_VERSION, CAPABILITIES, MAX_ALLOWED_ARGS, MAX_PATH_LEN, PRESETS, PROTOCOLS};
+pub use parse::{
+    API_VERSION, LAST_CRD_CAPABILITY, MAX_ALLOWED_ARGS, MAX_PATH_LEN, PRESETS, PROTOCOLS,
+};
 pub use posture::{Posture, PostureAction, PostureConfig, Visibility};
 pub use rule::{Rule, Target};
 pub use workload::{Container, Host, Workload, WorkloadKey};

@@ -56,43 +56,13 @@ pub const PROTOCOLS: &[&str] = &[
     "all",
 ];
 
-/// Capability names of the CRD's `MatchCapabilitiesStringType` (lowercase, no `cap_`).
-pub const CAPABILITIES: &[&str] = &[
-    "chown",
-    "dac_override",
-    "dac_read_search",
-    "fowner",
-    "fsetid",
-    "kill",
-    "setgid",
-    "setuid",
-    "setpcap",
-    "linux_immutable",
-    "net_bind_service",
-    "net_broadcast",
-    "net_admin",
-    "net_raw",
-    "ipc_lock",
-    "ipc_owner",
-    "sys_module",
-    "sys_rawio",
-    "sys_chroot",
-    "sys_ptrace",
-    "sys_pacct",
-    "sys_admin",
-    "sys_boot",
-    "sys_nice",
-    "sys_resource",
-    "sys_time",
-    "sys_tty_config",
-    "mknod",
-    "lease",
-    "audit_write",
-    "audit_control",
-    "setfcap",
-    "mac_override",
-    "mac_admin",
-];
+/// The last capability number the CRD's `MatchCapabilitiesStringType` names (`mac_admin`);
+/// newer ones (`bpf`, `perfmon`, …) are not accepted by KubeArmor's CRD.
+pub const LAST_CRD_CAPABILITY: u8 = 33;
+
+fn crd_capability(name: &str) -> bool {
+    crate::event::caps::number(name).is_some_and(|n| n <= LAST_CRD_CAPABILITY)
+}
 
 /// Preset names.
 pub const PRESETS: &[&str] = &[
@@ -739,7 +709,15 @@ fn network_section(ctx: &mut Ctx<'_>, node: &Node, field: &str, host: bool) -> N
         out.match_protocols = each_item(ctx, n, &f, |ctx, r, item, rf| {
             let protocol = required_string(ctx, r, "protocol", item.pos);
             if let Some((p, pos, pf)) = &protocol {
-                check_list_items(ctx, *pos, pf, p, PROTOCOLS, "protocol", Case::LowerOrUpper);
+                check_list_items(
+                    ctx,
+                    *pos,
+                    pf,
+                    p,
+                    |p| PROTOCOLS.contains(&p),
+                    "protocol",
+                    Case::LowerOrUpper,
+                );
             }
             let pts = optional_bool(ctx, r, "pts");
             let from_source = from_source(ctx, r);
@@ -801,7 +779,7 @@ fn check_list_items(
     pos: Pos,
     field: &str,
     value: &str,
-    known: &[&str],
+    known: impl Fn(&str) -> bool,
     what: &str,
     case: Case,
 ) {
@@ -821,7 +799,7 @@ fn check_list_items(
         } else {
             &lower
         };
-        if !known.contains(&bare) {
+        if !known(bare) {
             ctx.err(pos, field, format!("`{item}` is not a known {what}"));
             continue;
         }
@@ -854,7 +832,7 @@ fn capabilities_section(
         out.match_capabilities = each_item(ctx, n, &f, |ctx, r, item, rf| {
             let cap = required_string(ctx, r, "capability", item.pos);
             if let Some((c, pos, cf)) = &cap {
-                check_list_items(ctx, *pos, cf, c, CAPABILITIES, "capability", Case::Lower);
+                check_list_items(ctx, *pos, cf, c, crd_capability, "capability", Case::Lower);
             }
             let from_source = from_source(ctx, r);
             if host && from_source.is_empty() {
