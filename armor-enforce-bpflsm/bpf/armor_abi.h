@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The structures and constants shared with user space. Mirrored field by field by
+ * src/abi.rs; the test `abi::tests::layout_matches_the_c_header` checks sizes and offsets. */
+#ifndef ARMOR_ABI_H
+#define ARMOR_ABI_H
+
+/* Entry kinds in `armor_rules`. */
+#define ARMOR_KIND_PROC_PATH 1  /* target: hash of the executed file's full path */
+#define ARMOR_KIND_PROC_DIR 2   /* target: hash of a directory path */
+#define ARMOR_KIND_PROC_NAME 3  /* target: hash of the executable's basename */
+#define ARMOR_KIND_FILE_PATH 4
+#define ARMOR_KIND_FILE_DIR 5
+#define ARMOR_KIND_NET_PROTO 6  /* target: IPPROTO_* */
+#define ARMOR_KIND_NET_TYPE 7   /* target: SOCK_* */
+#define ARMOR_KIND_NET_ALL 8    /* target: 0 */
+#define ARMOR_KIND_CAP 9        /* target: CAP_* number */
+#define ARMOR_KIND_PROC_INODE 10 /* target: (dev << 32) ^ ino, see armor_inode_target */
+#define ARMOR_KIND_FILE_INODE 11
+
+/* Entry actions. */
+#define ARMOR_ACTION_ALLOW 0
+#define ARMOR_ACTION_AUDIT 1
+#define ARMOR_ACTION_BLOCK 2
+
+/* Entry flags. */
+#define ARMOR_F_READ_ONLY 1
+#define ARMOR_F_OWNER_ONLY 2
+#define ARMOR_F_RECURSIVE 4
+
+/* Categories (index into the ruleset arrays and `armor_alert.category`). */
+#define ARMOR_CAT_PROCESS 0
+#define ARMOR_CAT_FILE 1
+#define ARMOR_CAT_NETWORK 2
+#define ARMOR_CAT_CAPS 3
+
+/* Ruleset flags: bit (category) = the category has fromSource entries; bit 4 + category = it has
+ * inode entries; bit 8 = process execname entries. */
+#define ARMOR_RS_SOURCE(cat) (1u << (cat))
+#define ARMOR_RS_INODE(cat) (1u << (4 + (cat)))
+#define ARMOR_RS_NAMES (1u << 8)
+
+/* Counters (index into the per-CPU `armor_counters` array). */
+#define ARMOR_CNT_ALERTS 0          /* alerts written to the ring buffer */
+#define ARMOR_CNT_RATE_LIMITED 1    /* alerts dropped by the per-workload rate limit */
+#define ARMOR_CNT_RESERVE_FAILED 2  /* alerts lost because the ring buffer was full */
+#define ARMOR_CNT_INCOMPLETE 3      /* paths that could not be resolved completely */
+#define ARMOR_CNT_INCOMPLETE_DENIED 4 /* ... and were denied because a rule could still match */
+#define ARMOR_CNT_BLOCKED 5         /* operations denied */
+#define ARMOR_CNT_OVERLAY_SKIPPED 6 /* second (backing file) file_open calls skipped */
+#define ARMOR_CNT_MAX 8
+
+#define ARMOR_RULE_POSTURE 0xffffffffu /* `armor_alert.rule` for DefaultPosture */
+#define ARMOR_ALERT_PATH 256           /* bytes of the path kept in an alert (the tail) */
+#define ARMOR_ALERT_F_TRUNCATED 1      /* the path did not fit and keeps its last bytes */
+#define ARMOR_ALERT_F_INCOMPLETE 2     /* the path could not be resolved to the root */
+
+/* Key of `armor_rules`: one ruleset's entries for one target and one source. */
+struct armor_rule_key {
+	__u32 ruleset;
+	__u8 kind;
+	__u8 seq;    /* several entries for the same target and source: 0, 1, ... */
+	__u16 pad;
+	__u64 target;
+	__u64 source; /* hash of the fromSource executable; 0 = any source */
+};
+
+struct armor_rule_val {
+	__u32 rank;   /* precedence among rules of the same verdict: lower wins */
+	__u32 rule;   /* index into the compiled policy's rules (for the alert) */
+	__u8 action;
+	__u8 flags;
+	__u8 count;   /* in the seq 0 entry: how many entries share this target and source */
+	__u8 pad;
+	__u32 pad2;
+};
+
+struct armor_ruleset {
+	__u64 dir_depths[2]; /* process, file: bit d = a directory entry at depth d (63 = 63+) */
+	__u8 allow_list[4];  /* per category */
+	__u8 posture[4];     /* per category: 1 = block, 0 = audit */
+	__u32 flags;
+	__u32 pad;
+};
+
+/* Value of `armor_workloads` (key: cgroup v2 id; key 0 = the host, outside every workload). */
+struct armor_workload {
+	__u32 ruleset; /* 0 = managed without rules */
+	__u32 alerts_per_sec;
+};
+
+/* Slot 0 of `armor_config`. */
+struct armor_config {
+	__u64 hash_key;
+	__u32 max_cgroup_level;
+	__u32 pad;
+};
+
+/* One alert through the ring buffer. */
+struct armor_alert {
+	__u64 cgroup;    /* the workload's cgroup id (0: host) */
+	__u64 source_hash;
+	__u32 rule;      /* ARMOR_RULE_POSTURE for DefaultPosture */
+	__u32 pid;
+	__u32 uid;
+	__u32 detail;    /* file: 1 read | 2 write; network: family<<16 | type<<8 | protocol; caps: number */
+	__u8 category;
+	__u8 action;     /* ARMOR_ACTION_AUDIT or ARMOR_ACTION_BLOCK */
+	__u8 flags;
+	__u8 pad;
+	__u16 path_len;
+	__u16 source_len;
+	char path[ARMOR_ALERT_PATH];
+	char source[ARMOR_ALERT_PATH];
+};
+
+/* Per-workload alert rate limit state (key: cgroup id). */
+struct armor_rate {
+	__u64 window_start;
+	__u64 count;
+};
+
+#endif

@@ -1,0 +1,123 @@
+//! Compiles the kernel programs (`bpf/*.bpf.c`) with clang against the vendored CO-RE
+//! `vmlinux.h`, and a host C program that prints the layout of `bpf/armor_abi.h` for the ABI
+//! test.
+
+use std::env;
+use std::error::Error;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CLANG_HINT: &str = "clang not found: apt-get install clang llvm libbpf-dev";
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let include = manifest_dir.join("../bpf/include");
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("vmlinux.h").display()
+    );
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=CC");
+    let bpf_dir = manifest_dir.join("bpf");
+    println!("cargo:rerun-if-changed={}", bpf_dir.display());
+    let mut files: Vec<PathBuf> = fs::read_dir(&bpf_dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
+    for src in files
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+    {
+        let stem = file_stem(src)?;
+        let obj = out_dir.join(format!("{stem}.bpf.o"));
+        let mut cmd = Command::new(&clang);
+        cmd.args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Werror",
+        ])
+        .arg("-I")
+        .arg(&include)
+        .arg("-I")
+        .arg(&bpf_dir)
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(&obj);
+        run(&mut cmd, CLANG_HINT)?;
+    }
+
+    // The ABI layout as the C compiler sees it.
+    let layout_c = out_dir.join("abi_layout.c");
+    fs::write(&layout_c, LAYOUT_C)?;
+    let layout_bin = out_dir.join("abi_layout");
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let mut cmd = Command::new(&cc);
+    cmd.arg("-I")
+        .arg(&bpf_dir)
+        .arg("-o")
+        .arg(&layout_bin)
+        .arg(&layout_c);
+    run(&mut cmd, "cc not found: apt-get install gcc libc6-dev")?;
+    let out = Command::new(&layout_bin).output()?;
+    if !out.status.success() {
+        return Err(format!("{} failed with {}", layout_bin.display(), out.status).into());
+    }
+    fs::write(out_dir.join("abi_layout.txt"), out.stdout)?;
+    Ok(())
+}
+
+const LAYOUT_C: &str = r#"
+#include <linux/types.h>
+#include <stddef.h>
+#include <stdio.h>
+#include "armor_abi.h"
+#define S(t) printf("%s %zu\n", #t, sizeof(struct t))
+#define O(t, f) printf("%s.%s %zu\n", #t, #f, offsetof(struct t, f))
+int main(void) {
+	S(armor_rule_key); O(armor_rule_key, kind); O(armor_rule_key, seq);
+	O(armor_rule_key, target); O(armor_rule_key, source);
+	S(armor_rule_val); O(armor_rule_val, rule); O(armor_rule_val, action);
+	O(armor_rule_val, flags); O(armor_rule_val, count);
+	S(armor_ruleset); O(armor_ruleset, allow_list); O(armor_ruleset, posture);
+	O(armor_ruleset, flags);
+	S(armor_workload); O(armor_workload, alerts_per_sec);
+	S(armor_config); O(armor_config, max_cgroup_level);
+	S(armor_rate);
+	S(armor_alert); O(armor_alert, rule); O(armor_alert, detail); O(armor_alert, category);
+	O(armor_alert, flags); O(armor_alert, path_len); O(armor_alert, source_len);
+	O(armor_alert, path); O(armor_alert, source);
+	return 0;
+}
+"#;
+
+fn file_stem(src: &Path) -> Result<String, Box<dyn Error>> {
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("non-UTF-8 file name {}", src.display()))?;
+    Ok(name.trim_end_matches(".bpf.c").to_owned())
+}
+
+fn run(cmd: &mut Command, missing_hint: &str) -> Result<(), Box<dyn Error>> {
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!(
+            "{cmd:?} failed with {status} (missing packages? apt-get install clang llvm libbpf-dev)"
+        )
+        .into()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(missing_hint.into()),
+        Err(e) => Err(format!("cannot run {cmd:?}: {e}").into()),
+    }
+}

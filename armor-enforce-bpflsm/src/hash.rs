@@ -1,0 +1,99 @@
+//! The keyed path hash computed by the kernel during its dentry walk, mirrored exactly here
+//! (`bpf/armor_match.h`: `armor_comp_hash`, `armor_extend`, `armor_root`).
+//!
+//! A path is hashed one component at a time from the mount-namespace root: `root(key)`, then
+//! `extend(h, comp(key, name))` per component, so the walk yields the hash of every prefix
+//! (`/`, `/etc`, `/etc/ssl`, …) for the price of one pass. A component is hashed eight bytes at a
+//! time. The key is drawn at random when the enforcer loads, so a workload cannot aim a file name
+//! at the hash of a rule it does not know the key of; the hash is not cryptographic, so rules are
+//! also verified against the full path in user space when an alert is read.
+
+const P1: u64 = 0x9e37_79b9_7f4a_7c15;
+const P2: u64 = 0xc2b2_ae3d_27d4_eb4f;
+const P3: u64 = 0x1656_67b1_9e37_79f9;
+
+/// The hash of one path component (a file name, no `/`).
+pub fn comp(key: u64, name: &[u8]) -> u64 {
+    let len = name.len() as u64;
+    let mut h = key ^ len.wrapping_mul(P1);
+    for chunk in name.chunks(8) {
+        let mut w = [0u8; 8];
+        for (d, s) in w.iter_mut().zip(chunk) {
+            *d = *s;
+        }
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(P1);
+        h ^= h >> 29;
+    }
+    h
+}
+
+/// The hash of the root directory `/`.
+pub fn root(key: u64) -> u64 {
+    fix(extend(key ^ P3, P2))
+}
+
+/// The hash of `prefix` extended by one component whose [`comp`] hash is `c`.
+pub fn extend(prefix: u64, c: u64) -> u64 {
+    let mut h = (prefix ^ c).wrapping_mul(P2);
+    h ^= h >> 32;
+    h = h.wrapping_mul(P3);
+    h ^= h >> 29;
+    fix(h)
+}
+
+/// 0 means "any source" in rule keys, so a path hash is never 0.
+fn fix(h: u64) -> u64 {
+    if h == 0 { 1 } else { h }
+}
+
+/// The non-empty components of `path` (`/a//b/` → `a`, `b`).
+pub fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty())
+}
+
+/// The hash of every prefix of `path`, the root first: `[h(/), h(/a), h(/a/b)]`.
+pub fn prefixes(key: u64, path: &str) -> Vec<u64> {
+    let mut out = vec![root(key)];
+    let mut h = root(key);
+    for c in components(path) {
+        h = extend(h, comp(key, c.as_bytes()));
+        out.push(h);
+    }
+    out
+}
+
+/// The hash of the whole of `path`.
+pub fn path(key: u64, path: &str) -> u64 {
+    components(path).fold(root(key), |h, c| extend(h, comp(key, c.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn prefixes_end_with_the_path_hash_and_separate_orders() {
+        let k = 42;
+        let p = prefixes(k, "/etc/ssl/certs");
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[3], path(k, "/etc/ssl/certs"));
+        assert_eq!(p[1], path(k, "/etc"));
+        assert_eq!(p[0], path(k, "/"));
+        assert_ne!(path(k, "/a/b"), path(k, "/b/a"));
+        assert_ne!(path(k, "/ab"), path(k, "/a/b"));
+        assert_ne!(path(k, "/etc"), path(k + 1, "/etc"));
+        assert_eq!(path(k, "/etc/"), path(k, "/etc"));
+    }
+
+    #[test]
+    fn long_and_word_boundary_names_differ() {
+        let k = 7;
+        let a = "x".repeat(255);
+        let mut b = a.clone();
+        b.replace_range(254.., "y");
+        assert_ne!(comp(k, a.as_bytes()), comp(k, b.as_bytes()));
+        assert_ne!(comp(k, b"12345678"), comp(k, b"12345678\0"));
+        assert_ne!(comp(k, b""), comp(k, b"\0"));
+    }
+}

@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+pub mod abi;
+pub mod compile;
+pub mod hash;
+pub mod model;
+
+pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, NotEnforced, compile};
+pub use model::{KernelDecision, KernelOp, Model};

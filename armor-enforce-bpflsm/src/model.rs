@@ -1,0 +1,358 @@
+//! The kernel's decision algorithm, written in user space over the same map entries.
+//!
+//! `bpf/armor_match.h` implements exactly these steps; the offline conformance test runs the
+//! whole corpus through this model (`tests/conformance.rs`), and the live test compares the
+//! kernel with the engine. Steps for one operation of category `c` in ruleset `rs`:
+//!
+//! 1. Probe the rule map for every key the operation can reach: the full path hash (exact
+//!    rules), the basename hash (execname, processes only), the hash of every prefix at a depth
+//!    whose bit is set in `dir_depths` (directory rules: the path itself and its parent take
+//!    every entry, further ancestors only recursive ones), the protocol, type and "all" keys of
+//!    a socket, the capability number. Each key is probed with the source hash of the acting
+//!    executable (only when `c` has fromSource entries) and with source 0; each hit is a chain
+//!    of `count` entries (`seq` 0..count).
+//! 2. An entry without qualifiers covers the operation; one with qualifiers covers it when they say so (`readOnly`, `ownerOnly`: Allow
+//!    covers the permitted set, Block and Audit cover its complement). Covering entries fill
+//!    five slots — Block and Allow for each source specificity, and Audit — keeping the lowest
+//!    rank (the engine's tie-break, computed at compile time).
+//! 3. Verdict: for specificity fromSource then any: a Block slot blocks; an Allow slot allows (or
+//!    audits when the Audit slot is set). Otherwise, in allow-list mode, the posture blocks, or
+//!    audits (reporting the Audit slot's rule when set). Otherwise the Audit slot audits, else
+//!    the operation is allowed silently.
+
+use std::collections::HashMap;
+
+use armor_core::event::{Event, Operation, net};
+
+use crate::abi::{self, RuleKey, RuleVal, RulesetMeta, kind};
+use crate::compile::Encoded;
+use crate::hash;
+
+/// An operation as the kernel programs see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KernelOp {
+    /// An exec of a file, or an access to one.
+    Path {
+        /// `abi::CAT_PROCESS` or `abi::CAT_FILE`.
+        category: u8,
+        /// The resolved path from the mount-namespace root.
+        path: String,
+        /// The access writes (file operations).
+        write: bool,
+        /// The file's owner uid.
+        owner: Option<u32>,
+    },
+    /// A socket (family, type, protocol).
+    Socket {
+        /// `AF_*`.
+        family: u16,
+        /// `SOCK_*`.
+        sock_type: u16,
+        /// `IPPROTO_*` (0: the family's default).
+        protocol: u16,
+    },
+    /// A capability check.
+    Capability(u8),
+}
+
+impl KernelOp {
+    /// The operation of an engine event, or `None` for syscall events (no LSM hook).
+    pub fn from_event(e: &Event) -> Option<Self> {
+        Some(match &e.operation {
+            Operation::Process { path, owner } => Self::Path {
+                category: abi::CAT_PROCESS,
+                path: path.clone(),
+                write: false,
+                owner: *owner,
+            },
+            Operation::File {
+                path,
+                access,
+                owner,
+            } => Self::Path {
+                category: abi::CAT_FILE,
+                path: path.clone(),
+                write: access.write,
+                owner: *owner,
+            },
+            Operation::Network(s) => Self::Socket {
+                family: s.family,
+                sock_type: s.sock_type,
+                protocol: s.protocol,
+            },
+            Operation::Capability(c) => Self::Capability(*c),
+            _ => return None,
+        })
+    }
+
+    fn category(&self) -> u8 {
+        match self {
+            Self::Path { category, .. } => *category,
+            Self::Socket { .. } => abi::CAT_NETWORK,
+            Self::Capability(_) => abi::CAT_CAPS,
+        }
+    }
+}
+
+/// What the kernel decides: `rule` is `None` for DefaultPosture (and for a silent allow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KernelDecision {
+    /// Allow, Audit or Block.
+    pub verdict: armor_core::Verdict,
+    /// The reported rule (`None`: DefaultPosture when not Allow).
+    pub rule: Option<u32>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    rank: u32,
+    rule: u32,
+}
+
+const EMPTY: Slot = Slot {
+    rank: u32::MAX,
+    rule: 0,
+};
+
+#[derive(Clone, Copy)]
+struct Slots {
+    block: [Slot; 2],
+    allow: [Slot; 2],
+    audit: Slot,
+}
+
+fn set(slot: &mut Slot, v: &RuleVal) {
+    if v.rank < slot.rank {
+        *slot = Slot {
+            rank: v.rank,
+            rule: v.rule,
+        };
+    }
+}
+
+/// One ruleset loaded into a model of the kernel maps.
+#[derive(Debug, Clone)]
+pub struct Model {
+    hash_key: u64,
+    ruleset: u32,
+    meta: RulesetMeta,
+    rules: HashMap<RuleKey, RuleVal>,
+}
+
+impl Model {
+    /// The maps of `encoded` (made with `hash_key` for `ruleset`).
+    pub fn new(encoded: &Encoded, ruleset: u32, hash_key: u64) -> Self {
+        Self {
+            hash_key,
+            ruleset,
+            meta: encoded.meta,
+            rules: encoded.rules.iter().copied().collect(),
+        }
+    }
+
+    fn probe(
+        &self,
+        slots: &mut Slots,
+        k: u8,
+        target: u64,
+        source: Option<u64>,
+        ctx: &Ctx,
+        recursive_only: bool,
+    ) {
+        for (spec, src) in [(1usize, source), (0, Some(0))] {
+            let Some(src) = src else { continue };
+            let mut key = RuleKey {
+                ruleset: self.ruleset,
+                kind: k,
+                seq: 0,
+                pad: 0,
+                target,
+                source: src,
+            };
+            let Some(first) = self.rules.get(&key) else {
+                continue;
+            };
+            for seq in 0..first.count {
+                key.seq = seq;
+                let Some(v) = self.rules.get(&key) else {
+                    break;
+                };
+                if recursive_only && v.flags & abi::F_RECURSIVE == 0 {
+                    continue;
+                }
+                let read_ok = !(v.flags & abi::F_READ_ONLY != 0 && ctx.write);
+                let owner_ok = v.flags & abi::F_OWNER_ONLY == 0 || ctx.owner == Some(ctx.uid);
+                let permitted = read_ok && owner_ok;
+                let qualified = v.flags & (abi::F_READ_ONLY | abi::F_OWNER_ONLY) != 0;
+                let covered = if !qualified {
+                    true
+                } else if v.action == abi::ACTION_ALLOW {
+                    permitted
+                } else {
+                    !permitted
+                };
+                if !covered {
+                    continue;
+                }
+                match v.action {
+                    abi::ACTION_ALLOW => {
+                        if let Some(s) = slots.allow.get_mut(spec) {
+                            set(s, v);
+                        }
+                    }
+                    abi::ACTION_AUDIT => set(&mut slots.audit, v),
+                    _ => {
+                        if let Some(s) = slots.block.get_mut(spec) {
+                            set(s, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides `op` performed by `uid` running the executable `source`.
+    pub fn decide(&self, op: &KernelOp, source: Option<&str>, uid: u32) -> KernelDecision {
+        let cat = op.category();
+        let src = if self.meta.flags & abi::rs_source(cat) != 0 {
+            source.map(|s| hash::path(self.hash_key, s))
+        } else {
+            None
+        };
+        let mut slots = Slots {
+            block: [EMPTY; 2],
+            allow: [EMPTY; 2],
+            audit: EMPTY,
+        };
+        match op {
+            KernelOp::Path {
+                category,
+                path,
+                write,
+                owner,
+            } => {
+                let ctx = Ctx {
+                    write: *write,
+                    owner: *owner,
+                    uid,
+                };
+                let file = *category == abi::CAT_FILE;
+                let prefixes = hash::prefixes(self.hash_key, path);
+                let depth = prefixes.len().saturating_sub(1);
+                let (k_path, k_dir) = if file {
+                    (kind::FILE_PATH, kind::FILE_DIR)
+                } else {
+                    (kind::PROC_PATH, kind::PROC_DIR)
+                };
+                if let Some(&full) = prefixes.last() {
+                    self.probe(&mut slots, k_path, full, src, &ctx, false);
+                }
+                if !file
+                    && self.meta.flags & abi::RS_NAMES != 0
+                    && let Some(name) = hash::components(path).last()
+                {
+                    let t = hash::comp(self.hash_key, name.as_bytes());
+                    self.probe(&mut slots, kind::PROC_NAME, t, src, &ctx, false);
+                }
+                let bits = self
+                    .meta
+                    .dir_depths
+                    .get(usize::from(file))
+                    .copied()
+                    .unwrap_or(0);
+                for (d, &h) in prefixes.iter().enumerate() {
+                    if bits & (1u64 << d.min(63)) == 0 {
+                        continue;
+                    }
+                    let recursive_only = d + 1 < depth;
+                    self.probe(&mut slots, k_dir, h, src, &ctx, recursive_only);
+                }
+            }
+            KernelOp::Socket {
+                family,
+                sock_type,
+                protocol,
+            } => {
+                let ctx = Ctx {
+                    write: false,
+                    owner: None,
+                    uid,
+                };
+                let eff = match (*protocol, *family, *sock_type) {
+                    (0, net::AF_INET | net::AF_INET6, net::SOCK_STREAM) => net::IPPROTO_TCP,
+                    (0, net::AF_INET | net::AF_INET6, net::SOCK_DGRAM) => net::IPPROTO_UDP,
+                    (p, _, _) => p,
+                };
+                self.probe(
+                    &mut slots,
+                    kind::NET_PROTO,
+                    u64::from(eff),
+                    src,
+                    &ctx,
+                    false,
+                );
+                if *family == net::AF_INET6 && eff == net::IPPROTO_ICMPV6 {
+                    let icmp = u64::from(net::IPPROTO_ICMP);
+                    self.probe(&mut slots, kind::NET_PROTO, icmp, src, &ctx, false);
+                }
+                let t = u64::from(*sock_type);
+                self.probe(&mut slots, kind::NET_TYPE, t, src, &ctx, false);
+                self.probe(&mut slots, kind::NET_ALL, 0, src, &ctx, false);
+            }
+            KernelOp::Capability(c) => {
+                let ctx = Ctx {
+                    write: false,
+                    owner: None,
+                    uid,
+                };
+                self.probe(&mut slots, kind::CAP, u64::from(*c), src, &ctx, false);
+            }
+        }
+        self.verdict(cat, &slots)
+    }
+
+    fn verdict(&self, cat: u8, s: &Slots) -> KernelDecision {
+        use armor_core::Verdict;
+        let mk = |verdict, slot: Option<Slot>| KernelDecision {
+            verdict,
+            rule: slot.map(|s| s.rule),
+        };
+        let has = |s: &Slot| s.rank != u32::MAX;
+        for spec in [1usize, 0] {
+            if let Some(b) = s.block.get(spec).filter(|b| has(b)) {
+                return mk(Verdict::Block, Some(*b));
+            }
+            if let Some(a) = s.allow.get(spec).filter(|a| has(a)) {
+                return if has(&s.audit) {
+                    mk(Verdict::Audit, Some(s.audit))
+                } else {
+                    mk(Verdict::Allow, Some(*a))
+                };
+            }
+        }
+        let c = usize::from(cat);
+        if self.meta.allow_list.get(c).copied().unwrap_or(0) != 0 {
+            if self.meta.posture.get(c).copied().unwrap_or(0) != 0 {
+                return mk(Verdict::Block, None);
+            }
+            return if has(&s.audit) {
+                mk(Verdict::Audit, Some(s.audit))
+            } else {
+                mk(Verdict::Audit, None)
+            };
+        }
+        if has(&s.audit) {
+            mk(Verdict::Audit, Some(s.audit))
+        } else {
+            mk(Verdict::Allow, None)
+        }
+    }
+}
+
+struct Ctx {
+    write: bool,
+    owner: Option<u32>,
+    uid: u32,
+}

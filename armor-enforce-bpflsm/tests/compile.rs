@@ -1,0 +1,84 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+//! `compile` is pure and deterministic; its rendering is snapshot-tested.
+
+use armor_core::enforcer::Artifact;
+use armor_core::{CompiledPolicy, Container, PolicySet, Posture, PostureAction, Workload};
+use armor_enforce_bpflsm::{abi, compile};
+
+fn rules() -> (CompiledPolicy, std::sync::Arc<armor_core::RuleSet>) {
+    let text = include_str!("data/mixed.yaml");
+    let set = PolicySet::parse(text, "mixed.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let web = Workload::Container(Container::new("shop", "web").label("app", "web"));
+    let mut posture = Posture::default();
+    posture.network = PostureAction::Block;
+    let rs = policy.rule_set(&web, posture);
+    (policy, rs)
+}
+
+#[test]
+fn rendering_is_stable() {
+    let (_p, rs) = rules();
+    let a = compile("shop/web", &rs);
+    insta::assert_snapshot!(a.render());
+}
+
+#[test]
+fn compile_and_encode_are_deterministic() {
+    let (_p, rs) = rules();
+    let a = compile("shop/web", &rs);
+    let b = compile("shop/web", &rs);
+    assert_eq!(a, b);
+    assert_eq!(a.encode(3, 99), b.encode(3, 99));
+    // Another key gives other hashes for paths, the same numbers for the rest.
+    let (x, y) = (a.encode(3, 99), a.encode(3, 100));
+    assert_eq!(x.rules.len(), y.rules.len());
+    assert_ne!(x.rules, y.rules);
+}
+
+#[test]
+fn every_rule_not_enforced_in_kernel_is_named() {
+    let (policy, rs) = rules();
+    let a = compile("shop/web", &rs);
+    let listed: Vec<&str> = a
+        .unenforceable_rules()
+        .iter()
+        .map(|u| policy.rules()[u.rule as usize].origin.field.as_str())
+        .collect();
+    assert_eq!(a.unenforceable_rules().len(), 2, "{listed:?}");
+    assert!(a.unenforceable_rules()[0].reason.contains("glob"));
+    assert!(a.unenforceable_rules()[1].reason.contains("syscall"));
+    // Every other rule has at least one entry.
+    for &id in rs.rule_ids() {
+        let covered = a.entries.iter().any(|e| e.rule == id)
+            || a.unenforceable_rules().iter().any(|u| u.rule == id);
+        assert!(covered, "rule {id} has no entry");
+    }
+}
+
+#[test]
+fn encoded_chains_and_metadata() {
+    let (_p, rs) = rules();
+    let e = compile("shop/web", &rs).encode(5, 1);
+    // One source-specific allow entry per fromSource path.
+    let file_dir: Vec<_> = e
+        .rules
+        .iter()
+        .filter(|(k, _)| k.kind == abi::kind::FILE_DIR)
+        .collect();
+    assert_eq!(file_dir.len(), 2);
+    assert!(file_dir.iter().all(|(k, v)| k.source != 0 && v.count == 1));
+    assert_eq!(e.meta.allow_list, [0, 1, 0, 0]);
+    assert_eq!(e.meta.posture, [0, 0, 1, 0]);
+    assert_eq!(e.meta.dir_depths[0], 1 << 1);
+    assert_eq!(e.meta.dir_depths[1], 1 << 2);
+    assert_ne!(e.meta.flags & abi::rs_source(abi::CAT_FILE), 0);
+    assert_ne!(e.meta.flags & abi::RS_NAMES, 0);
+    assert!(e.rules.iter().all(|(k, _)| k.ruleset == 5));
+}

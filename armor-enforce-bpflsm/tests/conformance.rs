@@ -1,0 +1,130 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+//! The whole corpus through the user-space model of the kernel algorithm, operating on the
+//! encoded map entries of `compile`'s artefact. It must agree with the engine on every case
+//! except those whose category holds a rule `compile` lists as not enforced.
+
+use armor_core::{CompiledPolicy, PolicySet, Verdict};
+use armor_enforce_bpflsm::{KernelOp, Model, abi, compile};
+use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
+
+struct BpfModel;
+
+const KEY: u64 = 0x005e_ed0f_a70c_0de5;
+
+fn category_of(r: &armor_core::Rule) -> Option<u8> {
+    use armor_core::Category;
+    match r.category {
+        Category::Process => Some(abi::CAT_PROCESS),
+        Category::File => Some(abi::CAT_FILE),
+        Category::Network => Some(abi::CAT_NETWORK),
+        Category::Capabilities => Some(abi::CAT_CAPS),
+        _ => None,
+    }
+}
+
+impl DecisionMaker for BpfModel {
+    fn name(&self) -> &str {
+        "bpflsm-model"
+    }
+
+    fn decide(&self, case: &Case) -> Result<Outcome, String> {
+        let set = PolicySet::parse(&case.policies, &case.name).map_err(|e| e.to_string())?;
+        let policy = CompiledPolicy::build(&set).map_err(|e| e.to_string())?;
+        let workload = case.workload().map_err(|e| e.to_string())?;
+        let (posture, _) = case
+            .posture_config()
+            .map_err(|e| e.to_string())?
+            .posture_for(&workload);
+        let event = case.event().map_err(|e| e.to_string())?;
+        let rules = policy.rule_set(&workload, posture);
+        let artifact = compile(&case.name, &rules);
+        let Some(op) = KernelOp::from_event(&event) else {
+            return Err("syscall operations have no LSM hook (audit-only, monitor)".to_owned());
+        };
+        let cat = match &op {
+            KernelOp::Path { category, .. } => *category,
+            KernelOp::Socket { .. } => abi::CAT_NETWORK,
+            _ => abi::CAT_CAPS,
+        };
+        let blocked: Vec<String> = artifact
+            .unenforceable_rules()
+            .iter()
+            .filter(|u| {
+                policy
+                    .rules()
+                    .get(u.rule as usize)
+                    .and_then(category_of)
+                    .is_some_and(|c| c == cat)
+            })
+            .map(|u| format!("rule {}: {}", u.rule, u.reason))
+            .collect();
+        if !blocked.is_empty() {
+            return Err(format!("not enforced in kernel: {}", blocked.join("; ")));
+        }
+        let encoded = artifact.encode(7, KEY);
+        let model = Model::new(&encoded, 7, KEY);
+        let d = model.decide(&op, event.source.as_deref(), event.uid);
+        let mut o = Outcome::default();
+        o.verdict = d.verdict.as_str().to_owned();
+        if d.verdict == Verdict::Allow {
+            return Ok(o);
+        }
+        o.action = Some(
+            if d.verdict == Verdict::Block {
+                "Block"
+            } else {
+                "Audit"
+            }
+            .to_owned(),
+        );
+        o.alert_type = Some(
+            if rules.is_host() {
+                "MatchedHostPolicy"
+            } else {
+                "MatchedPolicy"
+            }
+            .to_owned(),
+        );
+        match d.rule.and_then(|id| policy.rules().get(id as usize)) {
+            None => o.policy = Some(armor_core::DEFAULT_POSTURE.to_owned()),
+            Some(r) => {
+                o.policy = Some(r.policy.name.clone());
+                o.severity = r.severity;
+                o.tags = r.tags.clone();
+                o.message = r.message.clone();
+            }
+        }
+        Ok(o)
+    }
+}
+
+#[test]
+fn corpus_agrees_with_the_engine_through_the_kernel_model() {
+    let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
+    assert!(cases.len() >= 250, "corpus too small: {}", cases.len());
+    let report = corpus::run(&cases, &BpfModel);
+    // The engine must agree with the same cases (the corpus is the engine's spec).
+    let engine = corpus::run(&cases, &corpus::Engine);
+    assert!(engine.ok(), "{engine}");
+    println!("{report}");
+    assert!(report.ok(), "{report}");
+    // Every skip is a case with a syscall operation or a rule compile lists as not enforced.
+    for (name, why) in &report.skipped {
+        assert!(
+            why.starts_with("not enforced in kernel") || why.starts_with("syscall operations"),
+            "{name}: {why}"
+        );
+    }
+    assert!(
+        report.passed * 10 >= cases.len() * 8,
+        "only {} of {} cases decided",
+        report.passed,
+        cases.len()
+    );
+}
