@@ -20,6 +20,13 @@ ensure_host_prereqs() {
   # rustfmt and clippy ship with the machine's toolchain; nothing from rustup is fetched.
   # tests/privileged is a workspace member: its build.rs needs clang (eBPF) and a static libc.
   ensure_bpf_build_prereqs
+  ensure_runtime_prereqs
+}
+
+ensure_runtime_prereqs() {
+  # armor-runtime: protoc builds the containerd API bindings (containerd-client's build.rs);
+  # containerd + runc + busybox-static run the real-container tests (private containerd per test).
+  apt_install protobuf-compiler containerd runc busybox-static
 }
 
 ensure_bpf_build_prereqs() {

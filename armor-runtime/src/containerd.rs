@@ -1,0 +1,319 @@
+//! A containerd client over its gRPC API (no `ctr`): containers with their labels and image,
+//! their task's pid, enumeration at start and the lifecycle event stream.
+//!
+//! The client is async (tonic); [`Containerd`] wraps a private single-threaded tokio runtime so
+//! the synchronous agent loop can call it, and [`Containerd::watch`] runs the event stream on a
+//! thread of its own, delivering [`ContainerEvent`]s through a channel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use containerd_client::events::{TaskDelete, TaskExit, TaskStart};
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::events_client::EventsClient;
+use containerd_client::services::v1::namespaces_client::NamespacesClient;
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    GetContainerRequest, ListContainersRequest, ListNamespacesRequest, ListTasksRequest,
+    SubscribeRequest,
+};
+use containerd_client::tonic::transport::Channel;
+use containerd_client::tonic::{Request, Status};
+use prost::Message as _;
+
+use crate::error::{Error, Result};
+
+/// The label naming the pod (Kubernetes).
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// The label naming the pod's namespace (Kubernetes).
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// The label naming the container in its pod (Kubernetes).
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// The label the CRI puts on sandbox (pause) containers.
+pub const CRI_KIND_LABEL: &str = "io.cri-containerd.kind";
+
+/// A running (or created) container as containerd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ContainerInfo {
+    /// The container id.
+    pub id: String,
+    /// The containerd namespace (`k8s.io`, `default`, `moby`).
+    pub containerd_namespace: String,
+    /// The runtime labels.
+    pub labels: BTreeMap<String, String>,
+    /// The image reference.
+    pub image: String,
+    /// The task's pid, when the task runs.
+    pub pid: Option<u32>,
+}
+
+impl ContainerInfo {
+    /// The Kubernetes namespace: `io.kubernetes.pod.namespace`, else `kubearmor.io/namespace`,
+    /// else `container_namespace`.
+    pub fn namespace(&self) -> String {
+        self.labels
+            .get(POD_NAMESPACE_LABEL)
+            .or_else(|| self.labels.get("kubearmor.io/namespace"))
+            .cloned()
+            .unwrap_or_else(|| "container_namespace".to_string())
+    }
+
+    /// The container name: `io.kubernetes.container.name`, else the id.
+    pub fn name(&self) -> String {
+        self.labels
+            .get(CONTAINER_NAME_LABEL)
+            .cloned()
+            .unwrap_or_else(|| self.id.clone())
+    }
+
+    /// The pod name (`io.kubernetes.pod.name`).
+    pub fn pod(&self) -> Option<String> {
+        self.labels.get(POD_NAME_LABEL).cloned()
+    }
+
+    /// Whether this is a CRI sandbox (pause) container, which is not enforced.
+    pub fn is_sandbox(&self) -> bool {
+        self.labels.get(CRI_KIND_LABEL).map(String::as_str) == Some("sandbox")
+    }
+}
+
+/// A lifecycle change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContainerEvent {
+    /// A task started: the container with its pid.
+    Started(ContainerInfo),
+    /// A task exited or was deleted.
+    Stopped {
+        /// The containerd namespace.
+        containerd_namespace: String,
+        /// The container id.
+        id: String,
+    },
+    /// The event stream ended (containerd stopped or the connection broke).
+    StreamEnded(String),
+}
+
+/// A connection to containerd.
+pub struct Containerd {
+    rt: tokio::runtime::Runtime,
+    channel: Channel,
+    socket: PathBuf,
+}
+
+impl std::fmt::Debug for Containerd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Containerd")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn status(call: &'static str) -> impl Fn(Status) -> Error {
+    move |s| Error::Containerd {
+        call,
+        message: format!("{}: {}", s.code(), s.message()),
+    }
+}
+
+fn with_ns<T>(msg: T, ns: &str) -> Result<Request<T>> {
+    let mut req = Request::new(msg);
+    let value = ns.parse().map_err(|_| Error::Containerd {
+        call: "namespace header",
+        message: format!("invalid namespace `{ns}`"),
+    })?;
+    req.metadata_mut().insert("containerd-namespace", value);
+    Ok(req)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("create tokio runtime", "", e))
+}
+
+impl Containerd {
+    /// Connects to the containerd socket at `socket`.
+    pub fn connect(socket: &Path) -> Result<Self> {
+        let rt = runtime()?;
+        let channel = rt
+            .block_on(containerd_client::connect(socket))
+            .map_err(|e| Error::Containerd {
+                call: "connect",
+                message: format!("{}: {e}", socket.display()),
+            })?;
+        Ok(Self {
+            rt,
+            channel,
+            socket: socket.to_path_buf(),
+        })
+    }
+
+    /// The containerd namespaces.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        let mut client = NamespacesClient::new(self.channel.clone());
+        let resp = self
+            .rt
+            .block_on(client.list(ListNamespacesRequest::default()))
+            .map_err(status("Namespaces.List"))?;
+        Ok(resp
+            .into_inner()
+            .namespaces
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    }
+
+    /// The task pids of namespace `ns`, by container id.
+    fn task_pids(&self, ns: &str) -> Result<BTreeMap<String, u32>> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let resp = self
+            .rt
+            .block_on(tasks.list(with_ns(ListTasksRequest::default(), ns)?))
+            .map_err(status("Tasks.List"))?;
+        Ok(resp
+            .into_inner()
+            .tasks
+            .into_iter()
+            .filter(|t| t.pid != 0)
+            .map(|t| (t.id, t.pid))
+            .collect())
+    }
+
+    /// Every container of namespace `ns`, with its task pid when it runs.
+    pub fn list(&self, ns: &str) -> Result<Vec<ContainerInfo>> {
+        let mut client = ContainersClient::new(self.channel.clone());
+        let resp = self
+            .rt
+            .block_on(client.list(with_ns(ListContainersRequest::default(), ns)?))
+            .map_err(status("Containers.List"))?;
+        let pids = self.task_pids(ns)?;
+        Ok(resp
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| ContainerInfo {
+                pid: pids.get(&c.id).copied(),
+                id: c.id,
+                containerd_namespace: ns.to_string(),
+                labels: c.labels.into_iter().collect(),
+                image: c.image,
+            })
+            .collect())
+    }
+
+    /// Every container of every namespace.
+    pub fn list_all(&self) -> Result<Vec<ContainerInfo>> {
+        let mut all = Vec::new();
+        for ns in self.namespaces()? {
+            all.extend(self.list(&ns)?);
+        }
+        Ok(all)
+    }
+
+    /// One container.
+    pub fn get(&self, ns: &str, id: &str, pid: Option<u32>) -> Result<ContainerInfo> {
+        let mut client = ContainersClient::new(self.channel.clone());
+        let resp = self
+            .rt
+            .block_on(client.get(with_ns(GetContainerRequest { id: id.to_string() }, ns)?))
+            .map_err(status("Containers.Get"))?;
+        let c = resp.into_inner().container.ok_or(Error::Containerd {
+            call: "Containers.Get",
+            message: format!("no container in the reply for `{id}`"),
+        })?;
+        Ok(ContainerInfo {
+            id: c.id,
+            containerd_namespace: ns.to_string(),
+            labels: c.labels.into_iter().collect(),
+            image: c.image,
+            pid,
+        })
+    }
+
+    /// Subscribes to task events on a thread of its own. A `/tasks/start` is resolved to the full
+    /// container (labels, image) before it is sent. The thread ends when the receiver is dropped
+    /// or the stream ends (after sending [`ContainerEvent::StreamEnded`]).
+    pub fn watch(&self) -> Result<mpsc::Receiver<ContainerEvent>> {
+        let (tx, rx) = mpsc::channel();
+        let socket = self.socket.clone();
+        std::thread::Builder::new()
+            .name("armor-containerd-events".into())
+            .spawn(move || {
+                let reason = match watch_loop(&socket, &tx) {
+                    Ok(()) => "event stream closed".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let _ignored = tx.send(ContainerEvent::StreamEnded(reason));
+            })
+            .map_err(|e| Error::io("spawn", "containerd event thread", e))?;
+        Ok(rx)
+    }
+}
+
+fn watch_loop(socket: &Path, tx: &mpsc::Sender<ContainerEvent>) -> Result<()> {
+    let client = Containerd::connect(socket)?;
+    let mut events = EventsClient::new(client.channel.clone());
+    let req = SubscribeRequest {
+        filters: vec![
+            "topic==\"/tasks/start\"".to_string(),
+            "topic==\"/tasks/exit\"".to_string(),
+            "topic==\"/tasks/delete\"".to_string(),
+        ],
+    };
+    let mut stream = client
+        .rt
+        .block_on(events.subscribe(req))
+        .map_err(status("Events.Subscribe"))?
+        .into_inner();
+    loop {
+        let next = client.rt.block_on(stream.message());
+        let Some(envelope) = next.map_err(status("Events.Subscribe (stream)"))? else {
+            return Ok(());
+        };
+        let Some(any) = envelope.event else {
+            continue;
+        };
+        let ns = envelope.namespace;
+        let event = match envelope.topic.as_str() {
+            "/tasks/start" => {
+                let Ok(start) = TaskStart::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                match client.get(&ns, &start.container_id, Some(start.pid)) {
+                    Ok(info) => ContainerEvent::Started(info),
+                    Err(_) => continue,
+                }
+            }
+            "/tasks/exit" => {
+                let Ok(exit) = TaskExit::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                // An exec'd process exiting is not the container stopping.
+                if exit.id != exit.container_id && !exit.id.is_empty() {
+                    continue;
+                }
+                ContainerEvent::Stopped {
+                    containerd_namespace: ns,
+                    id: exit.container_id,
+                }
+            }
+            "/tasks/delete" => {
+                let Ok(del) = TaskDelete::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                ContainerEvent::Stopped {
+                    containerd_namespace: ns,
+                    id: del.container_id,
+                }
+            }
+            _ => continue,
+        };
+        if tx.send(event).is_err() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Errors of the runtime.
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("`{call}` of `{path}` failed")]
+    Io {
+        /// The call (`read`, `stat`).
+        call: &'static str,
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something read from the system could not be understood.
+    #[error("cannot parse {what}: `{input}`")]
+    Parse {
+        /// What was read.
+        what: &'static str,
+        /// What it contained.
+        input: String,
+    },
+    /// The policies could not be loaded; the previous ones stay in force.
+    #[error("policies not loaded")]
+    Policies(#[source] armor_core::LoadError),
+    /// The policies could not be compiled; the previous ones stay in force.
+    #[error("policies not compiled")]
+    Build(#[source] armor_core::BuildError),
+    /// The containerd API failed.
+    #[error("containerd `{call}` failed: {message}")]
+    Containerd {
+        /// The call (`connect`, `Containers.List`).
+        call: &'static str,
+        /// What containerd (or the transport) said.
+        message: String,
+    },
+    /// The event source failed.
+    #[error(transparent)]
+    Ebpf(#[from] armor_ebpf::Error),
+}
+
+impl Error {
+    pub(crate) fn io(call: &'static str, path: &str, source: std::io::Error) -> Self {
+        Self::Io {
+            call,
+            path: path.to_string(),
+            source,
+        }
+    }
+}

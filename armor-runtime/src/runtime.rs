@@ -1,0 +1,661 @@
+//! The pipeline: kernel events → workload identity → policy decision → KubeArmor Log/Alert.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armor_core::enforcer::{Enforcer, EnforcerAlert};
+use armor_core::telemetry::Telemetry;
+use armor_core::{
+    Access, CompiledPolicy, Config, Container, Event, Host, PolicySet, PostureConfig, RuleSet,
+    Socket, Verdict, Visibility, Workload, WorkloadKey,
+};
+use armor_ebpf::{EventKind, ProcessTree, SockAddr};
+
+use crate::containerd::ContainerInfo;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::identity;
+
+/// The `Enforcer` field of alerts matched in user space.
+pub const MONITOR: &str = "eBPF Monitor";
+
+/// Where the runtime sets per-cgroup visibility in the kernel (the event source's
+/// [`armor_ebpf::Controls`]; tests record the calls).
+pub trait VisibilitySink: Send + Sync {
+    /// Makes `v` visible for the cgroup.
+    fn set(&self, cgroup_id: u64, v: &Visibility) -> Result<()>;
+    /// Removes the cgroup's entry.
+    fn clear(&self, cgroup_id: u64) -> Result<()>;
+}
+
+impl VisibilitySink for armor_ebpf::Controls {
+    fn set(&self, cgroup_id: u64, v: &Visibility) -> Result<()> {
+        Ok(self.set_visibility(cgroup_id, v)?)
+    }
+    fn clear(&self, cgroup_id: u64) -> Result<()> {
+        Ok(self.clear_visibility(cgroup_id)?)
+    }
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// `ClusterName`.
+    pub cluster_name: String,
+    /// `HostName` and the host workload's node name.
+    pub host_name: String,
+    /// Node labels (for host policies).
+    pub host_labels: std::collections::BTreeMap<String, String>,
+    /// Default postures, visibility and namespace annotations.
+    pub posture: PostureConfig,
+    /// Alerts per second per workload before throttling (0: never throttle).
+    pub max_alerts_per_sec: u32,
+    /// How long alerts are dropped once the limit is hit.
+    pub throttle: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cluster_name: "default".to_string(),
+            host_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+            host_labels: std::collections::BTreeMap::new(),
+            posture: PostureConfig::new(),
+            max_alerts_per_sec: 10,
+            throttle: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Sets the alert throttling.
+    #[must_use]
+    pub fn throttling(mut self, max_alerts_per_sec: u32, throttle: Duration) -> Self {
+        self.max_alerts_per_sec = max_alerts_per_sec;
+        self.throttle = throttle;
+        self
+    }
+}
+
+/// Loads and compiles every policy under `paths`.
+pub fn load_policies<P: AsRef<Path>>(paths: &[P]) -> Result<CompiledPolicy> {
+    let set = PolicySet::load_paths(paths, &Config::default()).map_err(Error::Policies)?;
+    CompiledPolicy::build(&set).map_err(Error::Build)
+}
+
+/// A workload the runtime tracks.
+#[derive(Debug, Clone)]
+struct Tracked {
+    key: WorkloadKey,
+    workload: Workload,
+    info: Option<ContainerInfo>,
+    rules: Arc<RuleSet>,
+    visibility: Visibility,
+    /// A kernel enforcer applied this workload's rules (Block decisions come from it).
+    enforced: bool,
+}
+
+#[derive(Debug, Default)]
+struct Throttle {
+    window_start: Option<Instant>,
+    count: u32,
+    dropping_until: Option<Instant>,
+}
+
+/// The agent runtime. Feed it events with [`Runtime::handle`]; it returns the records to emit.
+pub struct Runtime {
+    config: RuntimeConfig,
+    policy: Arc<CompiledPolicy>,
+    host: Tracked,
+    containers: HashMap<u64, Tracked>,
+    ids: HashMap<String, u64>,
+    enforcers: Vec<Arc<dyn Enforcer>>,
+    sink: Option<Arc<dyn VisibilitySink>>,
+    throttles: HashMap<String, Throttle>,
+    sockets: HashMap<(u32, i32), Socket>,
+    problems: Vec<String>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("containers", &self.containers.len())
+            .field("enforcers", &self.enforcers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The kernel visibility a workload needs: its own, plus every category its rules can alert on
+/// (alerts need the events even when logs are off).
+fn kernel_visibility(v: &Visibility, rules: &RuleSet) -> Visibility {
+    let mut k = *v;
+    if rules.rule_ids().is_empty() {
+        return k;
+    }
+    k.process = true;
+    k.file = true;
+    k.network = true;
+    k
+}
+
+impl Runtime {
+    /// A runtime with `policy`, the `enforcers` to apply rules with (empty: audit-only
+    /// monitoring) and where to set kernel visibility.
+    pub fn new(
+        config: RuntimeConfig,
+        policy: CompiledPolicy,
+        enforcers: Vec<Arc<dyn Enforcer>>,
+        sink: Option<Arc<dyn VisibilitySink>>,
+    ) -> Self {
+        let policy = Arc::new(policy);
+        let mut h = Host::new(config.host_name.clone());
+        h.labels = config.host_labels.clone();
+        let workload = Workload::Host(h);
+        let (posture, _) = config.posture.posture_for(&workload);
+        let (visibility, _) = config.posture.visibility_for(&workload);
+        let host = Tracked {
+            key: WorkloadKey::new("host"),
+            rules: policy.rule_set(&workload, posture),
+            workload,
+            info: None,
+            visibility,
+            enforced: false,
+        };
+        let mut rt = Self {
+            config,
+            policy,
+            host,
+            containers: HashMap::new(),
+            ids: HashMap::new(),
+            enforcers,
+            sink,
+            throttles: HashMap::new(),
+            sockets: HashMap::new(),
+            problems: Vec::new(),
+        };
+        let mut host = rt.host.clone();
+        rt.apply_enforcers(&mut host);
+        rt.host = host;
+        rt
+    }
+
+    /// The host's kernel visibility (the default for cgroups without an entry).
+    pub fn host_visibility(&self) -> Visibility {
+        kernel_visibility(&self.host.visibility, &self.host.rules)
+    }
+
+    /// Problems found since the last call (enforcer failures, unusable annotations).
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// The compiled policies in force.
+    pub fn policy(&self) -> &Arc<CompiledPolicy> {
+        &self.policy
+    }
+
+    /// The keys of the tracked containers.
+    pub fn containers(&self) -> Vec<WorkloadKey> {
+        let mut keys: Vec<WorkloadKey> = self.containers.values().map(|t| t.key.clone()).collect();
+        keys.sort();
+        keys
+    }
+
+    fn apply_enforcers(&mut self, t: &mut Tracked) {
+        t.enforced = false;
+        for e in &self.enforcers {
+            let result = e
+                .compile(&t.key, &t.rules)
+                .map_err(|err| err.to_string())
+                .and_then(|a| e.apply(&t.key, a.as_ref()).map_err(|err| err.to_string()));
+            match result {
+                Ok(_) => t.enforced = true,
+                Err(err) => self
+                    .problems
+                    .push(format!("{}: {}: {err}", e.name(), t.key)),
+            }
+        }
+    }
+
+    fn set_visibility(&mut self, cgroup_id: u64, t: &Tracked) {
+        if let Some(sink) = &self.sink
+            && let Err(e) = sink.set(cgroup_id, &kernel_visibility(&t.visibility, &t.rules))
+        {
+            self.problems.push(format!("visibility of {}: {e}", t.key));
+        }
+    }
+
+    fn track(&self, info: &ContainerInfo, key: WorkloadKey) -> Tracked {
+        let mut c = Container::new(info.namespace(), info.name());
+        c.labels = info
+            .labels
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with("io.kubernetes.") && !k.starts_with("io.cri-containerd.")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        c.pod = info.pod();
+        let workload = Workload::Container(c);
+        let (posture, _) = self.config.posture.posture_for(&workload);
+        let (visibility, _) = self.config.posture.visibility_for(&workload);
+        Tracked {
+            key,
+            rules: self.policy.rule_set(&workload, posture),
+            workload,
+            info: Some(info.clone()),
+            visibility,
+            enforced: false,
+        }
+    }
+
+    /// Starts tracking a container whose task runs (its cgroup is found through the pid):
+    /// applies its rules with every enforcer and sets its kernel visibility.
+    pub fn add_container(&mut self, info: &ContainerInfo) -> Result<WorkloadKey> {
+        let pid = info.pid.ok_or(Error::Parse {
+            what: "container without a running task",
+            input: info.id.clone(),
+        })?;
+        let path = identity::proc_cgroup(pid)?;
+        let root = identity::cgroup2_root()?;
+        let cgroup_id = identity::cgroup_id(&root, &path)?;
+        Ok(self.add_container_with_cgroup(info, cgroup_id))
+    }
+
+    /// Like [`Runtime::add_container`] with a known cgroup id.
+    pub fn add_container_with_cgroup(
+        &mut self,
+        info: &ContainerInfo,
+        cgroup_id: u64,
+    ) -> WorkloadKey {
+        let name = match info.pod() {
+            Some(pod) => format!("{}/{}/{}", info.namespace(), pod, info.name()),
+            None => format!("{}/{}", info.namespace(), info.name()),
+        };
+        let key = WorkloadKey::new(name).with_cgroup(cgroup_id);
+        let mut t = self.track(info, key.clone());
+        self.apply_enforcers(&mut t);
+        self.set_visibility(cgroup_id, &t);
+        self.ids.insert(info.id.clone(), cgroup_id);
+        self.containers.insert(cgroup_id, t);
+        key
+    }
+
+    /// Stops tracking a container (removes its rules from the enforcers).
+    pub fn remove_container(&mut self, id: &str) {
+        let Some(cgroup_id) = self.ids.remove(id) else {
+            return;
+        };
+        if let Some(t) = self.containers.remove(&cgroup_id) {
+            for e in &self.enforcers {
+                if t.enforced
+                    && let Err(err) = e.remove(&t.key)
+                {
+                    self.problems
+                        .push(format!("{}: {}: {err}", e.name(), t.key));
+                }
+            }
+            self.throttles.remove(&t.key.name);
+        }
+        if let Some(sink) = &self.sink
+            && let Err(e) = sink.clear(cgroup_id)
+        {
+            self.problems.push(format!("visibility of {id}: {e}"));
+        }
+    }
+
+    /// Replaces the policies atomically: every workload gets its new rules, or, when `paths`
+    /// do not load or compile, nothing changes and the error says why.
+    pub fn reload<P: AsRef<Path>>(&mut self, paths: &[P]) -> Result<usize> {
+        let policy = load_policies(paths)?;
+        self.replace_policy(policy);
+        Ok(self.policy.rules().len())
+    }
+
+    /// Puts `policy` in force for every workload.
+    pub fn replace_policy(&mut self, policy: CompiledPolicy) {
+        self.policy = Arc::new(policy);
+        let mut host = self.host.clone();
+        let (posture, _) = self.config.posture.posture_for(&host.workload);
+        host.rules = self.policy.rule_set(&host.workload, posture);
+        self.apply_enforcers(&mut host);
+        self.host = host;
+        let ids: Vec<u64> = self.containers.keys().copied().collect();
+        for id in ids {
+            let Some(old) = self.containers.get(&id).cloned() else {
+                continue;
+            };
+            let Some(info) = old.info.as_ref() else {
+                continue;
+            };
+            let mut t = self.track(info, old.key.clone());
+            self.apply_enforcers(&mut t);
+            self.set_visibility(id, &t);
+            self.containers.insert(id, t);
+        }
+    }
+
+    fn base(&self, t: &Tracked, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Telemetry {
+        let mut r = Telemetry::default();
+        let (secs, updated) = format::now();
+        r.timestamp = Some(secs);
+        r.updated_time = Some(updated);
+        r.cluster_name = Some(self.config.cluster_name.clone());
+        r.host_name = Some(self.config.host_name.clone());
+        if let (Workload::Container(c), Some(info)) = (&t.workload, &t.info) {
+            r.namespace_name = Some(c.namespace.clone());
+            r.pod_name = c.pod.clone();
+            r.labels = Some(
+                c.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            r.container_id = Some(info.id.clone());
+            r.container_name = Some(c.name.clone());
+            r.container_image = Some(info.image.clone());
+        }
+        r.host_pid = Some(i64::from(ev.pid));
+        r.host_ppid = Some(i64::from(ev.ppid));
+        r.pid = Some(i64::from(ev.ns_pid));
+        r.ppid = Some(i64::from(ev.ns_ppid));
+        r.uid = Some(i64::from(ev.uid));
+        r.process_name = tree.get(ev.pid).map(|p| p.exe.clone());
+        r.parent_process_name = tree.get(ev.ppid).map(|p| p.exe.clone());
+        r.cwd = tree.cwd(ev.pid).map(str::to_string);
+        r
+    }
+
+    /// Turns one kernel event into the records to emit (none, a Log, Alerts, a SystemEvent).
+    pub fn handle(&mut self, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Vec<Telemetry> {
+        let t = self
+            .containers
+            .get(&ev.cgroup_id)
+            .unwrap_or(&self.host)
+            .clone();
+        let mut base = self.base(&t, ev, tree);
+        let exe = tree.get(ev.pid).map(|p| p.exe.clone());
+        let data = |extra: String| {
+            if extra.is_empty() {
+                format!("syscall={}", ev.syscall.kubearmor_name())
+            } else {
+                format!("syscall={} {extra}", ev.syscall.kubearmor_name())
+            }
+        };
+        // (operation, resource, data, visible, decisions to make)
+        let mut decide: Vec<(Event, &'static str)> = Vec::new();
+        let (operation, resource, data, visible) = match &ev.kind {
+            EventKind::Exec { path, argv, .. } => {
+                let parent = tree.get(ev.ppid).map(|p| p.exe.clone());
+                base.process_name = Some(path.clone());
+                base.source.clone_from(&parent);
+                decide.push((
+                    Event::exec(path.clone(), parent.as_deref()).with_uid(ev.uid),
+                    "Process",
+                ));
+                let resource = if argv.is_empty() {
+                    path.clone()
+                } else {
+                    argv.join(" ")
+                };
+                (
+                    "Process",
+                    resource,
+                    data(String::new()),
+                    t.visibility.process,
+                )
+            }
+            EventKind::File(f) => {
+                base.source.clone_from(&exe);
+                let open = matches!(
+                    ev.syscall,
+                    armor_ebpf::Syscall::Open
+                        | armor_ebpf::Syscall::Openat
+                        | armor_ebpf::Syscall::Openat2
+                );
+                let access = if open {
+                    Access::from_open_bits(u32::try_from(f.flags & 0xffff_ffff).unwrap_or(0))
+                } else {
+                    Access::WRITE
+                };
+                decide.push((
+                    Event::open(f.path.clone(), access, exe.as_deref()).with_uid(ev.uid),
+                    "File",
+                ));
+                if !open {
+                    decide.push((
+                        Event::syscall(ev.syscall.name(), Some(&f.path), exe.as_deref())
+                            .with_uid(ev.uid),
+                        "Syscall",
+                    ));
+                }
+                let extra = if open {
+                    format!("fd={} flags={}", f.dirfd, format::open_flags(f.flags))
+                } else {
+                    match &f.target {
+                        Some(target) => format!("target={target}"),
+                        None => String::new(),
+                    }
+                };
+                ("File", f.path.clone(), data(extra), t.visibility.file)
+            }
+            EventKind::Socket {
+                family,
+                sock_type,
+                protocol,
+            } => {
+                base.source.clone_from(&exe);
+                let socket = Socket::new(*family, *sock_type, *protocol);
+                if ev.ret >= 0 {
+                    if self.sockets.len() > 65_536 {
+                        self.sockets.clear();
+                    }
+                    self.sockets
+                        .insert((ev.pid, i32::try_from(ev.ret).unwrap_or(-1)), socket);
+                }
+                decide.push((
+                    Event::socket(socket, exe.as_deref()).with_uid(ev.uid),
+                    "Network",
+                ));
+                let resource = format!(
+                    "domain={} type={} protocol={}",
+                    format::family(*family),
+                    format::sock_type(*sock_type),
+                    format::protocol(socket.effective_protocol())
+                );
+                (
+                    "Network",
+                    resource,
+                    data(String::new()),
+                    t.visibility.network,
+                )
+            }
+            EventKind::Net { fd, addr, backlog } => {
+                base.source.clone_from(&exe);
+                let socket = self.sockets.get(&(ev.pid, *fd)).copied();
+                if let Some(s) = socket
+                    && ev.syscall != armor_ebpf::Syscall::Listen
+                {
+                    decide.push((Event::socket(s, exe.as_deref()).with_uid(ev.uid), "Network"));
+                }
+                let mut resource = match addr {
+                    Some(SockAddr::Inet { ip, port }) => format!(
+                        "sa_family={} sin_port={port} sin_addr={ip}",
+                        if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" }
+                    ),
+                    Some(SockAddr::Unix { path }) => format!("sa_family=AF_UNIX sun_path={path}"),
+                    Some(other) => format!("sa_family={}", format::family(other.family())),
+                    None => String::new(),
+                };
+                if let Some(s) = socket {
+                    let p = format!("protocol={}", format::protocol(s.effective_protocol()));
+                    resource = if resource.is_empty() {
+                        p
+                    } else {
+                        format!("{resource} {p}")
+                    };
+                }
+                let mut extra = format!("fd={fd}");
+                if let Some(b) = backlog {
+                    extra.push_str(&format!(" backlog={b}"));
+                }
+                ("Network", resource, data(extra), t.visibility.network)
+            }
+            EventKind::Fork | EventKind::Exit { .. } | EventKind::Chdir { .. } => {
+                return Vec::new();
+            }
+            _ => return Vec::new(),
+        };
+        base.operation = Some(operation.to_string());
+        base.resource = Some(resource);
+        base.data = Some(data);
+        let result = format::result(ev.ret);
+        let mut out = Vec::new();
+        for (event, op) in &decide {
+            let d = t.rules.decide(event);
+            let Some(alert) = d.alert() else {
+                continue;
+            };
+            // Block decisions are reported by the kernel enforcer when one runs.
+            if d.verdict == Verdict::Block && t.enforced {
+                continue;
+            }
+            let mut a = base.with_decision(&d, MONITOR);
+            a.operation = Some((*op).to_string());
+            a.result = Some(result.clone());
+            a.enforcer = Some(MONITOR.to_string());
+            a.action = Some(if d.verdict == Verdict::Block {
+                "Audit (Block)".to_string()
+            } else {
+                alert.action.to_string()
+            });
+            out.push(a);
+        }
+        if !out.is_empty() {
+            return self.throttle(&t.key.name, out, &base);
+        }
+        if !visible {
+            return Vec::new();
+        }
+        base.kind = Some(
+            if t.workload.is_host() {
+                "HostLog"
+            } else {
+                "ContainerLog"
+            }
+            .to_string(),
+        );
+        base.result = Some(result);
+        vec![base]
+    }
+
+    fn throttle(&mut self, key: &str, alerts: Vec<Telemetry>, base: &Telemetry) -> Vec<Telemetry> {
+        if self.config.max_alerts_per_sec == 0 {
+            return alerts;
+        }
+        let now = Instant::now();
+        let th = self.throttles.entry(key.to_string()).or_default();
+        if let Some(until) = th.dropping_until {
+            if now < until {
+                return Vec::new();
+            }
+            th.dropping_until = None;
+            th.window_start = None;
+        }
+        match th.window_start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                th.window_start = Some(now);
+                th.count = 0;
+            }
+        }
+        let n = u32::try_from(alerts.len()).unwrap_or(u32::MAX);
+        th.count = th.count.saturating_add(n);
+        if th.count <= self.config.max_alerts_per_sec {
+            return alerts;
+        }
+        th.dropping_until = Some(now + self.config.throttle);
+        let mut s = Telemetry::default();
+        s.timestamp = base.timestamp;
+        s.updated_time.clone_from(&base.updated_time);
+        s.cluster_name.clone_from(&base.cluster_name);
+        s.host_name.clone_from(&base.host_name);
+        s.namespace_name.clone_from(&base.namespace_name);
+        s.pod_name.clone_from(&base.pod_name);
+        s.labels.clone_from(&base.labels);
+        s.container_id.clone_from(&base.container_id);
+        s.container_name.clone_from(&base.container_name);
+        s.kind = Some("SystemEvent".to_string());
+        s.operation = Some("AlertThreshold".to_string());
+        s.resource = Some(key.to_string());
+        s.data = Some(format!(
+            "MaxAlertsPerSec={} DroppingAlertsInterval={}s",
+            self.config.max_alerts_per_sec,
+            self.config.throttle.as_secs()
+        ));
+        s.message = Some(format!(
+            "alert threshold of {} per second reached: dropping alerts of `{key}` for {}s",
+            self.config.max_alerts_per_sec,
+            self.config.throttle.as_secs()
+        ));
+        s.result = Some("Passed".to_string());
+        vec![s]
+    }
+
+    /// An enforcer's alert with the workload's identity added.
+    pub fn enforcer_alert(&self, a: &EnforcerAlert, tree: &ProcessTree) -> Telemetry {
+        let t = a
+            .workload
+            .as_ref()
+            .and_then(|k| k.cgroup_id)
+            .and_then(|id| self.containers.get(&id))
+            .unwrap_or(&self.host);
+        let mut r = Telemetry::default();
+        let (secs, updated) = format::now();
+        r.timestamp = Some(secs);
+        r.updated_time = Some(updated);
+        r.cluster_name = Some(self.config.cluster_name.clone());
+        r.host_name = Some(self.config.host_name.clone());
+        if let (Workload::Container(c), Some(info)) = (&t.workload, &t.info) {
+            r.namespace_name = Some(c.namespace.clone());
+            r.pod_name = c.pod.clone();
+            r.container_id = Some(info.id.clone());
+            r.container_name = Some(c.name.clone());
+            r.container_image = Some(info.image.clone());
+        }
+        r.host_pid = Some(i64::from(a.pid));
+        r.uid = Some(i64::from(a.uid));
+        r.process_name = tree.get(a.pid).map(|p| p.exe.clone());
+        r.source.clone_from(&a.source);
+        let rule = a
+            .rule
+            .and_then(|i| self.policy.rules().get(usize::try_from(i).ok()?));
+        r.policy_name =
+            Some(rule.map_or_else(|| "DefaultPosture".to_string(), |r| r.policy.name.clone()));
+        r.severity = Some(
+            rule.and_then(|r| r.severity)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        );
+        r.kind = Some(
+            if t.workload.is_host() {
+                "MatchedHostPolicy"
+            } else {
+                "MatchedPolicy"
+            }
+            .to_string(),
+        );
+        r.operation = Some(a.operation.to_string());
+        r.resource = Some(a.resource.clone());
+        r.action = Some(a.action.to_string());
+        r.result = Some(a.result.to_string());
+        r.enforcer = Some(a.enforcer.to_string());
+        r
+    }
+}

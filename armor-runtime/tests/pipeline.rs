@@ -1,0 +1,264 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+//! The runtime on real kernel events: a cgroup of the test plays a container registered with
+//! Kubernetes labels; commands run in it; the records are checked field by field.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armor_core::Visibility;
+use armor_core::telemetry::Telemetry;
+use armor_ebpf::{EventSource, Options};
+use armor_runtime::containerd::ContainerInfo;
+use armor_runtime::{Runtime, RuntimeConfig, load_policies};
+use armor_testing::recording::{Call, RecordingEnforcer};
+
+const ID: &str = "1f613df8390b9d2e4e89d0323ac0b9a2e7d7ddcc460720e15074f8c497aec0df";
+
+fn root_or_skip() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    println!("skipping: loading eBPF programs needs root (euid is not 0)");
+    false
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("armor-rt-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&p);
+    fs::create_dir_all(&p).unwrap();
+    p
+}
+
+const AUDIT: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: audit-secret, namespace: shop}
+spec:
+  severity: 4
+  selector: {matchLabels: {app: web}}
+  file:
+    matchPaths: [{path: /tmp/armor-rt-secret}]
+  action: Audit
+---
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: block-touch, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  process:
+    matchPaths: [{path: /usr/bin/touch}]
+  action: Block
+"#;
+
+struct Cg(PathBuf);
+impl Drop for Cg {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("cgroup.kill"), "1");
+        for _ in 0..100 {
+            if fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn container_events_become_kubearmor_logs_and_alerts() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tmp("policies");
+    fs::write(dir.join("p.yaml"), AUDIT).unwrap();
+    let root = armor_runtime::identity::cgroup2_root().unwrap();
+    let cg = Cg(root.join(format!("kubepods-test-{}", std::process::id())));
+    fs::create_dir_all(&cg.0).unwrap();
+    let cgroup_id = fs::metadata(&cg.0).unwrap().ino();
+
+    let mut source = EventSource::load(Options::default()).unwrap();
+    let recording = Arc::new(RecordingEnforcer::new());
+    let mut rt = Runtime::new(
+        RuntimeConfig::default().throttling(3, Duration::from_secs(30)),
+        load_policies(&[&dir]).unwrap(),
+        vec![],
+        Some(source.controls()),
+    );
+    let mut info = ContainerInfo::default();
+    info.id = ID.to_string();
+    info.containerd_namespace = "k8s.io".to_string();
+    info.image = "docker.io/library/busybox:latest".to_string();
+    for (k, v) in [
+        ("io.kubernetes.pod.name", "web-0"),
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.container.name", "web"),
+        ("app", "web"),
+    ] {
+        info.labels.insert(k.to_string(), v.to_string());
+    }
+    let key = rt.add_container_with_cgroup(&info, cgroup_id);
+    assert_eq!(key.name, "shop/web-0/web");
+    drop(recording);
+
+    let secret = "/tmp/armor-rt-secret";
+    fs::write(secret, "s").unwrap();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /bin/sh -c '/bin/cat {secret} > /dev/null; /usr/bin/touch /tmp/armor-rt-touched; for i in 1 2 3 4 5 6; do /bin/cat {secret} >/dev/null; done'",
+        cg.0.display()
+    );
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let mut records: Vec<Telemetry> = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let mut events = Vec::new();
+        source
+            .poll(Duration::from_millis(50), &mut |e| events.push(e.clone()))
+            .unwrap();
+        for e in &events {
+            records.extend(rt.handle(e, source.process_tree()));
+        }
+        if records
+            .iter()
+            .any(|r| r.kind.as_deref() == Some("SystemEvent"))
+        {
+            break;
+        }
+    }
+    let dump: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    let dump = dump.join("\n");
+    // Every record carries the container's identity.
+    for r in &records {
+        assert_eq!(r.container_id.as_deref(), Some(ID), "{dump}");
+        assert_eq!(r.container_name.as_deref(), Some("web"));
+        assert_eq!(r.namespace_name.as_deref(), Some("shop"));
+        assert_eq!(r.pod_name.as_deref(), Some("web-0"));
+        assert_eq!(r.labels.as_deref(), Some("app=web"));
+    }
+    // The audit rule raised alerts as KubeArmor does.
+    let alert = records
+        .iter()
+        .find(|r| r.policy_name.as_deref() == Some("audit-secret"))
+        .unwrap_or_else(|| panic!("no audit alert:\n{dump}"));
+    assert_eq!(alert.kind.as_deref(), Some("MatchedPolicy"));
+    assert_eq!(alert.action.as_deref(), Some("Audit"));
+    assert_eq!(alert.result.as_deref(), Some("Passed"));
+    assert_eq!(alert.enforcer.as_deref(), Some("eBPF Monitor"));
+    assert_eq!(alert.severity.as_deref(), Some("4"));
+    assert_eq!(alert.operation.as_deref(), Some("File"));
+    assert_eq!(alert.resource.as_deref(), Some(secret));
+    assert!(
+        alert
+            .data
+            .as_deref()
+            .unwrap()
+            .starts_with("syscall=SYS_OPEN"),
+        "{alert:?}"
+    );
+    assert!(
+        alert.process_name.as_deref().unwrap().ends_with("/cat"),
+        "{alert:?}"
+    );
+    // No enforcer: the Block rule is reported, not enforced.
+    let touch = records
+        .iter()
+        .find(|r| r.policy_name.as_deref() == Some("block-touch"))
+        .unwrap_or_else(|| panic!("no block-touch alert:\n{dump}"));
+    assert_eq!(touch.action.as_deref(), Some("Audit (Block)"));
+    assert_eq!(touch.result.as_deref(), Some("Passed"));
+    assert_eq!(touch.operation.as_deref(), Some("Process"));
+    assert_eq!(
+        touch.resource.as_deref(),
+        Some("/usr/bin/touch /tmp/armor-rt-touched")
+    );
+    // Other events are logs.
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kind.as_deref() == Some("ContainerLog")
+                && r.operation.as_deref() == Some("Process")),
+        "{dump}"
+    );
+    // Throttling: 3 alerts per second, then one SystemEvent and silence.
+    let sys: Vec<&Telemetry> = records
+        .iter()
+        .filter(|r| r.kind.as_deref() == Some("SystemEvent"))
+        .collect();
+    assert_eq!(sys.len(), 1, "{dump}");
+    assert_eq!(sys[0].operation.as_deref(), Some("AlertThreshold"));
+    let alerts = records.iter().filter(|r| r.policy_name.is_some()).count();
+    assert!(alerts <= 3, "{dump}");
+    let _ = fs::remove_file(secret);
+    let _ = fs::remove_file("/tmp/armor-rt-touched");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reload_is_atomic_and_enforcers_follow() {
+    let dir = tmp("reload");
+    fs::write(dir.join("p.yaml"), AUDIT).unwrap();
+    let rec = Arc::new(RecordingEnforcer::new());
+    let mut rt = Runtime::new(
+        RuntimeConfig::default(),
+        load_policies(&[&dir]).unwrap(),
+        vec![rec.clone()],
+        None,
+    );
+    let mut info = ContainerInfo::default();
+    info.id = ID.to_string();
+    info.labels.insert("app".into(), "web".into());
+    info.labels
+        .insert("io.kubernetes.pod.namespace".into(), "shop".into());
+    let key = rt.add_container_with_cgroup(&info, 4242);
+    assert_eq!(key.cgroup_id, Some(4242));
+    let installed = rec.installed();
+    assert!(installed[&key].contains("audit-secret"), "{installed:?}");
+    assert!(installed[&key].contains("block-touch"));
+    let rules = rt.policy().rules().len();
+
+    // A broken file: the reload fails, names the file, and nothing changes.
+    fs::write(dir.join("bad.yaml"), "kind: KubeArmorPolicy\nspec: [").unwrap();
+    let err = rt.reload(&[&dir]).unwrap_err();
+    let msg = format!(
+        "{err}: {:?}",
+        std::error::Error::source(&err).map(ToString::to_string)
+    );
+    assert!(msg.contains("bad.yaml"), "{msg}");
+    assert_eq!(rt.policy().rules().len(), rules);
+    assert_eq!(rec.installed(), installed);
+
+    // A good change replaces every workload's rules.
+    fs::remove_file(dir.join("bad.yaml")).unwrap();
+    fs::write(dir.join("p.yaml"), AUDIT.split("---").next().unwrap()).unwrap();
+    rt.reload(&[&dir]).unwrap();
+    let now = rec.installed();
+    assert!(now[&key].contains("audit-secret"));
+    assert!(!now[&key].contains("block-touch"), "{now:?}");
+    assert!(
+        rec.calls()
+            .iter()
+            .any(|c| matches!(c, Call::Apply(k, _, Ok(_)) if *k == key))
+    );
+    rt.remove_container(ID);
+    assert!(!rec.installed().contains_key(&key));
+    assert!(rt.containers().is_empty());
+    let _ = Visibility::standard();
+    fs::remove_dir_all(&dir).unwrap();
+}
