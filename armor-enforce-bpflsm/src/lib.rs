@@ -7,3 +7,6 @@ pub mod model;
 
 pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, NotEnforced, compile};
 pub use model::{KernelDecision, KernelOp, Model};
+pub mod enforcer;
+
+pub use enforcer::{BpfLsm, Config, Counters, LoadError, NAME};

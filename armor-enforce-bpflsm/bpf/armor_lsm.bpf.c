@@ -1,0 +1,621 @@
+// SPDX-License-Identifier: GPL-2.0
+// armor's BPF-LSM enforcer: one program per hook, all driven by the maps of armor_match.h.
+// Each hook finds the workload of the current task (the nearest registered cgroup v2 ancestor,
+// else the host entry), resolves the operation's path by one dentry walk to the mount-namespace
+// root (hashing every prefix as it goes), probes the rule map and returns -EPERM on Block.
+// Alerts (Block, and Audit passes) go through one ring buffer, rate-limited per workload.
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "armor_match.h"
+
+#define EPERM 1
+#define FMODE_WRITE 0x2
+#define FMODE_EXEC 0x20
+#define FMODE_NOACCOUNT 0x20000000
+#define SOCK_TYPE_MASK 0xf
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
+
+#define ARMOR_STACK 2048          /* ring of the root-most components kept by the walk */
+#define ARMOR_STACK_MASK (ARMOR_STACK - 1)
+#define ARMOR_WALK_MAX (1 << 16)  /* dentries + mount crossings visited by one walk */
+#define ARMOR_CGROUP_MAX 64       /* cgroup levels searched for a workload */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct armor_workload);
+} armor_workloads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_config);
+} armor_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ARMOR_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} armor_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct armor_rate);
+} armor_rates SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} armor_alerts SEC(".maps");
+
+/* Files opened while a ruleset was active: file pointer -> ruleset id at open. file_permission
+ * decides again only for files opened before (absent) or under another ruleset. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} armor_files SEC(".maps");
+
+struct armor_scratch {
+	struct dentry *stack[ARMOR_STACK];
+	char name[ARMOR_NAME_MAX + 8];
+	char path[2 * ARMOR_NAME_MAX + 8];
+	struct armor_ruleset rs;
+	struct armor_alert alert;
+	/* walk state */
+	struct dentry *dentry;
+	struct mount *mnt;
+	struct mount *root_mnt;
+	__u64 key;
+	__u64 hash;
+	__u64 last_comp;
+	__u32 n;
+	__u32 resolved;
+	__u32 path_len;
+	__u8 done;
+	__u8 truncated;
+	__u8 lookups;
+	__u8 dir_kind;
+	__u64 dir_bits;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_scratch);
+} armor_scratch SEC(".maps");
+
+static __always_inline struct armor_scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&armor_scratch, &zero);
+}
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&armor_counters, &slot);
+	if (c)
+		*c += 1;
+}
+
+/* The nearest registered cgroup ancestor of the current task (its id in *cg), else the host
+ * entry (*cg = 0), else NULL: the task is not managed. */
+static __always_inline struct armor_workload *find_workload(__u64 *cg, __u32 max_level)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct cgroup *cgrp = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	for (__u32 i = 0; i < ARMOR_CGROUP_MAX; i++) {
+		if (!cgrp || i > max_level)
+			break;
+		__u64 id = BPF_CORE_READ(cgrp, kn, id);
+		struct armor_workload *w = bpf_map_lookup_elem(&armor_workloads, &id);
+		if (w) {
+			*cg = id;
+			return w;
+		}
+		struct cgroup_subsys_state *parent = BPF_CORE_READ(cgrp, self.parent);
+		cgrp = parent ? container_of(parent, struct cgroup, self) : NULL;
+	}
+	__u64 host = 0;
+	*cg = 0;
+	return bpf_map_lookup_elem(&armor_workloads, &host);
+}
+
+/* Leaf to root: push dentries, cross mounts, stop at the mount namespace's root. */
+static long walk_up(__u32 i, void *ctx)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct dentry *d = s->dentry;
+	struct mount *mnt = s->mnt;
+	if (!d || !mnt)
+		return 1;
+	if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mnt == s->root_mnt || parent == mnt || !parent) {
+			s->done = 1;
+			return 1;
+		}
+		s->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		s->mnt = parent;
+		return 0;
+	}
+	struct dentry *up = BPF_CORE_READ(d, d_parent);
+	if (!up || up == d) {
+		/* The root of a file system that is not mounted here (a detached tree). */
+		s->done = 1;
+		return 1;
+	}
+	s->stack[s->n & ARMOR_STACK_MASK] = d;
+	s->n++;
+	s->dentry = up;
+	return 0;
+}
+
+static __always_inline void probe_dir(struct armor_scratch *s, __u32 depth)
+{
+	if (!s->lookups || !(s->dir_bits & (1ULL << (depth < 63 ? depth : 63))))
+		return;
+	armor_probe(s->dir_kind, s->hash, depth + 1 < s->n);
+}
+
+/* Root to leaf over the kept components: hash, append to the text, probe directories. */
+static long walk_down(__u32 i, void *ctx)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct dentry *d = s->stack[(s->n - 1 - i) & ARMOR_STACK_MASK];
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > ARMOR_NAME_MAX - 1)
+		len = ARMOR_NAME_MAX - 1;
+	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
+		return 1;
+	__u64 c = armor_comp_hash(s->key, s->name, len);
+	s->last_comp = c;
+	s->hash = armor_extend(s->hash, c);
+	__u32 pos = s->path_len;
+	if (pos + 1 + len < ARMOR_ALERT_PATH) {
+		s->path[pos & (ARMOR_NAME_MAX - 1)] = '/';
+		pos++;
+		bpf_probe_read_kernel(s->path + (pos & (ARMOR_NAME_MAX - 1)),
+				      len & (ARMOR_NAME_MAX - 1), s->name);
+		s->path_len = pos + len;
+	} else {
+		s->truncated = 1;
+	}
+	s->resolved = i + 1;
+	probe_dir(s, i + 1);
+	return 0;
+}
+
+/* Walks (dentry, mnt) to the root of the current mount namespace. Sets s->hash (the full path
+ * hash), s->path/path_len (the text), s->done (resolved to the root), and with `lookups`
+ * probes the directory entries of every prefix. Returns 1 when the path is complete. */
+static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
+				 struct vfsmount *vfsmnt, int lookups)
+{
+	if (!s)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	s->dentry = dentry;
+	s->mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
+	s->root_mnt = BPF_CORE_READ(task, nsproxy, mnt_ns, root);
+	s->n = 0;
+	s->done = 0;
+	s->resolved = 0;
+	s->truncated = 0;
+	s->path_len = 0;
+	s->lookups = lookups;
+	bpf_loop(ARMOR_WALK_MAX, walk_up, NULL, 0);
+	s->hash = armor_root(s->key);
+	probe_dir(s, 0);
+	__u32 kept = s->n < ARMOR_STACK ? s->n : ARMOR_STACK;
+	bpf_loop(kept, walk_down, NULL, 0);
+	if (s->path_len == 0) {
+		s->path[0] = '/';
+		s->path_len = 1;
+	}
+	int complete = s->done && s->resolved == s->n;
+	if (!complete)
+		count(ARMOR_CNT_INCOMPLETE);
+	return complete;
+}
+
+/* The acting executable: its path hash and text (into s->alert.source). */
+static __always_inline __u64 source_of(struct armor_scratch *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	if (!exe)
+		return 0;
+	struct path p = BPF_CORE_READ(exe, f_path);
+	int ok = armor_walk(s, p.dentry, p.mnt, 0);
+	__u32 n = s->path_len < ARMOR_ALERT_PATH ? s->path_len : ARMOR_ALERT_PATH;
+	__builtin_memcpy(s->alert.source, s->path, ARMOR_ALERT_PATH);
+	s->alert.source_len = n;
+	return ok ? s->hash : 0;
+}
+
+static __always_inline int rate_ok(__u64 cg, __u32 limit)
+{
+	if (!limit)
+		return 1;
+	__u64 now = bpf_ktime_get_ns();
+	struct armor_rate *r = bpf_map_lookup_elem(&armor_rates, &cg);
+	if (!r) {
+		struct armor_rate fresh = {.window_start = now, .count = 1};
+		bpf_map_update_elem(&armor_rates, &cg, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (now - r->window_start > 1000000000ULL) {
+		r->window_start = now;
+		r->count = 0;
+	}
+	return __sync_fetch_and_add(&r->count, 1) < limit;
+}
+
+/* Sets up s->op for the current task; returns 0 when the task is not managed or has no rules. */
+static __always_inline int begin(struct armor_scratch *s, __u8 category, __u64 *cg, __u32 *limit)
+{
+	__u32 zero = 0;
+	struct armor_state *st = armor_state();
+	if (!st)
+		return 0;
+	st->op.ruleset = 0;
+	struct armor_config *cfg = bpf_map_lookup_elem(&armor_config, &zero);
+	if (!cfg)
+		return 0;
+	struct armor_workload *w = find_workload(cg, cfg->max_cgroup_level);
+	if (!w || !w->ruleset)
+		return 0;
+	__u32 id = w->ruleset;
+	*limit = w->alerts_per_sec;
+	struct armor_ruleset *rs = bpf_map_lookup_elem(&armor_rulesets, &id);
+	if (!rs)
+		return 0;
+	s->rs = *rs;
+	s->key = cfg->hash_key;
+	armor_slots_init(&st->op.slots);
+	st->op.ruleset = id;
+	st->op.category = category;
+	{
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+		st->op.uid = BPF_CORE_READ(task, cred, fsuid.val);
+	}
+	st->op.owner_known = 0;
+	st->op.write = 0;
+	st->op.source = 0;
+	s->alert.source_len = 0;
+	s->alert.flags = 0;
+	if (s->rs.flags & ARMOR_RS_SOURCE(category))
+		st->op.source = source_of(s);
+	return 1;
+}
+
+/* Decides s->op and raises the alert; returns the hook's return value. */
+static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit, __u32 detail,
+				  int incomplete)
+{
+	struct armor_state *st = armor_state();
+	if (!st)
+		return 0;
+	__u32 rule = ARMOR_RULE_POSTURE;
+	int verdict = armor_verdict(&st->op, &s->rs, &rule);
+	if (incomplete && verdict != ARMOR_ACTION_BLOCK && s->rs.allow_list[st->op.category & 3]) {
+		/* Part of the path is unknown and an Allow rule could have been needed. */
+		verdict = ARMOR_ACTION_BLOCK;
+		rule = ARMOR_RULE_POSTURE;
+		count(ARMOR_CNT_INCOMPLETE_DENIED);
+	}
+	if (verdict == ARMOR_ACTION_ALLOW)
+		return 0;
+	if (verdict == ARMOR_ACTION_BLOCK)
+		count(ARMOR_CNT_BLOCKED);
+	if (!rate_ok(cg, limit)) {
+		count(ARMOR_CNT_RATE_LIMITED);
+	} else {
+		struct armor_alert *a = &s->alert;
+		a->cgroup = cg;
+		a->source_hash = st->op.source;
+		a->rule = rule;
+		a->pid = bpf_get_current_pid_tgid() >> 32;
+		a->uid = st->op.uid;
+		a->detail = detail;
+		a->category = st->op.category;
+		a->action = verdict;
+		if (s->truncated)
+			a->flags |= ARMOR_ALERT_F_TRUNCATED;
+		if (incomplete)
+			a->flags |= ARMOR_ALERT_F_INCOMPLETE;
+		if (st->op.category <= ARMOR_CAT_FILE) {
+			__builtin_memcpy(a->path, s->path, ARMOR_ALERT_PATH);
+			a->path_len = s->path_len < ARMOR_ALERT_PATH ? s->path_len : ARMOR_ALERT_PATH;
+		} else {
+			a->path_len = 0;
+		}
+		if (!a->source_len && !st->op.source) {
+			/* The source text was not needed for matching: resolve it for the alert. */
+			struct armor_alert *keep = a;
+			__u8 flags = keep->flags;
+			__u32 plen = keep->path_len;
+			source_of(s);
+			keep->flags = flags;
+			keep->path_len = plen;
+		}
+		if (bpf_ringbuf_output(&armor_alerts, a, sizeof(*a), 0))
+			count(ARMOR_CNT_RESERVE_FAILED);
+		else
+			count(ARMOR_CNT_ALERTS);
+	}
+	return verdict == ARMOR_ACTION_BLOCK ? -EPERM : 0;
+}
+
+/* A path operation (exec or file access) on (dentry, mnt). */
+static __always_inline int decide_path(__u8 category, struct dentry *dentry, struct vfsmount *mnt,
+				       int write, __u32 detail)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	if (!begin(s, category, &cg, &limit))
+		return 0;
+	struct armor_state *st = armor_state();
+	if (!st)
+		return 0;
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	if (inode) {
+		st->op.owner = BPF_CORE_READ(inode, i_uid.val);
+		st->op.owner_known = 1;
+	}
+	st->op.write = write;
+	int file = category == ARMOR_CAT_FILE;
+	s->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
+	s->dir_bits = s->rs.dir_depths[file ? 1 : 0];
+	int complete = armor_walk(s, dentry, mnt, 1);
+	if (complete) {
+		armor_probe(file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
+		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && s->n > 0)
+			armor_probe(ARMOR_KIND_PROC_NAME, s->last_comp, 0);
+	}
+	return finish(s, cg, limit, detail, !complete);
+}
+
+static __always_inline int decide_socket(__u16 family, __u16 type, __u16 protocol)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	if (!begin(s, ARMOR_CAT_NETWORK, &cg, &limit))
+		return 0;
+	s->truncated = 0;
+	type &= SOCK_TYPE_MASK;
+	__u16 eff = protocol;
+	if (!eff && (family == AF_INET || family == AF_INET6)) {
+		if (type == SOCK_STREAM)
+			eff = IPPROTO_TCP;
+		else if (type == SOCK_DGRAM)
+			eff = IPPROTO_UDP;
+	}
+	armor_probe(ARMOR_KIND_NET_PROTO, eff, 0);
+	if (family == AF_INET6 && eff == IPPROTO_ICMPV6)
+		armor_probe(ARMOR_KIND_NET_PROTO, IPPROTO_ICMP, 0);
+	armor_probe(ARMOR_KIND_NET_TYPE, type, 0);
+	armor_probe(ARMOR_KIND_NET_ALL, 0, 0);
+	return finish(s, cg, limit, ((__u32)family << 16) | ((__u32)type << 8) | (eff & 0xff), 0);
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(armor_bprm_check, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	struct file *f = bprm->file;
+	if (!f)
+		return 0;
+	return decide_path(ARMOR_CAT_PROCESS, f->f_path.dentry, f->f_path.mnt, 0, 1);
+}
+
+static __always_inline int file_op(struct file *f, __u32 mode)
+{
+	int write = (mode & FMODE_WRITE) != 0;
+	__u32 detail = (write ? 2 : 0) | ((mode & 1) ? 1 : 0);
+	return decide_path(ARMOR_CAT_FILE, f->f_path.dentry, f->f_path.mnt, write, detail);
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(armor_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 mode = file->f_mode;
+	/* The kernel opening a binary to execute it belongs to the Process operation. */
+	if (mode & FMODE_EXEC)
+		return 0;
+	/* Overlayfs opens the backing file again under the mounter's credentials: skip it. */
+	if (mode & FMODE_NOACCOUNT) {
+		count(ARMOR_CNT_OVERLAY_SKIPPED);
+		return 0;
+	}
+	int r = file_op(file, mode);
+	if (r == 0) {
+		struct armor_state *st = armor_state();
+		if (st && st->op.ruleset) {
+			__u64 key = (__u64)file;
+			__u32 rs = st->op.ruleset;
+			bpf_map_update_elem(&armor_files, &key, &rs, BPF_ANY);
+		}
+	}
+	return r;
+}
+
+SEC("lsm/file_permission")
+int BPF_PROG(armor_file_permission, struct file *file, int mask, int ret)
+{
+	if (ret)
+		return ret;
+	__u64 key = (__u64)file;
+	__u32 *seen = bpf_map_lookup_elem(&armor_files, &key);
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	/* Cheap check first: decided at open under the ruleset still active? */
+	__u32 zero = 0;
+	struct armor_config *cfg = bpf_map_lookup_elem(&armor_config, &zero);
+	if (!cfg)
+		return 0;
+	struct armor_workload *w = find_workload(&cg, cfg->max_cgroup_level);
+	if (!w || !w->ruleset)
+		return 0;
+	if (seen && *seen == w->ruleset)
+		return 0;
+	__u32 mode = file->f_mode;
+	if (mode & (FMODE_EXEC | FMODE_NOACCOUNT))
+		return 0;
+	/* MAY_WRITE = 2, MAY_APPEND = 8 */
+	__u32 want = (mask & (2 | 8)) ? FMODE_WRITE : 1;
+	int r = file_op(file, want);
+	if (r == 0) {
+		__u32 rs = w->ruleset;
+		bpf_map_update_elem(&armor_files, &key, &rs, BPF_ANY);
+	}
+	(void)limit;
+	return r;
+}
+
+SEC("lsm/file_free_security")
+int BPF_PROG(armor_file_free, struct file *file)
+{
+	__u64 key = (__u64)file;
+	bpf_map_delete_elem(&armor_files, &key);
+	return 0;
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(armor_path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, int ret)
+{
+	if (ret)
+		return ret;
+	int r = decide_path(ARMOR_CAT_FILE, old_dentry, new_dir->mnt, 1, 2);
+	if (r)
+		return r;
+	return decide_path(ARMOR_CAT_FILE, new_dentry, new_dir->mnt, 1, 2);
+}
+
+SEC("lsm/path_rename")
+int BPF_PROG(armor_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, int ret)
+{
+	if (ret)
+		return ret;
+	int r = decide_path(ARMOR_CAT_FILE, old_dentry, old_dir->mnt, 1, 2);
+	if (r)
+		return r;
+	return decide_path(ARMOR_CAT_FILE, new_dentry, new_dir->mnt, 1, 2);
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(armor_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return decide_path(ARMOR_CAT_FILE, dentry, dir->mnt, 1, 2);
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(armor_path_truncate, const struct path *path, int ret)
+{
+	if (ret)
+		return ret;
+	return decide_path(ARMOR_CAT_FILE, path->dentry, path->mnt, 1, 2);
+}
+
+SEC("lsm/path_chmod")
+int BPF_PROG(armor_path_chmod, const struct path *path, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return decide_path(ARMOR_CAT_FILE, path->dentry, path->mnt, 1, 2);
+}
+
+SEC("lsm/socket_create")
+int BPF_PROG(armor_socket_create, int family, int type, int protocol, int kern, int ret)
+{
+	if (ret || kern)
+		return ret;
+	return decide_socket(family, type, protocol);
+}
+
+static __always_inline int sock_op(struct socket *sock)
+{
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 type = BPF_CORE_READ(sock, type);
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	return decide_socket(family, type, proto);
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(armor_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return sock_op(sock);
+}
+
+SEC("lsm/socket_accept")
+int BPF_PROG(armor_socket_accept, struct socket *sock, struct socket *newsock, int ret)
+{
+	if (ret)
+		return ret;
+	return sock_op(sock);
+}
+
+SEC("lsm/capable")
+int BPF_PROG(armor_capable, const struct cred *cred, struct user_namespace *ns, int cap,
+	     unsigned int opts, int ret)
+{
+	if (ret)
+		return ret;
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	if (!begin(s, ARMOR_CAT_CAPS, &cg, &limit))
+		return 0;
+	s->truncated = 0;
+	armor_probe(ARMOR_KIND_CAP, cap, 0);
+	return finish(s, cg, limit, cap, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The matching code shared by the LSM programs (armor_lsm.bpf.c) and the XDP benchmark twin
+ * (armor_bench.bpf.c): the keyed component hash, the rule map, the chain probe and the verdict.
+ * src/hash.rs and src/model.rs are the user-space mirror; keep them in step. */
+#ifndef ARMOR_MATCH_H
+#define ARMOR_MATCH_H
+
+#include "armor_abi.h"
+
+#define ARMOR_P1 0x9e3779b97f4a7c15ULL
+#define ARMOR_P2 0xc2b2ae3d27d4eb4fULL
+#define ARMOR_P3 0x165667b19e3779f9ULL
+#define ARMOR_NAME_MAX 256     /* a component is at most NAME_MAX (255) bytes */
+#define ARMOR_CHAIN_MAX 32     /* entries per key: 3 actions x 8 flag sets at most */
+
+/* Slot indices of `struct armor_slots`. */
+#define ARMOR_SLOT_BLOCK_SRC 0
+#define ARMOR_SLOT_BLOCK_ANY 1
+#define ARMOR_SLOT_ALLOW_SRC 2
+#define ARMOR_SLOT_ALLOW_ANY 3
+#define ARMOR_SLOT_AUDIT 4
+#define ARMOR_NSLOTS 5
+#define ARMOR_NO_RANK 0xffffffffu
+
+/* max_entries of every sized map is set by the loader from the configuration. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct armor_rule_key);
+	__type(value, struct armor_rule_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} armor_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_ruleset);
+} armor_rulesets SEC(".maps");
+
+struct armor_slots {
+	__u32 rank[ARMOR_NSLOTS];
+	__u32 rule[ARMOR_NSLOTS];
+};
+
+/* What one operation brings to the probes. */
+struct armor_op {
+	struct armor_slots slots;
+	__u32 ruleset;
+	__u32 uid;
+	__u32 owner;
+	__u8 owner_known;
+	__u8 write;
+	__u8 category;
+	__u8 pad;
+	__u64 source; /* hash of the acting executable, 0 = not needed or unknown */
+};
+
+static __always_inline __u64 armor_fix(__u64 h)
+{
+	return h ? h : 1;
+}
+
+static __always_inline __u64 armor_extend(__u64 prefix, __u64 c)
+{
+	__u64 h = (prefix ^ c) * ARMOR_P2;
+	h ^= h >> 32;
+	h *= ARMOR_P3;
+	h ^= h >> 29;
+	return armor_fix(h);
+}
+
+static __always_inline __u64 armor_root(__u64 key)
+{
+	return armor_fix(armor_extend(key ^ ARMOR_P3, ARMOR_P2));
+}
+
+/* The hash of `len` bytes at `buf` (which holds ARMOR_NAME_MAX + 8 readable bytes). */
+static __always_inline __u64 armor_comp_hash(__u64 key, const char *buf, __u32 len)
+{
+	__u64 h = key ^ ((__u64)len * ARMOR_P1);
+	for (__u32 i = 0; i < ARMOR_NAME_MAX / 8; i++) {
+		if (i * 8 >= len)
+			break;
+		__u64 w = *(const __u64 *)(buf + i * 8);
+		__u32 rest = len - i * 8;
+		if (rest < 8)
+			w &= (1ULL << (rest * 8)) - 1;
+		h = (h ^ w) * ARMOR_P1;
+		h ^= h >> 29;
+	}
+	return h;
+}
+
+static __always_inline void armor_slots_init(struct armor_slots *s)
+{
+	for (int i = 0; i < ARMOR_NSLOTS; i++) {
+		s->rank[i] = ARMOR_NO_RANK;
+		s->rule[i] = 0;
+	}
+}
+
+/* Per-CPU state of one decision: the operation and the probe in progress. */
+struct armor_state {
+	struct armor_op op;
+	struct armor_rule_key key;
+	__u32 recursive_only;
+	__u32 spec;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_state);
+} armor_state_map SEC(".maps");
+
+static __always_inline struct armor_state *armor_state(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&armor_state_map, &zero);
+}
+
+/* One chain entry (seq = i) of the key in st->key: apply the qualifiers, fill the slot. */
+static long armor_chain_entry(__u32 i, void *ctx)
+{
+	struct armor_state *st = armor_state();
+	if (!st)
+		return 1;
+	st->key.seq = i;
+	struct armor_rule_val *v = bpf_map_lookup_elem(&armor_rules, &st->key);
+	if (!v)
+		return 1;
+	if (st->recursive_only && !(v->flags & ARMOR_F_RECURSIVE))
+		return 0;
+	int covered = 1;
+	if (v->flags & (ARMOR_F_READ_ONLY | ARMOR_F_OWNER_ONLY)) {
+		int read_ok = !((v->flags & ARMOR_F_READ_ONLY) && st->op.write);
+		int owner_ok = !(v->flags & ARMOR_F_OWNER_ONLY) ||
+			       (st->op.owner_known && st->op.owner == st->op.uid);
+		int permitted = read_ok && owner_ok;
+		covered = v->action == ARMOR_ACTION_ALLOW ? permitted : !permitted;
+	}
+	if (!covered)
+		return 0;
+	__u32 slot;
+	if (v->action == ARMOR_ACTION_ALLOW)
+		slot = st->spec ? ARMOR_SLOT_ALLOW_SRC : ARMOR_SLOT_ALLOW_ANY;
+	else if (v->action == ARMOR_ACTION_AUDIT)
+		slot = ARMOR_SLOT_AUDIT;
+	else
+		slot = st->spec ? ARMOR_SLOT_BLOCK_SRC : ARMOR_SLOT_BLOCK_ANY;
+	if (slot >= ARMOR_NSLOTS)
+		return 1;
+	if (v->rank < st->op.slots.rank[slot]) {
+		st->op.slots.rank[slot] = v->rank;
+		st->op.slots.rule[slot] = v->rule;
+	}
+	return 0;
+}
+
+/* Every entry of one key, for the operation's source and for "any source". */
+static __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
+{
+	struct armor_state *st = armor_state();
+	if (!st)
+		return 0;
+	st->recursive_only = recursive_only;
+	for (int spec = 1; spec >= 0; spec--) {
+		__u64 source = spec ? st->op.source : 0;
+		if (spec && !source)
+			continue;
+		st->spec = spec;
+		st->key.ruleset = st->op.ruleset;
+		st->key.kind = kind;
+		st->key.seq = 0;
+		st->key.pad = 0;
+		st->key.target = target;
+		st->key.source = source;
+		struct armor_rule_val *first = bpf_map_lookup_elem(&armor_rules, &st->key);
+		if (!first)
+			continue;
+		__u32 n = first->count;
+		if (n > ARMOR_CHAIN_MAX)
+			n = ARMOR_CHAIN_MAX;
+		bpf_loop(n, armor_chain_entry, NULL, 0);
+	}
+	return 0;
+}
+
+/* The verdict: ARMOR_ACTION_{ALLOW,AUDIT,BLOCK}; *rule = the reported rule or
+ * ARMOR_RULE_POSTURE. */
+static __always_inline int armor_verdict(const struct armor_op *op, const struct armor_ruleset *rs,
+					 __u32 *rule)
+{
+	const struct armor_slots *s = &op->slots;
+	int has_audit = s->rank[ARMOR_SLOT_AUDIT] != ARMOR_NO_RANK;
+	if (s->rank[ARMOR_SLOT_BLOCK_SRC] != ARMOR_NO_RANK) {
+		*rule = s->rule[ARMOR_SLOT_BLOCK_SRC];
+		return ARMOR_ACTION_BLOCK;
+	}
+	if (s->rank[ARMOR_SLOT_ALLOW_SRC] != ARMOR_NO_RANK)
+		goto allowed;
+	if (s->rank[ARMOR_SLOT_BLOCK_ANY] != ARMOR_NO_RANK) {
+		*rule = s->rule[ARMOR_SLOT_BLOCK_ANY];
+		return ARMOR_ACTION_BLOCK;
+	}
+	if (s->rank[ARMOR_SLOT_ALLOW_ANY] != ARMOR_NO_RANK)
+		goto allowed;
+	__u32 c = op->category & 3;
+	if (rs->allow_list[c]) {
+		if (rs->posture[c]) {
+			*rule = ARMOR_RULE_POSTURE;
+			return ARMOR_ACTION_BLOCK;
+		}
+		*rule = has_audit ? s->rule[ARMOR_SLOT_AUDIT] : ARMOR_RULE_POSTURE;
+		return ARMOR_ACTION_AUDIT;
+	}
+	if (has_audit) {
+		*rule = s->rule[ARMOR_SLOT_AUDIT];
+		return ARMOR_ACTION_AUDIT;
+	}
+	*rule = ARMOR_RULE_POSTURE;
+	return ARMOR_ACTION_ALLOW;
+allowed:
+	if (has_audit) {
+		*rule = s->rule[ARMOR_SLOT_AUDIT];
+		return ARMOR_ACTION_AUDIT;
+	}
+	*rule = ARMOR_RULE_POSTURE;
+	return ARMOR_ACTION_ALLOW;
+}
+
+#endif

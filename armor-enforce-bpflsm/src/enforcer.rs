@@ -1,0 +1,781 @@
+//! [`BpfLsm`]: the [`Enforcer`] that loads the kernel programs and keeps the maps in step with
+//! the workloads' artefacts.
+//!
+//! # Minimum kernel version
+//! Linux 6.1 with `CONFIG_BPF_LSM=y`, `bpf` in the `lsm=` boot list, `CONFIG_DEBUG_INFO_BTF=y`,
+//! BPF trampolines and `CONFIG_SECURITY_PATH=y` (for the `path_*` hooks). `bpf_loop` (5.17+)
+//! drives the dentry walk.
+//!
+//! # When enforcement begins
+//! A workload's rules are enforced from the moment [`Enforcer::apply`] returns: every later hook
+//! call from a task whose cgroup (or an ancestor cgroup) is the workload's reads the new ruleset.
+//! For a container, apply the rules after its cgroup exists and before its entrypoint runs (the
+//! OCI `createRuntime`/`prestart` point, or a created-but-not-started task): everything the
+//! runtime did inside the cgroup before that point was not subject to them.
+//!
+//! ```no_run
+//! use armor_core::enforcer::{Enforcer, Support};
+//! use armor_enforce_bpflsm::{BpfLsm, Config};
+//! let lsm = BpfLsm::new(Config::default());
+//! match lsm.probe() {
+//!     Support::Supported => println!("BPF-LSM works here"),
+//!     Support::Unsupported { reason } => println!("unsupported: {reason}"),
+//!     _ => {}
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use armor_core::RuleSet;
+use armor_core::enforcer::{
+    AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, EnforcerAlert, Support,
+};
+use armor_core::workload::WorkloadKey;
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{Lsm, ProgramError};
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use crate::abi::{self, AlertRaw, ConfigVal, RuleKey, RuleVal, RulesetMeta, WorkloadVal};
+use crate::compile::{BpfArtifact, compile};
+
+/// The kernel programs, embedded at build time.
+pub static LSM_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/armor_lsm.bpf.o"));
+
+/// The programs and the hook each attaches to.
+pub const PROGRAMS: &[(&str, &str)] = &[
+    ("armor_bprm_check", "bprm_check_security"),
+    ("armor_file_open", "file_open"),
+    ("armor_file_permission", "file_permission"),
+    ("armor_file_free", "file_free_security"),
+    ("armor_path_link", "path_link"),
+    ("armor_path_rename", "path_rename"),
+    ("armor_path_unlink", "path_unlink"),
+    ("armor_path_truncate", "path_truncate"),
+    ("armor_path_chmod", "path_chmod"),
+    ("armor_socket_create", "socket_create"),
+    ("armor_socket_connect", "socket_connect"),
+    ("armor_socket_accept", "socket_accept"),
+    ("armor_capable", "capable"),
+];
+
+/// Capacities and options. Every map size comes from here; nothing is a small fixed limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Entries of the rule map shared by every workload (an update briefly needs the old and the
+    /// new entries of one workload at once).
+    pub max_rule_entries: u32,
+    /// Workloads (cgroups) that can be managed, plus one for the host.
+    pub max_workloads: u32,
+    /// Open files tracked so `file_permission` skips the ones decided at open.
+    pub max_tracked_files: u32,
+    /// Alerts per second and workload before the kernel drops (and counts) them; 0 = no limit.
+    pub alerts_per_sec: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Deepest cgroup level searched for a workload ancestor.
+    pub max_cgroup_level: u32,
+    /// The path hash key; `None` draws one from `/dev/urandom` at load.
+    pub hash_key: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_rule_entries: 1 << 20,
+            max_workloads: 1 << 14,
+            max_tracked_files: 1 << 16,
+            alerts_per_sec: 1000,
+            ring_bytes: 1 << 22,
+            max_cgroup_level: 63,
+            hash_key: None,
+        }
+    }
+}
+
+/// Why loading the kernel programs failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The object could not be loaded (maps created, relocated).
+    #[error("cannot load the BPF object")]
+    Object(#[source] Box<aya::EbpfError>),
+    /// The kernel BTF could not be read.
+    #[error("cannot read the kernel BTF")]
+    Btf(#[source] aya::BtfError),
+    /// A program is missing from the object.
+    #[error("program or map `{0}` missing from the object")]
+    Missing(&'static str),
+    /// A program failed to load or attach; `verifier_log` holds the kernel's log.
+    #[error("`{call}` of `lsm/{hook}` failed: {verifier_log}")]
+    Program {
+        /// `bpf_prog_load` or `bpf_link_create`.
+        call: &'static str,
+        /// The hook.
+        hook: &'static str,
+        /// The verifier log (empty when the kernel gave none).
+        verifier_log: String,
+        /// The error.
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A map could not be opened or written.
+    #[error("`{call}` on map `{map}` failed")]
+    Map {
+        /// The call.
+        call: &'static str,
+        /// The map.
+        map: &'static str,
+        /// The error.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// Reading `/dev/urandom` for the hash key failed.
+    #[error("cannot read /dev/urandom")]
+    Random(#[source] io::Error),
+}
+
+/// Counters kept by the kernel programs (sums over CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Alerts written to the ring buffer.
+    pub alerts: u64,
+    /// Alerts dropped by the per-workload rate limit.
+    pub rate_limited: u64,
+    /// Alerts lost because the ring buffer was full (reserve failures).
+    pub reserve_failed: u64,
+    /// Paths that could not be resolved completely.
+    pub incomplete: u64,
+    /// Incomplete paths denied because a rule could still match them.
+    pub incomplete_denied: u64,
+    /// Operations denied.
+    pub blocked: u64,
+    /// Second (backing file) overlayfs `file_open` calls skipped.
+    pub overlay_skipped: u64,
+    /// Alerts read from the ring buffer by user space.
+    pub alerts_read: u64,
+}
+
+struct Installed {
+    cgroup: u64,
+    ruleset: u32,
+    keys: Vec<RuleKey>,
+    artifact: BpfArtifact,
+}
+
+struct Loaded {
+    rules: HashMap<MapData, RuleKey, RuleVal>,
+    rulesets: HashMap<MapData, u32, RulesetMeta>,
+    workloads: HashMap<MapData, u64, WorkloadVal>,
+    counters: PerCpuArray<MapData, u64>,
+    hash_key: u64,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    alerts_read: Arc<std::sync::atomic::AtomicU64>,
+    // Owns the programs and links; dropped last.
+    _ebpf: Ebpf,
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    loaded: Option<Loaded>,
+    installed: BTreeMap<WorkloadKey, Installed>,
+    next_ruleset: u32,
+    used_entries: usize,
+}
+
+type Sink = Arc<Mutex<Option<Arc<dyn AlertSink>>>>;
+
+/// The BPF-LSM enforcer. The programs load on the first `apply`.
+pub struct BpfLsm {
+    config: Config,
+    state: Mutex<State>,
+    sink: Sink,
+}
+
+impl std::fmt::Debug for BpfLsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BpfLsm")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(call: &'static str, e: MapError) -> ApplyError {
+    let source = match e {
+        MapError::SyscallError(s) => s.io_error,
+        other => io::Error::other(other.to_string()),
+    };
+    ApplyError::Syscall { call, source }
+}
+
+fn errno_name(n: i32) -> &'static str {
+    match n {
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::EINVAL => "EINVAL",
+        libc::E2BIG => "E2BIG",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENOENT => "ENOENT",
+        libc::ENOSPC => "ENOSPC",
+        524 => "ENOTSUPP",
+        _ => "error",
+    }
+}
+
+fn program_error(call: &'static str, hook: &'static str, source: ProgramError) -> LoadError {
+    let verifier_log = match &source {
+        ProgramError::LoadError { verifier_log, .. } => verifier_log.to_string(),
+        _ => String::new(),
+    };
+    LoadError::Program {
+        call,
+        hook,
+        verifier_log,
+        source: Box::new(source),
+    }
+}
+
+fn take<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    HashMap::try_from(map).map_err(|source| LoadError::Map {
+        call: "open",
+        map: name,
+        source: Box::new(source),
+    })
+}
+
+fn random_key() -> Result<u64, LoadError> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(LoadError::Random)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+fn loader(config: &Config) -> EbpfLoader<'static> {
+    let mut l = EbpfLoader::new();
+    l.map_max_entries("armor_rules", config.max_rule_entries.max(1))
+        .map_max_entries(
+            "armor_rulesets",
+            config.max_workloads.saturating_mul(2).max(2),
+        )
+        .map_max_entries("armor_workloads", config.max_workloads.saturating_add(1))
+        .map_max_entries("armor_rates", config.max_workloads.saturating_add(1))
+        .map_max_entries("armor_files", config.max_tracked_files.max(1))
+        .map_max_entries("armor_alerts", config.ring_bytes.max(4096));
+    l
+}
+
+impl BpfLsm {
+    /// An enforcer with `config`. Nothing is loaded until the first `apply`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            state: Mutex::new(State {
+                next_ruleset: 1,
+                ..State::default()
+            }),
+            sink: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads and attaches every program (idempotent).
+    pub fn load(&self) -> Result<(), LoadError> {
+        let mut st = self.lock();
+        if st.loaded.is_none() {
+            st.loaded = Some(self.load_programs()?);
+        }
+        Ok(())
+    }
+
+    fn load_programs(&self) -> Result<Loaded, LoadError> {
+        let mut ebpf = loader(&self.config)
+            .load(LSM_OBJ)
+            .map_err(|e| LoadError::Object(Box::new(e)))?;
+        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        let hash_key = match self.config.hash_key {
+            Some(k) => k,
+            None => random_key()?,
+        };
+        let mut cfg: aya::maps::Array<MapData, ConfigVal> = aya::maps::Array::try_from(
+            ebpf.take_map("armor_config")
+                .ok_or(LoadError::Missing("armor_config"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            call: "open",
+            map: "armor_config",
+            source: Box::new(source),
+        })?;
+        cfg.set(
+            0,
+            ConfigVal {
+                hash_key,
+                max_cgroup_level: self.config.max_cgroup_level,
+                pad: 0,
+            },
+            0,
+        )
+        .map_err(|source| LoadError::Map {
+            call: "bpf_map_update_elem",
+            map: "armor_config",
+            source: Box::new(source),
+        })?;
+        for &(name, hook) in PROGRAMS {
+            let prog: &mut Lsm = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::Missing(name))?
+                .try_into()
+                .map_err(|e| program_error("bpf_prog_load", hook, e))?;
+            prog.load(hook, &btf)
+                .map_err(|e| program_error("bpf_prog_load", hook, e))?;
+            prog.attach()
+                .map_err(|e| program_error("bpf_link_create", hook, e))?;
+        }
+        let rules = take(&mut ebpf, "armor_rules")?;
+        let rulesets = take(&mut ebpf, "armor_rulesets")?;
+        let workloads = take(&mut ebpf, "armor_workloads")?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("armor_counters")
+                .ok_or(LoadError::Missing("armor_counters"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            call: "open",
+            map: "armor_counters",
+            source: Box::new(source),
+        })?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("armor_alerts")
+                .ok_or(LoadError::Missing("armor_alerts"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            call: "open",
+            map: "armor_alerts",
+            source: Box::new(source),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let alerts_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reader = spawn_reader(ring, self.sink.clone(), stop.clone(), alerts_read.clone());
+        Ok(Loaded {
+            rules,
+            rulesets,
+            workloads,
+            counters,
+            hash_key,
+            stop,
+            reader: Some(reader),
+            alerts_read,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The kernel counters (zero before the programs are loaded).
+    pub fn counters(&self) -> Result<Counters, ApplyError> {
+        let st = self.lock();
+        let Some(l) = &st.loaded else {
+            return Ok(Counters::default());
+        };
+        let get = |i: u32| -> Result<u64, ApplyError> {
+            let v = l
+                .counters
+                .get(&i, 0)
+                .map_err(|e| map_err("bpf_map_lookup_elem", e))?;
+            Ok(v.iter().sum())
+        };
+        Ok(Counters {
+            alerts: get(abi::counter::ALERTS)?,
+            rate_limited: get(abi::counter::RATE_LIMITED)?,
+            reserve_failed: get(abi::counter::RESERVE_FAILED)?,
+            incomplete: get(abi::counter::INCOMPLETE)?,
+            incomplete_denied: get(abi::counter::INCOMPLETE_DENIED)?,
+            blocked: get(abi::counter::BLOCKED)?,
+            overlay_skipped: get(abi::counter::OVERLAY_SKIPPED)?,
+            alerts_read: l.alerts_read.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The hash key of the loaded programs.
+    pub fn hash_key(&self) -> Option<u64> {
+        self.lock().loaded.as_ref().map(|l| l.hash_key)
+    }
+
+    /// Entries of the rule map in use by installed workloads.
+    pub fn used_entries(&self) -> usize {
+        self.lock().used_entries
+    }
+
+    fn apply_locked(
+        &self,
+        st: &mut State,
+        key: &WorkloadKey,
+        a: &BpfArtifact,
+        flip: impl Fn(&mut Loaded, u64, WorkloadVal) -> Result<(), ApplyError>,
+    ) -> Result<Applied, ApplyError> {
+        let cgroup = if a.host {
+            0
+        } else {
+            key.cgroup_id.ok_or_else(|| {
+                ApplyError::Unsupported(format!("workload `{key}` has no cgroup id"))
+            })?
+        };
+        if let Some(old) = st.installed.get(key)
+            && old.artifact == *a
+            && old.cgroup == cgroup
+        {
+            return Ok(Applied::Unchanged);
+        }
+        let old_len = st.installed.get(key).map_or(0, |o| o.keys.len());
+        if st.loaded.is_none() {
+            st.loaded = Some(
+                self.load_programs()
+                    .map_err(|e| ApplyError::Unsupported(error_chain(&e)))?,
+            );
+        }
+        let id = st.next_ruleset;
+        let Some(l) = st.loaded.as_mut() else {
+            return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
+        };
+        let enc = a.encode(id, l.hash_key);
+        let others = st.used_entries.saturating_sub(old_len);
+        let cap = self.config.max_rule_entries as usize;
+        // The old entries stay until the flip: old + new must fit next to everyone else's.
+        if others + old_len + enc.rules.len() > cap {
+            return Err(ApplyError::Capacity {
+                workload: key.name.clone(),
+                detail: format!(
+                    "{} rule map entries needed, {} free of {cap} (`max_rule_entries`)",
+                    enc.rules.len(),
+                    cap.saturating_sub(others + old_len)
+                ),
+            });
+        }
+        if !st.installed.contains_key(key)
+            && st.installed.len() >= self.config.max_workloads as usize
+        {
+            return Err(ApplyError::Capacity {
+                workload: key.name.clone(),
+                detail: format!(
+                    "{} workloads installed (`max_workloads`)",
+                    st.installed.len()
+                ),
+            });
+        }
+        let mut written = Vec::with_capacity(enc.rules.len());
+        for (k, v) in &enc.rules {
+            if let Err(e) = l.rules.insert(k, v, 0) {
+                for w in &written {
+                    let _ = l.rules.remove(w);
+                }
+                return Err(map_err("bpf_map_update_elem", e));
+            }
+            written.push(*k);
+        }
+        let rollback = |l: &mut Loaded, written: &[RuleKey]| {
+            for w in written {
+                let _ = l.rules.remove(w);
+            }
+            let _ = l.rulesets.remove(&id);
+        };
+        if let Err(e) = l.rulesets.insert(id, enc.meta, 0) {
+            rollback(l, &written);
+            return Err(map_err("bpf_map_update_elem", e));
+        }
+        let val = WorkloadVal {
+            ruleset: id,
+            alerts_per_sec: self.config.alerts_per_sec,
+        };
+        if let Err(e) = flip(l, cgroup, val) {
+            rollback(l, &written);
+            return Err(e);
+        }
+        st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
+        let previous = st.installed.insert(
+            key.clone(),
+            Installed {
+                cgroup,
+                ruleset: id,
+                keys: written,
+                artifact: a.clone(),
+            },
+        );
+        st.used_entries = others + enc.rules.len();
+        if let (Some(old), Some(l)) = (&previous, st.loaded.as_mut()) {
+            if old.cgroup != cgroup {
+                let _ = l.workloads.remove(&old.cgroup);
+            }
+            for k in &old.keys {
+                let _ = l.rules.remove(k);
+            }
+            let _ = l.rulesets.remove(&old.ruleset);
+        }
+        Ok(if previous.is_some() {
+            Applied::Updated
+        } else {
+            Applied::Installed
+        })
+    }
+
+    /// Like `apply`, but writes the new entries *under the workload's current ruleset id*, one
+    /// by one, instead of flipping to a new id: a reader can see a mix of old and new rules.
+    /// Exists only so the atomicity test can prove it detects a non-atomic update.
+    #[doc(hidden)]
+    pub fn apply_non_atomic_for_test(
+        &self,
+        key: &WorkloadKey,
+        artifact: &BpfArtifact,
+        pause: Duration,
+    ) -> Result<(), ApplyError> {
+        let mut st = self.lock();
+        let Some(old) = st.installed.get(key) else {
+            return Err(ApplyError::UnknownWorkload(key.name.clone()));
+        };
+        let (id, old_keys) = (old.ruleset, old.keys.clone());
+        let Some(l) = st.loaded.as_mut() else {
+            return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
+        };
+        let enc = artifact.encode(id, l.hash_key);
+        for k in &old_keys {
+            let _ = l.rules.remove(k);
+            std::thread::sleep(pause);
+        }
+        for (k, v) in &enc.rules {
+            l.rules
+                .insert(k, v, 0)
+                .map_err(|e| map_err("bpf_map_update_elem", e))?;
+            std::thread::sleep(pause);
+        }
+        l.rulesets
+            .insert(id, enc.meta, 0)
+            .map_err(|e| map_err("bpf_map_update_elem", e))?;
+        if let Some(inst) = st.installed.get_mut(key) {
+            inst.keys = enc.rules.iter().map(|(k, _)| *k).collect();
+            inst.artifact = artifact.clone();
+        }
+        Ok(())
+    }
+}
+
+/// `error: cause: cause` on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn nul_text(b: &[u8], len: u16) -> String {
+    let b = b.get(..usize::from(len)).unwrap_or(b);
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Turns a kernel alert into an [`EnforcerAlert`] (policy fields come from the rule id).
+pub fn to_alert(raw: &AlertRaw) -> EnforcerAlert {
+    let rule = (raw.rule != abi::RULE_POSTURE).then_some(raw.rule);
+    let operation = match raw.category {
+        abi::CAT_PROCESS => "Process",
+        abi::CAT_FILE => "File",
+        abi::CAT_NETWORK => "Network",
+        _ => "Capabilities",
+    };
+    let resource = match raw.category {
+        abi::CAT_PROCESS | abi::CAT_FILE => nul_text(&raw.path, raw.path_len),
+        abi::CAT_NETWORK => format!(
+            "family={} type={} protocol={}",
+            raw.detail >> 16,
+            (raw.detail >> 8) & 0xff,
+            raw.detail & 0xff
+        ),
+        _ => armor_core::event::caps::name(u8::try_from(raw.detail).unwrap_or(u8::MAX))
+            .unwrap_or_else(|| raw.detail.to_string()),
+    };
+    let source = (raw.source_len > 0).then(|| nul_text(&raw.source, raw.source_len));
+    let a = if raw.action == abi::ACTION_BLOCK {
+        EnforcerAlert::blocked(NAME, rule, operation, resource)
+    } else {
+        EnforcerAlert::audited(NAME, rule, operation, resource)
+    };
+    let wl = if raw.cgroup == 0 {
+        WorkloadKey::new("host")
+    } else {
+        WorkloadKey::new(format!("cgroup {}", raw.cgroup)).with_cgroup(raw.cgroup)
+    };
+    a.with_workload(wl).with_process(raw.pid, raw.uid, source)
+}
+
+fn spawn_reader(
+    mut ring: RingBuf<MapData>,
+    sink: Sink,
+    stop: Arc<AtomicBool>,
+    read: Arc<std::sync::atomic::AtomicU64>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let mut any = false;
+            while let Some(item) = ring.next() {
+                any = true;
+                read.fetch_add(1, Ordering::Relaxed);
+                let Some(raw) = AlertRaw::from_bytes(&item) else {
+                    continue;
+                };
+                let s = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(s) = s {
+                    s.alert(to_alert(&raw));
+                }
+            }
+            if !any {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    })
+}
+
+/// `BPFLSM`: the `Enforcer` field of alerts.
+pub const NAME: &str = "BPFLSM";
+
+impl Enforcer for BpfLsm {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Trial-loads `lsm/bprm_check_security` (and, when that works, every program).
+    fn probe(&self) -> Support {
+        let mut ebpf = match loader(&self.config).load(LSM_OBJ) {
+            Ok(e) => e,
+            Err(e) => {
+                return Support::Unsupported {
+                    reason: format!("cannot load the BPF object: {}", error_chain(&e)),
+                };
+            }
+        };
+        let btf = match Btf::from_sys_fs() {
+            Ok(b) => b,
+            Err(e) => {
+                return Support::Unsupported {
+                    reason: format!("no kernel BTF: {}", error_chain(&e)),
+                };
+            }
+        };
+        for &(name, hook) in PROGRAMS {
+            let Some(p) = ebpf.program_mut(name) else {
+                return Support::Unsupported {
+                    reason: format!("program `{name}` missing"),
+                };
+            };
+            let prog: Result<&mut Lsm, _> = p.try_into();
+            let res = match prog {
+                Ok(prog) => prog.load(hook, &btf),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                let (errno, log) = match &e {
+                    ProgramError::LoadError {
+                        io_error,
+                        verifier_log,
+                    } => (io_error.raw_os_error(), verifier_log.to_string()),
+                    ProgramError::SyscallError(s) => (s.io_error.raw_os_error(), String::new()),
+                    _ => (None, String::new()),
+                };
+                let errno = errno.map_or_else(
+                    || error_chain(&e),
+                    |n| format!("{} (errno {n})", errno_name(n)),
+                );
+                let log = if log.trim().is_empty() {
+                    "empty verifier log".to_owned()
+                } else {
+                    format!("verifier log: {}", log.trim())
+                };
+                let what = if errno.starts_with("EPERM") {
+                    "kernel refuses lsm programs"
+                } else {
+                    "kernel rejects an lsm program"
+                };
+                return Support::Unsupported {
+                    reason: format!(
+                        "{what} ({errno}): bpf_prog_load of `lsm/{hook}` failed; {log}"
+                    ),
+                };
+            }
+        }
+        Support::Supported
+    }
+
+    fn compile(
+        &self,
+        key: &WorkloadKey,
+        rules: &RuleSet,
+    ) -> Result<Box<dyn Artifact>, CompileError> {
+        Ok(Box::new(compile(&key.name, rules)))
+    }
+
+    fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+        let a = artifact
+            .as_any()
+            .downcast_ref::<BpfArtifact>()
+            .ok_or(ApplyError::ForeignArtifact { enforcer: NAME })?;
+        let mut st = self.lock();
+        self.apply_locked(&mut st, key, a, |l, cg, val| {
+            l.workloads
+                .insert(cg, val, 0)
+                .map_err(|e| map_err("bpf_map_update_elem", e))
+        })
+    }
+
+    fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
+        let mut st = self.lock();
+        let Some(old) = st.installed.remove(key) else {
+            return Err(ApplyError::UnknownWorkload(key.name.clone()));
+        };
+        st.used_entries = st.used_entries.saturating_sub(old.keys.len());
+        if let Some(l) = st.loaded.as_mut() {
+            l.workloads
+                .remove(&old.cgroup)
+                .map_err(|e| map_err("bpf_map_delete_elem", e))?;
+            for k in &old.keys {
+                let _ = l.rules.remove(k);
+            }
+            let _ = l.rulesets.remove(&old.ruleset);
+        }
+        Ok(())
+    }
+
+    fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
+        *self
+            .sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+}
