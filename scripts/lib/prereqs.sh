@@ -21,6 +21,13 @@ ensure_host_prereqs() {
   # tests/privileged is a workspace member: its build.rs needs clang (eBPF) and a static libc.
   ensure_bpf_build_prereqs
   ensure_runtime_prereqs
+  ensure_apparmor_prereqs
+}
+
+ensure_apparmor_prereqs() {
+  # armor-enforce-apparmor: every generated profile is compiled by the real apparmor_parser
+  # (`-Q -K -S`, no kernel AppArmor needed) in the normal test run.
+  apt_install apparmor
 }
 
 ensure_runtime_prereqs() {

@@ -1,0 +1,705 @@
+//! Rules → one AppArmor profile per workload, derived from the engine's precedence.
+//!
+//! Layout (see the crate documentation for the reasoning):
+//!
+//! * the **main profile** holds every rule without `fromSource`, and an exec transition for
+//!   every `fromSource` executable;
+//! * a **child profile** per `fromSource` executable holds that executable's rules. When no
+//!   `fromSource` rule is an Allow, children are **stacked** on the main profile (`px -> &`):
+//!   the kernel intersects both, which is exactly "a fromSource Block or any global Block wins",
+//!   and the global rules are not copied. Only when some `fromSource` rule is an Allow (which
+//!   must beat a global Block, an intersection cannot widen) are children **full**: they hold
+//!   the global rules too, with the global Blocks that a source Allow overrides removed.
+//!
+//! A category is *restrictive* when it is in allow-list mode with a `block` posture: then
+//! nothing is granted but the Allow rules, and AppArmor's implicit denial is the DefaultPosture
+//! Block. Otherwise the category is granted wholesale and Block rules subtract from it with
+//! `audit deny`.
+
+use std::collections::BTreeSet;
+
+use armor_core::enforcer::{Artifact, Unenforceable};
+use armor_core::engine::RuleSet;
+
+use armor_core::event::caps;
+use armor_core::posture::PostureAction;
+use armor_core::rule::{ProtocolMatch, SourceMatch};
+use armor_core::workload::WorkloadKey;
+use armor_core::{Action, Category, Event, Rule, Target, Verdict};
+
+use crate::profile::{
+    Body, ExecMode, Line, Owner, Perms, Profile, Section, literal, quote_if_needed,
+};
+
+/// The categories a profile decides, in section order.
+const CATS: [Category; 4] = [
+    Category::Process,
+    Category::File,
+    Category::Network,
+    Category::Capabilities,
+];
+
+/// Socket types AppArmor's parser names.
+const TYPES: [&str; 6] = ["stream", "dgram", "raw", "rdm", "seqpacket", "packet"];
+
+/// The compiled profile of one workload.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AppArmorArtifact {
+    /// The workload.
+    pub key: WorkloadKey,
+    /// The structured profile.
+    pub profile: Profile,
+    /// The rendered text (what `apply` writes and loads).
+    pub text: String,
+    /// Rules not enforced exactly as the engine decides them.
+    pub not_enforced: Vec<NotEnforced>,
+}
+
+/// A rule the profile does not enforce exactly as the engine decides it.
+///
+/// This mirrors [`Unenforceable`], which `armor-core` marks `#[non_exhaustive]` without a
+/// constructor, so no other crate can build one. Until it gains `Unenforceable::new`,
+/// [`Artifact::unenforceable`] of this artefact returns an empty slice and the list lives here
+/// ([`AppArmorArtifact::not_enforced`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct NotEnforced {
+    /// Index of the rule in the compiled policy's rules.
+    pub rule: u32,
+    /// What differs.
+    pub reason: String,
+}
+
+impl AppArmorArtifact {
+    /// The main profile's name.
+    pub fn name(&self) -> &str {
+        self.profile.main().map_or("", |s| s.name.as_str())
+    }
+}
+
+impl Artifact for AppArmorArtifact {
+    fn render(&self) -> String {
+        self.text.clone()
+    }
+
+    /// Empty until `armor-core` can construct [`Unenforceable`] outside its crate; see
+    /// [`AppArmorArtifact::not_enforced`].
+    fn unenforceable(&self) -> &[Unenforceable] {
+        &[]
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// 32-bit FNV-1a: a stable, dependency-free hash for profile names.
+fn fnv32(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn sanitize(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
+/// Every armor profile's name starts with this.
+pub const NAME_PREFIX: &str = "armor.";
+
+/// The stable profile name of a workload: `armor.<sanitised name>_<hash of the name>`.
+pub fn profile_name(key: &WorkloadKey) -> String {
+    format!(
+        "{NAME_PREFIX}{}_{:08x}",
+        sanitize(&key.name, 64),
+        fnv32(&key.name)
+    )
+}
+
+/// The local name of the child profile of `source`.
+pub fn child_name(source: &str) -> String {
+    let base = source.rsplit('/').next().unwrap_or(source);
+    format!("src_{}_{:08x}", sanitize(base, 32), fnv32(source))
+}
+
+fn trim_slash(p: &str) -> &str {
+    if p.len() > 1 {
+        p.trim_end_matches('/')
+    } else {
+        p
+    }
+}
+
+/// The profile glob of a path target (`exec`: for exec lines, where paths stay literal so
+/// their transition dominates glob lines).
+fn target_glob(t: &Target, exec: bool) -> Result<String, String> {
+    let lit = |p: &str| literal(p).ok_or_else(|| format!("path {p:?} has control characters"));
+    let g = match t {
+        Target::Path(p) => {
+            let l = lit(trim_slash(p))?;
+            if exec { l } else { format!("{l}{{,/}}") }
+        }
+        Target::ExecName(n) => format!("/{{,**/}}{}", lit(n)?),
+        Target::Directory { dir, recursive } => {
+            let base = dir.trim_end_matches('/');
+            match (base.is_empty(), recursive) {
+                (true, true) => "/{,**}".to_owned(),
+                (true, false) => "/{,*,*/}".to_owned(),
+                (false, true) => format!("{}{{,/,/**}}", lit(base)?),
+                (false, false) => format!("{}{{,/,/*,/*/}}", lit(base)?),
+            }
+        }
+        Target::Pattern(g) => {
+            let s = g.as_str();
+            if s.ends_with('/') {
+                return Err(
+                    "a pattern ending in `/` matches nothing in the engine (paths are \
+                            compared without a trailing `/`) but directories in AppArmor"
+                        .to_owned(),
+                );
+            }
+            format!("{s}{{,/}}")
+        }
+        other => return Err(format!("{other} is not a path")),
+    };
+    Ok(quote_if_needed(&g))
+}
+
+/// The (owner, permissions) a Block or Audit file rule covers: the complement of its
+/// permitted set.
+fn covered_file(r: &Rule) -> Vec<(Owner, Perms)> {
+    match (r.read_only, r.owner_only) {
+        (false, false) => vec![(Owner::Any, Perms::ALL)],
+        (true, false) => vec![(Owner::Any, Perms::WRITE)],
+        (false, true) => vec![(Owner::Other, Perms::ALL)],
+        (true, true) => vec![(Owner::Owner, Perms::WRITE), (Owner::Other, Perms::ALL)],
+    }
+}
+
+fn cap_name(c: u8) -> Option<String> {
+    let n = caps::name(c)?.to_ascii_lowercase();
+    let bare = n.strip_prefix("cap_").unwrap_or(&n).to_owned();
+    // Capabilities AppArmor 3.0's parser knows (0..=40).
+    (c <= 40).then_some(bare)
+}
+
+/// Network line text for a protocol match, and whether it is exact.
+fn network_what(m: ProtocolMatch) -> Result<(String, bool), String> {
+    match m {
+        ProtocolMatch::All => Ok((String::new(), true)),
+        ProtocolMatch::Type(_) => {
+            let n = m.name();
+            if TYPES.contains(&n) {
+                Ok((n.to_owned(), true))
+            } else {
+                Err(format!(
+                    "AppArmor has no `{n}` socket type; the rule is not in the profile"
+                ))
+            }
+        }
+        ProtocolMatch::Protocol(_) => match m.name() {
+            n @ ("tcp" | "udp" | "icmp") => Ok((n.to_owned(), false)),
+            n => Err(format!(
+                "AppArmor's parser has no `{n}` protocol; the rule is not in the profile"
+            )),
+        },
+        _ => Err("unknown protocol match".to_owned()),
+    }
+}
+
+struct Builder<'a> {
+    rules: &'a RuleSet,
+    main: String,
+    sources: BTreeSet<String>,
+    stacked: bool,
+    restrictive: [bool; 4],
+    unenforceable: BTreeSet<(u32, String)>,
+}
+
+fn cat_index(c: Category) -> Option<usize> {
+    CATS.iter().position(|x| *x == c)
+}
+
+fn source_paths(r: &Rule) -> impl Iterator<Item = &str> {
+    r.from_source.iter().filter_map(|s| match s {
+        SourceMatch::Path(p) => Some(p.as_str()),
+        _ => None,
+    })
+}
+
+/// Whether two targets may match a common path (conservative: `true` when unsure).
+fn may_overlap(a: &Target, b: &Target) -> bool {
+    fn region(t: &Target) -> Option<(String, bool)> {
+        match t {
+            Target::Path(p) => Some((trim_slash(p).to_owned(), true)),
+            Target::Directory { dir, .. } => Some((dir.trim_end_matches('/').to_owned(), false)),
+            Target::Pattern(g) => Some((g.literal_prefix().to_owned(), false)),
+            Target::ExecName(_) => Some((String::new(), false)),
+            _ => None,
+        }
+    }
+    match (region(a), region(b)) {
+        (Some((pa, true)), Some((pb, true))) => pa == pb,
+        (Some((pa, ea)), Some((pb, eb))) => {
+            if ea {
+                pa.starts_with(&pb)
+            } else if eb {
+                pb.starts_with(&pa)
+            } else {
+                pa.starts_with(&pb) || pb.starts_with(&pa)
+            }
+        }
+        _ => a == b,
+    }
+}
+
+impl Builder<'_> {
+    fn warn(&mut self, id: u32, reason: impl Into<String>) {
+        self.unenforceable.insert((id, reason.into()));
+    }
+
+    fn child_full(&self, source: &str) -> String {
+        format!("{}//{}", self.main, child_name(source))
+    }
+
+    /// The transition an exec of `source` takes from a section (`in_main`).
+    fn transition(&self, source: &str, in_main: bool) -> ExecMode {
+        let target = self.child_full(source);
+        if in_main && self.stacked {
+            ExecMode::Stack(target)
+        } else {
+            ExecMode::Profile(target)
+        }
+    }
+
+    /// The mode of ordinary allowed execs in a section.
+    fn grant_mode(&self, in_main: bool) -> ExecMode {
+        if in_main {
+            ExecMode::Inherit
+        } else {
+            ExecMode::Profile(self.main.clone())
+        }
+    }
+
+    /// The lines of one rule in a section whose category restrictiveness is `restrictive`.
+    fn rule_lines(&mut self, id: u32, r: &Rule, restrictive: bool, in_main: bool) -> Vec<Line> {
+        let mk = |audit, deny, body| Line {
+            audit,
+            deny,
+            body,
+            rule: Some(id),
+        };
+        let mut out = Vec::new();
+        if r.action == Action::Audit && restrictive {
+            self.warn(
+                id,
+                "Audit rule in a category under allow-list mode with block posture: AppArmor \
+                 cannot audit without granting, so the Audit alert is not raised",
+            );
+            return out;
+        }
+        match r.category {
+            Category::File => {
+                let glob = match target_glob(&r.target, false) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        self.warn(id, e);
+                        return out;
+                    }
+                };
+                match r.action {
+                    Action::Allow => {
+                        if restrictive {
+                            let owner = if r.owner_only {
+                                Owner::Owner
+                            } else {
+                                Owner::Any
+                            };
+                            let perms = if r.read_only { Perms::READ } else { Perms::ALL };
+                            out.push(mk(false, false, Body::File { owner, glob, perms }));
+                        }
+                    }
+                    _ => {
+                        let deny = r.action == Action::Block;
+                        for (owner, perms) in covered_file(r) {
+                            out.push(mk(
+                                true,
+                                deny,
+                                Body::File {
+                                    owner,
+                                    glob: glob.clone(),
+                                    perms,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            Category::Process => {
+                let glob = match target_glob(&r.target, true) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        self.warn(id, e);
+                        return out;
+                    }
+                };
+                let mode = match &r.target {
+                    Target::Path(p) if self.sources.contains(trim_slash(p)) => {
+                        self.transition(trim_slash(p), in_main)
+                    }
+                    _ => self.grant_mode(in_main),
+                };
+                match r.action {
+                    Action::Allow => {
+                        if restrictive {
+                            let owner = if r.owner_only {
+                                Owner::Owner
+                            } else {
+                                Owner::Any
+                            };
+                            out.push(mk(
+                                false,
+                                false,
+                                Body::Exec {
+                                    owner,
+                                    glob,
+                                    mode: Some(mode),
+                                },
+                            ));
+                        }
+                    }
+                    _ => {
+                        let owner = if r.owner_only {
+                            Owner::Other
+                        } else {
+                            Owner::Any
+                        };
+                        let deny = r.action == Action::Block;
+                        out.push(mk(
+                            true,
+                            deny,
+                            Body::Exec {
+                                owner,
+                                glob,
+                                mode: if deny { None } else { Some(mode) },
+                            },
+                        ));
+                    }
+                }
+            }
+            Category::Network => {
+                let Target::Protocol(m) = &r.target else {
+                    self.warn(id, "DNS rules are not mediated by AppArmor");
+                    return out;
+                };
+                let what = match network_what(*m) {
+                    Ok((w, exact)) => {
+                        if !exact {
+                            self.warn(
+                                id,
+                                format!(
+                                    "`network {w}` is mediated by family and type on most \
+                                     kernels, and a socket created with protocol 0 is not \
+                                     resolved to {w} as the engine does"
+                                ),
+                            );
+                        }
+                        w
+                    }
+                    Err(e) => {
+                        self.warn(id, e);
+                        return out;
+                    }
+                };
+                self.simple(id, r.action, restrictive, Body::Network { what }, &mut out);
+            }
+            Category::Capabilities => {
+                let Target::Capability(c) = &r.target else {
+                    return out;
+                };
+                let Some(name) = cap_name(*c) else {
+                    self.warn(id, "capability unknown to AppArmor 3.0's parser");
+                    return out;
+                };
+                self.simple(
+                    id,
+                    r.action,
+                    restrictive,
+                    Body::Capability { name },
+                    &mut out,
+                );
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn simple(&self, id: u32, action: Action, restrictive: bool, body: Body, out: &mut Vec<Line>) {
+        let (audit, deny) = match action {
+            Action::Allow if restrictive => (false, false),
+            Action::Allow => return,
+            Action::Block => (true, true),
+            _ => (true, false),
+        };
+        out.push(Line {
+            audit,
+            deny,
+            body,
+            rule: Some(id),
+        });
+    }
+
+    /// Grants for the categories that are not restrictive (`restrictive` per category).
+    fn base_lines(&self, restrictive: [bool; 4], in_main: bool) -> Vec<Line> {
+        let mut v: Vec<Line> = [
+            "signal",
+            "ptrace",
+            "unix",
+            "dbus",
+            "mount",
+            "umount",
+            "pivot_root",
+        ]
+        .into_iter()
+        .map(|k| Line::base(Body::Other(k.to_owned())))
+        .collect();
+        let [process, file, network, capability] = restrictive;
+        if !file {
+            v.push(Line::base(Body::File {
+                owner: Owner::Any,
+                glob: "/{,**}".to_owned(),
+                perms: Perms::ALL,
+            }));
+        }
+        if !process {
+            v.push(Line::base(Body::Exec {
+                owner: Owner::Any,
+                glob: "/{,**}".to_owned(),
+                mode: Some(self.grant_mode(in_main)),
+            }));
+        }
+        if !network {
+            v.push(Line::base(Body::Network {
+                what: String::new(),
+            }));
+        }
+        if !capability {
+            v.push(Line::base(Body::Capability {
+                name: String::new(),
+            }));
+        }
+        v
+    }
+
+    /// Exec transitions into every source's child, qualified by what the engine allows when
+    /// the process category is restrictive.
+    fn transitions(&self, restrictive: bool, from: Option<&str>, in_main: bool) -> Vec<Line> {
+        let mut v = Vec::new();
+        for s in &self.sources {
+            let Some(glob) = literal(s).map(|l| quote_if_needed(&l)) else {
+                continue;
+            };
+            let owner = if restrictive {
+                let allowed = |owner_uid: u32| {
+                    self.rules
+                        .decide(
+                            &Event::exec(s.clone(), from)
+                                .with_uid(0)
+                                .with_owner(owner_uid),
+                        )
+                        .verdict
+                        != Verdict::Block
+                };
+                match (allowed(0), allowed(1)) {
+                    (true, true) => Owner::Any,
+                    (true, false) => Owner::Owner,
+                    (false, true) => Owner::Other,
+                    (false, false) => continue,
+                }
+            } else {
+                Owner::Any
+            };
+            v.push(Line::base(Body::Exec {
+                owner,
+                glob,
+                mode: Some(self.transition(s, in_main)),
+            }));
+        }
+        v
+    }
+}
+
+/// Compiles a workload's rules (and the raw `apparmor:` lines of its policies) into a profile.
+pub fn compile(key: &WorkloadKey, rules: &RuleSet, raw: &[String]) -> AppArmorArtifact {
+    let posture = rules.posture();
+    let mut restrictive = [false; 4];
+    for (i, c) in CATS.iter().enumerate() {
+        let p = match c {
+            Category::Network => posture.network,
+            Category::Capabilities => posture.capabilities,
+            _ => posture.file,
+        };
+        if let Some(slot) = restrictive.get_mut(i) {
+            *slot = rules.allow_list(*c) && p == PostureAction::Block;
+        }
+    }
+    let mut b = Builder {
+        rules,
+        main: profile_name(key),
+        sources: BTreeSet::new(),
+        stacked: true,
+        restrictive,
+        unenforceable: BTreeSet::new(),
+    };
+    let mut global: Vec<(u32, &Rule)> = Vec::new();
+    let mut sourced: Vec<(u32, &Rule)> = Vec::new();
+    for (&id, r) in rules.rule_ids().iter().zip(rules.rules()) {
+        match r.category {
+            Category::Syscall => {
+                b.warn(
+                    id,
+                    "syscall rules are audit-only and decided by the monitor; AppArmor does \
+                     not mediate syscalls",
+                );
+                continue;
+            }
+            c if cat_index(c).is_none() => continue,
+            _ => {}
+        }
+        if !r.engine_evaluated() {
+            b.warn(id, "DNS rules are not mediated by AppArmor");
+            continue;
+        }
+        if r.action == Action::Allow {
+            let i = cat_index(r.category).unwrap_or(0);
+            if !b.restrictive.get(i).copied().unwrap_or(false) {
+                b.warn(
+                    id,
+                    "audit posture: operations no Allow rule covers pass, but AppArmor raises \
+                     no DefaultPosture Audit alert for them",
+                );
+            }
+        }
+        if r.from_source.is_empty() {
+            global.push((id, r));
+        } else {
+            for s in source_paths(r) {
+                b.sources.insert(trim_slash(s).to_owned());
+            }
+            if r.action == Action::Allow {
+                b.stacked = false;
+            }
+            sourced.push((id, r));
+        }
+    }
+
+    let mut sections = Vec::new();
+    // Main profile.
+    let mut lines = b.base_lines(b.restrictive, true);
+    for &(id, r) in &global {
+        let i = cat_index(r.category).unwrap_or(0);
+        let rs = b.restrictive.get(i).copied().unwrap_or(false);
+        lines.extend(b.rule_lines(id, r, rs, true));
+    }
+    let process_restrictive = b.restrictive.first().copied().unwrap_or(false);
+    lines.extend(b.transitions(process_restrictive, None, true));
+    lines.extend(
+        raw.iter()
+            .map(|l| Line::base(Body::Raw(l.trim().to_owned()))),
+    );
+    sections.push(Section {
+        name: b.main.clone(),
+        source: None,
+        stacked: false,
+        lines,
+    });
+
+    // Children.
+    let sources: Vec<String> = b.sources.iter().cloned().collect();
+    for s in sources {
+        let mine: Vec<(u32, &Rule)> = sourced
+            .iter()
+            .filter(|(_, r)| source_paths(r).any(|p| trim_slash(p) == s))
+            .copied()
+            .collect();
+        let restrictive = if b.stacked { [false; 4] } else { b.restrictive };
+        let mut lines = b.base_lines(restrictive, false);
+        for &(id, r) in &mine {
+            let i = cat_index(r.category).unwrap_or(0);
+            let rs = restrictive.get(i).copied().unwrap_or(false);
+            lines.extend(b.rule_lines(id, r, rs, false));
+        }
+        if !b.stacked {
+            for &(gid, g) in &global {
+                if g.action == Action::Block {
+                    let overriders: Vec<(u32, &Rule)> = mine
+                        .iter()
+                        .filter(|(_, a)| {
+                            a.action == Action::Allow
+                                && a.category == g.category
+                                && may_overlap(&a.target, &g.target)
+                        })
+                        .copied()
+                        .collect();
+                    if overriders
+                        .iter()
+                        .any(|(_, a)| a.target == g.target && !a.has_qualifiers())
+                    {
+                        continue;
+                    }
+                    for (aid, _) in overriders {
+                        b.warn(
+                            aid,
+                            format!(
+                                "fromSource Allow overlapping the Block rule {} of policy `{}` \
+                                 on another target or with qualifiers: AppArmor's deny wins \
+                                 inside a profile, so the Block is kept for this source",
+                                g.index, g.policy.name
+                            ),
+                        );
+                    }
+                }
+                let i = cat_index(g.category).unwrap_or(0);
+                let rs = restrictive.get(i).copied().unwrap_or(false);
+                lines.extend(b.rule_lines(gid, g, rs, false));
+            }
+        }
+        let pr = restrictive.first().copied().unwrap_or(false);
+        lines.extend(b.transitions(pr, Some(&s), false));
+        sections.push(Section {
+            name: b.child_full(&s),
+            source: Some(s.clone()),
+            stacked: b.stacked,
+            lines,
+        });
+    }
+
+    let profile = Profile {
+        workload: key.name.clone(),
+        sections,
+    };
+    let text = profile.render();
+    AppArmorArtifact {
+        key: key.clone(),
+        profile,
+        text,
+        not_enforced: b
+            .unenforceable
+            .into_iter()
+            .map(|(rule, reason)| NotEnforced { rule, reason })
+            .collect(),
+    }
+}

@@ -1,0 +1,174 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+//! The whole corpus through the user-space model of AppArmor, evaluating the *read-back* text
+//! of each generated profile. It must agree with the engine on every case except those whose
+//! category holds a rule `compile` lists as not enforced. Every profile also compiles with the
+//! real `apparmor_parser`.
+
+use armor_core::event::Operation;
+use armor_core::workload::WorkloadKey;
+use armor_core::{Category, CompiledPolicy, PolicySet, Verdict};
+use armor_enforce_apparmor::model::{protocol_name, sock_type_name};
+use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
+use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
+
+struct AaModel;
+
+impl DecisionMaker for AaModel {
+    fn name(&self) -> &str {
+        "apparmor-model"
+    }
+
+    fn decide(&self, case: &Case) -> Result<Outcome, String> {
+        let set = PolicySet::parse(&case.policies, &case.name).map_err(|e| e.to_string())?;
+        let policy = CompiledPolicy::build(&set).map_err(|e| e.to_string())?;
+        let workload = case.workload().map_err(|e| e.to_string())?;
+        let (posture, _) = case
+            .posture_config()
+            .map_err(|e| e.to_string())?
+            .posture_for(&workload);
+        let event = case.event().map_err(|e| e.to_string())?;
+        let rules = policy.rule_set(&workload, posture);
+        let artifact = compile(&WorkloadKey::new(case.name.clone()), &rules, &[]);
+        let profile = parse(&artifact.text).map_err(|e| format!("read-back: {e}"))?;
+        assert_eq!(
+            profile, artifact.profile,
+            "{}: read-back differs",
+            case.name
+        );
+        let cat = event.operation.category();
+        if cat == Category::Syscall {
+            return Err("syscall operations are not mediated by AppArmor".to_owned());
+        }
+        let not: Vec<String> = artifact
+            .not_enforced
+            .iter()
+            .filter(|u| policy.rules()[u.rule as usize].category == cat)
+            .map(|u| format!("rule {}: {}", u.rule, u.reason))
+            .collect();
+        if !not.is_empty() {
+            return Err(format!("not enforced: {}", not.join("; ")));
+        }
+        let owner = |o: Option<u32>| o == Some(event.uid);
+        let op = match &event.operation {
+            Operation::File {
+                path,
+                access,
+                owner: o,
+            } => AaOp::File {
+                path: path.clone(),
+                read: access.read,
+                write: access.write,
+                owner: owner(*o),
+            },
+            Operation::Process { path, owner: o } => AaOp::Exec {
+                path: path.clone(),
+                owner: owner(*o),
+            },
+            Operation::Network(s) => AaOp::Socket {
+                sock_type: sock_type_name(s.sock_type),
+                protocol: protocol_name(s.protocol),
+            },
+            Operation::Capability(c) => AaOp::Capability(
+                armor_core::event::caps::name(*c)
+                    .unwrap()
+                    .to_ascii_lowercase()
+                    .trim_start_matches("cap_")
+                    .to_owned(),
+            ),
+            _ => return Err("unsupported operation".to_owned()),
+        };
+        let model = Model::new(&profile);
+        let d = model.decide(&rules, event.source.as_deref(), &op);
+        let mut o = Outcome::default();
+        o.verdict = d.verdict.as_str().to_owned();
+        if d.verdict == Verdict::Allow {
+            return Ok(o);
+        }
+        o.action = Some(
+            if d.verdict == Verdict::Block {
+                "Block"
+            } else {
+                "Audit"
+            }
+            .to_owned(),
+        );
+        o.alert_type = Some(
+            if rules.is_host() {
+                "MatchedHostPolicy"
+            } else {
+                "MatchedPolicy"
+            }
+            .to_owned(),
+        );
+        match d.rule.and_then(|id| policy.rules().get(id as usize)) {
+            None => o.policy = Some(armor_core::DEFAULT_POSTURE.to_owned()),
+            Some(r) => {
+                o.policy = Some(r.policy.name.clone());
+                o.severity = r.severity;
+                o.tags = r.tags.clone();
+                o.message = r.message.clone();
+            }
+        }
+        Ok(o)
+    }
+}
+
+#[test]
+fn corpus_agrees_with_the_engine_through_the_profile_model() {
+    let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
+    assert!(cases.len() >= 250, "corpus too small: {}", cases.len());
+    let engine = corpus::run(&cases, &corpus::Engine);
+    assert!(engine.ok(), "{engine}");
+    let report = corpus::run(&cases, &AaModel);
+    println!("{report}");
+    assert!(report.ok(), "{report}");
+    for (name, why) in &report.skipped {
+        assert!(
+            why.starts_with("not enforced") || why.starts_with("syscall operations"),
+            "{name}: {why}"
+        );
+    }
+    assert!(
+        report.passed * 10 >= cases.len() * 6,
+        "only {} of {} cases decided",
+        report.passed,
+        cases.len()
+    );
+}
+
+fn parser_available() -> bool {
+    std::process::Command::new("apparmor_parser")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn every_corpus_profile_compiles_with_apparmor_parser() {
+    assert!(
+        parser_available(),
+        "apparmor_parser missing: scripts/lib/prereqs.sh installs `apparmor`"
+    );
+    let aa = AppArmor::new("/nonexistent");
+    let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &cases {
+        let set = PolicySet::parse(&c.policies, &c.name).unwrap();
+        let policy = CompiledPolicy::build(&set).unwrap();
+        let workload = c.workload().unwrap();
+        let (posture, _) = c.posture_config().unwrap().posture_for(&workload);
+        let rules = policy.rule_set(&workload, posture);
+        let a = compile(&WorkloadKey::new("corpus/w"), &rules, &[]);
+        if seen.insert(a.text.clone()) {
+            aa.check(&a.text)
+                .unwrap_or_else(|e| panic!("{}: rejected: {e}\n{}", c.name, a.text));
+        }
+    }
+    assert!(seen.len() > 50, "only {} distinct profiles", seen.len());
+}
