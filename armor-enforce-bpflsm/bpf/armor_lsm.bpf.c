@@ -14,6 +14,7 @@
 #define FMODE_WRITE 0x2
 #define FMODE_EXEC 0x20
 #define FMODE_NOACCOUNT 0x20000000
+#define __FMODE_EXEC 0x20 /* in f_flags */
 #define SOCK_TYPE_MASK 0xf
 #define AF_INET 2
 #define AF_INET6 10
@@ -92,6 +93,7 @@ struct armor_scratch {
 	__u8 truncated;
 	__u8 lookups;
 	__u8 dir_kind;
+	__u8 internal;
 	__u64 dir_bits;
 };
 
@@ -151,6 +153,8 @@ static long walk_up(__u32 i, void *ctx)
 	if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
 		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
 		if (mnt == s->root_mnt || parent == mnt || !parent) {
+			/* Outside the namespace's tree: pipes, sockets, anonymous inodes. */
+			s->internal = mnt != s->root_mnt;
 			s->done = 1;
 			return 1;
 		}
@@ -161,6 +165,7 @@ static long walk_up(__u32 i, void *ctx)
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
 	if (!up || up == d) {
 		/* The root of a file system that is not mounted here (a detached tree). */
+		s->internal = 1;
 		s->done = 1;
 		return 1;
 	}
@@ -221,6 +226,7 @@ static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
 	s->mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
 	s->root_mnt = BPF_CORE_READ(task, nsproxy, mnt_ns, root);
 	s->n = 0;
+	s->internal = 0;
 	s->done = 0;
 	s->resolved = 0;
 	s->truncated = 0;
@@ -394,6 +400,9 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	s->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
 	s->dir_bits = s->rs.dir_depths[file ? 1 : 0];
 	int complete = armor_walk(s, dentry, mnt, 1);
+	/* Files outside the mount namespace's tree have no path a rule could name. */
+	if (s->internal)
+		return 0;
 	if (complete) {
 		armor_probe(file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
 		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && s->n > 0)
@@ -453,7 +462,7 @@ int BPF_PROG(armor_file_open, struct file *file, int ret)
 		return ret;
 	__u32 mode = file->f_mode;
 	/* The kernel opening a binary to execute it belongs to the Process operation. */
-	if (mode & FMODE_EXEC)
+	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC))
 		return 0;
 	/* Overlayfs opens the backing file again under the mounter's credentials: skip it. */
 	if (mode & FMODE_NOACCOUNT) {
@@ -495,7 +504,7 @@ int BPF_PROG(armor_file_permission, struct file *file, int mask, int ret)
 	if (seen && *seen == w->ruleset)
 		return 0;
 	__u32 mode = file->f_mode;
-	if (mode & (FMODE_EXEC | FMODE_NOACCOUNT))
+	if ((mode & (FMODE_EXEC | FMODE_NOACCOUNT)) || (file->f_flags & __FMODE_EXEC))
 		return 0;
 	/* MAY_WRITE = 2, MAY_APPEND = 8 */
 	__u32 want = (mask & (2 | 8)) ? FMODE_WRITE : 1;
@@ -558,6 +567,14 @@ int BPF_PROG(armor_path_truncate, const struct path *path, int ret)
 
 SEC("lsm/path_chmod")
 int BPF_PROG(armor_path_chmod, const struct path *path, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return decide_path(ARMOR_CAT_FILE, path->dentry, path->mnt, 1, 2);
+}
+
+SEC("lsm/path_chown")
+int BPF_PROG(armor_path_chown, const struct path *path, __u64 uid, __u64 gid, int ret)
 {
 	if (ret)
 		return ret;

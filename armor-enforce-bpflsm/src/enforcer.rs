@@ -59,6 +59,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("armor_path_unlink", "path_unlink"),
     ("armor_path_truncate", "path_truncate"),
     ("armor_path_chmod", "path_chmod"),
+    ("armor_path_chown", "path_chown"),
     ("armor_socket_create", "socket_create"),
     ("armor_socket_connect", "socket_connect"),
     ("armor_socket_accept", "socket_accept"),

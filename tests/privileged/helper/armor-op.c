@@ -9,6 +9,17 @@
 //   armor-op [--cgroup DIR] cap NAME [PATH]            net_bind_service net_raw sys_chroot
 //                                                      sys_admin setuid kill chown PATH
 //   armor-op [--cgroup DIR] chroot-open ROOT PATH FLAGS
+//   armor-op [--cgroup DIR] unlink|truncate|chmod|chown PATH
+//   armor-op [--cgroup DIR] rename|link PATH NEWPATH
+//   armor-op ok                                        reports success (an exec target)
+//
+// Live-corpus options (before the operation, in this order of effect):
+//   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
+//                        operation, after every exec
+//   --root DIR           private mount namespace with DIR pivoted to its root
+//   --uid N              setgid/setuid N (after --root)
+//   --exe PATH           exec PATH (inside the root) to perform the operation, so the acting
+//                        executable is PATH
 //
 // Report: stdout's last line is "armor-op: ok" (exit 0) or "armor-op: errno N NAME" (exit N).
 // A successful exec reports nothing: the new program's output and exit status are the result.
@@ -24,7 +35,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <grp.h>
 #include <unistd.h>
 
 #define SETUP_FAILURE 254
@@ -123,8 +137,25 @@ static int op_cap(const char *name, const char *path) {
         return report(setuid(target));
     }
     if (strcmp(name, "kill") == 0) return report(kill(1, 0));
+    if (strcmp(name, "net_admin") == 0) {
+        int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        if (fd < 0) return setup_failure("socket");
+        int v = 1 << 20;
+        return report(setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof v));
+    }
     if (strcmp(name, "chown") == 0 && path) return report(chown(path, 65534, 65534));
     return usage();
+}
+
+static int enter_root(const char *dir) {
+    if (unshare(CLONE_NEWNS) != 0) return setup_failure("unshare(CLONE_NEWNS)");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return setup_failure("mount private");
+    if (mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) != 0) return setup_failure("bind root");
+    if (chdir(dir) != 0) return setup_failure("chdir root");
+    if (syscall(SYS_pivot_root, ".", ".") != 0) return setup_failure("pivot_root");
+    if (umount2(".", MNT_DETACH) != 0) return setup_failure("umount old root");
+    if (chdir("/") != 0) return setup_failure("chdir /");
+    return 0;
 }
 
 static int op_chroot_open(const char *root, const char *path, const char *spec) {
@@ -152,9 +183,53 @@ static int join_cgroup(const char *dir) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int i = 1;
-    if (i + 1 < argc && strcmp(argv[i], "--cgroup") == 0) {
-        if (join_cgroup(argv[i + 1]) != 0) return setup_failure("joining the cgroup");
+    int procs_fd = -1;
+    const char *root = NULL, *exe = NULL, *uid = NULL;
+    for (;;) {
+        if (i + 1 < argc && strcmp(argv[i], "--cgroup") == 0) {
+            if (join_cgroup(argv[i + 1]) != 0) return setup_failure("joining the cgroup");
+        } else if (i + 1 < argc && strcmp(argv[i], "--cgroup-procs") == 0) {
+            procs_fd = open(argv[i + 1], O_WRONLY);
+            if (procs_fd < 0) return setup_failure("opening cgroup.procs");
+        } else if (i + 1 < argc && strcmp(argv[i], "--cgroup-fd") == 0) {
+            procs_fd = atoi(argv[i + 1]);
+        } else if (i + 1 < argc && strcmp(argv[i], "--root") == 0) {
+            root = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--uid") == 0) {
+            uid = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--exe") == 0) {
+            exe = argv[i + 1];
+        } else {
+            break;
+        }
         i += 2;
+    }
+    if (root && enter_root(root) != 0) return SETUP_FAILURE;
+    if (uid) {
+        int u = atoi(uid);
+        if (setgroups(0, NULL) != 0 || setgid(u) != 0 || setuid(u) != 0) return setup_failure("setuid");
+    }
+    if (exe) {
+        // Re-exec as EXE: argv = EXE --cgroup-fd N OP ARGS...
+        char fdbuf[16];
+        snprintf(fdbuf, sizeof fdbuf, "%d", procs_fd);
+        char **nargv = calloc((size_t)argc + 4, sizeof *nargv);
+        if (!nargv) return setup_failure("calloc");
+        int k = 0;
+        nargv[k++] = (char *)exe;
+        if (procs_fd >= 0) {
+            nargv[k++] = "--cgroup-fd";
+            nargv[k++] = fdbuf;
+        }
+        for (int j = i; j < argc; j++) nargv[k++] = argv[j];
+        nargv[k] = NULL;
+        fflush(stdout);
+        execv(exe, nargv);
+        return setup_failure("exec --exe");
+    }
+    if (procs_fd >= 0) {
+        if (write(procs_fd, "0\n", 2) != 2) return setup_failure("joining the cgroup (fd)");
+        close(procs_fd);
     }
     if (i >= argc) return usage();
     const char *op = argv[i];
@@ -169,5 +244,12 @@ int main(int argc, char **argv) {
     if (strcmp(op, "socket") == 0 && n == 3) return op_socket(a[0], a[1], a[2]);
     if (strcmp(op, "cap") == 0 && (n == 1 || n == 2)) return op_cap(a[0], n == 2 ? a[1] : NULL);
     if (strcmp(op, "chroot-open") == 0 && n == 3) return op_chroot_open(a[0], a[1], a[2]);
+    if (strcmp(op, "ok") == 0) return report(0);
+    if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
+    if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
+    if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));
+    if (strcmp(op, "chown") == 0 && n == 1) return report(chown(a[0], 65534, 65534));
+    if (strcmp(op, "rename") == 0 && n == 2) return report(rename(a[0], a[1]));
+    if (strcmp(op, "link") == 0 && n == 2) return report(link(a[0], a[1]));
     return usage();
 }

