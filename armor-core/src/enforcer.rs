@@ -47,6 +47,17 @@ pub struct Unenforceable {
     pub reason: String,
 }
 
+impl Unenforceable {
+    /// Rule `rule` (an index into [`crate::CompiledPolicy::rules`]) is not enforced exactly:
+    /// `reason` says what differs.
+    pub fn new(rule: u32, reason: impl Into<String>) -> Self {
+        Self {
+            rule,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The compiled form of one workload's rules for one enforcer.
 pub trait Artifact: Send + Sync + fmt::Debug {
     /// A deterministic text rendering (the profile, or the map entries), for snapshots and review.

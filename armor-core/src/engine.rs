@@ -29,7 +29,9 @@ use crate::diag::{Diagnostics, LoadError};
 use crate::event::{Category, Event, Operation, net};
 use crate::model::{Action, Policy};
 use crate::posture::{Posture, PostureAction};
-use crate::rule::{ProtocolMatch, Rule, SyscallPath, Target, dir_matches, normalize, trim_slash};
+use crate::rule::{
+    PolicyInfo, ProtocolMatch, Rule, SyscallPath, Target, dir_matches, normalize, trim_slash,
+};
 use crate::selector::CompiledSelector;
 use crate::yaml::LoadLimits;
 
@@ -200,6 +202,11 @@ pub enum BuildError {
 struct PolicyEntry {
     selector: CompiledSelector,
     rules: std::ops::Range<usize>,
+    info: Arc<PolicyInfo>,
+    /// Raw AppArmor lines (`spec.apparmor`).
+    apparmor: Option<String>,
+    /// Presets with their effective action (Block when absent, like rules).
+    presets: Vec<(String, Action)>,
 }
 
 /// The immutable part of a compiled policy, shared with every [`RuleSet`] made from it.
@@ -266,6 +273,14 @@ impl CompiledPolicy {
             policies.push(PolicyEntry {
                 selector: CompiledSelector::new(p),
                 rules: start..rules.len(),
+                info: Arc::new(PolicyInfo::of(p)),
+                apparmor: p.spec.apparmor.clone(),
+                presets: p
+                    .spec
+                    .presets
+                    .iter()
+                    .map(|pr| (pr.name.clone(), pr.action.unwrap_or(Action::Block)))
+                    .collect(),
             });
         }
         tracing::debug!(
@@ -327,6 +342,7 @@ impl CompiledPolicy {
             .collect();
         let rs = Arc::new(RuleSet::new(
             self.inner.shared.clone(),
+            key.0.clone(),
             ids,
             posture,
             workload.is_host(),
@@ -569,6 +585,8 @@ struct CategoryIndex {
 /// The compiled rules of one workload (or of every workload the same policies select).
 pub struct RuleSet {
     shared: Arc<Shared>,
+    /// The selected policies (indices in load order).
+    policy_ids: Vec<u32>,
     ids: Vec<u32>,
     posture: Posture,
     host: bool,
@@ -622,7 +640,13 @@ fn pick<'a>(slot: &mut Option<(&'a Rule, u32)>, r: &'a Rule, id: u32) {
 }
 
 impl RuleSet {
-    fn new(policy: Arc<Shared>, ids: Vec<u32>, posture: Posture, host: bool) -> Self {
+    fn new(
+        policy: Arc<Shared>,
+        policy_ids: Vec<u32>,
+        ids: Vec<u32>,
+        posture: Posture,
+        host: bool,
+    ) -> Self {
         let mut cats: [CategoryIndex; 5] = Default::default();
         let mut globs: [BTreeMap<String, Vec<(String, u32)>>; 5] = Default::default();
         for &id in &ids {
@@ -698,6 +722,7 @@ impl RuleSet {
         }
         Self {
             shared: policy,
+            policy_ids,
             ids,
             posture,
             host,
@@ -713,6 +738,28 @@ impl RuleSet {
     /// The rules of this set.
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.ids.iter().filter_map(|&i| self.shared.rule(i))
+    }
+
+    fn selected_policies(&self) -> impl Iterator<Item = &PolicyEntry> {
+        self.policy_ids
+            .iter()
+            .filter_map(|&i| self.shared.policies.get(i as usize))
+    }
+
+    /// The raw `spec.apparmor` lines of the selected policies, with their policy, in load order
+    /// (only the AppArmor enforcer uses them; the engine does not decide them).
+    pub fn native_apparmor(&self) -> impl Iterator<Item = (&PolicyInfo, &str)> {
+        self.selected_policies()
+            .filter_map(|p| p.apparmor.as_deref().map(|a| (&*p.info, a)))
+    }
+
+    /// The presets of the selected policies with their effective action (`Block` when absent).
+    pub fn presets(&self) -> impl Iterator<Item = (&PolicyInfo, &str, Action)> {
+        self.selected_policies().flat_map(|p| {
+            p.presets
+                .iter()
+                .map(move |(name, action)| (&*p.info, name.as_str(), *action))
+        })
     }
 
     /// The rule with index `id` (an index into [`CompiledPolicy::rules`]).
@@ -1149,6 +1196,33 @@ mod tests {
             rs.rules().count(),
             1,
             "a rule set outlives its compiled policy"
+        );
+    }
+
+    #[test]
+    fn native_apparmor_lines_and_presets_follow_selection() {
+        let set = PolicySet::parse(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: p, namespace: n}\nspec:\n  selector: {matchLabels: {a: b}}\n  presets: [{name: filelessExec}, {name: protectEnv, action: Audit}]\n  apparmor: |\n    deny /etc/hostname w,\n---\napiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: q, namespace: n}\nspec:\n  selector: {matchLabels: {a: c}}\n  apparmor: deny /x r,\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let compiled = CompiledPolicy::build(&set).unwrap();
+        let rs = compiled.rule_set(
+            &Container::new("n", "c").label("a", "b").into(),
+            Posture::default(),
+        );
+        let lines: Vec<(&str, &str)> = rs
+            .native_apparmor()
+            .map(|(p, l)| (p.name.as_str(), l))
+            .collect();
+        assert_eq!(lines, [("p", "deny /etc/hostname w,\n")]);
+        let presets: Vec<(&str, Action)> = rs.presets().map(|(_, n, a)| (n, a)).collect();
+        assert_eq!(
+            presets,
+            [
+                ("filelessExec", Action::Block),
+                ("protectEnv", Action::Audit)
+            ]
         );
     }
 }

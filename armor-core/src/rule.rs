@@ -30,6 +30,20 @@ pub struct PolicyInfo {
 }
 
 impl PolicyInfo {
+    /// The identity of `policy` (the namespace is kept for KubeArmorPolicy only).
+    pub fn of(policy: &Policy) -> Self {
+        Self {
+            name: policy.name.clone(),
+            namespace: if policy.kind == PolicyKind::KubeArmorPolicy {
+                policy.namespace.clone()
+            } else {
+                None
+            },
+            kind: policy.kind,
+            location: policy.location.clone(),
+        }
+    }
+
     /// `namespace/name` for KSP, `name` otherwise.
     pub fn display_name(&self) -> String {
         match &self.namespace {
@@ -372,16 +386,7 @@ fn comma_items(s: &str) -> impl Iterator<Item = String> + '_ {
 /// The normalised rules of `policy`. Entries the parser already reported as errors (unknown
 /// protocols, invalid globs) produce no rule.
 pub fn normalize(policy: &Policy) -> Vec<Rule> {
-    let info = Arc::new(PolicyInfo {
-        name: policy.name.clone(),
-        namespace: if policy.kind == PolicyKind::KubeArmorPolicy {
-            policy.namespace.clone()
-        } else {
-            None
-        },
-        kind: policy.kind,
-        location: policy.location.clone(),
-    });
+    let info = Arc::new(PolicyInfo::of(policy));
     let spec = &policy.spec;
     let mut out = Out {
         info,

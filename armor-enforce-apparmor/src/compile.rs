@@ -52,23 +52,8 @@ pub struct AppArmorArtifact {
     pub profile: Profile,
     /// The rendered text (what `apply` writes and loads).
     pub text: String,
-    /// Rules not enforced exactly as the engine decides them.
-    pub not_enforced: Vec<NotEnforced>,
-}
-
-/// A rule the profile does not enforce exactly as the engine decides it.
-///
-/// This mirrors [`Unenforceable`], which `armor-core` marks `#[non_exhaustive]` without a
-/// constructor, so no other crate can build one. Until it gains `Unenforceable::new`,
-/// [`Artifact::unenforceable`] of this artefact returns an empty slice and the list lives here
-/// ([`AppArmorArtifact::not_enforced`]).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-#[non_exhaustive]
-pub struct NotEnforced {
-    /// Index of the rule in the compiled policy's rules.
-    pub rule: u32,
-    /// What differs.
-    pub reason: String,
+    /// Rules not enforced exactly as the engine decides them, with the reason.
+    pub not_enforced: Vec<Unenforceable>,
 }
 
 impl AppArmorArtifact {
@@ -83,10 +68,8 @@ impl Artifact for AppArmorArtifact {
         self.text.clone()
     }
 
-    /// Empty until `armor-core` can construct [`Unenforceable`] outside its crate; see
-    /// [`AppArmorArtifact::not_enforced`].
     fn unenforceable(&self) -> &[Unenforceable] {
-        &[]
+        &self.not_enforced
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -542,8 +525,15 @@ impl Builder<'_> {
     }
 }
 
-/// Compiles a workload's rules (and the raw `apparmor:` lines of its policies) into a profile.
-pub fn compile(key: &WorkloadKey, rules: &RuleSet, raw: &[String]) -> AppArmorArtifact {
+/// Compiles a workload's rules (and the raw `apparmor:` lines of its policies, taken from the
+/// rule set) into a profile.
+pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
+    let raw: Vec<&str> = rules
+        .native_apparmor()
+        .flat_map(|(_, text)| text.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let posture = rules.posture();
     let mut restrictive = [false; 4];
     for (i, c) in CATS.iter().enumerate() {
@@ -616,10 +606,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet, raw: &[String]) -> AppArmorAr
     }
     let process_restrictive = b.restrictive.first().copied().unwrap_or(false);
     lines.extend(b.transitions(process_restrictive, None, true));
-    lines.extend(
-        raw.iter()
-            .map(|l| Line::base(Body::Raw(l.trim().to_owned()))),
-    );
+    lines.extend(raw.iter().map(|l| Line::base(Body::Raw((*l).to_owned()))));
     sections.push(Section {
         name: b.main.clone(),
         source: None,
@@ -699,7 +686,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet, raw: &[String]) -> AppArmorAr
         not_enforced: b
             .unenforceable
             .into_iter()
-            .map(|(rule, reason)| NotEnforced { rule, reason })
+            .map(|(rule, reason)| Unenforceable::new(rule, reason))
             .collect(),
     }
 }

@@ -235,7 +235,7 @@ impl Enforcer for AppArmor {
         key: &WorkloadKey,
         rules: &RuleSet,
     ) -> Result<Box<dyn Artifact>, CompileError> {
-        Ok(Box::new(compile(key, rules, &[])))
+        Ok(Box::new(compile(key, rules)))
     }
 
     fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {

@@ -194,6 +194,7 @@ impl Line {
         out.push_str(indent);
         if let Body::Raw(text) = &self.body {
             out.push_str(text);
+            out.push_str(NATIVE_SUFFIX);
             out.push('\n');
             return;
         }
@@ -406,7 +407,14 @@ pub fn parse(text: &str) -> Result<Profile, ParseError> {
     Ok(Profile { workload, sections })
 }
 
+/// Appended to every raw policy line (`spec.apparmor`) so that reading a profile back tells the
+/// policy's own lines from armor's line forms (AppArmor reads it as a comment).
+const NATIVE_SUFFIX: &str = "  # native";
+
 fn parse_line(l: &str) -> Result<Line, String> {
+    if let Some(text) = l.strip_suffix(NATIVE_SUFFIX) {
+        return Ok(Line::base(Body::Raw(text.to_owned())));
+    }
     let (body_text, rule) = match l.rsplit_once(",  # rule ") {
         Some((b, r)) => (
             b,

@@ -10,6 +10,7 @@
 //! category holds a rule `compile` lists as not enforced. Every profile also compiles with the
 //! real `apparmor_parser`.
 
+use armor_core::enforcer::Artifact;
 use armor_core::event::Operation;
 use armor_core::workload::WorkloadKey;
 use armor_core::{Category, CompiledPolicy, PolicySet, Verdict};
@@ -34,7 +35,7 @@ impl DecisionMaker for AaModel {
             .posture_for(&workload);
         let event = case.event().map_err(|e| e.to_string())?;
         let rules = policy.rule_set(&workload, posture);
-        let artifact = compile(&WorkloadKey::new(case.name.clone()), &rules, &[]);
+        let artifact = compile(&WorkloadKey::new(case.name.clone()), &rules);
         let profile = parse(&artifact.text).map_err(|e| format!("read-back: {e}"))?;
         assert_eq!(
             profile, artifact.profile,
@@ -46,7 +47,7 @@ impl DecisionMaker for AaModel {
             return Err("syscall operations are not mediated by AppArmor".to_owned());
         }
         let not: Vec<String> = artifact
-            .not_enforced
+            .unenforceable()
             .iter()
             .filter(|u| policy.rules()[u.rule as usize].category == cat)
             .map(|u| format!("rule {}: {}", u.rule, u.reason))
@@ -164,7 +165,7 @@ fn every_corpus_profile_compiles_with_apparmor_parser() {
         let workload = c.workload().unwrap();
         let (posture, _) = c.posture_config().unwrap().posture_for(&workload);
         let rules = policy.rule_set(&workload, posture);
-        let a = compile(&WorkloadKey::new("corpus/w"), &rules, &[]);
+        let a = compile(&WorkloadKey::new("corpus/w"), &rules);
         if seen.insert(a.text.clone()) {
             aa.check(&a.text)
                 .unwrap_or_else(|e| panic!("{}: rejected: {e}\n{}", c.name, a.text));

@@ -40,7 +40,7 @@ fn fixture_profiles() {
             let key = WorkloadKey::new(format!("fixture/{name}"));
             let w = workload_for(&set);
             let rules = policy.rule_set(&w, posture);
-            let a = compile(&key, &rules, &[]);
+            let a = compile(&key, &rules);
             assert_eq!(parse(&a.text).unwrap(), a.profile, "{name}: read-back");
             aa.check(&a.text)
                 .unwrap_or_else(|e| panic!("{name}: rejected: {e}\n{}", a.text));
