@@ -27,6 +27,7 @@ use armor_core::rule::{ProtocolMatch, SourceMatch};
 use armor_core::workload::WorkloadKey;
 use armor_core::{Action, Category, Event, Rule, Target, Verdict};
 
+use crate::model::Ranking;
 use crate::profile::{
     Body, ExecMode, Line, Owner, Perms, Profile, Section, literal, quote_if_needed,
 };
@@ -50,6 +51,8 @@ pub struct AppArmorArtifact {
     pub key: WorkloadKey,
     /// The structured profile.
     pub profile: Profile,
+    /// The engine's precedence over the profile's rules (to map denials back to rules).
+    pub ranking: Ranking,
     /// The rendered text (what `apply` writes and loads).
     pub text: String,
     /// Rules not enforced exactly as the engine decides them, with the reason.
@@ -679,8 +682,16 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
         sections,
     };
     let text = profile.render();
+    let ranking = Ranking::of(
+        rules,
+        profile
+            .sections
+            .iter()
+            .flat_map(|s| s.lines.iter().filter_map(|l| l.rule)),
+    );
     AppArmorArtifact {
         key: key.clone(),
+        ranking,
         profile,
         text,
         not_enforced: b

@@ -13,6 +13,7 @@ use armor_core::engine::RuleSet;
 use armor_core::workload::WorkloadKey;
 use parking_lot_free::Lock;
 
+use crate::alerts::{AlertError, AlertReader, Installed, Registry, SinkSlot};
 use crate::compile::{AppArmorArtifact, NAME_PREFIX, compile, profile_name};
 use crate::profile::MARKER;
 
@@ -45,7 +46,8 @@ pub struct AppArmor {
     dir: PathBuf,
     parser: PathBuf,
     installed: Lock<BTreeMap<String, String>>,
-    sink: Lock<Option<Arc<dyn AlertSink>>>,
+    sink: SinkSlot,
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for AppArmor {
@@ -87,7 +89,8 @@ impl AppArmor {
             dir: dir.into(),
             parser: parser.into(),
             installed: Lock::new(BTreeMap::new()),
-            sink: Lock::new(None),
+            sink: Arc::new(std::sync::Mutex::new(None)),
+            registry: Arc::new(Registry::default()),
         }
     }
 
@@ -168,6 +171,7 @@ impl AppArmor {
                 source,
             })?;
             self.installed.lock().retain(|_, v| v != &n);
+            self.registry.remove(&n);
             removed.push(n);
         }
         Ok(removed)
@@ -175,7 +179,27 @@ impl AppArmor {
 
     /// The alert sink, if one is set.
     pub fn sink(&self) -> Option<Arc<dyn AlertSink>> {
-        self.sink.lock().clone()
+        self.sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The installed profiles the alert reader maps denials against.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// Starts turning the kernel's denial records into alerts for the sink set with
+    /// `set_alert_sink`: from the audit multicast group, else from the kernel log. Alerts stop
+    /// when the returned reader is dropped.
+    pub fn start_alerts(&self) -> Result<AlertReader, AlertError> {
+        AlertReader::start(self.registry(), Arc::clone(&self.sink))
+    }
+
+    /// The same reading the kernel log only (where the audit socket is not wanted).
+    pub fn start_alerts_from_kernel_log(&self) -> Result<AlertReader, AlertError> {
+        AlertReader::start_kernel_log(self.registry(), Arc::clone(&self.sink))
     }
 }
 
@@ -269,6 +293,7 @@ impl Enforcer for AppArmor {
             call: "rename",
             source,
         })?;
+        self.registry.insert(Installed::of(a));
         let was = self.installed.lock().insert(key.name.clone(), name);
         Ok(if was.is_some() || previous.is_some() {
             Applied::Updated
@@ -290,10 +315,14 @@ impl Enforcer for AppArmor {
             source,
         })?;
         self.installed.lock().remove(&key.name);
+        self.registry.remove(&name);
         Ok(())
     }
 
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
-        *self.sink.lock() = Some(sink);
+        *self
+            .sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
     }
 }

@@ -1,12 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod compile;
+pub mod denial;
 pub mod enforcer;
 pub mod model;
 pub mod profile;
 
+pub use alerts::{AlertReader, Registry, resolve};
 pub use compile::{AppArmorArtifact, child_name, compile, profile_name};
+pub use denial::Denial;
 pub use enforcer::{AppArmor, NAME};
-pub use model::{AaDecision, AaOp, Model};
+pub use model::{AaDecision, AaOp, Model, Precedence, Ranking};
 pub use profile::{MARKER, Profile, parse};

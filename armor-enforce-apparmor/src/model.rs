@@ -12,6 +12,7 @@ use armor_core::glob::Glob;
 use armor_core::rule::ProtocolMatch;
 use armor_core::{Rule, Verdict};
 use regex::Regex;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::profile::{Body, Line, Perms, Profile, Section, unquote};
 
@@ -90,29 +91,87 @@ fn compile_glob(g: &str) -> Option<Regex> {
     Regex::new(glob.regex()).ok()
 }
 
-/// The engine's tie-break between rules of one verdict; `fromSource` rules first (source
-/// specificity), then severity, policy name, namespace, kind, rule order, id.
-fn better(rules: &RuleSet, a: u32, b: u32) -> bool {
-    let (Some(ra), Some(rb)) = (rules.rule(a), rules.rule(b)) else {
-        return false;
-    };
-    let key = |r: &Rule, id: u32| {
-        (
-            r.from_source.is_empty(),
-            std::cmp::Reverse(r.severity.unwrap_or(0)),
-            r.policy.name.clone(),
-            r.policy.namespace.clone(),
-            r.policy.kind,
-            r.index,
-            id,
-        )
-    };
-    key(ra, a) < key(rb, b)
+/// The engine's tie-break between rules of one verdict: which of two rule ids wins.
+pub trait Precedence {
+    /// Whether rule `a` beats rule `b`.
+    fn better(&self, a: u32, b: u32) -> bool;
 }
 
-fn pick(rules: &RuleSet, slot: &mut Option<u32>, id: u32) {
+/// The engine's order: `fromSource` rules first (source specificity), then severity, policy
+/// name, namespace, kind, rule order, id.
+impl Precedence for RuleSet {
+    fn better(&self, a: u32, b: u32) -> bool {
+        let (Some(ra), Some(rb)) = (self.rule(a), self.rule(b)) else {
+            return false;
+        };
+        let key = |r: &Rule, id: u32| {
+            (
+                r.from_source.is_empty(),
+                std::cmp::Reverse(r.severity.unwrap_or(0)),
+                r.policy.name.clone(),
+                r.policy.namespace.clone(),
+                r.policy.kind,
+                r.index,
+                id,
+            )
+        };
+        key(ra, a) < key(rb, b)
+    }
+}
+
+/// The engine's order over the rules of one profile, kept without the rule set (what the
+/// enforcer holds to map kernel denials back to rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranking {
+    /// Rule id → position, best first.
+    pos: BTreeMap<u32, usize>,
+}
+
+impl Ranking {
+    /// The order of `ids` under `rules`' precedence.
+    pub fn of(rules: &RuleSet, ids: impl IntoIterator<Item = u32>) -> Self {
+        let mut v: Vec<u32> = ids
+            .into_iter()
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        v.sort_by(|a, b| {
+            if rules.better(*a, *b) {
+                std::cmp::Ordering::Less
+            } else if rules.better(*b, *a) {
+                std::cmp::Ordering::Greater
+            } else {
+                a.cmp(b)
+            }
+        });
+        Self {
+            pos: v.into_iter().enumerate().map(|(i, id)| (id, i)).collect(),
+        }
+    }
+
+    /// The number of ranked rules.
+    pub fn len(&self) -> usize {
+        self.pos.len()
+    }
+
+    /// Whether no rule is ranked.
+    pub fn is_empty(&self) -> bool {
+        self.pos.is_empty()
+    }
+}
+
+impl Precedence for Ranking {
+    fn better(&self, a: u32, b: u32) -> bool {
+        match (self.pos.get(&a), self.pos.get(&b)) {
+            (Some(x), Some(y)) => x < y,
+            _ => false,
+        }
+    }
+}
+
+fn pick<P: Precedence + ?Sized>(rules: &P, slot: &mut Option<u32>, id: u32) {
     match slot {
-        Some(cur) if !better(rules, id, *cur) => {}
+        Some(cur) if !rules.better(id, *cur) => {}
         _ => *slot = Some(id),
     }
 }
@@ -182,9 +241,9 @@ impl<'p> Model<'p> {
 
     /// Decides `op` inside one section: `Err(Some(rule))` explicit deny, `Err(None)` implicit
     /// denial, `Ok(audit rule)` allowed.
-    pub fn decide_in(
+    pub fn decide_in<P: Precedence + ?Sized>(
         &self,
-        rules: &RuleSet,
+        rules: &P,
         section: &str,
         op: &AaOp,
     ) -> Result<Option<u32>, Option<u32>> {
@@ -244,7 +303,12 @@ impl<'p> Model<'p> {
     }
 
     /// Decides `op` for a task whose executable is `source`.
-    pub fn decide(&self, rules: &RuleSet, source: Option<&str>, op: &AaOp) -> AaDecision {
+    pub fn decide<P: Precedence + ?Sized>(
+        &self,
+        rules: &P,
+        source: Option<&str>,
+        op: &AaOp,
+    ) -> AaDecision {
         let mut block: Option<Option<u32>> = None;
         let mut audit: Option<u32> = None;
         for name in self.label(source) {
@@ -254,7 +318,7 @@ impl<'p> Model<'p> {
                         (None, r) => Some(r),
                         (Some(None), r) => Some(r),
                         (Some(Some(a)), Some(b)) => {
-                            Some(Some(if better(rules, b, a) { b } else { a }))
+                            Some(Some(if rules.better(b, a) { b } else { a }))
                         }
                         (Some(Some(a)), None) => Some(Some(a)),
                     };

@@ -85,7 +85,7 @@ impl DecisionMaker for AaModel {
             _ => return Err("unsupported operation".to_owned()),
         };
         let model = Model::new(&profile);
-        let d = model.decide(&rules, event.source.as_deref(), &op);
+        let d = model.decide(&*rules, event.source.as_deref(), &op);
         let mut o = Outcome::default();
         o.verdict = d.verdict.as_str().to_owned();
         if d.verdict == Verdict::Allow {
