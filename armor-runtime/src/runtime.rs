@@ -143,6 +143,15 @@ fn kernel_visibility(v: &Visibility, rules: &RuleSet) -> Visibility {
     k
 }
 
+/// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
+fn labels_text(c: &Container) -> String {
+    c.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Runtime {
     /// A runtime with `policy`, the `enforcers` to apply rules with (empty: audit-only
     /// monitoring) and where to set kernel visibility.
@@ -350,13 +359,7 @@ impl Runtime {
         if let (Workload::Container(c), Some(info)) = (&t.workload, &t.info) {
             r.namespace_name = Some(c.namespace.clone());
             r.pod_name = c.pod.clone();
-            r.labels = Some(
-                c.labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            r.labels = Some(labels_text(c));
             r.container_id = Some(info.id.clone());
             r.container_name = Some(c.name.clone());
             r.container_image = Some(info.image.clone());
@@ -625,6 +628,7 @@ impl Runtime {
         if let (Workload::Container(c), Some(info)) = (&t.workload, &t.info) {
             r.namespace_name = Some(c.namespace.clone());
             r.pod_name = c.pod.clone();
+            r.labels = Some(labels_text(c));
             r.container_id = Some(info.id.clone());
             r.container_name = Some(c.name.clone());
             r.container_image = Some(info.image.clone());

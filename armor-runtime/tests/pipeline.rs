@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use armor_core::Visibility;
+use armor_core::enforcer::EnforcerAlert;
 use armor_core::telemetry::Telemetry;
 use armor_ebpf::{EventSource, Options};
 use armor_runtime::containerd::ContainerInfo;
@@ -260,5 +261,76 @@ fn reload_is_atomic_and_enforcers_follow() {
     assert!(!rec.installed().contains_key(&key));
     assert!(rt.containers().is_empty());
     let _ = Visibility::standard();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn enforcer_alerts_get_the_workload_identity() {
+    let dir = tmp("enforcer-alert");
+    fs::write(dir.join("p.yaml"), AUDIT).unwrap();
+    let mut rt = Runtime::new(
+        RuntimeConfig::default(),
+        load_policies(&[&dir]).unwrap(),
+        vec![],
+        None,
+    );
+    let mut info = ContainerInfo::default();
+    info.id = ID.to_string();
+    info.image = "docker.io/library/busybox:latest".to_string();
+    for (k, v) in [
+        ("io.kubernetes.pod.name", "web-0"),
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.container.name", "web"),
+        ("app", "web"),
+        ("tier", "front"),
+    ] {
+        info.labels.insert(k.to_string(), v.to_string());
+    }
+    let key = rt.add_container_with_cgroup(&info, 4242);
+    let rule = rt
+        .policy()
+        .rules()
+        .iter()
+        .position(|r| r.policy.name == "block-touch")
+        .unwrap();
+    let tree = armor_ebpf::ProcessTree::new();
+    let alert = EnforcerAlert::blocked(
+        "BPFLSM",
+        Some(u32::try_from(rule).unwrap()),
+        "Process",
+        "/usr/bin/touch",
+    )
+    .with_workload(key)
+    .with_process(77, 1000, Some("/bin/sh".to_string()));
+    let r = rt.enforcer_alert(&alert, &tree);
+    assert_eq!(r.kind.as_deref(), Some("MatchedPolicy"));
+    assert_eq!(r.container_id.as_deref(), Some(ID));
+    assert_eq!(r.container_name.as_deref(), Some("web"));
+    assert_eq!(r.namespace_name.as_deref(), Some("shop"));
+    assert_eq!(r.pod_name.as_deref(), Some("web-0"));
+    assert_eq!(r.labels.as_deref(), Some("app=web,tier=front"));
+    assert_eq!(
+        r.container_image.as_deref(),
+        Some("docker.io/library/busybox:latest")
+    );
+    assert_eq!(r.policy_name.as_deref(), Some("block-touch"));
+    assert_eq!(r.action.as_deref(), Some("Block"));
+    assert_eq!(r.result.as_deref(), Some("Permission denied"));
+    assert_eq!(r.enforcer.as_deref(), Some("BPFLSM"));
+    assert_eq!(r.operation.as_deref(), Some("Process"));
+    assert_eq!(r.resource.as_deref(), Some("/usr/bin/touch"));
+    assert_eq!(r.source.as_deref(), Some("/bin/sh"));
+    assert_eq!((r.host_pid, r.uid), (Some(77), Some(1000)));
+
+    // A workload the runtime does not know (or none): the host's identity, DefaultPosture.
+    let host = rt.enforcer_alert(
+        &EnforcerAlert::blocked("BPFLSM", None, "File", "/etc/shadow")
+            .with_workload(armor_core::WorkloadKey::new("gone").with_cgroup(9999)),
+        &tree,
+    );
+    assert_eq!(host.kind.as_deref(), Some("MatchedHostPolicy"));
+    assert_eq!(host.container_id, None);
+    assert_eq!(host.labels, None);
+    assert_eq!(host.policy_name.as_deref(), Some("DefaultPosture"));
     fs::remove_dir_all(&dir).unwrap();
 }
