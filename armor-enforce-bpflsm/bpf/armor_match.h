@@ -121,18 +121,11 @@ static __always_inline struct armor_state *armor_state(void)
 	return bpf_map_lookup_elem(&armor_state_map, &zero);
 }
 
-/* One chain entry (seq = i) of the key in st->key: apply the qualifiers, fill the slot. */
-static long armor_chain_entry(__u32 i, void *ctx)
+/* Applies one entry to the operation: the qualifiers, then the slot. */
+static __always_inline void armor_consider(struct armor_state *st, const struct armor_rule_val *v)
 {
-	struct armor_state *st = armor_state();
-	if (!st)
-		return 1;
-	st->key.seq = i;
-	struct armor_rule_val *v = bpf_map_lookup_elem(&armor_rules, &st->key);
-	if (!v)
-		return 1;
 	if (st->recursive_only && !(v->flags & ARMOR_F_RECURSIVE))
-		return 0;
+		return;
 	int covered = 1;
 	if (v->flags & (ARMOR_F_READ_ONLY | ARMOR_F_OWNER_ONLY)) {
 		int read_ok = !((v->flags & ARMOR_F_READ_ONLY) && st->op.write);
@@ -142,7 +135,7 @@ static long armor_chain_entry(__u32 i, void *ctx)
 		covered = v->action == ARMOR_ACTION_ALLOW ? permitted : !permitted;
 	}
 	if (!covered)
-		return 0;
+		return;
 	__u32 slot;
 	if (v->action == ARMOR_ACTION_ALLOW)
 		slot = st->spec ? ARMOR_SLOT_ALLOW_SRC : ARMOR_SLOT_ALLOW_ANY;
@@ -151,16 +144,31 @@ static long armor_chain_entry(__u32 i, void *ctx)
 	else
 		slot = st->spec ? ARMOR_SLOT_BLOCK_SRC : ARMOR_SLOT_BLOCK_ANY;
 	if (slot >= ARMOR_NSLOTS)
-		return 1;
+		return;
 	if (v->rank < st->op.slots.rank[slot]) {
 		st->op.slots.rank[slot] = v->rank;
 		st->op.slots.rule[slot] = v->rule;
 	}
+}
+
+/* Chain entry seq = i + 1 of the key in st->key (seq 0 is handled inline by armor_probe). */
+static long armor_chain_entry(__u32 i, void *ctx)
+{
+	struct armor_state *st = armor_state();
+	if (!st)
+		return 1;
+	st->key.seq = i + 1;
+	struct armor_rule_val *v = bpf_map_lookup_elem(&armor_rules, &st->key);
+	if (!v)
+		return 1;
+	armor_consider(st, v);
 	return 0;
 }
 
-/* Every entry of one key, for the operation's source and for "any source". */
-static __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
+/* Every entry of one key, for the operation's source and for "any source" (a global function:
+ * verified once, not at every call site). Most keys hold one
+ * entry: it is applied inline; longer chains go through bpf_loop. */
+__noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
 {
 	struct armor_state *st = armor_state();
 	if (!st)
@@ -180,10 +188,12 @@ static __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
 		struct armor_rule_val *first = bpf_map_lookup_elem(&armor_rules, &st->key);
 		if (!first)
 			continue;
+		armor_consider(st, first);
 		__u32 n = first->count;
 		if (n > ARMOR_CHAIN_MAX)
 			n = ARMOR_CHAIN_MAX;
-		bpf_loop(n, armor_chain_entry, NULL, 0);
+		if (n > 1)
+			bpf_loop(n - 1, armor_chain_entry, NULL, 0);
 	}
 	return 0;
 }

@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+// The benchmark twin of armor_lsm.bpf.c: the same matching code (armor_match.h) compiled into
+// XDP programs, which the host kernel can time with BPF_PROG_TEST_RUN and `repeat`.
+// `armor_bench` takes the path the way the LSM's dentry walk produces it — the component
+// lengths (d_name.len) then the names, root first: packet = [n, len_1 .. len_n, names...] —
+// hashes every prefix, probes the directory entries at the depths the ruleset's bitmap names
+// and the exact entry, and decides (XDP_DROP = Block).
+// `kubearmor_baseline` does what KubeArmor's BPF-LSM enforcer does per path: one lookup of a
+// 400-byte {path[200], source[200]} string key at every `/` of the first 64 characters, and
+// one of the whole path.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "armor_match.h"
+
+#define BENCH_PATH 256
+#define BENCH_COMPONENTS 32
+
+struct bench_buf {
+	char path[BENCH_PATH + ARMOR_NAME_MAX + 8];
+	__u16 start[BENCH_COMPONENTS];
+	__u16 len[BENCH_COMPONENTS];
+	__u32 n;
+	__u64 hash;
+	__u64 key;
+	__u32 depth_total;
+	__u32 off;
+	__u64 bits;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bench_buf);
+} bench_buf SEC(".maps");
+
+/* Slot 0: the hash key; slot 1: the ruleset id under test. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} bench_config SEC(".maps");
+
+struct ka_key {
+	char path[200];
+	char source[200];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct ka_key);
+	__type(value, __u32);
+} ka_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ka_key);
+} ka_buf SEC(".maps");
+
+static __always_inline struct bench_buf *buf(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&bench_buf, &zero);
+}
+
+/* Component i (from the root): hash it, extend the prefix hash, probe directories. */
+static long component(__u32 i, void *ctx)
+{
+	struct bench_buf *b = buf();
+	if (!b)
+		return 1;
+	__u32 len = (__u8)b->path[(1 + i) & (BENCH_PATH - 1)];
+	__u64 c = armor_comp_hash(b->key, b->path + (b->off & (BENCH_PATH - 1)), len);
+	b->hash = armor_extend(b->hash, c);
+	b->off += len;
+	__u32 depth = i + 1;
+	if (b->bits & (1ULL << (depth < 63 ? depth : 63)))
+		armor_probe(ARMOR_KIND_FILE_DIR, b->hash, depth + 1 < b->n);
+	return 0;
+}
+
+SEC("xdp")
+int armor_bench(struct xdp_md *ctx)
+{
+	struct bench_buf *b = buf();
+	struct armor_state *st = armor_state();
+	if (!b || !st)
+		return XDP_ABORTED;
+	__u64 size = ctx->data_end - ctx->data;
+	/* Up to 255 bytes; the asm keeps the bound where the verifier sees it. */
+	asm volatile("%0 &= 0xff" : "+r"(size));
+	if (size < 2 || bpf_xdp_load_bytes(ctx, 0, b->path, size))
+		return XDP_ABORTED;
+	__u32 k0 = 0, k1 = 1;
+	__u64 *key = bpf_map_lookup_elem(&bench_config, &k0);
+	__u64 *rsid = bpf_map_lookup_elem(&bench_config, &k1);
+	if (!key || !rsid)
+		return XDP_ABORTED;
+	__u32 id = *rsid;
+	struct armor_ruleset *rs = bpf_map_lookup_elem(&armor_rulesets, &id);
+	if (!rs)
+		return XDP_ABORTED;
+	__u32 n = (__u8)b->path[0];
+	armor_slots_init(&st->op.slots);
+	st->op.ruleset = id;
+	st->op.category = ARMOR_CAT_FILE;
+	st->op.uid = 0;
+	st->op.owner = 0;
+	st->op.owner_known = 1;
+	st->op.write = 0;
+	st->op.source = 0;
+	b->bits = rs->dir_depths[1];
+	b->key = *key;
+	b->n = n;
+	b->off = 1 + n;
+	b->hash = armor_root(b->key);
+	if (b->bits & 1)
+		armor_probe(ARMOR_KIND_FILE_DIR, b->hash, 1 < n);
+	bpf_loop(n, component, NULL, 0);
+	armor_probe(ARMOR_KIND_FILE_PATH, b->hash, 0);
+	__u32 rule = 0;
+	return armor_verdict(&st->op, rs, &rule) == ARMOR_ACTION_BLOCK ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int kubearmor_baseline(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct bench_buf *b = buf();
+	struct ka_key *k = bpf_map_lookup_elem(&ka_buf, &zero);
+	if (!b || !k)
+		return XDP_ABORTED;
+	__u64 size = ctx->data_end - ctx->data;
+	asm volatile("%0 &= 0x7f" : "+r"(size));
+	if (size < 1 || bpf_xdp_load_bytes(ctx, 0, b->path, size))
+		return XDP_ABORTED;
+	int hit = 0;
+	/* Every `/` position of the first 64 characters: the prefix up to and including it. */
+	for (__u32 i = 1; i < 64; i++) {
+		if (i >= size)
+			break;
+		if (b->path[i] != '/')
+			continue;
+		__builtin_memset(k, 0, sizeof(*k));
+		bpf_probe_read_kernel(k->path, (i + 1) & 0xff, b->path);
+		if (bpf_map_lookup_elem(&ka_rules, k))
+			hit = 1;
+	}
+	__builtin_memset(k, 0, sizeof(*k));
+	bpf_probe_read_kernel(k->path, size & 0xff, b->path);
+	if (bpf_map_lookup_elem(&ka_rules, k))
+		hit = 1;
+	return hit ? XDP_DROP : XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* The harness's own cost: a program that decides nothing. */
+SEC("xdp")
+int bench_null(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}

@@ -1,0 +1,256 @@
+//! In-kernel decision cost on the host: the matching code of the LSM programs compiled into an
+//! XDP program (`bpf/armor_bench.bpf.c`) and timed with `BPF_PROG_TEST_RUN` repeats (through
+//! `bpftool prog run … repeat N`, which prints the kernel-measured average), next to a
+//! KubeArmor-style baseline doing one 400-byte string-key lookup per `/` prefix.
+//!
+//! Usage: `armor-bpflsm-bench [BATCHES] [REPEAT]` as root (default 15 batches of 200000).
+//! Prints, for 10, 1k and 10k rules, the median of the batch means for a 6-component path.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use armor_core::{CompiledPolicy, Container, PolicySet, Posture, Workload};
+use armor_enforce_bpflsm::abi::{RuleKey, RuleVal, RulesetMeta};
+use armor_enforce_bpflsm::compile;
+use aya::maps::{Array, HashMap, MapData};
+use aya::programs::Xdp;
+use aya::{Ebpf, EbpfLoader, Pod};
+
+static BENCH_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/armor_bench.bpf.o"));
+
+/// The path every run decides (6 components).
+const PATH: &str = "/usr/share/app/conf/v1/app.conf";
+const HASH_KEY: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// KubeArmor's key: `{path[200], source[200]}`.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct KaKey {
+    path: [u8; 200],
+    source: [u8; 200],
+}
+
+// SAFETY: a plain array of bytes; every bit pattern is valid.
+#[expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+unsafe impl Pod for KaKey {}
+
+fn ka_key(path: &str) -> KaKey {
+    let mut k = KaKey {
+        path: [0; 200],
+        source: [0; 200],
+    };
+    for (d, s) in k.path.iter_mut().zip(path.as_bytes()) {
+        *d = *s;
+    }
+    k
+}
+
+/// A policy of `n` rules: `dirs` recursive directory rules spread over depths 1 to 5, the rest
+/// exact paths; one directory rule covers `PATH`.
+fn policy(n: usize, dirs: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: bench, namespace: b}\nspec:\n  selector: {matchLabels: {app: b}}\n  file:\n    matchDirectories:\n    - dir: /usr/share/app/\n      recursive: true\n",
+    );
+    let prefixes = [
+        "",
+        "/usr",
+        "/usr/share",
+        "/usr/share/app",
+        "/usr/share/app/conf",
+    ];
+    for i in 1..dirs {
+        let p = prefixes.get(i % prefixes.len()).copied().unwrap_or("");
+        let _ = writeln!(y, "    - dir: {p}/d{i}/\n      recursive: true");
+    }
+    if n > dirs {
+        y.push_str("    matchPaths:\n");
+        for i in 0..n - dirs {
+            let _ = writeln!(y, "    - path: /srv/data{}/f{i}.txt", i % 97);
+        }
+    }
+    y.push_str("  action: Block\n");
+    y
+}
+
+/// The path as the dentry walk yields it: `[n, len_1 .. len_n, name_1 .. name_n]`, root first.
+fn walk_packet(path: &str) -> Result<Vec<u8>, Box<dyn Error>> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let mut p = vec![u8::try_from(comps.len())?];
+    for c in &comps {
+        p.push(u8::try_from(c.len())?);
+    }
+    for c in &comps {
+        p.extend_from_slice(c.as_bytes());
+    }
+    // XDP test runs need at least an Ethernet header's worth of data.
+    while p.len() < 14 {
+        p.push(0);
+    }
+    Ok(p)
+}
+
+fn bench_dir() -> Result<PathBuf, Box<dyn Error>> {
+    let dir = std::env::temp_dir().join(format!("armor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let st = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&dir)
+        .status()?;
+    if !st.success() {
+        return Err(format!("mount -t bpf failed with {st}").into());
+    }
+    Ok(dir)
+}
+
+/// Median of `batches` kernel-measured averages (ns) of `repeat` runs of the pinned program.
+fn time(
+    pin: &Path,
+    data: &Path,
+    batches: usize,
+    repeat: u64,
+) -> Result<(f64, i64), Box<dyn Error>> {
+    let mut means = Vec::new();
+    let mut retval = -1;
+    for _ in 0..batches {
+        let out = Command::new("bpftool")
+            .args(["prog", "run", "pinned"])
+            .arg(pin)
+            .arg("data_in")
+            .arg(data)
+            .args(["repeat", &repeat.to_string()])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("bpftool prog run failed: {text}").into());
+        }
+        for line in text.lines() {
+            // `Return value: 2, duration (average): 58ns`
+            if let Some(v) = line.split("duration (average):").nth(1) {
+                let v = v.split(',').next().unwrap_or(v);
+                means.push(v.trim().trim_end_matches("ns").trim().parse::<f64>()?);
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.split("return value:").nth(1) {
+                retval = v.split(',').next().unwrap_or(v).trim().parse()?;
+            }
+        }
+    }
+    means.sort_by(f64::total_cmp);
+    let median = means
+        .get(means.len() / 2)
+        .copied()
+        .ok_or("bpftool printed no duration")?;
+    Ok((median, retval))
+}
+
+fn run(
+    n: usize,
+    dirs: usize,
+    dir: &Path,
+    batches: usize,
+    repeat: u64,
+) -> Result<(), Box<dyn Error>> {
+    let set = PolicySet::parse(&policy(n, dirs), "bench.yaml")?;
+    let compiled = CompiledPolicy::build(&set)?;
+    let w = Workload::Container(Container::new("b", "b").label("app", "b"));
+    let rules = compiled.rule_set(&w, Posture::default());
+    let enc = compile("bench", &rules).encode(1, HASH_KEY);
+    let entries = u32::try_from(enc.rules.len() + 16)?;
+    let mut ebpf: Ebpf = EbpfLoader::new()
+        .map_max_entries("armor_rules", entries)
+        .map_max_entries("armor_rulesets", 4)
+        .map_max_entries("ka_rules", u32::try_from(n + 16)?)
+        .load(BENCH_OBJ)?;
+    {
+        let mut m: HashMap<&mut MapData, RuleKey, RuleVal> =
+            HashMap::try_from(ebpf.map_mut("armor_rules").ok_or("armor_rules")?)?;
+        for (k, v) in &enc.rules {
+            m.insert(k, v, 0)?;
+        }
+    }
+    {
+        let mut m: HashMap<&mut MapData, u32, RulesetMeta> =
+            HashMap::try_from(ebpf.map_mut("armor_rulesets").ok_or("armor_rulesets")?)?;
+        m.insert(1, enc.meta, 0)?;
+    }
+    {
+        let mut m: Array<&mut MapData, u64> =
+            Array::try_from(ebpf.map_mut("bench_config").ok_or("bench_config")?)?;
+        m.set(0, HASH_KEY, 0)?;
+        m.set(1, 1, 0)?;
+    }
+    {
+        let mut m: HashMap<&mut MapData, KaKey, u32> =
+            HashMap::try_from(ebpf.map_mut("ka_rules").ok_or("ka_rules")?)?;
+        for r in rules.rules() {
+            let p = match &r.target {
+                armor_core::Target::Path(p) => p.clone(),
+                armor_core::Target::Directory { dir, .. } => dir.clone(),
+                _ => continue,
+            };
+            m.insert(ka_key(&p), 1, 0)?;
+        }
+    }
+    let tmp = std::env::temp_dir();
+    let walk = tmp.join(format!("armor-bench-{}.walk", std::process::id()));
+    let text = tmp.join(format!("armor-bench-{}.path", std::process::id()));
+    std::fs::write(&walk, walk_packet(PATH)?)?;
+    std::fs::write(&text, PATH)?;
+    let mut figures = Vec::new();
+    for (name, data) in [
+        ("armor_bench", &walk),
+        ("kubearmor_baseline", &text),
+        ("bench_null", &text),
+    ] {
+        let prog: &mut Xdp = ebpf.program_mut(name).ok_or(name)?.try_into()?;
+        prog.load()?;
+        let pin = dir.join(format!("{name}-{n}"));
+        prog.pin(&pin)?;
+        let (ns, ret) = time(&pin, data, batches, repeat)?;
+        std::fs::remove_file(&pin)?;
+        figures.push((name, ns, ret));
+    }
+    std::fs::remove_file(&walk)?;
+    std::fs::remove_file(&text)?;
+    if let [(_, a, ra), (_, k, rk), (_, z, _)] = figures.as_slice() {
+        println!(
+            "{n:>6} rules ({dirs:>4} dirs, {} map entries): armor {a:>6.1} ns (xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
+            enc.rules.len(),
+            xdp(*ra),
+            xdp(*rk),
+            k / a,
+            a - z,
+            k - z,
+            (k - z) / (a - z).max(1.0)
+        );
+    }
+    Ok(())
+}
+
+fn xdp(ret: i64) -> &'static str {
+    match ret {
+        1 => "DROP=block",
+        2 => "PASS=allow",
+        _ => "other",
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let batches: usize = args.next().map_or(Ok(15), |a| a.parse())?;
+    let repeat: u64 = args.next().map_or(Ok(200_000), |a| a.parse())?;
+    let dir = bench_dir()?;
+    println!(
+        "path `{PATH}` (6 components); median of {batches} batch means of {repeat} BPF_PROG_TEST_RUN repeats (XDP, host kernel)"
+    );
+    let result = [(10, 1), (1_000, 1_000), (10_000, 1_000)]
+        .into_iter()
+        .try_for_each(|(n, d)| run(n, d, &dir, batches, repeat));
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
