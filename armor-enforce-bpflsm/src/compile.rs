@@ -64,7 +64,7 @@ pub struct BpfArtifact {
     pub posture_block: [bool; 4],
     /// The entries, sorted.
     pub entries: Vec<Entry>,
-    unenforceable: Vec<NotEnforced>,
+    unenforceable: Vec<Unenforceable>,
 }
 
 /// The engine's tie-break as a sort key: higher severity, then smaller policy name, namespace,
@@ -245,26 +245,8 @@ pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
     }
 }
 
-fn unenforceable_entry(rule: u32, reason: &str) -> NotEnforced {
-    NotEnforced {
-        rule,
-        reason: reason.to_owned(),
-    }
-}
-
-/// A rule the kernel maps do not enforce exactly as the engine decides it.
-///
-/// This mirrors [`Unenforceable`], which `armor-core` marks `#[non_exhaustive]` without a
-/// constructor, so no other crate can build one yet: until `armor-core` grows
-/// `Unenforceable::new`, [`Artifact::unenforceable`] of this artefact returns an empty slice and
-/// the list lives here ([`BpfArtifact::unenforceable_rules`], and in [`Artifact::render`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct NotEnforced {
-    /// Index of the rule in [`armor_core::CompiledPolicy::rules`].
-    pub rule: u32,
-    /// What differs.
-    pub reason: String,
+fn unenforceable_entry(rule: u32, reason: &str) -> Unenforceable {
+    Unenforceable::new(rule, reason)
 }
 
 /// The encoded map contents of an artefact.
@@ -279,7 +261,7 @@ pub struct Encoded {
 
 impl BpfArtifact {
     /// Every rule the kernel does not enforce exactly as the engine decides.
-    pub fn unenforceable_rules(&self) -> &[NotEnforced] {
+    pub fn unenforceable_rules(&self) -> &[Unenforceable] {
         &self.unenforceable
     }
 
@@ -451,10 +433,8 @@ impl Artifact for BpfArtifact {
         s
     }
 
-    /// Empty until `armor-core` can construct [`Unenforceable`] outside its crate; see
-    /// [`NotEnforced`] and [`BpfArtifact::unenforceable_rules`] for the real list.
     fn unenforceable(&self) -> &[Unenforceable] {
-        &[]
+        &self.unenforceable
     }
 
     fn as_any(&self) -> &dyn Any {

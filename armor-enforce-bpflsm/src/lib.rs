@@ -5,7 +5,7 @@ pub mod compile;
 pub mod hash;
 pub mod model;
 
-pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, NotEnforced, compile};
+pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, compile};
 pub use model::{KernelDecision, KernelOp, Model};
 pub mod enforcer;
 

@@ -54,6 +54,8 @@ fn every_rule_not_enforced_in_kernel_is_named() {
     assert_eq!(a.unenforceable_rules().len(), 2, "{listed:?}");
     assert!(a.unenforceable_rules()[0].reason.contains("glob"));
     assert!(a.unenforceable_rules()[1].reason.contains("syscall"));
+    // The trait reports the same list.
+    assert_eq!(Artifact::unenforceable(&a), a.unenforceable_rules());
     // Every other rule has at least one entry.
     for &id in rs.rule_ids() {
         let covered = a.entries.iter().any(|e| e.rule == id)
