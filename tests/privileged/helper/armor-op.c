@@ -12,6 +12,8 @@
 //   armor-op [--cgroup DIR] unlink|truncate|chmod|chown PATH
 //   armor-op [--cgroup DIR] rename|link PATH NEWPATH
 //   armor-op ok                                        reports success (an exec target)
+//   armor-op fexec PATH [ARG...]                       execveat(open(PATH, O_PATH), "", AT_EMPTY_PATH)
+//   armor-op procfd-open PATH FLAGS                    open(PATH, O_PATH), then /proc/self/fd/N
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -20,6 +22,8 @@
 //   --uid N              setgid/setuid N (after --root)
 //   --exe PATH           exec PATH (inside the root) to perform the operation, so the acting
 //                        executable is PATH
+//   --aa-exec LABEL      AppArmor: the next exec (the --exe one, or the operation's) enters
+//                        LABEL (a profile or a `A//&B` stack), written to attr/exec first
 //
 // Report: stdout's last line is "armor-op: ok" (exit 0) or "armor-op: errno N NAME" (exit N).
 // A successful exec reports nothing: the new program's output and exit status are the result.
@@ -155,6 +159,9 @@ static int enter_root(const char *dir) {
     if (syscall(SYS_pivot_root, ".", ".") != 0) return setup_failure("pivot_root");
     if (umount2(".", MNT_DETACH) != 0) return setup_failure("umount old root");
     if (chdir("/") != 0) return setup_failure("chdir /");
+    struct stat st;
+    if (stat("/proc", &st) == 0 && S_ISDIR(st.st_mode) && mount("proc", "/proc", "proc", 0, NULL) != 0)
+        return setup_failure("mount /proc");
     return 0;
 }
 
@@ -180,11 +187,24 @@ static int join_cgroup(const char *dir) {
     return w == n ? 0 : -1;
 }
 
+// The AppArmor onexec label: `exec LABEL` to the LSM-specific attr file, else the shared one.
+static int set_aa_exec(const char *label) {
+    char buf[4096];
+    int n = snprintf(buf, sizeof buf, "exec %s", label);
+    if (n < 0 || (size_t)n >= sizeof buf) return -1;
+    int fd = open("/proc/self/attr/apparmor/exec", O_WRONLY);
+    if (fd < 0) fd = open("/proc/self/attr/exec", O_WRONLY);
+    if (fd < 0) return -1;
+    ssize_t w = write(fd, buf, (size_t)n);
+    close(fd);
+    return w == n ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int i = 1;
     int procs_fd = -1;
-    const char *root = NULL, *exe = NULL, *uid = NULL;
+    const char *root = NULL, *exe = NULL, *uid = NULL, *aa_exec = NULL;
     for (;;) {
         if (i + 1 < argc && strcmp(argv[i], "--cgroup") == 0) {
             if (join_cgroup(argv[i + 1]) != 0) return setup_failure("joining the cgroup");
@@ -199,11 +219,15 @@ int main(int argc, char **argv) {
             uid = argv[i + 1];
         } else if (i + 1 < argc && strcmp(argv[i], "--exe") == 0) {
             exe = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--aa-exec") == 0) {
+            aa_exec = argv[i + 1];
         } else {
             break;
         }
         i += 2;
     }
+    // Before the root: /proc is not in it. The onexec label survives setuid.
+    if (aa_exec && set_aa_exec(aa_exec) != 0) return setup_failure("writing attr/exec");
     if (root && enter_root(root) != 0) return SETUP_FAILURE;
     if (uid) {
         int u = atoi(uid);
@@ -245,6 +269,23 @@ int main(int argc, char **argv) {
     if (strcmp(op, "cap") == 0 && (n == 1 || n == 2)) return op_cap(a[0], n == 2 ? a[1] : NULL);
     if (strcmp(op, "chroot-open") == 0 && n == 3) return op_chroot_open(a[0], a[1], a[2]);
     if (strcmp(op, "ok") == 0) return report(0);
+    if (strcmp(op, "fexec") == 0 && n >= 1) {
+        int fd = open(a[0], O_PATH | O_CLOEXEC);
+        if (fd < 0) return setup_failure("open O_PATH");
+        fflush(stdout);
+        extern char **environ;
+        syscall(SYS_execveat, fd, "", a, environ, AT_EMPTY_PATH);
+        return report(-1);
+    }
+    if (strcmp(op, "procfd-open") == 0 && n == 2) {
+        int flags;
+        if (parse_open_flags(a[1], &flags)) return usage();
+        int fd = open(a[0], O_PATH);
+        if (fd < 0) return setup_failure("open O_PATH");
+        char via[64];
+        snprintf(via, sizeof via, "/proc/self/fd/%d", fd);
+        return report(open(via, flags, 0644));
+    }
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));
