@@ -50,7 +50,11 @@ fn policy(n: usize) -> String {
     let mut y = String::from(
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: bench\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: web\n  action: Block\n  file:\n",
     );
-    for (k, body) in [("matchPaths", paths), ("matchDirectories", dirs), ("matchPatterns", pats)] {
+    for (k, body) in [
+        ("matchPaths", paths),
+        ("matchDirectories", dirs),
+        ("matchPatterns", pats),
+    ] {
         if !body.is_empty() {
             let _ = writeln!(y, "    {k}:");
             y.push_str(&body);
@@ -101,7 +105,11 @@ fn main() {
             .output()
             .unwrap();
         let parse = t.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         println!(
             "{n:>5}  {lines:>10}  {:>8}  {:>9}  {:>9.2?}  {:>9.2?}",
             a.profile.sections.len(),

@@ -145,6 +145,15 @@ fn sock_type_number(name: &str) -> Option<u32> {
     })
 }
 
+/// The engine's spelling of a path: no trailing `/` (the kernel adds one for directories).
+fn engine_path(p: &str) -> String {
+    if p.len() > 1 {
+        p.trim_end_matches('/').to_owned()
+    } else {
+        p.to_owned()
+    }
+}
+
 /// What a denial record asked for: the model's operation, the alert's operation
 /// (`Process`, `File`, `Network`, `Capabilities`) and resource. `None` for operations armor's
 /// profiles do not decide (signals, mounts, ptrace, …) or records missing their fields.
@@ -160,7 +169,7 @@ pub fn operation_of(d: &Denial) -> Option<(AaOp, &'static str, String)> {
                     owner,
                 },
                 "Process",
-                path,
+                engine_path(&path),
             ))
         }
         ("capable", _) | (_, Some("cap")) => {
@@ -202,7 +211,7 @@ pub fn operation_of(d: &Denial) -> Option<(AaOp, &'static str, String)> {
                     owner,
                 },
                 "File",
-                path,
+                engine_path(&path),
             ))
         }
         _ => None,
@@ -237,6 +246,59 @@ pub fn resolve(reg: &Registry, d: &Denial) -> Option<EnforcerAlert> {
         d.fsuid.unwrap_or(0),
         source,
     ))
+}
+
+/// Whether `d` comes from a workload's main profile while that workload has stacked children:
+/// the task may be in a stack whose child also denies, in a record that follows.
+fn may_precede_child(reg: &Registry, d: &Denial) -> bool {
+    d.profile == d.main_profile()
+        && reg
+            .get(&d.profile)
+            .is_some_and(|i| i.profile.sections.iter().any(|s| s.stacked))
+}
+
+/// Whether `child` is the stacked child's record of the access `main` recorded.
+fn same_access(main: &Denial, child: &Denial) -> bool {
+    child.main_profile() == main.profile
+        && child.profile != main.profile
+        && (child.pid, &child.operation, &child.name) == (main.pid, &main.operation, &main.name)
+}
+
+/// Pairs the two records a stack writes for one access: a main-profile record is held until
+/// the next record (or [`DEDUP_WINDOW`]); when that is the child's record of the same access,
+/// only the child's is resolved (its label is main + child, so the decision names the rule the
+/// engine names).
+#[derive(Debug, Default)]
+pub struct StackPairing {
+    pending: Option<(Denial, Instant)>,
+}
+
+impl StackPairing {
+    /// The records to resolve now, given one new record (or `None` on a timeout).
+    pub fn push(&mut self, reg: &Registry, d: Option<Denial>, now: Instant) -> Vec<Denial> {
+        let mut out = Vec::new();
+        let Some(d) = d else {
+            if let Some((p, t)) = self.pending.take() {
+                if now.saturating_duration_since(t) < DEDUP_WINDOW {
+                    self.pending = Some((p, t));
+                } else {
+                    out.push(p);
+                }
+            }
+            return out;
+        };
+        if let Some((p, _)) = self.pending.take()
+            && !same_access(&p, &d)
+        {
+            out.push(p);
+        }
+        if may_precede_child(reg, &d) {
+            self.pending = Some((d, now));
+        } else {
+            out.push(d);
+        }
+        out
+    }
 }
 
 /// Drops the second record of one access (see the module documentation).
@@ -453,7 +515,7 @@ impl AlertReader {
     /// Starts reading from the audit multicast group, or from the kernel log when that cannot
     /// be opened.
     pub fn start(registry: Arc<Registry>, sink: SinkSlot) -> Result<Self, AlertError> {
-        let source = match AuditSocket::open(Duration::from_millis(200)) {
+        let source = match AuditSocket::open(Duration::from_millis(50)) {
             Ok(s) => Source::Audit(s),
             Err(a) => match KernelLog::open() {
                 Ok(k) => Source::Kmsg(k),
@@ -488,6 +550,7 @@ impl AlertReader {
         let (st, lo, se) = (Arc::clone(&stop), Arc::clone(&lost), Arc::clone(&seen));
         let thread = std::thread::spawn(move || {
             let mut dedup = Dedup::default();
+            let mut pairing = StackPairing::default();
             while !st.load(Ordering::Relaxed) {
                 let records = match &mut source {
                     Source::Audit(s) => s.recv().unwrap_or_default(),
@@ -505,10 +568,14 @@ impl AlertReader {
                         }
                     },
                 };
+                let now = Instant::now();
+                let mut ready = pairing.push(&registry, None, now);
                 for text in records {
-                    let Some(d) = Denial::parse(&text) else {
-                        continue;
-                    };
+                    if let Some(d) = Denial::parse(&text) {
+                        ready.extend(pairing.push(&registry, Some(d), now));
+                    }
+                }
+                for d in ready {
                     let Some(alert) = resolve(&registry, &d) else {
                         continue;
                     };

@@ -157,6 +157,16 @@ fn target_glob(t: &Target, exec: bool) -> Result<String, String> {
                         .to_owned(),
                 );
             }
+            // A trailing `*`/`**` may match nothing in AppArmor, so `/d/*` would match the
+            // directory `/d/` itself (the kernel names directories with a trailing `/`); in
+            // the engine it never matches `/d`. Require one character.
+            let s = if let Some(b) = s.strip_suffix("/**") {
+                format!("{b}/?**")
+            } else if let Some(b) = s.strip_suffix("/*") {
+                format!("{b}/?*")
+            } else {
+                s.to_owned()
+            };
             format!("{s}{{,/}}")
         }
         other => return Err(format!("{other} is not a path")),
