@@ -16,6 +16,8 @@
 #define ARMOR_KIND_CAP 9        /* target: CAP_* number */
 #define ARMOR_KIND_PROC_INODE 10 /* target: (dev << 32) ^ ino, see armor_inode_target */
 #define ARMOR_KIND_FILE_INODE 11
+#define ARMOR_KIND_PROC_DIR_INODE 12 /* a directory by (device, inode): bind mounts */
+#define ARMOR_KIND_FILE_DIR_INODE 13
 
 /* Entry actions. */
 #define ARMOR_ACTION_ALLOW 0
@@ -34,10 +36,11 @@
 #define ARMOR_CAT_CAPS 3
 
 /* Ruleset flags: bit (category) = the category has fromSource entries; bit 4 + category = it has
- * inode entries; bit 8 = process execname entries. */
+ * inode entries; bit 8 = process execname entries; bit 12 + category = directory inode entries. */
 #define ARMOR_RS_SOURCE(cat) (1u << (cat))
 #define ARMOR_RS_INODE(cat) (1u << (4 + (cat)))
 #define ARMOR_RS_NAMES (1u << 8)
+#define ARMOR_RS_DIR_INODE(cat) (1u << (12 + (cat)))
 
 /* Counters (index into the per-CPU `armor_counters` array). */
 #define ARMOR_CNT_ALERTS 0          /* alerts written to the ring buffer */

@@ -94,6 +94,7 @@ struct armor_scratch {
 	__u8 lookups;
 	__u8 dir_kind;
 	__u8 internal;
+	__u8 category;
 	__u64 dir_bits;
 };
 
@@ -140,6 +141,29 @@ static __always_inline struct armor_workload *find_workload(__u64 *cg, __u32 max
 	return bpf_map_lookup_elem(&armor_workloads, &host);
 }
 
+/* At a mount crossing: the directory rules named by (device, inode) of the mount's root and of
+ * its ancestors inside its file system (a bind mount of a protected directory, or of a
+ * directory below one). `s->n` components lie between the mount's root and the leaf. */
+static __always_inline void probe_dir_inodes(struct armor_scratch *s, struct dentry *d)
+{
+	__u8 kind = s->category == ARMOR_CAT_FILE ? ARMOR_KIND_FILE_DIR_INODE
+						   : ARMOR_KIND_PROC_DIR_INODE;
+	__u32 dist = s->n;
+	for (int k = 0; k < 16; k++) {
+		struct inode *inode = BPF_CORE_READ(d, d_inode);
+		if (!inode)
+			break;
+		__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		__u64 ino = BPF_CORE_READ(inode, i_ino);
+		armor_probe(kind, armor_inode_target(dev, ino), dist > 1);
+		struct dentry *up = BPF_CORE_READ(d, d_parent);
+		if (!up || up == d)
+			break;
+		d = up;
+		dist++;
+	}
+}
+
 /* Leaf to root: push dentries, cross mounts, stop at the mount namespace's root. */
 static long walk_up(__u32 i, void *ctx)
 {
@@ -158,6 +182,8 @@ static long walk_up(__u32 i, void *ctx)
 			s->done = 1;
 			return 1;
 		}
+		if (s->lookups && (s->rs.flags & ARMOR_RS_DIR_INODE(s->category)))
+			probe_dir_inodes(s, d);
 		s->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		s->mnt = parent;
 		return 0;
@@ -399,6 +425,7 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	int file = category == ARMOR_CAT_FILE;
 	s->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
 	s->dir_bits = s->rs.dir_depths[file ? 1 : 0];
+	s->category = category;
 	int complete = armor_walk(s, dentry, mnt, 1);
 	/* Files outside the mount namespace's tree have no path a rule could name. */
 	if (s->internal)
@@ -407,6 +434,13 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 		armor_probe(file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
 		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && s->n > 0)
 			armor_probe(ARMOR_KIND_PROC_NAME, s->last_comp, 0);
+	}
+	/* Exact rules by (device, inode): hardlinks and bind mounts reach the same inode. */
+	if (inode && (s->rs.flags & ARMOR_RS_INODE(category))) {
+		__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		__u64 ino = BPF_CORE_READ(inode, i_ino);
+		armor_probe(file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
+			    armor_inode_target(dev, ino), 0);
 	}
 	return finish(s, cg, limit, detail, !complete);
 }

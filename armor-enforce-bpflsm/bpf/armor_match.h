@@ -92,6 +92,12 @@ static __always_inline __u64 armor_comp_hash(__u64 key, const char *buf, __u32 l
 	return h;
 }
 
+/* The target of an inode entry: the kernel's s_dev ((major << 20) | minor) and i_ino. */
+static __always_inline __u64 armor_inode_target(__u32 dev, __u64 ino)
+{
+	return armor_extend(armor_fix(ino), dev);
+}
+
 static __always_inline void armor_slots_init(struct armor_slots *s)
 {
 	for (int i = 0; i < ARMOR_NSLOTS; i++) {

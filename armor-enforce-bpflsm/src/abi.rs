@@ -30,6 +30,10 @@ pub mod kind {
     pub const PROC_INODE: u8 = 10;
     /// A file by (device, inode).
     pub const FILE_INODE: u8 = 11;
+    /// A directory of executed files by (device, inode), for bind mounts.
+    pub const PROC_DIR_INODE: u8 = 12;
+    /// A directory of files by (device, inode), for bind mounts.
+    pub const FILE_DIR_INODE: u8 = 13;
 }
 
 /// `ARMOR_ACTION_ALLOW`.
@@ -62,6 +66,10 @@ pub const fn rs_source(cat: u8) -> u32 {
 /// `ARMOR_RS_INODE(cat)`: the category has (device, inode) entries.
 pub const fn rs_inode(cat: u8) -> u32 {
     1 << (4 + cat)
+}
+/// `ARMOR_RS_DIR_INODE(cat)`: the category has directory (device, inode) entries.
+pub const fn rs_dir_inode(cat: u8) -> u32 {
+    1 << (12 + cat)
 }
 /// `ARMOR_RS_NAMES`: the ruleset has execname entries.
 pub const RS_NAMES: u32 = 1 << 8;

@@ -267,6 +267,18 @@ impl BpfArtifact {
 
     /// The map entries with hashes under `hash_key`, for ruleset `ruleset`.
     pub fn encode(&self, ruleset: u32, hash_key: u64) -> Encoded {
+        self.encode_with(ruleset, hash_key, |_| None)
+    }
+
+    /// Like [`BpfArtifact::encode`], plus (device, inode) entries for every exact path and
+    /// directory that `resolve` finds (`resolve(path) = Some((kernel s_dev, inode))`), so
+    /// hardlinks and bind mounts reach the same rule.
+    pub fn encode_with(
+        &self,
+        ruleset: u32,
+        hash_key: u64,
+        resolve: impl Fn(&str) -> Option<(u32, u64)>,
+    ) -> Encoded {
         let mut meta = RulesetMeta::default();
         for (i, (&a, &b)) in self.allow_list.iter().zip(&self.posture_block).enumerate() {
             if let Some(s) = meta.allow_list.get_mut(i) {
@@ -312,7 +324,7 @@ impl BpfArtifact {
                 target,
                 source,
             };
-            groups.entry(key).or_default().push(RuleVal {
+            let val = RuleVal {
                 rank: e.rank,
                 rule: e.rule,
                 action: e.action,
@@ -320,7 +332,29 @@ impl BpfArtifact {
                 count: 0,
                 pad: 0,
                 pad2: 0,
-            });
+            };
+            let inode_kind = match e.kind {
+                kind::PROC_PATH => Some((kind::PROC_INODE, abi::rs_inode(cat))),
+                kind::FILE_PATH => Some((kind::FILE_INODE, abi::rs_inode(cat))),
+                kind::PROC_DIR => Some((kind::PROC_DIR_INODE, abi::rs_dir_inode(cat))),
+                kind::FILE_DIR => Some((kind::FILE_DIR_INODE, abi::rs_dir_inode(cat))),
+                _ => None,
+            };
+            if let (Some((k, flag)), EntryTarget::Path(p)) = (inode_kind, &e.target)
+                && let Some((dev, ino)) = resolve(p)
+            {
+                meta.flags |= flag;
+                let ikey = RuleKey {
+                    kind: k,
+                    target: hash::inode_target(dev, ino),
+                    ..key
+                };
+                let list = groups.entry(ikey).or_default();
+                if !list.contains(&val) {
+                    list.push(val);
+                }
+            }
+            groups.entry(key).or_default().push(val);
         }
         let mut rules = Vec::with_capacity(self.entries.len());
         for (key, vals) in groups {
@@ -341,8 +375,12 @@ impl BpfArtifact {
 /// The category (`abi::CAT_*`) of an entry kind.
 pub fn entry_category(k: u8) -> u8 {
     match k {
-        kind::PROC_PATH | kind::PROC_DIR | kind::PROC_NAME | kind::PROC_INODE => abi::CAT_PROCESS,
-        kind::FILE_PATH | kind::FILE_DIR | kind::FILE_INODE => abi::CAT_FILE,
+        kind::PROC_PATH
+        | kind::PROC_DIR
+        | kind::PROC_NAME
+        | kind::PROC_INODE
+        | kind::PROC_DIR_INODE => abi::CAT_PROCESS,
+        kind::FILE_PATH | kind::FILE_DIR | kind::FILE_INODE | kind::FILE_DIR_INODE => abi::CAT_FILE,
         kind::NET_PROTO | kind::NET_TYPE | kind::NET_ALL => abi::CAT_NETWORK,
         _ => abi::CAT_CAPS,
     }

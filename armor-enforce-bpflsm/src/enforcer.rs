@@ -27,6 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -197,6 +198,7 @@ impl Drop for Loaded {
 #[derive(Default)]
 struct State {
     loaded: Option<Loaded>,
+    roots: BTreeMap<WorkloadKey, PathBuf>,
     installed: BTreeMap<WorkloadKey, Installed>,
     next_ruleset: u32,
     used_entries: usize,
@@ -397,6 +399,15 @@ impl BpfLsm {
         })
     }
 
+    /// Where `key`'s paths are visible from this process (`/proc/PID/root` of a container's
+    /// process, or its root file system's directory). From the next `apply`, every exact path
+    /// and directory rule of the workload also gets a (device, inode) entry, so a hardlink to a
+    /// protected file and a bind mount of a protected file or directory hit the same rule. The
+    /// host's root is `/` by default.
+    pub fn set_root(&self, key: &WorkloadKey, root: impl Into<PathBuf>) {
+        self.lock().roots.insert(key.clone(), root.into());
+    }
+
     /// The kernel counters (zero before the programs are loaded).
     pub fn counters(&self) -> Result<Counters, ApplyError> {
         let st = self.lock();
@@ -463,7 +474,18 @@ impl BpfLsm {
         let Some(l) = st.loaded.as_mut() else {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
         };
-        let enc = a.encode(id, l.hash_key);
+        let root = st
+            .roots
+            .get(key)
+            .cloned()
+            .or_else(|| a.host.then(|| PathBuf::from("/")));
+        let enc = match &root {
+            Some(r) => {
+                let mounts = mounts();
+                a.encode_with(id, l.hash_key, |p| resolve_inode(r, &mounts, p))
+            }
+            None => a.encode(id, l.hash_key),
+        };
         let others = st.used_entries.saturating_sub(old_len);
         let cap = self.config.max_rule_entries as usize;
         // The old entries stay until the flip: old + new must fit next to everyone else's.
@@ -581,6 +603,68 @@ impl BpfLsm {
         }
         Ok(())
     }
+}
+
+/// A mount of `/proc/self/mountinfo`: its mount point and the kernel's device number of its
+/// super block (`(major << 20) | minor`, as the hooks see it; `stat()` reports another device on
+/// overlayfs).
+struct Mount {
+    point: PathBuf,
+    dev: u32,
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(rest.get(..i).unwrap_or(""));
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = rest.get(i + 4..).unwrap_or("");
+            }
+            None => {
+                out.push('\\');
+                rest = rest.get(i + 1..).unwrap_or("");
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn mounts() -> Vec<Mount> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, _, devs, _, point) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            let (maj, min) = devs.split_once(':')?;
+            let maj: u32 = maj.parse().ok()?;
+            let min: u32 = min.parse().ok()?;
+            Some(Mount {
+                point: PathBuf::from(unescape(point)),
+                dev: (maj << 20) | min,
+            })
+        })
+        .collect()
+}
+
+/// The (kernel device, inode) of `path` inside `root`, with the device of the mount the path
+/// lies on (the last mount of the longest matching mount point).
+fn resolve_inode(root: &Path, mounts: &[Mount], path: &str) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let full = std::fs::canonicalize(root.join(path.trim_start_matches('/'))).ok()?;
+    let ino = std::fs::metadata(&full).ok()?.ino();
+    let dev = mounts
+        .iter()
+        .filter(|m| full.starts_with(&m.point))
+        .max_by_key(|m| m.point.components().count())
+        .map(|m| m.dev)?;
+    Some((dev, ino))
 }
 
 /// `error: cause: cause` on one line.
@@ -778,5 +862,31 @@ impl Enforcer for BpfLsm {
             .sink
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn mountinfo_escapes_and_inode_resolution() {
+        assert_eq!(unescape("/a\\040b\\134c"), "/a b\\c");
+        assert_eq!(unescape("/plain"), "/plain");
+        let m = mounts();
+        assert!(m.iter().any(|m| m.point == Path::new("/")));
+        let dir = std::env::temp_dir().join(format!("armor-inode-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/shadow"), b"x").unwrap();
+        let (dev, ino) = resolve_inode(&dir, &m, "/etc/shadow").unwrap();
+        assert_eq!(
+            ino,
+            std::fs::metadata(dir.join("etc/shadow")).unwrap().ino()
+        );
+        assert_ne!(dev, 0);
+        assert!(resolve_inode(&dir, &m, "/etc/missing").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

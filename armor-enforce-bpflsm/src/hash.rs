@@ -41,6 +41,12 @@ pub fn extend(prefix: u64, c: u64) -> u64 {
     fix(h)
 }
 
+/// The target of an inode entry: the kernel's `s_dev` (`(major << 20) | minor`) and inode
+/// number (`armor_inode_target`).
+pub fn inode_target(dev: u32, ino: u64) -> u64 {
+    extend(fix(ino), u64::from(dev))
+}
+
 /// 0 means "any source" in rule keys, so a path hash is never 0.
 fn fix(h: u64) -> u64 {
     if h == 0 { 1 } else { h }

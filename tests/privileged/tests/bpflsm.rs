@@ -624,6 +624,19 @@ fn bypass_root(root: &Path) -> String {
     }
     std::os::unix::fs::symlink("/usr/bin/blocked", root.join("lnk-blocked")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", root.join("lnk-shadow")).unwrap();
+    fs::hard_link(root.join("etc/shadow"), root.join("hl-shadow")).unwrap();
+    // Bind mounts of a protected file and of a protected directory, inside the root.
+    fs::write(root.join("tmp/bshadow"), b"").unwrap();
+    fs::create_dir_all(root.join("tmp/bsecret")).unwrap();
+    for (src, dst) in [("etc/shadow", "tmp/bshadow"), ("secret", "tmp/bsecret")] {
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(root.join(src))
+            .arg(root.join(dst))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount --bind {src}");
+    }
     // 45 components of 50 bytes: deeper than 40 components and longer than 2,000 bytes.
     let mut deep = String::from("/deep");
     let mut okdeep = String::from("/ok");
@@ -680,6 +693,7 @@ fn bpflsm_bypass_suite() {
         let okdeep = deep.replacen("/deep", "/ok", 1);
         let cg = Cgroup::create("bypass").unwrap();
         let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+        lsm.set_root(&key, &root);
         lsm.apply(&key, &a).unwrap();
         let actor = "/usr/bin/actor";
         let mut run = |what: &str, args: &[&str], want: bool| {
@@ -773,6 +787,30 @@ fn bpflsm_bypass_suite() {
             &["open", "/secret/new", "wronly,creat"],
             true,
         );
+        run(
+            "hardlink to the protected file",
+            &["open", "/hl-shadow", "rdonly"],
+            true,
+        );
+        run(
+            "bind mount of the protected file",
+            &["open", "/tmp/bshadow", "rdonly"],
+            true,
+        );
+        let bound = "/tmp/bsecret/data";
+        run(
+            "bind mount of a protected directory",
+            &["open", bound, "rdonly"],
+            true,
+        );
+        run(
+            "unlink of a hardlink to it",
+            &["unlink", "/hl-shadow"],
+            true,
+        );
+        for m in ["tmp/bshadow", "tmp/bsecret"] {
+            let _ = Command::new("umount").arg(root.join(m)).status();
+        }
         assert!(
             root.join("etc/shadow").exists(),
             "the protected file survived"
