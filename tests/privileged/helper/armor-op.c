@@ -14,6 +14,7 @@
 //   armor-op ok                                        reports success (an exec target)
 //   armor-op fexec PATH [ARG...]                       execveat(open(PATH, O_PATH), "", AT_EMPTY_PATH)
 //   armor-op procfd-open PATH FLAGS                    open(PATH, O_PATH), then /proc/self/fd/N
+//   armor-op open-n PATH FLAGS N                       N opens (a flood); reports the last
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -276,6 +277,16 @@ int main(int argc, char **argv) {
         extern char **environ;
         syscall(SYS_execveat, fd, "", a, environ, AT_EMPTY_PATH);
         return report(-1);
+    }
+    if (strcmp(op, "open-n") == 0 && n == 3) {
+        int flags;
+        if (parse_open_flags(a[1], &flags)) return usage();
+        long count = strtol(a[2], NULL, 10), rc = 0;
+        for (long k = 0; k < count; k++) {
+            rc = open(a[0], flags, 0644);
+            if (rc >= 0) close((int)rc);
+        }
+        return report(rc);
     }
     if (strcmp(op, "procfd-open") == 0 && n == 2) {
         int flags;

@@ -833,3 +833,165 @@ fn bpflsm_bypass_suite() {
     let failed: Vec<&String> = results.iter().filter(|r| r.starts_with("FAIL")).collect();
     assert!(failed.is_empty(), "bypasses: {failed:#?}");
 }
+
+fn block_policy(name: &str, paths: &[String]) -> std::sync::Arc<armor_core::RuleSet> {
+    let mut y = format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  file:\n    matchPaths:\n"
+    );
+    for p in paths {
+        y.push_str(&format!("    - path: {p}\n"));
+    }
+    y.push_str("  action: Block\n");
+    let set = PolicySet::parse(&y, name).unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    policy.rule_set(&w, Posture::default())
+}
+
+/// Opens `path` from inside `cg` until `stop`; returns how many opens succeeded and ran.
+fn hammer(cg: &Cgroup, path: &Path, stop: &std::sync::atomic::AtomicBool) -> (usize, usize) {
+    let (mut passed, mut runs) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let out = Command::new(helper_path())
+            .arg("--cgroup")
+            .arg(cg.path())
+            .args(["open-n"])
+            .arg(path)
+            .args(["rdonly", "50"])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        runs += 1;
+        if !line.contains("errno 1 ") {
+            passed += 1;
+        }
+    }
+    (passed, runs)
+}
+
+/// Updates flip a workload between two rulesets that both block the file: an atomic update
+/// never lets an open through; the deliberately non-atomic update (old entries removed, then
+/// new ones written, one by one) does, which proves the detector works.
+#[test]
+fn bpflsm_updates_are_atomic_and_the_detector_catches_a_non_atomic_one() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let dir = PathBuf::from("/tmp/armor-atomic");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("f");
+    fs::write(&file, b"x\n").unwrap();
+    let target = file.to_string_lossy().into_owned();
+    // Ruleset A: the file and 200 others; ruleset B: the file and 200 other others.
+    let mut pa = vec![target.clone()];
+    let mut pb = vec![target.clone()];
+    for i in 0..200 {
+        pa.push(format!("/tmp/armor-atomic/a{i}"));
+        pb.push(format!("/tmp/armor-atomic/b{i}"));
+    }
+    let a = compile("shop/web", &block_policy("rules-a", &pa));
+    let b = compile("shop/web", &block_policy("rules-b", &pb));
+    let cg = Cgroup::create("atomic").unwrap();
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+    let t = Instant::now();
+    lsm.apply(&key, &a).unwrap();
+    println!("apply of {} entries: {:?}", a.entries.len(), t.elapsed());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (atomic, runs) = std::thread::scope(|s| {
+        let h = s.spawn(|| hammer(&cg, &file, &stop));
+        let mut times = Vec::new();
+        for i in 0..200 {
+            let next = if i % 2 == 0 { &b } else { &a };
+            let t = Instant::now();
+            lsm.apply(&key, next).unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!("atomic update (flip) median {:?}", times[times.len() / 2]);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        h.join().unwrap()
+    });
+    println!("atomic updates: {atomic} of {runs} open floods got through");
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (torn, runs2) = std::thread::scope(|s| {
+        let h = s.spawn(|| hammer(&cg, &file, &stop));
+        for i in 0..6 {
+            let next = if i % 2 == 0 { &b } else { &a };
+            lsm.apply_non_atomic_for_test(&key, next, Duration::from_millis(1))
+                .unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        h.join().unwrap()
+    });
+    println!("non-atomic updates: {torn} of {runs2} open floods got through");
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    harness.leave(&lsm);
+    let _ = fs::remove_dir_all(&dir);
+    assert!(runs > 0 && runs2 > 0);
+    assert_eq!(atomic, 0, "an atomic update let an open through");
+    assert!(
+        torn > 0,
+        "the detector missed a deliberately non-atomic update"
+    );
+}
+
+/// A flood of denials: the per-workload rate limit drops alerts in the kernel and counts them.
+#[test]
+fn bpflsm_alert_flood_is_rate_limited_and_counted() {
+    let mut config = Config::default();
+    config.alerts_per_sec = 20;
+    let lsm = BpfLsm::new(config);
+    if let Support::Unsupported { reason } = lsm.probe() {
+        assert!(
+            guest::current().is_none(),
+            "unsupported in the guest: {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let sink = Arc::new(Sink::default());
+    lsm.set_alert_sink(sink.clone());
+    let harness = Harness::enter(&lsm);
+    let dir = PathBuf::from("/tmp/armor-flood");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("f");
+    fs::write(&file, b"x\n").unwrap();
+    let a = compile(
+        "shop/web",
+        &block_policy("flood", &[file.to_string_lossy().into_owned()]),
+    );
+    let cg = Cgroup::create("flood").unwrap();
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+    lsm.apply(&key, &a).unwrap();
+    let before = lsm.counters().unwrap();
+    let out = Command::new(helper_path())
+        .arg("--cgroup")
+        .arg(cg.path())
+        .arg("open-n")
+        .arg(&file)
+        .args(["rdonly", "5000"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("errno 1 EPERM"));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = lsm.counters().unwrap();
+    let received = sink.take().len();
+    println!("flood: before {before:?}\nafter {after:?}\nalerts delivered {received}");
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    harness.leave(&lsm);
+    let _ = fs::remove_dir_all(&dir);
+    let blocked = after.blocked - before.blocked;
+    let sent = after.alerts - before.alerts;
+    let limited = after.rate_limited - before.rate_limited;
+    assert_eq!(blocked, 5000, "every open was denied");
+    assert_eq!(
+        sent + limited + (after.reserve_failed - before.reserve_failed),
+        5000
+    );
+    assert!(sent <= 20 * 3, "the limit let {sent} alerts through");
+    assert!(limited >= 5000 - 60, "{limited} rate-limited");
+    assert_eq!(received as u64, sent, "every alert written was read");
+}
