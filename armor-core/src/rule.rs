@@ -376,6 +376,55 @@ impl Out<'_> {
     }
 }
 
+impl Out<'_> {
+    /// `matchDirectories` of a process or file section (process rules never have readOnly).
+    fn directories(&mut self, category: Category, section: &Meta, rules: &[DirectoryRule]) {
+        for r in rules {
+            self.push(
+                section,
+                Draft {
+                    category,
+                    target: Target::Directory {
+                        dir: r.dir.clone(),
+                        recursive: r.recursive,
+                    },
+                    from_source: sources(&r.from_source),
+                    read_only: r.read_only,
+                    owner_only: r.owner_only,
+                    pts: r.pts,
+                    allowed_args: Vec::new(),
+                    meta: &r.meta,
+                    origin: &r.origin,
+                },
+            );
+        }
+    }
+
+    /// `matchPatterns` of a process or file section; a glob that does not parse (already an
+    /// error of the load) gives no rule.
+    fn patterns(&mut self, category: Category, section: &Meta, rules: &[PatternRule]) {
+        for r in rules {
+            let Ok(g) = Glob::new(&r.pattern) else {
+                continue;
+            };
+            self.push(
+                section,
+                Draft {
+                    category,
+                    target: Target::Pattern(g),
+                    from_source: Vec::new(),
+                    read_only: r.read_only,
+                    owner_only: r.owner_only,
+                    pts: None,
+                    allowed_args: Vec::new(),
+                    meta: &r.meta,
+                    origin: &r.origin,
+                },
+            );
+        }
+    }
+}
+
 /// Comma list items, trimmed, lowercase, empty items dropped.
 fn comma_items(s: &str) -> impl Iterator<Item = String> + '_ {
     s.split(',')
@@ -426,37 +475,8 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
             },
         );
     }
-    for r in &p.match_directories {
-        out.push(
-            &p.meta,
-            Draft {
-                from_source: sources(&r.from_source),
-                owner_only: r.owner_only,
-                pts: r.pts,
-                ..base(
-                    Category::Process,
-                    Target::Directory {
-                        dir: r.dir.clone(),
-                        recursive: r.recursive,
-                    },
-                    &r.meta,
-                    &r.origin,
-                )
-            },
-        );
-    }
-    for r in &p.match_patterns {
-        let Ok(g) = Glob::new(&r.pattern) else {
-            continue;
-        };
-        out.push(
-            &p.meta,
-            Draft {
-                owner_only: r.owner_only,
-                ..base(Category::Process, Target::Pattern(g), &r.meta, &r.origin)
-            },
-        );
-    }
+    out.directories(Category::Process, &p.meta, &p.match_directories);
+    out.patterns(Category::Process, &p.meta, &p.match_patterns);
 
     let f = &spec.file;
     for r in &f.match_paths {
@@ -476,39 +496,8 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
             },
         );
     }
-    for r in &f.match_directories {
-        out.push(
-            &f.meta,
-            Draft {
-                from_source: sources(&r.from_source),
-                owner_only: r.owner_only,
-                read_only: r.read_only,
-                pts: r.pts,
-                ..base(
-                    Category::File,
-                    Target::Directory {
-                        dir: r.dir.clone(),
-                        recursive: r.recursive,
-                    },
-                    &r.meta,
-                    &r.origin,
-                )
-            },
-        );
-    }
-    for r in &f.match_patterns {
-        let Ok(g) = Glob::new(&r.pattern) else {
-            continue;
-        };
-        out.push(
-            &f.meta,
-            Draft {
-                owner_only: r.owner_only,
-                read_only: r.read_only,
-                ..base(Category::File, Target::Pattern(g), &r.meta, &r.origin)
-            },
-        );
-    }
+    out.directories(Category::File, &f.meta, &f.match_directories);
+    out.patterns(Category::File, &f.meta, &f.match_patterns);
 
     let n = &spec.network;
     for r in &n.match_protocols {
