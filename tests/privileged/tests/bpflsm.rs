@@ -995,3 +995,132 @@ fn bpflsm_alert_flood_is_rate_limited_and_counted() {
     assert!(limited >= 5000 - 60, "{limited} rate-limited");
     assert_eq!(received as u64, sent, "every alert written was read");
 }
+
+/// Enforcement begins when `apply` returns. For a container that point is between `runc create`
+/// (the cgroup exists, `runc init` waits) and `runc start` (it execs the entrypoint): a
+/// container whose first command is blocked never runs it.
+#[test]
+fn bpflsm_container_first_command_is_blocked() {
+    let Some(lsm) = enforcer() else { return };
+    if Command::new("runc").arg("--version").output().is_err() {
+        assert!(guest::current().is_none(), "runc missing in the guest");
+        eprintln!("skipped: runc not installed");
+        return;
+    }
+    let sink = Arc::new(Sink::default());
+    lsm.set_alert_sink(sink.clone());
+    let harness = Harness::enter(&lsm);
+    let bundle = PathBuf::from("/tmp/armor-ctr");
+    let _ = fs::remove_dir_all(&bundle);
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    for d in ["proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy(helper_path(), rootfs.join("bin/blocked")).unwrap();
+    let st = Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(st.success(), "runc spec");
+    let spec = fs::read_to_string(bundle.join("config.json")).unwrap();
+    let cgroup_rel = format!("armor-ctr-{}", std::process::id());
+    let spec = spec
+        .replace("\"terminal\": true", "\"terminal\": false")
+        .replace("\"sh\"", "\"/bin/blocked\", \"ok\"")
+        .replace(
+            "\"linux\": {",
+            &format!("\"linux\": {{\n\t\t\"cgroupsPath\": \"/{cgroup_rel}\","),
+        );
+    fs::write(bundle.join("config.json"), spec).unwrap();
+    let id = format!("armor-first-{}", std::process::id());
+    // The container's stdio must not be our pipes (runc init keeps them open): a log file.
+    let log = fs::File::create(bundle.join("ctr.log")).unwrap();
+    let st = Command::new("timeout")
+        .args(["30", "runc", "create", "--bundle"])
+        .arg(&bundle)
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log.try_clone().unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "runc create: {}",
+        fs::read_to_string(bundle.join("ctr.log")).unwrap_or_default()
+    );
+    let cg_path = cgroup2_root().unwrap().join(&cgroup_rel);
+    let cg_id = {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(&cg_path).unwrap().ino()
+    };
+    let set = PolicySet::parse(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: no-entry, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  process:\n    matchPaths:\n    - path: /bin/blocked\n  action: Block\n",
+        "no-entry.yaml",
+    )
+    .unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg_id);
+    lsm.apply(
+        &key,
+        &compile("shop/web", &policy.rule_set(&w, Posture::default())),
+    )
+    .unwrap();
+    sink.take();
+    let start = Command::new("timeout")
+        .args(["30", "runc", "start", &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut state = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new("timeout")
+            .args(["10", "runc", "state", &id])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        state = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !state.contains("\"running\"") && !state.contains("\"created\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let alerts = sink.take();
+    let _ = Command::new("timeout")
+        .args(["30", "runc", "delete", "--force", &id])
+        .stdin(std::process::Stdio::null())
+        .status();
+    let ctr_log = fs::read_to_string(bundle.join("ctr.log")).unwrap_or_default();
+    lsm.remove(&key).unwrap();
+    harness.leave(&lsm);
+    let _ = fs::remove_dir(&cg_path);
+    let _ = fs::remove_dir_all(&bundle);
+    println!(
+        "runc start: {start}; container log `{}`; state {state}; alerts {alerts:?}",
+        ctr_log.trim()
+    );
+    let entry = alerts
+        .iter()
+        .find(|a| a.operation == "Process" && a.resource == "/bin/blocked" && a.action == "Block");
+    assert!(
+        entry.is_some(),
+        "no Block alert for the entrypoint: {alerts:?}"
+    );
+    assert!(
+        entry.is_some_and(|a| a.workload.as_ref().and_then(|k| k.cgroup_id) == Some(cg_id)),
+        "alert not attributed to the container's cgroup"
+    );
+    assert!(
+        state.contains("\"stopped\"") || state.is_empty(),
+        "state: {state}"
+    );
+}
