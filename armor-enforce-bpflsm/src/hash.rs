@@ -5,8 +5,9 @@
 //! `extend(h, comp(key, name))` per component, so the walk yields the hash of every prefix
 //! (`/`, `/etc`, `/etc/ssl`, …) for the price of one pass. A component is hashed eight bytes at a
 //! time. The key is drawn at random when the enforcer loads, so a workload cannot aim a file name
-//! at the hash of a rule it does not know the key of; the hash is not cryptographic, so rules are
-//! also verified against the full path in user space when an alert is read.
+//! at the hash of a rule it does not know the key of. The hash is not cryptographic and a hit is
+//! not verified against the full path (the alert carries the path, truncated to 256 bytes, for
+//! review); a 64-bit collision between two of a workload's paths is the residual risk.
 
 const P1: u64 = 0x9e37_79b9_7f4a_7c15;
 const P2: u64 = 0xc2b2_ae3d_27d4_eb4f;
