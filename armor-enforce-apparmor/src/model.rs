@@ -97,8 +97,10 @@ pub trait Precedence {
     fn better(&self, a: u32, b: u32) -> bool;
 }
 
-/// The engine's order: `fromSource` rules first (source specificity), then severity, policy
-/// name, namespace, kind, rule order, id.
+/// The engine's order: for Allow and Block rules `fromSource` rules first (source
+/// specificity), then severity, policy name, namespace, kind, rule order, id. Audit rules have no
+/// specificity step (the engine picks the reported Audit rule by severity, name, namespace, rule
+/// order only), so for them the first component is neutral.
 impl Precedence for RuleSet {
     fn better(&self, a: u32, b: u32) -> bool {
         let (Some(ra), Some(rb)) = (self.rule(a), self.rule(b)) else {
@@ -106,7 +108,7 @@ impl Precedence for RuleSet {
         };
         let key = |r: &Rule, id: u32| {
             (
-                r.from_source.is_empty(),
+                r.action != armor_core::Action::Audit && r.from_source.is_empty(),
                 std::cmp::Reverse(r.severity.unwrap_or(0)),
                 r.policy.name.clone(),
                 r.policy.namespace.clone(),
