@@ -6,6 +6,8 @@
 //! * [`recording`]: an [`armor_core::enforcer::Enforcer`] that records calls.
 //! * [`mix`]: the benchmark rule mix and its events.
 
+#![forbid(unsafe_code)]
+
 pub mod corpus;
 pub mod mix;
 #[allow(
