@@ -13,7 +13,7 @@
 use armor_core::enforcer::Artifact;
 use armor_core::event::Operation;
 use armor_core::workload::WorkloadKey;
-use armor_core::{Category, CompiledPolicy, PolicySet, Verdict};
+use armor_core::{Category, CompiledPolicy, PolicySet};
 use armor_enforce_apparmor::model::{protocol_name, sock_type_name};
 use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
 use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
@@ -86,37 +86,8 @@ impl DecisionMaker for AaModel {
         };
         let model = Model::new(&profile);
         let d = model.decide(&*rules, event.source.as_deref(), &op);
-        let mut o = Outcome::default();
-        o.verdict = d.verdict.as_str().to_owned();
-        if d.verdict == Verdict::Allow {
-            return Ok(o);
-        }
-        o.action = Some(
-            if d.verdict == Verdict::Block {
-                "Block"
-            } else {
-                "Audit"
-            }
-            .to_owned(),
-        );
-        o.alert_type = Some(
-            if rules.is_host() {
-                "MatchedHostPolicy"
-            } else {
-                "MatchedPolicy"
-            }
-            .to_owned(),
-        );
-        match d.rule.and_then(|id| policy.rules().get(id as usize)) {
-            None => o.policy = Some(armor_core::DEFAULT_POSTURE.to_owned()),
-            Some(r) => {
-                o.policy = Some(r.policy.name.clone());
-                o.severity = r.severity;
-                o.tags = r.tags.clone();
-                o.message = r.message.clone();
-            }
-        }
-        Ok(o)
+        let rule = d.rule.and_then(|id| policy.rules().get(id as usize));
+        Ok(Outcome::reported(d.verdict, rule, rules.is_host()))
     }
 }
 

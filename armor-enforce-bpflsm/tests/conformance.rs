@@ -9,7 +9,7 @@
 //! encoded map entries of `compile`'s artefact. It must agree with the engine on every case
 //! except those whose category holds a rule `compile` lists as not enforced.
 
-use armor_core::{CompiledPolicy, PolicySet, Verdict};
+use armor_core::{CompiledPolicy, PolicySet};
 use armor_enforce_bpflsm::{KernelOp, Model, abi, compile};
 use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
 
@@ -70,37 +70,8 @@ impl DecisionMaker for BpfModel {
         let encoded = artifact.encode(7, KEY);
         let model = Model::new(&encoded, 7, KEY);
         let d = model.decide(&op, event.source.as_deref(), event.uid);
-        let mut o = Outcome::default();
-        o.verdict = d.verdict.as_str().to_owned();
-        if d.verdict == Verdict::Allow {
-            return Ok(o);
-        }
-        o.action = Some(
-            if d.verdict == Verdict::Block {
-                "Block"
-            } else {
-                "Audit"
-            }
-            .to_owned(),
-        );
-        o.alert_type = Some(
-            if rules.is_host() {
-                "MatchedHostPolicy"
-            } else {
-                "MatchedPolicy"
-            }
-            .to_owned(),
-        );
-        match d.rule.and_then(|id| policy.rules().get(id as usize)) {
-            None => o.policy = Some(armor_core::DEFAULT_POSTURE.to_owned()),
-            Some(r) => {
-                o.policy = Some(r.policy.name.clone());
-                o.severity = r.severity;
-                o.tags = r.tags.clone();
-                o.message = r.message.clone();
-            }
-        }
-        Ok(o)
+        let rule = d.rule.and_then(|id| policy.rules().get(id as usize));
+        Ok(Outcome::reported(d.verdict, rule, rules.is_host()))
     }
 }
 

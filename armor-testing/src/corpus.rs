@@ -352,6 +352,40 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of `verdict` reported with `rule` (`None`: DefaultPosture) for a host or a
+    /// container workload: what an enforcer model reports, in the corpus' terms.
+    pub fn reported(verdict: Verdict, rule: Option<&armor_core::Rule>, host: bool) -> Self {
+        let mut o = Self {
+            verdict: verdict.as_str().to_owned(),
+            ..Self::default()
+        };
+        if verdict == Verdict::Allow {
+            return o;
+        }
+        let action = if verdict == Verdict::Block {
+            "Block"
+        } else {
+            "Audit"
+        };
+        o.action = Some(action.to_owned());
+        let kind = if host {
+            "MatchedHostPolicy"
+        } else {
+            "MatchedPolicy"
+        };
+        o.alert_type = Some(kind.to_owned());
+        match rule {
+            None => o.policy = Some(armor_core::DEFAULT_POSTURE.to_owned()),
+            Some(r) => {
+                o.policy = Some(r.policy.name.clone());
+                o.severity = r.severity;
+                o.tags = r.tags.clone();
+                o.message = r.message.clone();
+            }
+        }
+        o
+    }
+
     /// The outcome of an engine decision.
     pub fn from_decision(d: &Decision<'_>) -> Self {
         let verdict = match d.verdict {
