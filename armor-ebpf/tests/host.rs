@@ -130,9 +130,20 @@ fn reports_process_file_and_network_events_of_a_visible_cgroup_only() {
     };
     assert!(out.status.success() || !out.stderr.is_empty(), "{out:?}");
     let w = work.display().to_string();
+    // Shells may also connect to local sockets of their own (nscd, sssd): only the
+    // TCP connect to our listener ends the collection and is checked below.
+    let is_our_connect = |e: &Event| {
+        e.syscall == Syscall::Connect
+            && matches!(
+                &e.kind,
+                EventKind::Net {
+                    addr: Some(SockAddr::Inet { .. }),
+                    ..
+                }
+            )
+    };
     let events = collect_until(&mut source, Duration::from_secs(10), |ev| {
-        ev.iter().any(|e| e.syscall == Syscall::Connect)
-            && ev.iter().any(|e| e.syscall == Syscall::Exit)
+        ev.iter().any(is_our_connect) && ev.iter().any(|e| e.syscall == Syscall::Exit)
     });
     let summary: Vec<String> = events
         .iter()
@@ -212,8 +223,8 @@ fn reports_process_file_and_network_events_of_a_visible_cgroup_only() {
         );
         let connect = events
             .iter()
-            .find(|e| e.syscall == Syscall::Connect)
-            .unwrap_or_else(|| panic!("no connect:\n{dump}"));
+            .find(|e| is_our_connect(e))
+            .unwrap_or_else(|| panic!("no TCP connect:\n{dump}"));
         assert!(
             matches!(&connect.kind, EventKind::Net { addr: Some(SockAddr::Inet { port: p, ip }), .. }
                 if *p == port && ip.to_string() == "127.0.0.1"),
