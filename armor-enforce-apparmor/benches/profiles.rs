@@ -8,6 +8,12 @@
 //! Profile generation and `apparmor_parser -Q -K -S` time and size for 10 … 10k rules on
 //! KubeArmor's mix: 40 % exact paths, 30 % directories, 10 % patterns, 20 % fromSource over
 //! 8 sources, all Block. `cargo bench -p armor-enforce-apparmor --bench profiles [-- MAX]`.
+//!
+//! The same run also writes and parses a baseline shaped like KubeArmor's AppArmor template
+//! (facts from its `appArmorTemplate.go`: `#include <abstractions/base>` and `file,`/`network,`/
+//! `capability,` headers, one `deny PATH{suffix} klmrw,` line per rule, a post-section of
+//! hardening lines, and every global rule copied into each fromSource profile), so that the
+//! size and parse-time ratios are measured under the same machine load.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -68,6 +74,86 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The hardening block KubeArmor's template ends every profile with (its lines, as facts).
+const KA_POST: &str = "  /lib/x86_64-linux-gnu/{*,**} rm,
+  deny @{PROC}/{*,**^[0-9*],sys/kernel/shm*} wkx,
+  deny @{PROC}/sysrq-trigger rwklx,
+  deny @{PROC}/mem rwklx,
+  deny @{PROC}/kmem rwklx,
+  deny @{PROC}/kcore rwklx,
+  deny mount,
+  deny /sys/[^f]*/** wklx,
+  deny /sys/f[^s]*/** wklx,
+  deny /sys/fs/[^c]*/** wklx,
+  deny /sys/fs/c[^g]*/** wklx,
+  deny /sys/fs/cg[^r]*/** wklx,
+  deny /sys/firmware/efi/efivars/** rwklx,
+  deny /sys/kernel/security/** rwklx,
+";
+
+/// The baseline profile for the same mix as [`policy`].
+fn kubearmor_style(n: usize) -> String {
+    let mut global = String::new();
+    let mut by_source: std::collections::BTreeMap<String, String> = Default::default();
+    for i in 0..n {
+        let line = match i % 10 {
+            0..=3 => format!("  deny /srv/app{}/conf/file{i}.cfg klmrw,\n", i % 97),
+            4..=6 => format!(
+                "  deny /var/lib/svc{}/d{i}/{} klmrw,\n",
+                i % 89,
+                if i % 2 == 0 { "{,**}" } else { "{,*}" }
+            ),
+            7 => format!("  deny /data/p{i}/*.log klmrw,\n"),
+            _ => {
+                let l = format!("  deny /secret/s{}/key{i} klmrw,\n", i % 13);
+                by_source
+                    .entry(format!("/usr/bin/tool{}", i % 8))
+                    .or_default()
+                    .push_str(&l);
+                continue;
+            }
+        };
+        global.push_str(&line);
+    }
+    let pre = "  #include <abstractions/base>\n  file,\n  network,\n  capability,\n";
+    let name = "kubearmor-shop-web";
+    let mut t = format!(
+        "## == Managed by KubeArmor == ##\n#include <tunables/global>\n\n\
+         profile {name} flags=(attach_disconnected,mediate_deleted) {{\n{pre}{global}"
+    );
+    for src in by_source.keys() {
+        let _ = writeln!(t, "  {src} px -> {name}-{src},");
+    }
+    t.push_str(KA_POST);
+    t.push_str("}\n");
+    for (src, own) in &by_source {
+        let _ = write!(
+            t,
+            "profile {name}-{src} {{\n  {src} rix,\n{pre}{global}{own}{KA_POST}}}\n"
+        );
+    }
+    t
+}
+
+/// Wall time of `apparmor_parser -Q -K -S FILE` (the profile must compile).
+fn parse_time(file: &std::path::Path) -> Duration {
+    let t = Instant::now();
+    let out = std::process::Command::new("apparmor_parser")
+        .args(["-Q", "-K", "-S"])
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
 fn main() {
     let max: usize = std::env::args()
         .skip(1)
@@ -75,7 +161,10 @@ fn main() {
         .unwrap_or(10_000);
     let dir = std::env::temp_dir().join(format!("armor-aa-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    println!("rules  rule_lines  profiles  bytes      generate     apparmor_parser -Q -K -S");
+    println!(
+        "rules  rule_lines  profiles  bytes     generate   parse       | baseline bytes  parse      \
+         | size   parse"
+    );
     for n in [10, 100, 1_000, 10_000].into_iter().filter(|n| *n <= max) {
         let set = PolicySet::parse(&policy(n), "bench.yaml").unwrap();
         let compiled = CompiledPolicy::build(&set).unwrap();
@@ -95,28 +184,34 @@ fn main() {
         let a = art.unwrap();
         assert!(a.not_enforced.is_empty(), "{:?}", a.not_enforced.first());
         let lines: usize = a.profile.sections.iter().map(|s| s.lines.len()).sum();
-        let file = dir.join(format!("p{n}"));
-        std::fs::write(&file, &a.text).unwrap();
-        let t = Instant::now();
-        let out = std::process::Command::new("apparmor_parser")
-            .args(["-Q", "-K", "-S"])
-            .arg(&file)
-            .stdout(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let parse = t.elapsed();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let ours = dir.join(format!("armor{n}"));
+        std::fs::write(&ours, &a.text).unwrap();
+        let ka_text = kubearmor_style(n);
+        let theirs = dir.join(format!("kubearmor{n}"));
+        std::fs::write(&theirs, &ka_text).unwrap();
+        // Alternate the two so that both see the same load; medians of 3 (1 at 10k).
+        let reps = if n >= 10_000 { 1 } else { 3 };
+        let (mut p_ours, mut p_theirs) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            p_ours.push(parse_time(&ours));
+            p_theirs.push(parse_time(&theirs));
+        }
+        let (po, pt) = (median(p_ours), median(p_theirs));
         println!(
-            "{n:>5}  {lines:>10}  {:>8}  {:>9}  {:>9.2?}  {:>9.2?}",
+            "{n:>5}  {lines:>10}  {:>8}  {:>8}  {:>9.2?}  {:>9.2?}  | {:>13}  {:>9.2?}  | {:>4.1}%  {:>4.1}%",
             a.profile.sections.len(),
             a.text.len(),
             median(times),
-            parse
+            po,
+            ka_text.len(),
+            pt,
+            100.0 * a.text.len() as f64 / ka_text.len() as f64,
+            100.0 * po.as_secs_f64() / pt.as_secs_f64(),
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("ARMOR_BENCH_KEEP").is_some() {
+        println!("profiles kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

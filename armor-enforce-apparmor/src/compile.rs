@@ -29,7 +29,7 @@ use armor_core::{Action, Category, Event, Rule, Target, Verdict};
 
 use crate::model::Ranking;
 use crate::profile::{
-    Body, ExecMode, Line, Owner, Perms, Profile, Section, literal, quote_if_needed,
+    Body, ExecMode, Line, Owner, Perms, Profile, Section, group_mergeable, literal, quote_if_needed,
 };
 
 /// The categories a profile decides, in section order.
@@ -624,7 +624,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
         name: b.main.clone(),
         source: None,
         stacked: false,
-        lines,
+        lines: group_mergeable(lines),
     });
 
     // Children.
@@ -683,7 +683,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
             name: b.child_full(&s),
             source: Some(s.clone()),
             stacked: b.stacked,
-            lines,
+            lines: group_mergeable(lines),
         });
     }
 

@@ -1,8 +1,9 @@
 //! The structured form of a generated profile, its text rendering and the read-back parser.
 //!
 //! `compile` builds a [`Profile`]; [`Profile::render`] turns it into AppArmor text; [`parse`]
-//! reads that text back into the same structure, so a test can prove the text says exactly what
-//! the structure (and therefore the rule mapping used for alerts) says.
+//! reads that text back into the same structure (without the rule numbers, see
+//! [`Profile::without_rules`]), so a test can prove the text says exactly what the structure,
+//! and therefore the rule mapping used for alerts, says.
 
 use std::fmt::Write as _;
 
@@ -175,7 +176,8 @@ pub struct Line {
     pub deny: bool,
     /// What it covers.
     pub body: Body,
-    /// The rule it came from (index into the compiled policy), `None` for base lines.
+    /// The rule it came from (index into the compiled policy), `None` for base lines. Kept in
+    /// the structure only: the text does not carry it, so [`parse`] returns `None`.
     pub rule: Option<u32>,
 }
 
@@ -230,12 +232,130 @@ impl Line {
             }
             Body::Raw(_) => {}
         }
-        if let Some(r) = self.rule {
-            let _ = write!(out, "  # rule {r}");
-        }
         out.push('\n');
     }
+
+    /// How this line merges with its neighbours into one alternation line: everything but the
+    /// path stem (`None` when it does not merge).
+    fn merge_key(&self) -> Option<(MergeKey, &str)> {
+        let Body::File { owner, glob, perms } = &self.body else {
+            return None;
+        };
+        let (stem, suffix) = split_mergeable(glob)?;
+        Some((
+            MergeKey {
+                audit: self.audit,
+                deny: self.deny,
+                owner: *owner,
+                perms: *perms,
+                suffix,
+            },
+            stem,
+        ))
+    }
 }
+
+/// The qualifiers, permissions and suffix shared by the lines one alternation line stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MergeKey {
+    audit: bool,
+    deny: bool,
+    owner: Owner,
+    perms: Perms,
+    suffix: &'static str,
+}
+
+/// The suffixes `compile` gives exact paths and directories (see `compile::target_glob`).
+const MERGE_SUFFIXES: [&str; 3] = ["{,/,/**}", "{,/,/*,/*/}", "{,/}"];
+
+/// At most this many paths share one alternation line (keeps lines short for every tool that
+/// reads profiles).
+pub const MERGE_MAX: usize = 64;
+
+/// Splits a file glob `/STEM SUFFIX` whose stem is plain text (no glob, quote, escape or
+/// alternation character), so that several stems can share one `/{a,b}SUFFIX` alternation
+/// meaning exactly the union of the single lines.
+fn split_mergeable(glob: &str) -> Option<(&str, &'static str)> {
+    let rest = glob.strip_prefix('/')?;
+    let suffix = MERGE_SUFFIXES.into_iter().find(|s| rest.ends_with(s))?;
+    let stem = rest.strip_suffix(suffix)?;
+    let plain = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '/' | '.' | '_' | '-' | '+' | '=' | ':' | '~' | '%')
+    };
+    (!stem.is_empty() && !stem.starts_with('/') && stem.chars().all(plain))
+        .then_some((stem, suffix))
+}
+
+/// Renders a section's lines, merging runs of consecutive file lines that differ only in their
+/// path stem into one alternation line that ends with `# N rules` (so [`parse`] can split it
+/// back into the same N lines).
+fn render_lines(lines: &[Line], out: &mut String, indent: &str) {
+    let mut i = 0;
+    while let Some(first) = lines.get(i) {
+        let Some((key, _)) = first.merge_key() else {
+            first.render(out, indent);
+            i += 1;
+            continue;
+        };
+        let mut stems = Vec::new();
+        for l in lines.iter().skip(i).take(MERGE_MAX) {
+            match l.merge_key() {
+                Some((k, stem)) if k == key => stems.push(stem),
+                _ => break,
+            }
+        }
+        if stems.len() < 2 {
+            first.render(out, indent);
+            i += 1;
+            continue;
+        }
+        out.push_str(indent);
+        if key.audit {
+            out.push_str("audit ");
+        }
+        if key.deny {
+            out.push_str("deny ");
+        }
+        let _ = writeln!(
+            out,
+            "{}/{{{}}}{} {},{MERGED_INFIX}{}{MERGED_SUFFIX}",
+            key.owner.keyword(),
+            stems.join(","),
+            key.suffix,
+            key.perms.letters(),
+            stems.len()
+        );
+        i += stems.len();
+    }
+}
+
+/// Reorders `lines` so that the lines one alternation line can stand for are adjacent, each
+/// group where its first member was (AppArmor's file rules do not depend on their order, so the
+/// profile means the same).
+pub(crate) fn group_mergeable(lines: Vec<Line>) -> Vec<Line> {
+    let mut buckets: Vec<Vec<Line>> = Vec::with_capacity(lines.len());
+    let mut open: Vec<(MergeKey, usize)> = Vec::new();
+    for l in lines {
+        let key = l.merge_key().map(|(k, _)| k);
+        let slot = key.and_then(|k| open.iter().find(|(o, _)| *o == k).map(|(_, i)| *i));
+        match (slot.and_then(|i| buckets.get_mut(i)), key) {
+            (Some(bucket), _) => bucket.push(l),
+            (None, key) => {
+                if let Some(k) = key {
+                    open.push((k, buckets.len()));
+                }
+                buckets.push(vec![l]);
+            }
+        }
+    }
+    buckets.into_iter().flatten().collect()
+}
+
+/// Between a merged line's comma and its count: `audit deny /{a,b}{,/} wl,  # 2 rules`.
+const MERGED_INFIX: &str = "  # ";
+/// After a merged line's count.
+const MERGED_SUFFIX: &str = " rules";
 
 /// One profile: the workload's main profile or a child for one `fromSource` executable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,7 +402,21 @@ impl Profile {
         self.sections.iter().find(|s| s.name == name)
     }
 
-    /// The AppArmor text.
+    /// The profile as [`parse`] reads its text back: the same sections and lines, without the
+    /// rule numbers (they live in the structure the enforcer keeps, not in the text).
+    pub fn without_rules(&self) -> Self {
+        let mut p = self.clone();
+        for s in &mut p.sections {
+            for l in &mut s.lines {
+                l.rule = None;
+            }
+        }
+        p
+    }
+
+    /// The AppArmor text. Consecutive file lines that differ only in a plain path stem share
+    /// one alternation line (`audit deny /{etc/shadow,etc/gshadow}{,/} rwlkm,  # 2 rules`, at
+    /// most [`MERGE_MAX`] paths each), which keeps the text small.
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(MARKER);
@@ -292,9 +426,7 @@ impl Profile {
             return out;
         };
         let _ = writeln!(out, "profile {} {FLAGS} {{", main.name);
-        for l in &main.lines {
-            l.render(&mut out, "  ");
-        }
+        render_lines(&main.lines, &mut out, "  ");
         for c in children {
             out.push('\n');
             let _ = writeln!(
@@ -304,9 +436,7 @@ impl Profile {
                 if c.stacked { "stacked" } else { "full" }
             );
             let _ = writeln!(out, "  profile {} {FLAGS} {{", c.local_name());
-            for l in &c.lines {
-                l.render(&mut out, "    ");
-            }
+            render_lines(&c.lines, &mut out, "    ");
             out.push_str("  }\n");
         }
         out.push_str("}\n");
@@ -399,7 +529,9 @@ pub fn parse(text: &str) -> Result<Profile, ParseError> {
         let target = sections
             .last_mut()
             .ok_or_else(|| err(n, "line outside a profile"))?;
-        target.lines.push(parse_line(l).map_err(|m| err(n, &m))?);
+        target
+            .lines
+            .extend(parse_merged(l).map_err(|m| err(n, &m))?);
     }
     if depth != 0 {
         return Err(err(0, "unterminated profile"));
@@ -411,21 +543,61 @@ pub fn parse(text: &str) -> Result<Profile, ParseError> {
 /// policy's own lines from armor's line forms (AppArmor reads it as a comment).
 const NATIVE_SUFFIX: &str = "  # native";
 
+/// One text line: a merged alternation line becomes the lines it stands for.
+fn parse_merged(l: &str) -> Result<Vec<Line>, String> {
+    let merged = l
+        .strip_suffix(MERGED_SUFFIX)
+        .and_then(|r| r.rsplit_once(MERGED_INFIX))
+        .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let Some((single, count)) = merged else {
+        return Ok(vec![parse_line(l)?]);
+    };
+    let count: usize = count.parse().map_err(|e| format!("merged count: {e}"))?;
+    let line = parse_line(single)?;
+    let Body::File { owner, glob, perms } = &line.body else {
+        return Err(format!("merged line `{l}` is not a file line"));
+    };
+    let (alternation, suffix) = glob
+        .strip_prefix("/{")
+        .and_then(|r| {
+            MERGE_SUFFIXES
+                .into_iter()
+                .find_map(|s| Some((r.strip_suffix(s)?.strip_suffix('}')?, s)))
+        })
+        .ok_or_else(|| format!("merged line `{l}` has no `/{{…}}SUFFIX` alternation"))?;
+    let mut out = Vec::with_capacity(count);
+    for stem in alternation.split(',') {
+        let glob = format!("/{stem}{suffix}");
+        if split_mergeable(&glob).is_none() {
+            return Err(format!("merged line `{l}`: `{stem}` is not a plain path"));
+        }
+        out.push(Line {
+            audit: line.audit,
+            deny: line.deny,
+            body: Body::File {
+                owner: *owner,
+                glob,
+                perms: *perms,
+            },
+            rule: None,
+        });
+    }
+    if out.len() != count || count < 2 {
+        return Err(format!(
+            "merged line `{l}` names {} paths, its comment says {count}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
 fn parse_line(l: &str) -> Result<Line, String> {
     if let Some(text) = l.strip_suffix(NATIVE_SUFFIX) {
         return Ok(Line::base(Body::Raw(text.to_owned())));
     }
-    let (body_text, rule) = match l.rsplit_once(",  # rule ") {
-        Some((b, r)) => (
-            b,
-            Some(r.parse::<u32>().map_err(|e| format!("rule number: {e}"))?),
-        ),
-        None => match l.strip_suffix(',') {
-            Some(b) => (b, None),
-            None => {
-                return Ok(Line::base(Body::Raw(l.to_owned())));
-            }
-        },
+    let rule = None;
+    let Some(body_text) = l.strip_suffix(',') else {
+        return Ok(Line::base(Body::Raw(l.to_owned())));
     };
     let mut rest = body_text;
     let audit = take_word(&mut rest, "audit");
@@ -564,4 +736,115 @@ pub fn unquote(glob: &str) -> &str {
     glob.strip_prefix('"')
         .and_then(|g| g.strip_suffix('"'))
         .unwrap_or(glob)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+mod tests {
+    use super::*;
+
+    fn deny(glob: &str, perms: Perms, rule: u32) -> Line {
+        Line {
+            audit: true,
+            deny: true,
+            body: Body::File {
+                owner: Owner::Any,
+                glob: glob.to_owned(),
+                perms,
+            },
+            rule: Some(rule),
+        }
+    }
+
+    fn profile(lines: Vec<Line>) -> Profile {
+        Profile {
+            workload: "t/w".to_owned(),
+            sections: vec![Section {
+                name: "armor.t_w_00000000".to_owned(),
+                source: None,
+                stacked: false,
+                lines: group_mergeable(lines),
+            }],
+        }
+    }
+
+    #[test]
+    fn plain_paths_with_one_key_share_a_line_and_read_back_apart() {
+        let p = profile(vec![
+            deny("/etc/shadow{,/}", Perms::ALL, 0),
+            deny("/etc{,/,/**}", Perms::ALL, 1),
+            deny("/etc/gshadow{,/}", Perms::ALL, 2),
+            deny("/etc/passwd{,/}", Perms::WRITE, 3),
+            deny("/data/*.log{,/}", Perms::ALL, 4),
+            deny("/srv/a\\,b{,/}", Perms::ALL, 5),
+            deny("/srv/x{,/}", Perms::ALL, 6),
+        ]);
+        let text = p.render();
+        assert!(
+            text.contains("  audit deny /{etc/shadow,etc/gshadow,srv/x}{,/} rwlkm,  # 3 rules\n"),
+            "{text}"
+        );
+        // Other suffixes, permissions and non-plain stems stay on their own lines.
+        assert!(
+            text.contains("  audit deny /etc{,/,/**} rwlkm,\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  audit deny /etc/passwd{,/} wl,\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  audit deny /data/*.log{,/} rwlkm,\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  audit deny /srv/a\\,b{,/} rwlkm,\n"),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), p.without_rules());
+    }
+
+    #[test]
+    fn long_runs_are_split_at_merge_max() {
+        let n = MERGE_MAX * 2 + 1;
+        let p = profile(
+            (0..n)
+                .map(|i| deny(&format!("/srv/f{i}{{,/}}"), Perms::ALL, i as u32))
+                .collect(),
+        );
+        let text = p.render();
+        let merged: Vec<&str> = text.lines().filter(|l| l.contains(" rules")).collect();
+        assert_eq!(merged.len(), 2, "{text}");
+        assert!(
+            merged
+                .iter()
+                .all(|l| l.ends_with(&format!("# {MERGE_MAX} rules")))
+        );
+        assert!(text.contains(&format!("  audit deny /srv/f{}{{,/}} rwlkm,\n", n - 1)));
+        assert_eq!(parse(&text).unwrap(), p.without_rules());
+    }
+
+    #[test]
+    fn a_merged_line_whose_count_disagrees_is_rejected() {
+        let p = profile(vec![
+            deny("/a{,/}", Perms::ALL, 0),
+            deny("/b{,/}", Perms::ALL, 1),
+        ]);
+        let text = p.render();
+        assert!(parse(&text).is_ok());
+        let wrong = text.replace("# 2 rules", "# 3 rules");
+        let e = parse(&wrong).unwrap_err();
+        assert!(e.message.contains("names 2 paths"), "{e}");
+        let not_plain = text.replace("/{a,b}", "/{a,b*}");
+        assert!(
+            parse(&not_plain)
+                .unwrap_err()
+                .message
+                .contains("not a plain path")
+        );
+    }
 }
