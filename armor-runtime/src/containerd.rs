@@ -1,6 +1,12 @@
 //! A containerd client over its gRPC API (no `ctr`): containers with their labels and image,
 //! their task's pid, enumeration at start and the lifecycle event stream.
 //!
+//! Lifecycle: containerd publishes `/tasks/create` once the runtime created the task (runc
+//! `create` done: the cgroup exists, the entrypoint has not run) and `/tasks/start` when the
+//! entrypoint starts; [`ContainerEvent::Created`] and [`ContainerEvent::Started`] carry them.
+//! Events are published asynchronously: the client that created the task may start it before
+//! a subscriber has seen the create (see [`crate::Runtime::container_event`]).
+//!
 //! The client is async (tonic); [`Containerd`] wraps a private single-threaded tokio runtime so
 //! the synchronous agent loop can call it, and [`Containerd::watch`] runs the event stream on a
 //! thread of its own, delivering [`ContainerEvent`]s through a channel.
@@ -9,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use containerd_client::events::{TaskDelete, TaskExit, TaskStart};
+use containerd_client::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
@@ -45,8 +51,10 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// The image reference.
     pub image: String,
-    /// The task's pid, when the task runs.
+    /// The task's pid, when the task runs (or was created).
     pub pid: Option<u32>,
+    /// The AppArmor profile the container's OCI spec names (`process.apparmorProfile`).
+    pub apparmor_profile: Option<String>,
 }
 
 impl ContainerInfo {
@@ -79,10 +87,20 @@ impl ContainerInfo {
     }
 }
 
+/// The `process.apparmorProfile` of an OCI runtime spec (JSON), when it names one.
+pub fn spec_apparmor_profile(spec: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(spec).ok()?;
+    let p = v.get("process")?.get("apparmorProfile")?.as_str()?;
+    (!p.is_empty()).then(|| p.to_string())
+}
+
 /// A lifecycle change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ContainerEvent {
+    /// A task was created (runc `create` done: its cgroup exists, its entrypoint has not run):
+    /// the container with its pid.
+    Created(ContainerInfo),
     /// A task started: the container with its pid.
     Started(ContainerInfo),
     /// A task exited or was deleted.
@@ -197,6 +215,10 @@ impl Containerd {
             .into_iter()
             .map(|c| ContainerInfo {
                 pid: pids.get(&c.id).copied(),
+                apparmor_profile: c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| spec_apparmor_profile(&s.value)),
                 id: c.id,
                 containerd_namespace: ns.to_string(),
                 labels: c.labels.into_iter().collect(),
@@ -226,6 +248,10 @@ impl Containerd {
             message: format!("no container in the reply for `{id}`"),
         })?;
         Ok(ContainerInfo {
+            apparmor_profile: c
+                .spec
+                .as_ref()
+                .and_then(|s| spec_apparmor_profile(&s.value)),
             id: c.id,
             containerd_namespace: ns.to_string(),
             labels: c.labels.into_iter().collect(),
@@ -234,8 +260,9 @@ impl Containerd {
         })
     }
 
-    /// Subscribes to task events on a thread of its own. A `/tasks/start` is resolved to the full
-    /// container (labels, image) before it is sent. The thread ends when the receiver is dropped
+    /// Subscribes to task events on a thread of its own. A `/tasks/create` or `/tasks/start` is
+    /// resolved to the full
+    /// container (labels, image, AppArmor profile) before it is sent. The thread ends when the receiver is dropped
     /// or the stream ends (after sending [`ContainerEvent::StreamEnded`]).
     pub fn watch(&self) -> Result<mpsc::Receiver<ContainerEvent>> {
         let (tx, rx) = mpsc::channel();
@@ -259,6 +286,7 @@ fn watch_loop(socket: &Path, tx: &mpsc::Sender<ContainerEvent>) -> Result<()> {
     let mut events = EventsClient::new(client.channel.clone());
     let req = SubscribeRequest {
         filters: vec![
+            "topic==\"/tasks/create\"".to_string(),
             "topic==\"/tasks/start\"".to_string(),
             "topic==\"/tasks/exit\"".to_string(),
             "topic==\"/tasks/delete\"".to_string(),
@@ -279,6 +307,15 @@ fn watch_loop(socket: &Path, tx: &mpsc::Sender<ContainerEvent>) -> Result<()> {
         };
         let ns = envelope.namespace;
         let event = match envelope.topic.as_str() {
+            "/tasks/create" => {
+                let Ok(create) = TaskCreate::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                match client.get(&ns, &create.container_id, Some(create.pid)) {
+                    Ok(info) => ContainerEvent::Created(info),
+                    Err(_) => continue,
+                }
+            }
             "/tasks/start" => {
                 let Ok(start) = TaskStart::decode(any.value.as_slice()) else {
                     continue;

@@ -40,6 +40,14 @@ pub enum Error {
         /// What containerd (or the transport) said.
         message: String,
     },
+    /// The enforcer asked for does not work on this machine.
+    #[error("enforcer `{enforcer}` unavailable: {reason}")]
+    Enforcer {
+        /// `BPFLSM` or `AppArmor`.
+        enforcer: &'static str,
+        /// What the trial returned.
+        reason: String,
+    },
     /// The event source failed.
     #[error(transparent)]
     Ebpf(#[from] armor_ebpf::Error),

@@ -4,16 +4,26 @@
 //!
 //! * [`identity`]: container ids from cgroup paths (containerd, Docker, CRI-O, podman,
 //!   systemd services), `/proc/PID/cgroup`, cgroup ids and namespaces.
-//! * [`containerd`]: the gRPC client (labels, image, task pid, lifecycle events).
+//! * [`containerd`]: the gRPC client (labels, image, task pid, AppArmor profile, lifecycle
+//!   events including task create, before the entrypoint runs).
+//! * [`enforcement`]: the kernel enforcer the user chose (`auto` probes BPF-LSM, then
+//!   AppArmor, by a real trial, and falls back to audit-only monitoring saying why), which
+//!   workloads it covers, and its alerts.
 //! * [`Runtime`]: events in, KubeArmor [`armor_core::telemetry::Telemetry`] records out;
-//!   atomic policy reload; enforcers applied per workload; alert throttling.
+//!   atomic policy reload; enforcers applied per workload (containerd containers on task
+//!   create, [`Runtime::container_event`]); enforcer alerts enriched with the workload's
+//!   identity ([`Runtime::enforcer_records`]); alert throttling.
 //! * Errors: one [`Error`] enum naming the failed operation.
 
 pub mod containerd;
+pub mod enforcement;
 pub mod error;
 pub mod format;
 pub mod identity;
 mod runtime;
 
+pub use enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 pub use error::{Error, Result};
-pub use runtime::{MONITOR, Runtime, RuntimeConfig, VisibilitySink, load_policies};
+pub use runtime::{
+    ContainerChange, MONITOR, Runtime, RuntimeConfig, VisibilitySink, load_policies,
+};

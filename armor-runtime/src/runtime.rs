@@ -13,7 +13,8 @@ use armor_core::{
 };
 use armor_ebpf::{EventKind, ProcessTree, SockAddr};
 
-use crate::containerd::ContainerInfo;
+use crate::containerd::{ContainerEvent, ContainerInfo};
+use crate::enforcement::Enforcement;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::identity;
@@ -107,6 +108,19 @@ struct Throttle {
     dropping_until: Option<Instant>,
 }
 
+/// What [`Runtime::container_event`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContainerChange {
+    /// The container is tracked from now on: its rules are applied (and, where the enforcer
+    /// covers it, enforced) and its kernel visibility is set.
+    Tracked(WorkloadKey),
+    /// The container is no longer tracked; its rules were removed.
+    Untracked(String),
+    /// Nothing changed (already tracked, not tracked, a sandbox, or the stream ended).
+    Unchanged,
+}
+
 /// The agent runtime. Feed it events with [`Runtime::handle`]; it returns the records to emit.
 pub struct Runtime {
     config: RuntimeConfig,
@@ -115,6 +129,8 @@ pub struct Runtime {
     containers: HashMap<u64, Tracked>,
     ids: HashMap<String, u64>,
     enforcers: Vec<Arc<dyn Enforcer>>,
+    enforcement: Option<Enforcement>,
+    dropped_alerts: u64,
     sink: Option<Arc<dyn VisibilitySink>>,
     throttles: HashMap<String, Throttle>,
     sockets: HashMap<(u32, i32), Socket>,
@@ -154,11 +170,37 @@ fn labels_text(c: &Container) -> String {
 
 impl Runtime {
     /// A runtime with `policy`, the `enforcers` to apply rules with (empty: audit-only
-    /// monitoring) and where to set kernel visibility.
+    /// monitoring) and where to set kernel visibility. Every enforcer that applies a workload's
+    /// rules is taken to enforce them; use [`Runtime::with_enforcement`] for the enforcer the
+    /// user chose, which also knows which workloads it really covers and delivers its alerts.
     pub fn new(
         config: RuntimeConfig,
         policy: CompiledPolicy,
         enforcers: Vec<Arc<dyn Enforcer>>,
+        sink: Option<Arc<dyn VisibilitySink>>,
+    ) -> Self {
+        Self::build(config, policy, enforcers, None, sink)
+    }
+
+    /// A runtime enforcing with `enforcement` (see [`Enforcement::select`]; audit-only when it
+    /// holds no enforcer). Before a container's rules are applied, BPF-LSM is told where the
+    /// container's files are (`/proc/PID/root` of its task) so its (device, inode) rules work;
+    /// the enforcer's alerts come out of [`Runtime::enforcer_records`].
+    pub fn with_enforcement(
+        config: RuntimeConfig,
+        policy: CompiledPolicy,
+        enforcement: Enforcement,
+        sink: Option<Arc<dyn VisibilitySink>>,
+    ) -> Self {
+        let enforcers = enforcement.enforcer().into_iter().collect();
+        Self::build(config, policy, enforcers, Some(enforcement), sink)
+    }
+
+    fn build(
+        config: RuntimeConfig,
+        policy: CompiledPolicy,
+        enforcers: Vec<Arc<dyn Enforcer>>,
+        enforcement: Option<Enforcement>,
         sink: Option<Arc<dyn VisibilitySink>>,
     ) -> Self {
         let policy = Arc::new(policy);
@@ -182,6 +224,8 @@ impl Runtime {
             containers: HashMap::new(),
             ids: HashMap::new(),
             enforcers,
+            enforcement,
+            dropped_alerts: 0,
             sink,
             throttles: HashMap::new(),
             sockets: HashMap::new(),
@@ -215,16 +259,38 @@ impl Runtime {
         keys
     }
 
+    /// The enforcer in use and its alerts (`None` for a runtime made with [`Runtime::new`]).
+    pub fn enforcement(&self) -> Option<&Enforcement> {
+        self.enforcement.as_ref()
+    }
+
     fn apply_enforcers(&mut self, t: &mut Tracked) {
         t.enforced = false;
+        let pid = t.info.as_ref().and_then(|i| i.pid);
+        if let Some(en) = &self.enforcement {
+            en.prepare(&t.key, pid);
+        }
         for e in &self.enforcers {
             let result = e
                 .compile(&t.key, &t.rules)
                 .map_err(|err| err.to_string())
                 .and_then(|a| e.apply(&t.key, a.as_ref()).map_err(|err| err.to_string()));
-            match result {
-                Ok(_) => t.enforced = true,
-                Err(err) => self
+            let covered = self.enforcement.as_ref().map_or(Ok(()), |en| {
+                en.covers(&t.key, t.workload.is_host(), t.info.as_ref())
+            });
+            match (result, covered) {
+                (Ok(_), Ok(())) => t.enforced = true,
+                (Ok(_), Err(why)) => {
+                    if !t.rules.rule_ids().is_empty() {
+                        self.problems.push(format!(
+                            "{}: {}: rules loaded but not enforced ({why}); its Block rules \
+                             are reported as `Audit (Block)`",
+                            e.name(),
+                            t.key
+                        ));
+                    }
+                }
+                (Err(err), _) => self
                     .problems
                     .push(format!("{}: {}: {err}", e.name(), t.key)),
             }
@@ -293,6 +359,87 @@ impl Runtime {
         self.ids.insert(info.id.clone(), cgroup_id);
         self.containers.insert(cgroup_id, t);
         key
+    }
+
+    /// Follows a containerd lifecycle event: a created task (its cgroup exists, its entrypoint
+    /// has not run) or a started one that is not tracked yet is added — its rules are applied
+    /// before this returns, so with BPF-LSM a container whose `Created` event is handled before
+    /// its task is started has its rules enforced from its first instruction; a stopped one is
+    /// removed. CRI sandbox (pause) containers are ignored.
+    ///
+    /// containerd publishes events asynchronously: when the client that created the task starts
+    /// it before this runs (Kubernetes issues CreateContainer and StartContainer as two calls,
+    /// typically milliseconds apart), the first instructions of the entrypoint may run before
+    /// the rules are applied.
+    pub fn container_event(&mut self, ev: &ContainerEvent) -> Result<ContainerChange> {
+        match ev {
+            ContainerEvent::Created(info) | ContainerEvent::Started(info) => {
+                if info.is_sandbox() {
+                    return Ok(ContainerChange::Unchanged);
+                }
+                if let Some(t) = self
+                    .ids
+                    .get(&info.id)
+                    .and_then(|id| self.containers.get(id))
+                {
+                    // A task re-created under the same id (a restart) gets a new pid and cgroup.
+                    if t.info.as_ref().and_then(|i| i.pid) == info.pid {
+                        return Ok(ContainerChange::Unchanged);
+                    }
+                    self.remove_container(&info.id);
+                }
+                self.add_container(info).map(ContainerChange::Tracked)
+            }
+            ContainerEvent::Stopped { id, .. } => {
+                if self.ids.contains_key(id) {
+                    self.remove_container(id);
+                    Ok(ContainerChange::Untracked(id.clone()))
+                } else {
+                    Ok(ContainerChange::Unchanged)
+                }
+            }
+            _ => Ok(ContainerChange::Unchanged),
+        }
+    }
+
+    /// AppArmor: unloads armor profiles of workloads that are not tracked (left by an earlier
+    /// run or by containers that are gone). Call it after the running containers were added.
+    /// Returns the profiles removed.
+    pub fn sweep_stale_profiles(&mut self) -> Vec<String> {
+        let Some(en) = &self.enforcement else {
+            return Vec::new();
+        };
+        let mut keep: Vec<WorkloadKey> = self.containers.values().map(|t| t.key.clone()).collect();
+        keep.push(self.host.key.clone());
+        match en.sweep(&keep) {
+            Ok(removed) => removed,
+            Err(e) => {
+                self.problems.push(format!("removing stale profiles: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The alerts the kernel enforcer raised since the last call, as KubeArmor Alerts with the
+    /// workload's identity ([`Runtime::enforcer_alert`]). Alerts dropped because they were not
+    /// read fast enough are reported through [`Runtime::take_problems`].
+    pub fn enforcer_records(&mut self, tree: &ProcessTree) -> Vec<Telemetry> {
+        let Some(en) = &self.enforcement else {
+            return Vec::new();
+        };
+        let alerts = en.take_alerts();
+        let dropped = en.dropped_alerts();
+        if dropped > self.dropped_alerts {
+            self.problems.push(format!(
+                "{} enforcer alerts dropped (not read in time; total {dropped})",
+                dropped - self.dropped_alerts
+            ));
+            self.dropped_alerts = dropped;
+        }
+        alerts
+            .iter()
+            .map(|a| self.enforcer_alert(a, tree))
+            .collect()
     }
 
     /// Stops tracking a container (removes its rules from the enforcers).

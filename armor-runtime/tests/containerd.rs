@@ -10,18 +10,21 @@
 //! here from `/bin/busybox`, two containers with Kubernetes labels and kubepods cgroup paths,
 //! commands run inside them, and every record's ContainerID, ContainerName, NamespaceName,
 //! PodName and Labels checked. The client's enumeration at start and its task event stream
-//! must see the containers. Everything is removed at the end, cgroups included.
+//! must see the containers: a task's creation (before its entrypoint runs) is delivered as
+//! `ContainerEvent::Created`, and the runtime applies the container's rules on it, before the
+//! task is started. Everything is removed at the end, cgroups included.
 
 mod support;
 
 use std::fs;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use armor_core::telemetry::Telemetry;
 use armor_ebpf::{EventSource, Options};
 use armor_runtime::containerd::{ContainerEvent, ContainerInfo, Containerd};
-use armor_runtime::{Runtime, RuntimeConfig, load_policies};
+use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
+use armor_testing::recording::{Call, RecordingEnforcer};
 use support::{Daemon, Driver, Spec, oci};
 
 const POLICY: &str = r#"
@@ -82,7 +85,7 @@ fn next_event_for(
             .recv_timeout(left)
             .unwrap_or_else(|e| panic!("no event for {id} ({e}); saw {seen:?}"));
         let about = match &ev {
-            ContainerEvent::Started(info) => info.id == id,
+            ContainerEvent::Created(info) | ContainerEvent::Started(info) => info.id == id,
             ContainerEvent::Stopped { id: i, .. } => i == id,
             ContainerEvent::StreamEnded(why) => panic!("event stream ended: {why}"),
             _ => false,
@@ -148,31 +151,68 @@ fn real_containerd_containers_carry_their_identity() {
 
     let events = client.watch().unwrap();
     let mut source = EventSource::load(Options::default()).unwrap();
+    let recording = Arc::new(RecordingEnforcer::new());
     let mut rt = Runtime::new(
         RuntimeConfig::default().throttling(0, Duration::from_secs(1)),
         load_policies(&[&dir]).unwrap(),
-        vec![],
+        vec![recording.clone()],
         Some(source.controls()),
     );
     let web_key = rt.add_container(&found).unwrap();
     assert_eq!(web_key.name, "shop/web-0/web");
 
-    // `api` starts while the agent watches: the task event stream reports it with its pid.
+    // `api` is created while the agent watches: the task event stream reports the creation with
+    // the pid, and the runtime applies the rules before the task is started.
     let api = spec("api", "api-0", "billing", "api");
     // The subscription is live once the stream thread connected; give it a moment.
     std::thread::sleep(Duration::from_millis(300));
-    let api_pid = driver.run(&api);
+    let created_at = Instant::now();
+    let api_pid = driver.create(&api);
     let mut other = Vec::new();
+    let ContainerEvent::Created(created) = next_event_for(&events, &api.id, &mut other) else {
+        panic!("expected a create for {}", api.id);
+    };
+    assert_eq!(created.pid, Some(api_pid));
+    assert_eq!(created.namespace(), "billing");
+    assert_eq!(created.pod().as_deref(), Some("api-0"));
+    assert_eq!(created.labels.get("app").map(String::as_str), Some("api"));
+    let change = rt
+        .container_event(&ContainerEvent::Created(created.clone()))
+        .unwrap();
+    let applied_after = created_at.elapsed();
+    let ContainerChange::Tracked(api_key) = change else {
+        panic!("api not tracked: {change:?}");
+    };
+    assert_eq!(api_key.name, "billing/api-0/api");
+    assert_ne!(api_key.cgroup_id, web_key.cgroup_id);
+    assert!(
+        recording
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Apply(k, _, Ok(_)) if *k == api_key)),
+        "no apply for api: {:?}",
+        recording.calls()
+    );
+    // Created, not started: the entrypoint has not run (its pid is still runc's init).
+    let status = fs::read_to_string(format!("/proc/{api_pid}/comm")).unwrap();
+    assert_eq!(status.trim(), "runc:[2:INIT]");
+    println!("api: Tasks.Create → Created event → rules applied in {applied_after:?}");
+    driver.start(&api);
     let ContainerEvent::Started(started) = next_event_for(&events, &api.id, &mut other) else {
         panic!("expected a start for {}", api.id);
     };
     assert_eq!(started.pid, Some(api_pid));
-    assert_eq!(started.namespace(), "billing");
-    assert_eq!(started.pod().as_deref(), Some("api-0"));
-    assert_eq!(started.labels.get("app").map(String::as_str), Some("api"));
-    let api_key = rt.add_container(&started).unwrap();
-    assert_eq!(api_key.name, "billing/api-0/api");
-    assert_ne!(api_key.cgroup_id, web_key.cgroup_id);
+    let applies = recording.calls().len();
+    assert_eq!(
+        rt.container_event(&ContainerEvent::Started(started))
+            .unwrap(),
+        ContainerChange::Unchanged
+    );
+    assert_eq!(
+        recording.calls().len(),
+        applies,
+        "started re-applied the rules"
+    );
 
     // Commands inside both containers.
     for (c, exec_id, args) in [
@@ -294,7 +334,18 @@ fn real_containerd_containers_carry_their_identity() {
             .any(|e| matches!(e, ContainerEvent::Stopped { id, .. } if *id == web.id)),
         "web reported stopped: {other:?}"
     );
-    rt.remove_container(&api.id);
+    assert_eq!(
+        rt.container_event(&stopped).unwrap(),
+        ContainerChange::Untracked(api.id.clone())
+    );
+    assert!(
+        recording
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Remove(k, true) if *k == api_key)),
+        "api's rules not removed: {:?}",
+        recording.calls()
+    );
     assert_eq!(rt.containers(), vec![web_key.clone()]);
     let problems = rt.take_problems();
     assert!(problems.is_empty(), "{problems:?}");

@@ -343,7 +343,16 @@ impl Driver {
 
     /// Creates container `spec` from the loaded image (a fresh overlayfs snapshot on the image's
     /// layer), and creates and starts its task. Returns the task's pid.
+    /// Creates and starts the task of `spec`; returns its pid.
     pub(crate) fn run(&mut self, spec: &Spec) -> u32 {
+        let pid = self.create(spec);
+        self.start(spec);
+        pid
+    }
+
+    /// Creates the container and its task (runc `create`: the entrypoint does not run yet);
+    /// returns the task's pid.
+    pub(crate) fn create(&mut self, spec: &Spec) -> u32 {
         let image = self.image.clone().expect("load_busybox first");
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let mounts: Vec<Mount> = self
@@ -398,13 +407,18 @@ impl Driver {
             })))
             .unwrap()
             .into_inner();
+        created.pid
+    }
+
+    /// Starts the created task of `spec` (its entrypoint runs).
+    pub(crate) fn start(&mut self, spec: &Spec) {
+        let mut tasks = TasksClient::new(self.channel.clone());
         self.rt
             .block_on(tasks.start(ns(StartRequest {
                 container_id: spec.id.clone(),
                 exec_id: String::new(),
             })))
             .unwrap();
-        created.pid
     }
 
     /// Runs `args` inside container `id` (Tasks.Exec) and waits for it; returns its exit status
