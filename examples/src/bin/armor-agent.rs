@@ -1,13 +1,17 @@
 //! `armor-agent`: the host agent. Loads KubeArmor policies, watches containerd containers and
-//! the host, and streams KubeArmor logs and alerts as JSON lines.
+//! the host, enforces with the kernel enforcer it finds, and streams KubeArmor logs and alerts
+//! as JSON lines.
 //!
 //! ```text
-//! armor-agent --policies DIR [--containerd-socket PATH] [--enforcer auto|bpflsm|none]
-//!             [--output stdout|FILE]
+//! armor-agent --policies DIR [--containerd-socket PATH] [--enforcer auto|bpflsm|apparmor|none]
+//!             [--apparmor-dir DIR] [--output stdout|FILE]
 //! ```
 //!
-//! The policy directory is re-read when a file in it changes (a bad file keeps the old
-//! policies and is reported on stderr). SIGTERM and SIGINT stop it cleanly.
+//! Everything but flag parsing and the output loop is `armor_runtime`: the enforcer choice is
+//! [`armor_runtime::Enforcement::select`], containers follow
+//! [`armor_runtime::Runtime::container_event`]. The policy directory is re-read when a file in
+//! it changes (a bad file keeps the old policies and is reported on stderr). SIGTERM and SIGINT
+//! stop it cleanly.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,24 +20,43 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use armor_ebpf::{EventSource, Options};
 use armor_runtime::containerd::{ContainerEvent, Containerd};
-use armor_runtime::{Runtime, RuntimeConfig, load_policies};
-use clap::{Parser, ValueEnum};
+use armor_runtime::{
+    ContainerChange, Enforcement, EnforcementOptions, EnforcerChoice, Runtime, RuntimeConfig,
+    load_policies,
+};
+use clap::Parser;
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EnforcerChoice {
-    Auto,
-    Bpflsm,
-    None,
-}
+const AFTER_HELP: &str = "\
+Enforcers (--enforcer):
+  auto      BPF-LSM if its programs load here, else AppArmor if the kernel has it and
+            apparmor_parser compiles a profile, else audit-only monitoring (the agent says
+            which and why on stderr)
+  bpflsm    BPF-LSM or exit with the reason: enforces on the host and on every container it
+            follows, by cgroup; containerd containers get their rules on task create, before
+            their entrypoint runs (enforced from the first instruction when the agent handles
+            the create event before the task is started)
+  apparmor  AppArmor or exit with the reason: loads one profile per workload into
+            --apparmor-dir; a container is enforced only when its OCI spec names its profile
+            (process.apparmorProfile; Kubernetes: securityContext.appArmorProfile
+            {type: Localhost, localhostProfile: armor.<ns>_<pod>_<container>_<hash>}, named on
+            stderr when the container is found), the host only for processes started under
+            its profile (aa-exec -p)
+  none      audit-only monitoring
+
+Workloads an enforcer does not cover are monitored: their Block rules are reported as
+`Audit (Block)` alerts, not enforced. Kernel denials come out as Alerts with Enforcer
+\"BPFLSM\" or \"AppArmor\", Action Block, and the container's ContainerID/ContainerName/
+NamespaceName/PodName/Labels.";
 
 #[derive(Parser)]
 #[command(
     name = "armor-agent",
     version,
-    about = "armor host agent: KubeArmor logs and alerts"
+    about = "armor host agent: KubeArmor policies enforced and monitored, KubeArmor logs and alerts",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     /// Directory of KubeArmorPolicy / KubeArmorClusterPolicy / KubeArmorHostPolicy files.
@@ -42,9 +65,12 @@ struct Cli {
     /// containerd socket to follow containers on.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
-    /// Which enforcer to use.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Which enforcer to use: auto, bpflsm, apparmor or none (see below).
+    #[arg(long, default_value = "auto")]
     enforcer: EnforcerChoice,
+    /// Where the AppArmor enforcer writes its profiles.
+    #[arg(long, default_value = "/var/lib/armor/apparmor")]
+    apparmor_dir: PathBuf,
     /// `stdout` or a file to append JSON lines to.
     #[arg(long, default_value = "stdout")]
     output: String,
@@ -76,16 +102,10 @@ fn main() -> Result<()> {
         policy.rules().len(),
         cli.policies.display()
     );
-    match cli.enforcer {
-        EnforcerChoice::Bpflsm => bail!(
-            "--enforcer bpflsm: the BPF-LSM enforcer is not built into this agent yet; use auto or none"
-        ),
-        EnforcerChoice::Auto => eprintln!(
-            "armor-agent: no kernel enforcer available (BPF-LSM is not built into this agent): \
-             falling back to audit-only monitoring; Block rules are reported as `Audit (Block)`, not enforced"
-        ),
-        EnforcerChoice::None => eprintln!("armor-agent: enforcer none: audit-only monitoring"),
-    }
+    let options = EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir);
+    let enforcement = Enforcement::select(cli.enforcer, &options)
+        .with_context(|| format!("--enforcer {}", cli.enforcer))?;
+    eprintln!("armor-agent: {}", enforcement.summary());
     let mut out: Box<dyn Write> = if cli.output == "stdout" {
         Box::new(std::io::BufWriter::new(std::io::stdout()))
     } else {
@@ -100,60 +120,68 @@ fn main() -> Result<()> {
     let mut source =
         EventSource::load(Options::default()).context("loading the eBPF event source")?;
     let controls = source.controls();
-    let mut rt = Runtime::new(
+    let mut rt = Runtime::with_enforcement(
         RuntimeConfig::default(),
         policy,
-        vec![],
+        enforcement,
         Some(controls.clone()),
     );
     controls.set_default_visibility(&rt.host_visibility())?;
+    let apparmor =
+        rt.enforcement().and_then(Enforcement::name) == Some(armor_runtime::enforcement::APPARMOR);
+    let report = |id: &str, change| report(apparmor, id, change);
 
     let containerd = match &cli.containerd_socket {
         Some(sock) => {
             let c = Containerd::connect(sock)?;
+            // Subscribe first: a container created while we enumerate is not missed.
+            let rx = c.watch()?;
             for info in c.list_all()? {
-                if info.pid.is_some() && !info.is_sandbox() {
-                    match rt.add_container(&info) {
-                        Ok(key) => eprintln!("armor-agent: container {key}"),
-                        Err(e) => eprintln!("armor-agent: container {}: {e}", info.id),
-                    }
+                if info.pid.is_some() {
+                    report(
+                        &info.id,
+                        rt.container_event(&ContainerEvent::Created(info.clone())),
+                    );
                 }
             }
-            let rx = c.watch()?;
+            for name in rt.sweep_stale_profiles() {
+                eprintln!("armor-agent: removed stale AppArmor profile {name}");
+            }
             Some((c, rx))
         }
         None => None,
     };
+    // Following containerd, poll briefly so a created task gets its rules before its start.
+    let poll = Duration::from_millis(if containerd.is_some() { 10 } else { 200 });
     let mut seen = snapshot(&cli.policies);
     let mut last_check = Instant::now();
     let mut last_lost = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = Vec::new();
-        source.poll(Duration::from_millis(200), &mut |e| batch.push(e.clone()))?;
-        for e in &batch {
-            for record in rt.handle(e, source.process_tree()) {
-                serde_json::to_writer(&mut out, &record)?;
-                out.write_all(b"\n")?;
-            }
-        }
-        out.flush()?;
+        source.poll(poll, &mut |e| batch.push(e.clone()))?;
+        // Lifecycle first: a created container gets its rules before anything else waits.
         if let Some((_, rx)) = &containerd {
             while let Ok(ev) = rx.try_recv() {
-                match ev {
-                    ContainerEvent::Started(info) if !info.is_sandbox() => {
-                        match rt.add_container(&info) {
-                            Ok(key) => eprintln!("armor-agent: container started {key}"),
-                            Err(e) => eprintln!("armor-agent: container {}: {e}", info.id),
-                        }
+                match &ev {
+                    ContainerEvent::Created(info) | ContainerEvent::Started(info) => {
+                        report(&info.id, rt.container_event(&ev));
                     }
-                    ContainerEvent::Stopped { id, .. } => rt.remove_container(&id),
                     ContainerEvent::StreamEnded(reason) => {
                         eprintln!("armor-agent: containerd events ended: {reason}")
                     }
-                    _ => {}
+                    _ => report("", rt.container_event(&ev)),
                 }
             }
         }
+        let mut records = rt.enforcer_records(source.process_tree());
+        for e in &batch {
+            records.extend(rt.handle(e, source.process_tree()));
+        }
+        for record in &records {
+            serde_json::to_writer(&mut out, record)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
         for p in rt.take_problems() {
             eprintln!("armor-agent: {p}");
         }
@@ -186,6 +214,20 @@ fn main() -> Result<()> {
     out.flush()?;
     eprintln!("armor-agent: stopped");
     Ok(())
+}
+
+/// Says on stderr what a lifecycle event did to the tracked containers.
+fn report(apparmor: bool, id: &str, change: armor_runtime::Result<ContainerChange>) {
+    match change {
+        Ok(ContainerChange::Tracked(key)) if apparmor => {
+            let profile = armor_runtime::enforcement::apparmor_profile_name(&key.name);
+            eprintln!("armor-agent: container {key} (AppArmor profile {profile})");
+        }
+        Ok(ContainerChange::Tracked(key)) => eprintln!("armor-agent: container {key}"),
+        Ok(ContainerChange::Untracked(id)) => eprintln!("armor-agent: container {id} gone"),
+        Ok(_) => {}
+        Err(e) => eprintln!("armor-agent: container {id}: {e}: {}", source_text(&e)),
+    }
 }
 
 fn source_text(e: &dyn std::error::Error) -> String {
