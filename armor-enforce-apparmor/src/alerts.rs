@@ -76,8 +76,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Installed {
     /// The workload.
     pub key: WorkloadKey,
-    /// The profile (as loaded).
-    pub profile: Profile,
+    /// The profile (as loaded), with its globs compiled once for every record.
+    pub model: Model,
     /// The engine's precedence over its rules.
     pub ranking: Ranking,
 }
@@ -87,9 +87,14 @@ impl Installed {
     pub fn of(a: &crate::compile::AppArmorArtifact) -> Self {
         Self {
             key: a.key.clone(),
-            profile: a.profile.clone(),
+            model: Model::new(&a.profile),
             ranking: a.ranking.clone(),
         }
+    }
+
+    /// The profile (as loaded).
+    pub fn profile(&self) -> &Profile {
+        self.model.profile()
     }
 }
 
@@ -103,7 +108,7 @@ impl Registry {
     /// Records (or replaces) a workload's profile.
     pub fn insert(&self, inst: Installed) {
         let name = inst
-            .profile
+            .profile()
             .main()
             .map(|s| s.name.clone())
             .unwrap_or_default();
@@ -226,11 +231,10 @@ pub fn resolve(reg: &Registry, d: &Denial) -> Option<EnforcerAlert> {
         return None;
     }
     let inst = reg.get(d.main_profile())?;
-    let section = inst.profile.section(&d.profile)?;
+    let section = inst.profile().section(&d.profile)?;
     let source = section.source.clone();
     let (op, operation, resource) = operation_of(d)?;
-    let model = Model::new(&inst.profile);
-    let decision = model.decide(&inst.ranking, source.as_deref(), &op);
+    let decision = inst.model.decide(&inst.ranking, source.as_deref(), &op);
     let alert = if d.is_denial() {
         // A kernel denial the model would allow has no rule to name: it is reported as
         // the DefaultPosture.
@@ -254,7 +258,7 @@ fn may_precede_child(reg: &Registry, d: &Denial) -> bool {
     d.profile == d.main_profile()
         && reg
             .get(&d.profile)
-            .is_some_and(|i| i.profile.sections.iter().any(|s| s.stacked))
+            .is_some_and(|i| i.profile().sections.iter().any(|s| s.stacked))
 }
 
 /// Whether `child` is the stacked child's record of the access `main` recorded.

@@ -14,7 +14,7 @@ use armor_core::{Rule, Verdict};
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::profile::{Body, Line, Perms, Profile, Section, unquote};
+use crate::profile::{Body, Line, Perms, Profile, unquote};
 
 /// An operation as AppArmor mediates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,18 +60,22 @@ pub struct AaDecision {
     pub rule: Option<u32>,
 }
 
-struct Compiled<'p> {
-    section: &'p Section,
+/// The compiled globs of one section's lines (same order as the lines).
+#[derive(Clone)]
+struct Compiled {
     globs: Vec<Option<Regex>>,
 }
 
-/// The evaluator of one workload's profile.
-pub struct Model<'p> {
-    profile: &'p Profile,
-    sections: Vec<Compiled<'p>>,
+/// The evaluator of one workload's profile. It owns a copy of the profile and the compiled
+/// globs of every line, so the enforcer builds it once per installed profile and reuses it for
+/// every denial record.
+#[derive(Clone)]
+pub struct Model {
+    profile: Profile,
+    sections: Vec<Compiled>,
 }
 
-impl std::fmt::Debug for Model<'_> {
+impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
             .field("sections", &self.sections.len())
@@ -178,14 +182,13 @@ fn pick<P: Precedence + ?Sized>(rules: &P, slot: &mut Option<u32>, id: u32) {
     }
 }
 
-impl<'p> Model<'p> {
+impl Model {
     /// Compiles the globs of every line.
-    pub fn new(profile: &'p Profile) -> Self {
+    pub fn new(profile: &Profile) -> Self {
         let sections = profile
             .sections
             .iter()
             .map(|s| Compiled {
-                section: s,
                 globs: s
                     .lines
                     .iter()
@@ -193,7 +196,15 @@ impl<'p> Model<'p> {
                     .collect(),
             })
             .collect();
-        Self { profile, sections }
+        Self {
+            profile: profile.clone(),
+            sections,
+        }
+    }
+
+    /// The profile this model evaluates.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// The profiles confining a task whose executable is `source` (started under the main
@@ -249,7 +260,13 @@ impl<'p> Model<'p> {
         section: &str,
         op: &AaOp,
     ) -> Result<Option<u32>, Option<u32>> {
-        let Some(c) = self.sections.iter().find(|c| c.section.name == section) else {
+        let Some((sec, c)) = self
+            .profile
+            .sections
+            .iter()
+            .zip(&self.sections)
+            .find(|(s, _)| s.name == section)
+        else {
             return Err(None);
         };
         let (need_r, need_w) = match op {
@@ -264,7 +281,7 @@ impl<'p> Model<'p> {
         let mut deny: Option<u32> = None;
         let mut denied = false;
         let mut audit: Option<u32> = None;
-        for (line, re) in c.section.lines.iter().zip(&c.globs) {
+        for (line, re) in sec.lines.iter().zip(&c.globs) {
             if !Self::matches(line, re.as_ref(), op) {
                 continue;
             }
