@@ -1,5 +1,6 @@
 //! The [`Enforcer`] implementation: profile files in a directory armor owns, loaded and
-//! replaced atomically with `apparmor_parser -r`, unloaded with `apparmor_parser -R`.
+//! replaced atomically with `apparmor_parser -r`, unloaded by name through the kernel's
+//! `.remove` interface (falling back to `apparmor_parser -R`, which has to parse the file).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ pub const NAME: &str = "AppArmor";
 /// The tool that compiles and loads profiles.
 pub const PARSER: &str = "apparmor_parser";
 
+/// AppArmor's policy interface in securityfs.
+pub const SECURITYFS: &str = "/sys/kernel/security/apparmor";
+
 mod parking_lot_free {
     /// A poison-tolerant mutex.
     #[derive(Default)]
@@ -45,6 +49,7 @@ mod parking_lot_free {
 pub struct AppArmor {
     dir: PathBuf,
     parser: PathBuf,
+    securityfs: PathBuf,
     installed: Lock<BTreeMap<String, String>>,
     sink: SinkSlot,
     registry: Arc<Registry>,
@@ -88,6 +93,7 @@ impl AppArmor {
         Self {
             dir: dir.into(),
             parser: parser.into(),
+            securityfs: PathBuf::from(SECURITYFS),
             installed: Lock::new(BTreeMap::new()),
             sink: Arc::new(std::sync::Mutex::new(None)),
             registry: Arc::new(Registry::default()),
@@ -117,6 +123,38 @@ impl AppArmor {
             Ok(())
         } else {
             Err(tool_error(&out.status, &out.stderr))
+        }
+    }
+
+    /// The same with AppArmor's policy interface at `dir` instead of [`SECURITYFS`] (for a
+    /// securityfs mounted elsewhere).
+    #[must_use]
+    pub fn with_securityfs(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.securityfs = dir.into();
+        self
+    }
+
+    /// Unloads the loaded profile `name` and its children: the name is written to the
+    /// kernel's `.remove` interface (no parsing; a profile that is not loaded, as after a
+    /// reboot, is not an error). Without that interface, `apparmor_parser -R file` does it
+    /// from the profile's file.
+    pub fn unload(&self, name: &str, file: &Path) -> Result<(), ApplyError> {
+        use std::io::Write as _;
+        let iface = self.securityfs.join(".remove");
+        match std::fs::OpenOptions::new().write(true).open(&iface) {
+            Ok(mut f) => match f.write_all(name.as_bytes()) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(ApplyError::Syscall {
+                    call: "write .remove",
+                    source,
+                }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.run(&["-R"], file),
+            Err(source) => Err(ApplyError::Syscall {
+                call: "open .remove",
+                source,
+            }),
         }
     }
 
@@ -165,7 +203,7 @@ impl AppArmor {
             if !marked {
                 continue;
             }
-            self.run(&["-R"], &path)?;
+            self.unload(&n, &path)?;
             std::fs::remove_file(&path).map_err(|source| ApplyError::Syscall {
                 call: "unlink",
                 source,
@@ -309,7 +347,7 @@ impl Enforcer for AppArmor {
         if !marked {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         }
-        self.run(&["-R"], &path)?;
+        self.unload(&name, &path)?;
         std::fs::remove_file(&path).map_err(|source| ApplyError::Syscall {
             call: "unlink",
             source,
@@ -324,5 +362,53 @@ impl Enforcer for AppArmor {
             .sink
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("armor-aa-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn unload_writes_the_name_to_the_remove_interface() {
+        let fs = scratch("secfs");
+        std::fs::write(fs.join(".remove"), "").unwrap();
+        // A parser that cannot run proves the interface was used, not the fallback.
+        let aa = AppArmor::with_parser(fs.join("profiles"), "/nonexistent/apparmor_parser")
+            .with_securityfs(&fs);
+        aa.unload("armor.shop_web_eb78a544", &fs.join("unused"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fs.join(".remove")).unwrap(),
+            "armor.shop_web_eb78a544"
+        );
+        std::fs::remove_dir_all(&fs).unwrap();
+    }
+
+    #[test]
+    fn without_the_interface_unload_falls_back_to_the_parser() {
+        let fs = scratch("nosecfs");
+        let aa = AppArmor::with_parser(fs.join("profiles"), "/nonexistent/apparmor_parser")
+            .with_securityfs(fs.join("missing"));
+        let e = aa
+            .unload("armor.x_00000000", &fs.join("armor.x_00000000"))
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::Tool { status, .. } if status == "not started"),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&fs).unwrap();
     }
 }

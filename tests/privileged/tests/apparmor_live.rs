@@ -462,7 +462,16 @@ mod apparmor {
         println!("ran {} cases in {:.1?}", live.len(), t.elapsed());
         drop(reader);
         fs::write(ping, old_ping.trim()).unwrap();
-        parser(&["-R"], &files);
+        let t = Instant::now();
+        for (p, f) in live.iter().zip(&files) {
+            aa.unload(p.artifact.name(), f).unwrap();
+        }
+        println!("unloaded {} profiles in {:.1?}", files.len(), t.elapsed());
+        let loaded = fs::read_to_string("/sys/kernel/security/apparmor/profiles").unwrap();
+        assert!(
+            !loaded.lines().any(|l| l.starts_with("armor.live")),
+            "profiles left loaded:\n{loaded}"
+        );
         let _ = fs::remove_dir_all("/tmp/armor-aa-live");
         println!(
             "apparmor live corpus: {} of {total} cases run live, {} agree with the engine, {} differ, {} not live",
