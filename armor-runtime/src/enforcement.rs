@@ -411,12 +411,13 @@ impl Enforcement {
 
 fn try_bpflsm(options: &EnforcementOptions) -> std::result::Result<Backend, String> {
     let lsm = BpfLsm::new(options.bpflsm);
-    if let Some(reason) = unsupported(lsm.probe()) {
-        return Err(reason);
+    // The trial is the real load (kept: applying a container's rules is then only map
+    // updates). When it fails, the probe names the refusal precisely (`kernel refuses lsm
+    // programs (EPERM)`); it fails on the first program, so that costs little.
+    match lsm.load() {
+        Ok(()) => Ok(Backend::BpfLsm(Arc::new(lsm))),
+        Err(e) => Err(unsupported(lsm.probe()).unwrap_or_else(|| chain(&e))),
     }
-    // Load once now, so applying a new container's rules is only map updates.
-    lsm.load().map_err(|e| chain(&e))?;
-    Ok(Backend::BpfLsm(Arc::new(lsm)))
 }
 
 fn try_apparmor(
