@@ -96,7 +96,8 @@ vm_prepare_initramfs() {
     (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet > "$out.tmp")
     mv "$out.tmp" "$out"
     rm -rf "$root"
-    find "$VM_KDIR" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$out")" -delete
+    # Older images go after a day: a concurrent run may still be booting one.
+    find "$VM_KDIR" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$out")" -mmin +1440 -delete
   fi
   VM_INITRAMFS="$out"
 }
