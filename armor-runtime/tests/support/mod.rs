@@ -469,6 +469,24 @@ impl Driver {
         (status, text(&out) + &text(&err))
     }
 
+    /// Waits for container `id`'s task to exit (at most `limit`); returns its exit status, or
+    /// `None` when it is still running.
+    pub(crate) fn wait(&self, id: &str, limit: Duration) -> Option<u32> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        self.rt.block_on(async {
+            let waited = tokio::time::timeout(
+                limit,
+                tasks.wait(ns(WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                })),
+            )
+            .await
+            .ok()?;
+            Some(waited.unwrap().into_inner().exit_status)
+        })
+    }
+
     /// SIGKILLs container `id`'s task and waits for it to exit (the task stays until deleted).
     pub(crate) fn kill(&self, id: &str) {
         let mut tasks = TasksClient::new(self.channel.clone());

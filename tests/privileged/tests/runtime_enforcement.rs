@@ -3,12 +3,14 @@
 //! container's task was created, so its first command is blocked, and the kernel's alert comes
 //! out of the runtime as a KubeArmor Alert attributed to the container.
 //!
-//! containerd is not run inside the guest: the container is created with `runc create` (its
-//! cgroup exists, its entrypoint has not run, exactly the state containerd's `/tasks/create`
-//! event reports), and the runtime is handed the same `ContainerEvent::Created` that its
-//! containerd client delivers for that event, with the Kubernetes labels containerd would carry.
-//! The containerd client's own `/tasks/create` handling is tested against a real containerd on
-//! the host (`armor-runtime/tests/containerd.rs`).
+//! Two ways in:
+//! * with a private containerd started inside the guest (own root, state and socket on a tmpfs;
+//!   driven over gRPC as kubelet's CRI plugin would: create the task, then start it), the
+//!   runtime's own containerd client watches the event stream and the runtime reacts to the
+//!   `/tasks/create` event it delivers;
+//! * with a `runc create`d container (its cgroup exists, its entrypoint has not run: the state
+//!   containerd's `/tasks/create` reports), handed to the runtime as the same
+//!   `ContainerEvent::Created`, with the Kubernetes labels containerd would carry.
 //!
 //! Run with `scripts/vm-test -- runtime_`; on a kernel without BPF-LSM the test prints why it
 //! skips.
@@ -32,7 +34,7 @@ use armor_ebpf::ProcessTree;
 use armor_privileged_tests::cgroup::cgroup2_root;
 use armor_privileged_tests::guest;
 use armor_privileged_tests::op::helper_path;
-use armor_runtime::containerd::{ContainerEvent, ContainerInfo};
+use armor_runtime::containerd::{ContainerEvent, ContainerInfo, Containerd};
 use armor_runtime::{
     ContainerChange, Enforcement, EnforcementOptions, EnforcerChoice, Runtime, RuntimeConfig,
 };
@@ -51,6 +53,97 @@ spec:
 ";
 
 const IMAGE: &str = "armor.test/busybox:1";
+
+/// The private containerd and the gRPC driver of `armor-runtime`'s own containerd test.
+#[path = "../../../armor-runtime/tests/support/mod.rs"]
+mod support;
+
+/// The runtime's enforcement as `armor-agent --enforcer auto` builds it, when that is BPF-LSM;
+/// `None` (after saying why) outside the guest when the kernel refuses it.
+fn bpf_enforcement() -> Option<(Enforcement, Duration)> {
+    let mut bpf = armor_enforce_bpflsm::Config::default();
+    bpf.alerts_per_sec = 0;
+    let options = EnforcementOptions::default().bpflsm(bpf);
+    let t = Instant::now();
+    match Enforcement::select(EnforcerChoice::Auto, &options) {
+        Ok(e) if e.name() == Some(armor_runtime::enforcement::BPFLSM) => {
+            println!("selected in {:?}: {}", t.elapsed(), e.summary());
+            Some((e, t.elapsed()))
+        }
+        Ok(e) => {
+            assert!(
+                guest::current().is_none(),
+                "BPF-LSM not selected in the guest: {}",
+                e.summary()
+            );
+            eprintln!("skipped: {}", e.summary());
+            None
+        }
+        Err(e) => panic!("auto selection failed: {e}"),
+    }
+}
+
+fn runtime(enforcement: Enforcement, policy: &str) -> Runtime {
+    let set = armor_core::PolicySet::parse(policy, "policy.yaml").unwrap();
+    let policy = armor_core::CompiledPolicy::build(&set).unwrap();
+    let mut rt = Runtime::with_enforcement(RuntimeConfig::default(), policy, enforcement, None);
+    let problems = rt.take_problems();
+    assert!(problems.is_empty(), "{problems:?}");
+    rt
+}
+
+/// The kernel alerts the runtime turned into records within `limit` (plus stragglers).
+fn enforcer_records(rt: &mut Runtime, limit: Duration) -> Vec<Telemetry> {
+    let tree = ProcessTree::new();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        records.extend(rt.enforcer_records(&tree));
+        if !records.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+            records.extend(rt.enforcer_records(&tree));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    records
+}
+
+/// Checks the runtime's Block alert for `resource` in container `id` (`name` of pod `pod`, app
+/// `app`, namespace `shop`, image `image`, policy `policy`); returns it as JSON.
+fn check_alert(
+    records: &[Telemetry],
+    resource: &str,
+    (id, name, pod, app, image, policy): (&str, &str, &str, &str, &str, &str),
+) -> String {
+    let dump: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    let alert = records
+        .iter()
+        .find(|r| r.operation.as_deref() == Some("Process"))
+        .unwrap_or_else(|| panic!("no Process alert from the runtime: {dump:?}"));
+    let json = serde_json::to_string(alert).unwrap();
+    assert_eq!(alert.kind.as_deref(), Some("MatchedPolicy"), "{json}");
+    assert_eq!(alert.enforcer.as_deref(), Some("BPFLSM"), "{json}");
+    assert_eq!(alert.action.as_deref(), Some("Block"), "{json}");
+    assert_eq!(alert.result.as_deref(), Some("Permission denied"), "{json}");
+    assert_eq!(alert.resource.as_deref(), Some(resource), "{json}");
+    assert_eq!(alert.policy_name.as_deref(), Some(policy), "{json}");
+    assert_eq!(alert.severity.as_deref(), Some("7"), "{json}");
+    assert_eq!(alert.container_id.as_deref(), Some(id), "{json}");
+    assert_eq!(alert.container_name.as_deref(), Some(name), "{json}");
+    assert_eq!(alert.namespace_name.as_deref(), Some("shop"), "{json}");
+    assert_eq!(alert.pod_name.as_deref(), Some(pod), "{json}");
+    assert_eq!(
+        alert.labels.as_deref(),
+        Some(format!("app={app}").as_str()),
+        "{json}"
+    );
+    assert_eq!(alert.container_image.as_deref(), Some(image), "{json}");
+    json
+}
 
 /// `runc ARGS...` with a time limit, its output going to `log` (runc init keeps the container's
 /// stdio open: never our pipes).
@@ -194,18 +287,7 @@ fn run_container(rt: &mut Runtime, tag: &str, entry: &str, app: &str, pod_uid: &
         final_state = state(&id);
     }
     // The alert crosses the ring buffer and the enforcer's reader thread.
-    let tree = ProcessTree::new();
-    let mut records = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        records.extend(rt.enforcer_records(&tree));
-        if !records.is_empty() {
-            std::thread::sleep(Duration::from_millis(200));
-            records.extend(rt.enforcer_records(&tree));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let records = enforcer_records(rt, Duration::from_secs(3));
     let _ = runc(&["delete", "--force", &id], &log);
     let gone = rt
         .container_event(&ContainerEvent::Stopped {
@@ -243,30 +325,10 @@ fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() 
         eprintln!("skipped: runc not installed");
         return;
     }
-    let mut bpf = armor_enforce_bpflsm::Config::default();
-    bpf.alerts_per_sec = 0;
-    let options = EnforcementOptions::default().bpflsm(bpf);
-    let t = Instant::now();
-    let enforcement = match Enforcement::select(EnforcerChoice::Auto, &options) {
-        Ok(e) if e.name() == Some(armor_runtime::enforcement::BPFLSM) => e,
-        Ok(e) => {
-            assert!(
-                guest::current().is_none(),
-                "BPF-LSM not selected in the guest: {}",
-                e.summary()
-            );
-            eprintln!("skipped: {}", e.summary());
-            return;
-        }
-        Err(e) => panic!("auto selection failed: {e}"),
+    let Some((enforcement, select)) = bpf_enforcement() else {
+        return;
     };
-    let select = t.elapsed();
-    println!("selected: {}", enforcement.summary());
-    let set = armor_core::PolicySet::parse(POLICY, "no-entry.yaml").unwrap();
-    let policy = armor_core::CompiledPolicy::build(&set).unwrap();
-    let mut rt = Runtime::with_enforcement(RuntimeConfig::default(), policy, enforcement, None);
-    let problems = rt.take_problems();
-    assert!(problems.is_empty(), "{problems:?}");
+    let mut rt = runtime(enforcement, POLICY);
 
     // Selected by the policy: its entrypoint is the blocked executable.
     let web = run_container(&mut rt, "web", "blocked", "web", "5f1e0c2a");
@@ -299,34 +361,11 @@ fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() 
         "{}",
         web.final_state
     );
-    let dump: Vec<String> = web
-        .records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap())
-        .collect();
-    let alert = web
-        .records
-        .iter()
-        .find(|r| r.operation.as_deref() == Some("Process"))
-        .unwrap_or_else(|| panic!("no Process alert from the runtime: {dump:?}"));
-    let json = serde_json::to_string(alert).unwrap();
-    assert_eq!(alert.kind.as_deref(), Some("MatchedPolicy"), "{json}");
-    assert_eq!(alert.enforcer.as_deref(), Some("BPFLSM"), "{json}");
-    assert_eq!(alert.action.as_deref(), Some("Block"), "{json}");
-    assert_eq!(alert.result.as_deref(), Some("Permission denied"), "{json}");
-    assert_eq!(alert.resource.as_deref(), Some("/bin/blocked"), "{json}");
-    assert_eq!(alert.policy_name.as_deref(), Some("no-entry"), "{json}");
-    assert_eq!(alert.severity.as_deref(), Some("7"), "{json}");
-    assert_eq!(
-        alert.container_id.as_deref(),
-        Some(web.id.as_str()),
-        "{json}"
+    let json = check_alert(
+        &web.records,
+        "/bin/blocked",
+        (&web.id, "web", "web-0", "web", IMAGE, "no-entry"),
     );
-    assert_eq!(alert.container_name.as_deref(), Some("web"), "{json}");
-    assert_eq!(alert.namespace_name.as_deref(), Some("shop"), "{json}");
-    assert_eq!(alert.pod_name.as_deref(), Some("web-0"), "{json}");
-    assert_eq!(alert.labels.as_deref(), Some("app=web"), "{json}");
-    assert_eq!(alert.container_image.as_deref(), Some(IMAGE), "{json}");
     println!("alert: {json}");
 
     assert!(matches!(api.change, ContainerChange::Tracked(_)));
@@ -339,5 +378,182 @@ fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() 
         api.records.is_empty(),
         "alerts for the control: {:?}",
         api.records
+    );
+}
+
+const BUSYBOX_POLICY: &str = "\
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: no-busybox, namespace: shop}
+spec:
+  severity: 7
+  selector: {matchLabels: {app: web}}
+  process:
+    matchPaths:
+    - path: /bin/busybox
+  action: Block
+";
+
+const CTRD_IMAGE: &str = "docker.io/armor-test/busybox:latest";
+
+/// A Kubernetes-labelled container of the private containerd running `/bin/echo` (a symlink
+/// to `/bin/busybox`, the executable the kernel checks).
+fn ctrd_spec(name: &str, app: &str, uid: &str) -> support::Spec {
+    support::Spec {
+        id: format!("{:0>64}", format!("{uid}{}", std::process::id())),
+        pod_uid: format!("{uid}-0000-4000-8000-{:012}", std::process::id()),
+        labels: vec![
+            ("io.kubernetes.pod.namespace".into(), "shop".into()),
+            ("io.kubernetes.pod.name".into(), format!("{name}-0")),
+            ("io.kubernetes.container.name".into(), name.into()),
+            ("app".into(), app.into()),
+        ],
+        args: vec!["/bin/echo".into(), "entrypoint ran".into()],
+    }
+}
+
+/// The next lifecycle event about container `id` within 60 s (TCG is slow).
+fn next_event(rx: &std::sync::mpsc::Receiver<ContainerEvent>, id: &str) -> ContainerEvent {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no event for {id}: {e}"));
+        let about = match &ev {
+            ContainerEvent::Created(i) | ContainerEvent::Started(i) => i.id == id,
+            ContainerEvent::Stopped { id: i, .. } => i == id,
+            ContainerEvent::StreamEnded(why) => panic!("event stream ended: {why}"),
+            _ => false,
+        };
+        if about {
+            return ev;
+        }
+    }
+}
+
+/// Mounts a tmpfs on `/tmp` inside the guest (its root is an overlay, and containerd's overlay
+/// snapshots cannot have their upper directory on one); unmounted on drop.
+struct GuestTmp(bool);
+
+impl GuestTmp {
+    fn mount() -> Self {
+        if guest::current().is_none() {
+            return Self(false);
+        }
+        nix::mount::mount(
+            Some("tmpfs"),
+            "/tmp",
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=1777"),
+        )
+        .unwrap();
+        Self(true)
+    }
+}
+
+impl Drop for GuestTmp {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = nix::mount::umount2("/tmp", nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn runtime_blocks_a_containerd_containers_first_command_from_the_create_event() {
+    if let Some(why) = support::unavailable() {
+        assert!(guest::current().is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let Some((enforcement, _)) = bpf_enforcement() else {
+        return;
+    };
+    let tmp = GuestTmp::mount();
+    let daemon = support::Daemon::start("rt-enforce");
+    let mut driver = support::Driver::connect(&daemon.socket, &daemon.dir);
+    driver.load_busybox(CTRD_IMAGE, &[]);
+    let client = Containerd::connect(&daemon.socket).unwrap();
+    let events = client.watch().unwrap();
+    let mut rt = runtime(enforcement, BUSYBOX_POLICY);
+    // The subscription is live once the stream thread connected; give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut outcome = Vec::new();
+    for (name, app, uid) in [("web", "web", "5f1e0c2a"), ("api", "api", "77c3d9b4")] {
+        let spec = ctrd_spec(name, app, uid);
+        let t = Instant::now();
+        let pid = driver.create(&spec);
+        let created = t.elapsed();
+        // What the agent does: the runtime's containerd client delivers the create event, the
+        // runtime applies the container's rules.
+        let ev = next_event(&events, &spec.id);
+        let ContainerEvent::Created(info) = &ev else {
+            panic!("expected the create event first: {ev:?}");
+        };
+        assert_eq!(info.pid, Some(pid));
+        let seen = t.elapsed();
+        let change = rt.container_event(&ev).unwrap();
+        let applied = t.elapsed();
+        let problems = rt.take_problems();
+        assert!(problems.is_empty(), "{problems:?}");
+        let ContainerChange::Tracked(key) = change else {
+            panic!("{name} not tracked: {change:?}");
+        };
+        assert_eq!(key.name, format!("shop/{name}-0/{name}"));
+        // Not started yet: the task's process is still runc's init.
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "runc:[2:INIT]");
+        driver.start(&spec);
+        let status = driver.wait(&spec.id, Duration::from_secs(60));
+        let records = enforcer_records(&mut rt, Duration::from_secs(3));
+        let started = next_event(&events, &spec.id);
+        assert!(matches!(started, ContainerEvent::Started(_)), "{started:?}");
+        assert_eq!(
+            rt.container_event(&started).unwrap(),
+            ContainerChange::Unchanged
+        );
+        let stopped = next_event(&events, &spec.id);
+        assert_eq!(
+            rt.container_event(&stopped).unwrap(),
+            ContainerChange::Untracked(spec.id.clone())
+        );
+        println!(
+            "{name}: Tasks.Create {created:?}; create event seen {:?} later; rules in the kernel \
+             {:?} after that; exit status {status:?}",
+            seen.saturating_sub(created),
+            applied.saturating_sub(seen)
+        );
+        outcome.push((spec, status, records));
+    }
+    let problems = rt.take_problems();
+    drop(rt);
+    drop(client);
+    let left = driver.cleanup();
+    drop(driver);
+    drop(daemon);
+    drop(tmp);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(left.is_empty(), "not removed: {left:?}");
+
+    let [(web, web_status, web_records), (_, api_status, api_records)] = &outcome[..] else {
+        panic!("two containers expected");
+    };
+    assert!(
+        matches!(web_status, Some(s) if *s != 0),
+        "web's entrypoint was not refused: exit status {web_status:?}"
+    );
+    let json = check_alert(
+        web_records,
+        "/bin/busybox",
+        (&web.id, "web", "web-0", "web", CTRD_IMAGE, "no-busybox"),
+    );
+    println!("alert: {json}");
+    assert_eq!(*api_status, Some(0), "the control container failed");
+    assert!(
+        api_records.is_empty(),
+        "alerts for the control: {api_records:?}"
     );
 }
