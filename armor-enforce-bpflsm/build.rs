@@ -95,6 +95,9 @@ int main(void) {
 	S(armor_workload); O(armor_workload, alerts_per_sec);
 	S(armor_config); O(armor_config, max_cgroup_level);
 	S(armor_rate);
+	S(armor_dfa_key); O(armor_dfa_key, category);
+	S(armor_dfa); O(armor_dfa, nclasses); O(armor_dfa, classes); O(armor_dfa, accept);
+	O(armor_dfa, matches); O(armor_dfa, next);
 	S(armor_alert); O(armor_alert, rule); O(armor_alert, detail); O(armor_alert, category);
 	O(armor_alert, flags); O(armor_alert, path_len); O(armor_alert, source_len);
 	O(armor_alert, path); O(armor_alert, source);

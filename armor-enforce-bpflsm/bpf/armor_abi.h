@@ -18,6 +18,8 @@
 #define ARMOR_KIND_FILE_INODE 11
 #define ARMOR_KIND_PROC_DIR_INODE 12 /* a directory by (device, inode): bind mounts */
 #define ARMOR_KIND_FILE_DIR_INODE 13
+#define ARMOR_KIND_PROC_GLOB 14 /* target: index of the glob in the process automaton */
+#define ARMOR_KIND_FILE_GLOB 15 /* target: index of the glob in the file automaton */
 
 /* Entry actions. */
 #define ARMOR_ACTION_ALLOW 0
@@ -36,11 +38,13 @@
 #define ARMOR_CAT_CAPS 3
 
 /* Ruleset flags: bit (category) = the category has fromSource entries; bit 4 + category = it has
- * inode entries; bit 8 = process execname entries; bit 12 + category = directory inode entries. */
+ * inode entries; bit 8 = process execname entries; bit 12 + category = directory inode entries;
+ * bit 16 + category = a glob automaton in `armor_dfas`. */
 #define ARMOR_RS_SOURCE(cat) (1u << (cat))
 #define ARMOR_RS_INODE(cat) (1u << (4 + (cat)))
 #define ARMOR_RS_NAMES (1u << 8)
 #define ARMOR_RS_DIR_INODE(cat) (1u << (12 + (cat)))
+#define ARMOR_RS_GLOB(cat) (1u << (16 + (cat)))
 
 /* Counters (index into the per-CPU `armor_counters` array). */
 #define ARMOR_CNT_ALERTS 0          /* alerts written to the ring buffer */
@@ -114,6 +118,31 @@ struct armor_alert {
 	__u16 source_len;
 	char path[ARMOR_ALERT_PATH];
 	char source[ARMOR_ALERT_PATH];
+};
+
+/* Glob automata (src/dfa.rs builds them). Sizes are powers of two: indices are masked. */
+#define ARMOR_DFA_STATES 4096
+#define ARMOR_DFA_CELLS (1 << 15)
+#define ARMOR_DFA_MATCHES 4096
+#define ARMOR_DFA_START 1 /* state 0 is dead: no glob can match any more */
+
+/* Key of `armor_dfas`: one ruleset's automaton for one category (process or file). */
+struct armor_dfa_key {
+	__u32 ruleset;
+	__u32 category;
+};
+
+/* State s on byte b goes to next[(s * nclasses + classes[b]) % CELLS]. When the path ends in
+ * state s, the globs matches[off .. off + n] match, with accept[s] = off << 16 | n. */
+struct armor_dfa {
+	__u32 nstates;
+	__u32 nclasses;
+	__u32 nmatches;
+	__u32 pad;
+	__u8 classes[256];
+	__u32 accept[ARMOR_DFA_STATES];
+	__u16 matches[ARMOR_DFA_MATCHES];
+	__u16 next[ARMOR_DFA_CELLS];
 };
 
 /* Per-workload alert rate limit state (key: cgroup id). */

@@ -96,6 +96,12 @@ struct armor_scratch {
 	__u8 internal;
 	__u8 category;
 	__u64 dir_bits;
+	/* glob automaton walk */
+	struct armor_dfa_key dfa_key;
+	__u32 dfa_state;
+	__u32 dfa_off;
+	__u8 dfa_on;
+	__u8 glob_kind;
 };
 
 struct {
@@ -236,6 +242,10 @@ static long walk_down(__u32 i, void *ctx)
 	}
 	s->resolved = i + 1;
 	probe_dir(s, i + 1);
+	if (s->dfa_on && s->dfa_state) {
+		struct armor_dfa *dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
+		s->dfa_state = dfa ? armor_dfa_component(dfa, s->dfa_state, s->name, len) : 0;
+	}
 	return 0;
 }
 
@@ -258,6 +268,17 @@ static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
 	s->truncated = 0;
 	s->path_len = 0;
 	s->lookups = lookups;
+	s->dfa_on = 0;
+	s->dfa_state = 0;
+	if (lookups && (s->rs.flags & ARMOR_RS_GLOB(s->category))) {
+		struct armor_state *st = armor_state();
+		if (st) {
+			s->dfa_on = 1;
+			s->dfa_state = ARMOR_DFA_START;
+			s->dfa_key.ruleset = st->op.ruleset;
+			s->dfa_key.category = s->category;
+		}
+	}
 	bpf_loop(ARMOR_WALK_MAX, walk_up, NULL, 0);
 	s->hash = armor_root(s->key);
 	probe_dir(s, 0);
@@ -266,11 +287,49 @@ static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
 	if (s->path_len == 0) {
 		s->path[0] = '/';
 		s->path_len = 1;
+		/* The root itself: the automaton reads "/". */
+		if (s->dfa_on && s->dfa_state) {
+			struct armor_dfa *dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
+			s->dfa_state = dfa ? armor_dfa_step(dfa, s->dfa_state, '/') : 0;
+		}
 	}
 	int complete = s->done && s->resolved == s->n;
 	if (!complete)
 		count(ARMOR_CNT_INCOMPLETE);
 	return complete;
+}
+
+/* Match i of the final automaton state: probe that glob's entries. */
+static long glob_match(__u32 i, void *ctx)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 1;
+	struct armor_dfa *dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
+	if (!dfa)
+		return 1;
+	__u16 glob = dfa->matches[(s->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)];
+	armor_probe(s->glob_kind, glob, 0);
+	return 0;
+}
+
+/* The globs matching the whole path (after a complete walk with the automaton on). */
+static __always_inline void probe_globs(struct armor_scratch *s, int file)
+{
+	if (!s->dfa_on || !s->dfa_state)
+		return;
+	struct armor_dfa *dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
+	if (!dfa)
+		return;
+	__u32 acc = dfa->accept[s->dfa_state & (ARMOR_DFA_STATES - 1)];
+	__u32 n = acc & 0xffff;
+	if (!n)
+		return;
+	if (n > ARMOR_DFA_MATCHES)
+		n = ARMOR_DFA_MATCHES;
+	s->dfa_off = acc >> 16;
+	s->glob_kind = file ? ARMOR_KIND_FILE_GLOB : ARMOR_KIND_PROC_GLOB;
+	bpf_loop(n, glob_match, NULL, 0);
 }
 
 /* The acting executable: its path hash and text (into s->alert.source). */
@@ -434,6 +493,7 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 		armor_probe(file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
 		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && s->n > 0)
 			armor_probe(ARMOR_KIND_PROC_NAME, s->last_comp, 0);
+		probe_globs(s, file);
 	}
 	/* Exact rules by (device, inode): hardlinks and bind mounts reach the same inode. */
 	if (inode && (s->rs.flags & ARMOR_RS_INODE(category))) {

@@ -38,6 +38,48 @@ struct {
 	__type(value, struct armor_ruleset);
 } armor_rulesets SEC(".maps");
 
+/* Glob automata: one per ruleset and category that has globs (src/dfa.rs, struct armor_dfa). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct armor_dfa_key);
+	__type(value, struct armor_dfa);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} armor_dfas SEC(".maps");
+
+/* One byte through the automaton (src/abi.rs `DfaVal::step` is the mirror). */
+static __always_inline __u32 armor_dfa_step(const struct armor_dfa *d, __u32 state, __u8 b)
+{
+	__u32 cls = d->classes[b];
+	__u32 cell = (state * d->nclasses + cls) & (ARMOR_DFA_CELLS - 1);
+	return d->next[cell];
+}
+
+/* The automaton walk over one component's bytes, driven by bpf_loop (verified once, however
+ * long the name): `name` holds ARMOR_NAME_MAX readable bytes. */
+struct armor_dfa_walk {
+	const struct armor_dfa *dfa;
+	const char *name;
+	__u32 state;
+};
+
+static long armor_dfa_byte(__u32 j, void *ctx)
+{
+	struct armor_dfa_walk *w = ctx;
+	w->state = armor_dfa_step(w->dfa, w->state, w->name[j & (ARMOR_NAME_MAX - 1)]);
+	return w->state == 0;
+}
+
+/* '/' and then `len` bytes of `name`. */
+static __always_inline __u32 armor_dfa_component(const struct armor_dfa *d, __u32 state,
+						  const char *name, __u32 len)
+{
+	struct armor_dfa_walk w = {.dfa = d, .name = name, .state = armor_dfa_step(d, state, '/')};
+	if (w.state && len)
+		bpf_loop(len, armor_dfa_byte, &w, 0);
+	return w.state;
+}
+
 struct armor_slots {
 	__u32 rank[ARMOR_NSLOTS];
 	__u32 rule[ARMOR_NSLOTS];

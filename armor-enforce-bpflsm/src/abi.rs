@@ -34,6 +34,10 @@ pub mod kind {
     pub const PROC_DIR_INODE: u8 = 12;
     /// A directory of files by (device, inode), for bind mounts.
     pub const FILE_DIR_INODE: u8 = 13;
+    /// An executed file matched by a glob: target = the glob's index in the process automaton.
+    pub const PROC_GLOB: u8 = 14;
+    /// A file matched by a glob: target = the glob's index in the file automaton.
+    pub const FILE_GLOB: u8 = 15;
 }
 
 /// `ARMOR_ACTION_ALLOW`.
@@ -73,6 +77,19 @@ pub const fn rs_dir_inode(cat: u8) -> u32 {
 }
 /// `ARMOR_RS_NAMES`: the ruleset has execname entries.
 pub const RS_NAMES: u32 = 1 << 8;
+/// `ARMOR_RS_GLOB(cat)`: the category (process or file) has a glob automaton.
+pub const fn rs_glob(cat: u8) -> u32 {
+    1 << (16 + cat)
+}
+
+/// `ARMOR_DFA_STATES`: states of one glob automaton at most (the dead state included).
+pub const DFA_STATES: usize = 4096;
+/// `ARMOR_DFA_CELLS`: transition cells (states × byte classes) of one automaton at most.
+pub const DFA_CELLS: usize = 1 << 15;
+/// `ARMOR_DFA_MATCHES`: entries of one automaton's match lists at most.
+pub const DFA_MATCHES: usize = 4096;
+/// `ARMOR_DFA_START`: the start state (0 is the dead state).
+pub const DFA_START: u32 = 1;
 
 /// Counter slots (`ARMOR_CNT_*`).
 pub mod counter {
@@ -219,6 +236,84 @@ pub struct AlertRaw {
     pub source: [u8; ALERT_PATH],
 }
 
+/// `struct armor_dfa_key`: one ruleset's automaton for one category.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
+pub struct DfaKey {
+    /// The ruleset id.
+    pub ruleset: u32,
+    /// `CAT_PROCESS` or `CAT_FILE`.
+    pub category: u32,
+}
+
+/// `struct armor_dfa`: a glob automaton as the kernel walks it. State `s` on byte `b` goes to
+/// `next[(s * nclasses + classes[b]) % DFA_CELLS]`; state 0 is dead, `DFA_START` the start.
+/// When the path ends in state `s`, the globs `matches[off .. off + n]` match, with
+/// `accept[s] = off << 16 | n`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DfaVal {
+    /// Number of states.
+    pub nstates: u32,
+    /// Number of byte classes.
+    pub nclasses: u32,
+    /// Number of used `matches` entries.
+    pub nmatches: u32,
+    /// Zero.
+    pub pad: u32,
+    /// The byte class of every byte.
+    pub classes: [u8; 256],
+    /// Per state: match list offset (high 16 bits) and length (low 16 bits).
+    pub accept: [u32; DFA_STATES],
+    /// Glob indices (the rule map target of `*_GLOB` entries).
+    pub matches: [u16; DFA_MATCHES],
+    /// The transition table.
+    pub next: [u16; DFA_CELLS],
+}
+
+impl DfaVal {
+    /// An empty automaton (every state dead), on the heap: the value is 90 KiB.
+    pub fn boxed() -> Box<Self> {
+        Box::new(Self {
+            nstates: 0,
+            nclasses: 0,
+            nmatches: 0,
+            pad: 0,
+            classes: [0; 256],
+            accept: [0; DFA_STATES],
+            matches: [0; DFA_MATCHES],
+            next: [0; DFA_CELLS],
+        })
+    }
+
+    /// The state after `bytes` from `state`, exactly as `armor_dfa_step` computes it.
+    pub fn step(&self, mut state: u32, bytes: &[u8]) -> u32 {
+        let ncls = self.nclasses;
+        for &b in bytes {
+            if state == 0 {
+                break;
+            }
+            let class = u32::from(self.classes.get(usize::from(b)).copied().unwrap_or(0));
+            let cell = (state.wrapping_mul(ncls).wrapping_add(class)) as usize % DFA_CELLS;
+            state = u32::from(self.next.get(cell).copied().unwrap_or(0));
+        }
+        state
+    }
+
+    /// The globs that match when the input ends in `state`.
+    pub fn matched(&self, state: u32) -> impl Iterator<Item = u16> + '_ {
+        let acc = self
+            .accept
+            .get(state as usize % DFA_STATES)
+            .copied()
+            .unwrap_or(0);
+        let (off, n) = ((acc >> 16) as usize, (acc & 0xffff) as usize);
+        (off..off + n).filter_map(|i| self.matches.get(i % DFA_MATCHES).copied())
+    }
+}
+
 /// `struct armor_rate`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -243,6 +338,10 @@ unsafe impl aya::Pod for WorkloadVal {}
 unsafe impl aya::Pod for ConfigVal {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RateVal {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DfaKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for DfaVal {}
 
 impl AlertRaw {
     /// Parses a ring buffer record, or `None` when it is too short.
@@ -331,6 +430,14 @@ mod tests {
             c("armor_config.max_cgroup_level")
         );
         assert_eq!(size_of::<RateVal>(), c("armor_rate"));
+        assert_eq!(size_of::<DfaKey>(), c("armor_dfa_key"));
+        assert_eq!(offset_of!(DfaKey, category), c("armor_dfa_key.category"));
+        assert_eq!(size_of::<DfaVal>(), c("armor_dfa"));
+        assert_eq!(offset_of!(DfaVal, nclasses), c("armor_dfa.nclasses"));
+        assert_eq!(offset_of!(DfaVal, classes), c("armor_dfa.classes"));
+        assert_eq!(offset_of!(DfaVal, accept), c("armor_dfa.accept"));
+        assert_eq!(offset_of!(DfaVal, matches), c("armor_dfa.matches"));
+        assert_eq!(offset_of!(DfaVal, next), c("armor_dfa.next"));
         assert_eq!(size_of::<AlertRaw>(), c("armor_alert"));
         assert_eq!(offset_of!(AlertRaw, rule), c("armor_alert.rule"));
         assert_eq!(offset_of!(AlertRaw, detail), c("armor_alert.detail"));

@@ -1,7 +1,10 @@
 //! `compile`: one workload's [`RuleSet`] → the map entries the kernel programs read.
 //!
 //! The artefact keeps paths as text (so [`Artifact::render`] is stable and reviewable); the
-//! hashes are computed by [`BpfArtifact::encode`] with the key of the loaded enforcer.
+//! hashes are computed by [`BpfArtifact::encode`] with the key of the loaded enforcer. The
+//! `matchPatterns` globs of each category become one automaton ([`crate::dfa`]) whose accepting
+//! states name the globs; each glob's rules are entries of kind `*_GLOB` whose target is the
+//! glob's index, so they join the decision like every other entry.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -13,8 +16,12 @@ use armor_core::posture::PostureAction;
 use armor_core::rule::{ProtocolMatch, Rule, SourceMatch, Target};
 use armor_core::{Action, RuleSet};
 
-use crate::abi::{self, RuleKey, RuleVal, RulesetMeta, kind};
+use crate::abi::{self, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
+use crate::dfa::{Dfa, DfaError};
 use crate::hash;
+
+/// Default of [`crate::Config::max_glob_states`]: states of one glob automaton at most.
+pub const DEFAULT_MAX_GLOB_STATES: u32 = 1024;
 
 /// What an entry matches, before hashing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +35,21 @@ pub enum EntryTarget {
     Number(u16),
     /// Every socket.
     Any,
+    /// A glob (`matchPatterns`) as written; its index in the category's automaton is the
+    /// entry's target.
+    Pattern(String),
+}
+
+/// The globs of one category compiled into one automaton.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GlobGroup {
+    /// `abi::CAT_PROCESS` or `abi::CAT_FILE`.
+    pub category: u8,
+    /// The globs, sorted; glob `i` is reported by the automaton as `i`.
+    pub patterns: Vec<String>,
+    /// The automaton.
+    pub dfa: Dfa,
 }
 
 /// One map entry: a rule reachable through one target and one source.
@@ -64,6 +86,8 @@ pub struct BpfArtifact {
     pub posture_block: [bool; 4],
     /// The entries, sorted.
     pub entries: Vec<Entry>,
+    /// The glob automata (process first, then file), one per category that has globs.
+    pub globs: Vec<GlobGroup>,
     unenforceable: Vec<Unenforceable>,
 }
 
@@ -109,10 +133,6 @@ fn action_code(a: Action) -> u8 {
 /// Why a rule is not enforced by the kernel maps, or `None` when it is.
 fn unenforceable_reason(r: &Rule) -> Option<&'static str> {
     match (&r.target, r.category) {
-        (Target::Pattern(_), _) => Some(
-            "matchPatterns globs are not compiled into the kernel maps yet (a glob automaton \
-             would join the rule map under its own kind)",
-        ),
         (Target::Syscall { .. }, _) | (_, Category::Syscall) => {
             Some("syscall rules are audit-only events for the monitor; no LSM hook sees them")
         }
@@ -124,8 +144,16 @@ fn unenforceable_reason(r: &Rule) -> Option<&'static str> {
 /// Kind, target, source, action, flags: entries equal in these cover the same operations.
 type EntryKey = (u8, EntryTarget, Option<String>, u8, u8);
 
-/// Compiles `rules`. Pure and deterministic: the same rules give the same artefact.
+/// Compiles `rules` with the default glob automaton cap ([`DEFAULT_MAX_GLOB_STATES`]). Pure
+/// and deterministic: the same rules give the same artefact.
 pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
+    compile_with(workload, rules, DEFAULT_MAX_GLOB_STATES)
+}
+
+/// Compiles `rules`; a category whose glob automaton needs more than `max_glob_states` states
+/// (or more than the kernel value holds) keeps its globs out of the kernel and lists each of
+/// their rules as unenforceable, naming the globs.
+pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> BpfArtifact {
     let mut ids: Vec<(u32, &Rule)> = rules
         .rule_ids()
         .iter()
@@ -156,6 +184,8 @@ pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
     // best-ranked one can ever win: keep that one.
     let mut best: BTreeMap<EntryKey, (u32, u32)> = BTreeMap::new();
     let mut unenforceable = Vec::new();
+    // Glob text -> its regular expression (the engine's definition).
+    let mut patterns: BTreeMap<String, String> = BTreeMap::new();
     for (rank, (id, r)) in ids.iter().enumerate() {
         let rank = u32::try_from(rank).unwrap_or(u32::MAX);
         if let Some(reason) = unenforceable_reason(r) {
@@ -187,6 +217,22 @@ pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
             }
             Target::Protocol(_) => (kind::NET_ALL, EntryTarget::Any, false),
             Target::Capability(c) => (kind::CAP, EntryTarget::Number(u16::from(*c)), false),
+            Target::Pattern(g) if matches!(r.category, Category::Process | Category::File) => {
+                if let Err(e) = crate::dfa::check(g.regex()) {
+                    unenforceable.push(unenforceable_entry(*id, &e.to_string()));
+                    continue;
+                }
+                patterns.insert(g.as_str().to_owned(), g.regex().to_owned());
+                (
+                    if file {
+                        kind::FILE_GLOB
+                    } else {
+                        kind::PROC_GLOB
+                    },
+                    EntryTarget::Pattern(g.as_str().to_owned()),
+                    false,
+                )
+            }
             _ => {
                 unenforceable.push(unenforceable_entry(*id, "unknown rule target"));
                 continue;
@@ -221,7 +267,7 @@ pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
                 .or_insert((rank, *id));
         }
     }
-    let entries = best
+    let mut entries: Vec<Entry> = best
         .into_iter()
         .map(
             |((kind, target, source, action, flags), (rank, rule))| Entry {
@@ -235,14 +281,107 @@ pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
             },
         )
         .collect();
+    let mut globs = Vec::new();
+    for (cat, k) in [
+        (abi::CAT_PROCESS, kind::PROC_GLOB),
+        (abi::CAT_FILE, kind::FILE_GLOB),
+    ] {
+        let texts: Vec<String> = entries
+            .iter()
+            .filter(|e| e.kind == k)
+            .filter_map(|e| match &e.target {
+                EntryTarget::Pattern(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if texts.is_empty() {
+            continue;
+        }
+        let regexes: Vec<&str> = texts
+            .iter()
+            .filter_map(|t| patterns.get(t).map(String::as_str))
+            .collect();
+        let cap = (max_glob_states as usize).min(abi::DFA_STATES);
+        let built = Dfa::build(&regexes, cap).and_then(|d| fits(d, cap));
+        match built {
+            Ok(dfa) => globs.push(GlobGroup {
+                category: cat,
+                patterns: texts,
+                dfa,
+            }),
+            Err(e) => {
+                let names: Vec<String> = texts.iter().map(|t| format!("`{t}`")).collect();
+                let reason = format!(
+                    "the {} glob automaton of this workload is too large ({e}; `max_glob_states` \
+                     is {max_glob_states}): its globs {} are not enforced in kernel",
+                    if cat == abi::CAT_FILE {
+                        "file"
+                    } else {
+                        "process"
+                    },
+                    names.join(", ")
+                );
+                let mut ids: Vec<u32> = entries
+                    .iter()
+                    .filter(|e| e.kind == k)
+                    .map(|e| e.rule)
+                    .collect();
+                for (id, r) in &ids_sorted(rules) {
+                    if matches!(&r.target, Target::Pattern(_)) && cat_of(r) == Some(cat) {
+                        ids.push(*id);
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                ids.retain(|id| !unenforceable.iter().any(|u| u.rule == *id));
+                for id in ids {
+                    unenforceable.push(unenforceable_entry(id, &reason));
+                }
+                entries.retain(|e| e.kind != k);
+            }
+        }
+    }
+    unenforceable.sort_by_key(|u| u.rule);
     BpfArtifact {
         workload: workload.to_owned(),
         host: rules.is_host(),
         allow_list,
         posture_block,
         entries,
+        globs,
         unenforceable,
     }
+}
+
+/// The rules of `rules` with their ids.
+fn ids_sorted(rules: &RuleSet) -> Vec<(u32, &Rule)> {
+    rules
+        .rule_ids()
+        .iter()
+        .filter_map(|&id| rules.rule(id).map(|r| (id, r)))
+        .collect()
+}
+
+fn cat_of(r: &Rule) -> Option<u8> {
+    match r.category {
+        Category::Process => Some(abi::CAT_PROCESS),
+        Category::File => Some(abi::CAT_FILE),
+        _ => None,
+    }
+}
+
+/// `dfa` when it fits the kernel's value (`struct armor_dfa`).
+fn fits(dfa: Dfa, cap: usize) -> Result<Dfa, DfaError> {
+    let matches: usize = dfa.accept.iter().map(Vec::len).sum();
+    if dfa.states() > cap
+        || dfa.states() * dfa.nclasses > abi::DFA_CELLS
+        || matches > abi::DFA_MATCHES
+    {
+        return Err(DfaError::TooManyStates { limit: cap });
+    }
+    Ok(dfa)
 }
 
 fn unenforceable_entry(rule: u32, reason: &str) -> Unenforceable {
@@ -257,6 +396,8 @@ pub struct Encoded {
     pub meta: RulesetMeta,
     /// The rule map entries, sorted by key.
     pub rules: Vec<(RuleKey, RuleVal)>,
+    /// The glob automata (`armor_dfas`), process before file.
+    pub dfas: Vec<(DfaKey, Box<DfaVal>)>,
 }
 
 impl BpfArtifact {
@@ -289,6 +430,17 @@ impl BpfArtifact {
             }
         }
         let mut groups: BTreeMap<RuleKey, Vec<RuleVal>> = BTreeMap::new();
+        let mut dfas = Vec::new();
+        for g in &self.globs {
+            meta.flags |= abi::rs_glob(g.category);
+            dfas.push((
+                DfaKey {
+                    ruleset,
+                    category: u32::from(g.category),
+                },
+                dfa_value(&g.dfa),
+            ));
+        }
         for e in &self.entries {
             let cat = entry_category(e.kind);
             let target = match &e.target {
@@ -296,6 +448,12 @@ impl BpfArtifact {
                 EntryTarget::Name(n) => hash::comp(hash_key, n.as_bytes()),
                 EntryTarget::Number(n) => u64::from(*n),
                 EntryTarget::Any => 0,
+                EntryTarget::Pattern(p) => self
+                    .globs
+                    .iter()
+                    .find(|g| g.category == cat)
+                    .and_then(|g| g.patterns.binary_search(p).ok())
+                    .map_or(u64::MAX, |i| i as u64),
             };
             if matches!(e.kind, kind::PROC_DIR | kind::FILE_DIR)
                 && let EntryTarget::Path(p) = &e.target
@@ -368,8 +526,32 @@ impl BpfArtifact {
             }
         }
         rules.sort_by_key(|a| a.0);
-        Encoded { meta, rules }
+        Encoded { meta, rules, dfas }
     }
+}
+
+/// The kernel's form of `dfa` (it fits: `compile` checked).
+fn dfa_value(dfa: &Dfa) -> Box<DfaVal> {
+    let mut v = DfaVal::boxed();
+    v.nstates = u32::try_from(dfa.states()).unwrap_or(0);
+    v.nclasses = u32::try_from(dfa.nclasses).unwrap_or(0);
+    v.classes = dfa.classes;
+    for (slot, &n) in v.next.iter_mut().zip(&dfa.next) {
+        *slot = n;
+    }
+    let mut off = 0u32;
+    for (slot, acc) in v.accept.iter_mut().zip(&dfa.accept) {
+        let n = u32::try_from(acc.len()).unwrap_or(0);
+        *slot = (off << 16) | n;
+        for (i, &g) in acc.iter().enumerate() {
+            if let Some(m) = v.matches.get_mut(off as usize + i) {
+                *m = g;
+            }
+        }
+        off += n;
+    }
+    v.nmatches = off;
+    v
 }
 
 /// The category (`abi::CAT_*`) of an entry kind.
@@ -380,7 +562,12 @@ pub fn entry_category(k: u8) -> u8 {
         | kind::PROC_NAME
         | kind::PROC_INODE
         | kind::PROC_DIR_INODE => abi::CAT_PROCESS,
-        kind::FILE_PATH | kind::FILE_DIR | kind::FILE_INODE | kind::FILE_DIR_INODE => abi::CAT_FILE,
+        kind::PROC_GLOB => abi::CAT_PROCESS,
+        kind::FILE_PATH
+        | kind::FILE_DIR
+        | kind::FILE_INODE
+        | kind::FILE_DIR_INODE
+        | kind::FILE_GLOB => abi::CAT_FILE,
         kind::NET_PROTO | kind::NET_TYPE | kind::NET_ALL => abi::CAT_NETWORK,
         _ => abi::CAT_CAPS,
     }
@@ -399,6 +586,8 @@ fn kind_name(k: u8) -> &'static str {
         kind::CAP => "capability",
         kind::PROC_INODE => "process-inode",
         kind::FILE_INODE => "file-inode",
+        kind::PROC_GLOB => "process-glob",
+        kind::FILE_GLOB => "file-glob",
         _ => "unknown",
     }
 }
@@ -433,7 +622,9 @@ impl Artifact for BpfArtifact {
         }
         for e in &self.entries {
             let target = match &e.target {
-                EntryTarget::Path(p) | EntryTarget::Name(p) => format!("`{p}`"),
+                EntryTarget::Path(p) | EntryTarget::Name(p) | EntryTarget::Pattern(p) => {
+                    format!("`{p}`")
+                }
                 EntryTarget::Number(n) => n.to_string(),
                 EntryTarget::Any => "*".to_owned(),
             };
@@ -463,6 +654,22 @@ impl Artifact for BpfArtifact {
                 } else {
                     format!(" [{}]", q.join(", "))
                 }
+            );
+        }
+        for g in &self.globs {
+            let matches: usize = g.dfa.accept.iter().map(Vec::len).sum();
+            let _ = writeln!(
+                s,
+                "glob automaton {}: {} globs, {} states, {} byte classes, {} matches",
+                if g.category == abi::CAT_FILE {
+                    "file"
+                } else {
+                    "process"
+                },
+                g.patterns.len(),
+                g.dfa.states(),
+                g.dfa.nclasses,
+                matches
             );
         }
         for u in &self.unenforceable {

@@ -42,8 +42,10 @@ use aya::maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 
-use crate::abi::{self, AlertRaw, ConfigVal, RuleKey, RuleVal, RulesetMeta, WorkloadVal};
-use crate::compile::{BpfArtifact, compile};
+use crate::abi::{
+    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, WorkloadVal,
+};
+use crate::compile::{BpfArtifact, DEFAULT_MAX_GLOB_STATES, compile_with};
 
 /// The kernel programs, embedded at build time.
 pub static LSM_OBJ: &[u8] =
@@ -84,6 +86,13 @@ pub struct Config {
     pub ring_bytes: u32,
     /// Deepest cgroup level searched for a workload ancestor.
     pub max_cgroup_level: u32,
+    /// States of one glob automaton (one workload, one category) at most; at most
+    /// [`abi::DFA_STATES`]. A workload whose globs need more keeps them out of the kernel, and
+    /// `compile` lists each of their rules as unenforceable.
+    pub max_glob_states: u32,
+    /// Glob automata in the kernel at once (about 90 KiB each, allocated on use; an update
+    /// briefly holds a workload's old and new automata).
+    pub max_glob_automata: u32,
     /// The path hash key; `None` draws one from `/dev/urandom` at load.
     pub hash_key: Option<u64>,
 }
@@ -97,6 +106,8 @@ impl Default for Config {
             alerts_per_sec: 1000,
             ring_bytes: 1 << 22,
             max_cgroup_level: 63,
+            max_glob_states: DEFAULT_MAX_GLOB_STATES,
+            max_glob_automata: 1 << 10,
             hash_key: None,
         }
     }
@@ -170,12 +181,14 @@ struct Installed {
     cgroup: u64,
     ruleset: u32,
     keys: Vec<RuleKey>,
+    dfas: Vec<DfaKey>,
     artifact: BpfArtifact,
 }
 
 struct Loaded {
     rules: HashMap<MapData, RuleKey, RuleVal>,
     rulesets: HashMap<MapData, u32, RulesetMeta>,
+    dfas: HashMap<MapData, DfaKey, DfaVal>,
     workloads: HashMap<MapData, u64, WorkloadVal>,
     counters: PerCpuArray<MapData, u64>,
     hash_key: u64,
@@ -202,6 +215,7 @@ struct State {
     installed: BTreeMap<WorkloadKey, Installed>,
     next_ruleset: u32,
     used_entries: usize,
+    used_dfas: usize,
 }
 
 type Sink = Arc<Mutex<Option<Arc<dyn AlertSink>>>>;
@@ -287,6 +301,7 @@ fn loader(config: &Config) -> EbpfLoader<'static> {
         .map_max_entries("armor_workloads", config.max_workloads.saturating_add(1))
         .map_max_entries("armor_rates", config.max_workloads.saturating_add(1))
         .map_max_entries("armor_files", config.max_tracked_files.max(1))
+        .map_max_entries("armor_dfas", config.max_glob_automata.max(1))
         .map_max_entries("armor_alerts", config.ring_bytes.max(4096));
     l
 }
@@ -364,6 +379,7 @@ impl BpfLsm {
         }
         let rules = take(&mut ebpf, "armor_rules")?;
         let rulesets = take(&mut ebpf, "armor_rulesets")?;
+        let dfas = take(&mut ebpf, "armor_dfas")?;
         let workloads = take(&mut ebpf, "armor_workloads")?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map("armor_counters")
@@ -389,6 +405,7 @@ impl BpfLsm {
         Ok(Loaded {
             rules,
             rulesets,
+            dfas,
             workloads,
             counters,
             hash_key,
@@ -510,24 +527,46 @@ impl BpfLsm {
                 ),
             });
         }
+        let old_dfas = st.installed.get(key).map_or(0, |o| o.dfas.len());
+        let other_dfas = st.used_dfas.saturating_sub(old_dfas);
+        let dfa_cap = self.config.max_glob_automata as usize;
+        if other_dfas + old_dfas + enc.dfas.len() > dfa_cap {
+            return Err(ApplyError::Capacity {
+                workload: key.name.clone(),
+                detail: format!(
+                    "{} glob automata needed, {} free of {dfa_cap} (`max_glob_automata`)",
+                    enc.dfas.len(),
+                    dfa_cap.saturating_sub(other_dfas + old_dfas)
+                ),
+            });
+        }
+        let rollback = |l: &mut Loaded, written: &[RuleKey], dfas: &[DfaKey]| {
+            for w in written {
+                let _ = l.rules.remove(w);
+            }
+            for d in dfas {
+                let _ = l.dfas.remove(d);
+            }
+            let _ = l.rulesets.remove(&id);
+        };
         let mut written = Vec::with_capacity(enc.rules.len());
         for (k, v) in &enc.rules {
             if let Err(e) = l.rules.insert(k, v, 0) {
-                for w in &written {
-                    let _ = l.rules.remove(w);
-                }
+                rollback(l, &written, &[]);
                 return Err(map_err("bpf_map_update_elem", e));
             }
             written.push(*k);
         }
-        let rollback = |l: &mut Loaded, written: &[RuleKey]| {
-            for w in written {
-                let _ = l.rules.remove(w);
+        let mut dfas = Vec::with_capacity(enc.dfas.len());
+        for (k, v) in &enc.dfas {
+            if let Err(e) = insert_dfa(&mut l.dfas, k, v) {
+                rollback(l, &written, &dfas);
+                return Err(map_err("bpf_map_update_elem", e));
             }
-            let _ = l.rulesets.remove(&id);
-        };
+            dfas.push(*k);
+        }
         if let Err(e) = l.rulesets.insert(id, enc.meta, 0) {
-            rollback(l, &written);
+            rollback(l, &written, &dfas);
             return Err(map_err("bpf_map_update_elem", e));
         }
         let val = WorkloadVal {
@@ -535,7 +574,7 @@ impl BpfLsm {
             alerts_per_sec: self.config.alerts_per_sec,
         };
         if let Err(e) = flip(l, cgroup, val) {
-            rollback(l, &written);
+            rollback(l, &written, &dfas);
             return Err(e);
         }
         st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
@@ -545,16 +584,21 @@ impl BpfLsm {
                 cgroup,
                 ruleset: id,
                 keys: written,
+                dfas,
                 artifact: a.clone(),
             },
         );
         st.used_entries = others + enc.rules.len();
+        st.used_dfas = other_dfas + enc.dfas.len();
         if let (Some(old), Some(l)) = (&previous, st.loaded.as_mut()) {
             if old.cgroup != cgroup {
                 let _ = l.workloads.remove(&old.cgroup);
             }
             for k in &old.keys {
                 let _ = l.rules.remove(k);
+            }
+            for d in &old.dfas {
+                let _ = l.dfas.remove(d);
             }
             let _ = l.rulesets.remove(&old.ruleset);
         }
@@ -579,7 +623,7 @@ impl BpfLsm {
         let Some(old) = st.installed.get(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
-        let (id, old_keys) = (old.ruleset, old.keys.clone());
+        let (id, old_keys, old_dfas) = (old.ruleset, old.keys.clone(), old.dfas.clone());
         let Some(l) = st.loaded.as_mut() else {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
         };
@@ -588,20 +632,49 @@ impl BpfLsm {
             let _ = l.rules.remove(k);
             std::thread::sleep(pause);
         }
+        for d in &old_dfas {
+            let _ = l.dfas.remove(d);
+        }
         for (k, v) in &enc.rules {
             l.rules
                 .insert(k, v, 0)
                 .map_err(|e| map_err("bpf_map_update_elem", e))?;
             std::thread::sleep(pause);
         }
+        for (k, v) in &enc.dfas {
+            insert_dfa(&mut l.dfas, k, v).map_err(|e| map_err("bpf_map_update_elem", e))?;
+        }
         l.rulesets
             .insert(id, enc.meta, 0)
             .map_err(|e| map_err("bpf_map_update_elem", e))?;
         if let Some(inst) = st.installed.get_mut(key) {
             inst.keys = enc.rules.iter().map(|(k, _)| *k).collect();
+            inst.dfas = enc.dfas.iter().map(|(k, _)| *k).collect();
             inst.artifact = artifact.clone();
         }
         Ok(())
+    }
+}
+
+/// Writes one automaton. The kernel allocates large hash map values from a per-CPU cache that
+/// it refills asynchronously, so an insert right after another can find it empty (`ENOMEM`):
+/// retried a few times after a short pause.
+fn insert_dfa(
+    map: &mut HashMap<MapData, DfaKey, DfaVal>,
+    k: &DfaKey,
+    v: &DfaVal,
+) -> Result<(), MapError> {
+    let mut tries = 0;
+    loop {
+        match map.insert(k, v, 0) {
+            Err(MapError::SyscallError(e))
+                if tries < 5 && e.io_error.raw_os_error() == Some(libc::ENOMEM) =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -823,7 +896,11 @@ impl Enforcer for BpfLsm {
         key: &WorkloadKey,
         rules: &RuleSet,
     ) -> Result<Box<dyn Artifact>, CompileError> {
-        Ok(Box::new(compile(&key.name, rules)))
+        Ok(Box::new(compile_with(
+            &key.name,
+            rules,
+            self.config.max_glob_states,
+        )))
     }
 
     fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
@@ -845,12 +922,16 @@ impl Enforcer for BpfLsm {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
         st.used_entries = st.used_entries.saturating_sub(old.keys.len());
+        st.used_dfas = st.used_dfas.saturating_sub(old.dfas.len());
         if let Some(l) = st.loaded.as_mut() {
             l.workloads
                 .remove(&old.cgroup)
                 .map_err(|e| map_err("bpf_map_delete_elem", e))?;
             for k in &old.keys {
                 let _ = l.rules.remove(k);
+            }
+            for d in &old.dfas {
+                let _ = l.dfas.remove(d);
             }
             let _ = l.rulesets.remove(&old.ruleset);
         }

@@ -2,10 +2,11 @@
 
 pub mod abi;
 pub mod compile;
+pub mod dfa;
 pub mod hash;
 pub mod model;
 
-pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, compile};
+pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, GlobGroup, compile, compile_with};
 pub use model::{KernelDecision, KernelOp, Model};
 pub mod enforcer;
 

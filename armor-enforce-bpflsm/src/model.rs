@@ -8,7 +8,9 @@
 //!    rules), the basename hash (execname, processes only), the hash of every prefix at a depth
 //!    whose bit is set in `dir_depths` (directory rules: the path itself and its parent take
 //!    every entry, further ancestors only recursive ones), the protocol, type and "all" keys of
-//!    a socket, the capability number. Each key is probed with the source hash of the acting
+//!    a socket, the capability number, and for a path whose category has a glob automaton, one
+//!    `*_GLOB` key per glob the automaton matches (it runs over `/` and the bytes of every
+//!    component, root to leaf, exactly as the kernel's dentry walk feeds it). Each key is probed with the source hash of the acting
 //!    executable (only when `c` has fromSource entries) and with source 0; each hit is a chain
 //!    of `count` entries (`seq` 0..count).
 //! 2. An entry without qualifiers covers the operation; one with qualifiers covers it when they say so (`readOnly`, `ownerOnly`: Allow
@@ -24,7 +26,7 @@ use std::collections::HashMap;
 
 use armor_core::event::{Event, Operation, net};
 
-use crate::abi::{self, RuleKey, RuleVal, RulesetMeta, kind};
+use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
 use crate::compile::Encoded;
 use crate::hash;
 
@@ -139,6 +141,23 @@ pub struct Model {
     ruleset: u32,
     meta: RulesetMeta,
     rules: HashMap<RuleKey, RuleVal>,
+    dfas: HashMap<u32, DfaVal>,
+}
+
+/// The globs the automaton of `dfa` matches for `path`, fed as the kernel feeds it: `/` and the
+/// component's bytes for every component, root to leaf (`/` alone for the root).
+pub fn glob_matches(dfa: &DfaVal, path: &str) -> Vec<u16> {
+    let mut state = abi::DFA_START;
+    let mut any = false;
+    for c in hash::components(path) {
+        any = true;
+        state = dfa.step(state, b"/");
+        state = dfa.step(state, c.as_bytes());
+    }
+    if !any {
+        state = dfa.step(state, b"/");
+    }
+    dfa.matched(state).collect()
 }
 
 impl Model {
@@ -149,6 +168,12 @@ impl Model {
             ruleset,
             meta: encoded.meta,
             rules: encoded.rules.iter().copied().collect(),
+            dfas: encoded
+                .dfas
+                .iter()
+                .filter(|(k, _)| k.ruleset == ruleset)
+                .map(|(k, v)| (k.category, **v))
+                .collect(),
         }
     }
 
@@ -262,6 +287,18 @@ impl Model {
                     .get(usize::from(file))
                     .copied()
                     .unwrap_or(0);
+                if self.meta.flags & abi::rs_glob(*category) != 0
+                    && let Some(dfa) = self.dfas.get(&u32::from(*category))
+                {
+                    let k_glob = if file {
+                        kind::FILE_GLOB
+                    } else {
+                        kind::PROC_GLOB
+                    };
+                    for g in glob_matches(dfa, path) {
+                        self.probe(&mut slots, k_glob, u64::from(g), src, &ctx, false);
+                    }
+                }
                 for (d, &h) in prefixes.iter().enumerate() {
                     if bits & (1u64 << d.min(63)) == 0 {
                         continue;

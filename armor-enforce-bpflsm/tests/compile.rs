@@ -51,9 +51,8 @@ fn every_rule_not_enforced_in_kernel_is_named() {
         .iter()
         .map(|u| policy.rules()[u.rule as usize].origin.field.as_str())
         .collect();
-    assert_eq!(a.unenforceable_rules().len(), 2, "{listed:?}");
-    assert!(a.unenforceable_rules()[0].reason.contains("glob"));
-    assert!(a.unenforceable_rules()[1].reason.contains("syscall"));
+    assert_eq!(a.unenforceable_rules().len(), 1, "{listed:?}");
+    assert!(a.unenforceable_rules()[0].reason.contains("syscall"));
     // The trait reports the same list.
     assert_eq!(Artifact::unenforceable(&a), a.unenforceable_rules());
     // Every other rule has at least one entry.
@@ -83,4 +82,65 @@ fn encoded_chains_and_metadata() {
     assert_ne!(e.meta.flags & abi::rs_source(abi::CAT_FILE), 0);
     assert_ne!(e.meta.flags & abi::RS_NAMES, 0);
     assert!(e.rules.iter().all(|(k, _)| k.ruleset == 5));
+    // The file glob: one automaton, one entry whose target is the glob's index.
+    assert_ne!(e.meta.flags & abi::rs_glob(abi::CAT_FILE), 0);
+    assert_eq!(e.meta.flags & abi::rs_glob(abi::CAT_PROCESS), 0);
+    assert_eq!(e.dfas.len(), 1);
+    assert_eq!(e.dfas[0].0.ruleset, 5);
+    assert_eq!(e.dfas[0].0.category, u32::from(abi::CAT_FILE));
+    let globs: Vec<_> = e
+        .rules
+        .iter()
+        .filter(|(k, _)| k.kind == abi::kind::FILE_GLOB)
+        .collect();
+    assert_eq!(globs.len(), 1);
+    assert_eq!(globs[0].0.target, 0);
+    let dfa = &e.dfas[0].1;
+    let end = |p: &str| dfa.step(abi::DFA_START, p.as_bytes());
+    assert_eq!(
+        dfa.matched(end("/var/log/app.log")).collect::<Vec<_>>(),
+        [0]
+    );
+    assert_eq!(dfa.matched(end("/var/log/a/b.log")).count(), 0);
+}
+
+/// Many globs that each need their own states: over the cap, every glob rule of the category
+/// is listed as not enforced (naming the globs), and no glob entry reaches the kernel.
+#[test]
+fn a_glob_automaton_over_the_cap_is_reported_not_dropped() {
+    let mut yaml = String::from(
+        "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: many-globs, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  file:
+    matchPatterns:
+",
+    );
+    for i in 0..40 {
+        yaml.push_str(&format!("    - pattern: /data/g{i}/*.txt\n"));
+    }
+    yaml.push_str("    matchPaths:\n    - path: /etc/shadow\n  action: Block\n");
+    let set = PolicySet::parse(&yaml, "many.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let web = Workload::Container(Container::new("shop", "web").label("app", "web"));
+    let rs = policy.rule_set(&web, Posture::default());
+    let small = armor_enforce_bpflsm::compile_with("shop/web", &rs, 64);
+    assert_eq!(small.unenforceable_rules().len(), 40);
+    assert!(
+        small.unenforceable_rules()[0]
+            .reason
+            .contains("`/data/g0/*.txt`"),
+        "{}",
+        small.unenforceable_rules()[0].reason
+    );
+    assert!(small.globs.is_empty());
+    assert!(small.entries.iter().all(|e| e.kind != abi::kind::FILE_GLOB));
+    // The exact rule is still enforced.
+    assert_eq!(small.entries.len(), 1);
+    // With the default cap the same rules compile.
+    let big = compile("shop/web", &rs);
+    assert!(big.unenforceable_rules().is_empty());
+    assert_eq!(big.globs.len(), 1);
 }
