@@ -1,9 +1,11 @@
 //! A containerd client over its gRPC API (no `ctr`): containers with their labels and image,
 //! their task's pid, enumeration at start and the lifecycle event stream.
 //!
-//! Lifecycle: containerd publishes `/tasks/create` once the runtime created the task (runc
+//! Lifecycle: containerd publishes `/containers/create` when a container is defined (its spec and
+//! labels exist, no process yet), `/tasks/create` once the runtime created the task (runc
 //! `create` done: the cgroup exists, the entrypoint has not run) and `/tasks/start` when the
-//! entrypoint starts; [`ContainerEvent::Created`] and [`ContainerEvent::Started`] carry them.
+//! entrypoint starts; [`ContainerEvent::Defined`], [`ContainerEvent::Created`] and
+//! [`ContainerEvent::Started`] carry them.
 //! Events are published asynchronously: the client that created the task may start it before
 //! a subscriber has seen the create (see [`crate::Runtime::container_event`]).
 //!
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use containerd_client::events::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_client::events::{ContainerCreate, TaskCreate, TaskDelete, TaskExit, TaskStart};
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
@@ -98,6 +100,9 @@ pub fn spec_apparmor_profile(spec: &[u8]) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ContainerEvent {
+    /// A container was defined (spec and labels, no task yet; `pid` is `None`). Enforcers that
+    /// attach by name (AppArmor) load its profile now, so the task can be created under it.
+    Defined(ContainerInfo),
     /// A task was created (runc `create` done: its cgroup exists, its entrypoint has not run):
     /// the container with its pid.
     Created(ContainerInfo),
@@ -260,8 +265,8 @@ impl Containerd {
         })
     }
 
-    /// Subscribes to task events on a thread of its own. A `/tasks/create` or `/tasks/start` is
-    /// resolved to the full
+    /// Subscribes to container and task events on a thread of its own. A `/containers/create`,
+    /// `/tasks/create` or `/tasks/start` is resolved to the full
     /// container (labels, image, AppArmor profile) before it is sent. The thread ends when the receiver is dropped
     /// or the stream ends (after sending [`ContainerEvent::StreamEnded`]).
     pub fn watch(&self) -> Result<mpsc::Receiver<ContainerEvent>> {
@@ -286,6 +291,7 @@ fn watch_loop(socket: &Path, tx: &mpsc::Sender<ContainerEvent>) -> Result<()> {
     let mut events = EventsClient::new(client.channel.clone());
     let req = SubscribeRequest {
         filters: vec![
+            "topic==\"/containers/create\"".to_string(),
             "topic==\"/tasks/create\"".to_string(),
             "topic==\"/tasks/start\"".to_string(),
             "topic==\"/tasks/exit\"".to_string(),
@@ -307,6 +313,15 @@ fn watch_loop(socket: &Path, tx: &mpsc::Sender<ContainerEvent>) -> Result<()> {
         };
         let ns = envelope.namespace;
         let event = match envelope.topic.as_str() {
+            "/containers/create" => {
+                let Ok(create) = ContainerCreate::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                match client.get(&ns, &create.id, None) {
+                    Ok(info) => ContainerEvent::Defined(info),
+                    Err(_) => continue,
+                }
+            }
             "/tasks/create" => {
                 let Ok(create) = TaskCreate::decode(any.value.as_slice()) else {
                     continue;

@@ -354,6 +354,12 @@ impl Enforcement {
         self.alerts.try_iter().collect()
     }
 
+    /// Whether the enforcer attaches by name, so a container's rules must be loaded before its
+    /// task exists (AppArmor: runc applies the profile the spec names when it creates the task).
+    pub fn loads_ahead(&self) -> bool {
+        matches!(self.backend, Some(Backend::AppArmor { .. }))
+    }
+
     /// Called before a workload's rules are applied: BPF-LSM resolves the (device, inode) of the
     /// workload's paths through `/proc/PID/root` of its task (the host uses `/`).
     pub(crate) fn prepare(&self, key: &WorkloadKey, pid: Option<u32>) {

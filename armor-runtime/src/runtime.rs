@@ -99,6 +99,8 @@ struct Tracked {
     visibility: Visibility,
     /// A kernel enforcer applied this workload's rules (Block decisions come from it).
     enforced: bool,
+    /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
+    applied: bool,
 }
 
 #[derive(Debug, Default)]
@@ -117,7 +119,11 @@ pub enum ContainerChange {
     Tracked(WorkloadKey),
     /// The container is no longer tracked; its rules were removed.
     Untracked(String),
-    /// Nothing changed (already tracked, not tracked, a sandbox, or the stream ended).
+    /// A defined container's rules were loaded ahead of its task by the enforcers that attach by
+    /// name (AppArmor); it is tracked once its task is created.
+    Prepared(WorkloadKey),
+    /// Nothing changed (already tracked, not tracked, a sandbox, nothing to load ahead, or the
+    /// stream ended).
     Unchanged,
 }
 
@@ -216,6 +222,7 @@ impl Runtime {
             info: None,
             visibility,
             enforced: false,
+            applied: false,
         };
         let mut rt = Self {
             config,
@@ -266,6 +273,7 @@ impl Runtime {
 
     fn apply_enforcers(&mut self, t: &mut Tracked) {
         t.enforced = false;
+        t.applied = false;
         let pid = t.info.as_ref().and_then(|i| i.pid);
         if let Some(en) = &self.enforcement {
             en.prepare(&t.key, pid);
@@ -278,6 +286,9 @@ impl Runtime {
             let covered = self.enforcement.as_ref().map_or(Ok(()), |en| {
                 en.covers(&t.key, t.workload.is_host(), t.info.as_ref())
             });
+            if result.is_ok() {
+                t.applied = true;
+            }
             match (result, covered) {
                 (Ok(_), Ok(())) => t.enforced = true,
                 (Ok(_), Err(why)) => {
@@ -326,6 +337,7 @@ impl Runtime {
             info: Some(info.clone()),
             visibility,
             enforced: false,
+            applied: false,
         }
     }
 
@@ -342,17 +354,21 @@ impl Runtime {
         Ok(self.add_container_with_cgroup(info, cgroup_id))
     }
 
+    /// A container's workload name: `namespace/pod/container`, or `namespace/container`.
+    fn container_name(info: &ContainerInfo) -> String {
+        match info.pod() {
+            Some(pod) => format!("{}/{}/{}", info.namespace(), pod, info.name()),
+            None => format!("{}/{}", info.namespace(), info.name()),
+        }
+    }
+
     /// Like [`Runtime::add_container`] with a known cgroup id.
     pub fn add_container_with_cgroup(
         &mut self,
         info: &ContainerInfo,
         cgroup_id: u64,
     ) -> WorkloadKey {
-        let name = match info.pod() {
-            Some(pod) => format!("{}/{}/{}", info.namespace(), pod, info.name()),
-            None => format!("{}/{}", info.namespace(), info.name()),
-        };
-        let key = WorkloadKey::new(name).with_cgroup(cgroup_id);
+        let key = WorkloadKey::new(Self::container_name(info)).with_cgroup(cgroup_id);
         let mut t = self.track(info, key.clone());
         self.apply_enforcers(&mut t);
         self.set_visibility(cgroup_id, &t);
@@ -371,8 +387,23 @@ impl Runtime {
     /// it before this runs (Kubernetes issues CreateContainer and StartContainer as two calls,
     /// typically milliseconds apart), the first instructions of the entrypoint may run before
     /// the rules are applied.
+    ///
+    /// A `Defined` container (no task yet) has its rules loaded ahead by enforcers that attach by
+    /// name (AppArmor: the profile must exist before runc applies it at task creation).
     pub fn container_event(&mut self, ev: &ContainerEvent) -> Result<ContainerChange> {
         match ev {
+            ContainerEvent::Defined(info) => {
+                let ahead = self
+                    .enforcement
+                    .as_ref()
+                    .is_some_and(Enforcement::loads_ahead);
+                if info.is_sandbox() || !ahead || self.ids.contains_key(&info.id) {
+                    return Ok(ContainerChange::Unchanged);
+                }
+                let mut t = self.track(info, WorkloadKey::new(Self::container_name(info)));
+                self.apply_enforcers(&mut t);
+                Ok(ContainerChange::Prepared(t.key))
+            }
             ContainerEvent::Created(info) | ContainerEvent::Started(info) => {
                 if info.is_sandbox() {
                     return Ok(ContainerChange::Unchanged);
@@ -449,7 +480,7 @@ impl Runtime {
         };
         if let Some(t) = self.containers.remove(&cgroup_id) {
             for e in &self.enforcers {
-                if t.enforced
+                if t.applied
                     && let Err(err) = e.remove(&t.key)
                 {
                     self.problems
@@ -760,11 +791,15 @@ impl Runtime {
 
     /// An enforcer's alert with the workload's identity added.
     pub fn enforcer_alert(&self, a: &EnforcerAlert, tree: &ProcessTree) -> Telemetry {
+        // By cgroup id; an enforcer that names workloads only (AppArmor profiles loaded ahead of
+        // the task) by name.
         let t = a
             .workload
             .as_ref()
-            .and_then(|k| k.cgroup_id)
-            .and_then(|id| self.containers.get(&id))
+            .and_then(|k| match k.cgroup_id {
+                Some(id) => self.containers.get(&id),
+                None => self.containers.values().find(|t| t.key.name == k.name),
+            })
             .unwrap_or(&self.host);
         let mut r = Telemetry::default();
         let (secs, updated) = format::now();

@@ -173,6 +173,23 @@ fn real_containerd_containers_carry_their_identity() {
         panic!("expected a create for {}", api.id);
     };
     assert_eq!(created.pid, Some(api_pid));
+    // The container's definition came first, without a task.
+    assert!(
+        other
+            .iter()
+            .any(|e| matches!(e, ContainerEvent::Defined(i) if i.id == api.id && i.pid.is_none())),
+        "no Defined event for api: {other:?}"
+    );
+    // Without an enforcer that attaches by name there is nothing to load ahead.
+    let defined = other
+        .iter()
+        .find(|e| matches!(e, ContainerEvent::Defined(i) if i.id == api.id))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        rt.container_event(&defined).unwrap(),
+        ContainerChange::Unchanged
+    );
     assert_eq!(created.namespace(), "billing");
     assert_eq!(created.pod().as_deref(), Some("api-0"));
     assert_eq!(created.labels.get("app").map(String::as_str), Some("api"));

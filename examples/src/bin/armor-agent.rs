@@ -163,7 +163,9 @@ fn main() -> Result<()> {
         if let Some((_, rx)) = &containerd {
             while let Ok(ev) = rx.try_recv() {
                 match &ev {
-                    ContainerEvent::Created(info) | ContainerEvent::Started(info) => {
+                    ContainerEvent::Defined(info)
+                    | ContainerEvent::Created(info)
+                    | ContainerEvent::Started(info) => {
                         report(&info.id, rt.container_event(&ev));
                     }
                     ContainerEvent::StreamEnded(reason) => {
@@ -224,6 +226,10 @@ fn report(apparmor: bool, id: &str, change: armor_runtime::Result<ContainerChang
             eprintln!("armor-agent: container {key} (AppArmor profile {profile})");
         }
         Ok(ContainerChange::Tracked(key)) => eprintln!("armor-agent: container {key}"),
+        Ok(ContainerChange::Prepared(key)) => {
+            let profile = armor_runtime::enforcement::apparmor_profile_name(&key.name);
+            eprintln!("armor-agent: container {key} defined: AppArmor profile {profile} loaded");
+        }
         Ok(ContainerChange::Untracked(id)) => eprintln!("armor-agent: container {id} gone"),
         Ok(_) => {}
         Err(e) => eprintln!("armor-agent: container {id}: {e}: {}", source_text(&e)),
