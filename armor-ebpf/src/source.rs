@@ -87,7 +87,11 @@ pub fn visibility_mask(v: &Visibility) -> u32 {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
-    /// Ring buffer size in bytes (a power of two, multiple of the page size). Default 16 MiB.
+    /// Ring buffer size in bytes (a power of two, multiple of the page size). Default 8 MiB:
+    /// 12,336 records of 680 bytes, 0.12 s of events at 100,000 events/s, which keeps the
+    /// agent's resident memory under 40 MB with 1,000 rules and 100 workloads (user space maps
+    /// the data pages twice, so RSS counts the ring twice). Raise it where the consumer may be
+    /// descheduled for longer and memory is not tight.
     pub ring_bytes: u32,
     /// Visibility of cgroups without an entry (the host, unknown containers). Default: none,
     /// so nothing reaches user space until the caller says what it wants.
@@ -102,7 +106,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            ring_bytes: 16 << 20,
+            ring_bytes: 8 << 20,
             default_visibility: Visibility::none(),
             ignore_pid: Some(std::process::id()),
             seed_process_tree: true,

@@ -69,13 +69,27 @@ fn status_kb(field: &str) -> u64 {
         .unwrap()
 }
 
+/// `Pss:` of `/proc/self/smaps_rollup` in kB: pages mapped twice by this process count once
+/// (the ring buffer's data pages are mapped twice, back to back, so RSS counts them twice).
+fn pss_kb() -> u64 {
+    fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn mem(stage: &str) {
     println!(
-        "  {stage}: VmRSS {} kB (anon {}, file {}, shmem {}), VmHWM {} kB",
+        "  {stage}: VmRSS {} kB (anon {}, file {}, shmem {}), Pss {} kB, VmHWM {} kB",
         status_kb("VmRSS:"),
         status_kb("RssAnon:"),
         status_kb("RssFile:"),
         status_kb("RssShmem:"),
+        pss_kb(),
         status_kb("VmHWM:")
     );
 }
@@ -161,7 +175,7 @@ fn main() {
     mem("start");
     let ring_mb: u32 = std::env::var("ARMOR_BENCH_RING_MB")
         .ok()
-        .map_or(16, |v| v.parse().unwrap());
+        .map_or(Options::default().ring_bytes >> 20, |v| v.parse().unwrap());
     println!("ring buffer: {ring_mb} MB");
     let mut source = EventSource::load(
         Options::default()
@@ -251,11 +265,7 @@ fn main() {
             handled as f64 / cpu
         );
     }
-    println!(
-        "memory after the runs: VmRSS {} kB, VmHWM {} kB",
-        status_kb("VmRSS:"),
-        status_kb("VmHWM:")
-    );
+    mem("memory after the runs");
     drop(rt);
     let _ = fs::remove_dir(&cg);
 }
