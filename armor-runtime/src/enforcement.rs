@@ -8,7 +8,7 @@
 //! | enforcer | host | containers |
 //! |---|---|---|
 //! | BPF-LSM (`BPFLSM`) | every host process outside a tracked container | every tracked container, by its cgroup, from the moment its rules are applied (on containerd's task create: before the entrypoint runs) |
-//! | AppArmor (`AppArmor`) | only processes started under the host profile (exec transition, e.g. `aa-exec -p <profile>`); other host processes are monitored only | containers whose OCI spec names the container's profile (`process.apparmorProfile`, or in Kubernetes `securityContext.appArmorProfile: {type: Localhost, localhostProfile: <profile>}`); others are monitored only |
+//! | AppArmor (`AppArmor`) | only processes started under the host profile (exec transition, e.g. `aa-exec -p <profile>`); other host processes are monitored only | containers whose OCI spec names the container's profile (`process.apparmorProfile`, or in Kubernetes `securityContext.appArmorProfile: {type: Localhost, localhostProfile: <profile>}`), loaded when the container is defined ([`crate::containerd::ContainerEvent::Defined`]), before runc applies it at task creation; others are monitored only |
 //! | none | monitored only | monitored only |
 //!
 //! "Monitored only" means Block rules are matched in user space on the events the eBPF event

@@ -39,11 +39,12 @@ Enforcers (--enforcer):
             their entrypoint runs (enforced from the first instruction when the agent handles
             the create event before the task is started)
   apparmor  AppArmor or exit with the reason: loads one profile per workload into
-            --apparmor-dir; a container is enforced only when its OCI spec names its profile
-            (process.apparmorProfile; Kubernetes: securityContext.appArmorProfile
-            {type: Localhost, localhostProfile: armor.<ns>_<pod>_<container>_<hash>}, named on
-            stderr when the container is found), the host only for processes started under
-            its profile (aa-exec -p)
+            --apparmor-dir, a container's as soon as containerd defines it (before its task,
+            whose creation applies the profile); a container is enforced only when its OCI
+            spec names its profile (process.apparmorProfile; Kubernetes:
+            securityContext.appArmorProfile {type: Localhost, localhostProfile:
+            armor.<ns>_<pod>_<container>_<hash>}, named on stderr), the host only for
+            processes started under its profile (aa-exec -p)
   none      audit-only monitoring
 
 Workloads an enforcer does not cover are monitored: their Block rules are reported as

@@ -113,7 +113,7 @@ fn enforcer_records(rt: &mut Runtime, limit: Duration) -> Vec<Telemetry> {
 /// `app`, namespace `shop`, image `image`, policy `policy`); returns it as JSON.
 fn check_alert(
     records: &[Telemetry],
-    resource: &str,
+    (enforcer, operation, resource): (&str, &str, &str),
     (id, name, pod, app, image, policy): (&str, &str, &str, &str, &str, &str),
 ) -> String {
     let dump: Vec<String> = records
@@ -122,11 +122,11 @@ fn check_alert(
         .collect();
     let alert = records
         .iter()
-        .find(|r| r.operation.as_deref() == Some("Process"))
-        .unwrap_or_else(|| panic!("no Process alert from the runtime: {dump:?}"));
+        .find(|r| r.operation.as_deref() == Some(operation))
+        .unwrap_or_else(|| panic!("no {operation} alert from the runtime: {dump:?}"));
     let json = serde_json::to_string(alert).unwrap();
     assert_eq!(alert.kind.as_deref(), Some("MatchedPolicy"), "{json}");
-    assert_eq!(alert.enforcer.as_deref(), Some("BPFLSM"), "{json}");
+    assert_eq!(alert.enforcer.as_deref(), Some(enforcer), "{json}");
     assert_eq!(alert.action.as_deref(), Some("Block"), "{json}");
     assert_eq!(alert.result.as_deref(), Some("Permission denied"), "{json}");
     assert_eq!(alert.resource.as_deref(), Some(resource), "{json}");
@@ -186,6 +186,12 @@ fn state_pid(state: &str) -> u32 {
 /// A bundle whose entrypoint is `/bin/<entry> ok` (the static armor-op helper) in cgroup
 /// `cgroup` (relative to the cgroup2 root).
 fn bundle(dir: &Path, entry: &str, cgroup: &str) {
+    bundle_with(dir, entry, &["ok"], cgroup, None);
+}
+
+/// A bundle whose entrypoint is `/bin/<entry> ARGS...` (the armor-op helper) in cgroup `cgroup`,
+/// under AppArmor profile `apparmor` when given, with `/etc/armor-secret` in its root.
+fn bundle_with(dir: &Path, entry: &str, args: &[&str], cgroup: &str, apparmor: Option<&str>) {
     let _ = fs::remove_dir_all(dir);
     let rootfs = dir.join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
@@ -193,6 +199,8 @@ fn bundle(dir: &Path, entry: &str, cgroup: &str) {
         fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     fs::copy(helper_path(), rootfs.join("bin").join(entry)).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::write(rootfs.join("etc/armor-secret"), "s3cret\n").unwrap();
     let st = Command::new("runc")
         .args(["spec", "--bundle"])
         .arg(dir)
@@ -200,13 +208,23 @@ fn bundle(dir: &Path, entry: &str, cgroup: &str) {
         .unwrap();
     assert!(st.success(), "runc spec");
     let spec = fs::read_to_string(dir.join("config.json")).unwrap();
-    let spec = spec
+    let argv: Vec<String> = std::iter::once(format!("/bin/{entry}"))
+        .chain(args.iter().map(|a| (*a).to_string()))
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let mut spec = spec
         .replace("\"terminal\": true", "\"terminal\": false")
-        .replace("\"sh\"", &format!("\"/bin/{entry}\", \"ok\""))
+        .replace("\"sh\"", &argv.join(", "))
         .replace(
             "\"linux\": {",
             &format!("\"linux\": {{\n\t\t\"cgroupsPath\": \"/{cgroup}\","),
         );
+    if let Some(profile) = apparmor {
+        spec = spec.replace(
+            "\"process\": {",
+            &format!("\"process\": {{\n\t\t\"apparmorProfile\": \"{profile}\","),
+        );
+    }
     fs::write(dir.join("config.json"), spec).unwrap();
 }
 
@@ -363,7 +381,7 @@ fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() 
     );
     let json = check_alert(
         &web.records,
-        "/bin/blocked",
+        ("BPFLSM", "Process", "/bin/blocked"),
         (&web.id, "web", "web-0", "web", IMAGE, "no-entry"),
     );
     println!("alert: {json}");
@@ -547,7 +565,7 @@ fn runtime_blocks_a_containerd_containers_first_command_from_the_create_event() 
     );
     let json = check_alert(
         web_records,
-        "/bin/busybox",
+        ("BPFLSM", "Process", "/bin/busybox"),
         (&web.id, "web", "web-0", "web", CTRD_IMAGE, "no-busybox"),
     );
     println!("alert: {json}");
@@ -556,4 +574,148 @@ fn runtime_blocks_a_containerd_containers_first_command_from_the_create_event() 
         api_records.is_empty(),
         "alerts for the control: {api_records:?}"
     );
+}
+
+/// AppArmor through the runtime (the module name keeps it out of the SELinux guest's run).
+mod apparmor {
+    use super::*;
+
+    const SECRET_POLICY: &str = "\
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: no-secret, namespace: shop}
+spec:
+  severity: 7
+  selector: {matchLabels: {app: web}}
+  file:
+    matchPaths:
+    - path: /etc/armor-secret
+  action: Block
+";
+
+    /// Whether AppArmor lists profile `name` as loaded.
+    fn loaded(name: &str) -> bool {
+        fs::read_to_string("/sys/kernel/security/apparmor/profiles")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').next() == Some(name))
+    }
+
+    /// One container: defined (the runtime loads its profile ahead), created by runc under the
+    /// profile its spec names, handed to the runtime, started; returns its log and the records.
+    fn run(rt: &mut Runtime, name: &str, app: &str) -> (String, Vec<Telemetry>, String) {
+        let id = format!("armor-aa-{name}-{}", std::process::id());
+        let dir = PathBuf::from(format!("/tmp/{id}"));
+        let cgroup = format!("armor-aa-{name}-{}", std::process::id());
+        let workload = format!("shop/{name}-0/{name}");
+        let profile = armor_runtime::enforcement::apparmor_profile_name(&workload);
+        let mut i = info(&id, &format!("{name}-0"), name, app, 0);
+        i.pid = None;
+        i.apparmor_profile = Some(profile.clone());
+        let t = Instant::now();
+        let change = rt
+            .container_event(&ContainerEvent::Defined(i.clone()))
+            .unwrap();
+        let ahead = t.elapsed();
+        assert_eq!(
+            change,
+            ContainerChange::Prepared(armor_core::WorkloadKey::new(workload.as_str()))
+        );
+        assert!(loaded(&profile), "{profile} not loaded ahead");
+        bundle_with(
+            &dir,
+            "op",
+            &["open", "/etc/armor-secret", "rdonly"],
+            &cgroup,
+            Some(&profile),
+        );
+        let log = fs::File::create(dir.join("ctr.log")).unwrap();
+        let st = runc(&["create", "--bundle", dir.to_str().unwrap(), &id], &log);
+        assert!(
+            st.success(),
+            "runc create: {}",
+            fs::read_to_string(dir.join("ctr.log")).unwrap_or_default()
+        );
+        i.pid = Some(state_pid(&state(&id)));
+        let change = rt.container_event(&ContainerEvent::Created(i)).unwrap();
+        assert!(matches!(change, ContainerChange::Tracked(_)), "{change:?}");
+        // The spec names the profile: the runtime counts the container as enforced.
+        let problems = rt.take_problems();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(runc(&["start", &id], &log).success(), "runc start");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let st = state(&id);
+            if !st.contains("\"running\"") && !st.contains("\"created\"") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let records = enforcer_records(rt, Duration::from_secs(10));
+        let _ = runc(&["delete", "--force", &id], &log);
+        let gone = rt
+            .container_event(&ContainerEvent::Stopped {
+                containerd_namespace: "k8s.io".to_string(),
+                id: id.clone(),
+            })
+            .unwrap();
+        assert_eq!(gone, ContainerChange::Untracked(id.clone()));
+        assert!(
+            !loaded(&profile),
+            "{profile} still loaded after the container went"
+        );
+        let problems = rt.take_problems();
+        assert!(problems.is_empty(), "{problems:?}");
+        let text = fs::read_to_string(dir.join("ctr.log")).unwrap_or_default();
+        let _ = fs::remove_dir(cgroup2_root().unwrap().join(&cgroup));
+        let _ = fs::remove_dir_all(&dir);
+        println!(
+            "{name}: profile {profile} loaded ahead in {ahead:?}; log `{}`",
+            text.trim()
+        );
+        (text, records, id)
+    }
+
+    #[test]
+    fn runtime_loads_the_profile_ahead_and_the_container_naming_it_is_enforced() {
+        if Command::new("runc").arg("--version").output().is_err() {
+            assert!(guest::current().is_none(), "runc missing in the guest");
+            eprintln!("skipped: runc not installed");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("armor-rt-aa-{}", std::process::id()));
+        let options = EnforcementOptions::default().apparmor_dir(&dir);
+        let enforcement = match Enforcement::select(EnforcerChoice::AppArmor, &options) {
+            Ok(e) => e,
+            Err(e) => {
+                assert!(
+                    guest::current().and_then(|g| g.profile) != Some(guest::Profile::AppArmor),
+                    "AppArmor refused in its guest: {e}"
+                );
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        println!("selected: {}", enforcement.summary());
+        let mut rt = runtime(enforcement, SECRET_POLICY);
+        let (web_log, web_records, web_id) = run(&mut rt, "web", "web");
+        let (api_log, api_records, _) = run(&mut rt, "api", "api");
+        drop(rt);
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            web_log.contains("errno 13"),
+            "the read was not refused: `{web_log}`"
+        );
+        let json = check_alert(
+            &web_records,
+            ("AppArmor", "File", "/etc/armor-secret"),
+            (&web_id, "web", "web-0", "web", IMAGE, "no-secret"),
+        );
+        println!("alert: {json}");
+        assert!(api_log.contains("armor-op: ok"), "control: `{api_log}`");
+        assert!(
+            api_records.is_empty(),
+            "alerts for the control: {api_records:?}"
+        );
+    }
 }
