@@ -39,9 +39,15 @@ const KEEP_EXITED: usize = 4096;
 
 /// Reads one process from `/proc` (`None` when it is gone).
 pub fn read_proc(pid: u32) -> Option<ProcessInfo> {
+    read_proc_and_comm(pid).map(|(info, _)| info)
+}
+
+/// [`read_proc`] and the process's current `comm`.
+fn read_proc_and_comm(pid: u32) -> Option<(ProcessInfo, String)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
-    let after = stat.rsplit_once(')')?.1;
+    let (head, after) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
     let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| {
@@ -69,14 +75,17 @@ pub fn read_proc(pid: u32) -> Option<ProcessInfo> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let cwd = read_cwd(pid).unwrap_or_default();
-    Some(ProcessInfo {
-        pid,
-        ppid,
-        ns_pid,
-        exe,
-        cmdline,
-        cwd,
-    })
+    Some((
+        ProcessInfo {
+            pid,
+            ppid,
+            ns_pid,
+            exe,
+            cmdline,
+            cwd,
+        },
+        comm,
+    ))
 }
 
 fn read_cwd(pid: u32) -> Option<String> {
@@ -202,19 +211,109 @@ impl ProcessTree {
                 }
             }
             _ => {
-                if let std::collections::hash_map::Entry::Vacant(v) = self.procs.entry(event.pid)
-                    && let Some(info) = read_proc(event.pid)
-                {
-                    v.insert(info);
+                if self.procs.contains_key(&event.pid) {
+                    return;
                 }
+                let Some((mut info, comm)) = read_proc_and_comm(event.pid) else {
+                    return;
+                };
+                // `/proc` is read after the event: a process whose fork we did not see (it was
+                // in an invisible cgroup, like a container runtime's init before it joins the
+                // container's cgroup) may have executed another image since. Its `comm` then
+                // differs from the event's, and what `/proc` shows now did not make the
+                // event: before an exec a process runs its parent's image.
+                if comm != event.comm {
+                    let parent = self
+                        .procs
+                        .get(&event.ppid)
+                        .cloned()
+                        .or_else(|| read_proc(event.ppid));
+                    let (exe, cmdline) = parent.map(|p| (p.exe, p.cmdline)).unwrap_or_default();
+                    info.exe = exe;
+                    info.cmdline = cmdline;
+                }
+                self.procs.insert(event.pid, info);
             }
         }
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
 mod tests {
     use super::*;
+    use crate::event::{FileOp, Syscall};
+
+    fn open_event(pid: u32, ppid: u32, comm: &str) -> Event {
+        Event {
+            ts_ns: 0,
+            cgroup_id: 0,
+            syscall: Syscall::Openat,
+            pid,
+            tid: pid,
+            ppid,
+            ns_pid: pid,
+            ns_ppid: ppid,
+            uid: 0,
+            gid: 0,
+            pid_ns: 0,
+            mnt_ns: 0,
+            comm: comm.to_string(),
+            ret: 0,
+            kind: EventKind::File(FileOp {
+                path: "/etc/hostname".to_string(),
+                raw_path: "/etc/hostname".to_string(),
+                dirfd: -100,
+                flags: 0,
+                mode: 0,
+                target: None,
+                owner: None,
+            }),
+        }
+    }
+
+    /// A child that has already executed `sleep`: an event it made before (another `comm`)
+    /// gets its parent's image, one made after keeps what `/proc` shows.
+    #[test]
+    fn an_unknown_process_that_executed_since_its_event_gets_its_parents_image() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Wait for the exec to have completed (comm becomes `sleep` during the exec, the new
+        // argv is readable a little later).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !read_proc_and_comm(pid).is_some_and(|(i, c)| c == "sleep" && !i.cmdline.is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never became sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let me = std::process::id();
+        let my_exe = std::env::current_exe()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+
+        let mut tree = ProcessTree::new();
+        tree.apply(&open_event(pid, me, "runc:[2:INIT]"));
+        assert_eq!(tree.get(pid).unwrap().exe, my_exe);
+        assert_eq!(tree.get(pid).unwrap().ppid, me);
+
+        let mut tree = ProcessTree::new();
+        tree.apply(&open_event(pid, me, "sleep"));
+        let sleep = tree.get(pid).unwrap();
+        assert!(sleep.exe.ends_with("/sleep"), "{sleep:?}");
+        assert_eq!(sleep.cmdline, "/bin/sleep 5");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 
     #[test]
     fn seeded_from_proc_knows_us_and_our_parent() {
