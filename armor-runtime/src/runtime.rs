@@ -134,6 +134,8 @@ pub struct Runtime {
     host: Tracked,
     containers: HashMap<u64, Tracked>,
     ids: HashMap<String, u64>,
+    /// Containers defined but without a task yet whose rules were loaded ahead, by id.
+    prepared: HashMap<String, WorkloadKey>,
     enforcers: Vec<Arc<dyn Enforcer>>,
     enforcement: Option<Enforcement>,
     dropped_alerts: u64,
@@ -230,6 +232,7 @@ impl Runtime {
             host,
             containers: HashMap::new(),
             ids: HashMap::new(),
+            prepared: HashMap::new(),
             enforcers,
             enforcement,
             dropped_alerts: 0,
@@ -402,12 +405,14 @@ impl Runtime {
                 }
                 let mut t = self.track(info, WorkloadKey::new(Self::container_name(info)));
                 self.apply_enforcers(&mut t);
+                self.prepared.insert(info.id.clone(), t.key.clone());
                 Ok(ContainerChange::Prepared(t.key))
             }
             ContainerEvent::Created(info) | ContainerEvent::Started(info) => {
                 if info.is_sandbox() {
                     return Ok(ContainerChange::Unchanged);
                 }
+                self.prepared.remove(&info.id);
                 if let Some(t) = self
                     .ids
                     .get(&info.id)
@@ -433,14 +438,16 @@ impl Runtime {
         }
     }
 
-    /// AppArmor: unloads armor profiles of workloads that are not tracked (left by an earlier
-    /// run or by containers that are gone). Call it after the running containers were added.
+    /// AppArmor: unloads armor profiles of workloads that are neither tracked nor loaded ahead
+    /// for a defined container (left by an earlier run or by containers that are gone). Call it
+    /// after the existing containers were added.
     /// Returns the profiles removed.
     pub fn sweep_stale_profiles(&mut self) -> Vec<String> {
         let Some(en) = &self.enforcement else {
             return Vec::new();
         };
         let mut keep: Vec<WorkloadKey> = self.containers.values().map(|t| t.key.clone()).collect();
+        keep.extend(self.prepared.values().cloned());
         keep.push(self.host.key.clone());
         match en.sweep(&keep) {
             Ok(removed) => removed,

@@ -137,13 +137,16 @@ fn main() -> Result<()> {
             let c = Containerd::connect(sock)?;
             // Subscribe first: a container created while we enumerate is not missed.
             let rx = c.watch()?;
+            // Running (or created) tasks are tracked; containers without a task yet get what
+            // must be loaded ahead of it (AppArmor profiles).
             for info in c.list_all()? {
-                if info.pid.is_some() {
-                    report(
-                        &info.id,
-                        rt.container_event(&ContainerEvent::Created(info.clone())),
-                    );
-                }
+                let id = info.id.clone();
+                let ev = if info.pid.is_some() {
+                    ContainerEvent::Created(info)
+                } else {
+                    ContainerEvent::Defined(info)
+                };
+                report(&id, rt.container_event(&ev));
             }
             for name in rt.sweep_stale_profiles() {
                 eprintln!("armor-agent: removed stale AppArmor profile {name}");
