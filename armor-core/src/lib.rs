@@ -28,6 +28,7 @@ pub mod enforcer;
 pub mod engine;
 pub mod event;
 pub mod glob;
+pub mod inventory;
 pub mod manual;
 pub mod model;
 mod parse;

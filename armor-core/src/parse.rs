@@ -37,7 +37,8 @@ static DIR_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^/$|^/.*/$"));
 static EXECNAME_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[^/]+$"));
 static NAME_RE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"));
-static NAMESPACE_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"));
+pub(crate) static NAMESPACE_RE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"));
 
 /// Protocol names of the CRD's `MatchNetworkProtocolStringType`, lowercase.
 pub const PROTOCOLS: &[&str] = &[
@@ -97,7 +98,7 @@ impl Ctx<'_> {
     }
 }
 
-fn join(parent: &str, key: &str) -> String {
+pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {
@@ -106,14 +107,14 @@ fn join(parent: &str, key: &str) -> String {
 }
 
 /// A mapping being read: keys are taken one by one, leftovers become unknown-field warnings.
-struct MapReader<'n> {
+pub(crate) struct MapReader<'n> {
     entries: Vec<(&'n str, &'n Node, &'n Node)>,
     taken: Vec<bool>,
     field: String,
 }
 
 impl<'n> MapReader<'n> {
-    fn new(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<Self> {
+    pub(crate) fn new(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> Option<Self> {
         let NodeKind::Map(entries) = &*node.kind else {
             ctx.err(
                 node.pos,
@@ -147,7 +148,7 @@ impl<'n> MapReader<'n> {
     }
 
     /// The value of `key`, if present, and its field path.
-    fn take(&mut self, key: &str) -> Option<(&'n Node, String)> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<(&'n Node, String)> {
         let i = self.entries.iter().position(|(k, _, _)| *k == key)?;
         if let Some(t) = self.taken.get_mut(i) {
             *t = true;
@@ -158,7 +159,7 @@ impl<'n> MapReader<'n> {
     }
 
     /// Reports keys nobody asked for.
-    fn finish(self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn finish(self, ctx: &mut Ctx<'_>) {
         for ((k, knode, _), taken) in self.entries.iter().zip(&self.taken) {
             if !taken {
                 ctx.warn(
@@ -171,11 +172,11 @@ impl<'n> MapReader<'n> {
     }
 }
 
-fn is_null(node: &Node) -> bool {
+pub(crate) fn is_null(node: &Node) -> bool {
     matches!(&*node.kind, NodeKind::Scalar { value, style } if scalar_type(value, *style) == ScalarType::Null)
 }
 
-fn string(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<String> {
+pub(crate) fn string(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<String> {
     match &*node.kind {
         NodeKind::Scalar { value, style } if scalar_type(value, *style) == ScalarType::Str => {
             Some(value.clone())
@@ -236,7 +237,7 @@ fn integer(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<i64> {
     None
 }
 
-fn list<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> &'n [Node] {
+pub(crate) fn list<'n>(ctx: &mut Ctx<'_>, node: &'n Node, field: &str) -> &'n [Node] {
     match &*node.kind {
         NodeKind::Seq(items) => items,
         _ if is_null(node) => &[],
@@ -262,7 +263,7 @@ fn string_list(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Vec<String> {
     out
 }
 
-fn string_map(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> BTreeMap<String, String> {
+pub(crate) fn string_map(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if is_null(node) {
         return out;
