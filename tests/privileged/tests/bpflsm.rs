@@ -833,6 +833,165 @@ fn bpflsm_bypass_suite() {
     assert!(failed.is_empty(), "bypasses: {failed:#?}");
 }
 
+const GLOB_BYPASS_POLICY: &str = "
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: glob-bypass, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  process:
+    matchPatterns:
+    - pattern: /usr/bin/blk*
+  file:
+    matchPatterns:
+    - pattern: /etc/*.key
+    - pattern: /vault/**
+    - pattern: /gdeep/**/f
+  action: Block
+";
+
+/// Globs in the kernel cannot be dodged by the spelling of the path: symlinks, `..`, chroot,
+/// `/proc/self/fd`, a path longer than the alert's 256 bytes, a multi-byte name.
+#[test]
+fn bpflsm_glob_bypass_suite() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let set = PolicySet::parse(GLOB_BYPASS_POLICY, "glob-bypass.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let a = compile("shop/web", &policy.rule_set(&w, Posture::default()));
+    assert!(
+        a.unenforceable_rules().is_empty(),
+        "{:?}",
+        a.unenforceable_rules()
+    );
+    let root = PathBuf::from("/tmp/armor-glob-bypass");
+    let _ = fs::remove_dir_all(&root);
+    for d in ["usr/bin", "etc", "tmp", "vault/a/b", "proc"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for exe in ["usr/bin/blkx", "usr/bin/ok", "usr/bin/actor"] {
+        fs::copy(helper_path(), root.join(exe)).unwrap();
+        fs::set_permissions(root.join(exe), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in ["etc/tls.key", "etc/hostname", "etc/é.key", "vault/a/b/c"] {
+        fs::write(root.join(f), b"x\n").unwrap();
+    }
+    std::os::unix::fs::symlink("/usr/bin/blkx", root.join("lnk-blk")).unwrap();
+    std::os::unix::fs::symlink("/etc/tls.key", root.join("lnk-key")).unwrap();
+    let mut deep = String::from("/gdeep");
+    for i in 0..45 {
+        deep.push_str(&format!("/{i:02}{}", "g".repeat(48)));
+    }
+    fs::create_dir_all(root.join(deep.trim_start_matches('/'))).unwrap();
+    for f in ["f", "g"] {
+        fs::write(root.join(deep.trim_start_matches('/')).join(f), b"x\n").unwrap();
+    }
+    let cg = Cgroup::create("glob-bypass").unwrap();
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+    lsm.apply(&key, &a).unwrap();
+    let deep_f = format!("{deep}/f");
+    let deep_g = format!("{deep}/g");
+    let cases: Vec<(&str, Vec<&str>, bool)> = vec![
+        (
+            "exec matching the glob",
+            vec!["exec", "/usr/bin/blkx", "ok"],
+            true,
+        ),
+        (
+            "exec of another binary",
+            vec!["exec", "/usr/bin/ok", "ok"],
+            false,
+        ),
+        (
+            "exec through a symlink",
+            vec!["exec", "/lnk-blk", "ok"],
+            true,
+        ),
+        (
+            "fexecve of an fd",
+            vec!["fexec", "/usr/bin/blkx", "ok"],
+            true,
+        ),
+        (
+            "open matching the glob",
+            vec!["open", "/etc/tls.key", "rdonly"],
+            true,
+        ),
+        (
+            "open of another file",
+            vec!["open", "/etc/hostname", "rdonly"],
+            false,
+        ),
+        (
+            "open through a symlink",
+            vec!["open", "/lnk-key", "rdonly"],
+            true,
+        ),
+        (
+            "relative path with ..",
+            vec!["open", "tmp/../etc/tls.key", "rdonly"],
+            true,
+        ),
+        (
+            "chroot /etc then /tls.key",
+            vec!["chroot-open", "/etc", "/tls.key", "rdonly"],
+            true,
+        ),
+        (
+            "open through /proc/self/fd",
+            vec!["procfd-open", "/etc/tls.key", "rdonly"],
+            true,
+        ),
+        (
+            "multi-byte file name",
+            vec!["open", "/etc/é.key", "rdonly"],
+            true,
+        ),
+        (
+            "** below a directory",
+            vec!["open", "/vault/a/b/c", "rdonly"],
+            true,
+        ),
+        (
+            "rename out of the glob",
+            vec!["rename", "/etc/tls.key", "/tmp/k"],
+            true,
+        ),
+        (
+            "deep path (>2000 bytes) matching **/f",
+            vec!["open", &deep_f, "rdonly"],
+            true,
+        ),
+        (
+            "deep path not matching",
+            vec!["open", &deep_g, "rdonly"],
+            false,
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (what, args, want_block) in &cases {
+        let line = run_in(&root, &cg, "/usr/bin/actor", args);
+        let blocked = line.starts_with("armor-op: errno 1 ");
+        let ok = blocked == *want_block && (blocked || line == "armor-op: ok");
+        println!(
+            "{} {what}: `{line}` (want {})",
+            if ok { "ok  " } else { "FAIL" },
+            if *want_block { "EPERM" } else { "ok" }
+        );
+        if !ok {
+            failed.push(*what);
+        }
+    }
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    harness.leave(&lsm);
+    let _ = fs::remove_dir_all(&root);
+    assert!(failed.is_empty(), "glob bypasses: {failed:?}");
+}
+
 fn block_policy(name: &str, paths: &[String]) -> std::sync::Arc<armor_core::RuleSet> {
     let mut y = format!(
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  file:\n    matchPaths:\n"
