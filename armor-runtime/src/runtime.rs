@@ -275,6 +275,12 @@ impl Runtime {
     }
 
     fn apply_enforcers(&mut self, t: &mut Tracked) {
+        self.apply_enforcers_ahead(t, false);
+    }
+
+    /// Applies `t`'s rules; `ahead`: for a container without a process yet, whose coverage is
+    /// checked (and reported) once its task exists.
+    fn apply_enforcers_ahead(&mut self, t: &mut Tracked, ahead: bool) {
         t.enforced = false;
         t.applied = false;
         let pid = t.info.as_ref().and_then(|i| i.pid);
@@ -295,7 +301,7 @@ impl Runtime {
             match (result, covered) {
                 (Ok(_), Ok(())) => t.enforced = true,
                 (Ok(_), Err(why)) => {
-                    if !t.rules.rule_ids().is_empty() {
+                    if !ahead && !t.rules.rule_ids().is_empty() {
                         self.problems.push(format!(
                             "{}: {}: rules loaded but not enforced ({why}); its Block rules \
                              are reported as `Audit (Block)`",
@@ -404,7 +410,7 @@ impl Runtime {
                     return Ok(ContainerChange::Unchanged);
                 }
                 let mut t = self.track(info, WorkloadKey::new(Self::container_name(info)));
-                self.apply_enforcers(&mut t);
+                self.apply_enforcers_ahead(&mut t, true);
                 self.prepared.insert(info.id.clone(), t.key.clone());
                 Ok(ContainerChange::Prepared(t.key))
             }

@@ -697,10 +697,42 @@ spec:
             }
         };
         println!("selected: {}", enforcement.summary());
+        // An earlier agent loaded a profile for a container that is gone.
+        let mut old = runtime(enforcement, SECRET_POLICY);
+        let mut gone = info("armor-aa-gone", "gone-0", "gone", "web", 0);
+        gone.pid = None;
+        old.container_event(&ContainerEvent::Defined(gone)).unwrap();
+        let stale = armor_runtime::enforcement::apparmor_profile_name("shop/gone-0/gone");
+        assert!(loaded(&stale));
+        drop(old);
+        let enforcement = Enforcement::select(EnforcerChoice::AppArmor, &options).unwrap();
         let mut rt = runtime(enforcement, SECRET_POLICY);
+        // This agent: a container defined, not created yet; the sweep keeps its profile and
+        // removes the stale one.
+        let mut pending = info("armor-aa-pending", "pending-0", "pending", "web", 0);
+        pending.pid = None;
+        pending.apparmor_profile = Some(armor_runtime::enforcement::apparmor_profile_name(
+            "shop/pending-0/pending",
+        ));
+        rt.container_event(&ContainerEvent::Defined(pending))
+            .unwrap();
+        let kept = armor_runtime::enforcement::apparmor_profile_name("shop/pending-0/pending");
+        let removed = rt.sweep_stale_profiles();
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!loaded(&stale), "{stale} still loaded");
+        assert!(
+            loaded(&kept),
+            "{kept} swept although its container is defined"
+        );
         let (web_log, web_records, web_id) = run(&mut rt, "web", "web");
         let (api_log, api_records, _) = run(&mut rt, "api", "api");
+        // The pending container never got a task: a later sweep (none tracked) removes it.
         drop(rt);
+        let enforcement = Enforcement::select(EnforcerChoice::AppArmor, &options).unwrap();
+        let mut last = runtime(enforcement, SECRET_POLICY);
+        assert_eq!(last.sweep_stale_profiles(), vec![kept.clone()]);
+        assert!(!loaded(&kept));
+        drop(last);
         let _ = fs::remove_dir_all(&dir);
         assert!(
             web_log.contains("errno 13"),
