@@ -155,6 +155,18 @@ fn main() -> Result<()> {
         }
         None => None,
     };
+    for p in rt.take_problems() {
+        eprintln!("armor-agent: {p}");
+    }
+    // From here the host's and the existing containers' rules are in force.
+    eprintln!(
+        "armor-agent: ready: {} ({} containers)",
+        rt.enforcement().and_then(Enforcement::name).map_or_else(
+            || "audit-only".to_string(),
+            |n| format!("enforcing with {n}")
+        ),
+        rt.containers().len()
+    );
     // Following containerd, poll briefly so a created task gets its rules before its start.
     let poll = Duration::from_millis(if containerd.is_some() { 10 } else { 200 });
     let mut seen = snapshot(&cli.policies);
