@@ -13,8 +13,10 @@
 //!   atomic policy reload; enforcers applied per workload (containerd containers on task
 //!   create, [`Runtime::container_event`]); enforcer alerts enriched with the workload's
 //!   identity ([`Runtime::enforcer_records`]); alert throttling.
+//! * [`agent`]: the host agent's whole loop (`armor-agent` is flag parsing around it).
 //! * Errors: one [`Error`] enum naming the failed operation.
 
+pub mod agent;
 pub mod containerd;
 pub mod enforcement;
 pub mod error;

@@ -1,0 +1,262 @@
+//! The host agent's whole loop, for `armor-agent` and for users who run it inside their own
+//! process: load the policies, choose the enforcer, load the eBPF event source, follow
+//! containerd, and write KubeArmor JSON lines until asked to stop.
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use armor_runtime::agent::{AgentOptions, run};
+//! let options = AgentOptions::new("/etc/armor/policies")
+//!     .containerd_socket("/run/containerd/containerd.sock");
+//! let stop = AtomicBool::new(false); // set it from a signal handler
+//! let mut out = std::io::stdout();
+//! run(&options, &mut out, &mut |line| eprintln!("agent: {line}"), &stop)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use armor_ebpf::{EventSource, Options};
+
+use crate::containerd::{ContainerEvent, Containerd};
+use crate::enforcement::{self, Enforcement, EnforcementOptions, EnforcerChoice};
+use crate::error::{Error, Result};
+use crate::runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
+
+/// What the agent runs with.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentOptions {
+    /// The policy directory (re-read when a file in it changes).
+    pub policies: PathBuf,
+    /// The containerd socket to follow containers on (`None`: the host only).
+    pub containerd_socket: Option<PathBuf>,
+    /// The enforcer to use.
+    pub enforcer: EnforcerChoice,
+    /// Settings of the enforcers.
+    pub enforcement: EnforcementOptions,
+    /// Runtime settings (names, postures, throttling).
+    pub config: RuntimeConfig,
+}
+
+impl AgentOptions {
+    /// The agent on the policies under `policies`, the host only, enforcer `auto`.
+    pub fn new(policies: impl Into<PathBuf>) -> Self {
+        Self {
+            policies: policies.into(),
+            containerd_socket: None,
+            enforcer: EnforcerChoice::Auto,
+            enforcement: EnforcementOptions::default(),
+            config: RuntimeConfig::default(),
+        }
+    }
+
+    /// The same following the containerd at `socket`.
+    #[must_use]
+    pub fn containerd_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.containerd_socket = Some(socket.into());
+        self
+    }
+
+    /// The same with enforcer `choice`.
+    #[must_use]
+    pub fn enforcer(mut self, choice: EnforcerChoice) -> Self {
+        self.enforcer = choice;
+        self
+    }
+
+    /// The same with these enforcer settings.
+    #[must_use]
+    pub fn enforcement(mut self, options: EnforcementOptions) -> Self {
+        self.enforcement = options;
+        self
+    }
+}
+
+/// File names, sizes and modification times: what "the directory changed" compares.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
+    let mut out = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(m) = e.metadata() {
+                out.insert(e.path(), (m.len(), m.modified().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// `error: cause: cause` on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// What a lifecycle event did, for the log.
+fn describe(apparmor: bool, id: &str, change: Result<ContainerChange>) -> Option<String> {
+    match change {
+        Ok(ContainerChange::Tracked(key)) if apparmor => Some(format!(
+            "container {key} (AppArmor profile {})",
+            enforcement::apparmor_profile_name(&key.name)
+        )),
+        Ok(ContainerChange::Tracked(key)) => Some(format!("container {key}")),
+        Ok(ContainerChange::Prepared(key)) => Some(format!(
+            "container {key} defined: AppArmor profile {} loaded",
+            enforcement::apparmor_profile_name(&key.name)
+        )),
+        Ok(ContainerChange::Untracked(id)) => Some(format!("container {id} gone")),
+        Ok(_) => None,
+        Err(e) => Some(format!("container {id}: {}", chain(&e))),
+    }
+}
+
+fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetry]) -> Result<()> {
+    let io = |e: std::io::Error| Error::io("write", "output", e);
+    for r in records {
+        serde_json::to_writer(&mut *out, r).map_err(|e| io(e.into()))?;
+        out.write_all(b"\n").map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+/// Runs the agent until `stop` is set: KubeArmor Logs and Alerts as JSON lines to `out`, what it
+/// does (enforcer chosen or why audit-only, containers, reloads, problems, `ready` once the
+/// host's and the existing containers' rules are in force, `stopped`) to `log`, one line each.
+///
+/// Fails when the policies do not load, the chosen enforcer does not work here, the eBPF event
+/// source does not load, containerd cannot be reached, or `out` cannot be written. A policy
+/// change that does not load keeps the previous policies and is logged.
+pub fn run(
+    options: &AgentOptions,
+    out: &mut dyn Write,
+    log: &mut dyn FnMut(&str),
+    stop: &AtomicBool,
+) -> Result<()> {
+    let policy = load_policies(&[&options.policies])?;
+    log(&format!(
+        "{} rules from {}",
+        policy.rules().len(),
+        options.policies.display()
+    ));
+    let enforcement = Enforcement::select(options.enforcer, &options.enforcement)?;
+    log(&enforcement.summary());
+    let mut source = EventSource::load(Options::default())?;
+    let controls = source.controls();
+    let mut rt = Runtime::with_enforcement(
+        options.config.clone(),
+        policy,
+        enforcement,
+        Some(controls.clone()),
+    );
+    controls.set_default_visibility(&rt.host_visibility())?;
+    let apparmor = rt.enforcement().and_then(Enforcement::name) == Some(enforcement::APPARMOR);
+
+    let containerd = match &options.containerd_socket {
+        Some(sock) => {
+            let c = Containerd::connect(sock)?;
+            // Subscribe first: a container created while we enumerate is not missed.
+            let rx = c.watch()?;
+            // Running (or created) tasks are tracked; containers without a task yet get what
+            // must be loaded ahead of it (AppArmor profiles).
+            for info in c.list_all()? {
+                let id = info.id.clone();
+                let ev = if info.pid.is_some() {
+                    ContainerEvent::Created(info)
+                } else {
+                    ContainerEvent::Defined(info)
+                };
+                if let Some(line) = describe(apparmor, &id, rt.container_event(&ev)) {
+                    log(&line);
+                }
+            }
+            for name in rt.sweep_stale_profiles() {
+                log(&format!("removed stale AppArmor profile {name}"));
+            }
+            Some((c, rx))
+        }
+        None => None,
+    };
+    for p in rt.take_problems() {
+        log(&p);
+    }
+    log(&format!(
+        "ready: {} ({} containers)",
+        rt.enforcement().and_then(Enforcement::name).map_or_else(
+            || "audit-only".to_string(),
+            |n| format!("enforcing with {n}")
+        ),
+        rt.containers().len()
+    ));
+    // Following containerd, poll briefly so a created task gets its rules before its start.
+    let poll = Duration::from_millis(if containerd.is_some() { 10 } else { 200 });
+    let mut seen = snapshot(&options.policies);
+    let mut last_check = Instant::now();
+    let mut last_lost = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = Vec::new();
+        source.poll(poll, &mut |e| batch.push(e.clone()))?;
+        // Lifecycle first: a created container gets its rules before anything else waits.
+        if let Some((_, rx)) = &containerd {
+            while let Ok(ev) = rx.try_recv() {
+                let id = match &ev {
+                    ContainerEvent::Defined(i)
+                    | ContainerEvent::Created(i)
+                    | ContainerEvent::Started(i) => i.id.clone(),
+                    ContainerEvent::Stopped { id, .. } => id.clone(),
+                    ContainerEvent::StreamEnded(reason) => {
+                        log(&format!("containerd events ended: {reason}"));
+                        continue;
+                    }
+                };
+                if let Some(line) = describe(apparmor, &id, rt.container_event(&ev)) {
+                    log(&line);
+                }
+            }
+        }
+        let mut records = rt.enforcer_records(source.process_tree());
+        for e in &batch {
+            records.extend(rt.handle(e, source.process_tree()));
+        }
+        write_records(out, &records)?;
+        for p in rt.take_problems() {
+            log(&p);
+        }
+        if last_check.elapsed() >= Duration::from_secs(1) {
+            last_check = Instant::now();
+            let now = snapshot(&options.policies);
+            if now != seen {
+                seen = now;
+                match rt.reload(&[&options.policies]) {
+                    Ok(n) => {
+                        controls.set_default_visibility(&rt.host_visibility())?;
+                        log(&format!("policies reloaded: {n} rules"));
+                    }
+                    Err(e) => log(&format!(
+                        "reload failed, keeping the previous policies: {}",
+                        chain(&e)
+                    )),
+                }
+            }
+            let lost = controls.stats()?.lost;
+            if lost != last_lost {
+                log(&format!(
+                    "{} events lost in the kernel (total {lost})",
+                    lost.saturating_sub(last_lost)
+                ));
+                last_lost = lost;
+            }
+        }
+    }
+    write_records(out, &[])?;
+    log("stopped");
+    Ok(())
+}
