@@ -751,3 +751,198 @@ spec:
         );
     }
 }
+
+/// Output shared between the agent's thread and the test.
+#[derive(Clone, Default)]
+struct SharedOut(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedOut {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The next agent log line containing `needle` within `limit`; every line is kept in `seen`.
+fn log_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+    seen: &mut Vec<String>,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no agent line with `{needle}` ({e}): {seen:#?}"));
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// The whole agent (`armor_runtime::agent::run`, what `armor-agent --enforcer bpflsm
+/// --containerd-socket S` runs) against a private containerd in the guest: it enumerates and
+/// watches containerd itself, applies a container's rules on the task-create event, blocks the
+/// entrypoint, and writes the kernel's alert as a KubeArmor JSON line with the container's
+/// identity. The test starts each task once the agent logged that it tracks it (a kubelet's
+/// CreateContainer/StartContainer gap).
+#[test]
+fn runtime_agent_loop_enforces_on_containerd_task_create() {
+    if let Some(why) = support::unavailable() {
+        assert!(guest::current().is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let tmp = GuestTmp::mount();
+    let daemon = support::Daemon::start("rt-agent");
+    let mut driver = support::Driver::connect(&daemon.socket, &daemon.dir);
+    driver.load_busybox(CTRD_IMAGE, &[]);
+    let policies = daemon.dir.join("policies");
+    fs::create_dir_all(&policies).unwrap();
+    fs::write(policies.join("no-busybox.yaml"), BUSYBOX_POLICY).unwrap();
+    let mut bpf = armor_enforce_bpflsm::Config::default();
+    bpf.alerts_per_sec = 0;
+    let options = armor_runtime::agent::AgentOptions::new(&policies)
+        .containerd_socket(&daemon.socket)
+        .enforcer(EnforcerChoice::BpfLsm)
+        .enforcement(EnforcementOptions::default().bpflsm(bpf));
+    let out = SharedOut::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, logs) = std::sync::mpsc::channel::<String>();
+    let t0 = Instant::now();
+    let agent = {
+        let (mut out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || {
+            armor_runtime::agent::run(
+                &options,
+                &mut out,
+                &mut |l| {
+                    let _ = tx.send(l.to_string());
+                },
+                &stop,
+            )
+        })
+    };
+    let mut seen = Vec::new();
+    // Outside the guest the kernel refuses BPF-LSM and the agent stops at once, saying why.
+    let ready = loop {
+        match logs.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) if line.starts_with("ready: ") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let result = agent.join().unwrap();
+                let Err(armor_runtime::Error::Enforcer { reason, .. }) = &result else {
+                    panic!("agent ended: {result:?}; log {seen:#?}");
+                };
+                assert!(
+                    guest::current().is_none(),
+                    "BPF-LSM refused in the guest: {reason}"
+                );
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        }
+    };
+    assert_eq!(
+        ready, "ready: enforcing with BPFLSM (0 containers)",
+        "{seen:#?}"
+    );
+    println!("agent ready after {:?}", t0.elapsed());
+
+    let mut exits = Vec::new();
+    for (name, app, uid) in [("web", "web", "6a2e0c2a"), ("api", "api", "87c3d9b4")] {
+        let spec = ctrd_spec(name, app, uid);
+        let t = Instant::now();
+        driver.create(&spec);
+        let created = t.elapsed();
+        log_line(
+            &logs,
+            &format!("container shop/{name}-0/{name} (cgroup"),
+            Duration::from_secs(30),
+            &mut seen,
+        );
+        let tracked = t.elapsed();
+        driver.start(&spec);
+        let status = driver.wait(&spec.id, Duration::from_secs(60));
+        log_line(
+            &logs,
+            &format!("container {} gone", spec.id),
+            Duration::from_secs(30),
+            &mut seen,
+        );
+        println!(
+            "{name}: Tasks.Create {created:?}; the agent tracked it {:?} later; exit status \
+             {status:?}",
+            tracked.saturating_sub(created)
+        );
+        exits.push((spec, status));
+    }
+    // The web alert crosses the ring buffer, the reader thread and the loop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let web_id = exits[0].0.id.clone();
+    let is_web_alert =
+        |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id.as_str();
+    while Instant::now() < deadline && !out.lines().iter().any(is_web_alert) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let result = agent.join().unwrap();
+    while let Ok(l) = logs.try_recv() {
+        seen.push(l);
+    }
+    let lines = out.lines();
+    let left = driver.cleanup();
+    drop(driver);
+    drop(daemon);
+    drop(tmp);
+    assert!(result.is_ok(), "agent: {result:?}; log {seen:#?}");
+    assert_eq!(seen.last().map(String::as_str), Some("stopped"));
+    assert!(left.is_empty(), "not removed: {left:?}");
+    assert!(
+        matches!(exits[0].1, Some(s) if s != 0),
+        "web's entrypoint was not refused: {:?}",
+        exits[0].1
+    );
+    assert_eq!(exits[1].1, Some(0), "the control container failed");
+    let alert = lines.iter().find(|v| is_web_alert(v)).unwrap_or_else(|| {
+        panic!(
+            "no BPFLSM alert for web in {} lines; log {seen:#?}",
+            lines.len()
+        )
+    });
+    println!("alert: {alert}");
+    assert_eq!(alert["Type"], "MatchedPolicy");
+    assert_eq!(alert["Action"], "Block");
+    assert_eq!(alert["Result"], "Permission denied");
+    assert_eq!(alert["Operation"], "Process");
+    assert_eq!(alert["Resource"], "/bin/busybox");
+    assert_eq!(alert["PolicyName"], "no-busybox");
+    assert_eq!(alert["ContainerName"], "web");
+    assert_eq!(alert["NamespaceName"], "shop");
+    assert_eq!(alert["PodName"], "web-0");
+    assert_eq!(alert["Labels"], "app=web");
+    assert_eq!(alert["ContainerImage"], CTRD_IMAGE);
+    let api_id = exits[1].0.id.as_str();
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == api_id),
+        "a kernel alert for the control container"
+    );
+}
