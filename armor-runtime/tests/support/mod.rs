@@ -570,14 +570,31 @@ impl Driver {
             let mut images = ImagesClient::new(self.channel.clone());
             let mut content = ContentClient::new(self.channel.clone());
             self.rt.block_on(async {
-                if let Err(s) = snapshots
-                    .remove(ns(RemoveSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.to_string(),
-                        key: img.chain_id.clone(),
-                    }))
-                    .await
-                {
-                    left.push(format!("snapshot {}: {s}", img.chain_id));
+                // The containers' snapshots were removed above, but under emulation (the test
+                // kernel) containerd was seen to still count one as the image snapshot's child
+                // for a moment ("cannot remove snapshot with child"): retry for a few seconds.
+                let mut tries = 0;
+                loop {
+                    let r = snapshots
+                        .remove(ns(RemoveSnapshotRequest {
+                            snapshotter: SNAPSHOTTER.to_string(),
+                            key: img.chain_id.clone(),
+                        }))
+                        .await;
+                    match r {
+                        Err(s)
+                            if s.code() == containerd_client::tonic::Code::FailedPrecondition
+                                && tries < 50 =>
+                        {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(s) => {
+                            left.push(format!("snapshot {}: {s}", img.chain_id));
+                            break;
+                        }
+                        Ok(_) => break,
+                    }
                 }
                 if let Err(s) = images
                     .delete(ns(DeleteImageRequest {
