@@ -314,8 +314,9 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             Err(e) => {
                 let names: Vec<String> = texts.iter().map(|t| format!("`{t}`")).collect();
                 let reason = format!(
-                    "the {} glob automaton of this workload is too large ({e}; `max_glob_states` \
-                     is {max_glob_states}): its globs {} are not enforced in kernel",
+                    "the {} glob automaton of this workload does not fit: {e} \
+                     (`max_glob_states` is {max_glob_states}); its globs {} are not enforced in \
+                     kernel",
                     if cat == abi::CAT_FILE {
                         "file"
                     } else {
@@ -375,11 +376,19 @@ fn cat_of(r: &Rule) -> Option<u8> {
 /// `dfa` when it fits the kernel's value (`struct armor_dfa`).
 fn fits(dfa: Dfa, cap: usize) -> Result<Dfa, DfaError> {
     let matches: usize = dfa.accept.iter().map(Vec::len).sum();
-    if dfa.states() > cap
-        || dfa.states() * dfa.nclasses > abi::DFA_CELLS
-        || matches > abi::DFA_MATCHES
-    {
+    if dfa.states() > cap {
         return Err(DfaError::TooManyStates { limit: cap });
+    }
+    let cells = dfa.states() * dfa.nclasses;
+    if cells > abi::DFA_CELLS || matches > abi::DFA_MATCHES {
+        return Err(DfaError::TooLarge {
+            states: dfa.states(),
+            classes: dfa.nclasses,
+            cells,
+            max_cells: abi::DFA_CELLS,
+            matches,
+            max_matches: abi::DFA_MATCHES,
+        });
     }
     Ok(dfa)
 }

@@ -10,13 +10,18 @@
 //! ([`armor_core::glob::Glob::regex`]), so both sides read one definition. Construction:
 //!
 //! 1. parse that expression (literals, `.`, classes, `(?:…|…)`, `*`, `+`) into a tree;
-//! 2. a Thompson NFA over bytes. A "character" is one UTF-8 sequence: the engine matches
-//!    `&str` by Unicode scalar, so `?` must take all bytes of `é`. Bytes that never start a
-//!    valid sequence (continuation bytes, `C0`, `C1`, `F5`–`FF`) count as one character each,
-//!    so `*` and `?` also match most names that are not valid UTF-8; on valid UTF-8 this
-//!    changes nothing, since such a byte never sits at a character boundary. A truncated
-//!    multi-byte sequence (a lead byte without its continuation bytes) matches nothing;
-//! 3. subset construction over byte intervals, stopped at the state cap;
+//! 2. a Thompson NFA over bytes. A single character (`?`, a class, a literal) is one UTF-8
+//!    sequence: the engine matches `&str` by Unicode scalar, so `?` must take all bytes of
+//!    `é`; bytes that occur in no valid UTF-8 (`C0`, `C1`, `F5`–`FF`) count as one character.
+//!    A run (`*`, `**`: a repeated class that takes every non-ASCII character) is compiled
+//!    byte-wise, one state with a loop over its ASCII bytes and every byte `80`–`FF`. On valid
+//!    UTF-8 both readings accept the same paths (a run can only stop inside a character when
+//!    what follows can start there, and nothing but another run can start at a continuation
+//!    byte), the automaton is much smaller, and a run also covers names that are not valid
+//!    UTF-8 (a Block glob cannot be dodged by an invalid file name). A single character right
+//!    before a run (`**` is `[^/].*`) is read byte-wise too, for the same reason;
+//! 3. subset construction over byte intervals, stopped at [`RAW_FACTOR`] × the state cap (this
+//!    bounds compile time; the cap itself applies to the minimised automaton);
 //! 4. Moore minimisation, then byte classes: intervals whose columns are equal are merged;
 //! 5. states renumbered breadth-first from the start (0 = dead, 1 = start): deterministic.
 //!
@@ -27,6 +32,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Characters a non-ASCII class range may enumerate.
 pub const MAX_CLASS_CHARS: u32 = 1024;
+
+/// States the subset construction may create, as a multiple of the cap on the minimised
+/// automaton.
+pub const RAW_FACTOR: usize = 8;
 
 /// Why a glob group was not compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +54,25 @@ pub enum DfaError {
     TooManyStates {
         /// The cap that was exceeded.
         limit: usize,
+    },
+    /// The automaton does not fit the kernel's value (`struct armor_dfa`).
+    #[error(
+        "the glob automaton needs {cells} transition cells ({states} states x {classes} byte \
+         classes; at most {max_cells}) and {matches} match entries (at most {max_matches})"
+    )]
+    TooLarge {
+        /// States.
+        states: usize,
+        /// Byte classes.
+        classes: usize,
+        /// States × classes.
+        cells: usize,
+        /// The table's size.
+        max_cells: usize,
+        /// Entries of the match lists.
+        matches: usize,
+        /// The match list's size.
+        max_matches: usize,
     },
 }
 
@@ -330,7 +358,24 @@ impl Nfa {
                 self.char_set(set, start, end);
                 end
             }
-            Node::Concat(items) => items.iter().fold(start, |at, n| self.build(n, at)),
+            Node::Concat(items) => {
+                let mut at = start;
+                for (i, n) in items.iter().enumerate() {
+                    // One character right before a run (`**` = `[^/].*`): byte-wise as well, so
+                    // the run's reading holds from its first byte.
+                    if let (Node::Char(set), Some(Node::Star(next))) = (n, items.get(i + 1))
+                        && set.any_non_ascii
+                        && matches!(next.as_ref(), Node::Char(r) if r.any_non_ascii)
+                    {
+                        let end = self.add();
+                        self.run_bytes(set, at, end);
+                        at = end;
+                    } else {
+                        at = self.build(n, at);
+                    }
+                }
+                at
+            }
             Node::Alt(alts) => {
                 let end = self.add();
                 for a in alts {
@@ -341,24 +386,37 @@ impl Nfa {
                 }
                 end
             }
-            Node::Star(inner) => {
+            Node::Star(inner) | Node::Plus(inner) => {
+                let plus = matches!(node, Node::Plus(_));
+                if let Node::Char(set) = inner.as_ref()
+                    && set.any_non_ascii
+                {
+                    // A run, byte-wise: one looping state.
+                    let s = self.add();
+                    if plus {
+                        self.run_bytes(set, start, s);
+                    } else {
+                        self.eps(start, s);
+                    }
+                    self.run_bytes(set, s, s);
+                    return s;
+                }
                 let s = self.add();
                 self.eps(start, s);
                 let e = self.build(inner, s);
                 self.eps(e, s);
-                s
-            }
-            Node::Plus(inner) => {
-                let s = self.add();
-                self.eps(start, s);
-                let e = self.build(inner, s);
-                self.eps(e, s);
-                e
+                if plus { e } else { s }
             }
         }
     }
 
-    fn char_set(&mut self, set: &CharSet, start: usize, end: usize) {
+    /// The ASCII bytes of `set` and every byte `80`–`FF`, from `start` to `end`.
+    fn run_bytes(&mut self, set: &CharSet, start: usize, end: usize) {
+        self.ascii(set, start, end);
+        self.edge(start, 0x80, 0xff, end);
+    }
+
+    fn ascii(&mut self, set: &CharSet, start: usize, end: usize) {
         let mut b = 0usize;
         while b < 128 {
             if set.ascii.get(b).copied().unwrap_or(false) {
@@ -370,6 +428,10 @@ impl Nfa {
             }
             b += 1;
         }
+    }
+
+    fn char_set(&mut self, set: &CharSet, start: usize, end: usize) {
+        self.ascii(set, start, end);
         if set.any_non_ascii {
             // Continuation bytes of a 2-, 3- and 4-byte sequence.
             let c1 = self.add();
@@ -381,8 +443,8 @@ impl Nfa {
             self.edge(start, 0xc2, 0xdf, c1);
             self.edge(start, 0xe0, 0xef, c2);
             self.edge(start, 0xf0, 0xf4, c3);
-            // Bytes that start no valid sequence: one character each.
-            self.edge(start, 0x80, 0xc1, end);
+            // Bytes that occur in no valid UTF-8: one character each.
+            self.edge(start, 0xc0, 0xc1, end);
             self.edge(start, 0xf5, 0xff, end);
         }
         for c in &set.chars {
@@ -467,9 +529,14 @@ impl Dfa {
             .filter(|&b| cut.get(b).copied().unwrap_or(false))
             .map(byte)
             .collect();
-        let raw = subsets(&nfa, start, &reps, max_states)?;
+        let raw = subsets(&nfa, start, &reps, max_states.saturating_mul(RAW_FACTOR))
+            .map_err(|_| DfaError::TooManyStates { limit: max_states })?;
         let raw = minimise(raw, reps.len());
-        Ok(finish(&raw, &reps))
+        let dfa = finish(&raw, &reps);
+        if dfa.states() > max_states {
+            return Err(DfaError::TooManyStates { limit: max_states });
+        }
+        Ok(dfa)
     }
 
     /// Number of states, the dead state included.
@@ -770,10 +837,13 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_names_still_match_runs_and_single_characters() {
-        let d = dfa(&["/tmp/*", "/tmp/?"]);
-        assert_eq!(d.matches(b"/tmp/\xff"), &[0, 1]);
-        assert_eq!(d.matches(b"/tmp/a\x80b"), &[0]);
+    fn invalid_utf8_names_still_match_runs() {
+        let d = dfa(&["/tmp/*", "/tmp/?", "/tmp/**"]);
+        assert_eq!(d.matches(b"/tmp/\xff"), &[0, 1, 2]);
+        assert_eq!(d.matches(b"/tmp/a\x80b"), &[0, 2]);
+        // A truncated sequence: runs take it, a single character does not.
+        assert_eq!(d.matches(b"/tmp/\xc3"), &[0, 2]);
+        assert_eq!(d.matches(b"/tmp/\xc3/x"), &[2]);
     }
 
     #[test]

@@ -45,7 +45,9 @@ fn glob() -> impl Strategy<Value = String> {
 }
 
 fn path() -> impl Strategy<Value = String> {
-    let ch = prop::sample::select(vec!['a', 'b', 'c', 'x', '/', '.', 'é', 'ê', '*', '-', '\n']);
+    let ch = prop::sample::select(vec![
+        'a', 'b', 'c', 'x', '/', '.', 'é', 'ê', '日', '😀', '*', '-', '\n',
+    ]);
     prop::collection::vec(ch, 0..10).prop_map(|v| format!("/{}", v.into_iter().collect::<String>()))
 }
 
