@@ -4,7 +4,8 @@
 // `armor_bench` takes the path the way the LSM's dentry walk produces it — the component
 // lengths (d_name.len) then the names, root first: packet = [n, len_1 .. len_n, names...] —
 // hashes every prefix, probes the directory entries at the depths the ruleset's bitmap names
-// and the exact entry, and decides (XDP_DROP = Block).
+// and the exact entry, runs the file glob automaton when the ruleset has one and probes the
+// globs it matches, and decides (XDP_DROP = Block).
 // `kubearmor_baseline` does what KubeArmor's BPF-LSM enforcer does per path: one lookup of a
 // 400-byte {path[200], source[200]} string key at every `/` of the first 64 characters, and
 // one of the whole path.
@@ -25,6 +26,9 @@ struct bench_buf {
 	__u32 depth_total;
 	__u32 off;
 	__u64 bits;
+	struct armor_dfa_key dfa_key;
+	__u32 dfa_state;
+	__u32 dfa_off;
 };
 
 struct {
@@ -70,16 +74,35 @@ static __always_inline struct bench_buf *buf(void)
 /* Component i (from the root): hash it, extend the prefix hash, probe directories. */
 static long component(__u32 i, void *ctx)
 {
+	const struct armor_dfa *const *dfa = ctx;
 	struct bench_buf *b = buf();
 	if (!b)
 		return 1;
 	__u32 len = (__u8)b->path[(1 + i) & (BENCH_PATH - 1)];
 	__u64 c = armor_comp_hash(b->key, b->path + (b->off & (BENCH_PATH - 1)), len);
 	b->hash = armor_extend(b->hash, c);
+	if (b->dfa_state) {
+		const struct armor_dfa *d = *dfa;
+		b->dfa_state = d ? armor_dfa_component(d, b->dfa_state,
+							b->path + (b->off & (BENCH_PATH - 1)), len)
+				 : 0;
+	}
 	b->off += len;
 	__u32 depth = i + 1;
 	if (b->bits & (1ULL << (depth < 63 ? depth : 63)))
 		armor_probe(ARMOR_KIND_FILE_DIR, b->hash, depth + 1 < b->n);
+	return 0;
+}
+
+static long glob_match(__u32 i, void *ctx)
+{
+	struct bench_buf *b = buf();
+	if (!b)
+		return 1;
+	struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
+	if (!d)
+		return 1;
+	armor_probe(ARMOR_KIND_FILE_GLOB, d->matches[(b->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)], 0);
 	return 0;
 }
 
@@ -118,10 +141,24 @@ int armor_bench(struct xdp_md *ctx)
 	b->n = n;
 	b->off = 1 + n;
 	b->hash = armor_root(b->key);
+	b->dfa_key.ruleset = id;
+	b->dfa_key.category = ARMOR_CAT_FILE;
+	b->dfa_state = (rs->flags & ARMOR_RS_GLOB(ARMOR_CAT_FILE)) ? ARMOR_DFA_START : 0;
 	if (b->bits & 1)
 		armor_probe(ARMOR_KIND_FILE_DIR, b->hash, 1 < n);
-	bpf_loop(n, component, NULL, 0);
+	const struct armor_dfa *dfa =
+		b->dfa_state ? bpf_map_lookup_elem(&armor_dfas, &b->dfa_key) : NULL;
+	bpf_loop(n, component, &dfa, 0);
 	armor_probe(ARMOR_KIND_FILE_PATH, b->hash, 0);
+	if (b->dfa_state) {
+		struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
+		if (d) {
+			__u32 acc = d->accept[b->dfa_state & (ARMOR_DFA_STATES - 1)];
+			b->dfa_off = acc >> 16;
+			if (acc & 0xffff)
+				bpf_loop(acc & 0xffff, glob_match, NULL, 0);
+		}
+	}
 	__u32 rule = 0;
 	return armor_verdict(&st->op, rs, &rule) == ARMOR_ACTION_BLOCK ? XDP_DROP : XDP_PASS;
 }

@@ -214,9 +214,16 @@ static __always_inline void probe_dir(struct armor_scratch *s, __u32 depth)
 	armor_probe(s->dir_kind, s->hash, depth + 1 < s->n);
 }
 
-/* Root to leaf over the kept components: hash, append to the text, probe directories. */
+/* What walk_down needs besides the scratch space: the automaton (looked up once per walk). */
+struct walk_ctx {
+	const struct armor_dfa *dfa;
+};
+
+/* Root to leaf over the kept components: hash, append to the text, probe directories, feed the
+ * glob automaton. */
 static long walk_down(__u32 i, void *ctx)
 {
+	struct walk_ctx *wc = ctx;
 	struct armor_scratch *s = scratch();
 	if (!s)
 		return 1;
@@ -242,8 +249,8 @@ static long walk_down(__u32 i, void *ctx)
 	}
 	s->resolved = i + 1;
 	probe_dir(s, i + 1);
-	if (s->dfa_on && s->dfa_state) {
-		struct armor_dfa *dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
+	if (s->dfa_state) {
+		const struct armor_dfa *dfa = wc->dfa;
 		s->dfa_state = dfa ? armor_dfa_component(dfa, s->dfa_state, s->name, len) : 0;
 	}
 	return 0;
@@ -283,15 +290,19 @@ static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
 	s->hash = armor_root(s->key);
 	probe_dir(s, 0);
 	__u32 kept = s->n < ARMOR_STACK ? s->n : ARMOR_STACK;
-	bpf_loop(kept, walk_down, NULL, 0);
+	struct walk_ctx wc = {.dfa = NULL};
+	if (s->dfa_on) {
+		wc.dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
+		if (!wc.dfa)
+			s->dfa_state = 0;
+	}
+	bpf_loop(kept, walk_down, &wc, 0);
 	if (s->path_len == 0) {
 		s->path[0] = '/';
 		s->path_len = 1;
 		/* The root itself: the automaton reads "/". */
-		if (s->dfa_on && s->dfa_state) {
-			struct armor_dfa *dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
-			s->dfa_state = dfa ? armor_dfa_step(dfa, s->dfa_state, '/') : 0;
-		}
+		if (wc.dfa && s->dfa_state)
+			s->dfa_state = armor_dfa_step(wc.dfa, s->dfa_state, '/');
 	}
 	int complete = s->done && s->resolved == s->n;
 	if (!complete)

@@ -4,7 +4,8 @@
 //! KubeArmor-style baseline doing one 400-byte string-key lookup per `/` prefix.
 //!
 //! Usage: `armor-bpflsm-bench [BATCHES] [REPEAT]` as root (default 15 batches of 200000).
-//! Prints, for 10, 1k and 10k rules, the median of the batch means for a 6-component path.
+//! Prints, for 10, 1k and 10k rules, the median of the batch means for a 6-component path; then
+//! 10k rules plus 50 globs (file glob automaton walked over the path, matching globs probed).
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -12,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use armor_core::{CompiledPolicy, Container, PolicySet, Posture, Workload};
-use armor_enforce_bpflsm::abi::{RuleKey, RuleVal, RulesetMeta};
-use armor_enforce_bpflsm::compile;
+use armor_enforce_bpflsm::abi::{DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta};
+use armor_enforce_bpflsm::compile_with;
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader, Pod};
@@ -49,8 +50,9 @@ fn ka_key(path: &str) -> KaKey {
 }
 
 /// A policy of `n` rules: `dirs` recursive directory rules spread over depths 1 to 5, the rest
-/// exact paths; one directory rule covers `PATH`.
-fn policy(n: usize, dirs: usize) -> String {
+/// exact paths; one directory rule covers `PATH`. Plus `globs` globs, two of which match `PATH`
+/// (so the automaton walks every byte of it).
+fn policy(n: usize, dirs: usize, globs: usize) -> String {
     let mut y = String::from(
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: bench, namespace: b}\nspec:\n  selector: {matchLabels: {app: b}}\n  file:\n    matchDirectories:\n    - dir: /usr/share/app/\n      recursive: true\n",
     );
@@ -69,6 +71,12 @@ fn policy(n: usize, dirs: usize) -> String {
         y.push_str("    matchPaths:\n");
         for i in 0..n - dirs {
             let _ = writeln!(y, "    - path: /srv/data{}/f{i}.txt", i % 97);
+        }
+    }
+    if globs > 0 {
+        y.push_str("    matchPatterns:\n    - pattern: /usr/share/*/conf/**\n    - pattern: /usr/**/*.conf\n");
+        for i in 2..globs {
+            let _ = writeln!(y, "    - pattern: /srv/g{i}/**/*.log");
         }
     }
     y.push_str("  action: Block\n");
@@ -148,21 +156,32 @@ fn time(
 }
 
 fn run(
-    n: usize,
-    dirs: usize,
+    (n, dirs, globs): (usize, usize, usize),
     dir: &Path,
     batches: usize,
     repeat: u64,
 ) -> Result<(), Box<dyn Error>> {
-    let set = PolicySet::parse(&policy(n, dirs), "bench.yaml")?;
+    let set = PolicySet::parse(&policy(n, dirs, globs), "bench.yaml")?;
     let compiled = CompiledPolicy::build(&set)?;
     let w = Workload::Container(Container::new("b", "b").label("app", "b"));
     let rules = compiled.rule_set(&w, Posture::default());
-    let enc = compile("bench", &rules).encode(1, HASH_KEY);
+    // The largest automaton the kernel value holds, so the glob case is compiled whole.
+    let artifact = compile_with("bench", &rules, 4096);
+    if !artifact.unenforceable_rules().is_empty() {
+        return Err(format!(
+            "{} rules not enforced in kernel: {:?}",
+            artifact.unenforceable_rules().len(),
+            artifact.unenforceable_rules().first()
+        )
+        .into());
+    }
+    let states: usize = artifact.globs.iter().map(|g| g.dfa.states()).sum();
+    let enc = artifact.encode(1, HASH_KEY);
     let entries = u32::try_from(enc.rules.len() + 16)?;
     let mut ebpf: Ebpf = EbpfLoader::new()
         .map_max_entries("armor_rules", entries)
         .map_max_entries("armor_rulesets", 4)
+        .map_max_entries("armor_dfas", 4)
         .map_max_entries("ka_rules", u32::try_from(n + 16)?)
         .load(BENCH_OBJ)?;
     {
@@ -176,6 +195,13 @@ fn run(
         let mut m: HashMap<&mut MapData, u32, RulesetMeta> =
             HashMap::try_from(ebpf.map_mut("armor_rulesets").ok_or("armor_rulesets")?)?;
         m.insert(1, enc.meta, 0)?;
+    }
+    {
+        let mut m: HashMap<&mut MapData, DfaKey, DfaVal> =
+            HashMap::try_from(ebpf.map_mut("armor_dfas").ok_or("armor_dfas")?)?;
+        for (k, v) in &enc.dfas {
+            m.insert(k, v.as_ref(), 0)?;
+        }
     }
     {
         let mut m: Array<&mut MapData, u64> =
@@ -218,7 +244,7 @@ fn run(
     std::fs::remove_file(&text)?;
     if let [(_, a, ra), (_, k, rk), (_, z, _)] = figures.as_slice() {
         println!(
-            "{n:>6} rules ({dirs:>4} dirs, {} map entries): armor {a:>6.1} ns (xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
+            "{n:>6} rules ({dirs:>4} dirs, {globs:>3} globs: {states} automaton states, {} map entries): armor {a:>6.1} ns (xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
             enc.rules.len(),
             xdp(*ra),
             xdp(*rk),
@@ -247,9 +273,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "path `{PATH}` (6 components); median of {batches} batch means of {repeat} BPF_PROG_TEST_RUN repeats (XDP, host kernel)"
     );
-    let result = [(10, 1), (1_000, 1_000), (10_000, 1_000)]
-        .into_iter()
-        .try_for_each(|(n, d)| run(n, d, &dir, batches, repeat));
+    let result = [
+        (10, 1, 0),
+        (1_000, 1_000, 0),
+        (10_000, 1_000, 0),
+        (10_000, 1_000, 50),
+    ]
+    .into_iter()
+    .try_for_each(|case| run(case, &dir, batches, repeat));
     let _ = Command::new("umount").arg(&dir).status();
     let _ = std::fs::remove_dir(&dir);
     result
