@@ -11,6 +11,10 @@
 //! | CRI-O | `…/crio-<id>.scope` |
 //! | podman | `/libpod_parent/libpod-<id>`, `…/libpod-<id>.scope` |
 //! | systemd service | `/system.slice/<name>.service` |
+//!
+//! The other way round, [`find_units`] finds the cgroups of the systemd services a service
+//! inventory lists ([`armor_core::inventory`]) by walking the cgroup2 mount for directories named
+//! like the units, without asking systemd.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
@@ -169,6 +173,77 @@ pub fn cgroup_id(root: &Path, path: &str) -> Result<u64> {
         .map_err(|source| Error::io("stat", &dir.display().to_string(), source))
 }
 
+/// How deep [`find_units`] looks below the cgroup2 root: deep enough for system services
+/// (`system.slice/nginx.service`, depth 2), services in nested slices and per-user services
+/// (`user.slice/user-1000.slice/user@1000.service/app.slice/foo.service`, depth 5).
+pub const UNIT_SEARCH_DEPTH: usize = 6;
+
+/// A systemd unit's cgroup found by [`find_units`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnitCgroup {
+    /// The cgroup path relative to the root, as in `/proc/PID/cgroup` (`/system.slice/nginx.service`).
+    pub path: String,
+    /// The cgroup id (the directory's inode).
+    pub cgroup_id: u64,
+}
+
+/// The cgroups of the systemd `units` (`nginx.service`) under the cgroup2 mount `root`: for each
+/// unit, the directory named exactly like it, at most `max_depth` levels below `root`
+/// ([`UNIT_SEARCH_DEPTH`] for the agent). The search goes breadth first, each directory's entries
+/// in name order, so when two directories carry the name (a system and a user unit), the
+/// shallower one wins, and on a tie the first in name order. It does not descend into a unit's
+/// cgroup (cgroups below a unit are the unit's own), follows no symlinks, and skips directories it
+/// cannot read. Units without a cgroup (not running) are absent from the result.
+pub fn find_units(
+    root: &Path,
+    units: &[&str],
+    max_depth: usize,
+) -> std::collections::BTreeMap<String, UnitCgroup> {
+    let mut found = std::collections::BTreeMap::new();
+    if units.is_empty() {
+        return found;
+    }
+    let mut level: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    for _ in 0..max_depth {
+        let mut next = Vec::new();
+        for (dir, rel) in &level {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            let mut subdirs: Vec<(String, PathBuf)> = entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                .collect();
+            subdirs.sort();
+            for (name, path) in subdirs {
+                let child = format!("{rel}/{name}");
+                if units.contains(&name.as_str()) {
+                    if !found.contains_key(&name)
+                        && let Ok(m) = fs::symlink_metadata(&path)
+                    {
+                        found.insert(
+                            name,
+                            UnitCgroup {
+                                path: child,
+                                cgroup_id: m.ino(),
+                            },
+                        );
+                    }
+                    continue;
+                }
+                next.push((path, child));
+            }
+        }
+        if found.len() == units.len() || next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    found
+}
+
 /// The pid and mount namespace inodes of process `pid`.
 pub fn namespaces(pid: u32) -> Result<(u32, u32)> {
     let read = |ns: &str| -> Result<u32> {
@@ -274,6 +349,80 @@ mod tests {
         );
         assert_eq!(parse_proc_cgroup("0::/\n").unwrap(), "/");
         assert_eq!(parse_proc_cgroup(""), None);
+    }
+
+    #[test]
+    fn units_are_found_by_directory_name_within_the_depth() {
+        let root = std::env::temp_dir().join(format!("armor-units-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for d in [
+            "system.slice/nginx.service/sub",
+            "system.slice/cron.service",
+            // Deeper than the system unit: the shallower one wins.
+            "user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service",
+            // Only deep enough with a larger bound.
+            "a/b/c/deep.service",
+            // Below a unit: not searched (its cgroups are the unit's).
+            "system.slice/cron.service/inner.service",
+            // Same depth: the first in name order wins.
+            "x.slice/twice.service",
+            "y.slice/twice.service",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        // A file named like a unit is not a cgroup.
+        fs::write(root.join("system.slice/file.service"), "").unwrap();
+        let ino = |p: &str| fs::metadata(root.join(p)).unwrap().ino();
+        let units = [
+            "nginx.service",
+            "cron.service",
+            "deep.service",
+            "inner.service",
+            "twice.service",
+            "file.service",
+            "absent.service",
+        ];
+        let found = find_units(&root, &units, 3);
+        let got: Vec<(&str, &str, u64)> = found
+            .iter()
+            .map(|(u, c)| (u.as_str(), c.path.as_str(), c.cgroup_id))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "cron.service",
+                    "/system.slice/cron.service",
+                    ino("system.slice/cron.service")
+                ),
+                (
+                    "nginx.service",
+                    "/system.slice/nginx.service",
+                    ino("system.slice/nginx.service")
+                ),
+                (
+                    "twice.service",
+                    "/x.slice/twice.service",
+                    ino("x.slice/twice.service")
+                ),
+            ]
+        );
+        let deep = find_units(&root, &["deep.service"], 4);
+        assert_eq!(deep["deep.service"].path, "/a/b/c/deep.service");
+        assert!(find_units(&root, &["deep.service"], 3).is_empty());
+        let user = find_units(&root, &["app.slice"], UNIT_SEARCH_DEPTH);
+        assert_eq!(
+            user["app.slice"].path,
+            "/user.slice/user-1000.slice/user@1000.service/app.slice"
+        );
+        assert!(find_units(&root, &[], UNIT_SEARCH_DEPTH).is_empty());
+        assert!(find_units(&root.join("missing"), &units, UNIT_SEARCH_DEPTH).is_empty());
+        // The path is the one `cgroup_id` takes.
+        assert_eq!(
+            cgroup_id(&root, "/system.slice/nginx.service").unwrap(),
+            ino("system.slice/nginx.service")
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
