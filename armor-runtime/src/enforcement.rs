@@ -368,6 +368,32 @@ impl Enforcement {
         }
     }
 
+    /// Called before a service's rules are applied: BPF-LSM resolves its paths from the host's
+    /// root (a service's own `RootDirectory=` is not followed).
+    pub(crate) fn prepare_service(&self, key: &WorkloadKey) {
+        if let Some(Backend::BpfLsm(b)) = &self.backend {
+            b.set_root(key, "/");
+        }
+    }
+
+    /// Whether applied rules are enforced on a service's processes: BPF-LSM enforces by cgroup;
+    /// AppArmor confines only processes systemd starts under the service's profile, which the
+    /// runtime cannot see, so it does not count them as enforced and says how to confine them.
+    pub(crate) fn covers_service(
+        &self,
+        key: &WorkloadKey,
+        unit: &str,
+    ) -> std::result::Result<(), String> {
+        match &self.backend {
+            None | Some(Backend::BpfLsm(_)) => Ok(()),
+            Some(Backend::AppArmor { .. }) => Err(format!(
+                "a service is confined by AppArmor only when systemd starts it under its \
+                 profile: set `AppArmorProfile={}` in {unit}",
+                armor_enforce_apparmor::profile_name(key)
+            )),
+        }
+    }
+
     /// Whether applied rules are enforced on the workload's processes; `Err` says why not (they
     /// are then reported as `Audit (Block)` by the monitor).
     pub(crate) fn covers(

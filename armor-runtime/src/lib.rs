@@ -3,7 +3,8 @@
 //! ## API themes
 //!
 //! * [`identity`]: container ids from cgroup paths (containerd, Docker, CRI-O, podman,
-//!   systemd services), `/proc/PID/cgroup`, cgroup ids and namespaces.
+//!   systemd services), `/proc/PID/cgroup`, cgroup ids and namespaces; the cgroups of listed
+//!   systemd units ([`identity::find_units`]).
 //! * [`containerd`]: the gRPC client (labels, image, task pid, AppArmor profile, lifecycle
 //!   events including task create, before the entrypoint runs).
 //! * [`enforcement`]: the kernel enforcer the user chose (`auto` probes BPF-LSM, then
@@ -12,7 +13,8 @@
 //! * [`Runtime`]: events in, KubeArmor [`armor_core::telemetry::Telemetry`] records out;
 //!   atomic policy reload; enforcers applied per workload (containerd containers on task
 //!   create, [`Runtime::container_event`]); enforcer alerts enriched with the workload's
-//!   identity ([`Runtime::enforcer_records`]); alert throttling.
+//!   identity ([`Runtime::enforcer_records`]); alert throttling; systemd services of a service
+//!   inventory tracked like containers by their cgroup ([`Runtime::sync_services`]).
 //! * [`agent`]: the host agent's whole loop (`armor-agent` is flag parsing around it).
 //! * Errors: one [`Error`] enum naming the failed operation.
 

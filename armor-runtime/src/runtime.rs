@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use armor_core::enforcer::{Enforcer, EnforcerAlert};
+use armor_core::inventory::{Inventory, Service};
 use armor_core::telemetry::Telemetry;
 use armor_core::{
     Access, CompiledPolicy, Config, Container, Event, Host, PolicySet, PostureConfig, RuleSet,
@@ -95,6 +96,8 @@ struct Tracked {
     key: WorkloadKey,
     workload: Workload,
     info: Option<ContainerInfo>,
+    /// The inventory entry of a systemd service tracked as a workload.
+    service: Option<Service>,
     rules: Arc<RuleSet>,
     visibility: Visibility,
     /// A kernel enforcer applied this workload's rules (Block decisions come from it).
@@ -114,10 +117,10 @@ struct Throttle {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ContainerChange {
-    /// The container is tracked from now on: its rules are applied (and, where the enforcer
-    /// covers it, enforced) and its kernel visibility is set.
+    /// The container (or service) is tracked from now on: its rules are applied (and, where the
+    /// enforcer covers it, enforced) and its kernel visibility is set.
     Tracked(WorkloadKey),
-    /// The container is no longer tracked; its rules were removed.
+    /// The container (its id) or service (its unit) is no longer tracked; its rules were removed.
     Untracked(String),
     /// A defined container's rules were loaded ahead of its task by the enforcers that attach by
     /// name (AppArmor); it is tracked once its task is created.
@@ -134,6 +137,8 @@ pub struct Runtime {
     host: Tracked,
     containers: HashMap<u64, Tracked>,
     ids: HashMap<String, u64>,
+    /// Tracked services: unit → cgroup id (their `Tracked` is in `containers`).
+    units: HashMap<String, u64>,
     /// Containers defined but without a task yet whose rules were loaded ahead, by id.
     prepared: HashMap<String, WorkloadKey>,
     enforcers: Vec<Arc<dyn Enforcer>>,
@@ -165,6 +170,25 @@ fn kernel_visibility(v: &Visibility, rules: &RuleSet) -> Visibility {
     k.file = true;
     k.network = true;
     k
+}
+
+/// Sets the workload identity fields of `r` for a container or service (the host has none): a
+/// service's `ContainerID` is its unit and its `ContainerImage` is empty.
+fn identify(t: &Tracked, r: &mut Telemetry) {
+    let Workload::Container(c) = &t.workload else {
+        return;
+    };
+    let (id, image) = match (&t.info, &t.service) {
+        (Some(info), _) => (info.id.clone(), info.image.clone()),
+        (None, Some(s)) => (s.unit.clone(), String::new()),
+        (None, None) => return,
+    };
+    r.namespace_name = Some(c.namespace.clone());
+    r.pod_name = c.pod.clone();
+    r.labels = Some(labels_text(c));
+    r.container_id = Some(id);
+    r.container_name = Some(c.name.clone());
+    r.container_image = Some(image);
 }
 
 /// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
@@ -222,6 +246,7 @@ impl Runtime {
             rules: policy.rule_set(&workload, posture),
             workload,
             info: None,
+            service: None,
             visibility,
             enforced: false,
             applied: false,
@@ -232,6 +257,7 @@ impl Runtime {
             host,
             containers: HashMap::new(),
             ids: HashMap::new(),
+            units: HashMap::new(),
             prepared: HashMap::new(),
             enforcers,
             enforcement,
@@ -264,7 +290,24 @@ impl Runtime {
 
     /// The keys of the tracked containers.
     pub fn containers(&self) -> Vec<WorkloadKey> {
-        let mut keys: Vec<WorkloadKey> = self.containers.values().map(|t| t.key.clone()).collect();
+        let mut keys: Vec<WorkloadKey> = self
+            .containers
+            .values()
+            .filter(|t| t.service.is_none())
+            .map(|t| t.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The keys of the tracked services (`namespace/unit`, with the cgroup id).
+    pub fn services(&self) -> Vec<WorkloadKey> {
+        let mut keys: Vec<WorkloadKey> = self
+            .containers
+            .values()
+            .filter(|t| t.service.is_some())
+            .map(|t| t.key.clone())
+            .collect();
         keys.sort();
         keys
     }
@@ -285,16 +328,24 @@ impl Runtime {
         t.applied = false;
         let pid = t.info.as_ref().and_then(|i| i.pid);
         if let Some(en) = &self.enforcement {
-            en.prepare(&t.key, pid);
+            if t.service.is_some() {
+                en.prepare_service(&t.key);
+            } else {
+                en.prepare(&t.key, pid);
+            }
         }
         for e in &self.enforcers {
             let result = e
                 .compile(&t.key, &t.rules)
                 .map_err(|err| err.to_string())
                 .and_then(|a| e.apply(&t.key, a.as_ref()).map_err(|err| err.to_string()));
-            let covered = self.enforcement.as_ref().map_or(Ok(()), |en| {
-                en.covers(&t.key, t.workload.is_host(), t.info.as_ref())
-            });
+            let covered = self
+                .enforcement
+                .as_ref()
+                .map_or(Ok(()), |en| match &t.service {
+                    Some(s) => en.covers_service(&t.key, &s.unit),
+                    None => en.covers(&t.key, t.workload.is_host(), t.info.as_ref()),
+                });
             if result.is_ok() {
                 t.applied = true;
             }
@@ -344,6 +395,7 @@ impl Runtime {
             rules: self.policy.rule_set(&workload, posture),
             workload,
             info: Some(info.clone()),
+            service: None,
             visibility,
             enforced: false,
             applied: false,
@@ -384,6 +436,122 @@ impl Runtime {
         self.ids.insert(info.id.clone(), cgroup_id);
         self.containers.insert(cgroup_id, t);
         key
+    }
+
+    fn track_service(&self, service: &Service, key: WorkloadKey) -> Tracked {
+        let workload = service.workload();
+        let (posture, _) = self.config.posture.posture_for(&workload);
+        let (visibility, _) = self.config.posture.visibility_for(&workload);
+        Tracked {
+            key,
+            rules: self.policy.rule_set(&workload, posture),
+            workload,
+            info: None,
+            service: Some(service.clone()),
+            visibility,
+            enforced: false,
+            applied: false,
+        }
+    }
+
+    /// Starts tracking a service of the inventory whose cgroup has id `cgroup_id`, exactly as a
+    /// container: the rules of the policies selecting [`Service::workload`] are applied with
+    /// every enforcer (BPF-LSM scopes them to the cgroup, with the host's root file system),
+    /// its kernel visibility is set, and its processes' records carry its identity
+    /// (`NamespaceName`, `ContainerName` = the service's name, `Labels`, `ContainerID` = the
+    /// unit, an empty `ContainerImage`) instead of the host's, so host policies no longer apply
+    /// to them. The key is `namespace/unit` (`web/nginx.service`), which no container's key can
+    /// be. A service already tracked under another cgroup id is replaced; a cgroup id a
+    /// container holds is left to the container (reported through
+    /// [`Runtime::take_problems`]).
+    pub fn add_service_with_cgroup(&mut self, service: &Service, cgroup_id: u64) -> WorkloadKey {
+        let key = WorkloadKey::new(format!("{}/{}", service.namespace, service.unit))
+            .with_cgroup(cgroup_id);
+        if self
+            .containers
+            .get(&cgroup_id)
+            .is_some_and(|t| t.service.is_none())
+        {
+            self.problems.push(format!(
+                "service {}: cgroup {cgroup_id} belongs to a container; not tracked as a service",
+                service.unit
+            ));
+            return key;
+        }
+        if self.units.get(&service.unit) != Some(&cgroup_id) {
+            self.remove_service(&service.unit);
+        }
+        let mut t = self.track_service(service, key.clone());
+        self.apply_enforcers(&mut t);
+        self.set_visibility(cgroup_id, &t);
+        self.units.insert(service.unit.clone(), cgroup_id);
+        self.containers.insert(cgroup_id, t);
+        key
+    }
+
+    /// Stops tracking a service (removes its rules from the enforcers and its kernel
+    /// visibility); its processes, if any, are the host's again.
+    pub fn remove_service(&mut self, unit: &str) {
+        if let Some(cgroup_id) = self.units.remove(unit) {
+            self.untrack(cgroup_id, unit);
+        }
+    }
+
+    /// Brings the tracked services in line with `inventory` and the cgroups under the cgroup2
+    /// mount `cgroup_root` ([`identity::cgroup2_root`]); the agent calls it every 2 s and after
+    /// an inventory reload. A listed unit's cgroup is the directory named exactly like the
+    /// unit ([`identity::find_units`], at most [`identity::UNIT_SEARCH_DEPTH`] levels deep;
+    /// systemd is not asked). A service that started is added; one whose cgroup is gone (it
+    /// stopped) or was re-created (a restart: new cgroup id) is removed, and a restarted one
+    /// added again under its new id; one whose inventory entry changed (or that left the
+    /// inventory) gets its new identity (or is removed). Returns what changed, removals first.
+    ///
+    /// Between a service's start (or restart) and the next call its processes are the host's:
+    /// host rules apply to them and their records carry no service identity.
+    pub fn sync_services(
+        &mut self,
+        inventory: &Inventory,
+        cgroup_root: &Path,
+    ) -> Vec<ContainerChange> {
+        let units: Vec<&str> = inventory
+            .services()
+            .iter()
+            .map(|s| s.unit.as_str())
+            .collect();
+        let found = identity::find_units(cgroup_root, &units, identity::UNIT_SEARCH_DEPTH);
+        let mut changes = Vec::new();
+        let mut tracked: Vec<(String, u64)> =
+            self.units.iter().map(|(u, id)| (u.clone(), *id)).collect();
+        tracked.sort();
+        for (unit, cgroup_id) in tracked {
+            let keep = match (inventory.get(&unit), found.get(&unit)) {
+                (Some(s), Some(c)) => {
+                    c.cgroup_id == cgroup_id
+                        && self
+                            .containers
+                            .get(&cgroup_id)
+                            .and_then(|t| t.service.as_ref())
+                            .is_some_and(|old| old.workload() == s.workload())
+                }
+                _ => false,
+            };
+            if !keep {
+                self.remove_service(&unit);
+                changes.push(ContainerChange::Untracked(unit));
+            }
+        }
+        for s in inventory.services() {
+            if self.units.contains_key(&s.unit) {
+                continue;
+            }
+            if let Some(c) = found.get(&s.unit) {
+                let key = self.add_service_with_cgroup(s, c.cgroup_id);
+                if self.units.contains_key(&s.unit) {
+                    changes.push(ContainerChange::Tracked(key));
+                }
+            }
+        }
+        changes
     }
 
     /// Follows a containerd lifecycle event: a created task (its cgroup exists, its entrypoint
@@ -488,9 +656,13 @@ impl Runtime {
 
     /// Stops tracking a container (removes its rules from the enforcers).
     pub fn remove_container(&mut self, id: &str) {
-        let Some(cgroup_id) = self.ids.remove(id) else {
-            return;
-        };
+        if let Some(cgroup_id) = self.ids.remove(id) {
+            self.untrack(cgroup_id, id);
+        }
+    }
+
+    /// Removes the workload of `cgroup_id` (`id` names it in problems).
+    fn untrack(&mut self, cgroup_id: u64, id: &str) {
         if let Some(t) = self.containers.remove(&cgroup_id) {
             for e in &self.enforcers {
                 if t.applied
@@ -530,10 +702,11 @@ impl Runtime {
             let Some(old) = self.containers.get(&id).cloned() else {
                 continue;
             };
-            let Some(info) = old.info.as_ref() else {
-                continue;
+            let mut t = match (&old.info, &old.service) {
+                (Some(info), _) => self.track(info, old.key.clone()),
+                (None, Some(service)) => self.track_service(service, old.key.clone()),
+                (None, None) => continue,
             };
-            let mut t = self.track(info, old.key.clone());
             self.apply_enforcers(&mut t);
             self.set_visibility(id, &t);
             self.containers.insert(id, t);
@@ -547,14 +720,7 @@ impl Runtime {
         r.updated_time = Some(updated);
         r.cluster_name = Some(self.config.cluster_name.clone());
         r.host_name = Some(self.config.host_name.clone());
-        if let (Workload::Container(c), Some(info)) = (&t.workload, &t.info) {
-            r.namespace_name = Some(c.namespace.clone());
-            r.pod_name = c.pod.clone();
-            r.labels = Some(labels_text(c));
-            r.container_id = Some(info.id.clone());
-            r.container_name = Some(c.name.clone());
-            r.container_image = Some(info.image.clone());
-        }
+        identify(t, &mut r);
         r.host_pid = Some(i64::from(ev.pid));
         r.host_ppid = Some(i64::from(ev.ppid));
         r.pid = Some(i64::from(ev.ns_pid));
@@ -820,14 +986,7 @@ impl Runtime {
         r.updated_time = Some(updated);
         r.cluster_name = Some(self.config.cluster_name.clone());
         r.host_name = Some(self.config.host_name.clone());
-        if let (Workload::Container(c), Some(info)) = (&t.workload, &t.info) {
-            r.namespace_name = Some(c.namespace.clone());
-            r.pod_name = c.pod.clone();
-            r.labels = Some(labels_text(c));
-            r.container_id = Some(info.id.clone());
-            r.container_name = Some(c.name.clone());
-            r.container_image = Some(info.image.clone());
-        }
+        identify(t, &mut r);
         r.host_pid = Some(i64::from(a.pid));
         r.uid = Some(i64::from(a.uid));
         r.process_name = tree.get(a.pid).map(|p| p.exe.clone());
