@@ -1,6 +1,7 @@
 //! The host agent's whole loop, for `armor-agent` and for users who run it inside their own
-//! process: load the policies, choose the enforcer, load the eBPF event source, follow
-//! containerd, and write KubeArmor JSON lines until asked to stop.
+//! process: load the policies (and the service inventory), choose the enforcer, load the eBPF
+//! event source, follow containerd and the inventory's systemd services, and write KubeArmor
+//! JSON lines until asked to stop.
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use armor_core::inventory::Inventory;
 use armor_ebpf::{EventSource, Options};
 
 use crate::containerd::{ContainerEvent, Containerd};
@@ -34,6 +36,9 @@ pub struct AgentOptions {
     pub policies: PathBuf,
     /// The containerd socket to follow containers on (`None`: the host only).
     pub containerd_socket: Option<PathBuf>,
+    /// The service inventory ([`armor_core::inventory`]): the systemd services that are
+    /// workloads of their own (re-read when it changes; `None`: every service is the host's).
+    pub inventory: Option<PathBuf>,
     /// The enforcer to use.
     pub enforcer: EnforcerChoice,
     /// Settings of the enforcers.
@@ -48,6 +53,7 @@ impl AgentOptions {
         Self {
             policies: policies.into(),
             containerd_socket: None,
+            inventory: None,
             enforcer: EnforcerChoice::Auto,
             enforcement: EnforcementOptions::default(),
             config: RuntimeConfig::default(),
@@ -58,6 +64,13 @@ impl AgentOptions {
     #[must_use]
     pub fn containerd_socket(mut self, socket: impl Into<PathBuf>) -> Self {
         self.containerd_socket = Some(socket.into());
+        self
+    }
+
+    /// The same with the service inventory at `file`.
+    #[must_use]
+    pub fn inventory(mut self, file: impl Into<PathBuf>) -> Self {
+        self.inventory = Some(file.into());
         self
     }
 
@@ -89,7 +102,38 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
     out
 }
 
-/// `error: cause: cause` on one line.
+/// A file's size and modification time: what "the inventory changed" compares.
+fn file_stamp(file: &Path) -> Option<(u64, Option<SystemTime>)> {
+    std::fs::metadata(file)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()))
+}
+
+/// Loads the inventory at `file`, logging its warnings.
+fn load_inventory(file: &Path, log: &mut dyn FnMut(&str)) -> Result<Inventory> {
+    let inventory = Inventory::load(file).map_err(Error::Inventory)?;
+    for w in inventory.warnings().warnings() {
+        log(&w.to_string());
+    }
+    Ok(inventory)
+}
+
+/// Logs what [`Runtime::sync_services`] did.
+fn describe_services(changes: Vec<ContainerChange>, log: &mut dyn FnMut(&str)) {
+    for c in changes {
+        match c {
+            ContainerChange::Tracked(key) => log(&format!("service {key}")),
+            ContainerChange::Untracked(unit) => log(&format!("service {unit} gone")),
+            _ => {}
+        }
+    }
+}
+
+/// How often the agent looks for services that started, stopped or restarted.
+const SERVICE_RESYNC: Duration = Duration::from_secs(2);
+
+/// `error: cause: cause` on one line (a cause listing several problems, one per line, has them
+/// joined by `; `).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -98,7 +142,15 @@ fn chain(e: &dyn std::error::Error) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    s
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(l);
+    }
+    out
 }
 
 /// What a lifecycle event did, for the log.
@@ -132,9 +184,15 @@ fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetr
 /// does (enforcer chosen or why audit-only, containers, reloads, problems, `ready` once the
 /// host's and the existing containers' rules are in force, `stopped`) to `log`, one line each.
 ///
-/// Fails when the policies do not load, the chosen enforcer does not work here, the eBPF event
-/// source does not load, containerd cannot be reached, or `out` cannot be written. A policy
-/// change that does not load keeps the previous policies and is logged.
+/// With an inventory, the listed systemd services whose cgroups exist are tracked before
+/// `ready` ([`Runtime::sync_services`]) and again every 2 s (started, stopped and restarted
+/// services), and after the inventory file changes.
+///
+/// Fails, before anything is applied, when the policies or the inventory do not load (the
+/// error holds every problem with its `file:line:col`), the chosen enforcer does not work here,
+/// the eBPF event source does not load, or containerd cannot be reached; later, when `out`
+/// cannot be written. A policy or inventory change that does not load keeps the previous one
+/// and is logged.
 pub fn run(
     options: &AgentOptions,
     out: &mut dyn Write,
@@ -147,6 +205,22 @@ pub fn run(
         policy.rules().len(),
         options.policies.display()
     ));
+    let mut inventory = match &options.inventory {
+        Some(file) => {
+            let inv = load_inventory(file, log)?;
+            log(&format!(
+                "{} services in the inventory {}",
+                inv.services().len(),
+                file.display()
+            ));
+            Some((file.clone(), inv, file_stamp(file)))
+        }
+        None => None,
+    };
+    let cgroup_root = match inventory {
+        Some(_) => Some(crate::identity::cgroup2_root()?),
+        None => None,
+    };
     let enforcement = Enforcement::select(options.enforcer, &options.enforcement)?;
     log(&enforcement.summary());
     let mut source = EventSource::load(Options::default())?;
@@ -185,11 +259,19 @@ pub fn run(
         }
         None => None,
     };
+    if let (Some((_, inv, _)), Some(root)) = (&inventory, &cgroup_root) {
+        describe_services(rt.sync_services(inv, root), log);
+    }
     for p in rt.take_problems() {
         log(&p);
     }
+    let services = if inventory.is_some() {
+        format!(", {} services", rt.services().len())
+    } else {
+        String::new()
+    };
     log(&format!(
-        "ready: {} ({} containers)",
+        "ready: {} ({} containers{services})",
         rt.enforcement().and_then(Enforcement::name).map_or_else(
             || "audit-only".to_string(),
             |n| format!("enforcing with {n}")
@@ -200,6 +282,9 @@ pub fn run(
     let poll = Duration::from_millis(if containerd.is_some() { 10 } else { 200 });
     let mut seen = snapshot(&options.policies);
     let mut last_check = Instant::now();
+    let mut last_services = Instant::now();
+    // After an inventory reload: resync the services at once.
+    let mut resync_now = false;
     let mut last_lost = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut batch = Vec::new();
@@ -246,6 +331,26 @@ pub fn run(
                     )),
                 }
             }
+            if let Some((file, inv, stamp)) = &mut inventory {
+                let now = file_stamp(file);
+                if now != *stamp {
+                    *stamp = now;
+                    match load_inventory(file, log) {
+                        Ok(new) => {
+                            *inv = new;
+                            log(&format!(
+                                "inventory reloaded: {} services",
+                                inv.services().len()
+                            ));
+                            resync_now = true;
+                        }
+                        Err(e) => log(&format!(
+                            "inventory reload failed, keeping the previous one: {}",
+                            chain(&e)
+                        )),
+                    }
+                }
+            }
             let lost = controls.stats()?.lost;
             if lost != last_lost {
                 log(&format!(
@@ -255,8 +360,39 @@ pub fn run(
                 last_lost = lost;
             }
         }
+        if let (Some((_, inv, _)), Some(root)) = (&inventory, &cgroup_root)
+            && (resync_now || last_services.elapsed() >= SERVICE_RESYNC)
+        {
+            resync_now = false;
+            last_services = Instant::now();
+            describe_services(rt.sync_services(inv, root), log);
+            for p in rt.take_problems() {
+                log(&p);
+            }
+        }
     }
     write_records(out, &[])?;
     log("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_error_is_logged_on_one_line_with_every_position() {
+        let Err(e) = Inventory::parse("services:\n  - unit: a\n  - unit: b\n", "inv.yaml") else {
+            panic!("an inventory with bad units loaded");
+        };
+        let line = chain(&Error::Inventory(e));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with(
+                "service inventory not loaded: 2 error(s) in policy input: inv.yaml:2:"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("; inv.yaml:3:"), "{line}");
+    }
 }

@@ -32,6 +32,10 @@ pub enum Error {
     /// The policies could not be compiled; the previous ones stay in force.
     #[error("policies not compiled")]
     Build(#[source] armor_core::BuildError),
+    /// The service inventory could not be loaded (every problem with its `file:line:col`); a
+    /// previous inventory stays in force.
+    #[error("service inventory not loaded")]
+    Inventory(#[source] armor_core::LoadError),
     /// The containerd API failed.
     #[error("containerd `{call}` failed: {message}")]
     Containerd {

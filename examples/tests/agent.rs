@@ -155,3 +155,182 @@ fn nix_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
+
+/// A bad service inventory stops the agent before anything is applied (no enforcer chosen, no
+/// event source loaded), with every problem's `file:line:col`.
+#[test]
+fn a_bad_inventory_stops_the_agent_with_its_positions() {
+    let dir = std::env::temp_dir().join(format!("armor-agent-inv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("inventory.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  - unit: nginx.service\n    labels: {app: nginx}\n  - unit: cron\n    colour: blue\n",
+    )
+    .unwrap();
+    let o = agent(&[
+        "--policies",
+        "examples/policies",
+        "--enforcer",
+        "none",
+        "--inventory",
+        file.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("service inventory not loaded"), "{err}");
+    let f = file.display();
+    // Both problems of the second entry, each at its own position.
+    assert!(err.contains(&format!("{f}:4:")), "{err}");
+    assert!(err.contains(&format!("{f}:5:5:")), "{err}");
+    assert!(!err.contains("ready"), "{err}");
+    // Nothing was chosen or loaded: the agent stopped right after the policies.
+    assert!(!err.contains("enforc"), "{err}");
+
+    // A missing file is an error at its line 1.
+    let missing = dir.join("missing.yaml");
+    let o = agent(&[
+        "--policies",
+        "examples/policies",
+        "--inventory",
+        missing.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:1:1: cannot read the inventory",
+            missing.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_describes_the_inventory() {
+    let o = agent(&["--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "--inventory <FILE>",
+        "system.slice/nginx.service",
+        "ContainerID (the unit)",
+        "host policies no longer apply",
+    ] {
+        assert!(help.contains(needle), "`{needle}` missing: {help}");
+    }
+}
+
+/// Lines of the agent's stderr, read on a thread so a silent agent fails the test, not hangs it.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Lines {
+    fn new(stderr: std::process::ChildStderr) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until a line contains `needle` (60 s at most); returns that line.
+    fn until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("`{needle}` not seen ({e}):\n{}", self.seen),
+            }
+        }
+    }
+}
+
+/// As root: a unit's cgroup listed in the inventory is tracked before `ready`; a bad change of
+/// the inventory is reported with its position and keeps the service; a good change that drops
+/// it untracks it.
+#[test]
+fn inventory_services_are_tracked_and_the_inventory_reloaded() {
+    if !nix_root() {
+        println!("skipped: needs root (event source, cgroup2)");
+        return;
+    }
+    let pid = std::process::id();
+    let cgroup_root = armor_runtime::identity::cgroup2_root().unwrap();
+    let slice = cgroup_root.join(format!("armor-agent-test-{pid}.slice"));
+    let unit = format!("armor-agent-test-{pid}.service");
+    let unit_dir = slice.join(&unit);
+    std::fs::create_dir_all(&unit_dir).unwrap();
+    let dir = std::env::temp_dir().join(format!("armor-agent-inv-live-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("inventory.yaml");
+    std::fs::write(
+        &file,
+        format!("services:\n  - unit: {unit}\n    labels: {{app: armor-test}}\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
+        .args(["--policies", "examples/policies", "--enforcer", "none"])
+        .arg("--inventory")
+        .arg(&file)
+        .arg("--output")
+        .arg(dir.join("out.jsonl"))
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::new(child.stderr.take().unwrap());
+    lines.until("1 services in the inventory");
+    let tracked = lines.until(&format!("service default/{unit}"));
+    let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&unit_dir).unwrap());
+    assert!(tracked.ends_with(&format!("(cgroup {id})")), "{tracked}");
+    lines.until("ready: audit-only (0 containers, 1 services)");
+
+    // A bad change: reported with its position, the previous inventory (and service) kept.
+    std::fs::write(&file, "services:\n  - unit: not-a-unit\n").unwrap();
+    let failed = lines.until("inventory reload failed, keeping the previous one");
+    assert!(
+        failed.contains(&format!("{}:2:", file.display())),
+        "{failed}"
+    );
+    // A good change without the service: it is untracked.
+    std::fs::write(&file, "services: []\n").unwrap();
+    lines.until("inventory reloaded: 0 services");
+    lines.until(&format!("service {unit} gone"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    lines.until("stopped");
+    let status = child.wait().unwrap();
+    assert!(
+        !lines
+            .seen
+            .contains(&format!("service default/{unit} (cgroup {id})\nservice"))
+    );
+    let _ = std::fs::remove_dir(&unit_dir);
+    let _ = std::fs::remove_dir(&slice);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(status.success(), "{}", lines.seen);
+}

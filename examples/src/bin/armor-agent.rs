@@ -1,16 +1,18 @@
-//! `armor-agent`: the host agent. Loads KubeArmor policies, watches containerd containers and
-//! the host, enforces with the kernel enforcer it finds, and streams KubeArmor logs and alerts
+//! `armor-agent`: the host agent. Loads KubeArmor policies, watches containerd containers, the
+//! systemd services of a service inventory and the host, enforces with the kernel enforcer it finds, and streams KubeArmor logs and alerts
 //! as JSON lines.
 //!
 //! ```text
-//! armor-agent --policies DIR [--containerd-socket PATH] [--enforcer auto|bpflsm|apparmor|none]
-//!             [--apparmor-dir DIR] [--output stdout|FILE]
+//! armor-agent --policies DIR [--containerd-socket PATH] [--inventory FILE]
+//!             [--enforcer auto|bpflsm|apparmor|none] [--apparmor-dir DIR] [--output stdout|FILE]
 //! ```
 //!
 //! The binary parses flags, opens the output and installs the signal handlers; everything else
 //! is [`armor_runtime::agent::run`] (enforcer choice, containerd, the event loop). The policy
 //! directory is re-read when a file in it changes (a bad file keeps the old policies and is
-//! reported on stderr). SIGTERM and SIGINT stop it cleanly.
+//! reported on stderr), and so is the inventory. A policy directory or inventory that does not
+//! load at start stops the agent before anything is applied, naming every problem's
+//! `file:line:col`. SIGTERM and SIGINT stop it cleanly.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,7 +45,22 @@ Enforcers (--enforcer):
 Workloads an enforcer does not cover are monitored: their Block rules are reported as
 `Audit (Block)` alerts, not enforced. Kernel denials come out as Alerts with Enforcer
 \"BPFLSM\" or \"AppArmor\", Action Block, and the container's ContainerID/ContainerName/
-NamespaceName/PodName/Labels.";
+NamespaceName/PodName/Labels.
+
+Services (--inventory FILE): a YAML list of systemd units with the namespace, name and labels
+policies select them by (format: armor_core::inventory), e.g.
+  services:
+    - unit: nginx.service
+      namespace: web
+      labels: {app: nginx}
+A listed unit's cgroup (the directory named like the unit under the cgroup2 mount, e.g.
+system.slice/nginx.service) is a workload like a container: KubeArmorPolicy and
+KubeArmorClusterPolicy select it, host policies no longer apply to its processes, BPF-LSM
+enforces on it by cgroup, and its records carry NamespaceName, ContainerName (the name),
+Labels and ContainerID (the unit), with an empty ContainerImage. Services are looked for every
+2 s: one that starts or restarts is the host's until then. Unlisted services stay the host's.
+The file is re-read when it changes; a bad file at start stops the agent (file:line:col), a
+bad change keeps the previous inventory.";
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +76,9 @@ struct Cli {
     /// containerd socket to follow containers on.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
+    /// Service inventory: systemd units that are workloads with a namespace, name and labels.
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
     /// Which enforcer to use: auto, bpflsm, apparmor or none (see below).
     #[arg(long, default_value = "auto")]
     enforcer: EnforcerChoice,
@@ -92,6 +112,9 @@ fn main() -> Result<()> {
         .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
     if let Some(sock) = &cli.containerd_socket {
         options = options.containerd_socket(sock);
+    }
+    if let Some(file) = &cli.inventory {
+        options = options.inventory(file);
     }
     agent::run(
         &options,
