@@ -266,7 +266,7 @@ pub fn run(
         log(&p);
     }
     let services = if inventory.is_some() {
-        format!(", {} services", rt.services().len())
+        format!(", {} services", rt.service_units().len())
     } else {
         String::new()
     };

@@ -244,6 +244,47 @@ pub fn find_units(
     found
 }
 
+/// The cgroups below the cgroup at `path` (as in `/proc/PID/cgroup`) under the cgroup2 mount
+/// `root`, at most `max_depth` levels down, breadth first and in name order; paths relative to
+/// `root`. A unit that manages its own cgroups (`Delegate=`) runs processes in them.
+pub fn cgroups_below(root: &Path, path: &str, max_depth: usize) -> Vec<UnitCgroup> {
+    let mut out = Vec::new();
+    let mut level: Vec<(PathBuf, String)> = vec![(
+        root.join(path.trim_start_matches('/')),
+        path.trim_end_matches('/').to_string(),
+    )];
+    for _ in 0..max_depth {
+        let mut next = Vec::new();
+        for (dir, rel) in &level {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            let mut subdirs: Vec<(String, PathBuf, u64)> = entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| {
+                    let ino = fs::symlink_metadata(e.path()).ok()?.ino();
+                    Some((e.file_name().into_string().ok()?, e.path(), ino))
+                })
+                .collect();
+            subdirs.sort();
+            for (name, child, cgroup_id) in subdirs {
+                let rel = format!("{rel}/{name}");
+                out.push(UnitCgroup {
+                    path: rel.clone(),
+                    cgroup_id,
+                });
+                next.push((child, rel));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    out
+}
+
 /// The pid and mount namespace inodes of process `pid`.
 pub fn namespaces(pid: u32) -> Result<(u32, u32)> {
     let read = |ns: &str| -> Result<u32> {
@@ -417,6 +458,35 @@ mod tests {
         );
         assert!(find_units(&root, &[], UNIT_SEARCH_DEPTH).is_empty());
         assert!(find_units(&root.join("missing"), &units, UNIT_SEARCH_DEPTH).is_empty());
+        // The cgroups below a unit, which are its own.
+        let below: Vec<(String, u64)> =
+            cgroups_below(&root, "/system.slice/cron.service", UNIT_SEARCH_DEPTH)
+                .into_iter()
+                .map(|c| (c.path, c.cgroup_id))
+                .collect();
+        assert_eq!(
+            below,
+            vec![(
+                "/system.slice/cron.service/inner.service".to_string(),
+                ino("system.slice/cron.service/inner.service")
+            )]
+        );
+        fs::create_dir_all(root.join("system.slice/nginx.service/sub/a/b")).unwrap();
+        let paths = |depth| -> Vec<String> {
+            cgroups_below(&root, "/system.slice/nginx.service", depth)
+                .into_iter()
+                .map(|c| c.path)
+                .collect()
+        };
+        assert_eq!(
+            paths(2),
+            [
+                "/system.slice/nginx.service/sub",
+                "/system.slice/nginx.service/sub/a"
+            ]
+        );
+        assert_eq!(paths(UNIT_SEARCH_DEPTH).len(), 3);
+        assert!(cgroups_below(&root, "/system.slice/gone.service", 3).is_empty());
         // The path is the one `cgroup_id` takes.
         assert_eq!(
             cgroup_id(&root, "/system.slice/nginx.service").unwrap(),

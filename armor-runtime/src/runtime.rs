@@ -1,6 +1,6 @@
 //! The pipeline: kernel events → workload identity → policy decision → KubeArmor Log/Alert.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,6 +139,8 @@ pub struct Runtime {
     ids: HashMap<String, u64>,
     /// Tracked services: unit → cgroup id (their `Tracked` is in `containers`).
     units: HashMap<String, u64>,
+    /// The tracked cgroups below a tracked service's: unit → cgroup id → path below the unit's.
+    unit_children: HashMap<String, BTreeMap<u64, String>>,
     /// Containers defined but without a task yet whose rules were loaded ahead, by id.
     prepared: HashMap<String, WorkloadKey>,
     enforcers: Vec<Arc<dyn Enforcer>>,
@@ -258,6 +260,7 @@ impl Runtime {
             containers: HashMap::new(),
             ids: HashMap::new(),
             units: HashMap::new(),
+            unit_children: HashMap::new(),
             prepared: HashMap::new(),
             enforcers,
             enforcement,
@@ -300,7 +303,15 @@ impl Runtime {
         keys
     }
 
-    /// The keys of the tracked services (`namespace/unit`, with the cgroup id).
+    /// The units of the tracked services.
+    pub fn service_units(&self) -> Vec<String> {
+        let mut units: Vec<String> = self.units.keys().cloned().collect();
+        units.sort();
+        units
+    }
+
+    /// The keys of the tracked services (`namespace/unit`) and of the cgroups below theirs
+    /// (`namespace/unit/path`), with their cgroup ids.
     pub fn services(&self) -> Vec<WorkloadKey> {
         let mut keys: Vec<WorkloadKey> = self
             .containers
@@ -465,7 +476,25 @@ impl Runtime {
     /// container holds is left to the container (reported through
     /// [`Runtime::take_problems`]).
     pub fn add_service_with_cgroup(&mut self, service: &Service, cgroup_id: u64) -> WorkloadKey {
-        let key = WorkloadKey::new(format!("{}/{}", service.namespace, service.unit))
+        if self.units.get(&service.unit) != Some(&cgroup_id) {
+            self.remove_service(&service.unit);
+        }
+        let (key, added) = self.add_service_cgroup(service, cgroup_id, "");
+        if added {
+            self.units.insert(service.unit.clone(), cgroup_id);
+        }
+        key
+    }
+
+    /// Tracks `cgroup_id` (the unit's cgroup, or the one at `below` under it) as `service`;
+    /// false when a container holds it.
+    fn add_service_cgroup(
+        &mut self,
+        service: &Service,
+        cgroup_id: u64,
+        below: &str,
+    ) -> (WorkloadKey, bool) {
+        let key = WorkloadKey::new(format!("{}/{}{below}", service.namespace, service.unit))
             .with_cgroup(cgroup_id);
         if self
             .containers
@@ -476,24 +505,58 @@ impl Runtime {
                 "service {}: cgroup {cgroup_id} belongs to a container; not tracked as a service",
                 service.unit
             ));
-            return key;
-        }
-        if self.units.get(&service.unit) != Some(&cgroup_id) {
-            self.remove_service(&service.unit);
+            return (key, false);
         }
         let mut t = self.track_service(service, key.clone());
         self.apply_enforcers(&mut t);
         self.set_visibility(cgroup_id, &t);
-        self.units.insert(service.unit.clone(), cgroup_id);
         self.containers.insert(cgroup_id, t);
-        key
+        (key, true)
     }
 
-    /// Stops tracking a service (removes its rules from the enforcers and its kernel
-    /// visibility); its processes, if any, are the host's again.
+    /// Stops tracking a service and the cgroups below its own (removes their rules from the
+    /// enforcers and their kernel visibility); its processes, if any, are the host's again.
     pub fn remove_service(&mut self, unit: &str) {
+        for (cgroup_id, below) in self.unit_children.remove(unit).unwrap_or_default() {
+            self.untrack(cgroup_id, &format!("{unit}{below}"));
+        }
         if let Some(cgroup_id) = self.units.remove(unit) {
             self.untrack(cgroup_id, unit);
+        }
+    }
+
+    /// Tracks the cgroups below a tracked service's that exist now (`below`: id → path below
+    /// the unit's) and untracks those that are gone.
+    fn sync_service_children(
+        &mut self,
+        service: &Service,
+        below: BTreeMap<u64, String>,
+        changes: &mut Vec<ContainerChange>,
+    ) {
+        let mut now = self.unit_children.remove(&service.unit).unwrap_or_default();
+        let gone: Vec<(u64, String)> = now
+            .iter()
+            .filter(|(id, path)| below.get(id) != Some(*path))
+            .map(|(id, path)| (*id, path.clone()))
+            .collect();
+        for (id, path) in gone {
+            now.remove(&id);
+            let name = format!("{}{path}", service.unit);
+            self.untrack(id, &name);
+            changes.push(ContainerChange::Untracked(name));
+        }
+        for (id, path) in below {
+            if now.contains_key(&id) {
+                continue;
+            }
+            let (key, added) = self.add_service_cgroup(service, id, &path);
+            if added {
+                now.insert(id, path);
+                changes.push(ContainerChange::Tracked(key));
+            }
+        }
+        if !now.is_empty() {
+            self.unit_children.insert(service.unit.clone(), now);
         }
     }
 
@@ -504,10 +567,15 @@ impl Runtime {
     /// systemd is not asked). A service that started is added; one whose cgroup is gone (it
     /// stopped) or was re-created (a restart: new cgroup id) is removed, and a restarted one
     /// added again under its new id; one whose inventory entry changed (or that left the
-    /// inventory) gets its new identity (or is removed). Returns what changed, removals first.
+    /// inventory) gets its new identity (or is removed). The cgroups below a unit's
+    /// ([`identity::cgroups_below`], a unit with `Delegate=`) are the service's too: each is
+    /// tracked with the service's identity under the key `namespace/unit/path`
+    /// (`web/nginx.service/worker`), and untracked when it goes. Returns what changed, removals
+    /// first for each service (`Untracked` names the unit, or `unit/path` for a cgroup below).
     ///
-    /// Between a service's start (or restart) and the next call its processes are the host's:
-    /// host rules apply to them and their records carry no service identity.
+    /// Between a service's start (or restart, or the creation of a cgroup below it) and the
+    /// next call its processes are the host's: host rules apply to them and their records carry
+    /// no service identity.
     pub fn sync_services(
         &mut self,
         inventory: &Inventory,
@@ -541,15 +609,23 @@ impl Runtime {
             }
         }
         for s in inventory.services() {
-            if self.units.contains_key(&s.unit) {
+            let Some(c) = found.get(&s.unit) else {
                 continue;
-            }
-            if let Some(c) = found.get(&s.unit) {
+            };
+            if !self.units.contains_key(&s.unit) {
                 let key = self.add_service_with_cgroup(s, c.cgroup_id);
-                if self.units.contains_key(&s.unit) {
-                    changes.push(ContainerChange::Tracked(key));
+                if !self.units.contains_key(&s.unit) {
+                    continue;
                 }
+                changes.push(ContainerChange::Tracked(key));
             }
+            let prefix = c.path.len();
+            let below: BTreeMap<u64, String> =
+                identity::cgroups_below(cgroup_root, &c.path, identity::UNIT_SEARCH_DEPTH)
+                    .into_iter()
+                    .filter_map(|b| Some((b.cgroup_id, b.path.get(prefix..)?.to_string())))
+                    .collect();
+            self.sync_service_children(s, below, &mut changes);
         }
         changes
     }

@@ -136,6 +136,36 @@ fn services_follow_the_inventory_and_their_cgroups() {
     assert_eq!(r.container_image.as_deref(), Some(""));
     assert_eq!(r.pod_name, None);
 
+    // A cgroup below the unit's (a unit with `Delegate=`) is the service's too, with its
+    // identity and rules, and is untracked when it goes.
+    let worker_dir = unit_dir.join("worker");
+    fs::create_dir(&worker_dir).unwrap();
+    let worker = WorkloadKey::new("svc/nginx.service/worker").with_cgroup(ino(&worker_dir));
+    assert_eq!(
+        rt.sync_services(&inv, &root),
+        vec![ContainerChange::Tracked(worker.clone())]
+    );
+    assert_eq!(rt.services(), vec![key.clone(), worker.clone()]);
+    assert_eq!(rt.service_units(), ["nginx.service"]);
+    assert_eq!(rec.installed()[&worker], rec.installed()[&key]);
+    let r = rt.enforcer_alert(
+        &EnforcerAlert::blocked("BPFLSM", None, "File", "/etc/shadow")
+            .with_workload(worker.clone()),
+        &tree,
+    );
+    assert_eq!(r.container_id.as_deref(), Some("nginx.service"));
+    assert_eq!(r.container_name.as_deref(), Some("armor-svc"));
+    assert!(rt.sync_services(&inv, &root).is_empty());
+    fs::remove_dir(&worker_dir).unwrap();
+    assert_eq!(
+        rt.sync_services(&inv, &root),
+        vec![ContainerChange::Untracked(
+            "nginx.service/worker".to_string()
+        )]
+    );
+    assert!(!rec.installed().contains_key(&worker));
+    assert_eq!(rt.services(), vec![key.clone()]);
+
     // A policy reload gives the service its new rules.
     fs::write(
         dir.join("p.yaml"),
@@ -246,8 +276,10 @@ fn a_unit_cgroup_process_is_the_service_on_kernel_events() {
     let slice = root.join(format!("armor-test-{pid}.slice"));
     let unit = format!("armor-test-{pid}.service");
     let unit_dir = slice.join(&unit);
-    let _cg = Cg(vec![unit_dir.clone(), slice.clone()]);
-    fs::create_dir_all(&unit_dir).unwrap();
+    // A cgroup the unit made below its own (`Delegate=`).
+    let worker_dir = unit_dir.join("worker");
+    let _cg = Cg(vec![worker_dir.clone(), unit_dir.clone(), slice.clone()]);
+    fs::create_dir_all(&worker_dir).unwrap();
 
     let mut source = EventSource::load(Options::default()).unwrap();
     let controls = source.controls();
@@ -262,24 +294,31 @@ fn a_unit_cgroup_process_is_the_service_on_kernel_events() {
         .unwrap();
     let inv = inventory(&unit, "armor-svc");
     let key = WorkloadKey::new(format!("svc/{unit}")).with_cgroup(ino(&unit_dir));
+    let worker = WorkloadKey::new(format!("svc/{unit}/worker")).with_cgroup(ino(&worker_dir));
     assert_eq!(
         rt.sync_services(&inv, &root),
-        vec![ContainerChange::Tracked(key)]
+        vec![
+            ContainerChange::Tracked(key),
+            ContainerChange::Tracked(worker)
+        ]
     );
 
     let secret = "/tmp/armor-svc-secret";
     fs::write(secret, "s").unwrap();
-    // The service's process, then a host process, read the file.
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec /bin/sh -c '/bin/cat {secret} > /dev/null'",
-        unit_dir.display()
-    );
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    // The service's processes (in its cgroup and in the one below), then a host process,
+    // read the file.
+    for cg in [&unit_dir, &worker_dir] {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec /bin/sh -c '/bin/cat {secret} > /dev/null'",
+            cg.display()
+        );
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
     let out = Command::new("/bin/cat").arg(secret).output().unwrap();
     assert!(out.status.success(), "{out:?}");
 
@@ -294,13 +333,14 @@ fn a_unit_cgroup_process_is_the_service_on_kernel_events() {
         for e in &events {
             records.extend(rt.handle(e, source.process_tree()));
         }
-        let service_alert = records
+        let service_alerts = records
             .iter()
-            .any(|r| ours(r) && r.policy_name.as_deref() == Some("svc-audit-secret"));
+            .filter(|r| ours(r) && r.policy_name.as_deref() == Some("svc-audit-secret"))
+            .count();
         let host_alert = records
             .iter()
             .any(|r| r.policy_name.as_deref() == Some("host-audit-secret"));
-        if service_alert && host_alert {
+        if service_alerts >= 2 && host_alert {
             break;
         }
     }
@@ -341,16 +381,26 @@ fn a_unit_cgroup_process_is_the_service_on_kernel_events() {
         alert.process_name.as_deref().unwrap().ends_with("/cat"),
         "{dump}"
     );
-    // The same read by a host process: the host policy's alert, with no service identity.
-    let host = records
+    // Both reads of the service (its cgroup's and the one below) are the service's.
+    let service_alerts = service
         .iter()
-        .find(|r| r.policy_name.as_deref() == Some("host-audit-secret"))
-        .unwrap_or_else(|| panic!("no host alert:\n{dump}"));
+        .filter(|r| r.policy_name.as_deref() == Some("svc-audit-secret"))
+        .count();
+    assert_eq!(service_alerts, 2, "{dump}");
+    // The same read by a host process: the host policy's alert, with no service identity, and
+    // only that one.
+    let hosts: Vec<&Telemetry> = records
+        .iter()
+        .filter(|r| r.policy_name.as_deref() == Some("host-audit-secret"))
+        .collect();
+    assert_eq!(hosts.len(), 1, "{dump}");
+    let host = hosts[0];
     assert_eq!(host.kind.as_deref(), Some("MatchedHostPolicy"));
     assert_eq!(host.container_id, None);
     assert_eq!(host.resource.as_deref(), Some(secret));
 
-    // The unit stops: its cgroup goes, the service is untracked.
+    // The unit stops: its cgroups go, the service is untracked.
+    fs::remove_dir(&worker_dir).unwrap();
     fs::remove_dir(&unit_dir).unwrap();
     assert_eq!(
         rt.sync_services(&inv, &root),
