@@ -54,7 +54,7 @@ policies select them by (format: armor_core::inventory), e.g.
       namespace: web
       labels: {app: nginx}
 A listed unit's cgroup (the directory named like the unit under the cgroup2 mount, e.g.
-system.slice/nginx.service) is a workload like a container: KubeArmorPolicy and
+system.slice/nginx.service, with the cgroups below it) is a workload like a container: KubeArmorPolicy and
 KubeArmorClusterPolicy select it, host policies no longer apply to its processes, BPF-LSM
 enforces on it by cgroup, and its records carry NamespaceName, ContainerName (the name),
 Labels and ContainerID (the unit), with an empty ContainerImage. Services are looked for every
