@@ -264,6 +264,27 @@ impl Lines {
     }
 }
 
+/// Removes the test's cgroup directories and files, and stops the agent, also when the test fails.
+struct Cleanup {
+    dirs: Vec<PathBuf>,
+    tmp: PathBuf,
+    agent: Option<u32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.agent {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
 /// As root: a unit's cgroup listed in the inventory is tracked before `ready`; a bad change of
 /// the inventory is reported with its position and keeps the service; a good change that drops
 /// it untracks it.
@@ -282,6 +303,11 @@ fn inventory_services_are_tracked_and_the_inventory_reloaded() {
     let dir = std::env::temp_dir().join(format!("armor-agent-inv-live-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup {
+        dirs: vec![unit_dir.clone(), slice.clone()],
+        tmp: dir.clone(),
+        agent: None,
+    };
     let file = dir.join("inventory.yaml");
     std::fs::write(
         &file,
@@ -300,6 +326,7 @@ fn inventory_services_are_tracked_and_the_inventory_reloaded() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    cleanup.agent = Some(child.id());
     let mut lines = Lines::new(child.stderr.take().unwrap());
     lines.until("1 services in the inventory");
     let tracked = lines.until(&format!("service default/{unit}"));
@@ -324,13 +351,13 @@ fn inventory_services_are_tracked_and_the_inventory_reloaded() {
         .status();
     lines.until("stopped");
     let status = child.wait().unwrap();
+    cleanup.agent = None;
     assert!(
         !lines
             .seen
             .contains(&format!("service default/{unit} (cgroup {id})\nservice"))
     );
-    let _ = std::fs::remove_dir(&unit_dir);
-    let _ = std::fs::remove_dir(&slice);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(cleanup);
+    assert!(!slice.exists() && !dir.exists());
     assert!(status.success(), "{}", lines.seen);
 }
