@@ -5,7 +5,7 @@
 //! * the **main profile** holds every rule without `fromSource`, and an exec transition for
 //!   every `fromSource` executable;
 //! * a **child profile** per `fromSource` executable holds that executable's rules. When no
-//!   `fromSource` rule is an Allow, children are **stacked** on the main profile (`px -> &`):
+//!   `fromSource` rule is an Allow, children are **stacked** on the main profile (`px -> MAIN//&MAIN//CHILD`):
 //!   the kernel intersects both, which is exactly "a fromSource Block or any global Block wins",
 //!   and the global rules are not copied. Only when some `fromSource` rule is an Allow (which
 //!   must beat a global Block, an intersection cannot widen) are children **full**: they hold
@@ -473,13 +473,15 @@ impl Builder<'_> {
         .map(|k| Line::base(Body::Other(k.to_owned())))
         .collect();
         let [process, file, network, capability] = restrictive;
-        if !file {
-            v.push(Line::base(Body::File {
-                owner: Owner::Any,
-                glob: "/{,**}".to_owned(),
-                perms: Perms::ALL,
-            }));
-        }
+        // Under a file allow-list only executable mappings are granted wholesale: the engine
+        // decides opens, not mappings (mapping needs an fd the open rules already decided),
+        // and the kernel maps an executed binary under its new profile, which would otherwise
+        // kill the process after the point of no return of its exec.
+        v.push(Line::base(Body::File {
+            owner: Owner::Any,
+            glob: "/{,**}".to_owned(),
+            perms: if file { Perms::MAP } else { Perms::ALL },
+        }));
         if !process {
             v.push(Line::base(Body::Exec {
                 owner: Owner::Any,
@@ -637,6 +639,47 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
             .collect();
         let restrictive = if b.stacked { [false; 4] } else { b.restrictive };
         let mut lines = b.base_lines(restrictive, false);
+        // A stacked child under the workload's file allow-list: a program the source executes
+        // leaves the child for the main profile, and the kernel maps it there, which AppArmor
+        // allows only when the main profile grants reading it.
+        if b.stacked && b.restrictive.get(1).copied().unwrap_or(false) {
+            for &(id, _) in &mine {
+                b.warn(
+                    id,
+                    format!(
+                        "under a file allow-list AppArmor needs read access to every binary `{s}` \
+                         executes in the workload's profile (the kernel maps it there), which the \
+                         engine's allow-list does not require"
+                    ),
+                );
+            }
+        }
+        // A full child under a file allow-list: the kernel maps an executed binary under the
+        // profile the exec enters, and AppArmor requires read and map permission for that
+        // (the engine counts no file read there). The source gets them on its own binary, so it
+        // can run at all; both differences are named on the rules that made the child full.
+        if restrictive.get(1).copied().unwrap_or(false)
+            && let Some(glob) = literal(&s).map(|l| quote_if_needed(&l))
+        {
+            lines.push(Line::base(Body::File {
+                owner: Owner::Any,
+                glob,
+                perms: Perms::READ_MAP,
+            }));
+            for &(id, r) in &mine {
+                if r.action == Action::Allow {
+                    b.warn(
+                        id,
+                        format!(
+                            "under a file allow-list AppArmor needs read access to every executed binary in the \
+                             profile the exec enters: `{s}` may read its own binary, which the \
+                             engine's allow-list blocks, and programs it executes must be readable \
+                             under the workload's allow-list"
+                        ),
+                    );
+                }
+            }
+        }
         for &(id, r) in &mine {
             let i = cat_index(r.category).unwrap_or(0);
             let rs = restrictive.get(i).copied().unwrap_or(false);

@@ -74,6 +74,22 @@ impl Perms {
         lock: true,
         mmap: true,
     };
+    /// Reading and mapping (`rm`): what executing a binary needs from the profile it enters.
+    pub const READ_MAP: Self = Self {
+        read: true,
+        write: false,
+        link: false,
+        lock: false,
+        mmap: true,
+    };
+    /// Executable mappings only (`m`).
+    pub const MAP: Self = Self {
+        read: false,
+        write: false,
+        link: false,
+        lock: false,
+        mmap: true,
+    };
     /// What every write-like operation needs (`wl`).
     pub const WRITE: Self = Self {
         read: false,
@@ -123,7 +139,10 @@ pub enum ExecMode {
     Inherit,
     /// `px -> NAME`: change to the named profile.
     Profile(String),
-    /// `px -> &NAME`: keep the current profile and stack the named one on top.
+    /// Keep the workload's main profile and stack the named child on it. Written as
+    /// `px -> MAIN//&MAIN//CHILD`, an explicit stack label the kernel parses as both profiles.
+    /// (`px -> &NAME` would not do: the kernel then first looks for a profile *attached* to the
+    /// executable, finds none, and refuses the exec with "profile transition not found".)
     Stack(String),
 }
 
@@ -215,7 +234,10 @@ impl Line {
                     None => "x".to_owned(),
                     Some(ExecMode::Inherit) => "ix".to_owned(),
                     Some(ExecMode::Profile(p)) => format!("px -> {p}"),
-                    Some(ExecMode::Stack(p)) => format!("px -> &{p}"),
+                    Some(ExecMode::Stack(p)) => {
+                        let main = p.split("//").next().unwrap_or(p);
+                        format!("px -> {main}//&{p}")
+                    }
                 };
                 let _ = write!(out, "{}{glob} {m},", owner.keyword());
             }
@@ -636,8 +658,13 @@ fn parse_line(l: &str) -> Result<Line, String> {
                 mode: Some(ExecMode::Inherit),
             }
         } else if let Some(t) = mode.strip_prefix("px -> ") {
-            let m = match t.strip_prefix('&') {
-                Some(s) => ExecMode::Stack(s.to_owned()),
+            let m = match t.split_once("//&") {
+                Some((main, child)) => {
+                    if !child.starts_with(&format!("{main}//")) {
+                        return Err(format!("stack `{t}` is not a main profile and its child"));
+                    }
+                    ExecMode::Stack(child.to_owned())
+                }
                 None => ExecMode::Profile(t.to_owned()),
             };
             Body::Exec {

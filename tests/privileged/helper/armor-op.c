@@ -25,6 +25,9 @@
 //                        executable is PATH
 //   --aa-exec LABEL      AppArmor: the next exec (the --exe one, or the operation's) enters
 //                        LABEL (a profile or a `A//&B` stack), written to attr/exec first
+//   --via PATH           with --exe: exec PATH (inside the root; an armor-op) first, which
+//                        then execs EXE: with --aa-exec, PATH starts in LABEL like a
+//                        workload's init, and EXE gets the label LABEL's exec rules give it
 //
 // Report: stdout's last line is "armor-op: ok" (exit 0) or "armor-op: errno N NAME" (exit N).
 // A successful exec reports nothing: the new program's output and exit status are the result.
@@ -205,7 +208,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int i = 1;
     int procs_fd = -1;
-    const char *root = NULL, *exe = NULL, *uid = NULL, *aa_exec = NULL;
+    const char *root = NULL, *exe = NULL, *uid = NULL, *aa_exec = NULL, *via = NULL;
     for (;;) {
         if (i + 1 < argc && strcmp(argv[i], "--cgroup") == 0) {
             if (join_cgroup(argv[i + 1]) != 0) return setup_failure("joining the cgroup");
@@ -222,6 +225,8 @@ int main(int argc, char **argv) {
             exe = argv[i + 1];
         } else if (i + 1 < argc && strcmp(argv[i], "--aa-exec") == 0) {
             aa_exec = argv[i + 1];
+        } else if (i + 1 < argc && strcmp(argv[i], "--via") == 0) {
+            via = argv[i + 1];
         } else {
             break;
         }
@@ -236,11 +241,16 @@ int main(int argc, char **argv) {
     }
     if (exe) {
         // Re-exec as EXE: argv = EXE --cgroup-fd N OP ARGS...
+        // With --via: argv = VIA --exe EXE --cgroup-fd N OP ARGS..., and VIA execs EXE.
         char fdbuf[16];
         snprintf(fdbuf, sizeof fdbuf, "%d", procs_fd);
-        char **nargv = calloc((size_t)argc + 4, sizeof *nargv);
+        char **nargv = calloc((size_t)argc + 6, sizeof *nargv);
         if (!nargv) return setup_failure("calloc");
         int k = 0;
+        if (via) {
+            nargv[k++] = (char *)via;
+            nargv[k++] = "--exe";
+        }
         nargv[k++] = (char *)exe;
         if (procs_fd >= 0) {
             nargv[k++] = "--cgroup-fd";
@@ -249,8 +259,8 @@ int main(int argc, char **argv) {
         for (int j = i; j < argc; j++) nargv[k++] = argv[j];
         nargv[k] = NULL;
         fflush(stdout);
-        execv(exe, nargv);
-        return setup_failure("exec --exe");
+        execv(via ? via : exe, nargv);
+        return setup_failure(via ? "exec --via" : "exec --exe");
     }
     if (procs_fd >= 0) {
         if (write(procs_fd, "0\n", 2) != 2) return setup_failure("joining the cgroup (fd)");

@@ -31,6 +31,7 @@ mod apparmor {
     use armor_core::event::Category;
     use armor_core::{CompiledPolicy, PolicySet, Verdict, WorkloadKey};
     use armor_enforce_apparmor::alerts::Installed;
+    use armor_enforce_apparmor::profile::{Body, ExecMode};
     use armor_enforce_apparmor::{AppArmor, AppArmorArtifact, Model, compile};
     use armor_privileged_tests::op::helper_path;
     use armor_privileged_tests::{Error, Unsupported, guest, require, require_root};
@@ -322,18 +323,49 @@ mod apparmor {
         }
     }
 
+    /// Where the live runner puts the init that enters a workload's main profile.
+    const INIT: &str = "/.armor-init";
+
+    /// The main profile's name when the case's source has a child profile and the main profile
+    /// has the exec rule into it (so the source is reached through the kernel's transition).
+    fn transition_of(p: &Prepared) -> Option<&str> {
+        let profile = &p.artifact.profile;
+        let main = profile.main()?;
+        let has_child = profile
+            .sections
+            .iter()
+            .skip(1)
+            .any(|c| c.source.as_deref() == Some(p.plan.source.as_str()));
+        let enters = main.lines.iter().any(|l| {
+            matches!(&l.body, Body::Exec { glob, mode: Some(ExecMode::Stack(_) | ExecMode::Profile(_)), .. }
+                if glob == &p.plan.source)
+        });
+        (has_child && enters).then_some(main.name.as_str())
+    }
+
     fn run(p: &Prepared, idx: usize, sink: &Sink) -> Vec<String> {
         let root = PathBuf::from(format!("/tmp/armor-aa-live/root{idx}"));
         build_root(&root, &p.plan);
-        let model = Model::new(&p.artifact.profile);
-        let label = model.label(Some(&p.plan.source)).join("//&");
         sink.take();
         let mut cmd = Command::new(helper_path());
         cmd.arg("--root").arg(&root);
         if p.plan.uid != 0 {
             cmd.arg("--uid").arg(p.plan.uid.to_string());
         }
-        cmd.arg("--aa-exec").arg(&label);
+        match transition_of(p) {
+            // The source has a child profile the main profile enters by its exec rule: start
+            // an init in the main profile and let it execute the source, so the kernel makes
+            // the transition (`px -> &child` or `px -> child`) as in a real workload.
+            Some(main) => {
+                fs::copy(helper_path(), root.join(INIT.trim_start_matches('/'))).unwrap();
+                cmd.arg("--aa-exec").arg(main).arg("--via").arg(INIT);
+            }
+            None => {
+                let model = Model::new(&p.artifact.profile);
+                let label = model.label(Some(&p.plan.source)).join("//&");
+                cmd.arg("--aa-exec").arg(&label);
+            }
+        }
         cmd.arg("--exe").arg(&p.plan.source).args(&p.plan.args);
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -416,7 +448,25 @@ mod apparmor {
             )),
         }
         let _ = fs::remove_dir_all(&root);
+        if !diffs.is_empty() {
+            diffs.push(format!("last AppArmor records:\n{}", apparmor_records(3)));
+        }
         diffs
+    }
+
+    /// The kernel log's last `n` AppArmor records (to explain a difference).
+    fn apparmor_records(n: usize) -> String {
+        Command::new("dmesg")
+            .output()
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                let mut lines: Vec<&str> =
+                    text.lines().filter(|l| l.contains("apparmor=")).collect();
+                let keep = lines.len().saturating_sub(n);
+                lines.drain(..keep);
+                lines.join("\n")
+            })
+            .unwrap_or_default()
     }
 
     #[test]
@@ -451,6 +501,12 @@ mod apparmor {
         aa.set_alert_sink(sink.clone());
         let reader = aa.start_alerts().unwrap();
         println!("alert source: {:?}", reader.kind());
+        let through_transition = live.iter().filter(|p| transition_of(p).is_some()).count();
+        println!("{through_transition} cases reach their source through the exec transition");
+        assert!(
+            through_transition >= 8,
+            "fromSource cases no longer exercise the kernel's transitions"
+        );
         let t = Instant::now();
         let mut failed = Vec::new();
         for (i, p) in live.iter().enumerate() {
