@@ -135,7 +135,7 @@ impl fmt::Display for Diagnostics {
 
 /// The error of a load that found at least one error: every diagnostic, warnings included.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} error(s) in policy input:\n{diagnostics}", diagnostics.errors().count())]
+#[error("{} error(s) in the input:\n{diagnostics}", diagnostics.errors().count())]
 #[non_exhaustive]
 pub struct LoadError {
     /// Every diagnostic of the load.

@@ -389,7 +389,7 @@ mod tests {
         assert!(!line.contains('\n'), "{line}");
         assert!(
             line.starts_with(
-                "service inventory not loaded: 2 error(s) in policy input: inv.yaml:2:"
+                "service inventory not loaded: 2 error(s) in the input: inv.yaml:2:"
             ),
             "{line}"
         );
