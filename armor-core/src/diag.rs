@@ -141,3 +141,16 @@ pub struct LoadError {
     /// Every diagnostic of the load.
     pub diagnostics: Diagnostics,
 }
+
+/// An error and its causes on one line, `error: cause: cause`, as agents and enforcers print
+/// them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -135,13 +135,7 @@ const SERVICE_RESYNC: Duration = Duration::from_secs(2);
 /// `error: cause: cause` on one line (a cause listing several problems, one per line, has them
 /// joined by `; `).
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
+    let s = armor_core::diag::error_chain(e);
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let mut out = String::new();
     for (i, l) in lines.iter().enumerate() {
@@ -388,9 +382,7 @@ mod tests {
         let line = chain(&Error::Inventory(e));
         assert!(!line.contains('\n'), "{line}");
         assert!(
-            line.starts_with(
-                "service inventory not loaded: 2 error(s) in the input: inv.yaml:2:"
-            ),
+            line.starts_with("service inventory not loaded: 2 error(s) in the input: inv.yaml:2:"),
             "{line}"
         );
         assert!(line.contains("; inv.yaml:3:"), "{line}");

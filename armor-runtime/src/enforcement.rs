@@ -185,18 +185,6 @@ impl fmt::Debug for Enforcement {
     }
 }
 
-/// `error: cause: cause` on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn unsupported(s: Support) -> Option<String> {
     match s {
         Support::Supported => None,
@@ -448,7 +436,9 @@ fn try_bpflsm(options: &EnforcementOptions) -> std::result::Result<Backend, Stri
     // programs (EPERM)`); it fails on the first program, so that costs little.
     match lsm.load() {
         Ok(()) => Ok(Backend::BpfLsm(Arc::new(lsm))),
-        Err(e) => Err(unsupported(lsm.probe()).unwrap_or_else(|| chain(&e))),
+        Err(e) => {
+            Err(unsupported(lsm.probe()).unwrap_or_else(|| armor_core::diag::error_chain(&e)))
+        }
     }
 }
 
@@ -463,7 +453,10 @@ fn try_apparmor(
     let reader = match aa.start_alerts() {
         Ok(r) => Some(r),
         Err(e) => {
-            notes.push(format!("AppArmor denials are not reported: {}", chain(&e)));
+            notes.push(format!(
+                "AppArmor denials are not reported: {}",
+                armor_core::diag::error_chain(&e)
+            ));
             None
         }
     };

@@ -291,16 +291,21 @@ impl Runtime {
         &self.policy
     }
 
-    /// The keys of the tracked containers.
-    pub fn containers(&self) -> Vec<WorkloadKey> {
+    /// The sorted keys of the tracked services (`services`) or containers.
+    fn keys_of(&self, services: bool) -> Vec<WorkloadKey> {
         let mut keys: Vec<WorkloadKey> = self
             .containers
             .values()
-            .filter(|t| t.service.is_none())
+            .filter(|t| t.service.is_some() == services)
             .map(|t| t.key.clone())
             .collect();
         keys.sort();
         keys
+    }
+
+    /// The keys of the tracked containers.
+    pub fn containers(&self) -> Vec<WorkloadKey> {
+        self.keys_of(false)
     }
 
     /// The units of the tracked services.
@@ -313,14 +318,7 @@ impl Runtime {
     /// The keys of the tracked services (`namespace/unit`) and of the cgroups below theirs
     /// (`namespace/unit/path`), with their cgroup ids.
     pub fn services(&self) -> Vec<WorkloadKey> {
-        let mut keys: Vec<WorkloadKey> = self
-            .containers
-            .values()
-            .filter(|t| t.service.is_some())
-            .map(|t| t.key.clone())
-            .collect();
-        keys.sort();
-        keys
+        self.keys_of(true)
     }
 
     /// The enforcer in use and its alerts (`None` for a runtime made with [`Runtime::new`]).
