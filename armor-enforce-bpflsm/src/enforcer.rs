@@ -484,7 +484,7 @@ impl BpfLsm {
         if st.loaded.is_none() {
             st.loaded = Some(
                 self.load_programs()
-                    .map_err(|e| ApplyError::Unsupported(error_chain(&e)))?,
+                    .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?,
             );
         }
         let id = st.next_ruleset;
@@ -740,18 +740,6 @@ fn resolve_inode(root: &Path, mounts: &[Mount], path: &str) -> Option<(u32, u64)
     Some((dev, ino))
 }
 
-/// `error: cause: cause` on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn nul_text(b: &[u8], len: u16) -> String {
     let b = b.get(..usize::from(len)).unwrap_or(b);
     String::from_utf8_lossy(b).into_owned()
@@ -835,7 +823,10 @@ impl Enforcer for BpfLsm {
             Ok(e) => e,
             Err(e) => {
                 return Support::Unsupported {
-                    reason: format!("cannot load the BPF object: {}", error_chain(&e)),
+                    reason: format!(
+                        "cannot load the BPF object: {}",
+                        armor_core::diag::error_chain(&e)
+                    ),
                 };
             }
         };
@@ -843,7 +834,7 @@ impl Enforcer for BpfLsm {
             Ok(b) => b,
             Err(e) => {
                 return Support::Unsupported {
-                    reason: format!("no kernel BTF: {}", error_chain(&e)),
+                    reason: format!("no kernel BTF: {}", armor_core::diag::error_chain(&e)),
                 };
             }
         };
@@ -868,7 +859,7 @@ impl Enforcer for BpfLsm {
                     _ => (None, String::new()),
                 };
                 let errno = errno.map_or_else(
-                    || error_chain(&e),
+                    || armor_core::diag::error_chain(&e),
                     |n| format!("{} (errno {n})", errno_name(n)),
                 );
                 let log = if log.trim().is_empty() {
