@@ -420,7 +420,7 @@ impl BpfLsm {
     /// process, or its root file system's directory). From the next `apply`, every exact path
     /// and directory rule of the workload also gets a (device, inode) entry, so a hardlink to a
     /// protected file and a bind mount of a protected file or directory hit the same rule. The
-    /// host's root is `/` by default.
+    /// host's root is `/` by default. `remove` forgets the workload's root with its rules.
     pub fn set_root(&self, key: &WorkloadKey, root: impl Into<PathBuf>) {
         self.lock().roots.insert(key.clone(), root.into());
     }
@@ -912,6 +912,7 @@ impl Enforcer for BpfLsm {
         let Some(old) = st.installed.remove(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
+        st.roots.remove(key);
         st.used_entries = st.used_entries.saturating_sub(old.keys.len());
         st.used_dfas = st.used_dfas.saturating_sub(old.dfas.len());
         if let Some(l) = st.loaded.as_mut() {
