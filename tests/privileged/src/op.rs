@@ -281,8 +281,42 @@ impl Runner {
     }
 }
 
+/// armor-op's spelling (`rdonly,creat`) of a corpus case's open flags (`O_RDONLY|O_CREAT`);
+/// no flags mean a read. `O_CLOEXEC` does not change the access and is dropped.
+pub fn open_flags(flags: &str) -> std::result::Result<String, String> {
+    let mut out = Vec::new();
+    for f in flags.split('|').map(str::trim).filter(|f| !f.is_empty()) {
+        out.push(match f {
+            "O_RDONLY" => "rdonly",
+            "O_WRONLY" => "wronly",
+            "O_RDWR" => "rdwr",
+            "O_CREAT" => "creat",
+            "O_TRUNC" => "trunc",
+            "O_APPEND" => "append",
+            "O_DIRECTORY" => "directory",
+            "O_CLOEXEC" => continue,
+            other => return Err(format!("open flag `{other}` has no armor-op spelling")),
+        });
+    }
+    if out.is_empty() {
+        out.push("rdonly");
+    }
+    Ok(out.join(","))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn open_flags_are_spelled_for_armor_op() {
+        assert_eq!(
+            open_flags("O_WRONLY | O_CREAT|O_CLOEXEC").unwrap(),
+            "wronly,creat"
+        );
+        assert_eq!(open_flags("").unwrap(), "rdonly");
+        assert!(open_flags("O_PATH").unwrap_err().contains("O_PATH"));
+    }
+
     use super::*;
 
     #[test]

@@ -68,27 +68,6 @@ mod apparmor {
         Dir,
     }
 
-    fn flags_arg(flags: &str) -> Result<String, String> {
-        let mut v = Vec::new();
-        for f in flags.split('|').map(str::trim).filter(|f| !f.is_empty()) {
-            v.push(match f {
-                "O_RDONLY" => "rdonly",
-                "O_WRONLY" => "wronly",
-                "O_RDWR" => "rdwr",
-                "O_CREAT" => "creat",
-                "O_TRUNC" => "trunc",
-                "O_APPEND" => "append",
-                "O_DIRECTORY" => "directory",
-                "O_CLOEXEC" => continue,
-                other => return Err(format!("open flag `{other}` has no armor-op spelling")),
-            });
-        }
-        if v.is_empty() {
-            v.push("rdonly");
-        }
-        Ok(v.join(","))
-    }
-
     fn plan(case: &Case) -> Result<Plan, String> {
         let o = &case.operation;
         let source = o
@@ -114,7 +93,9 @@ mod apparmor {
                     "open" => vec![
                         "open".into(),
                         p,
-                        flags_arg(o.flags.as_deref().unwrap_or("O_RDONLY"))?,
+                        armor_privileged_tests::op::open_flags(
+                            o.flags.as_deref().unwrap_or("O_RDONLY"),
+                        )?,
                     ],
                     op @ ("unlink" | "truncate" | "chmod" | "chown") => vec![op.into(), p],
                     "rename" => vec!["rename".into(), p.clone(), p],

@@ -116,27 +116,6 @@ enum FileKind {
     Directory,
 }
 
-fn open_spec(flags: &str) -> Result<String, String> {
-    let mut out = Vec::new();
-    for f in flags.split('|').map(str::trim).filter(|f| !f.is_empty()) {
-        out.push(match f {
-            "O_RDONLY" => "rdonly",
-            "O_WRONLY" => "wronly",
-            "O_RDWR" => "rdwr",
-            "O_CREAT" => "creat",
-            "O_TRUNC" => "trunc",
-            "O_APPEND" => "append",
-            "O_DIRECTORY" => "directory",
-            "O_CLOEXEC" => continue,
-            other => return Err(format!("open flag `{other}` is not mapped to armor-op")),
-        });
-    }
-    if out.is_empty() {
-        out.push("rdonly");
-    }
-    Ok(out.join(","))
-}
-
 fn cap_op(cap: &str) -> Result<Vec<String>, String> {
     let name = match cap.to_ascii_uppercase().trim_start_matches("CAP_") {
         "NET_RAW" => "net_raw",
@@ -190,7 +169,9 @@ fn plan(case: &Case) -> Result<Plan, String> {
                 "open" => vec![
                     "open".into(),
                     p,
-                    open_spec(o.flags.as_deref().unwrap_or("O_RDONLY"))?,
+                    armor_privileged_tests::op::open_flags(
+                        o.flags.as_deref().unwrap_or("O_RDONLY"),
+                    )?,
                 ],
                 "rename" => vec!["rename".into(), p.clone(), p],
                 op @ ("unlink" | "truncate" | "chmod" | "chown") => vec![op.into(), p],
