@@ -537,15 +537,16 @@ impl Driver {
                     })),
                 )
                 .await;
+                // The snapshot goes before the container: once the container is deleted,
+                // nothing references the snapshot and containerd's garbage collector may
+                // drop it first, and its removal by the collector leaves the link in the
+                // parent's children ("cannot remove snapshot with child" for the image's
+                // snapshot below, for good).
                 let steps = [
                     tasks
                         .delete(ns(DeleteTaskRequest {
                             container_id: id.clone(),
                         }))
-                        .await
-                        .map(|_| ()),
-                    containers
-                        .delete(ns(DeleteContainerRequest { id: id.clone() }))
                         .await
                         .map(|_| ()),
                     snapshots
@@ -555,8 +556,12 @@ impl Driver {
                         }))
                         .await
                         .map(|_| ()),
+                    containers
+                        .delete(ns(DeleteContainerRequest { id: id.clone() }))
+                        .await
+                        .map(|_| ()),
                 ];
-                for (what, r) in ["task", "container", "snapshot"].iter().zip(steps) {
+                for (what, r) in ["task", "snapshot", "container"].iter().zip(steps) {
                     if let Err(s) = r
                         && s.code() != containerd_client::tonic::Code::NotFound
                     {
