@@ -5,60 +5,19 @@
 use std::env;
 use std::error::Error;
 use std::fs;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-const CLANG_HINT: &str = "clang not found: apt-get install clang llvm libbpf-dev";
+use armor_bpf_build::{CC_PACKAGES, compile_programs, run};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let include = manifest_dir.join("../bpf/include");
-    println!(
-        "cargo:rerun-if-changed={}",
-        include.join("vmlinux.h").display()
-    );
-    println!("cargo:rerun-if-env-changed=CLANG");
-    println!("cargo:rerun-if-env-changed=CC");
     let bpf_dir = manifest_dir.join("bpf");
-    println!("cargo:rerun-if-changed={}", bpf_dir.display());
-    let mut files: Vec<PathBuf> = fs::read_dir(&bpf_dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.sort();
-    for f in &files {
-        println!("cargo:rerun-if-changed={}", f.display());
-    }
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());
-    for src in files
-        .iter()
-        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
-    {
-        let stem = file_stem(src)?;
-        let obj = out_dir.join(format!("{stem}.bpf.o"));
-        let mut cmd = Command::new(&clang);
-        cmd.args([
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            "-Wall",
-            "-Werror",
-        ])
-        .arg("-I")
-        .arg(&include)
-        .arg("-I")
-        .arg(&bpf_dir)
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(&obj);
-        run(&mut cmd, CLANG_HINT)?;
-    }
+    compile_programs(&bpf_dir, &out_dir)?;
 
     // The ABI layout as the C compiler sees it.
+    println!("cargo:rerun-if-env-changed=CC");
     let layout_c = out_dir.join("abi_layout.c");
     fs::write(&layout_c, LAYOUT_C)?;
     let layout_bin = out_dir.join("abi_layout");
@@ -69,7 +28,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .arg("-o")
         .arg(&layout_bin)
         .arg(&layout_c);
-    run(&mut cmd, "cc not found: apt-get install gcc libc6-dev")?;
+    run(&mut cmd, CC_PACKAGES)?;
     let out = Command::new(&layout_bin).output()?;
     if !out.status.success() {
         return Err(format!("{} failed with {}", layout_bin.display(), out.status).into());
@@ -92,6 +51,7 @@ int main(void) {
 	O(armor_rule_val, flags); O(armor_rule_val, count);
 	S(armor_ruleset); O(armor_ruleset, allow_list); O(armor_ruleset, posture);
 	O(armor_ruleset, flags);
+	S(armor_ruleset_val); O(armor_ruleset_val, filter);
 	S(armor_workload); O(armor_workload, alerts_per_sec);
 	S(armor_config); O(armor_config, max_cgroup_level);
 	S(armor_rate);
@@ -104,23 +64,3 @@ int main(void) {
 	return 0;
 }
 "#;
-
-fn file_stem(src: &Path) -> Result<String, Box<dyn Error>> {
-    let name = src
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("non-UTF-8 file name {}", src.display()))?;
-    Ok(name.trim_end_matches(".bpf.c").to_owned())
-}
-
-fn run(cmd: &mut Command, missing_hint: &str) -> Result<(), Box<dyn Error>> {
-    match cmd.status() {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!(
-            "{cmd:?} failed with {status} (missing packages? apt-get install clang llvm libbpf-dev)"
-        )
-        .into()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(missing_hint.into()),
-        Err(e) => Err(format!("cannot run {cmd:?}: {e}").into()),
-    }
-}

@@ -89,6 +89,18 @@ struct armor_ruleset {
 	__u32 pad;
 };
 
+/* A Bloom filter over the (kind, target) pairs of one ruleset's entries: two bits per pair,
+ * both taken from one mix of the pair (armor_filter_hash in armor_match.h). A probe whose pair
+ * misses a bit cannot match an entry and skips its map lookups. */
+#define ARMOR_FILTER_BITS (1 << 16)
+#define ARMOR_FILTER_WORDS (ARMOR_FILTER_BITS / 64)
+
+/* Value of `armor_rulesets`: the ruleset and its filter. */
+struct armor_ruleset_val {
+	struct armor_ruleset rs;
+	__u64 filter[ARMOR_FILTER_WORDS];
+};
+
 /* Value of `armor_workloads` (key: cgroup v2 id; key 0 = the host, outside every workload). */
 struct armor_workload {
 	__u32 ruleset; /* 0 = managed without rules */

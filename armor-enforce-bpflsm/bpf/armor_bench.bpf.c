@@ -71,10 +71,16 @@ static __always_inline struct bench_buf *buf(void)
 	return bpf_map_lookup_elem(&bench_buf, &zero);
 }
 
+/* What the loop bodies need: the ruleset (its filter) and the automaton. */
+struct bench_ctx {
+	const struct armor_ruleset_val *rv;
+	const struct armor_dfa *dfa;
+};
+
 /* Component i (from the root): hash it, extend the prefix hash, probe directories. */
 static long component(__u32 i, void *ctx)
 {
-	const struct armor_dfa *const *dfa = ctx;
+	const struct bench_ctx *bc = ctx;
 	struct bench_buf *b = buf();
 	if (!b)
 		return 1;
@@ -82,7 +88,7 @@ static long component(__u32 i, void *ctx)
 	__u64 c = armor_comp_hash(b->key, b->path + (b->off & (BENCH_PATH - 1)), len);
 	b->hash = armor_extend(b->hash, c);
 	if (b->dfa_state) {
-		const struct armor_dfa *d = *dfa;
+		const struct armor_dfa *d = bc->dfa;
 		b->dfa_state = d ? armor_dfa_component(d, b->dfa_state,
 							b->path + (b->off & (BENCH_PATH - 1)), len)
 				 : 0;
@@ -90,19 +96,21 @@ static long component(__u32 i, void *ctx)
 	b->off += len;
 	__u32 depth = i + 1;
 	if (b->bits & (1ULL << (depth < 63 ? depth : 63)))
-		armor_probe(ARMOR_KIND_FILE_DIR, b->hash, depth + 1 < b->n);
+		armor_check(bc->rv, ARMOR_KIND_FILE_DIR, b->hash, depth + 1 < b->n);
 	return 0;
 }
 
 static long glob_match(__u32 i, void *ctx)
 {
+	const struct armor_ruleset_val *const *rv = ctx;
 	struct bench_buf *b = buf();
 	if (!b)
 		return 1;
 	struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
 	if (!d)
 		return 1;
-	armor_probe(ARMOR_KIND_FILE_GLOB, d->matches[(b->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)], 0);
+	armor_check(*rv, ARMOR_KIND_FILE_GLOB,
+		    d->matches[(b->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)], 0);
 	return 0;
 }
 
@@ -124,9 +132,10 @@ int armor_bench(struct xdp_md *ctx)
 	if (!key || !rsid)
 		return XDP_ABORTED;
 	__u32 id = *rsid;
-	struct armor_ruleset *rs = bpf_map_lookup_elem(&armor_rulesets, &id);
-	if (!rs)
+	const struct armor_ruleset_val *rv = bpf_map_lookup_elem(&armor_rulesets, &id);
+	if (!rv)
 		return XDP_ABORTED;
+	const struct armor_ruleset *rs = &rv->rs;
 	__u32 n = (__u8)b->path[0];
 	armor_slots_init(&st->op.slots);
 	st->op.ruleset = id;
@@ -145,18 +154,20 @@ int armor_bench(struct xdp_md *ctx)
 	b->dfa_key.category = ARMOR_CAT_FILE;
 	b->dfa_state = (rs->flags & ARMOR_RS_GLOB(ARMOR_CAT_FILE)) ? ARMOR_DFA_START : 0;
 	if (b->bits & 1)
-		armor_probe(ARMOR_KIND_FILE_DIR, b->hash, 1 < n);
-	const struct armor_dfa *dfa =
-		b->dfa_state ? bpf_map_lookup_elem(&armor_dfas, &b->dfa_key) : NULL;
-	bpf_loop(n, component, &dfa, 0);
-	armor_probe(ARMOR_KIND_FILE_PATH, b->hash, 0);
+		armor_check(rv, ARMOR_KIND_FILE_DIR, b->hash, 1 < n);
+	struct bench_ctx bc = {
+		.rv = rv,
+		.dfa = b->dfa_state ? bpf_map_lookup_elem(&armor_dfas, &b->dfa_key) : NULL,
+	};
+	bpf_loop(n, component, &bc, 0);
+	armor_check(rv, ARMOR_KIND_FILE_PATH, b->hash, 0);
 	if (b->dfa_state) {
 		struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
 		if (d) {
 			__u32 acc = d->accept[b->dfa_state & (ARMOR_DFA_STATES - 1)];
 			b->dfa_off = acc >> 16;
 			if (acc & 0xffff)
-				bpf_loop(acc & 0xffff, glob_match, NULL, 0);
+				bpf_loop(acc & 0xffff, glob_match, &rv, 0);
 		}
 	}
 	__u32 rule = 0;

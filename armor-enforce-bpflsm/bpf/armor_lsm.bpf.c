@@ -150,7 +150,8 @@ static __always_inline struct armor_workload *find_workload(__u64 *cg, __u32 max
 /* At a mount crossing: the directory rules named by (device, inode) of the mount's root and of
  * its ancestors inside its file system (a bind mount of a protected directory, or of a
  * directory below one). `s->n` components lie between the mount's root and the leaf. */
-static __always_inline void probe_dir_inodes(struct armor_scratch *s, struct dentry *d)
+static __always_inline void probe_dir_inodes(struct armor_scratch *s,
+					     const struct armor_ruleset_val *rv, struct dentry *d)
 {
 	__u8 kind = s->category == ARMOR_CAT_FILE ? ARMOR_KIND_FILE_DIR_INODE
 						   : ARMOR_KIND_PROC_DIR_INODE;
@@ -161,7 +162,7 @@ static __always_inline void probe_dir_inodes(struct armor_scratch *s, struct den
 			break;
 		__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		__u64 ino = BPF_CORE_READ(inode, i_ino);
-		armor_probe(kind, armor_inode_target(dev, ino), dist > 1);
+		armor_check(rv, kind, armor_inode_target(dev, ino), dist > 1);
 		struct dentry *up = BPF_CORE_READ(d, d_parent);
 		if (!up || up == d)
 			break;
@@ -170,9 +171,17 @@ static __always_inline void probe_dir_inodes(struct armor_scratch *s, struct den
 	}
 }
 
+/* What the walk's loop bodies need besides the scratch space: the ruleset (its filter) and the
+ * automaton, looked up once per decision. */
+struct walk_ctx {
+	const struct armor_ruleset_val *rv;
+	const struct armor_dfa *dfa;
+};
+
 /* Leaf to root: push dentries, cross mounts, stop at the mount namespace's root. */
 static long walk_up(__u32 i, void *ctx)
 {
+	struct walk_ctx *wc = ctx;
 	struct armor_scratch *s = scratch();
 	if (!s)
 		return 1;
@@ -189,7 +198,7 @@ static long walk_up(__u32 i, void *ctx)
 			return 1;
 		}
 		if (s->lookups && (s->rs.flags & ARMOR_RS_DIR_INODE(s->category)))
-			probe_dir_inodes(s, d);
+			probe_dir_inodes(s, wc->rv, d);
 		s->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		s->mnt = parent;
 		return 0;
@@ -207,17 +216,13 @@ static long walk_up(__u32 i, void *ctx)
 	return 0;
 }
 
-static __always_inline void probe_dir(struct armor_scratch *s, __u32 depth)
+static __always_inline void probe_dir(struct armor_scratch *s, const struct armor_ruleset_val *rv,
+				      __u32 depth)
 {
 	if (!s->lookups || !(s->dir_bits & (1ULL << (depth < 63 ? depth : 63))))
 		return;
-	armor_probe(s->dir_kind, s->hash, depth + 1 < s->n);
+	armor_check(rv, s->dir_kind, s->hash, depth + 1 < s->n);
 }
-
-/* What walk_down needs besides the scratch space: the automaton (looked up once per walk). */
-struct walk_ctx {
-	const struct armor_dfa *dfa;
-};
 
 /* Root to leaf over the kept components: hash, append to the text, probe directories, feed the
  * glob automaton. */
@@ -248,7 +253,7 @@ static long walk_down(__u32 i, void *ctx)
 		s->truncated = 1;
 	}
 	s->resolved = i + 1;
-	probe_dir(s, i + 1);
+	probe_dir(s, wc->rv, i + 1);
 	if (s->dfa_state) {
 		const struct armor_dfa *dfa = wc->dfa;
 		s->dfa_state = dfa ? armor_dfa_component(dfa, s->dfa_state, s->name, len) : 0;
@@ -258,9 +263,10 @@ static long walk_down(__u32 i, void *ctx)
 
 /* Walks (dentry, mnt) to the root of the current mount namespace. Sets s->hash (the full path
  * hash), s->path/path_len (the text), s->done (resolved to the root), and with `lookups`
- * probes the directory entries of every prefix. Returns 1 when the path is complete. */
-static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
-				 struct vfsmount *vfsmnt, int lookups)
+ * probes the directory entries of every prefix (behind `rv`'s filter). Returns 1 when the path
+ * is complete. */
+static __noinline int armor_walk(struct armor_scratch *s, const struct armor_ruleset_val *rv,
+				 struct dentry *dentry, struct vfsmount *vfsmnt, int lookups)
 {
 	if (!s)
 		return 0;
@@ -286,11 +292,11 @@ static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
 			s->dfa_key.category = s->category;
 		}
 	}
-	bpf_loop(ARMOR_WALK_MAX, walk_up, NULL, 0);
+	struct walk_ctx wc = {.rv = rv, .dfa = NULL};
+	bpf_loop(ARMOR_WALK_MAX, walk_up, &wc, 0);
 	s->hash = armor_root(s->key);
-	probe_dir(s, 0);
+	probe_dir(s, rv, 0);
 	__u32 kept = s->n < ARMOR_STACK ? s->n : ARMOR_STACK;
-	struct walk_ctx wc = {.dfa = NULL};
 	if (s->dfa_on) {
 		wc.dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
 		if (!wc.dfa)
@@ -313,6 +319,7 @@ static __noinline int armor_walk(struct armor_scratch *s, struct dentry *dentry,
 /* Match i of the final automaton state: probe that glob's entries. */
 static long glob_match(__u32 i, void *ctx)
 {
+	const struct armor_ruleset_val *const *rv = ctx;
 	struct armor_scratch *s = scratch();
 	if (!s)
 		return 1;
@@ -320,12 +327,13 @@ static long glob_match(__u32 i, void *ctx)
 	if (!dfa)
 		return 1;
 	__u16 glob = dfa->matches[(s->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)];
-	armor_probe(s->glob_kind, glob, 0);
+	armor_check(*rv, s->glob_kind, glob, 0);
 	return 0;
 }
 
 /* The globs matching the whole path (after a complete walk with the automaton on). */
-static __always_inline void probe_globs(struct armor_scratch *s, int file)
+static __always_inline void probe_globs(struct armor_scratch *s,
+					const struct armor_ruleset_val *rv, int file)
 {
 	if (!s->dfa_on || !s->dfa_state)
 		return;
@@ -340,7 +348,7 @@ static __always_inline void probe_globs(struct armor_scratch *s, int file)
 		n = ARMOR_DFA_MATCHES;
 	s->dfa_off = acc >> 16;
 	s->glob_kind = file ? ARMOR_KIND_FILE_GLOB : ARMOR_KIND_PROC_GLOB;
-	bpf_loop(n, glob_match, NULL, 0);
+	bpf_loop(n, glob_match, &rv, 0);
 }
 
 /* The acting executable: its path hash and text (into s->alert.source). */
@@ -351,7 +359,7 @@ static __always_inline __u64 source_of(struct armor_scratch *s)
 	if (!exe)
 		return 0;
 	struct path p = BPF_CORE_READ(exe, f_path);
-	int ok = armor_walk(s, p.dentry, p.mnt, 0);
+	int ok = armor_walk(s, NULL, p.dentry, p.mnt, 0);
 	__u32 n = s->path_len < ARMOR_ALERT_PATH ? s->path_len : ARMOR_ALERT_PATH;
 	__builtin_memcpy(s->alert.source, s->path, ARMOR_ALERT_PATH);
 	s->alert.source_len = n;
@@ -376,8 +384,11 @@ static __always_inline int rate_ok(__u64 cg, __u32 limit)
 	return __sync_fetch_and_add(&r->count, 1) < limit;
 }
 
-/* Sets up s->op for the current task; returns 0 when the task is not managed or has no rules. */
-static __always_inline int begin(struct armor_scratch *s, __u8 category, __u64 *cg, __u32 *limit)
+/* Sets up s->op for the current task; returns its ruleset, or NULL when the task is not managed
+ * or has no rules. */
+static __always_inline const struct armor_ruleset_val *begin(struct armor_scratch *s,
+							     __u8 category, __u64 *cg,
+							     __u32 *limit)
 {
 	__u32 zero = 0;
 	struct armor_state *st = armor_state();
@@ -392,10 +403,10 @@ static __always_inline int begin(struct armor_scratch *s, __u8 category, __u64 *
 		return 0;
 	__u32 id = w->ruleset;
 	*limit = w->alerts_per_sec;
-	struct armor_ruleset *rs = bpf_map_lookup_elem(&armor_rulesets, &id);
-	if (!rs)
+	const struct armor_ruleset_val *rv = bpf_map_lookup_elem(&armor_rulesets, &id);
+	if (!rv)
 		return 0;
-	s->rs = *rs;
+	s->rs = rv->rs;
 	s->key = cfg->hash_key;
 	armor_slots_init(&st->op.slots);
 	st->op.ruleset = id;
@@ -411,7 +422,7 @@ static __always_inline int begin(struct armor_scratch *s, __u8 category, __u64 *
 	s->alert.flags = 0;
 	if (s->rs.flags & ARMOR_RS_SOURCE(category))
 		st->op.source = source_of(s);
-	return 1;
+	return rv;
 }
 
 /* Decides s->op and raises the alert; returns the hook's return value. */
@@ -481,7 +492,8 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 		return 0;
 	__u64 cg = 0;
 	__u32 limit = 0;
-	if (!begin(s, category, &cg, &limit))
+	const struct armor_ruleset_val *rv = begin(s, category, &cg, &limit);
+	if (!rv)
 		return 0;
 	struct armor_state *st = armor_state();
 	if (!st)
@@ -496,21 +508,21 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	s->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
 	s->dir_bits = s->rs.dir_depths[file ? 1 : 0];
 	s->category = category;
-	int complete = armor_walk(s, dentry, mnt, 1);
+	int complete = armor_walk(s, rv, dentry, mnt, 1);
 	/* Files outside the mount namespace's tree have no path a rule could name. */
 	if (s->internal)
 		return 0;
 	if (complete) {
-		armor_probe(file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
+		armor_check(rv, file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
 		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && s->n > 0)
-			armor_probe(ARMOR_KIND_PROC_NAME, s->last_comp, 0);
-		probe_globs(s, file);
+			armor_check(rv, ARMOR_KIND_PROC_NAME, s->last_comp, 0);
+		probe_globs(s, rv, file);
 	}
 	/* Exact rules by (device, inode): hardlinks and bind mounts reach the same inode. */
 	if (inode && (s->rs.flags & ARMOR_RS_INODE(category))) {
 		__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		__u64 ino = BPF_CORE_READ(inode, i_ino);
-		armor_probe(file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
+		armor_check(rv, file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
 			    armor_inode_target(dev, ino), 0);
 	}
 	return finish(s, cg, limit, detail, !complete);
@@ -523,7 +535,8 @@ static __always_inline int decide_socket(__u16 family, __u16 type, __u16 protoco
 		return 0;
 	__u64 cg = 0;
 	__u32 limit = 0;
-	if (!begin(s, ARMOR_CAT_NETWORK, &cg, &limit))
+	const struct armor_ruleset_val *rv = begin(s, ARMOR_CAT_NETWORK, &cg, &limit);
+	if (!rv)
 		return 0;
 	s->truncated = 0;
 	type &= SOCK_TYPE_MASK;
@@ -534,11 +547,11 @@ static __always_inline int decide_socket(__u16 family, __u16 type, __u16 protoco
 		else if (type == SOCK_DGRAM)
 			eff = IPPROTO_UDP;
 	}
-	armor_probe(ARMOR_KIND_NET_PROTO, eff, 0);
+	armor_check(rv, ARMOR_KIND_NET_PROTO, eff, 0);
 	if (family == AF_INET6 && eff == IPPROTO_ICMPV6)
-		armor_probe(ARMOR_KIND_NET_PROTO, IPPROTO_ICMP, 0);
-	armor_probe(ARMOR_KIND_NET_TYPE, type, 0);
-	armor_probe(ARMOR_KIND_NET_ALL, 0, 0);
+		armor_check(rv, ARMOR_KIND_NET_PROTO, IPPROTO_ICMP, 0);
+	armor_check(rv, ARMOR_KIND_NET_TYPE, type, 0);
+	armor_check(rv, ARMOR_KIND_NET_ALL, 0, 0);
 	return finish(s, cg, limit, ((__u32)family << 16) | ((__u32)type << 8) | (eff & 0xff), 0);
 }
 
@@ -733,10 +746,11 @@ int BPF_PROG(armor_capable, const struct cred *cred, struct user_namespace *ns, 
 		return 0;
 	__u64 cg = 0;
 	__u32 limit = 0;
-	if (!begin(s, ARMOR_CAT_CAPS, &cg, &limit))
+	const struct armor_ruleset_val *rv = begin(s, ARMOR_CAT_CAPS, &cg, &limit);
+	if (!rv)
 		return 0;
 	s->truncated = 0;
-	armor_probe(ARMOR_KIND_CAP, cap, 0);
+	armor_check(rv, ARMOR_KIND_CAP, cap, 0);
 	return finish(s, cg, limit, cap, 0);
 }
 

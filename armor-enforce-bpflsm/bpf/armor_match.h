@@ -35,7 +35,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct armor_ruleset);
+	__type(value, struct armor_ruleset_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } armor_rulesets SEC(".maps");
 
 /* Glob automata: one per ruleset and category that has globs (src/dfa.rs, struct armor_dfa). */
@@ -133,6 +134,22 @@ static __always_inline __u64 armor_extend(__u64 prefix, __u64 c)
 static __always_inline __u64 armor_root(__u64 key)
 {
 	return armor_fix(armor_extend(key ^ ARMOR_P3, ARMOR_P2));
+}
+
+/* The filter's mix of (kind, target); bits h % BITS and (h >> 32) % BITS (src/hash.rs
+ * `filter_bits` is the mirror). */
+static __always_inline __u64 armor_filter_hash(__u8 kind, __u64 target)
+{
+	return armor_extend(target ^ ((__u64)kind * ARMOR_P1), ARMOR_P3);
+}
+
+/* 0 when no entry of the ruleset can have key (kind, target), whatever its source. */
+static __always_inline int armor_maybe(const struct armor_ruleset_val *rv, __u8 kind, __u64 target)
+{
+	__u64 h = armor_filter_hash(kind, target);
+	__u32 a = h & (ARMOR_FILTER_BITS - 1);
+	__u32 b = (h >> 32) & (ARMOR_FILTER_BITS - 1);
+	return ((rv->filter[a >> 6] >> (a & 63)) & 1) && ((rv->filter[b >> 6] >> (b & 63)) & 1);
 }
 
 /* The hash of `len` bytes at `buf` (which holds ARMOR_NAME_MAX + 8 readable bytes). */
@@ -262,6 +279,15 @@ __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
 			bpf_loop(n - 1, armor_chain_entry, NULL, 0);
 	}
 	return 0;
+}
+
+/* armor_probe behind the ruleset's filter (`rv` NULL: no filter, always probe). */
+static __always_inline void armor_check(const struct armor_ruleset_val *rv, __u8 kind,
+					__u64 target, int recursive_only)
+{
+	if (rv && !armor_maybe(rv, kind, target))
+		return;
+	armor_probe(kind, target, recursive_only);
 }
 
 /* The verdict: ARMOR_ACTION_{ALLOW,AUDIT,BLOCK}; *rule = the reported rule or

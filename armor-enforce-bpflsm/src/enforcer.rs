@@ -43,7 +43,7 @@ use aya::programs::{Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::abi::{
-    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, WorkloadVal,
+    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal, WorkloadVal,
 };
 use crate::compile::{BpfArtifact, DEFAULT_MAX_GLOB_STATES, compile_with};
 
@@ -76,7 +76,9 @@ pub struct Config {
     /// Entries of the rule map shared by every workload (an update briefly needs the old and the
     /// new entries of one workload at once).
     pub max_rule_entries: u32,
-    /// Workloads (cgroups) that can be managed, plus one for the host.
+    /// Workloads (cgroups) that can be managed, plus one for the host. Each workload with rules
+    /// holds one ruleset value of about 8 KiB (its filter) in kernel memory, two during an
+    /// update; the map is not preallocated.
     pub max_workloads: u32,
     /// Open files tracked so `file_permission` skips the ones decided at open.
     pub max_tracked_files: u32,
@@ -187,7 +189,7 @@ struct Installed {
 
 struct Loaded {
     rules: HashMap<MapData, RuleKey, RuleVal>,
-    rulesets: HashMap<MapData, u32, RulesetMeta>,
+    rulesets: HashMap<MapData, u32, RulesetVal>,
     dfas: HashMap<MapData, DfaKey, DfaVal>,
     workloads: HashMap<MapData, u64, WorkloadVal>,
     counters: PerCpuArray<MapData, u64>,
@@ -559,13 +561,13 @@ impl BpfLsm {
         }
         let mut dfas = Vec::with_capacity(enc.dfas.len());
         for (k, v) in &enc.dfas {
-            if let Err(e) = insert_dfa(&mut l.dfas, k, v) {
+            if let Err(e) = insert_big(&mut l.dfas, k, v) {
                 rollback(l, &written, &dfas);
                 return Err(map_err("bpf_map_update_elem", e));
             }
             dfas.push(*k);
         }
-        if let Err(e) = l.rulesets.insert(id, enc.meta, 0) {
+        if let Err(e) = insert_big(&mut l.rulesets, &id, enc.ruleset_val().as_ref()) {
             rollback(l, &written, &dfas);
             return Err(map_err("bpf_map_update_elem", e));
         }
@@ -628,6 +630,17 @@ impl BpfLsm {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
         };
         let enc = artifact.encode(id, l.hash_key);
+        // The filter lets both the old and the new keys through while they are swapped, so
+        // readers see the mix this helper exists to produce.
+        let mut both: Vec<(RuleKey, RuleVal)> =
+            old_keys.iter().map(|k| (*k, RuleVal::default())).collect();
+        both.extend(enc.rules.iter().copied());
+        insert_big(
+            &mut l.rulesets,
+            &id,
+            RulesetVal::new(enc.meta, &both).as_ref(),
+        )
+        .map_err(|e| map_err("bpf_map_update_elem", e))?;
         for k in &old_keys {
             let _ = l.rules.remove(k);
             std::thread::sleep(pause);
@@ -642,10 +655,9 @@ impl BpfLsm {
             std::thread::sleep(pause);
         }
         for (k, v) in &enc.dfas {
-            insert_dfa(&mut l.dfas, k, v).map_err(|e| map_err("bpf_map_update_elem", e))?;
+            insert_big(&mut l.dfas, k, v).map_err(|e| map_err("bpf_map_update_elem", e))?;
         }
-        l.rulesets
-            .insert(id, enc.meta, 0)
+        insert_big(&mut l.rulesets, &id, enc.ruleset_val().as_ref())
             .map_err(|e| map_err("bpf_map_update_elem", e))?;
         if let Some(inst) = st.installed.get_mut(key) {
             inst.keys = enc.rules.iter().map(|(k, _)| *k).collect();
@@ -656,13 +668,13 @@ impl BpfLsm {
     }
 }
 
-/// Writes one automaton. The kernel allocates large hash map values from a per-CPU cache that
-/// it refills asynchronously, so an insert right after another can find it empty (`ENOMEM`):
-/// retried a few times after a short pause.
-fn insert_dfa(
-    map: &mut HashMap<MapData, DfaKey, DfaVal>,
-    k: &DfaKey,
-    v: &DfaVal,
+/// Writes one large value (an automaton, a ruleset with its filter). The kernel allocates large
+/// hash map values from a per-CPU cache that it refills asynchronously, so an insert right after
+/// another can find it empty (`ENOMEM`): retried a few times after a short pause.
+fn insert_big<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    k: &K,
+    v: &V,
 ) -> Result<(), MapError> {
     let mut tries = 0;
     loop {

@@ -48,6 +48,14 @@ pub fn inode_target(dev: u32, ino: u64) -> u64 {
     extend(fix(ino), u64::from(dev))
 }
 
+/// The two bits of a ruleset's filter (`RulesetVal`) that stand for rule keys with (`kind`,
+/// `target`), whatever their source (`armor_filter_hash`, `armor_maybe`).
+pub fn filter_bits(kind: u8, target: u64) -> [usize; 2] {
+    let h = extend(target ^ u64::from(kind).wrapping_mul(P1), P3);
+    let mask = crate::abi::FILTER_BITS as u64 - 1;
+    [(h & mask) as usize, ((h >> 32) & mask) as usize]
+}
+
 /// 0 means "any source" in rule keys, so a path hash is never 0.
 fn fix(h: u64) -> u64 {
     if h == 0 { 1 } else { h }

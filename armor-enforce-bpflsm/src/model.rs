@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use armor_core::event::{Event, Operation, net};
 
-use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
+use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, RulesetVal, kind};
 use crate::compile::Encoded;
 use crate::hash;
 
@@ -140,6 +140,7 @@ pub struct Model {
     hash_key: u64,
     ruleset: u32,
     meta: RulesetMeta,
+    filter: Box<RulesetVal>,
     rules: HashMap<RuleKey, RuleVal>,
     dfas: HashMap<u32, DfaVal>,
 }
@@ -167,6 +168,7 @@ impl Model {
             hash_key,
             ruleset,
             meta: encoded.meta,
+            filter: encoded.ruleset_val(),
             rules: encoded.rules.iter().copied().collect(),
             dfas: encoded
                 .dfas
@@ -186,6 +188,10 @@ impl Model {
         ctx: &Ctx,
         recursive_only: bool,
     ) {
+        // The kernel's armor_check: no lookup when the filter rules the pair out.
+        if !self.filter.maybe(k, target) {
+            return;
+        }
         for (spec, src) in [(1usize, source), (0, Some(0))] {
             let Some(src) = src else { continue };
             let mut key = RuleKey {

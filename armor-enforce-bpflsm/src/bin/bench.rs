@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use armor_core::{CompiledPolicy, Container, PolicySet, Posture, Workload};
-use armor_enforce_bpflsm::abi::{DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta};
+use armor_enforce_bpflsm::abi::{DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal};
 use armor_enforce_bpflsm::compile_with;
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Xdp;
@@ -192,9 +192,9 @@ fn run(
         }
     }
     {
-        let mut m: HashMap<&mut MapData, u32, RulesetMeta> =
+        let mut m: HashMap<&mut MapData, u32, RulesetVal> =
             HashMap::try_from(ebpf.map_mut("armor_rulesets").ok_or("armor_rulesets")?)?;
-        m.insert(1, enc.meta, 0)?;
+        m.insert(1, enc.ruleset_val().as_ref(), 0)?;
     }
     {
         let mut m: HashMap<&mut MapData, DfaKey, DfaVal> =
