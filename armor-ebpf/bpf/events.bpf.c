@@ -205,36 +205,43 @@ typedef struct armor_sys_exit exit_ctx;
 		return finish(ctx->ret);                             \
 	}
 
+#define NONE -1
+
+/* The common shape of a path syscall's event: args[0] = the directory fd in syscall argument
+ * `dirfd` (AT_FDCWD when NONE), args[1] and args[2] = syscall arguments `x1` and `x2` as they
+ * are (when not NONE), path = the string that argument `path` points to (when not NONE). The
+ * indices are constants, so each program keeps only its own branches. */
+static __always_inline int path_call(enter_ctx *ctx, __u32 kind, __u32 vis, int dirfd, int path,
+				     int x1, int x2)
+{
+	struct armor_event *e = begin(kind, vis);
+	if (!e)
+		return 0;
+	e->args[0] = dirfd == NONE ? AT_FDCWD : (int)ctx->args[dirfd];
+	if (x1 != NONE)
+		e->args[1] = ctx->args[x1];
+	if (x2 != NONE)
+		e->args[2] = ctx->args[x2];
+	if (path != NONE)
+		read_user_str(e->path, (void *)ctx->args[path]);
+	return stash(e);
+}
+
+/* The entry program of syscall `name`, which returns `call` (an expression of `ctx`), and its
+ * exit program. */
+#define SYSCALL(name, call)                                                               \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                        \
+	int enter_##name(enter_ctx *ctx)                                                  \
+	{                                                                                  \
+		return call;                                                               \
+	}                                                                                  \
+	EXIT(name)
+
 // ---- files ---------------------------------------------------------------------------------
 // args: [0] dirfd, [1] flags, [2] mode, [3] resolve (openat2)
 
-SEC("tracepoint/syscalls/sys_enter_open")
-int enter_open(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_OPEN, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = AT_FDCWD;
-	e->args[1] = ctx->args[1];
-	e->args[2] = ctx->args[2];
-	read_user_str(e->path, (void *)ctx->args[0]);
-	return stash(e);
-}
-EXIT(open)
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int enter_openat(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_OPENAT, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = (int)ctx->args[0];
-	e->args[1] = ctx->args[2];
-	e->args[2] = ctx->args[3];
-	read_user_str(e->path, (void *)ctx->args[1]);
-	return stash(e);
-}
-EXIT(openat)
+SYSCALL(open, path_call(ctx, ARMOR_OPEN, ARMOR_VIS_FILE, NONE, 0, 1, 2))
+SYSCALL(openat, path_call(ctx, ARMOR_OPENAT, ARMOR_VIS_FILE, 0, 1, 2, 3))
 
 SEC("tracepoint/syscalls/sys_enter_openat2")
 int enter_openat2(enter_ctx *ctx)
@@ -255,42 +262,9 @@ int enter_openat2(enter_ctx *ctx)
 EXIT(openat2)
 
 // args: [0] dirfd, [1] flags (unlinkat)
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int enter_unlink(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_UNLINK, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = AT_FDCWD;
-	read_user_str(e->path, (void *)ctx->args[0]);
-	return stash(e);
-}
-EXIT(unlink)
-
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int enter_unlinkat(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_UNLINKAT, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = (int)ctx->args[0];
-	e->args[1] = ctx->args[2];
-	read_user_str(e->path, (void *)ctx->args[1]);
-	return stash(e);
-}
-EXIT(unlinkat)
-
-SEC("tracepoint/syscalls/sys_enter_rmdir")
-int enter_rmdir(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_RMDIR, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = AT_FDCWD;
-	read_user_str(e->path, (void *)ctx->args[0]);
-	return stash(e);
-}
-EXIT(rmdir)
+SYSCALL(unlink, path_call(ctx, ARMOR_UNLINK, ARMOR_VIS_FILE, NONE, 0, NONE, NONE))
+SYSCALL(unlinkat, path_call(ctx, ARMOR_UNLINKAT, ARMOR_VIS_FILE, 0, 1, 2, NONE))
+SYSCALL(rmdir, path_call(ctx, ARMOR_RMDIR, ARMOR_VIS_FILE, NONE, 0, NONE, NONE))
 
 // args: [0] old dirfd, [1] new dirfd, [2] flags (renameat2)
 SEC("tracepoint/syscalls/sys_enter_rename")
@@ -321,46 +295,12 @@ static __always_inline int renameat(enter_ctx *ctx, __u32 kind)
 	return stash(e);
 }
 
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int enter_renameat(enter_ctx *ctx)
-{
-	return renameat(ctx, ARMOR_RENAMEAT);
-}
-EXIT(renameat)
-
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int enter_renameat2(enter_ctx *ctx)
-{
-	return renameat(ctx, ARMOR_RENAMEAT2);
-}
-EXIT(renameat2)
+SYSCALL(renameat, renameat(ctx, ARMOR_RENAMEAT))
+SYSCALL(renameat2, renameat(ctx, ARMOR_RENAMEAT2))
 
 // args: [0] dirfd, [1] mode
-SEC("tracepoint/syscalls/sys_enter_chmod")
-int enter_chmod(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_CHMOD, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = AT_FDCWD;
-	e->args[1] = ctx->args[1];
-	read_user_str(e->path, (void *)ctx->args[0]);
-	return stash(e);
-}
-EXIT(chmod)
-
-SEC("tracepoint/syscalls/sys_enter_fchmodat")
-int enter_fchmodat(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_FCHMODAT, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = (int)ctx->args[0];
-	e->args[1] = ctx->args[2];
-	read_user_str(e->path, (void *)ctx->args[1]);
-	return stash(e);
-}
-EXIT(fchmodat)
+SYSCALL(chmod, path_call(ctx, ARMOR_CHMOD, ARMOR_VIS_FILE, NONE, 0, 1, NONE))
+SYSCALL(fchmodat, path_call(ctx, ARMOR_FCHMODAT, ARMOR_VIS_FILE, 0, 1, 2, NONE))
 
 // args: [0] dirfd, [1] uid, [2] gid, [3] flags (fchownat)
 static __always_inline int chown_at(enter_ctx *ctx, __u32 kind, int has_dirfd)
@@ -382,79 +322,19 @@ static __always_inline int chown_at(enter_ctx *ctx, __u32 kind, int has_dirfd)
 	return stash(e);
 }
 
-SEC("tracepoint/syscalls/sys_enter_chown")
-int enter_chown(enter_ctx *ctx)
-{
-	return chown_at(ctx, ARMOR_CHOWN, 0);
-}
-EXIT(chown)
-
-SEC("tracepoint/syscalls/sys_enter_lchown")
-int enter_lchown(enter_ctx *ctx)
-{
-	return chown_at(ctx, ARMOR_LCHOWN, 0);
-}
-EXIT(lchown)
-
-SEC("tracepoint/syscalls/sys_enter_fchownat")
-int enter_fchownat(enter_ctx *ctx)
-{
-	return chown_at(ctx, ARMOR_FCHOWNAT, 1);
-}
-EXIT(fchownat)
+SYSCALL(chown, chown_at(ctx, ARMOR_CHOWN, 0))
+SYSCALL(lchown, chown_at(ctx, ARMOR_LCHOWN, 0))
+SYSCALL(fchownat, chown_at(ctx, ARMOR_FCHOWNAT, 1))
 
 // args: [0] dirfd, [1] mode
-SEC("tracepoint/syscalls/sys_enter_mkdir")
-int enter_mkdir(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_MKDIR, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = AT_FDCWD;
-	e->args[1] = ctx->args[1];
-	read_user_str(e->path, (void *)ctx->args[0]);
-	return stash(e);
-}
-EXIT(mkdir)
-
-SEC("tracepoint/syscalls/sys_enter_mkdirat")
-int enter_mkdirat(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_MKDIRAT, ARMOR_VIS_FILE);
-	if (!e)
-		return 0;
-	e->args[0] = (int)ctx->args[0];
-	e->args[1] = ctx->args[2];
-	read_user_str(e->path, (void *)ctx->args[1]);
-	return stash(e);
-}
-EXIT(mkdirat)
+SYSCALL(mkdir, path_call(ctx, ARMOR_MKDIR, ARMOR_VIS_FILE, NONE, 0, 1, NONE))
+SYSCALL(mkdirat, path_call(ctx, ARMOR_MKDIRAT, ARMOR_VIS_FILE, 0, 1, 2, NONE))
 
 // Working directory changes keep user space's process tree able to resolve relative paths of
 // processes that have already exited. Reported with process visibility.
 // chdir: path; fchdir: args[0] fd
-SEC("tracepoint/syscalls/sys_enter_chdir")
-int enter_chdir(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_CHDIR, ARMOR_VIS_PROCESS);
-	if (!e)
-		return 0;
-	e->args[0] = AT_FDCWD;
-	read_user_str(e->path, (void *)ctx->args[0]);
-	return stash(e);
-}
-EXIT(chdir)
-
-SEC("tracepoint/syscalls/sys_enter_fchdir")
-int enter_fchdir(enter_ctx *ctx)
-{
-	struct armor_event *e = begin(ARMOR_FCHDIR, ARMOR_VIS_PROCESS);
-	if (!e)
-		return 0;
-	e->args[0] = (int)ctx->args[0];
-	return stash(e);
-}
-EXIT(fchdir)
+SYSCALL(chdir, path_call(ctx, ARMOR_CHDIR, ARMOR_VIS_PROCESS, NONE, 0, NONE, NONE))
+SYSCALL(fchdir, path_call(ctx, ARMOR_FCHDIR, ARMOR_VIS_PROCESS, 0, NONE, NONE, NONE))
 
 // ---- network -------------------------------------------------------------------------------
 // socket args: [0] family, [1] type, [2] protocol
@@ -486,19 +366,8 @@ static __always_inline int addr_call(enter_ctx *ctx, __u32 kind)
 	return stash(e);
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int enter_connect(enter_ctx *ctx)
-{
-	return addr_call(ctx, ARMOR_CONNECT);
-}
-EXIT(connect)
-
-SEC("tracepoint/syscalls/sys_enter_bind")
-int enter_bind(enter_ctx *ctx)
-{
-	return addr_call(ctx, ARMOR_BIND);
-}
-EXIT(bind)
+SYSCALL(connect, addr_call(ctx, ARMOR_CONNECT))
+SYSCALL(bind, addr_call(ctx, ARMOR_BIND))
 
 SEC("tracepoint/syscalls/sys_enter_listen")
 int enter_listen(enter_ctx *ctx)
@@ -525,19 +394,8 @@ static __always_inline int accept_call(enter_ctx *ctx, __u32 kind)
 	return stash(e);
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept")
-int enter_accept(enter_ctx *ctx)
-{
-	return accept_call(ctx, ARMOR_ACCEPT);
-}
-EXIT(accept)
-
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int enter_accept4(enter_ctx *ctx)
-{
-	return accept_call(ctx, ARMOR_ACCEPT4);
-}
-EXIT(accept4)
+SYSCALL(accept, accept_call(ctx, ARMOR_ACCEPT))
+SYSCALL(accept4, accept_call(ctx, ARMOR_ACCEPT4))
 
 // ---- processes -----------------------------------------------------------------------------
 
