@@ -17,6 +17,7 @@
 //! - [`fs`]: scratch files on tmpfs, overlayfs and 9p.
 //! - [`bpf::DenyExec`]: the minimal BPF-LSM program (C, built by `build.rs`, loaded with aya).
 //! - [`apparmor`], [`selinux`], [`kmsg`]: policy loading and reading denial records back.
+//! - [`live`]: how a corpus case runs live (the `armor-op` run, the files of its root).
 
 pub mod apparmor;
 pub mod bpf;
@@ -25,6 +26,7 @@ mod error;
 pub mod fs;
 pub mod guest;
 pub mod kmsg;
+pub mod live;
 pub mod lsm;
 pub mod op;
 pub mod selinux;

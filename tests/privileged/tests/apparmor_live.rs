@@ -21,8 +21,7 @@
 mod apparmor {
     use std::collections::BTreeMap;
     use std::fs;
-    use std::os::unix::fs::{PermissionsExt as _, chown};
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::Command;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ mod apparmor {
     use armor_enforce_apparmor::alerts::Installed;
     use armor_enforce_apparmor::profile::{Body, ExecMode};
     use armor_enforce_apparmor::{AppArmor, AppArmorArtifact, Model, compile};
+    use armor_privileged_tests::live::{Plan, build_root, plan};
     use armor_privileged_tests::op::helper_path;
     use armor_privileged_tests::{Error, Unsupported, guest, require, require_root};
     use armor_testing::corpus::{self, Case};
@@ -50,103 +50,6 @@ mod apparmor {
         fn take(&self) -> Vec<EnforcerAlert> {
             std::mem::take(&mut *self.0.lock().unwrap())
         }
-    }
-
-    /// What armor-op does for a case.
-    struct Plan {
-        source: String,
-        args: Vec<String>,
-        files: Vec<(String, Kind)>,
-        owner: Option<u32>,
-        uid: u32,
-    }
-
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Kind {
-        Exe,
-        Data,
-        Dir,
-    }
-
-    fn plan(case: &Case) -> Result<Plan, String> {
-        let o = &case.operation;
-        let source = o
-            .source
-            .clone()
-            .ok_or("the case names no acting executable")?;
-        let path = || o.path.clone().ok_or_else(|| "no path".to_owned());
-        let mut files = vec![(source.clone(), Kind::Exe)];
-        let args: Vec<String> = match o.kind.as_str() {
-            "process" => {
-                let p = path()?;
-                files.push((p.clone(), Kind::Exe));
-                vec!["exec".into(), p, "ok".into()]
-            }
-            "file" => {
-                let p = path()?;
-                let dir = o
-                    .flags
-                    .as_deref()
-                    .is_some_and(|f| f.contains("O_DIRECTORY"));
-                files.push((p.clone(), if dir { Kind::Dir } else { Kind::Data }));
-                match o.op.as_deref().unwrap_or("open") {
-                    "open" => vec![
-                        "open".into(),
-                        p,
-                        armor_privileged_tests::op::open_flags(
-                            o.flags.as_deref().unwrap_or("O_RDONLY"),
-                        )?,
-                    ],
-                    op @ ("unlink" | "truncate" | "chmod" | "chown") => vec![op.into(), p],
-                    "rename" => vec!["rename".into(), p.clone(), p],
-                    other => return Err(format!("file op `{other}` has no armor-op spelling")),
-                }
-            }
-            "network" => {
-                let n = |v: &Option<String>| -> Result<String, String> {
-                    v.as_deref().map_or(Ok("0".into()), |s| {
-                        armor_core::event::net::parse_constant(s)
-                            .map(|n| n.to_string())
-                            .ok_or(format!("unknown constant `{s}`"))
-                    })
-                };
-                vec![
-                    "socket".into(),
-                    n(&o.family)?,
-                    n(&o.sock_type)?,
-                    n(&o.protocol)?,
-                ]
-            }
-            "capabilities" => {
-                if o.uid != 0 {
-                    return Err(
-                        "a non-root capability use fails in commoncap before any LSM".into(),
-                    );
-                }
-                let c = o.capability.as_deref().ok_or("no capability")?;
-                match c.to_ascii_uppercase().trim_start_matches("CAP_") {
-                    "CHOWN" => {
-                        files.push(("/armor-chown-target".into(), Kind::Data));
-                        vec!["cap".into(), "chown".into(), "/armor-chown-target".into()]
-                    }
-                    n @ ("NET_RAW" | "NET_BIND_SERVICE" | "SYS_CHROOT" | "SYS_ADMIN" | "SETUID"
-                    | "KILL" | "NET_ADMIN") => vec!["cap".into(), n.to_ascii_lowercase()],
-                    other => return Err(format!("no armor-op operation uses exactly CAP_{other}")),
-                }
-            }
-            "syscall" => return Err("syscall operations are not mediated by AppArmor".into()),
-            other => return Err(format!("unknown kind `{other}`")),
-        };
-        if files.iter().any(|(p, _)| !p.starts_with('/')) {
-            return Err("relative path".into());
-        }
-        Ok(Plan {
-            source,
-            args,
-            files,
-            owner: o.owner,
-            uid: o.uid,
-        })
     }
 
     /// A raw socket is also a CAP_NET_RAW use (and the reverse): when the case's rules decide
@@ -174,51 +77,6 @@ mod apparmor {
             );
         }
         None
-    }
-
-    fn mkdirs(root: &Path, rel: &Path) {
-        let mut d = root.to_path_buf();
-        for c in rel.components() {
-            d.push(c);
-            if !d.is_dir() {
-                fs::create_dir(&d).unwrap();
-                fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
-            }
-        }
-    }
-
-    fn build_root(root: &Path, plan: &Plan) {
-        let _ = fs::remove_dir_all(root);
-        fs::create_dir_all(root).unwrap();
-        fs::set_permissions(root, fs::Permissions::from_mode(0o777)).unwrap();
-        for (i, (p, kind)) in plan.files.iter().enumerate() {
-            let rel = p.trim_end_matches('/').trim_start_matches('/');
-            if let Some(parent) = Path::new(rel).parent() {
-                mkdirs(root, parent);
-            }
-            let dst = root.join(rel);
-            if rel.is_empty() || dst.is_dir() {
-                continue;
-            }
-            if p.ends_with('/') || *kind == Kind::Dir {
-                mkdirs(root, Path::new(rel));
-                continue;
-            }
-            if !dst.exists() {
-                if *kind == Kind::Exe {
-                    fs::copy(helper_path(), &dst).unwrap();
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-                } else {
-                    fs::write(&dst, b"armor\n").unwrap();
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(0o666)).unwrap();
-                }
-            }
-            if i == 1
-                && let Some(o) = plan.owner
-            {
-                chown(&dst, Some(o), Some(o)).unwrap();
-            }
-        }
     }
 
     struct Prepared {
@@ -326,7 +184,7 @@ mod apparmor {
 
     fn run(p: &Prepared, idx: usize, sink: &Sink) -> Vec<String> {
         let root = PathBuf::from(format!("/tmp/armor-aa-live/root{idx}"));
-        build_root(&root, &p.plan);
+        build_root(&root, &p.plan).unwrap();
         sink.take();
         let mut cmd = Command::new(helper_path());
         cmd.arg("--root").arg(&root);

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt as _, chown};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,7 @@ use armor_core::{CompiledPolicy, PolicySet, Posture, Verdict, WorkloadKey};
 use armor_enforce_bpflsm::{BpfLsm, Config, compile};
 use armor_privileged_tests::cgroup::{Cgroup, cgroup2_root};
 use armor_privileged_tests::guest;
+use armor_privileged_tests::live::{Plan, build_root, plan};
 use armor_privileged_tests::op::helper_path;
 use armor_testing::corpus::{self, Case};
 
@@ -100,179 +101,6 @@ impl Harness {
     }
 }
 
-/// What to run for a case: armor-op arguments after `--exe SOURCE`, and the files to create.
-struct Plan {
-    source: String,
-    args: Vec<String>,
-    files: Vec<(String, FileKind)>,
-    owner: Option<u32>,
-    uid: u32,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum FileKind {
-    Executable,
-    Data,
-    Directory,
-}
-
-fn cap_op(cap: &str) -> Result<Vec<String>, String> {
-    let name = match cap.to_ascii_uppercase().trim_start_matches("CAP_") {
-        "NET_RAW" => "net_raw",
-        "NET_BIND_SERVICE" => "net_bind_service",
-        "SYS_CHROOT" => "sys_chroot",
-        "SYS_ADMIN" => "sys_admin",
-        "SETUID" => "setuid",
-        "KILL" => "kill",
-        "NET_ADMIN" => "net_admin",
-        "CHOWN" => {
-            return Ok(vec![
-                "cap".into(),
-                "chown".into(),
-                "/armor-chown-target".into(),
-            ]);
-        }
-        other => return Err(format!("no armor-op operation uses exactly CAP_{other}")),
-    };
-    Ok(vec!["cap".into(), name.into()])
-}
-
-fn plan(case: &Case) -> Result<Plan, String> {
-    let o = &case.operation;
-    let source = o
-        .source
-        .clone()
-        .ok_or("no acting executable in the case (the kernel always knows one)")?;
-    let path = || o.path.clone().ok_or("no path".to_owned());
-    let mut files = vec![(source.clone(), FileKind::Executable)];
-    let args = match o.kind.as_str() {
-        "process" => {
-            let p = path()?;
-            files.push((p.clone(), FileKind::Executable));
-            vec!["exec".into(), p, "ok".into()]
-        }
-        "file" => {
-            let p = path()?;
-            let dir = o
-                .flags
-                .as_deref()
-                .is_some_and(|f| f.contains("O_DIRECTORY"));
-            files.push((
-                p.clone(),
-                if dir {
-                    FileKind::Directory
-                } else {
-                    FileKind::Data
-                },
-            ));
-            match o.op.as_deref().unwrap_or("open") {
-                "open" => vec![
-                    "open".into(),
-                    p,
-                    armor_privileged_tests::op::open_flags(
-                        o.flags.as_deref().unwrap_or("O_RDONLY"),
-                    )?,
-                ],
-                "rename" => vec!["rename".into(), p.clone(), p],
-                op @ ("unlink" | "truncate" | "chmod" | "chown") => vec![op.into(), p],
-                other => return Err(format!("file op `{other}` is not mapped to armor-op")),
-            }
-        }
-        "network" => {
-            let num = |v: &Option<String>| -> Result<String, String> {
-                match v {
-                    None => Ok("0".into()),
-                    Some(s) => armor_core::event::net::parse_constant(s)
-                        .map(|n| n.to_string())
-                        .ok_or(format!("unknown constant `{s}`")),
-                }
-            };
-            vec![
-                "socket".into(),
-                num(&o.family)?,
-                num(&o.sock_type)?,
-                num(&o.protocol)?,
-            ]
-        }
-        "capabilities" => {
-            if o.uid != 0 {
-                return Err(
-                    "a capability check by a non-root uid fails in commoncap before any LSM".into(),
-                );
-            }
-            let c = o.capability.as_deref().ok_or("no capability")?;
-            let a = cap_op(c)?;
-            if a.get(1).map(String::as_str) == Some("chown") {
-                files.push(("/armor-chown-target".into(), FileKind::Data));
-            }
-            a
-        }
-        "syscall" => {
-            return Err("syscall operations are audit-only: no LSM hook decides them".into());
-        }
-        other => return Err(format!("unknown kind `{other}`")),
-    };
-    if files.iter().any(|(p, _)| !p.starts_with('/')) {
-        return Err("relative path".into());
-    }
-    Ok(Plan {
-        source,
-        args,
-        files,
-        owner: o.owner,
-        uid: o.uid,
-    })
-}
-
-fn build_root(root: &Path, plan: &Plan) {
-    let _ = fs::remove_dir_all(root);
-    fs::create_dir_all(root).unwrap();
-    fs::set_permissions(root, fs::Permissions::from_mode(0o777)).unwrap();
-    for (p, kind) in &plan.files {
-        let trimmed = p.trim_end_matches('/');
-        let dst = root.join(trimmed.trim_start_matches('/'));
-        let mut dir = root.to_path_buf();
-        if let Some(parent) = Path::new(trimmed.trim_start_matches('/')).parent() {
-            for c in parent.components() {
-                dir.push(c);
-                if !dir.is_dir() {
-                    fs::create_dir(&dir).unwrap();
-                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-                }
-            }
-        }
-        if trimmed.is_empty() || dst.is_dir() {
-            continue;
-        }
-        if p.ends_with('/') || *kind == FileKind::Directory {
-            fs::create_dir_all(&dst).unwrap();
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o777)).unwrap();
-            continue;
-        }
-        match kind {
-            FileKind::Executable => {
-                if !dst.exists() {
-                    fs::copy(helper_path(), &dst).unwrap();
-                }
-                fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
-            }
-            FileKind::Directory => {}
-            FileKind::Data => {
-                if !dst.exists() {
-                    fs::write(&dst, b"armor\n").unwrap();
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(0o666)).unwrap();
-                }
-            }
-        }
-        // The owner belongs to the operation's target (the second file).
-        if let Some(owner) = plan.owner
-            && plan.files.get(1).is_some_and(|(q, _)| q == p)
-        {
-            chown(&dst, Some(owner), Some(owner)).unwrap();
-        }
-    }
-}
-
 /// The engine's decision of a case and the policy name it reports.
 fn engine(
     case: &Case,
@@ -320,7 +148,7 @@ fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> 
         WorkloadKey::new(case.name.clone()).with_cgroup(cg.id())
     };
     let root = PathBuf::from(format!("/tmp/armor-live/{idx}"));
-    build_root(&root, plan);
+    build_root(&root, plan).unwrap();
     lsm.apply(&key, &artifact).unwrap();
     sink.take();
     let mut cmd = Command::new(helper_path());
