@@ -575,9 +575,9 @@ impl Driver {
             let mut images = ImagesClient::new(self.channel.clone());
             let mut content = ContentClient::new(self.channel.clone());
             self.rt.block_on(async {
-                // The containers' snapshots were removed above, but under emulation (the test
-                // kernel) containerd was seen to still count one as the image snapshot's child
-                // for a moment ("cannot remove snapshot with child"): retry for a few seconds.
+                // The containers' snapshots were removed above (before their containers, see
+                // there). A child link that outlives them makes this fail with "cannot remove
+                // snapshot with child"; a few seconds of retries cover one that is merely late.
                 let mut tries = 0;
                 loop {
                     let r = snapshots
