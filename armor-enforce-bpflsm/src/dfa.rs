@@ -19,7 +19,10 @@
 //!    what follows can start there, and nothing but another run can start at a continuation
 //!    byte), the automaton is much smaller, and a run also covers names that are not valid
 //!    UTF-8 (a Block glob cannot be dodged by an invalid file name). A single character right
-//!    before a run (`**` is `[^/].*`) is read byte-wise too, for the same reason;
+//!    before a run (`**` is `[^/].*`) is read byte-wise too, for the same reason, when it
+//!    follows another single character (so it starts on a character boundary); after a run it
+//!    stays one whole character, which makes the run stop on a boundary (`/*?*` needs two
+//!    characters, and the two bytes of `/é` are one);
 //! 3. subset construction over byte intervals, stopped at [`RAW_FACTOR`] × the state cap (this
 //!    bounds compile time; the cap itself applies to the minimised automaton);
 //! 4. Moore minimisation, then byte classes: intervals whose columns are equal are merged;
@@ -362,8 +365,13 @@ impl Nfa {
                 let mut at = start;
                 for (i, n) in items.iter().enumerate() {
                     // One character right before a run (`**` = `[^/].*`): byte-wise as well, so
-                    // the run's reading holds from its first byte.
+                    // the run's reading holds from its first byte. Only where it starts on a
+                    // character boundary (right after another single character): after a run it
+                    // must stay one whole character, or `/*?*` (at least two characters) would
+                    // accept the two bytes of `/é`.
                     if let (Node::Char(set), Some(Node::Star(next))) = (n, items.get(i + 1))
+                        && i > 0
+                        && matches!(items.get(i - 1), Some(Node::Char(_)))
                         && set.any_non_ascii
                         && matches!(next.as_ref(), Node::Char(r) if r.any_non_ascii)
                     {
@@ -844,6 +852,20 @@ mod tests {
         // A truncated sequence: runs take it, a single character does not.
         assert_eq!(d.matches(b"/tmp/\xc3"), &[0, 2]);
         assert_eq!(d.matches(b"/tmp/\xc3/x"), &[2]);
+    }
+
+    #[test]
+    fn a_single_character_after_a_run_is_a_whole_character() {
+        // Found by the random test: `*` at a component start is one or more characters, so
+        // these need two characters and `é` is one (two bytes).
+        let d = dfa(&["/*?*", "/**?*", "/*?", "/?*"]);
+        assert_eq!(d.matches("/é".as_bytes()), &[3]);
+        assert_eq!(d.matches("/éa".as_bytes()), &[0, 1, 2, 3]);
+        assert_eq!(d.matches("/éé".as_bytes()), &[0, 1, 2, 3]);
+        assert_eq!(d.matches(b"/ab"), &[0, 1, 2, 3]);
+        assert_eq!(d.matches(b"/a"), &[3]);
+        // `**` right after `/` still takes a name that starts with a stray continuation byte.
+        assert_eq!(dfa(&["/t/**"]).matches(b"/t/\x80x"), &[0]);
     }
 
     #[test]
