@@ -127,14 +127,6 @@ impl Error {
     }
 }
 
-/// Formats an error with all its sources, `a: b: c`, for test failure messages.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+/// Formats an error with all its sources, `a: b: c`, for test failure messages (armor-core's
+/// one spelling, shared with the agent and the enforcers).
+pub use armor_core::diag::error_chain;
