@@ -101,6 +101,13 @@ pub struct Options {
     pub ignore_pid: Option<u32>,
     /// Seed the process tree from `/proc` at load. Default true.
     pub seed_process_tree: bool,
+    /// How long [`EventSource::poll`] lets records gather after the ring buffer woke it from
+    /// an empty state, before it reads them. Default 200 µs. The kernel wakes a waiting reader
+    /// for the first record after the reader caught up, so without this pause a consumer that
+    /// keeps up is woken, and switched to, once per record; with it, once per batch (60 records
+    /// at 300,000 events/s). It is also the latency it adds to an isolated event. Zero reads at
+    /// once.
+    pub linger: Duration,
 }
 
 impl Default for Options {
@@ -110,6 +117,7 @@ impl Default for Options {
             default_visibility: Visibility::none(),
             ignore_pid: Some(std::process::id()),
             seed_process_tree: true,
+            linger: Duration::from_micros(200),
         }
     }
 }
@@ -140,6 +148,13 @@ impl Options {
     #[must_use]
     pub fn seed_process_tree(mut self, seed: bool) -> Self {
         self.seed_process_tree = seed;
+        self
+    }
+
+    /// Sets how long `poll` lets records gather after a wake-up ([`Options::linger`]).
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 }
@@ -249,6 +264,7 @@ pub struct EventSource {
     tree: ProcessTree,
     decode_errors: u64,
     own_mnt_ns: u32,
+    linger: Duration,
     // Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
 }
@@ -349,6 +365,7 @@ impl EventSource {
             tree,
             decode_errors: 0,
             own_mnt_ns: mnt_ns_of("self").unwrap_or(0),
+            linger: options.linger,
             _ebpf: ebpf,
         })
     }
@@ -375,6 +392,7 @@ impl EventSource {
 
     /// Waits up to `timeout` for events, then hands every available one to `f` (after it has
     /// updated the process tree, so `f` can look the process up). Returns how many were handed.
+    /// When it had to wait, it reads [`Options::linger`] after the first record arrived.
     pub fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(&Event)) -> Result<usize> {
         let n = self.drain(f);
         if n > 0 {
@@ -387,6 +405,7 @@ impl EventSource {
                 nix::poll::PollFlags::POLLIN,
             )];
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                Ok(n) if n > 0 && !self.linger.is_zero() => std::thread::sleep(self.linger),
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     return Err(Error::Syscall {
