@@ -52,7 +52,7 @@ int main(void) {
 	S(armor_ruleset); O(armor_ruleset, allow_list); O(armor_ruleset, posture);
 	O(armor_ruleset, flags);
 	S(armor_ruleset_val); O(armor_ruleset_val, filter);
-	S(armor_workload); O(armor_workload, alerts_per_sec);
+	S(armor_workload); O(armor_workload, alerts_per_sec); O(armor_workload, flags);
 	S(armor_config); O(armor_config, max_cgroup_level);
 	S(armor_rate);
 	S(armor_dfa_key); O(armor_dfa_key, category);
@@ -61,6 +61,7 @@ int main(void) {
 	S(armor_alert); O(armor_alert, rule); O(armor_alert, detail); O(armor_alert, category);
 	O(armor_alert, flags); O(armor_alert, path_len); O(armor_alert, source_len);
 	O(armor_alert, path); O(armor_alert, source);
+	printf("ARMOR_W_UNTIL_EXEC %u\n", ARMOR_W_UNTIL_EXEC);
 	return 0;
 }
 "#;

@@ -105,7 +105,14 @@ struct armor_ruleset_val {
 struct armor_workload {
 	__u32 ruleset; /* 0 = managed without rules */
 	__u32 alerts_per_sec;
+	__u32 flags;   /* ARMOR_W_* */
+	__u32 pad;
 };
+
+/* The workload's rules are not in force until a task of the workload executes a program: the
+ * container runtime's own setup in a created container (runc init, before it executes the
+ * entrypoint) is not subject to them. The first exec clears the flag and is itself decided. */
+#define ARMOR_W_UNTIL_EXEC 1u
 
 /* Slot 0 of `armor_config`. */
 struct armor_config {

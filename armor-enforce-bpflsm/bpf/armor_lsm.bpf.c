@@ -401,6 +401,14 @@ static __always_inline const struct armor_ruleset_val *begin(struct armor_scratc
 	struct armor_workload *w = find_workload(cg, cfg->max_cgroup_level);
 	if (!w || !w->ruleset)
 		return 0;
+	if (w->flags & ARMOR_W_UNTIL_EXEC) {
+		/* The runtime's setup of a created container: not subject to the rules until a
+		 * task of the workload executes a program (the only Process operation); that exec
+		 * is the first operation decided. */
+		if (category != ARMOR_CAT_PROCESS)
+			return 0;
+		w->flags &= ~ARMOR_W_UNTIL_EXEC;
+	}
 	__u32 id = w->ruleset;
 	*limit = w->alerts_per_sec;
 	const struct armor_ruleset_val *rv = bpf_map_lookup_elem(&armor_rulesets, &id);
@@ -617,7 +625,7 @@ int BPF_PROG(armor_file_permission, struct file *file, int mask, int ret)
 	if (!cfg)
 		return 0;
 	struct armor_workload *w = find_workload(&cg, cfg->max_cgroup_level);
-	if (!w || !w->ruleset)
+	if (!w || !w->ruleset || (w->flags & ARMOR_W_UNTIL_EXEC))
 		return 0;
 	if (seen && *seen == w->ruleset)
 		return 0;

@@ -231,7 +231,15 @@ pub struct WorkloadVal {
     pub ruleset: u32,
     /// Most alerts per second this workload may raise.
     pub alerts_per_sec: u32,
+    /// `ARMOR_W_*` flags ([`W_UNTIL_EXEC`]).
+    pub flags: u32,
+    /// Zero.
+    pub pad: u32,
 }
+
+/// `ARMOR_W_UNTIL_EXEC`: the workload's rules are not in force until one of its tasks executes
+/// a program (that first exec is decided, and clears the flag in the kernel).
+pub const W_UNTIL_EXEC: u32 = 1;
 
 /// `struct armor_config`.
 #[repr(C)]
@@ -476,6 +484,8 @@ mod tests {
             offset_of!(WorkloadVal, alerts_per_sec),
             c("armor_workload.alerts_per_sec")
         );
+        assert_eq!(offset_of!(WorkloadVal, flags), c("armor_workload.flags"));
+        assert_eq!(W_UNTIL_EXEC as usize, c("ARMOR_W_UNTIL_EXEC"));
         assert_eq!(size_of::<ConfigVal>(), c("armor_config"));
         assert_eq!(
             offset_of!(ConfigVal, max_cgroup_level),

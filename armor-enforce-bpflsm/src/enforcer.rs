@@ -25,7 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -214,6 +214,8 @@ impl Drop for Loaded {
 struct State {
     loaded: Option<Loaded>,
     roots: BTreeMap<WorkloadKey, PathBuf>,
+    /// Workloads whose first install waits for their first exec (`from_first_exec`).
+    until_exec: BTreeSet<WorkloadKey>,
     installed: BTreeMap<WorkloadKey, Installed>,
     next_ruleset: u32,
     used_entries: usize,
@@ -427,6 +429,18 @@ impl BpfLsm {
         self.lock().roots.insert(key.clone(), root.into());
     }
 
+    /// Marks `key` as a container that its runtime is creating (an OCI `createRuntime` hook:
+    /// its cgroup exists, the runtime's init process is setting it up and has not executed the
+    /// entrypoint). When the next `apply` *installs* `key` (it was not installed), its rules
+    /// are in force from the first program a task of the workload executes — that exec is the
+    /// first operation decided, so a blocked entrypoint is refused — and the runtime's own
+    /// setup before it (mounts, `/dev`, `pivot_root`, the capabilities they use, the files
+    /// they open) is not subject to them. An apply that *updates* an installed workload (a
+    /// policy reload) puts its rules in force at once. `remove` forgets the mark.
+    pub fn from_first_exec(&self, key: &WorkloadKey) {
+        self.lock().until_exec.insert(key.clone());
+    }
+
     /// The kernel counters (zero before the programs are loaded).
     pub fn counters(&self) -> Result<Counters, ApplyError> {
         let st = self.lock();
@@ -571,15 +585,21 @@ impl BpfLsm {
             rollback(l, &written, &dfas);
             return Err(map_err("bpf_map_update_elem", e));
         }
+        // Only a first install may wait for the first exec: rewriting the flag of an installed
+        // workload could re-open a container that already runs its entrypoint.
+        let until_exec = !st.installed.contains_key(key) && st.until_exec.contains(key);
         let val = WorkloadVal {
             ruleset: id,
             alerts_per_sec: self.config.alerts_per_sec,
+            flags: if until_exec { abi::W_UNTIL_EXEC } else { 0 },
+            pad: 0,
         };
         if let Err(e) = flip(l, cgroup, val) {
             rollback(l, &written, &dfas);
             return Err(e);
         }
         st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
+        st.until_exec.remove(key);
         let previous = st.installed.insert(
             key.clone(),
             Installed {
@@ -921,6 +941,7 @@ impl Enforcer for BpfLsm {
 
     fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
         let mut st = self.lock();
+        st.until_exec.remove(key);
         let Some(old) = st.installed.remove(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };

@@ -26,6 +26,7 @@ use armor_ebpf::{EventSource, Options};
 use crate::containerd::{ContainerEvent, Containerd};
 use crate::enforcement::{self, Enforcement, EnforcementOptions, EnforcerChoice};
 use crate::error::{Error, Result};
+use crate::hook::{HookServer, HookState, Verdict};
 use crate::runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 
 /// What the agent runs with.
@@ -45,6 +46,10 @@ pub struct AgentOptions {
     pub enforcement: EnforcementOptions,
     /// Runtime settings (names, postures, throttling).
     pub config: RuntimeConfig,
+    /// The socket the OCI hook (`armor-oci-hook`) asks on before a container is created
+    /// ([`crate::hook`]; needs `containerd_socket`). `None`: containers get their rules from
+    /// containerd's `/tasks/create` event, which can arrive after the entrypoint started.
+    pub hook_socket: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -57,7 +62,15 @@ impl AgentOptions {
             enforcer: EnforcerChoice::Auto,
             enforcement: EnforcementOptions::default(),
             config: RuntimeConfig::default(),
+            hook_socket: None,
         }
+    }
+
+    /// The same answering the OCI hook on `socket`.
+    #[must_use]
+    pub fn hook_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.hook_socket = Some(socket.into());
+        self
     }
 
     /// The same following the containerd at `socket`.
@@ -174,9 +187,48 @@ fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetr
     out.flush().map_err(io)
 }
 
+/// Answers one OCI hook: resolves the container through containerd and puts its rules in force
+/// ([`Runtime::container_creating`]).
+fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Verdict, String) {
+    let refuse = |why: String| {
+        let line = format!("container {} refused at creation: {why}", state.id);
+        (Verdict::Refused(why), line)
+    };
+    let Some(ns) = state.containerd_namespace() else {
+        return refuse(format!(
+            "bundle `{}` is not a containerd task's (…/<namespace>/<id>)",
+            state.bundle.display()
+        ));
+    };
+    let info = match containerd.get(&ns, &state.id, Some(state.pid)) {
+        Ok(i) => i,
+        Err(e) => return refuse(chain(&e)),
+    };
+    match rt.container_creating(&info, &state.rootfs()) {
+        Ok(ContainerChange::Tracked(key)) => {
+            let cgroup = key.cgroup_id.unwrap_or_default();
+            let line = format!("container {key} (cgroup {cgroup}) admitted by the OCI hook");
+            (Verdict::Admitted(format!("rules of {key} in force")), line)
+        }
+        Ok(_) => {
+            let line = format!(
+                "container {} admitted by the OCI hook (not tracked)",
+                state.id
+            );
+            (Verdict::Admitted("not a tracked container".into()), line)
+        }
+        Err(e) => refuse(chain(&e)),
+    }
+}
+
 /// Runs the agent until `stop` is set: KubeArmor Logs and Alerts as JSON lines to `out`, what it
 /// does (enforcer chosen or why audit-only, containers, reloads, problems, `ready` once the
 /// host's and the existing containers' rules are in force, `stopped`) to `log`, one line each.
+///
+/// With a hook socket ([`AgentOptions::hook_socket`]), each container's creation waits for the
+/// agent: the OCI hook's request is answered from the loop (every 10 ms at most) once the
+/// container's rules are in force, or refused with the reason (logged as `container ID refused
+/// at creation: …`).
 ///
 /// With an inventory, the listed systemd services whose cgroups exist are tracked before
 /// `ready` ([`Runtime::sync_services`]) and again every 2 s (started, stopped and restarted
@@ -215,6 +267,13 @@ pub fn run(
         Some(_) => Some(crate::identity::cgroup2_root()?),
         None => None,
     };
+    if options.hook_socket.is_some() && options.containerd_socket.is_none() {
+        return Err(Error::Usage(
+            "the OCI hook socket needs the containerd socket (containers are resolved through \
+             containerd)"
+                .into(),
+        ));
+    }
     let enforcement = Enforcement::select(options.enforcer, &options.enforcement)?;
     log(&enforcement.summary());
     let mut source = EventSource::load(Options::default())?;
@@ -256,6 +315,14 @@ pub fn run(
     if let (Some((_, inv, _)), Some(root)) = (&inventory, &cgroup_root) {
         describe_services(rt.sync_services(inv, root), log);
     }
+    let hooks = match &options.hook_socket {
+        Some(path) => {
+            let server = HookServer::bind(path)?;
+            log(&format!("answering the OCI hook on {}", path.display()));
+            Some(server)
+        }
+        None => None,
+    };
     for p in rt.take_problems() {
         log(&p);
     }
@@ -283,7 +350,15 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) {
         let mut batch = Vec::new();
         source.poll(poll, &mut |e| batch.push(e.clone()))?;
-        // Lifecycle first: a created container gets its rules before anything else waits.
+        // Hooks first: runc waits on them. Then lifecycle: a created container gets its rules
+        // before anything else waits.
+        if let (Some(server), Some((client, _))) = (&hooks, &containerd) {
+            while let Some(req) = server.try_recv() {
+                let (verdict, line) = admit(&mut rt, client, req.state());
+                req.answer(verdict);
+                log(&line);
+            }
+        }
         if let Some((_, rx)) = &containerd {
             while let Ok(ev) = rx.try_recv() {
                 let id = match &ev {

@@ -28,7 +28,7 @@
 //! ```
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -353,6 +353,18 @@ impl Enforcement {
     pub(crate) fn prepare(&self, key: &WorkloadKey, pid: Option<u32>) {
         if let (Some(Backend::BpfLsm(b)), Some(pid)) = (&self.backend, pid) {
             b.set_root(key, format!("/proc/{pid}/root"));
+        }
+    }
+
+    /// Called before the rules of a container that its runtime is creating are applied (from
+    /// an OCI `createRuntime` hook): BPF-LSM resolves its paths from `rootfs` (the container's
+    /// root as the host sees it: the init process has not switched to it yet) and keeps the
+    /// rules out of force until the container's first exec
+    /// ([`BpfLsm::from_first_exec`](armor_enforce_bpflsm::BpfLsm::from_first_exec)).
+    pub(crate) fn prepare_creating(&self, key: &WorkloadKey, rootfs: &Path) {
+        if let Some(Backend::BpfLsm(b)) = &self.backend {
+            b.set_root(key, rootfs);
+            b.from_first_exec(key);
         }
     }
 

@@ -52,6 +52,17 @@ pub enum Error {
         /// What the trial returned.
         reason: String,
     },
+    /// A container's rules could not be put in force (an enforcer failed to apply them).
+    #[error("rules of `{workload}` not in force: {reason}")]
+    NotEnforced {
+        /// The workload.
+        workload: String,
+        /// What the enforcers reported.
+        reason: String,
+    },
+    /// Options that cannot work together.
+    #[error("{0}")]
+    Usage(String),
     /// The event source failed.
     #[error(transparent)]
     Ebpf(#[from] armor_ebpf::Error),

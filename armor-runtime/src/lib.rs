@@ -15,6 +15,9 @@
 //!   create, [`Runtime::container_event`]); enforcer alerts enriched with the workload's
 //!   identity ([`Runtime::enforcer_records`]); alert throttling; systemd services of a service
 //!   inventory tracked like containers by their cgroup ([`Runtime::sync_services`]).
+//! * [`hook`]: the synchronous point before a container's entrypoint — an OCI
+//!   `createRuntime` hook (`armor-oci-hook`) that holds the container's creation until the
+//!   agent has put its rules in force ([`Runtime::container_creating`]).
 //! * [`agent`]: the host agent's whole loop (`armor-agent` is flag parsing around it).
 //! * Errors: one [`Error`] enum naming the failed operation.
 
@@ -23,6 +26,7 @@ pub mod containerd;
 pub mod enforcement;
 pub mod error;
 pub mod format;
+pub mod hook;
 pub mod identity;
 mod runtime;
 

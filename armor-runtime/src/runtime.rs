@@ -1,7 +1,7 @@
 //! The pipeline: kernel events → workload identity → policy decision → KubeArmor Log/Alert.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,9 @@ struct Tracked {
     enforced: bool,
     /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
     applied: bool,
+    /// A container being created (reported by the OCI hook) whose next apply is its first:
+    /// its root file system as this process sees it (its init process has not switched to it).
+    creating: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -252,6 +255,7 @@ impl Runtime {
             visibility,
             enforced: false,
             applied: false,
+            creating: None,
         };
         let mut rt = Self {
             config,
@@ -332,17 +336,21 @@ impl Runtime {
 
     /// Applies `t`'s rules; `ahead`: for a container without a process yet, whose coverage is
     /// checked (and reported) once its task exists.
-    fn apply_enforcers_ahead(&mut self, t: &mut Tracked, ahead: bool) {
+    /// Returns how many enforcers failed to apply the rules.
+    fn apply_enforcers_ahead(&mut self, t: &mut Tracked, ahead: bool) -> usize {
         t.enforced = false;
         t.applied = false;
         let pid = t.info.as_ref().and_then(|i| i.pid);
         if let Some(en) = &self.enforcement {
             if t.service.is_some() {
                 en.prepare_service(&t.key);
+            } else if let Some(rootfs) = t.creating.take() {
+                en.prepare_creating(&t.key, &rootfs);
             } else {
                 en.prepare(&t.key, pid);
             }
         }
+        let mut failed = 0;
         for e in &self.enforcers {
             let result = e
                 .compile(&t.key, &t.rules)
@@ -370,11 +378,14 @@ impl Runtime {
                         ));
                     }
                 }
-                (Err(err), _) => self
-                    .problems
-                    .push(format!("{}: {}: {err}", e.name(), t.key)),
+                (Err(err), _) => {
+                    failed += 1;
+                    self.problems
+                        .push(format!("{}: {}: {err}", e.name(), t.key));
+                }
             }
         }
+        failed
     }
 
     fn set_visibility(&mut self, cgroup_id: u64, t: &Tracked) {
@@ -408,6 +419,7 @@ impl Runtime {
             visibility,
             enforced: false,
             applied: false,
+            creating: None,
         }
     }
 
@@ -460,6 +472,7 @@ impl Runtime {
             visibility,
             enforced: false,
             applied: false,
+            creating: None,
         }
     }
 
@@ -684,6 +697,70 @@ impl Runtime {
             }
             _ => Ok(ContainerChange::Unchanged),
         }
+    }
+
+    /// A container that its runtime is creating, reported by the OCI `createRuntime` hook
+    /// ([`crate::hook`]): its init process (`info.pid`) is in the container's cgroup and has
+    /// not executed the entrypoint; `rootfs` is the container's root file system as this
+    /// process sees it (the bundle's root: the init process has not switched to it yet).
+    ///
+    /// Tracks it as [`ContainerEvent::Created`] does and applies its rules; with BPF-LSM they
+    /// are in force from the first program a task of the container executes — the entrypoint,
+    /// whose exec is the first operation decided — so the runtime's own setup between the hook
+    /// and that exec is not subject to them. The `/tasks/create` event that follows for the
+    /// same task changes nothing.
+    ///
+    /// Fails, tracking nothing and leaving no rules behind, when an enforcer cannot apply the
+    /// rules or, for a container that policies select, does not enforce them (AppArmor when
+    /// the spec names no profile): the hook then refuses the container.
+    pub fn container_creating(
+        &mut self,
+        info: &ContainerInfo,
+        rootfs: &Path,
+    ) -> Result<ContainerChange> {
+        if info.is_sandbox() {
+            return Ok(ContainerChange::Unchanged);
+        }
+        let pid = info.pid.ok_or(Error::Parse {
+            what: "container without an init process",
+            input: info.id.clone(),
+        })?;
+        if let Some(t) = self
+            .ids
+            .get(&info.id)
+            .and_then(|id| self.containers.get(id))
+        {
+            if t.info.as_ref().and_then(|i| i.pid) == Some(pid) {
+                return Ok(ContainerChange::Unchanged);
+            }
+            self.remove_container(&info.id);
+        }
+        let path = identity::proc_cgroup(pid)?;
+        let root = identity::cgroup2_root()?;
+        let cgroup_id = identity::cgroup_id(&root, &path)?;
+        let key = WorkloadKey::new(Self::container_name(info)).with_cgroup(cgroup_id);
+        let mut t = self.track(info, key.clone());
+        t.creating = Some(rootfs.to_path_buf());
+        let before = self.problems.len();
+        let failed = self.apply_enforcers_ahead(&mut t, false);
+        let selected = !t.rules.rule_ids().is_empty();
+        if failed > 0 || (selected && !self.enforcers.is_empty() && !t.enforced) {
+            if t.applied {
+                for e in &self.enforcers {
+                    let _ = e.remove(&t.key);
+                }
+            }
+            let reason = self.problems.split_off(before.min(self.problems.len()));
+            return Err(Error::NotEnforced {
+                workload: key.name,
+                reason: reason.join("; "),
+            });
+        }
+        self.prepared.remove(&info.id);
+        self.set_visibility(cgroup_id, &t);
+        self.ids.insert(info.id.clone(), cgroup_id);
+        self.containers.insert(cgroup_id, t);
+        Ok(ContainerChange::Tracked(key))
     }
 
     /// AppArmor: unloads armor profiles of workloads that are neither tracked nor loaded ahead

@@ -69,6 +69,7 @@ fn spec(name: &str, pod: &str, namespace: &str, app: &str) -> Spec {
             ("tier".into(), "front".into()),
         ],
         args: vec!["/bin/sleep".into(), "3600".into()],
+        hooks: None,
     }
 }
 

@@ -177,6 +177,8 @@ pub(crate) struct Spec {
     pub(crate) pod_uid: String,
     pub(crate) labels: Vec<(String, String)>,
     pub(crate) args: Vec<String>,
+    /// The OCI spec's `hooks` object, if any.
+    pub(crate) hooks: Option<serde_json::Value>,
 }
 
 impl Spec {
@@ -353,6 +355,13 @@ impl Driver {
     /// Creates the container and its task (runc `create`: the entrypoint does not run yet);
     /// returns the task's pid.
     pub(crate) fn create(&mut self, spec: &Spec) -> u32 {
+        self.try_create(spec)
+            .unwrap_or_else(|e| panic!("Tasks.Create {}: {e}", spec.id))
+    }
+
+    /// Like [`Driver::create`]; a task that containerd fails to create is the error's message
+    /// (the container stays, for cleanup).
+    pub(crate) fn try_create(&mut self, spec: &Spec) -> Result<u32, String> {
         let image = self.image.clone().expect("load_busybox first");
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let mounts: Vec<Mount> = self
@@ -373,7 +382,12 @@ impl Driver {
             .iter()
             .find(|(k, _)| k == "io.kubernetes.pod.name")
             .map_or("armor", |(_, v)| v.as_str());
-        let oci_spec = oci::runtime_spec(&spec.args, &spec.cgroups_path(), hostname);
+        let oci_spec = oci::runtime_spec(
+            &spec.args,
+            &spec.cgroups_path(),
+            hostname,
+            spec.hooks.as_ref(),
+        );
         let mut container = Container {
             id: spec.id.clone(),
             labels: spec.labels.iter().cloned().collect(),
@@ -405,9 +419,9 @@ impl Driver {
                 rootfs: mounts,
                 ..Default::default()
             })))
-            .unwrap()
+            .map_err(|status| status.message().to_string())?
             .into_inner();
-        created.pid
+        Ok(created.pid)
     }
 
     /// Starts the created task of `spec` (its entrypoint runs).

@@ -234,9 +234,14 @@ pub(crate) fn process_json(args: &[&str]) -> String {
 }
 
 /// The OCI runtime spec of a container running `args` in cgroup `cgroups_path`.
-pub(crate) fn runtime_spec(args: &[String], cgroups_path: &str, hostname: &str) -> String {
+pub(crate) fn runtime_spec(
+    args: &[String],
+    cgroups_path: &str,
+    hostname: &str,
+    hooks: Option<&serde_json::Value>,
+) -> String {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    serde_json::json!({
+    let mut spec = serde_json::json!({
         "ociVersion": "1.0.2-dev",
         "process": process(&args),
         "root": {"path": "rootfs"},
@@ -264,8 +269,11 @@ pub(crate) fn runtime_spec(args: &[String], cgroups_path: &str, hostname: &str) 
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                               "/proc/sysrq-trigger"],
         },
-    })
-    .to_string()
+    });
+    if let Some(hooks) = hooks {
+        spec["hooks"] = hooks.clone();
+    }
+    spec.to_string()
 }
 
 #[test]

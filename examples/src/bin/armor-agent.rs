@@ -3,7 +3,7 @@
 //! as JSON lines.
 //!
 //! ```text
-//! armor-agent --policies DIR [--containerd-socket PATH] [--inventory FILE]
+//! armor-agent --policies DIR [--containerd-socket PATH [--hook-socket PATH]] [--inventory FILE]
 //!             [--enforcer auto|bpflsm|apparmor|none] [--apparmor-dir DIR] [--output stdout|FILE]
 //! ```
 //!
@@ -30,9 +30,11 @@ Enforcers (--enforcer):
             apparmor_parser compiles a profile, else audit-only monitoring (the agent says
             which and why on stderr)
   bpflsm    BPF-LSM or exit with the reason: enforces on the host and on every container it
-            follows, by cgroup; containerd containers get their rules on task create, before
-            their entrypoint runs (enforced from the first instruction when the agent handles
-            the create event before the task is started)
+            follows, by cgroup. With --hook-socket, a container's creation waits until its
+            rules are in force (the OCI hook below); they apply from the entrypoint's exec,
+            which is the first operation decided. Without it, containerd containers get their
+            rules from the task-create event, which a client that starts the task at once
+            (kubelet) can outrun
   apparmor  AppArmor or exit with the reason: loads one profile per workload into
             --apparmor-dir, a container's as soon as containerd defines it (before its task,
             whose creation applies the profile); a container is enforced only when its OCI
@@ -46,6 +48,16 @@ Workloads an enforcer does not cover are monitored: their Block rules are report
 `Audit (Block)` alerts, not enforced. Kernel denials come out as Alerts with Enforcer
 \"BPFLSM\" or \"AppArmor\", Action Block, and the container's ContainerID/ContainerName/
 NamespaceName/PodName/Labels.
+
+The OCI hook (--hook-socket PATH, with --containerd-socket): name armor-oci-hook as a
+createRuntime hook in the runtime spec every container starts from (containerd CRI:
+base_runtime_spec), e.g.
+  \"hooks\": {\"createRuntime\": [{\"path\": \"/usr/local/bin/armor-oci-hook\",
+    \"args\": [\"armor-oci-hook\", \"--socket\", \"/run/armor/hook.sock\"], \"timeout\": 30}]}
+runc runs it while it creates the container; the agent resolves the container through
+containerd, applies its rules and answers. A container whose rules cannot be applied is
+refused (its creation fails, the agent says why); when the agent is down the hook fails too,
+unless it runs with --fail-open.
 
 Services (--inventory FILE): a YAML list of systemd units with the namespace, name and labels
 policies select them by (format: armor_core::inventory), e.g.
@@ -76,6 +88,9 @@ struct Cli {
     /// containerd socket to follow containers on.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
+    /// Answer the OCI hook (armor-oci-hook) on this socket: containers wait for their rules.
+    #[arg(long, value_name = "PATH", requires = "containerd_socket")]
+    hook_socket: Option<PathBuf>,
     /// Service inventory: systemd units that are workloads with a namespace, name and labels.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
@@ -112,6 +127,9 @@ fn main() -> Result<()> {
         .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
     if let Some(sock) = &cli.containerd_socket {
         options = options.containerd_socket(sock);
+    }
+    if let Some(sock) = &cli.hook_socket {
+        options = options.hook_socket(sock);
     }
     if let Some(file) = &cli.inventory {
         options = options.inventory(file);

@@ -1091,3 +1091,191 @@ fn bpflsm_container_first_command_is_blocked() {
         "state: {state}"
     );
 }
+
+/// Runs `runc` with `args` under a 60 s timeout, output to `log`.
+fn runc_logged(args: &[&str], log: &fs::File) -> std::process::ExitStatus {
+    Command::new("timeout")
+        .arg("60")
+        .arg("runc")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log.try_clone().unwrap())
+        .status()
+        .unwrap()
+}
+
+/// A container's rules applied from an OCI `createRuntime` hook, while `runc create` waits on
+/// it (the init process is in the container's cgroup, the entrypoint not executed). The policy
+/// blocks the entrypoint and `CAP_SYS_ADMIN`, which runc's own setup after the hook needs
+/// (`pivot_root`, the read-only and masked paths' mounts):
+/// * with `from_first_exec` the setup is not subject to the rules — the container is created —
+///   and the entrypoint's exec, the first operation decided, is refused;
+/// * applied in force at once, the same rules make runc's setup fail: the test can tell the
+///   two apart.
+#[test]
+fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_entrypoint() {
+    let Some(lsm) = enforcer() else { return };
+    if Command::new("runc").arg("--version").output().is_err() {
+        assert!(guest::current().is_none(), "runc missing in the guest");
+        eprintln!("skipped: runc not installed");
+        return;
+    }
+    let sink = Arc::new(Sink::default());
+    lsm.set_alert_sink(sink.clone());
+    let harness = Harness::enter(&lsm);
+    let set = PolicySet::parse(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: no-entry, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  process:\n    matchPaths:\n    - path: /bin/blocked\n  capabilities:\n    matchCapabilities:\n    - capability: sys_admin\n  action: Block\n",
+        "no-entry.yaml",
+    )
+    .unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let artifact = compile("shop/web", &policy.rule_set(&w, Posture::default()));
+    let mut outcomes = Vec::new();
+    for first_exec in [true, false] {
+        let mode = if first_exec { "first-exec" } else { "at-once" };
+        let bundle = PathBuf::from(format!("/tmp/armor-hook-{mode}"));
+        let _ = fs::remove_dir_all(&bundle);
+        let rootfs = bundle.join("rootfs");
+        fs::create_dir_all(rootfs.join("bin")).unwrap();
+        for d in ["proc", "dev", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy(helper_path(), rootfs.join("bin/blocked")).unwrap();
+        let st = Command::new("runc")
+            .args(["spec", "--bundle"])
+            .arg(&bundle)
+            .status()
+            .unwrap();
+        assert!(st.success(), "runc spec");
+        // The hook hands runc's state to the test and waits until the test says go.
+        let b = bundle.display();
+        let hook = format!("cat > {b}/state.json && while [ ! -e {b}/go ]; do sleep 0.05; done");
+        let cgroup_rel = format!("armor-hook-{mode}-{}", std::process::id());
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(bundle.join("config.json")).unwrap()).unwrap();
+        spec["process"]["terminal"] = false.into();
+        spec["process"]["args"] = serde_json::json!(["/bin/blocked", "ok"]);
+        spec["linux"]["cgroupsPath"] = format!("/{cgroup_rel}").into();
+        spec["hooks"] = serde_json::json!({
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hook], "timeout": 120}]
+        });
+        fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        let id = format!("armor-hook-{mode}-{}", std::process::id());
+        let log = fs::File::create(bundle.join("ctr.log")).unwrap();
+        let mut create = Command::new("timeout")
+            .args(["120", "runc", "create", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Read until complete (the hook writes it in place).
+        let state: serde_json::Value = loop {
+            if let Some(v) = fs::read_to_string(bundle.join("state.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+            {
+                break v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hook never ran: {}",
+                fs::read_to_string(bundle.join("ctr.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        eprintln!("{mode}: the hook runs: {state}");
+        let pid = state["pid"].as_u64().unwrap();
+        assert_eq!(state["status"], "creating", "{state}");
+        let cg_path = cgroup2_root().unwrap().join(&cgroup_rel);
+        let cg_id = {
+            use std::os::unix::fs::MetadataExt as _;
+            fs::metadata(&cg_path).unwrap().ino()
+        };
+        let procs = fs::read_to_string(cg_path.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "init {pid} not yet in its cgroup at the hook: {procs:?}"
+        );
+        let key = WorkloadKey::new("shop/web").with_cgroup(cg_id);
+        lsm.set_root(&key, &rootfs);
+        if first_exec {
+            lsm.from_first_exec(&key);
+        }
+        lsm.apply(&key, &artifact).unwrap();
+        sink.take();
+        fs::write(bundle.join("go"), "").unwrap();
+        eprintln!("{mode}: rules applied, the hook lets runc go on");
+        let created = create.wait().unwrap();
+        eprintln!("{mode}: runc create {created}");
+        let ctr_log = || fs::read_to_string(bundle.join("ctr.log")).unwrap_or_default();
+        let setup_alerts = sink.take();
+        let mut run_alerts = Vec::new();
+        if created.success() {
+            let started = runc_logged(&["start", &id], &log);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let out = Command::new("timeout")
+                    .args(["10", "runc", "state", &id])
+                    .output()
+                    .unwrap();
+                let st = String::from_utf8_lossy(&out.stdout).into_owned();
+                if !st.contains("\"running\"") && !st.contains("\"created\"") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            run_alerts = sink.take();
+            println!("{mode}: runc start {started}");
+        }
+        let _ = runc_logged(&["delete", "--force", &id], &log);
+        lsm.remove(&key).unwrap();
+        let _ = fs::remove_dir(&cg_path);
+        let text = ctr_log();
+        let _ = fs::remove_dir_all(&bundle);
+        println!(
+            "{mode}: runc create {created}; log `{}`; alerts during setup {setup_alerts:?}, \
+             after start {run_alerts:?}",
+            text.trim()
+        );
+        outcomes.push((created.success(), setup_alerts, run_alerts, text));
+    }
+    harness.leave(&lsm);
+    let [
+        (created, setup, run, log),
+        (at_once_created, at_once_setup, _, at_once_log),
+    ] = &outcomes[..]
+    else {
+        panic!("two runs expected");
+    };
+    assert!(*created, "runc's setup was refused: {log}");
+    assert!(
+        setup.is_empty(),
+        "alerts before the entrypoint's exec: {setup:?}"
+    );
+    assert!(
+        run.iter().any(|a| a.operation == "Process"
+            && a.resource == "/bin/blocked"
+            && a.action == "Block"),
+        "the entrypoint was not refused: {run:?}"
+    );
+    assert!(!log.contains("armor-op: ok"), "the entrypoint ran: {log}");
+    assert!(
+        !at_once_created,
+        "rules in force at once did not touch runc's setup: {at_once_log}"
+    );
+    assert!(
+        at_once_setup
+            .iter()
+            .any(|a| a.operation == "Capabilities" && a.action == "Block"),
+        "no capability denial in runc's setup: {at_once_setup:?}"
+    );
+}
