@@ -190,6 +190,7 @@ fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetr
 /// Answers one OCI hook: resolves the container through containerd and puts its rules in force
 /// ([`Runtime::container_creating`]).
 fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Verdict, String) {
+    let t = Instant::now();
     let refuse = |why: String| {
         let line = format!("container {} refused at creation: {why}", state.id);
         (Verdict::Refused(why), line)
@@ -207,7 +208,10 @@ fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Verdi
     match rt.container_creating(&info, &state.rootfs()) {
         Ok(ContainerChange::Tracked(key)) => {
             let cgroup = key.cgroup_id.unwrap_or_default();
-            let line = format!("container {key} (cgroup {cgroup}) admitted by the OCI hook");
+            let line = format!(
+                "container {key} (cgroup {cgroup}) admitted by the OCI hook in {} ms",
+                t.elapsed().as_millis()
+            );
             (Verdict::Admitted(format!("rules of {key} in force")), line)
         }
         Ok(_) => {
