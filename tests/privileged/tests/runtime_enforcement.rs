@@ -1090,13 +1090,19 @@ fn runtime_agent_answers_the_oci_hook() {
     else {
         panic!("three containers expected");
     };
+    for l in seen
+        .iter()
+        .filter(|l| l.contains("admitted by the OCI hook"))
+    {
+        println!("agent: {l}");
+    }
     for (spec, created) in [(web, web_created), (api, api_created)] {
         assert!(created.is_ok(), "{}: {created:?}", spec.id);
         let name = &spec.labels[2].1;
         assert!(
             seen.iter().any(
                 |l| l.starts_with(&format!("container shop/{name}-0/{name} (cgroup"))
-                    && l.ends_with("admitted by the OCI hook")
+                    && l.contains(") admitted by the OCI hook in ")
             ),
             "{name} not admitted by the hook: {seen:#?}"
         );
