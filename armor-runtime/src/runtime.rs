@@ -730,8 +730,21 @@ impl Runtime {
             .get(&info.id)
             .and_then(|id| self.containers.get(id))
         {
-            if t.info.as_ref().and_then(|i| i.pid) == Some(pid) {
+            let tracked = t.info.as_ref().and_then(|i| i.pid);
+            if tracked == Some(pid) {
                 return Ok(ContainerChange::Unchanged);
+            }
+            // A container is created once per task: a report for one whose task still runs
+            // is not a creation, and must not move its rules elsewhere.
+            if let Some(old) = tracked
+                && Path::new(&format!("/proc/{old}")).exists()
+            {
+                return Err(Error::NotEnforced {
+                    workload: t.key.name.clone(),
+                    reason: format!(
+                        "its task (pid {old}) still runs: a creation for pid {pid} is refused"
+                    ),
+                });
             }
             self.remove_container(&info.id);
         }

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +19,8 @@ use armor_core::Visibility;
 use armor_core::enforcer::EnforcerAlert;
 use armor_core::telemetry::Telemetry;
 use armor_ebpf::{EventSource, Options};
-use armor_runtime::containerd::ContainerInfo;
-use armor_runtime::{Runtime, RuntimeConfig, load_policies};
+use armor_runtime::containerd::{ContainerEvent, ContainerInfo};
+use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::{Call, RecordingEnforcer};
 
 const ID: &str = "1f613df8390b9d2e4e89d0323ac0b9a2e7d7ddcc460720e15074f8c497aec0df";
@@ -333,4 +333,109 @@ fn enforcer_alerts_get_the_workload_identity() {
     assert_eq!(host.labels, None);
     assert_eq!(host.policy_name.as_deref(), Some("DefaultPosture"));
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `Runtime::container_creating` (what the agent does for the OCI hook): rules applied once,
+/// the later create event changes nothing, a failed apply is an error that tracks nothing, and
+/// a report for a container whose task still runs does not move its rules.
+#[test]
+fn a_container_reported_by_the_create_hook_gets_its_rules_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tmp("hook-policies");
+    fs::write(dir.join("p.yaml"), AUDIT).unwrap();
+    let root = armor_runtime::identity::cgroup2_root().unwrap();
+    let cg = Cg(root.join(format!("kubepods-hook-{}", std::process::id())));
+    fs::create_dir_all(&cg.0).unwrap();
+    let cgroup_id = fs::metadata(&cg.0).unwrap().ino();
+    // Two processes in the container's cgroup: its init, and one a forged report names.
+    let spawn = || {
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec sleep 30",
+                cg.0.display()
+            ))
+            .spawn()
+            .unwrap()
+    };
+    let (mut init, mut other) = (spawn(), spawn());
+    std::thread::sleep(Duration::from_millis(200));
+    let rec = Arc::new(RecordingEnforcer::new());
+    let mut rt = Runtime::new(
+        RuntimeConfig::default(),
+        load_policies(&[&dir]).unwrap(),
+        vec![rec.clone()],
+        None,
+    );
+    let mut info = ContainerInfo::default();
+    info.id = ID.to_string();
+    info.containerd_namespace = "k8s.io".to_string();
+    for (k, v) in [
+        ("io.kubernetes.pod.name", "web-0"),
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.container.name", "web"),
+        ("app", "web"),
+    ] {
+        info.labels.insert(k.to_string(), v.to_string());
+    }
+    info.pid = Some(init.id());
+    let rootfs = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/rootfs");
+    let applies = |rec: &RecordingEnforcer| {
+        rec.calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Apply(k, ..) if k.name == "shop/web-0/web"))
+            .count()
+    };
+    let change = rt.container_creating(&info, rootfs).unwrap();
+    let ContainerChange::Tracked(key) = change else {
+        panic!("not tracked: {change:?}");
+    };
+    assert_eq!(key.cgroup_id, Some(cgroup_id));
+    assert_eq!(applies(&rec), 1);
+    // The hook again (runc retried) and then containerd's create event: nothing new.
+    assert_eq!(
+        rt.container_creating(&info, rootfs).unwrap(),
+        ContainerChange::Unchanged
+    );
+    assert_eq!(
+        rt.container_event(&ContainerEvent::Created(info.clone()))
+            .unwrap(),
+        ContainerChange::Unchanged
+    );
+    assert_eq!(applies(&rec), 1);
+    // A creation report for the same container with another pid while its task runs.
+    let mut forged = info.clone();
+    forged.pid = Some(other.id());
+    let e = rt.container_creating(&forged, rootfs).unwrap_err();
+    assert!(e.to_string().contains("still runs"), "{e}");
+    assert_eq!(rt.containers(), vec![key.clone()]);
+    // An enforcer that fails: an error naming why, nothing tracked, nothing left applied.
+    rt.remove_container(ID);
+    rec.fail_apply(Some("rule map full"));
+    let e = rt.container_creating(&info, rootfs).unwrap_err();
+    let text = armor_core::diag::error_chain(&e);
+    assert!(
+        text.contains("shop/web-0/web") && text.contains("rule map full"),
+        "{text}"
+    );
+    assert!(rt.containers().is_empty());
+    assert!(rt.take_problems().is_empty(), "the failure is the error's");
+    // A sandbox (pause container) is not a workload.
+    rec.fail_apply(None);
+    let mut sandbox = info.clone();
+    sandbox
+        .labels
+        .insert("io.cri-containerd.kind".to_string(), "sandbox".to_string());
+    assert_eq!(
+        rt.container_creating(&sandbox, rootfs).unwrap(),
+        ContainerChange::Unchanged
+    );
+    let _ = init.kill();
+    let _ = other.kill();
+    let _ = init.wait();
+    let _ = other.wait();
+    drop(cg);
+    let _ = fs::remove_dir_all(&dir);
 }
