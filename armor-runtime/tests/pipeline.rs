@@ -74,26 +74,20 @@ impl Drop for Cg {
     }
 }
 
-#[test]
-fn container_events_become_kubearmor_logs_and_alerts() {
-    if !root_or_skip() {
-        return;
-    }
-    let dir = tmp("policies");
+/// A policy directory `tag` holding [`AUDIT`], and a fresh cgroup `name-PID` with its id.
+fn audit_and_cgroup(tag: &str, name: &str) -> (PathBuf, Cg, u64) {
+    let dir = tmp(tag);
     fs::write(dir.join("p.yaml"), AUDIT).unwrap();
     let root = armor_runtime::identity::cgroup2_root().unwrap();
-    let cg = Cg(root.join(format!("kubepods-test-{}", std::process::id())));
+    let cg = Cg(root.join(format!("{name}-{}", std::process::id())));
     fs::create_dir_all(&cg.0).unwrap();
     let cgroup_id = fs::metadata(&cg.0).unwrap().ino();
+    (dir, cg, cgroup_id)
+}
 
-    let mut source = EventSource::load(Options::default()).unwrap();
-    let recording = Arc::new(RecordingEnforcer::new());
-    let mut rt = Runtime::new(
-        RuntimeConfig::default().throttling(3, Duration::from_secs(30)),
-        load_policies(&[&dir]).unwrap(),
-        vec![],
-        Some(source.controls()),
-    );
+/// Container `ID` of containerd's `k8s.io` namespace: pod `shop/web-0`, container `web`, label
+/// `app: web`, the busybox image.
+fn web_info() -> ContainerInfo {
     let mut info = ContainerInfo::default();
     info.id = ID.to_string();
     info.containerd_namespace = "k8s.io".to_string();
@@ -106,6 +100,25 @@ fn container_events_become_kubearmor_logs_and_alerts() {
     ] {
         info.labels.insert(k.to_string(), v.to_string());
     }
+    info
+}
+
+#[test]
+fn container_events_become_kubearmor_logs_and_alerts() {
+    if !root_or_skip() {
+        return;
+    }
+    let (dir, cg, cgroup_id) = audit_and_cgroup("policies", "kubepods-test");
+
+    let mut source = EventSource::load(Options::default()).unwrap();
+    let recording = Arc::new(RecordingEnforcer::new());
+    let mut rt = Runtime::new(
+        RuntimeConfig::default().throttling(3, Duration::from_secs(30)),
+        load_policies(&[&dir]).unwrap(),
+        vec![],
+        Some(source.controls()),
+    );
+    let info = web_info();
     let key = rt.add_container_with_cgroup(&info, cgroup_id);
     assert_eq!(key.name, "shop/web-0/web");
     drop(recording);
@@ -343,12 +356,7 @@ fn a_container_reported_by_the_create_hook_gets_its_rules_once() {
     if !root_or_skip() {
         return;
     }
-    let dir = tmp("hook-policies");
-    fs::write(dir.join("p.yaml"), AUDIT).unwrap();
-    let root = armor_runtime::identity::cgroup2_root().unwrap();
-    let cg = Cg(root.join(format!("kubepods-hook-{}", std::process::id())));
-    fs::create_dir_all(&cg.0).unwrap();
-    let cgroup_id = fs::metadata(&cg.0).unwrap().ino();
+    let (dir, cg, cgroup_id) = audit_and_cgroup("hook-policies", "kubepods-hook");
     // Two processes in the container's cgroup: its init, and one a forged report names.
     let spawn = || {
         Command::new("/bin/sh")
@@ -369,17 +377,7 @@ fn a_container_reported_by_the_create_hook_gets_its_rules_once() {
         vec![rec.clone()],
         None,
     );
-    let mut info = ContainerInfo::default();
-    info.id = ID.to_string();
-    info.containerd_namespace = "k8s.io".to_string();
-    for (k, v) in [
-        ("io.kubernetes.pod.name", "web-0"),
-        ("io.kubernetes.pod.namespace", "shop"),
-        ("io.kubernetes.container.name", "web"),
-        ("app", "web"),
-    ] {
-        info.labels.insert(k.to_string(), v.to_string());
-    }
+    let mut info = web_info();
     info.pid = Some(init.id());
     let rootfs = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/rootfs");
     let applies = |rec: &RecordingEnforcer| {

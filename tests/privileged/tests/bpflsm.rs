@@ -963,22 +963,25 @@ fn bpflsm_alert_flood_is_rate_limited_and_counted() {
     assert_eq!(received as u64, sent, "every alert written was read");
 }
 
-/// Enforcement begins when `apply` returns. For a container that point is between `runc create`
-/// (the cgroup exists, `runc init` waits) and `runc start` (it execs the entrypoint): a
-/// container whose first command is blocked never runs it.
-#[test]
-fn bpflsm_container_first_command_is_blocked() {
-    let Some(lsm) = enforcer() else { return };
+/// The enforcer with an alert sink and the test in its harness cgroup, when runc is there too;
+/// `None` (after saying why) outside the guest.
+fn runc_enforcer() -> Option<(BpfLsm, Arc<Sink>, Harness)> {
+    let lsm = enforcer()?;
     if Command::new("runc").arg("--version").output().is_err() {
         assert!(guest::current().is_none(), "runc missing in the guest");
         eprintln!("skipped: runc not installed");
-        return;
+        return None;
     }
     let sink = Arc::new(Sink::default());
     lsm.set_alert_sink(sink.clone());
     let harness = Harness::enter(&lsm);
-    let bundle = PathBuf::from("/tmp/armor-ctr");
-    let _ = fs::remove_dir_all(&bundle);
+    Some((lsm, sink, harness))
+}
+
+/// A fresh runc bundle at `bundle` (`runc spec`'s config): a root file system with the helper as
+/// `/bin/blocked` and the directories runc mounts on. Returns the root file system's path.
+fn runc_bundle(bundle: &Path) -> PathBuf {
+    let _ = fs::remove_dir_all(bundle);
     let rootfs = bundle.join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     for d in ["proc", "dev", "sys", "tmp"] {
@@ -987,10 +990,23 @@ fn bpflsm_container_first_command_is_blocked() {
     fs::copy(helper_path(), rootfs.join("bin/blocked")).unwrap();
     let st = Command::new("runc")
         .args(["spec", "--bundle"])
-        .arg(&bundle)
+        .arg(bundle)
         .status()
         .unwrap();
     assert!(st.success(), "runc spec");
+    rootfs
+}
+
+/// Enforcement begins when `apply` returns. For a container that point is between `runc create`
+/// (the cgroup exists, `runc init` waits) and `runc start` (it execs the entrypoint): a
+/// container whose first command is blocked never runs it.
+#[test]
+fn bpflsm_container_first_command_is_blocked() {
+    let Some((lsm, sink, harness)) = runc_enforcer() else {
+        return;
+    };
+    let bundle = PathBuf::from("/tmp/armor-ctr");
+    runc_bundle(&bundle);
     let spec = fs::read_to_string(bundle.join("config.json")).unwrap();
     let cgroup_rel = format!("armor-ctr-{}", std::process::id());
     let spec = spec
@@ -1115,15 +1131,9 @@ fn runc_logged(args: &[&str], log: &fs::File) -> std::process::ExitStatus {
 ///   two apart.
 #[test]
 fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_entrypoint() {
-    let Some(lsm) = enforcer() else { return };
-    if Command::new("runc").arg("--version").output().is_err() {
-        assert!(guest::current().is_none(), "runc missing in the guest");
-        eprintln!("skipped: runc not installed");
+    let Some((lsm, sink, harness)) = runc_enforcer() else {
         return;
-    }
-    let sink = Arc::new(Sink::default());
-    lsm.set_alert_sink(sink.clone());
-    let harness = Harness::enter(&lsm);
+    };
     let set = PolicySet::parse(
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {name: no-entry, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  process:\n    matchPaths:\n    - path: /bin/blocked\n  capabilities:\n    matchCapabilities:\n    - capability: sys_admin\n  action: Block\n",
         "no-entry.yaml",
@@ -1138,19 +1148,7 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
     for first_exec in [true, false] {
         let mode = if first_exec { "first-exec" } else { "at-once" };
         let bundle = PathBuf::from(format!("/tmp/armor-hook-{mode}"));
-        let _ = fs::remove_dir_all(&bundle);
-        let rootfs = bundle.join("rootfs");
-        fs::create_dir_all(rootfs.join("bin")).unwrap();
-        for d in ["proc", "dev", "sys", "tmp"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        fs::copy(helper_path(), rootfs.join("bin/blocked")).unwrap();
-        let st = Command::new("runc")
-            .args(["spec", "--bundle"])
-            .arg(&bundle)
-            .status()
-            .unwrap();
-        assert!(st.success(), "runc spec");
+        let rootfs = runc_bundle(&bundle);
         // The hook hands runc's state to the test and waits until the test says go.
         let b = bundle.display();
         let hook = format!("cat > {b}/state.json && while [ ! -e {b}/go ]; do sleep 0.05; done");

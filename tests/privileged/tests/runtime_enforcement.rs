@@ -843,6 +843,33 @@ impl Agent {
         log_line(&self.logs, needle, limit, &mut self.seen)
     }
 
+    /// Waits up to 10 s for a BPFLSM alert of container `web_id` (it crosses the ring buffer,
+    /// the reader thread and the loop), stops the agent, then removes the containers and the
+    /// private containerd: the agent's result, log lines and JSON lines, and what cleanup left.
+    fn finish(
+        self,
+        web_id: &str,
+        (tmp, daemon, mut driver): (GuestTmp, support::Daemon, support::Driver),
+    ) -> (
+        armor_runtime::Result<()>,
+        Vec<String>,
+        Vec<serde_json::Value>,
+        Vec<String>,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let is_web_alert =
+            |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id;
+        while Instant::now() < deadline && !self.out.lines().iter().any(is_web_alert) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (result, seen, lines) = self.stop();
+        let left = driver.cleanup();
+        drop(driver);
+        drop(daemon);
+        drop(tmp);
+        (result, seen, lines, left)
+    }
+
     /// Stops the agent: its result, every log line, every JSON line written.
     fn stop(
         mut self,
@@ -880,6 +907,24 @@ fn log_line(
     }
 }
 
+/// A private containerd in the guest with the busybox image loaded, and a policy directory
+/// holding [`BUSYBOX_POLICY`]; `None` (after saying why) where containerd cannot run.
+fn private_containerd(tag: &str) -> Option<(GuestTmp, support::Daemon, support::Driver, PathBuf)> {
+    if let Some(why) = support::unavailable() {
+        assert!(guest::current().is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let tmp = GuestTmp::mount();
+    let daemon = support::Daemon::start(tag);
+    let mut driver = support::Driver::connect(&daemon.socket, &daemon.dir);
+    driver.load_busybox(CTRD_IMAGE, &[]);
+    let policies = daemon.dir.join("policies");
+    fs::create_dir_all(&policies).unwrap();
+    fs::write(policies.join("no-busybox.yaml"), BUSYBOX_POLICY).unwrap();
+    Some((tmp, daemon, driver, policies))
+}
+
 /// The whole agent (`armor_runtime::agent::run`, what `armor-agent --enforcer bpflsm
 /// --containerd-socket S` runs) against a private containerd in the guest: it enumerates and
 /// watches containerd itself, applies a container's rules on the task-create event, blocks the
@@ -888,18 +933,9 @@ fn log_line(
 /// CreateContainer/StartContainer gap).
 #[test]
 fn runtime_agent_loop_enforces_on_containerd_task_create() {
-    if let Some(why) = support::unavailable() {
-        assert!(guest::current().is_none(), "{why}");
-        eprintln!("skipped: {why}");
+    let Some((tmp, daemon, mut driver, policies)) = private_containerd("rt-agent") else {
         return;
-    }
-    let tmp = GuestTmp::mount();
-    let daemon = support::Daemon::start("rt-agent");
-    let mut driver = support::Driver::connect(&daemon.socket, &daemon.dir);
-    driver.load_busybox(CTRD_IMAGE, &[]);
-    let policies = daemon.dir.join("policies");
-    fs::create_dir_all(&policies).unwrap();
-    fs::write(policies.join("no-busybox.yaml"), BUSYBOX_POLICY).unwrap();
+    };
     let mut bpf = armor_enforce_bpflsm::Config::default();
     bpf.alerts_per_sec = 0;
     let options = armor_runtime::agent::AgentOptions::new(&policies)
@@ -935,19 +971,10 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
         );
         exits.push((spec, status));
     }
-    // The web alert crosses the ring buffer, the reader thread and the loop.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let web_id = exits[0].0.id.clone();
     let is_web_alert =
         |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id.as_str();
-    while Instant::now() < deadline && !agent.out.lines().iter().any(is_web_alert) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (result, seen, lines) = agent.stop();
-    let left = driver.cleanup();
-    drop(driver);
-    drop(daemon);
-    drop(tmp);
+    let (result, seen, lines, left) = agent.finish(&web_id, (tmp, daemon, driver));
     assert!(result.is_ok(), "agent: {result:?}; log {seen:#?}");
     assert_eq!(seen.last().map(String::as_str), Some("stopped"));
     assert!(left.is_empty(), "not removed: {left:?}");
@@ -1009,18 +1036,9 @@ fn big_policy() -> String {
 ///   reason, and no task of it ever runs.
 #[test]
 fn runtime_agent_answers_the_oci_hook() {
-    if let Some(why) = support::unavailable() {
-        assert!(guest::current().is_none(), "{why}");
-        eprintln!("skipped: {why}");
+    let Some((tmp, daemon, mut driver, policies)) = private_containerd("rt-hook") else {
         return;
-    }
-    let tmp = GuestTmp::mount();
-    let daemon = support::Daemon::start("rt-hook");
-    let mut driver = support::Driver::connect(&daemon.socket, &daemon.dir);
-    driver.load_busybox(CTRD_IMAGE, &[]);
-    let policies = daemon.dir.join("policies");
-    fs::create_dir_all(&policies).unwrap();
-    fs::write(policies.join("no-busybox.yaml"), BUSYBOX_POLICY).unwrap();
+    };
     fs::write(policies.join("big.yaml"), big_policy()).unwrap();
     let socket = daemon.dir.join("hook/hook.sock");
     let mut bpf = armor_enforce_bpflsm::Config::default();
@@ -1067,18 +1085,10 @@ fn runtime_agent_answers_the_oci_hook() {
         println!("{name}: Tasks.Create {create_time:?} → {created:?}; exit status {status:?}");
         runs.push((spec, created, status));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
     let web_id = runs[0].0.id.clone();
     let is_web_alert =
         |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id.as_str();
-    while Instant::now() < deadline && !agent.out.lines().iter().any(is_web_alert) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (result, seen, lines) = agent.stop();
-    let left = driver.cleanup();
-    drop(driver);
-    drop(daemon);
-    drop(tmp);
+    let (result, seen, lines, left) = agent.finish(&web_id, (tmp, daemon, driver));
     assert!(result.is_ok(), "agent: {result:?}; log {seen:#?}");
     assert!(left.is_empty(), "not removed: {left:?}");
     assert!(!socket.exists(), "the agent left its hook socket behind");
