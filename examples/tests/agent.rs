@@ -42,7 +42,8 @@ fn help_names_every_enforcer_and_what_it_covers() {
         assert!(help.contains(&format!("\n  {choice} ")), "{choice}: {help}");
     }
     for needle in [
-        "task create, before",
+        "rules from the task-create event",
+        "--hook-socket",
         "process.apparmorProfile",
         "localhostProfile",
         "`Audit (Block)`",
