@@ -267,7 +267,11 @@ fn accept_loop(listener: &UnixListener, tx: &mpsc::Sender<HookRequest>, stop: &A
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(conn) = conn else { continue };
+        let Ok(conn) = conn else {
+            // Out of descriptors or the like: do not spin while it lasts.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         let tx = tx.clone();
         let _ = std::thread::Builder::new()
             .name("armor-hook-conn".into())
