@@ -1036,9 +1036,19 @@ fn big_policy() -> String {
 ///   reason, and no task of it ever runs.
 #[test]
 fn runtime_agent_answers_the_oci_hook() {
+    // The hook binary is read before /tmp is covered by the guest's tmpfs (a checkout under
+    // /tmp would vanish under it), and installed next to the daemon.
+    let hook_binary = fs::read(env!("CARGO_BIN_EXE_armor-test-oci-hook")).unwrap();
     let Some((tmp, daemon, mut driver, policies)) = private_containerd("rt-hook") else {
         return;
     };
+    let hook_path = daemon.dir.join("armor-oci-hook");
+    fs::write(&hook_path, &hook_binary).unwrap();
+    fs::set_permissions(
+        &hook_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     fs::write(policies.join("big.yaml"), big_policy()).unwrap();
     let socket = daemon.dir.join("hook/hook.sock");
     let mut bpf = armor_enforce_bpflsm::Config::default();
@@ -1054,7 +1064,7 @@ fn runtime_agent_answers_the_oci_hook() {
         return;
     };
     let hooks = serde_json::json!({"createRuntime": [{
-        "path": env!("CARGO_BIN_EXE_armor-test-oci-hook"),
+        "path": hook_path.to_str().unwrap(),
         "args": ["armor-oci-hook", "--socket", socket.to_str().unwrap(), "--timeout", "60"],
         "timeout": 120,
     }]});
