@@ -769,8 +769,12 @@ impl std::io::Write for SharedOut {
 }
 
 impl SharedOut {
+    /// The complete lines written so far (the agent writes a record in several pieces: a
+    /// line still being written is left for the next call).
     fn lines(&self) -> Vec<serde_json::Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
