@@ -207,9 +207,9 @@ fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Verdi
     };
     match rt.container_creating(&info, &state.rootfs()) {
         Ok(ContainerChange::Tracked(key)) => {
-            let cgroup = key.cgroup_id.unwrap_or_default();
+            // The key shows its cgroup: `ns/pod/name (cgroup N)`.
             let line = format!(
-                "container {key} (cgroup {cgroup}) admitted by the OCI hook in {} ms",
+                "container {key} admitted by the OCI hook in {} ms",
                 t.elapsed().as_millis()
             );
             (Verdict::Admitted(format!("rules of {key} in force")), line)
