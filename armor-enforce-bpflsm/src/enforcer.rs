@@ -941,11 +941,12 @@ impl Enforcer for BpfLsm {
 
     fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
         let mut st = self.lock();
+        // What was said about the workload ahead of an apply goes too, installed or not.
         st.until_exec.remove(key);
+        st.roots.remove(key);
         let Some(old) = st.installed.remove(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
-        st.roots.remove(key);
         st.used_entries = st.used_entries.saturating_sub(old.keys.len());
         st.used_dfas = st.used_dfas.saturating_sub(old.dfas.len());
         if let Some(l) = st.loaded.as_mut() {

@@ -758,10 +758,10 @@ impl Runtime {
         let failed = self.apply_enforcers_ahead(&mut t, false);
         let selected = !t.rules.rule_ids().is_empty();
         if failed > 0 || (selected && !self.enforcers.is_empty() && !t.enforced) {
-            if t.applied {
-                for e in &self.enforcers {
-                    let _ = e.remove(&t.key);
-                }
+            // Also when nothing was applied: an enforcer forgets what it was told about the
+            // workload ahead of the apply (BPF-LSM's root and first-exec mark).
+            for e in &self.enforcers {
+                let _ = e.remove(&t.key);
             }
             let reason = self.problems.split_off(before.min(self.problems.len()));
             return Err(Error::NotEnforced {
