@@ -1,7 +1,7 @@
 //! The pipeline: kernel events → workload identity → policy decision → KubeArmor Log/Alert.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,9 +104,6 @@ struct Tracked {
     enforced: bool,
     /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
     applied: bool,
-    /// A container being created (reported by the OCI hook) whose next apply is its first:
-    /// its root file system as this process sees it (its init process has not switched to it).
-    creating: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +193,12 @@ fn identify(t: &Tracked, r: &mut Telemetry) {
     r.container_image = Some(image);
 }
 
+/// The id of the cgroup v2 that process `pid` is in.
+fn cgroup_of(pid: u32) -> Result<u64> {
+    let path = identity::proc_cgroup(pid)?;
+    identity::cgroup_id(&identity::cgroup2_root()?, &path)
+}
+
 /// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
 fn labels_text(c: &Container) -> String {
     c.labels
@@ -255,7 +258,6 @@ impl Runtime {
             visibility,
             enforced: false,
             applied: false,
-            creating: None,
         };
         let mut rt = Self {
             config,
@@ -331,21 +333,27 @@ impl Runtime {
     }
 
     fn apply_enforcers(&mut self, t: &mut Tracked) {
-        self.apply_enforcers_ahead(t, false);
+        self.apply_enforcers_ahead(t, false, None);
     }
 
     /// Applies `t`'s rules; `ahead`: for a container without a process yet, whose coverage is
-    /// checked (and reported) once its task exists.
+    /// checked (and reported) once its task exists; `creating`: for a container being created
+    /// (reported by the OCI hook), its root file system as this process sees it.
     /// Returns how many enforcers failed to apply the rules.
-    fn apply_enforcers_ahead(&mut self, t: &mut Tracked, ahead: bool) -> usize {
+    fn apply_enforcers_ahead(
+        &mut self,
+        t: &mut Tracked,
+        ahead: bool,
+        creating: Option<&Path>,
+    ) -> usize {
         t.enforced = false;
         t.applied = false;
         let pid = t.info.as_ref().and_then(|i| i.pid);
         if let Some(en) = &self.enforcement {
             if t.service.is_some() {
                 en.prepare_service(&t.key);
-            } else if let Some(rootfs) = t.creating.take() {
-                en.prepare_creating(&t.key, &rootfs);
+            } else if let Some(rootfs) = creating {
+                en.prepare_creating(&t.key, rootfs);
             } else {
                 en.prepare(&t.key, pid);
             }
@@ -419,7 +427,6 @@ impl Runtime {
             visibility,
             enforced: false,
             applied: false,
-            creating: None,
         }
     }
 
@@ -430,10 +437,7 @@ impl Runtime {
             what: "container without a running task",
             input: info.id.clone(),
         })?;
-        let path = identity::proc_cgroup(pid)?;
-        let root = identity::cgroup2_root()?;
-        let cgroup_id = identity::cgroup_id(&root, &path)?;
-        Ok(self.add_container_with_cgroup(info, cgroup_id))
+        Ok(self.add_container_with_cgroup(info, cgroup_of(pid)?))
     }
 
     /// A container's workload name: `namespace/pod/container`, or `namespace/container`.
@@ -472,7 +476,6 @@ impl Runtime {
             visibility,
             enforced: false,
             applied: false,
-            creating: None,
         }
     }
 
@@ -665,7 +668,7 @@ impl Runtime {
                     return Ok(ContainerChange::Unchanged);
                 }
                 let mut t = self.track(info, WorkloadKey::new(Self::container_name(info)));
-                self.apply_enforcers_ahead(&mut t, true);
+                self.apply_enforcers_ahead(&mut t, true, None);
                 self.prepared.insert(info.id.clone(), t.key.clone());
                 Ok(ContainerChange::Prepared(t.key))
             }
@@ -748,14 +751,11 @@ impl Runtime {
             }
             self.remove_container(&info.id);
         }
-        let path = identity::proc_cgroup(pid)?;
-        let root = identity::cgroup2_root()?;
-        let cgroup_id = identity::cgroup_id(&root, &path)?;
+        let cgroup_id = cgroup_of(pid)?;
         let key = WorkloadKey::new(Self::container_name(info)).with_cgroup(cgroup_id);
         let mut t = self.track(info, key.clone());
-        t.creating = Some(rootfs.to_path_buf());
         let before = self.problems.len();
-        let failed = self.apply_enforcers_ahead(&mut t, false);
+        let failed = self.apply_enforcers_ahead(&mut t, false, Some(rootfs));
         let selected = !t.rules.rule_ids().is_empty();
         if failed > 0 || (selected && !self.enforcers.is_empty() && !t.enforced) {
             // Also when nothing was applied: an enforcer forgets what it was told about the

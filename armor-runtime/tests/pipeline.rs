@@ -74,6 +74,18 @@ impl Drop for Cg {
     }
 }
 
+/// A runtime on the policies in `dir` whose one enforcer records what it is asked.
+fn recorded_runtime(dir: &Path) -> (Arc<RecordingEnforcer>, Runtime) {
+    let rec = Arc::new(RecordingEnforcer::new());
+    let rt = Runtime::new(
+        RuntimeConfig::default(),
+        load_policies(&[dir]).unwrap(),
+        vec![rec.clone()],
+        None,
+    );
+    (rec, rt)
+}
+
 /// A policy directory `tag` holding [`AUDIT`], and a fresh cgroup `name-PID` with its id.
 fn audit_and_cgroup(tag: &str, name: &str) -> (PathBuf, Cg, u64) {
     let dir = tmp(tag);
@@ -228,13 +240,7 @@ fn container_events_become_kubearmor_logs_and_alerts() {
 fn reload_is_atomic_and_enforcers_follow() {
     let dir = tmp("reload");
     fs::write(dir.join("p.yaml"), AUDIT).unwrap();
-    let rec = Arc::new(RecordingEnforcer::new());
-    let mut rt = Runtime::new(
-        RuntimeConfig::default(),
-        load_policies(&[&dir]).unwrap(),
-        vec![rec.clone()],
-        None,
-    );
+    let (rec, mut rt) = recorded_runtime(&dir);
     let mut info = ContainerInfo::default();
     info.id = ID.to_string();
     info.labels.insert("app".into(), "web".into());
@@ -370,13 +376,7 @@ fn a_container_reported_by_the_create_hook_gets_its_rules_once() {
     };
     let (mut init, mut other) = (spawn(), spawn());
     std::thread::sleep(Duration::from_millis(200));
-    let rec = Arc::new(RecordingEnforcer::new());
-    let mut rt = Runtime::new(
-        RuntimeConfig::default(),
-        load_policies(&[&dir]).unwrap(),
-        vec![rec.clone()],
-        None,
-    );
+    let (rec, mut rt) = recorded_runtime(&dir);
     let mut info = web_info();
     info.pid = Some(init.id());
     let rootfs = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/x/rootfs");
