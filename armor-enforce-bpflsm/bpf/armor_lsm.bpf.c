@@ -351,7 +351,11 @@ static __always_inline void probe_globs(struct armor_scratch *s,
 	bpf_loop(n, glob_match, &rv, 0);
 }
 
-/* The acting executable: its path hash and text (into s->alert.source). */
+/* The acting executable: its path hash and text (into s->alert.source). An executable outside
+ * the mount namespace's tree has no path a fromSource rule could name: its hash is 0 (no
+ * source). One that is the root of its mount or has no parent (runc init runs from a private
+ * bind mount of runc's binary, or from a memfd) is named in the alert by its own name: `runc`,
+ * `memfd:runc_cloned:/proc/self/exe`. */
 static __always_inline __u64 source_of(struct armor_scratch *s)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
@@ -360,6 +364,15 @@ static __always_inline __u64 source_of(struct armor_scratch *s)
 		return 0;
 	struct path p = BPF_CORE_READ(exe, f_path);
 	int ok = armor_walk(s, NULL, p.dentry, p.mnt, 0);
+	if (s->internal) {
+		ok = 0;
+		if (s->n == 0) {
+			__u32 len = BPF_CORE_READ(p.dentry, d_name.len) & (ARMOR_NAME_MAX - 1);
+			const unsigned char *name = BPF_CORE_READ(p.dentry, d_name.name);
+			if (bpf_probe_read_kernel(s->path, len, name) == 0)
+				s->path_len = len;
+		}
+	}
 	__u32 n = s->path_len < ARMOR_ALERT_PATH ? s->path_len : ARMOR_ALERT_PATH;
 	__builtin_memcpy(s->alert.source, s->path, ARMOR_ALERT_PATH);
 	s->alert.source_len = n;

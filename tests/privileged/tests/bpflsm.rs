@@ -1265,6 +1265,15 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
             && a.action == "Block"),
         "the entrypoint was not refused: {run:?}"
     );
+    // The exec is runc init's, which runs from a copy of runc outside the container's tree (a
+    // private bind mount of its binary, or a memfd): the alert names that file (`runc`), not
+    // the container's root.
+    assert!(
+        run.iter()
+            .filter(|a| a.resource == "/bin/blocked")
+            .all(|a| a.source.as_deref().is_some_and(|s| s.contains("runc"))),
+        "the entrypoint's alert does not name runc's binary as its source: {run:?}"
+    );
     assert!(!log.contains("armor-op: ok"), "the entrypoint ran: {log}");
     assert!(
         !at_once_created,
