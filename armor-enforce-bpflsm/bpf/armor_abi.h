@@ -58,7 +58,7 @@
 
 #define ARMOR_RULE_POSTURE 0xffffffffu /* `armor_alert.rule` for DefaultPosture */
 #define ARMOR_ALERT_PATH 256           /* bytes of the path kept in an alert (the tail) */
-#define ARMOR_ALERT_F_TRUNCATED 1      /* the path did not fit and keeps its last bytes */
+#define ARMOR_ALERT_F_TRUNCATED 1      /* the path did not fit: its root-most components */
 #define ARMOR_ALERT_F_INCOMPLETE 2     /* the path could not be resolved to the root */
 
 /* Key of `armor_rules`: one ruleset's entries for one target and one source. */

@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 // The benchmark twin of armor_lsm.bpf.c: the same matching code (armor_match.h) compiled into
 // XDP programs, which the host kernel can time with BPF_PROG_TEST_RUN and `repeat`.
-// `armor_bench` takes the path the way the LSM's dentry walk produces it — the component
-// lengths (d_name.len) then the names, root first: packet = [n, len_1 .. len_n, names...] —
-// hashes every prefix, probes the directory entries at the depths the ruleset's bitmap names
-// and the exact entry, runs the file glob automaton when the ruleset has one and probes the
-// globs it matches, and decides (XDP_DROP = Block).
+// `armor_bench` takes the path as the LSM's dentry walk reads it — the component lengths
+// (d_name.len) then the names, root first: packet = [n, len_1 .. len_n, names...] — hashes
+// every name into the component ring (in the LSM this happens inside the dentry walk, one name
+// per step, so the walk's own steps are not part of the figure), runs the same prefix pass
+// (armor_prefixes: the full path hash and the directory entries at the depths the ruleset's
+// bitmap names), probes the exact entry, runs the file glob automaton when the ruleset has one
+// and probes the globs it matches, and decides (XDP_DROP = Block).
 // `kubearmor_baseline` does what KubeArmor's BPF-LSM enforcer does per path: one lookup of a
 // 400-byte {path[200], source[200]} string key at every `/` of the first 64 characters, and
 // one of the whole path.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "armor_match.h"
+
 
 #define BENCH_PATH 256
 #define BENCH_COMPONENTS 32
@@ -71,32 +74,45 @@ static __always_inline struct bench_buf *buf(void)
 	return bpf_map_lookup_elem(&bench_buf, &zero);
 }
 
-/* What the loop bodies need: the ruleset (its filter) and the automaton. */
+/* What the loop bodies need besides the buffer: the ruleset (its filter) and the automaton. */
 struct bench_ctx {
 	const struct armor_ruleset_val *rv;
 	const struct armor_dfa *dfa;
 };
 
-/* Component i (from the root): hash it, extend the prefix hash, probe directories. */
-static long component(__u32 i, void *ctx)
+#define BENCH_NAMES_CHUNK 8
+
+/* Components i * 8 .. i * 8 + 7 (root first): the hash of each name, pushed into the path's
+ * ring leaf first, as the LSM's dentry walk pushes them. */
+static long bench_names(__u32 i, void *ctx)
+{
+	struct bench_buf *b = buf();
+	struct armor_path *p = armor_path();
+	if (!b || !p)
+		return 1;
+	for (__u32 j = 0; j < BENCH_NAMES_CHUNK; j++) {
+		__u32 d = i * BENCH_NAMES_CHUNK + j;
+		if (d >= b->n)
+			return 1;
+		__u32 len = (__u8)b->path[(1 + d) & (BENCH_PATH - 1)];
+		__u64 c = armor_comp_hash(b->key, b->path + (b->off & (BENCH_PATH - 1)), len);
+		p->comp[(b->n - 1 - d) & ARMOR_COMPS_MASK] = c;
+		b->off += len;
+	}
+	return 0;
+}
+
+/* Component i through the glob automaton (only when the ruleset has file globs). */
+static long bench_dfa(__u32 i, void *ctx)
 {
 	const struct bench_ctx *bc = ctx;
 	struct bench_buf *b = buf();
-	if (!b)
+	if (!b || !bc->dfa || !b->dfa_state)
 		return 1;
 	__u32 len = (__u8)b->path[(1 + i) & (BENCH_PATH - 1)];
-	__u64 c = armor_comp_hash(b->key, b->path + (b->off & (BENCH_PATH - 1)), len);
-	b->hash = armor_extend(b->hash, c);
-	if (b->dfa_state) {
-		const struct armor_dfa *d = bc->dfa;
-		b->dfa_state = d ? armor_dfa_component(d, b->dfa_state,
-							b->path + (b->off & (BENCH_PATH - 1)), len)
-				 : 0;
-	}
+	b->dfa_state = armor_dfa_component(bc->dfa, b->dfa_state,
+					   b->path + (b->off & (BENCH_PATH - 1)), len);
 	b->off += len;
-	__u32 depth = i + 1;
-	if (b->bits & (1ULL << (depth < 63 ? depth : 63)))
-		armor_check(bc->rv, ARMOR_KIND_FILE_DIR, b->hash, depth + 1 < b->n);
 	return 0;
 }
 
@@ -119,7 +135,8 @@ int armor_bench(struct xdp_md *ctx)
 {
 	struct bench_buf *b = buf();
 	struct armor_state *st = armor_state();
-	if (!b || !st)
+	struct armor_path *p = armor_path();
+	if (!b || !st || !p)
 		return XDP_ABORTED;
 	__u64 size = ctx->data_end - ctx->data;
 	/* Up to 255 bytes; the asm keeps the bound where the verifier sees it. */
@@ -145,25 +162,28 @@ int armor_bench(struct xdp_md *ctx)
 	st->op.owner_known = 1;
 	st->op.write = 0;
 	st->op.source = 0;
-	b->bits = rs->dir_depths[1];
 	b->key = *key;
 	b->n = n;
 	b->off = 1 + n;
-	b->hash = armor_root(b->key);
+	bpf_loop((n + BENCH_NAMES_CHUNK - 1) / BENCH_NAMES_CHUNK, bench_names, NULL, 0);
+	p->n = n;
+	p->dir_bits = rs->dir_depths[1];
+	p->dir_kind = ARMOR_KIND_FILE_DIR;
+	p->lookups = 1;
+	armor_prefixes(p, rv, b->key);
+	armor_check(rv, ARMOR_KIND_FILE_PATH, p->hash, 0);
 	b->dfa_key.ruleset = id;
 	b->dfa_key.category = ARMOR_CAT_FILE;
 	b->dfa_state = (rs->flags & ARMOR_RS_GLOB(ARMOR_CAT_FILE)) ? ARMOR_DFA_START : 0;
-	if (b->bits & 1)
-		armor_check(rv, ARMOR_KIND_FILE_DIR, b->hash, 1 < n);
-	struct bench_ctx bc = {
-		.rv = rv,
-		.dfa = b->dfa_state ? bpf_map_lookup_elem(&armor_dfas, &b->dfa_key) : NULL,
-	};
-	bpf_loop(n, component, &bc, 0);
-	armor_check(rv, ARMOR_KIND_FILE_PATH, b->hash, 0);
 	if (b->dfa_state) {
+		struct bench_ctx bc = {
+			.rv = rv,
+			.dfa = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key),
+		};
+		b->off = 1 + n;
+		bpf_loop(n, bench_dfa, &bc, 0);
 		struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
-		if (d) {
+		if (d && b->dfa_state) {
 			__u32 acc = d->accept[b->dfa_state & (ARMOR_DFA_STATES - 1)];
 			b->dfa_off = acc >> 16;
 			if (acc & 0xffff)

@@ -2,7 +2,9 @@
 // armor's BPF-LSM enforcer: one program per hook, all driven by the maps of armor_match.h.
 // Each hook finds the workload of the current task (the nearest registered cgroup v2 ancestor,
 // else the host entry), resolves the operation's path by one dentry walk to the mount-namespace
-// root (hashing every prefix as it goes), probes the rule map and returns -EPERM on Block.
+// root (reading and hashing every name once, leaf to root), extends the component hashes root to
+// leaf into every prefix's hash (probing the directory entries), probes the rule map and returns
+// -EPERM on Block. The path's text is only built for an alert.
 // Alerts (Block, and Audit passes) go through one ring buffer, rate-limited per workload.
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -84,16 +86,17 @@ struct armor_scratch {
 	struct mount *mnt;
 	struct mount *root_mnt;
 	__u64 key;
-	__u64 hash;
-	__u64 last_comp;
-	__u32 n;
-	__u32 resolved;
+	__u64 hash;      /* the full path hash (when the walk is complete) */
+	__u64 last_comp; /* the leaf's own component hash */
+	__u32 n;         /* components between the leaf and the root */
+	__u32 resolved;  /* root-most components hashed into `hash` */
 	__u32 path_len;
 	__u8 done;
 	__u8 truncated;
 	__u8 lookups;
 	__u8 dir_kind;
 	__u8 internal;
+	__u8 text_done; /* s->path holds the walk's text */
 	__u8 category;
 	__u64 dir_bits;
 	/* glob automaton walk */
@@ -171,10 +174,11 @@ static __always_inline void probe_dir_inodes(struct armor_scratch *s,
 	}
 }
 
-/* What the walk's loop bodies need besides the scratch space: the ruleset (its filter) and the
- * automaton, looked up once per decision. */
+/* What the walk's loop bodies need besides the scratch space: the ruleset (its filter), the
+ * component ring and the automaton, looked up once per walk. */
 struct walk_ctx {
 	const struct armor_ruleset_val *rv;
+	struct armor_path *p;
 	const struct armor_dfa *dfa;
 };
 
@@ -210,25 +214,30 @@ static long walk_up(__u32 i, void *ctx)
 		s->done = 1;
 		return 1;
 	}
+	/* The component's name and its hash: the walk reads every name once, here. */
+	struct armor_path *p = wc->p;
+	if (!p)
+		return 1;
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > ARMOR_NAME_MAX - 1)
+		len = ARMOR_NAME_MAX - 1;
+	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
+		return 1; /* not done: the path stays incomplete */
+	__u64 c = armor_comp_hash(s->key, s->name, len);
+	if (s->n == 0)
+		s->last_comp = c;
+	p->comp[s->n & ARMOR_COMPS_MASK] = c;
 	s->stack[s->n & ARMOR_STACK_MASK] = d;
 	s->n++;
 	s->dentry = up;
 	return 0;
 }
 
-static __always_inline void probe_dir(struct armor_scratch *s, const struct armor_ruleset_val *rv,
-				      __u32 depth)
+/* Component i (root first) of the kept components into the alert text: the names are read
+ * again, only when an alert needs the text. */
+static long walk_text(__u32 i, void *ctx)
 {
-	if (!s->lookups || !(s->dir_bits & (1ULL << (depth < 63 ? depth : 63))))
-		return;
-	armor_check(rv, s->dir_kind, s->hash, depth + 1 < s->n);
-}
-
-/* Root to leaf over the kept components: hash, append to the text, probe directories, feed the
- * glob automaton. */
-static long walk_down(__u32 i, void *ctx)
-{
-	struct walk_ctx *wc = ctx;
 	struct armor_scratch *s = scratch();
 	if (!s)
 		return 1;
@@ -237,38 +246,74 @@ static long walk_down(__u32 i, void *ctx)
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 	if (len > ARMOR_NAME_MAX - 1)
 		len = ARMOR_NAME_MAX - 1;
-	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
-		return 1;
-	__u64 c = armor_comp_hash(s->key, s->name, len);
-	s->last_comp = c;
-	s->hash = armor_extend(s->hash, c);
 	__u32 pos = s->path_len;
-	if (pos + 1 + len < ARMOR_ALERT_PATH) {
-		s->path[pos & (ARMOR_NAME_MAX - 1)] = '/';
-		pos++;
-		bpf_probe_read_kernel(s->path + (pos & (ARMOR_NAME_MAX - 1)),
-				      len & (ARMOR_NAME_MAX - 1), s->name);
-		s->path_len = pos + len;
-	} else {
+	if (pos + 1 + len >= ARMOR_ALERT_PATH) {
 		s->truncated = 1;
+		return 1;
 	}
-	s->resolved = i + 1;
-	probe_dir(s, wc->rv, i + 1);
-	if (s->dfa_state) {
-		const struct armor_dfa *dfa = wc->dfa;
-		s->dfa_state = dfa ? armor_dfa_component(dfa, s->dfa_state, s->name, len) : 0;
-	}
+	s->path[pos & (ARMOR_NAME_MAX - 1)] = '/';
+	pos++;
+	if (bpf_probe_read_kernel(s->path + (pos & (ARMOR_NAME_MAX - 1)),
+				  len & (ARMOR_NAME_MAX - 1), name))
+		return 1;
+	s->path_len = pos + len;
 	return 0;
 }
 
-/* Walks (dentry, mnt) to the root of the current mount namespace. Sets s->hash (the full path
- * hash), s->path/path_len (the text), s->done (resolved to the root), and with `lookups`
- * probes the directory entries of every prefix (behind `rv`'s filter). Returns 1 when the path
- * is complete. */
-static __noinline int armor_walk(struct armor_scratch *s, const struct armor_ruleset_val *rv,
-				 struct dentry *dentry, struct vfsmount *vfsmnt, int lookups)
+/* The text of the last walk's path into s->path / s->path_len (its root-most components when it
+ * does not fit: s->truncated). */
+static __always_inline void walk_text_build(struct armor_scratch *s)
 {
+	if (s->text_done)
+		return;
+	s->text_done = 1;
+	s->path_len = 0;
+	s->truncated = 0;
+	__u32 kept = s->n < ARMOR_STACK ? s->n : ARMOR_STACK;
+	bpf_loop(kept, walk_text, NULL, 0);
+	if (s->path_len == 0) {
+		s->path[0] = '/';
+		s->path_len = 1;
+	}
+}
+
+/* Component i (root first) through the glob automaton: only for a category with globs, which
+ * reads the names a second time. */
+static long walk_dfa(__u32 i, void *ctx)
+{
+	struct walk_ctx *wc = ctx;
+	struct armor_scratch *s = scratch();
+	if (!s || !wc->dfa || !s->dfa_state)
+		return 1;
+	struct dentry *d = s->stack[(s->n - 1 - i) & ARMOR_STACK_MASK];
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > ARMOR_NAME_MAX - 1)
+		len = ARMOR_NAME_MAX - 1;
+	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name)) {
+		s->dfa_state = 0;
+		return 1;
+	}
+	s->dfa_state = armor_dfa_component(wc->dfa, s->dfa_state, s->name, len);
+	return 0;
+}
+
+#define ARMOR_WALK_LOOKUPS 1 /* probe the directory entries and run the automaton */
+#define ARMOR_WALK_TEXT 2    /* build the text now */
+
+/* Walks (dentry, mnt) to the root of the current mount namespace: every component's hash into
+ * the ring (walk_up), then the prefix pass (armor_prefixes: the full path hash in s->hash and,
+ * with ARMOR_WALK_LOOKUPS, the directory entries of every prefix behind `rv`'s filter), then the glob
+ * automaton when the category has globs. The text is built when needed (walk_text_build), or
+ * at once with ARMOR_WALK_TEXT. Sets s->done (reached the root). Returns 1 when the path is complete. */
+static __noinline int armor_walk(struct armor_scratch *s, const struct armor_ruleset_val *rv,
+				 struct dentry *dentry, struct vfsmount *vfsmnt, int flags)
+{
+	int lookups = flags & ARMOR_WALK_LOOKUPS;
 	if (!s)
+		return 0;
+	struct armor_path *p = armor_path();
+	if (!p)
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	s->dentry = dentry;
@@ -279,6 +324,7 @@ static __noinline int armor_walk(struct armor_scratch *s, const struct armor_rul
 	s->done = 0;
 	s->resolved = 0;
 	s->truncated = 0;
+	s->text_done = 0;
 	s->path_len = 0;
 	s->lookups = lookups;
 	s->dfa_on = 0;
@@ -292,24 +338,28 @@ static __noinline int armor_walk(struct armor_scratch *s, const struct armor_rul
 			s->dfa_key.category = s->category;
 		}
 	}
-	struct walk_ctx wc = {.rv = rv, .dfa = NULL};
+	struct walk_ctx wc = {.rv = rv, .p = p, .dfa = NULL};
 	bpf_loop(ARMOR_WALK_MAX, walk_up, &wc, 0);
-	s->hash = armor_root(s->key);
-	probe_dir(s, rv, 0);
-	__u32 kept = s->n < ARMOR_STACK ? s->n : ARMOR_STACK;
+	p->n = s->n;
+	p->lookups = lookups;
+	p->dir_bits = s->dir_bits;
+	p->dir_kind = s->dir_kind;
+	armor_prefixes(p, rv, s->key);
+	s->hash = p->hash;
+	s->resolved = p->resolved;
 	if (s->dfa_on) {
 		wc.dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
-		if (!wc.dfa)
+		if (!wc.dfa) {
 			s->dfa_state = 0;
+		} else {
+			bpf_loop(armor_kept(p), walk_dfa, &wc, 0);
+			/* The root itself: the automaton reads "/". */
+			if (s->n == 0 && s->dfa_state)
+				s->dfa_state = armor_dfa_step(wc.dfa, s->dfa_state, '/');
+		}
 	}
-	bpf_loop(kept, walk_down, &wc, 0);
-	if (s->path_len == 0) {
-		s->path[0] = '/';
-		s->path_len = 1;
-		/* The root itself: the automaton reads "/". */
-		if (wc.dfa && s->dfa_state)
-			s->dfa_state = armor_dfa_step(wc.dfa, s->dfa_state, '/');
-	}
+	if (flags & ARMOR_WALK_TEXT)
+		walk_text_build(s);
 	int complete = s->done && s->resolved == s->n;
 	if (!complete)
 		count(ARMOR_CNT_INCOMPLETE);
@@ -363,7 +413,7 @@ static __always_inline __u64 source_of(struct armor_scratch *s)
 	if (!exe)
 		return 0;
 	struct path p = BPF_CORE_READ(exe, f_path);
-	int ok = armor_walk(s, NULL, p.dentry, p.mnt, 0);
+	int ok = armor_walk(s, NULL, p.dentry, p.mnt, ARMOR_WALK_TEXT);
 	if (s->internal) {
 		ok = 0;
 		if (s->n == 0) {
@@ -477,6 +527,8 @@ static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit
 		a->detail = detail;
 		a->category = st->op.category;
 		a->action = verdict;
+		if (st->op.category <= ARMOR_CAT_FILE)
+			walk_text_build(s);
 		if (s->truncated)
 			a->flags |= ARMOR_ALERT_F_TRUNCATED;
 		if (incomplete)
@@ -529,7 +581,7 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	s->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
 	s->dir_bits = s->rs.dir_depths[file ? 1 : 0];
 	s->category = category;
-	int complete = armor_walk(s, rv, dentry, mnt, 1);
+	int complete = armor_walk(s, rv, dentry, mnt, ARMOR_WALK_LOOKUPS);
 	/* Files outside the mount namespace's tree have no path a rule could name. */
 	if (s->internal)
 		return 0;

@@ -290,6 +290,87 @@ static __always_inline void armor_check(const struct armor_ruleset_val *rv, __u8
 	armor_probe(kind, target, recursive_only);
 }
 
+/* A path as the matching code sees it: the hash of every component, leaf first, and what the
+ * prefix pass produces. The walk (the LSM's dentry walk, the benchmark's packet) pushes the
+ * component hashes; armor_prefixes extends them root to leaf into the full path hash and probes
+ * the directory entries on the way. */
+#define ARMOR_COMPS 2048 /* a ring: a walk deeper than this keeps the root-most components */
+#define ARMOR_COMPS_MASK (ARMOR_COMPS - 1)
+#define ARMOR_PREFIX_CHUNK 8 /* components per bpf_loop iteration of the prefix pass */
+
+struct armor_path {
+	__u64 comp[ARMOR_COMPS]; /* comp[k & MASK]: the hash of the k-th component from the leaf */
+	__u64 hash;              /* the prefix hash so far; after the pass, the full path's */
+	__u64 dir_bits;          /* bit d: the ruleset has directory entries at depth d */
+	__u32 n;                 /* components pushed */
+	__u32 resolved;          /* components extended into `hash` (root first) */
+	__u8 dir_kind;
+	__u8 lookups;            /* probe the directory entries */
+	__u8 pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_path);
+} armor_path_map SEC(".maps");
+
+static __always_inline struct armor_path *armor_path(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&armor_path_map, &zero);
+}
+
+/* The root-most components the ring still holds. */
+static __always_inline __u32 armor_kept(const struct armor_path *p)
+{
+	return p->n < ARMOR_COMPS ? p->n : ARMOR_COMPS;
+}
+
+struct armor_prefix_ctx {
+	struct armor_path *p;
+	const struct armor_ruleset_val *rv;
+};
+
+/* Components i * ARMOR_PREFIX_CHUNK .. + ARMOR_PREFIX_CHUNK - 1 (root first): extend the hash,
+ * probe the directory entry of the prefix when the ruleset has entries at that depth. No name
+ * is read here, so the body has few paths and the verifier checks it once per call site. */
+static long armor_prefix_chunk(__u32 i, void *ctx)
+{
+	struct armor_prefix_ctx *pc = ctx;
+	struct armor_path *p = pc->p;
+	if (!p)
+		return 1;
+	for (__u32 j = 0; j < ARMOR_PREFIX_CHUNK; j++) {
+		__u32 d = i * ARMOR_PREFIX_CHUNK + j;
+		if (d >= armor_kept(p))
+			return 1;
+		p->hash = armor_extend(p->hash, p->comp[(p->n - 1 - d) & ARMOR_COMPS_MASK]);
+		__u32 depth = d + 1;
+		p->resolved = depth;
+		if (p->lookups && (p->dir_bits & (1ULL << (depth < 63 ? depth : 63))))
+			armor_check(pc->rv, p->dir_kind, p->hash, depth + 1 < p->n);
+	}
+	return 0;
+}
+
+/* The prefix pass: the root's directory entry, then every kept component. Afterwards
+ * p->hash is the full path's hash when p->resolved == p->n. */
+static __always_inline void armor_prefixes(struct armor_path *p,
+					   const struct armor_ruleset_val *rv, __u64 key)
+{
+	p->hash = armor_root(key);
+	p->resolved = 0;
+	if (p->lookups && (p->dir_bits & 1))
+		armor_check(rv, p->dir_kind, p->hash, 1 < p->n);
+	struct armor_prefix_ctx pc = {.p = p, .rv = rv};
+	__u32 kept = armor_kept(p);
+	if (kept)
+		bpf_loop((kept + ARMOR_PREFIX_CHUNK - 1) / ARMOR_PREFIX_CHUNK, armor_prefix_chunk,
+			 &pc, 0);
+}
+
 /* The verdict: ARMOR_ACTION_{ALLOW,AUDIT,BLOCK}; *rule = the reported rule or
  * ARMOR_RULE_POSTURE. */
 static __always_inline int armor_verdict(const struct armor_op *op, const struct armor_ruleset *rs,

@@ -283,7 +283,7 @@ pub struct AlertRaw {
     pub path_len: u16,
     /// Bytes used in `source`.
     pub source_len: u16,
-    /// The resource path (its last bytes when truncated).
+    /// The resource path (its root-most components that fit when truncated).
     pub path: [u8; ALERT_PATH],
     /// The acting executable's path.
     pub source: [u8; ALERT_PATH],
