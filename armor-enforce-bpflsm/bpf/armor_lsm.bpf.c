@@ -182,6 +182,20 @@ struct walk_ctx {
 	const struct armor_dfa *dfa;
 };
 
+/* A dentry's name and its length (at most ARMOR_NAME_MAX - 1). */
+static __always_inline const unsigned char *dentry_name(struct dentry *d, __u32 *len)
+{
+	__u32 n = BPF_CORE_READ(d, d_name.len);
+	*len = n < ARMOR_NAME_MAX - 1 ? n : ARMOR_NAME_MAX - 1;
+	return BPF_CORE_READ(d, d_name.name);
+}
+
+/* Component i, root first, of the kept components of the last walk. */
+static __always_inline struct dentry *kept_dentry(const struct armor_scratch *s, __u32 i)
+{
+	return s->stack[(s->n - 1 - i) & ARMOR_STACK_MASK];
+}
+
 /* Leaf to root: push dentries, cross mounts, stop at the mount namespace's root. */
 static long walk_up(__u32 i, void *ctx)
 {
@@ -218,10 +232,8 @@ static long walk_up(__u32 i, void *ctx)
 	struct armor_path *p = wc->p;
 	if (!p)
 		return 1;
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	if (len > ARMOR_NAME_MAX - 1)
-		len = ARMOR_NAME_MAX - 1;
+	__u32 len;
+	const unsigned char *name = dentry_name(d, &len);
 	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
 		return 1; /* not done: the path stays incomplete */
 	__u64 c = armor_comp_hash(s->key, s->name, len);
@@ -241,11 +253,9 @@ static long walk_text(__u32 i, void *ctx)
 	struct armor_scratch *s = scratch();
 	if (!s)
 		return 1;
-	struct dentry *d = s->stack[(s->n - 1 - i) & ARMOR_STACK_MASK];
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	if (len > ARMOR_NAME_MAX - 1)
-		len = ARMOR_NAME_MAX - 1;
+	struct dentry *d = kept_dentry(s, i);
+	__u32 len;
+	const unsigned char *name = dentry_name(d, &len);
 	__u32 pos = s->path_len;
 	if (pos + 1 + len >= ARMOR_ALERT_PATH) {
 		s->truncated = 1;
@@ -285,11 +295,9 @@ static long walk_dfa(__u32 i, void *ctx)
 	struct armor_scratch *s = scratch();
 	if (!s || !wc->dfa || !s->dfa_state)
 		return 1;
-	struct dentry *d = s->stack[(s->n - 1 - i) & ARMOR_STACK_MASK];
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	if (len > ARMOR_NAME_MAX - 1)
-		len = ARMOR_NAME_MAX - 1;
+	struct dentry *d = kept_dentry(s, i);
+	__u32 len;
+	const unsigned char *name = dentry_name(d, &len);
 	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name)) {
 		s->dfa_state = 0;
 		return 1;
