@@ -101,6 +101,19 @@ struct armor_ruleset_val {
 	__u64 filter[ARMOR_FILTER_WORDS];
 };
 
+/* The rule table: an array of slots holding the seq 0 entry of every ruleset's keys, placed by
+ * open addressing (src/table.rs). A key's slot is found within ARMOR_WINDOW slots of its home
+ * slot (tag & mask) without a helper call; a key whose window was full when it was placed lives
+ * in `armor_rules` instead ("overflow"), where the entries of longer chains (seq >= 1) live too. */
+#define ARMOR_WINDOW 8
+#define ARMOR_TAG_EMPTY 0   /* never used: a probe stops here */
+#define ARMOR_TAG_DELETED 1 /* freed: a probe goes on past it */
+
+struct armor_slot {
+	__u64 tag; /* armor_tag() of the key, or ARMOR_TAG_EMPTY / ARMOR_TAG_DELETED */
+	struct armor_rule_val val;
+};
+
 /* Value of `armor_workloads` (key: cgroup v2 id; key 0 = the host, outside every workload). */
 struct armor_workload {
 	__u32 ruleset; /* 0 = managed without rules */

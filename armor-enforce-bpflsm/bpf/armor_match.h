@@ -23,6 +23,19 @@
 #define ARMOR_NO_RANK 0xffffffffu
 
 /* max_entries of every sized map is set by the loader from the configuration. */
+
+/* The rule table (armor_abi.h): max_entries = armor_table_mask + 1, a power of two. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_slot);
+} armor_table SEC(".maps");
+
+/* Set by the loader (read-only data: a constant for the verifier). */
+const volatile __u32 armor_table_mask = 0;
+
+/* Entries that are not in the table: chain entries (seq >= 1) and overflow. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
@@ -248,9 +261,34 @@ static long armor_chain_entry(__u32 i, void *ctx)
 	return 0;
 }
 
+/* The table tag of a rule key (src/hash.rs `tag` is the mirror): never EMPTY or DELETED. */
+static __always_inline __u64 armor_tag(__u32 ruleset, __u8 kind, __u64 target, __u64 source)
+{
+	__u64 h = armor_extend(armor_extend((((__u64)ruleset << 8) | kind) * ARMOR_P1, target),
+			       source ^ ARMOR_P2);
+	return h > ARMOR_TAG_DELETED ? h : h + 2;
+}
+
+/* The seq 0 entry of the key in st->key: from the table (within ARMOR_WINDOW slots of the tag's
+ * home slot, no helper call), else from `armor_rules` when the window was full (src/table.rs
+ * `Table::find` is the mirror). */
+static __always_inline const struct armor_rule_val *armor_first(struct armor_state *st)
+{
+	__u64 tag = armor_tag(st->key.ruleset, st->key.kind, st->key.target, st->key.source);
+	for (__u32 k = 0; k < ARMOR_WINDOW; k++) {
+		__u32 idx = ((__u32)tag + k) & armor_table_mask;
+		const struct armor_slot *sl = bpf_map_lookup_elem(&armor_table, &idx);
+		if (!sl || sl->tag == ARMOR_TAG_EMPTY)
+			return NULL;
+		if (sl->tag == tag)
+			return &sl->val;
+	}
+	return bpf_map_lookup_elem(&armor_rules, &st->key);
+}
+
 /* Every entry of one key, for the operation's source and for "any source" (a global function:
- * verified once, not at every call site). Most keys hold one
- * entry: it is applied inline; longer chains go through bpf_loop. */
+ * verified once, not at every call site). Most keys hold one entry, found in the table; the
+ * entries past it (seq >= 1) come from `armor_rules` through bpf_loop. */
 __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
 {
 	struct armor_state *st = armor_state();
@@ -268,7 +306,7 @@ __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
 		st->key.pad = 0;
 		st->key.target = target;
 		st->key.source = source;
-		struct armor_rule_val *first = bpf_map_lookup_elem(&armor_rules, &st->key);
+		const struct armor_rule_val *first = armor_first(st);
 		if (!first)
 			continue;
 		armor_consider(st, first);

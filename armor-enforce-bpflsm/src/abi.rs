@@ -177,6 +177,45 @@ pub struct RulesetMeta {
     pub pad: u32,
 }
 
+/// `ARMOR_WINDOW`: a key's slot lies at most this many slots from its home slot in the rule
+/// table ([`crate::table`]).
+pub const WINDOW: u32 = 8;
+/// `ARMOR_TAG_EMPTY`: a slot never used; a probe stops at it.
+pub const TAG_EMPTY: u64 = 0;
+/// `ARMOR_TAG_DELETED`: a slot freed; a probe goes on past it.
+pub const TAG_DELETED: u64 = 1;
+
+/// `struct armor_slot`: one slot of the rule table (`armor_table`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct SlotVal {
+    /// [`crate::hash::tag`] of the entry's key, or [`TAG_EMPTY`] / [`TAG_DELETED`].
+    pub tag: u64,
+    /// The entry.
+    pub val: RuleVal,
+}
+
+impl SlotVal {
+    /// A slot holding `val` under `tag`.
+    pub fn new(tag: u64, val: RuleVal) -> Self {
+        Self { tag, val }
+    }
+
+    /// A freed slot.
+    pub fn deleted() -> Self {
+        Self {
+            tag: TAG_DELETED,
+            val: RuleVal::default(),
+        }
+    }
+
+    /// A slot never used (or freed with nothing behind it).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+}
+
 /// `ARMOR_FILTER_BITS`: bits of a ruleset's Bloom filter over its entries' (kind, target) pairs.
 pub const FILTER_BITS: usize = 1 << 16;
 /// `ARMOR_FILTER_WORDS`.
@@ -388,6 +427,8 @@ unsafe impl aya::Pod for RulesetMeta {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RulesetVal {}
 // SAFETY: as above.
+unsafe impl aya::Pod for SlotVal {}
+// SAFETY: as above.
 unsafe impl aya::Pod for WorkloadVal {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ConfigVal {}
@@ -479,6 +520,8 @@ mod tests {
             offset_of!(RulesetVal, filter),
             c("armor_ruleset_val.filter")
         );
+        assert_eq!(size_of::<SlotVal>(), c("armor_slot"));
+        assert_eq!(offset_of!(SlotVal, val), c("armor_slot.val"));
         assert_eq!(size_of::<WorkloadVal>(), c("armor_workload"));
         assert_eq!(
             offset_of!(WorkloadVal, alerts_per_sec),

@@ -38,14 +38,15 @@ use armor_core::enforcer::{
     AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, EnforcerAlert, Support,
 };
 use armor_core::workload::WorkloadKey;
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::abi::{
-    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal, WorkloadVal,
+    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal, SlotVal, WorkloadVal,
 };
 use crate::compile::{BpfArtifact, DEFAULT_MAX_GLOB_STATES, compile_with};
+use crate::table::{Placement, Table};
 
 /// The kernel programs, embedded at build time.
 pub static LSM_OBJ: &[u8] =
@@ -73,9 +74,15 @@ pub const PROGRAMS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Entries of the rule map shared by every workload (an update briefly needs the old and the
-    /// new entries of one workload at once).
+    /// Rule entries of all workloads together (an update briefly needs the old and the new
+    /// entries of one workload at once): the capacity of the `armor_rules` hash map, which holds
+    /// what the rule table does not.
     pub max_rule_entries: u32,
+    /// Slots of the rule table (rounded up to a power of two; 24 bytes each, preallocated). The
+    /// kernel finds an entry in the table without a helper call; an entry that does not fit its
+    /// probe window goes to the `armor_rules` map, which is slower but just as exact. At most
+    /// half full, almost every entry fits ([`crate::table`]).
+    pub table_slots: u32,
     /// Workloads (cgroups) that can be managed, plus one for the host. Each workload with rules
     /// holds one ruleset value of about 8 KiB (its filter) in kernel memory, two during an
     /// update; the map is not preallocated.
@@ -103,6 +110,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_rule_entries: 1 << 20,
+            table_slots: 1 << 17,
             max_workloads: 1 << 14,
             max_tracked_files: 1 << 16,
             alerts_per_sec: 1000,
@@ -182,12 +190,24 @@ pub struct Counters {
 struct Installed {
     cgroup: u64,
     ruleset: u32,
+    /// Every entry's key (the filter of the non-atomic test update needs them).
     keys: Vec<RuleKey>,
+    /// Where the entries are: table slots and map entries.
+    placed: Placement,
     dfas: Vec<DfaKey>,
     artifact: BpfArtifact,
 }
 
+impl Installed {
+    fn entries(&self) -> usize {
+        self.placed.slots.len() + self.placed.map.len()
+    }
+}
+
 struct Loaded {
+    table: Array<MapData, SlotVal>,
+    /// The user-space copy of the table's tags.
+    tags: Table,
     rules: HashMap<MapData, RuleKey, RuleVal>,
     rulesets: HashMap<MapData, u32, RulesetVal>,
     dfas: HashMap<MapData, DfaKey, DfaVal>,
@@ -295,9 +315,11 @@ fn random_key() -> Result<u64, LoadError> {
     Ok(u64::from_ne_bytes(b))
 }
 
-fn loader(config: &Config) -> EbpfLoader<'static> {
+fn loader<'a>(config: &Config, table_mask: &'a u32) -> EbpfLoader<'a> {
     let mut l = EbpfLoader::new();
-    l.map_max_entries("armor_rules", config.max_rule_entries.max(1))
+    l.override_global("armor_table_mask", table_mask, true)
+        .map_max_entries("armor_table", table_mask.saturating_add(1))
+        .map_max_entries("armor_rules", config.max_rule_entries.max(1))
         .map_max_entries(
             "armor_rulesets",
             config.max_workloads.saturating_mul(2).max(2),
@@ -339,7 +361,9 @@ impl BpfLsm {
     }
 
     fn load_programs(&self) -> Result<Loaded, LoadError> {
-        let mut ebpf = loader(&self.config)
+        let tags = Table::new(self.config.table_slots);
+        let mask = tags.mask();
+        let mut ebpf = loader(&self.config, &mask)
             .load(LSM_OBJ)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
@@ -381,6 +405,15 @@ impl BpfLsm {
             prog.attach()
                 .map_err(|e| program_error("bpf_link_create", hook, e))?;
         }
+        let table = Array::try_from(
+            ebpf.take_map("armor_table")
+                .ok_or(LoadError::Missing("armor_table"))?,
+        )
+        .map_err(|source| LoadError::Map {
+            call: "open",
+            map: "armor_table",
+            source: Box::new(source),
+        })?;
         let rules = take(&mut ebpf, "armor_rules")?;
         let rulesets = take(&mut ebpf, "armor_rulesets")?;
         let dfas = take(&mut ebpf, "armor_dfas")?;
@@ -407,6 +440,8 @@ impl BpfLsm {
         let alerts_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = spawn_reader(ring, self.sink.clone(), stop.clone(), alerts_read.clone());
         Ok(Loaded {
+            table,
+            tags,
             rules,
             rulesets,
             dfas,
@@ -471,7 +506,7 @@ impl BpfLsm {
         self.lock().loaded.as_ref().map(|l| l.hash_key)
     }
 
-    /// Entries of the rule map in use by installed workloads.
+    /// Rule entries (table slots and map entries) in use by installed workloads.
     pub fn used_entries(&self) -> usize {
         self.lock().used_entries
     }
@@ -496,7 +531,7 @@ impl BpfLsm {
         {
             return Ok(Applied::Unchanged);
         }
-        let old_len = st.installed.get(key).map_or(0, |o| o.keys.len());
+        let old_len = st.installed.get(key).map_or(0, Installed::entries);
         if st.loaded.is_none() {
             st.loaded = Some(
                 self.load_programs()
@@ -526,7 +561,7 @@ impl BpfLsm {
             return Err(ApplyError::Capacity {
                 workload: key.name.clone(),
                 detail: format!(
-                    "{} rule map entries needed, {} free of {cap} (`max_rule_entries`)",
+                    "{} rule entries needed, {} free of {cap} (`max_rule_entries`)",
                     enc.rules.len(),
                     cap.saturating_sub(others + old_len)
                 ),
@@ -556,35 +591,6 @@ impl BpfLsm {
                 ),
             });
         }
-        let rollback = |l: &mut Loaded, written: &[RuleKey], dfas: &[DfaKey]| {
-            for w in written {
-                let _ = l.rules.remove(w);
-            }
-            for d in dfas {
-                let _ = l.dfas.remove(d);
-            }
-            let _ = l.rulesets.remove(&id);
-        };
-        let mut written = Vec::with_capacity(enc.rules.len());
-        for (k, v) in &enc.rules {
-            if let Err(e) = l.rules.insert(k, v, 0) {
-                rollback(l, &written, &[]);
-                return Err(map_err("bpf_map_update_elem", e));
-            }
-            written.push(*k);
-        }
-        let mut dfas = Vec::with_capacity(enc.dfas.len());
-        for (k, v) in &enc.dfas {
-            if let Err(e) = insert_big(&mut l.dfas, k, v) {
-                rollback(l, &written, &dfas);
-                return Err(map_err("bpf_map_update_elem", e));
-            }
-            dfas.push(*k);
-        }
-        if let Err(e) = insert_big(&mut l.rulesets, &id, enc.ruleset_val().as_ref()) {
-            rollback(l, &written, &dfas);
-            return Err(map_err("bpf_map_update_elem", e));
-        }
         // Only a first install may wait for the first exec: rewriting the flag of an installed
         // workload could re-open a container that already runs its entrypoint.
         let until_exec = !st.installed.contains_key(key) && st.until_exec.contains(key);
@@ -594,8 +600,20 @@ impl BpfLsm {
             flags: if until_exec { abi::W_UNTIL_EXEC } else { 0 },
             pad: 0,
         };
-        if let Err(e) = flip(l, cgroup, val) {
-            rollback(l, &written, &dfas);
+        let placed = l.tags.place_all(&enc.rules);
+        let dfas: Vec<DfaKey> = enc.dfas.iter().map(|(k, _)| *k).collect();
+        let written = write_placement(l, &placed)
+            .and_then(|()| {
+                for (k, v) in &enc.dfas {
+                    insert_big(&mut l.dfas, k, v).map_err(|e| map_err("bpf_map_update_elem", e))?;
+                }
+                insert_big(&mut l.rulesets, &id, enc.ruleset_val().as_ref())
+                    .map_err(|e| map_err("bpf_map_update_elem", e))
+            })
+            .and_then(|()| flip(l, cgroup, val));
+        if let Err(e) = written {
+            // Nothing points at `id`: take every trace of it back.
+            clear(l, &placed, &dfas, id);
             return Err(e);
         }
         st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
@@ -605,7 +623,8 @@ impl BpfLsm {
             Installed {
                 cgroup,
                 ruleset: id,
-                keys: written,
+                keys: enc.rules.iter().map(|(k, _)| *k).collect(),
+                placed,
                 dfas,
                 artifact: a.clone(),
             },
@@ -616,13 +635,7 @@ impl BpfLsm {
             if old.cgroup != cgroup {
                 let _ = l.workloads.remove(&old.cgroup);
             }
-            for k in &old.keys {
-                let _ = l.rules.remove(k);
-            }
-            for d in &old.dfas {
-                let _ = l.dfas.remove(d);
-            }
-            let _ = l.rulesets.remove(&old.ruleset);
+            clear(l, &old.placed, &old.dfas, old.ruleset);
         }
         Ok(if previous.is_some() {
             Applied::Updated
@@ -645,7 +658,12 @@ impl BpfLsm {
         let Some(old) = st.installed.get(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
-        let (id, old_keys, old_dfas) = (old.ruleset, old.keys.clone(), old.dfas.clone());
+        let (id, old_keys, old_placed, old_dfas) = (
+            old.ruleset,
+            old.keys.clone(),
+            old.placed.clone(),
+            old.dfas.clone(),
+        );
         let Some(l) = st.loaded.as_mut() else {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
         };
@@ -661,14 +679,27 @@ impl BpfLsm {
             RulesetVal::new(enc.meta, &both).as_ref(),
         )
         .map_err(|e| map_err("bpf_map_update_elem", e))?;
-        for k in &old_keys {
+        for (idx, _) in &old_placed.slots {
+            for (i, tag) in l.tags.free(*idx) {
+                write_free(l, i, tag)?;
+            }
+            std::thread::sleep(pause);
+        }
+        for (k, _) in &old_placed.map {
             let _ = l.rules.remove(k);
             std::thread::sleep(pause);
         }
         for d in &old_dfas {
             let _ = l.dfas.remove(d);
         }
-        for (k, v) in &enc.rules {
+        let placed = l.tags.place_all(&enc.rules);
+        for (i, v) in &placed.slots {
+            l.table
+                .set(*i, *v, 0)
+                .map_err(|e| map_err("bpf_map_update_elem", e))?;
+            std::thread::sleep(pause);
+        }
+        for (k, v) in &placed.map {
             l.rules
                 .insert(k, v, 0)
                 .map_err(|e| map_err("bpf_map_update_elem", e))?;
@@ -681,11 +712,55 @@ impl BpfLsm {
             .map_err(|e| map_err("bpf_map_update_elem", e))?;
         if let Some(inst) = st.installed.get_mut(key) {
             inst.keys = enc.rules.iter().map(|(k, _)| *k).collect();
+            inst.placed = placed;
             inst.dfas = enc.dfas.iter().map(|(k, _)| *k).collect();
             inst.artifact = artifact.clone();
         }
         Ok(())
     }
+}
+
+/// Writes a placement's table slots and map entries (before any workload points at them).
+fn write_placement(l: &mut Loaded, p: &Placement) -> Result<(), ApplyError> {
+    for (i, v) in &p.slots {
+        l.table
+            .set(*i, *v, 0)
+            .map_err(|e| map_err("bpf_map_update_elem", e))?;
+    }
+    for (k, v) in &p.map {
+        l.rules
+            .insert(k, v, 0)
+            .map_err(|e| map_err("bpf_map_update_elem", e))?;
+    }
+    Ok(())
+}
+
+/// Rewrites a freed table slot in the kernel.
+fn write_free(l: &mut Loaded, idx: u32, tag: u64) -> Result<(), ApplyError> {
+    let v = if tag == abi::TAG_EMPTY {
+        SlotVal::empty()
+    } else {
+        SlotVal::deleted()
+    };
+    l.table
+        .set(idx, v, 0)
+        .map_err(|e| map_err("bpf_map_update_elem", e))
+}
+
+/// Takes a ruleset out of the kernel once no workload points at it: its table slots, map
+/// entries, automata and ruleset value. Errors are ignored: rewriting a slot or deleting an
+/// entry does not fail short of a broken map, and entries never written are simply absent.
+fn clear(l: &mut Loaded, p: &Placement, dfas: &[DfaKey], id: u32) {
+    for (i, tag) in l.tags.free_all(p) {
+        let _ = write_free(l, i, tag);
+    }
+    for (k, _) in &p.map {
+        let _ = l.rules.remove(k);
+    }
+    for d in dfas {
+        let _ = l.dfas.remove(d);
+    }
+    let _ = l.rulesets.remove(&id);
 }
 
 /// Writes one large value (an automaton, a ruleset with its filter). The kernel allocates large
@@ -851,7 +926,8 @@ impl Enforcer for BpfLsm {
 
     /// Trial-loads `lsm/bprm_check_security` (and, when that works, every program).
     fn probe(&self) -> Support {
-        let mut ebpf = match loader(&self.config).load(LSM_OBJ) {
+        let mask = Table::new(self.config.table_slots).mask();
+        let mut ebpf = match loader(&self.config, &mask).load(LSM_OBJ) {
             Ok(e) => e,
             Err(e) => {
                 return Support::Unsupported {
@@ -947,19 +1023,13 @@ impl Enforcer for BpfLsm {
         let Some(old) = st.installed.remove(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
-        st.used_entries = st.used_entries.saturating_sub(old.keys.len());
+        st.used_entries = st.used_entries.saturating_sub(old.entries());
         st.used_dfas = st.used_dfas.saturating_sub(old.dfas.len());
         if let Some(l) = st.loaded.as_mut() {
             l.workloads
                 .remove(&old.cgroup)
                 .map_err(|e| map_err("bpf_map_delete_elem", e))?;
-            for k in &old.keys {
-                let _ = l.rules.remove(k);
-            }
-            for d in &old.dfas {
-                let _ = l.dfas.remove(d);
-            }
-            let _ = l.rulesets.remove(&old.ruleset);
+            clear(l, &old.placed, &old.dfas, old.ruleset);
         }
         Ok(())
     }

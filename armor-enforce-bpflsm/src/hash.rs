@@ -56,6 +56,19 @@ pub fn filter_bits(kind: u8, target: u64) -> [usize; 2] {
     [(h & mask) as usize, ((h >> 32) & mask) as usize]
 }
 
+/// The rule table tag of `key` (`armor_tag`): its ruleset, kind, target and source mixed into
+/// 64 bits, never [`crate::abi::TAG_EMPTY`] or [`crate::abi::TAG_DELETED`]. `seq` is not part
+/// of it: only `seq` 0 entries live in the table.
+pub fn tag(key: &crate::abi::RuleKey) -> u64 {
+    let k = (u64::from(key.ruleset) << 8 | u64::from(key.kind)).wrapping_mul(P1);
+    let h = extend(extend(k, key.target), key.source ^ P2);
+    if h > crate::abi::TAG_DELETED {
+        h
+    } else {
+        h + 2
+    }
+}
+
 /// 0 means "any source" in rule keys, so a path hash is never 0.
 fn fix(h: u64) -> u64 {
     if h == 0 { 1 } else { h }
@@ -110,5 +123,28 @@ mod tests {
         assert_ne!(comp(k, a.as_bytes()), comp(k, b.as_bytes()));
         assert_ne!(comp(k, b"12345678"), comp(k, b"12345678\0"));
         assert_ne!(comp(k, b""), comp(k, b"\0"));
+    }
+
+    #[test]
+    fn tags_separate_every_part_of_the_key() {
+        let key = |ruleset, kind, target, source| crate::abi::RuleKey {
+            ruleset,
+            kind,
+            seq: 0,
+            pad: 0,
+            target,
+            source,
+        };
+        let base = tag(&key(1, 4, 77, 0));
+        assert!(base > crate::abi::TAG_DELETED);
+        assert_ne!(base, tag(&key(2, 4, 77, 0)));
+        assert_ne!(base, tag(&key(1, 5, 77, 0)));
+        assert_ne!(base, tag(&key(1, 4, 78, 0)));
+        assert_ne!(base, tag(&key(1, 4, 77, 9)));
+        // Target and source do not commute.
+        assert_ne!(tag(&key(1, 4, 5, 9)), tag(&key(1, 4, 9, 5)));
+        let mut seq1 = key(1, 4, 77, 0);
+        seq1.seq = 1;
+        assert_eq!(base, tag(&seq1));
     }
 }

@@ -5,6 +5,7 @@ pub mod compile;
 pub mod dfa;
 pub mod hash;
 pub mod model;
+pub mod table;
 
 pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, GlobGroup, compile, compile_with};
 pub use model::{KernelDecision, KernelOp, Model};

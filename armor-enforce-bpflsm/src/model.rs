@@ -11,8 +11,10 @@
 //!    a socket, the capability number, and for a path whose category has a glob automaton, one
 //!    `*_GLOB` key per glob the automaton matches (it runs over `/` and the bytes of every
 //!    component, root to leaf, exactly as the kernel's dentry walk feeds it). Each key is probed with the source hash of the acting
-//!    executable (only when `c` has fromSource entries) and with source 0; each hit is a chain
-//!    of `count` entries (`seq` 0..count).
+//!    executable (only when `c` has fromSource entries) and with source 0, behind the ruleset's
+//!    filter; each hit is a chain of `count` entries (`seq` 0..count), whose first entry comes
+//!    from the rule table ([`crate::table`]) or, when its window was full, from the map, and
+//!    the rest from the map.
 //! 2. An entry without qualifiers covers the operation; one with qualifiers covers it when they say so (`readOnly`, `ownerOnly`: Allow
 //!    covers the permitted set, Block and Audit cover its complement). Covering entries fill
 //!    five slots — Block and Allow for each source specificity, and Audit — keeping the lowest
@@ -29,6 +31,7 @@ use armor_core::event::{Event, Operation, net};
 use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, RulesetVal, kind};
 use crate::compile::Encoded;
 use crate::hash;
+use crate::table::{Found, Table};
 
 /// An operation as the kernel programs see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +144,9 @@ pub struct Model {
     ruleset: u32,
     meta: RulesetMeta,
     filter: Box<RulesetVal>,
-    rules: HashMap<RuleKey, RuleVal>,
+    table: Table,
+    slots: HashMap<u32, RuleVal>,
+    map: HashMap<RuleKey, RuleVal>,
     dfas: HashMap<u32, DfaVal>,
 }
 
@@ -162,14 +167,29 @@ pub fn glob_matches(dfa: &DfaVal, path: &str) -> Vec<u16> {
 }
 
 impl Model {
-    /// The maps of `encoded` (made with `hash_key` for `ruleset`).
+    /// The maps of `encoded` (made with `hash_key` for `ruleset`), in a rule table sized as the
+    /// enforcer sizes one for this many entries alone.
     pub fn new(encoded: &Encoded, ruleset: u32, hash_key: u64) -> Self {
+        Self::with_table(
+            encoded,
+            ruleset,
+            hash_key,
+            Table::for_entries(encoded.rules.len()),
+        )
+    }
+
+    /// Like [`Model::new`], with the entries placed into `table` (a small one sends most entries
+    /// to the map, the kernel's overflow path).
+    pub fn with_table(encoded: &Encoded, ruleset: u32, hash_key: u64, mut table: Table) -> Self {
+        let placed = table.place_all(&encoded.rules);
         Self {
             hash_key,
             ruleset,
             meta: encoded.meta,
             filter: encoded.ruleset_val(),
-            rules: encoded.rules.iter().copied().collect(),
+            table,
+            slots: placed.slots.iter().map(|(i, s)| (*i, s.val)).collect(),
+            map: placed.map.into_iter().collect(),
             dfas: encoded
                 .dfas
                 .iter()
@@ -202,14 +222,26 @@ impl Model {
                 target,
                 source: src,
             };
-            let Some(first) = self.rules.get(&key) else {
+            // armor_first: the table, then the map when the window was full.
+            let first = match self.table.find(hash::tag(&key)) {
+                Found::Slot(i) => self.slots.get(&i),
+                Found::Absent => None,
+                Found::Overflow => self.map.get(&key),
+            };
+            let Some(first) = first.copied() else {
                 continue;
             };
-            for seq in 0..first.count {
+            for seq in 0..first.count.max(1) {
                 key.seq = seq;
-                let Some(v) = self.rules.get(&key) else {
-                    break;
+                let v = if seq == 0 {
+                    first
+                } else {
+                    match self.map.get(&key) {
+                        Some(v) => *v,
+                        None => break,
+                    }
                 };
+                let v = &v;
                 if recursive_only && v.flags & abi::F_RECURSIVE == 0 {
                     continue;
                 }

@@ -10,10 +10,13 @@
 //! except those whose category holds a rule `compile` lists as not enforced.
 
 use armor_core::{CompiledPolicy, PolicySet};
+use armor_enforce_bpflsm::table::Table;
 use armor_enforce_bpflsm::{KernelOp, Model, abi, compile};
 use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
 
-struct BpfModel;
+/// The model with a rule table of this many slots (`None`: sized as the enforcer sizes it for
+/// the entries alone; a tiny table sends most entries down the overflow path).
+struct BpfModel(Option<u32>);
 
 const KEY: u64 = 0x005e_ed0f_a70c_0de5;
 
@@ -68,7 +71,10 @@ impl DecisionMaker for BpfModel {
             return Err(format!("not enforced in kernel: {}", blocked.join("; ")));
         }
         let encoded = artifact.encode(7, KEY);
-        let model = Model::new(&encoded, 7, KEY);
+        let model = match self.0 {
+            Some(slots) => Model::with_table(&encoded, 7, KEY, Table::new(slots)),
+            None => Model::new(&encoded, 7, KEY),
+        };
         let d = model.decide(&op, event.source.as_deref(), event.uid);
         let rule = d.rule.and_then(|id| policy.rules().get(id as usize));
         Ok(Outcome::reported(d.verdict, rule, rules.is_host()))
@@ -79,7 +85,7 @@ impl DecisionMaker for BpfModel {
 fn corpus_agrees_with_the_engine_through_the_kernel_model() {
     let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
     assert!(cases.len() >= 250, "corpus too small: {}", cases.len());
-    let report = corpus::run(&cases, &BpfModel);
+    let report = corpus::run(&cases, &BpfModel(None));
     // The engine must agree with the same cases (the corpus is the engine's spec).
     let engine = corpus::run(&cases, &corpus::Engine);
     assert!(engine.ok(), "{engine}");
@@ -97,5 +103,18 @@ fn corpus_agrees_with_the_engine_through_the_kernel_model() {
         "only {} of {} cases decided",
         report.passed,
         cases.len()
+    );
+}
+
+#[test]
+fn corpus_agrees_when_entries_overflow_the_table() {
+    let cases = corpus::load_dir(&corpus::corpus_dir()).unwrap();
+    let full = corpus::run(&cases, &BpfModel(None));
+    // Eight slots: one window, every entry past the eighth of a ruleset lives in the map.
+    let tiny = corpus::run(&cases, &BpfModel(Some(8)));
+    assert!(tiny.ok(), "{tiny}");
+    assert_eq!(
+        (tiny.passed, tiny.skipped.len()),
+        (full.passed, full.skipped.len())
     );
 }

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use armor_core::{CompiledPolicy, Container, PolicySet, Posture, Workload};
-use armor_enforce_bpflsm::abi::{DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal};
+use armor_enforce_bpflsm::abi::{DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal, SlotVal};
 use armor_enforce_bpflsm::compile_with;
+use armor_enforce_bpflsm::table::Table;
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader, Pod};
@@ -178,7 +179,13 @@ fn run(
     let states: usize = artifact.globs.iter().map(|g| g.dfa.states()).sum();
     let enc = artifact.encode(1, HASH_KEY);
     let entries = u32::try_from(enc.rules.len() + 16)?;
+    // The rule table sized as the enforcer sizes one for these entries alone.
+    let mut table = Table::for_entries(enc.rules.len());
+    let placed = table.place_all(&enc.rules);
+    let mask = table.mask();
     let mut ebpf: Ebpf = EbpfLoader::new()
+        .override_global("armor_table_mask", &mask, true)
+        .map_max_entries("armor_table", table.slots())
         .map_max_entries("armor_rules", entries)
         .map_max_entries("armor_rulesets", 4)
         .map_max_entries("armor_dfas", 4)
@@ -187,8 +194,15 @@ fn run(
     {
         let mut m: HashMap<&mut MapData, RuleKey, RuleVal> =
             HashMap::try_from(ebpf.map_mut("armor_rules").ok_or("armor_rules")?)?;
-        for (k, v) in &enc.rules {
+        for (k, v) in &placed.map {
             m.insert(k, v, 0)?;
+        }
+    }
+    {
+        let mut m: Array<&mut MapData, SlotVal> =
+            Array::try_from(ebpf.map_mut("armor_table").ok_or("armor_table")?)?;
+        for (i, v) in &placed.slots {
+            m.set(*i, *v, 0)?;
         }
     }
     {
@@ -244,8 +258,9 @@ fn run(
     std::fs::remove_file(&text)?;
     if let [(_, a, ra), (_, k, rk), (_, z, _)] = figures.as_slice() {
         println!(
-            "{n:>6} rules ({dirs:>4} dirs, {globs:>3} globs: {states} automaton states, {} map entries): armor {a:>6.1} ns (xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
+            "{n:>6} rules ({dirs:>4} dirs, {globs:>3} globs: {states} automaton states, {} entries, {} in the table): armor {a:>6.1} ns (xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
             enc.rules.len(),
+            placed.in_table(),
             xdp(*ra),
             xdp(*rk),
             k / a,
