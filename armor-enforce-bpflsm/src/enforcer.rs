@@ -294,12 +294,13 @@ fn program_error(call: &'static str, hook: &'static str, source: ProgramError) -
     }
 }
 
-fn take<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<HashMap<MapData, K, V>, LoadError> {
+/// Takes map `name` out of the loaded object as a typed map (hash map, array, ring buffer…).
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
     let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
-    HashMap::try_from(map).map_err(|source| LoadError::Map {
+    T::try_from(map).map_err(|source| LoadError::Map {
         call: "open",
         map: name,
         source: Box::new(source),
@@ -371,15 +372,7 @@ impl BpfLsm {
             Some(k) => k,
             None => random_key()?,
         };
-        let mut cfg: aya::maps::Array<MapData, ConfigVal> = aya::maps::Array::try_from(
-            ebpf.take_map("armor_config")
-                .ok_or(LoadError::Missing("armor_config"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            call: "open",
-            map: "armor_config",
-            source: Box::new(source),
-        })?;
+        let mut cfg: Array<MapData, ConfigVal> = take(&mut ebpf, "armor_config")?;
         cfg.set(
             0,
             ConfigVal {
@@ -405,37 +398,13 @@ impl BpfLsm {
             prog.attach()
                 .map_err(|e| program_error("bpf_link_create", hook, e))?;
         }
-        let table = Array::try_from(
-            ebpf.take_map("armor_table")
-                .ok_or(LoadError::Missing("armor_table"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            call: "open",
-            map: "armor_table",
-            source: Box::new(source),
-        })?;
+        let table = take(&mut ebpf, "armor_table")?;
         let rules = take(&mut ebpf, "armor_rules")?;
         let rulesets = take(&mut ebpf, "armor_rulesets")?;
         let dfas = take(&mut ebpf, "armor_dfas")?;
         let workloads = take(&mut ebpf, "armor_workloads")?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map("armor_counters")
-                .ok_or(LoadError::Missing("armor_counters"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            call: "open",
-            map: "armor_counters",
-            source: Box::new(source),
-        })?;
-        let ring = RingBuf::try_from(
-            ebpf.take_map("armor_alerts")
-                .ok_or(LoadError::Missing("armor_alerts"))?,
-        )
-        .map_err(|source| LoadError::Map {
-            call: "open",
-            map: "armor_alerts",
-            source: Box::new(source),
-        })?;
+        let counters = take(&mut ebpf, "armor_counters")?;
+        let ring = take(&mut ebpf, "armor_alerts")?;
         let stop = Arc::new(AtomicBool::new(false));
         let alerts_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = spawn_reader(ring, self.sink.clone(), stop.clone(), alerts_read.clone());
