@@ -51,9 +51,9 @@ int main(void) {
 	O(armor_rule_val, flags); O(armor_rule_val, count);
 	S(armor_ruleset); O(armor_ruleset, allow_list); O(armor_ruleset, posture);
 	O(armor_ruleset, flags);
-	S(armor_ruleset_val); O(armor_ruleset_val, filter);
 	S(armor_slot); O(armor_slot, val);
 	S(armor_workload); O(armor_workload, alerts_per_sec); O(armor_workload, flags);
+	O(armor_workload, rs);
 	S(armor_config); O(armor_config, max_cgroup_level);
 	S(armor_rate);
 	S(armor_dfa_key); O(armor_dfa_key, category);

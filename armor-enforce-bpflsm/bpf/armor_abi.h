@@ -89,17 +89,10 @@ struct armor_ruleset {
 	__u32 pad;
 };
 
-/* A Bloom filter over the (kind, target) pairs of one ruleset's entries: two bits per pair,
- * both taken from one mix of the pair (armor_filter_hash in armor_match.h). A probe whose pair
- * misses a bit cannot match an entry and skips its map lookups. */
-#define ARMOR_FILTER_BITS (1 << 16)
-#define ARMOR_FILTER_WORDS (ARMOR_FILTER_BITS / 64)
-
-/* Value of `armor_rulesets`: the ruleset and its filter. */
-struct armor_ruleset_val {
-	struct armor_ruleset rs;
-	__u64 filter[ARMOR_FILTER_WORDS];
-};
+/* The filter: a Bloom filter over the (ruleset, kind, target) of every entry of every ruleset,
+ * two bits per key in one word (armor_maybe in armor_match.h), in the array `armor_filter` of
+ * 64-bit words (armor_filter_mask + 1 bits, a power of two, set by the loader). A probe whose key misses a bit cannot match an entry and reads no rule. User space
+ * counts the keys behind every bit and clears a bit only when no installed ruleset needs it. */
 
 /* The rule table: an array of slots holding the seq 0 entry of every ruleset's keys, placed by
  * open addressing (src/table.rs). A key's slot is found within ARMOR_WINDOW slots of its home
@@ -114,12 +107,14 @@ struct armor_slot {
 	struct armor_rule_val val;
 };
 
-/* Value of `armor_workloads` (key: cgroup v2 id; key 0 = the host, outside every workload). */
+/* Value of `armor_workloads` (key: cgroup v2 id; key 0 = the host, outside every workload).
+ * The active ruleset's id and description travel together: one map update flips both. */
 struct armor_workload {
 	__u32 ruleset; /* 0 = managed without rules */
 	__u32 alerts_per_sec;
 	__u32 flags;   /* ARMOR_W_* */
 	__u32 pad;
+	struct armor_ruleset rs;
 };
 
 /* The workload's rules are not in force until a task of the workload executes a program: the

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 // The benchmark twin of armor_lsm.bpf.c: the same matching code (armor_match.h) compiled into
 // XDP programs, which the host kernel can time with BPF_PROG_TEST_RUN and `repeat`.
-// `armor_bench` takes the path as the LSM's dentry walk reads it — the component lengths
-// (d_name.len) then the names, root first: packet = [n, len_1 .. len_n, names...] — hashes
-// every name into the component ring (in the LSM this happens inside the dentry walk, one name
-// per step, so the walk's own steps are not part of the figure), runs the same prefix pass
-// (armor_prefixes: the full path hash and the directory entries at the depths the ruleset's
-// bitmap names), probes the exact entry, runs the file glob automaton when the ruleset has one
-// and probes the globs it matches, and decides (XDP_DROP = Block).
+// The input sits in `bench_input`, an array map the bench writes once (the packet is ignored:
+// copying it in with bpf_xdp_load_bytes costs more per run than some of the matching, and the LSM
+// has no such copy). Entry 0 is the path as the LSM's dentry walk reads it — the component
+// lengths (d_name.len) then the names, root first: [n, len_1 .. len_n, names...]; entry 1 is the
+// path's text, for the baseline.
+// `armor_bench` hashes every name into the component ring (in the LSM this happens inside the
+// dentry walk, one name per step, so the walk's own steps are not part of the figure), runs the
+// same prefix pass (armor_prefixes: the full path hash and the directory entries at the depths
+// the ruleset's bitmap names), probes the exact entry, runs the file glob automaton when the
+// ruleset has one and probes the globs it matches, and decides (XDP_DROP = Block).
 // `kubearmor_baseline` does what KubeArmor's BPF-LSM enforcer does per path: one lookup of a
 // 400-byte {path[200], source[200]} string key at every `/` of the first 64 characters, and
 // one of the whole path.
@@ -17,18 +20,25 @@
 
 
 #define BENCH_PATH 256
-#define BENCH_COMPONENTS 32
+
+/* Value of `bench_input`: `size` bytes of input (padded: names are read 8 bytes at a time). */
+struct bench_input {
+	__u32 size;
+	__u32 pad;
+	char data[BENCH_PATH + ARMOR_NAME_MAX + 8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct bench_input);
+} bench_input SEC(".maps");
 
 struct bench_buf {
-	char path[BENCH_PATH + ARMOR_NAME_MAX + 8];
-	__u16 start[BENCH_COMPONENTS];
-	__u16 len[BENCH_COMPONENTS];
 	__u32 n;
-	__u64 hash;
-	__u64 key;
-	__u32 depth_total;
 	__u32 off;
-	__u64 bits;
+	__u64 key;
 	struct armor_dfa_key dfa_key;
 	__u32 dfa_state;
 	__u32 dfa_off;
@@ -41,13 +51,22 @@ struct {
 	__type(value, struct bench_buf);
 } bench_buf SEC(".maps");
 
-/* Slot 0: the hash key; slot 1: the ruleset id under test. */
+/* Slot 0: the hash key. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
 } bench_config SEC(".maps");
+
+/* The workload under test: what the LSM's workload lookup (by cgroup id, not timed here) finds,
+ * its ruleset id and description. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_workload);
+} bench_workload SEC(".maps");
 
 struct ka_key {
 	char path[200];
@@ -74,58 +93,66 @@ static __always_inline struct bench_buf *buf(void)
 	return bpf_map_lookup_elem(&bench_buf, &zero);
 }
 
-/* What the loop bodies need besides the buffer: the ruleset (its filter) and the automaton. */
+/* What the loop bodies need besides the buffer: the input and the automaton. */
 struct bench_ctx {
-	const struct armor_ruleset_val *rv;
+	const struct bench_input *in;
 	const struct armor_dfa *dfa;
 };
 
 #define BENCH_NAMES_CHUNK 8
 
 /* Components i * 8 .. i * 8 + 7 (root first): the hash of each name, pushed into the path's
- * ring leaf first, as the LSM's dentry walk pushes them. */
+ * ring leaf first, as the LSM's dentry walk pushes them. The loop's state stays in locals. */
 static long bench_names(__u32 i, void *ctx)
 {
+	const struct bench_input *in = ((const struct bench_ctx *)ctx)->in;
 	struct bench_buf *b = buf();
 	struct armor_path *p = armor_path();
-	if (!b || !p)
+	if (!in || !b || !p)
 		return 1;
+	__u32 n = b->n;
+	__u32 off = b->off;
+	__u64 key = b->key;
+	long stop = 0;
 	for (__u32 j = 0; j < BENCH_NAMES_CHUNK; j++) {
 		__u32 d = i * BENCH_NAMES_CHUNK + j;
-		if (d >= b->n)
-			return 1;
-		__u32 len = (__u8)b->path[(1 + d) & (BENCH_PATH - 1)];
-		__u64 c = armor_comp_hash(b->key, b->path + (b->off & (BENCH_PATH - 1)), len);
-		p->comp[(b->n - 1 - d) & ARMOR_COMPS_MASK] = c;
-		b->off += len;
+		if (d >= n) {
+			stop = 1;
+			break;
+		}
+		__u32 len = (__u8)in->data[(1 + d) & (BENCH_PATH - 1)];
+		p->comp[(n - 1 - d) & ARMOR_COMPS_MASK] =
+			armor_comp_hash(key, in->data + (off & (BENCH_PATH - 1)), len);
+		off += len;
 	}
-	return 0;
+	b->off = off;
+	return stop;
 }
 
 /* Component i through the glob automaton (only when the ruleset has file globs). */
 static long bench_dfa(__u32 i, void *ctx)
 {
 	const struct bench_ctx *bc = ctx;
+	const struct bench_input *in = bc->in;
 	struct bench_buf *b = buf();
-	if (!b || !bc->dfa || !b->dfa_state)
+	if (!in || !b || !bc->dfa || !b->dfa_state)
 		return 1;
-	__u32 len = (__u8)b->path[(1 + i) & (BENCH_PATH - 1)];
+	__u32 len = (__u8)in->data[(1 + i) & (BENCH_PATH - 1)];
 	b->dfa_state = armor_dfa_component(bc->dfa, b->dfa_state,
-					   b->path + (b->off & (BENCH_PATH - 1)), len);
+					   in->data + (b->off & (BENCH_PATH - 1)), len);
 	b->off += len;
 	return 0;
 }
 
 static long glob_match(__u32 i, void *ctx)
 {
-	const struct armor_ruleset_val *const *rv = ctx;
 	struct bench_buf *b = buf();
 	if (!b)
 		return 1;
 	struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
 	if (!d)
 		return 1;
-	armor_check(*rv, ARMOR_KIND_FILE_GLOB,
+	armor_check(b->dfa_key.ruleset, ARMOR_KIND_FILE_GLOB,
 		    d->matches[(b->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)], 0);
 	return 0;
 }
@@ -136,24 +163,17 @@ int armor_bench(struct xdp_md *ctx)
 	struct bench_buf *b = buf();
 	struct armor_state *st = armor_state();
 	struct armor_path *p = armor_path();
-	if (!b || !st || !p)
+	__u32 k0 = 0;
+	const struct bench_input *in = bpf_map_lookup_elem(&bench_input, &k0);
+	if (!b || !st || !p || !in)
 		return XDP_ABORTED;
-	__u64 size = ctx->data_end - ctx->data;
-	/* Up to 255 bytes; the asm keeps the bound where the verifier sees it. */
-	asm volatile("%0 &= 0xff" : "+r"(size));
-	if (size < 2 || bpf_xdp_load_bytes(ctx, 0, b->path, size))
-		return XDP_ABORTED;
-	__u32 k0 = 0, k1 = 1;
 	__u64 *key = bpf_map_lookup_elem(&bench_config, &k0);
-	__u64 *rsid = bpf_map_lookup_elem(&bench_config, &k1);
-	if (!key || !rsid)
+	const struct armor_workload *w = bpf_map_lookup_elem(&bench_workload, &k0);
+	if (!key || !w || !w->ruleset)
 		return XDP_ABORTED;
-	__u32 id = *rsid;
-	const struct armor_ruleset_val *rv = bpf_map_lookup_elem(&armor_rulesets, &id);
-	if (!rv)
-		return XDP_ABORTED;
-	const struct armor_ruleset *rs = &rv->rs;
-	__u32 n = (__u8)b->path[0];
+	__u32 id = w->ruleset;
+	const struct armor_ruleset *rs = &w->rs;
+	__u32 n = (__u8)in->data[0];
 	armor_slots_init(&st->op.slots);
 	st->op.ruleset = id;
 	st->op.category = ARMOR_CAT_FILE;
@@ -165,21 +185,20 @@ int armor_bench(struct xdp_md *ctx)
 	b->key = *key;
 	b->n = n;
 	b->off = 1 + n;
-	bpf_loop((n + BENCH_NAMES_CHUNK - 1) / BENCH_NAMES_CHUNK, bench_names, NULL, 0);
+	struct bench_ctx bc = {.in = in, .dfa = NULL};
+	bpf_loop((n + BENCH_NAMES_CHUNK - 1) / BENCH_NAMES_CHUNK, bench_names, &bc, 0);
 	p->n = n;
+	p->ruleset = id;
 	p->dir_bits = rs->dir_depths[1];
 	p->dir_kind = ARMOR_KIND_FILE_DIR;
 	p->lookups = 1;
-	armor_prefixes(p, rv, b->key);
-	armor_check(rv, ARMOR_KIND_FILE_PATH, p->hash, 0);
+	armor_prefixes(p, b->key);
+	armor_check(id, ARMOR_KIND_FILE_PATH, p->hash, 0);
 	b->dfa_key.ruleset = id;
 	b->dfa_key.category = ARMOR_CAT_FILE;
 	b->dfa_state = (rs->flags & ARMOR_RS_GLOB(ARMOR_CAT_FILE)) ? ARMOR_DFA_START : 0;
 	if (b->dfa_state) {
-		struct bench_ctx bc = {
-			.rv = rv,
-			.dfa = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key),
-		};
+		bc.dfa = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
 		b->off = 1 + n;
 		bpf_loop(n, bench_dfa, &bc, 0);
 		struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
@@ -187,7 +206,7 @@ int armor_bench(struct xdp_md *ctx)
 			__u32 acc = d->accept[b->dfa_state & (ARMOR_DFA_STATES - 1)];
 			b->dfa_off = acc >> 16;
 			if (acc & 0xffff)
-				bpf_loop(acc & 0xffff, glob_match, &rv, 0);
+				bpf_loop(acc & 0xffff, glob_match, NULL, 0);
 		}
 	}
 	__u32 rule = 0;
@@ -197,29 +216,28 @@ int armor_bench(struct xdp_md *ctx)
 SEC("xdp")
 int kubearmor_baseline(struct xdp_md *ctx)
 {
-	__u32 zero = 0;
-	struct bench_buf *b = buf();
+	__u32 zero = 0, one = 1;
+	const struct bench_input *in = bpf_map_lookup_elem(&bench_input, &one);
 	struct ka_key *k = bpf_map_lookup_elem(&ka_buf, &zero);
-	if (!b || !k)
+	if (!in || !k)
 		return XDP_ABORTED;
-	__u64 size = ctx->data_end - ctx->data;
-	asm volatile("%0 &= 0x7f" : "+r"(size));
-	if (size < 1 || bpf_xdp_load_bytes(ctx, 0, b->path, size))
+	__u32 size = in->size & 0x7f;
+	if (size < 1)
 		return XDP_ABORTED;
 	int hit = 0;
 	/* Every `/` position of the first 64 characters: the prefix up to and including it. */
 	for (__u32 i = 1; i < 64; i++) {
 		if (i >= size)
 			break;
-		if (b->path[i] != '/')
+		if (in->data[i] != '/')
 			continue;
 		__builtin_memset(k, 0, sizeof(*k));
-		bpf_probe_read_kernel(k->path, (i + 1) & 0xff, b->path);
+		bpf_probe_read_kernel(k->path, (i + 1) & 0xff, in->data);
 		if (bpf_map_lookup_elem(&ka_rules, k))
 			hit = 1;
 	}
 	__builtin_memset(k, 0, sizeof(*k));
-	bpf_probe_read_kernel(k->path, size & 0xff, b->path);
+	bpf_probe_read_kernel(k->path, size & 0xff, in->data);
 	if (bpf_map_lookup_elem(&ka_rules, k))
 		hit = 1;
 	return hit ? XDP_DROP : XDP_PASS;

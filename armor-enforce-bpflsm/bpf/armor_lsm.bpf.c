@@ -27,8 +27,6 @@
 #define IPPROTO_ICMP 1
 #define IPPROTO_ICMPV6 58
 
-#define ARMOR_STACK 2048          /* ring of the root-most components kept by the walk */
-#define ARMOR_STACK_MASK (ARMOR_STACK - 1)
 #define ARMOR_WALK_MAX (1 << 16)  /* dentries + mount crossings visited by one walk */
 #define ARMOR_CGROUP_MAX 64       /* cgroup levels searched for a workload */
 
@@ -75,8 +73,10 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } armor_files SEC(".maps");
 
+/* The walk's own state; the component hashes, their count and the path hash are in
+ * `struct armor_path` (armor_match.h). */
 struct armor_scratch {
-	struct dentry *stack[ARMOR_STACK];
+	struct dentry *stack[ARMOR_COMPS]; /* the dentry of every kept component, as p->comp */
 	char name[ARMOR_NAME_MAX + 8];
 	char path[2 * ARMOR_NAME_MAX + 8];
 	struct armor_ruleset rs;
@@ -86,19 +86,13 @@ struct armor_scratch {
 	struct mount *mnt;
 	struct mount *root_mnt;
 	__u64 key;
-	__u64 hash;      /* the full path hash (when the walk is complete) */
 	__u64 last_comp; /* the leaf's own component hash */
-	__u32 n;         /* components between the leaf and the root */
-	__u32 resolved;  /* root-most components hashed into `hash` */
 	__u32 path_len;
 	__u8 done;
 	__u8 truncated;
-	__u8 lookups;
-	__u8 dir_kind;
 	__u8 internal;
 	__u8 text_done; /* s->path holds the walk's text */
 	__u8 category;
-	__u64 dir_bits;
 	/* glob automaton walk */
 	struct armor_dfa_key dfa_key;
 	__u32 dfa_state;
@@ -152,20 +146,21 @@ static __always_inline struct armor_workload *find_workload(__u64 *cg, __u32 max
 
 /* At a mount crossing: the directory rules named by (device, inode) of the mount's root and of
  * its ancestors inside its file system (a bind mount of a protected directory, or of a
- * directory below one). `s->n` components lie between the mount's root and the leaf. */
-static __always_inline void probe_dir_inodes(struct armor_scratch *s,
-					     const struct armor_ruleset_val *rv, struct dentry *d)
+ * directory below one). `p->n` components lie between the mount's root and the leaf. */
+static __always_inline void probe_dir_inodes(struct armor_scratch *s, struct armor_path *p,
+					     struct dentry *d)
 {
 	__u8 kind = s->category == ARMOR_CAT_FILE ? ARMOR_KIND_FILE_DIR_INODE
 						   : ARMOR_KIND_PROC_DIR_INODE;
-	__u32 dist = s->n;
+	__u32 ruleset = p->ruleset;
+	__u32 dist = p->n;
 	for (int k = 0; k < 16; k++) {
 		struct inode *inode = BPF_CORE_READ(d, d_inode);
 		if (!inode)
 			break;
 		__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		__u64 ino = BPF_CORE_READ(inode, i_ino);
-		armor_check(rv, kind, armor_inode_target(dev, ino), dist > 1);
+		armor_check(ruleset, kind, armor_inode_target(dev, ino), dist > 1);
 		struct dentry *up = BPF_CORE_READ(d, d_parent);
 		if (!up || up == d)
 			break;
@@ -174,10 +169,9 @@ static __always_inline void probe_dir_inodes(struct armor_scratch *s,
 	}
 }
 
-/* What the walk's loop bodies need besides the scratch space: the ruleset (its filter), the
- * component ring and the automaton, looked up once per walk. */
+/* What the walk's loop bodies need besides the scratch space: the component ring and the
+ * automaton, looked up once per walk. */
 struct walk_ctx {
-	const struct armor_ruleset_val *rv;
 	struct armor_path *p;
 	const struct armor_dfa *dfa;
 };
@@ -191,9 +185,10 @@ static __always_inline const unsigned char *dentry_name(struct dentry *d, __u32 
 }
 
 /* Component i, root first, of the kept components of the last walk. */
-static __always_inline struct dentry *kept_dentry(const struct armor_scratch *s, __u32 i)
+static __always_inline struct dentry *kept_dentry(const struct armor_scratch *s,
+						  const struct armor_path *p, __u32 i)
 {
-	return s->stack[(s->n - 1 - i) & ARMOR_STACK_MASK];
+	return s->stack[(p->n - 1 - i) & ARMOR_COMPS_MASK];
 }
 
 /* Leaf to root: push dentries, cross mounts, stop at the mount namespace's root. */
@@ -201,7 +196,8 @@ static long walk_up(__u32 i, void *ctx)
 {
 	struct walk_ctx *wc = ctx;
 	struct armor_scratch *s = scratch();
-	if (!s)
+	struct armor_path *p = wc->p;
+	if (!s || !p)
 		return 1;
 	struct dentry *d = s->dentry;
 	struct mount *mnt = s->mnt;
@@ -215,8 +211,8 @@ static long walk_up(__u32 i, void *ctx)
 			s->done = 1;
 			return 1;
 		}
-		if (s->lookups && (s->rs.flags & ARMOR_RS_DIR_INODE(s->category)))
-			probe_dir_inodes(s, wc->rv, d);
+		if (p->lookups && (s->rs.flags & ARMOR_RS_DIR_INODE(s->category)))
+			probe_dir_inodes(s, p, d);
 		s->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		s->mnt = parent;
 		return 0;
@@ -229,19 +225,16 @@ static long walk_up(__u32 i, void *ctx)
 		return 1;
 	}
 	/* The component's name and its hash: the walk reads every name once, here. */
-	struct armor_path *p = wc->p;
-	if (!p)
-		return 1;
 	__u32 len;
 	const unsigned char *name = dentry_name(d, &len);
 	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
 		return 1; /* not done: the path stays incomplete */
 	__u64 c = armor_comp_hash(s->key, s->name, len);
-	if (s->n == 0)
+	if (p->n == 0)
 		s->last_comp = c;
-	p->comp[s->n & ARMOR_COMPS_MASK] = c;
-	s->stack[s->n & ARMOR_STACK_MASK] = d;
-	s->n++;
+	p->comp[p->n & ARMOR_COMPS_MASK] = c;
+	s->stack[p->n & ARMOR_COMPS_MASK] = d;
+	p->n++;
 	s->dentry = up;
 	return 0;
 }
@@ -251,9 +244,10 @@ static long walk_up(__u32 i, void *ctx)
 static long walk_text(__u32 i, void *ctx)
 {
 	struct armor_scratch *s = scratch();
-	if (!s)
+	struct armor_path *p = armor_path();
+	if (!s || !p)
 		return 1;
-	struct dentry *d = kept_dentry(s, i);
+	struct dentry *d = kept_dentry(s, p, i);
 	__u32 len;
 	const unsigned char *name = dentry_name(d, &len);
 	__u32 pos = s->path_len;
@@ -274,13 +268,13 @@ static long walk_text(__u32 i, void *ctx)
  * does not fit: s->truncated). */
 static __always_inline void walk_text_build(struct armor_scratch *s)
 {
-	if (s->text_done)
+	struct armor_path *p = armor_path();
+	if (s->text_done || !p)
 		return;
 	s->text_done = 1;
 	s->path_len = 0;
 	s->truncated = 0;
-	__u32 kept = s->n < ARMOR_STACK ? s->n : ARMOR_STACK;
-	bpf_loop(kept, walk_text, NULL, 0);
+	bpf_loop(armor_kept(p), walk_text, NULL, 0);
 	if (s->path_len == 0) {
 		s->path[0] = '/';
 		s->path_len = 1;
@@ -293,9 +287,9 @@ static long walk_dfa(__u32 i, void *ctx)
 {
 	struct walk_ctx *wc = ctx;
 	struct armor_scratch *s = scratch();
-	if (!s || !wc->dfa || !s->dfa_state)
+	if (!s || !wc->p || !wc->dfa || !s->dfa_state)
 		return 1;
-	struct dentry *d = kept_dentry(s, i);
+	struct dentry *d = kept_dentry(s, wc->p, i);
 	__u32 len;
 	const unsigned char *name = dentry_name(d, &len);
 	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name)) {
@@ -310,12 +304,13 @@ static long walk_dfa(__u32 i, void *ctx)
 #define ARMOR_WALK_TEXT 2    /* build the text now */
 
 /* Walks (dentry, mnt) to the root of the current mount namespace: every component's hash into
- * the ring (walk_up), then the prefix pass (armor_prefixes: the full path hash in s->hash and,
- * with ARMOR_WALK_LOOKUPS, the directory entries of every prefix behind `rv`'s filter), then the glob
- * automaton when the category has globs. The text is built when needed (walk_text_build), or
- * at once with ARMOR_WALK_TEXT. Sets s->done (reached the root). Returns 1 when the path is complete. */
-static __noinline int armor_walk(struct armor_scratch *s, const struct armor_ruleset_val *rv,
-				 struct dentry *dentry, struct vfsmount *vfsmnt, int flags)
+ * the ring of `struct armor_path` (walk_up), then the prefix pass (armor_prefixes: the full
+ * path hash in p->hash and, with ARMOR_WALK_LOOKUPS, the directory entries of `ruleset` at the
+ * depths p->dir_bits names, of kind p->dir_kind, which the caller sets), then the glob automaton
+ * when the category has globs. The text is built when needed (walk_text_build), or at once with
+ * ARMOR_WALK_TEXT. Sets s->done (reached the root). Returns 1 when the path is complete. */
+static __noinline int armor_walk(struct armor_scratch *s, __u32 ruleset, struct dentry *dentry,
+				 struct vfsmount *vfsmnt, int flags)
 {
 	int lookups = flags & ARMOR_WALK_LOOKUPS;
 	if (!s)
@@ -327,34 +322,26 @@ static __noinline int armor_walk(struct armor_scratch *s, const struct armor_rul
 	s->dentry = dentry;
 	s->mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
 	s->root_mnt = BPF_CORE_READ(task, nsproxy, mnt_ns, root);
-	s->n = 0;
+	p->n = 0;
+	p->resolved = 0;
+	p->ruleset = ruleset;
+	p->lookups = lookups;
 	s->internal = 0;
 	s->done = 0;
-	s->resolved = 0;
 	s->truncated = 0;
 	s->text_done = 0;
 	s->path_len = 0;
-	s->lookups = lookups;
 	s->dfa_on = 0;
 	s->dfa_state = 0;
 	if (lookups && (s->rs.flags & ARMOR_RS_GLOB(s->category))) {
-		struct armor_state *st = armor_state();
-		if (st) {
-			s->dfa_on = 1;
-			s->dfa_state = ARMOR_DFA_START;
-			s->dfa_key.ruleset = st->op.ruleset;
-			s->dfa_key.category = s->category;
-		}
+		s->dfa_on = 1;
+		s->dfa_state = ARMOR_DFA_START;
+		s->dfa_key.ruleset = ruleset;
+		s->dfa_key.category = s->category;
 	}
-	struct walk_ctx wc = {.rv = rv, .p = p, .dfa = NULL};
+	struct walk_ctx wc = {.p = p, .dfa = NULL};
 	bpf_loop(ARMOR_WALK_MAX, walk_up, &wc, 0);
-	p->n = s->n;
-	p->lookups = lookups;
-	p->dir_bits = s->dir_bits;
-	p->dir_kind = s->dir_kind;
-	armor_prefixes(p, rv, s->key);
-	s->hash = p->hash;
-	s->resolved = p->resolved;
+	armor_prefixes(p, s->key);
 	if (s->dfa_on) {
 		wc.dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
 		if (!wc.dfa) {
@@ -362,13 +349,13 @@ static __noinline int armor_walk(struct armor_scratch *s, const struct armor_rul
 		} else {
 			bpf_loop(armor_kept(p), walk_dfa, &wc, 0);
 			/* The root itself: the automaton reads "/". */
-			if (s->n == 0 && s->dfa_state)
+			if (p->n == 0 && s->dfa_state)
 				s->dfa_state = armor_dfa_step(wc.dfa, s->dfa_state, '/');
 		}
 	}
 	if (flags & ARMOR_WALK_TEXT)
 		walk_text_build(s);
-	int complete = s->done && s->resolved == s->n;
+	int complete = s->done && p->resolved == p->n;
 	if (!complete)
 		count(ARMOR_CNT_INCOMPLETE);
 	return complete;
@@ -377,7 +364,6 @@ static __noinline int armor_walk(struct armor_scratch *s, const struct armor_rul
 /* Match i of the final automaton state: probe that glob's entries. */
 static long glob_match(__u32 i, void *ctx)
 {
-	const struct armor_ruleset_val *const *rv = ctx;
 	struct armor_scratch *s = scratch();
 	if (!s)
 		return 1;
@@ -385,13 +371,12 @@ static long glob_match(__u32 i, void *ctx)
 	if (!dfa)
 		return 1;
 	__u16 glob = dfa->matches[(s->dfa_off + i) & (ARMOR_DFA_MATCHES - 1)];
-	armor_check(*rv, s->glob_kind, glob, 0);
+	armor_check(s->dfa_key.ruleset, s->glob_kind, glob, 0);
 	return 0;
 }
 
 /* The globs matching the whole path (after a complete walk with the automaton on). */
-static __always_inline void probe_globs(struct armor_scratch *s,
-					const struct armor_ruleset_val *rv, int file)
+static __always_inline void probe_globs(struct armor_scratch *s, int file)
 {
 	if (!s->dfa_on || !s->dfa_state)
 		return;
@@ -406,7 +391,7 @@ static __always_inline void probe_globs(struct armor_scratch *s,
 		n = ARMOR_DFA_MATCHES;
 	s->dfa_off = acc >> 16;
 	s->glob_kind = file ? ARMOR_KIND_FILE_GLOB : ARMOR_KIND_PROC_GLOB;
-	bpf_loop(n, glob_match, &rv, 0);
+	bpf_loop(n, glob_match, NULL, 0);
 }
 
 /* The acting executable: its path hash and text (into s->alert.source). An executable outside
@@ -420,13 +405,16 @@ static __always_inline __u64 source_of(struct armor_scratch *s)
 	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
 	if (!exe)
 		return 0;
-	struct path p = BPF_CORE_READ(exe, f_path);
-	int ok = armor_walk(s, NULL, p.dentry, p.mnt, ARMOR_WALK_TEXT);
+	struct path fp = BPF_CORE_READ(exe, f_path);
+	struct armor_path *p = armor_path();
+	if (!p)
+		return 0;
+	int ok = armor_walk(s, 0, fp.dentry, fp.mnt, ARMOR_WALK_TEXT);
 	if (s->internal) {
 		ok = 0;
-		if (s->n == 0) {
-			__u32 len = BPF_CORE_READ(p.dentry, d_name.len) & (ARMOR_NAME_MAX - 1);
-			const unsigned char *name = BPF_CORE_READ(p.dentry, d_name.name);
+		if (p->n == 0) {
+			__u32 len = BPF_CORE_READ(fp.dentry, d_name.len) & (ARMOR_NAME_MAX - 1);
+			const unsigned char *name = BPF_CORE_READ(fp.dentry, d_name.name);
 			if (bpf_probe_read_kernel(s->path, len, name) == 0)
 				s->path_len = len;
 		}
@@ -434,7 +422,7 @@ static __always_inline __u64 source_of(struct armor_scratch *s)
 	__u32 n = s->path_len < ARMOR_ALERT_PATH ? s->path_len : ARMOR_ALERT_PATH;
 	__builtin_memcpy(s->alert.source, s->path, ARMOR_ALERT_PATH);
 	s->alert.source_len = n;
-	return ok ? s->hash : 0;
+	return ok ? p->hash : 0;
 }
 
 static __always_inline int rate_ok(__u64 cg, __u32 limit)
@@ -455,11 +443,10 @@ static __always_inline int rate_ok(__u64 cg, __u32 limit)
 	return __sync_fetch_and_add(&r->count, 1) < limit;
 }
 
-/* Sets up s->op for the current task; returns its ruleset, or NULL when the task is not managed
- * or has no rules. */
-static __always_inline const struct armor_ruleset_val *begin(struct armor_scratch *s,
-							     __u8 category, __u64 *cg,
-							     __u32 *limit)
+/* Sets up s->op for the current task; returns its ruleset's id, or 0 when the task is not
+ * managed or has no rules. */
+static __always_inline __u32 begin(struct armor_scratch *s, __u8 category, __u64 *cg,
+				   __u32 *limit)
 {
 	__u32 zero = 0;
 	struct armor_state *st = armor_state();
@@ -482,10 +469,7 @@ static __always_inline const struct armor_ruleset_val *begin(struct armor_scratc
 	}
 	__u32 id = w->ruleset;
 	*limit = w->alerts_per_sec;
-	const struct armor_ruleset_val *rv = bpf_map_lookup_elem(&armor_rulesets, &id);
-	if (!rv)
-		return 0;
-	s->rs = rv->rs;
+	s->rs = w->rs;
 	s->key = cfg->hash_key;
 	armor_slots_init(&st->op.slots);
 	st->op.ruleset = id;
@@ -501,7 +485,7 @@ static __always_inline const struct armor_ruleset_val *begin(struct armor_scratc
 	s->alert.flags = 0;
 	if (s->rs.flags & ARMOR_RS_SOURCE(category))
 		st->op.source = source_of(s);
-	return rv;
+	return id;
 }
 
 /* Decides s->op and raises the alert; returns the hook's return value. */
@@ -573,11 +557,12 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 		return 0;
 	__u64 cg = 0;
 	__u32 limit = 0;
-	const struct armor_ruleset_val *rv = begin(s, category, &cg, &limit);
-	if (!rv)
+	__u32 id = begin(s, category, &cg, &limit);
+	if (!id)
 		return 0;
 	struct armor_state *st = armor_state();
-	if (!st)
+	struct armor_path *p = armor_path();
+	if (!st || !p)
 		return 0;
 	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
 	if (inode) {
@@ -586,24 +571,24 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	}
 	st->op.write = write;
 	int file = category == ARMOR_CAT_FILE;
-	s->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
-	s->dir_bits = s->rs.dir_depths[file ? 1 : 0];
+	p->dir_kind = file ? ARMOR_KIND_FILE_DIR : ARMOR_KIND_PROC_DIR;
+	p->dir_bits = s->rs.dir_depths[file ? 1 : 0];
 	s->category = category;
-	int complete = armor_walk(s, rv, dentry, mnt, ARMOR_WALK_LOOKUPS);
+	int complete = armor_walk(s, id, dentry, mnt, ARMOR_WALK_LOOKUPS);
 	/* Files outside the mount namespace's tree have no path a rule could name. */
 	if (s->internal)
 		return 0;
 	if (complete) {
-		armor_check(rv, file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, s->hash, 0);
-		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && s->n > 0)
-			armor_check(rv, ARMOR_KIND_PROC_NAME, s->last_comp, 0);
-		probe_globs(s, rv, file);
+		armor_check(id, file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, p->hash, 0);
+		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && p->n > 0)
+			armor_check(id, ARMOR_KIND_PROC_NAME, s->last_comp, 0);
+		probe_globs(s, file);
 	}
 	/* Exact rules by (device, inode): hardlinks and bind mounts reach the same inode. */
 	if (inode && (s->rs.flags & ARMOR_RS_INODE(category))) {
 		__u32 dev = BPF_CORE_READ(inode, i_sb, s_dev);
 		__u64 ino = BPF_CORE_READ(inode, i_ino);
-		armor_check(rv, file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
+		armor_check(id, file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
 			    armor_inode_target(dev, ino), 0);
 	}
 	return finish(s, cg, limit, detail, !complete);
@@ -616,8 +601,8 @@ static __always_inline int decide_socket(__u16 family, __u16 type, __u16 protoco
 		return 0;
 	__u64 cg = 0;
 	__u32 limit = 0;
-	const struct armor_ruleset_val *rv = begin(s, ARMOR_CAT_NETWORK, &cg, &limit);
-	if (!rv)
+	__u32 id = begin(s, ARMOR_CAT_NETWORK, &cg, &limit);
+	if (!id)
 		return 0;
 	s->truncated = 0;
 	type &= SOCK_TYPE_MASK;
@@ -628,11 +613,11 @@ static __always_inline int decide_socket(__u16 family, __u16 type, __u16 protoco
 		else if (type == SOCK_DGRAM)
 			eff = IPPROTO_UDP;
 	}
-	armor_check(rv, ARMOR_KIND_NET_PROTO, eff, 0);
+	armor_check(id, ARMOR_KIND_NET_PROTO, eff, 0);
 	if (family == AF_INET6 && eff == IPPROTO_ICMPV6)
-		armor_check(rv, ARMOR_KIND_NET_PROTO, IPPROTO_ICMP, 0);
-	armor_check(rv, ARMOR_KIND_NET_TYPE, type, 0);
-	armor_check(rv, ARMOR_KIND_NET_ALL, 0, 0);
+		armor_check(id, ARMOR_KIND_NET_PROTO, IPPROTO_ICMP, 0);
+	armor_check(id, ARMOR_KIND_NET_TYPE, type, 0);
+	armor_check(id, ARMOR_KIND_NET_ALL, 0, 0);
 	return finish(s, cg, limit, ((__u32)family << 16) | ((__u32)type << 8) | (eff & 0xff), 0);
 }
 
@@ -827,11 +812,11 @@ int BPF_PROG(armor_capable, const struct cred *cred, struct user_namespace *ns, 
 		return 0;
 	__u64 cg = 0;
 	__u32 limit = 0;
-	const struct armor_ruleset_val *rv = begin(s, ARMOR_CAT_CAPS, &cg, &limit);
-	if (!rv)
+	__u32 id = begin(s, ARMOR_CAT_CAPS, &cg, &limit);
+	if (!id)
 		return 0;
 	s->truncated = 0;
-	armor_check(rv, ARMOR_KIND_CAP, cap, 0);
+	armor_check(id, ARMOR_KIND_CAP, cap, 0);
 	return finish(s, cg, limit, cap, 0);
 }
 

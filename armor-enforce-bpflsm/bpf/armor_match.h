@@ -44,13 +44,16 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } armor_rules SEC(".maps");
 
+/* The filter (armor_abi.h): max_entries = (armor_filter_mask + 1) / 64 words. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct armor_ruleset_val);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} armor_rulesets SEC(".maps");
+	__type(value, __u64);
+} armor_filter SEC(".maps");
+
+/* Set by the loader: the filter's bits - 1 (a power of two minus one, at least 63). */
+const volatile __u32 armor_filter_mask = 63;
 
 /* Glob automata: one per ruleset and category that has globs (src/dfa.rs, struct armor_dfa). */
 struct {
@@ -149,36 +152,45 @@ static __always_inline __u64 armor_root(__u64 key)
 	return armor_fix(armor_extend(key ^ ARMOR_P3, ARMOR_P2));
 }
 
-/* The filter's mix of (kind, target); bits h % BITS and (h >> 32) % BITS (src/hash.rs
- * `filter_bits` is the mirror). */
-static __always_inline __u64 armor_filter_hash(__u8 kind, __u64 target)
+/* The mix of a rule key without its source (src/hash.rs `key_hash` is the mirror); the table
+ * tag extends it by the source. */
+static __always_inline __u64 armor_key_hash(__u32 ruleset, __u8 kind, __u64 target)
 {
-	return armor_extend(target ^ ((__u64)kind * ARMOR_P1), ARMOR_P3);
+	return armor_extend((((__u64)ruleset << 8) | kind) * ARMOR_P1, target);
 }
 
-/* 0 when no entry of the ruleset can have key (kind, target), whatever its source. */
-static __always_inline int armor_maybe(const struct armor_ruleset_val *rv, __u8 kind, __u64 target)
+/* 0 when no entry of `ruleset` can have (kind, target), whatever its source. The key's target
+ * (a keyed hash already, or a small number) is mixed with its ruleset and kind by one multiply
+ * into v; both of its bits lie in one word, (v >> 32) % WORDS, at positions v % 64 and
+ * (v >> 6) % 64: one array read per test (src/hash.rs `filter_bits` is the mirror). */
+static __always_inline int armor_maybe(__u32 ruleset, __u8 kind, __u64 target)
 {
-	__u64 h = armor_filter_hash(kind, target);
-	__u32 a = h & (ARMOR_FILTER_BITS - 1);
-	__u32 b = (h >> 32) & (ARMOR_FILTER_BITS - 1);
-	return ((rv->filter[a >> 6] >> (a & 63)) & 1) && ((rv->filter[b >> 6] >> (b & 63)) & 1);
+	__u64 v = target ^ ((((__u64)ruleset << 8) | kind) * ARMOR_P1);
+	__u32 word = (v >> 32) & (armor_filter_mask >> 6);
+	const __u64 *w = bpf_map_lookup_elem(&armor_filter, &word);
+	return w && ((*w >> (v & 63)) & (*w >> ((v >> 6) & 63)) & 1);
 }
 
-/* The hash of `len` bytes at `buf` (which holds ARMOR_NAME_MAX + 8 readable bytes). */
+/* The hash of `len` (< ARMOR_NAME_MAX) bytes at `buf` (which holds ARMOR_NAME_MAX + 8 readable
+ * bytes), eight at a time: the full words, then the last one masked to its bytes. */
 static __always_inline __u64 armor_comp_hash(__u64 key, const char *buf, __u32 len)
 {
 	__u64 h = key ^ ((__u64)len * ARMOR_P1);
-	for (__u32 i = 0; i < ARMOR_NAME_MAX / 8; i++) {
-		if (i * 8 >= len)
+	if (!len)
+		return h;
+	__u32 last = ((len - 1) / 8) & (ARMOR_NAME_MAX / 8 - 1);
+	for (__u32 i = 0; i < ARMOR_NAME_MAX / 8 - 1; i++) {
+		if (i >= last)
 			break;
-		__u64 w = *(const __u64 *)(buf + i * 8);
-		__u32 rest = len - i * 8;
-		if (rest < 8)
-			w &= (1ULL << (rest * 8)) - 1;
-		h = (h ^ w) * ARMOR_P1;
+		h = (h ^ *(const __u64 *)(buf + i * 8)) * ARMOR_P1;
 		h ^= h >> 29;
 	}
+	__u64 w = *(const __u64 *)(buf + last * 8);
+	__u32 rest = len - last * 8;
+	if (rest < 8)
+		w &= (1ULL << (rest * 8)) - 1;
+	h = (h ^ w) * ARMOR_P1;
+	h ^= h >> 29;
 	return h;
 }
 
@@ -261,69 +273,85 @@ static long armor_chain_entry(__u32 i, void *ctx)
 	return 0;
 }
 
-/* The table tag of a rule key (src/hash.rs `tag` is the mirror): never EMPTY or DELETED. */
-static __always_inline __u64 armor_tag(__u32 ruleset, __u8 kind, __u64 target, __u64 source)
+/* The table tag of a rule key whose armor_key_hash is `u` (src/hash.rs `tag` is the mirror):
+ * never EMPTY or DELETED. */
+static __always_inline __u64 armor_tag(__u64 u, __u64 source)
 {
-	__u64 h = armor_extend(armor_extend((((__u64)ruleset << 8) | kind) * ARMOR_P1, target),
-			       source ^ ARMOR_P2);
+	__u64 h = armor_extend(u, source ^ ARMOR_P2);
 	return h > ARMOR_TAG_DELETED ? h : h + 2;
 }
 
-/* The seq 0 entry of the key in st->key: from the table (within ARMOR_WINDOW slots of the tag's
- * home slot, no helper call), else from `armor_rules` when the window was full (src/table.rs
- * `Table::find` is the mirror). */
-static __always_inline const struct armor_rule_val *armor_first(struct armor_state *st)
+/* st->key = the seq 0 key of (operation's ruleset, kind, target, source). */
+static __always_inline void armor_key_set(struct armor_state *st, __u8 kind, __u64 target,
+					  __u64 source)
 {
-	__u64 tag = armor_tag(st->key.ruleset, st->key.kind, st->key.target, st->key.source);
+	st->key.ruleset = st->op.ruleset;
+	st->key.kind = kind;
+	st->key.seq = 0;
+	st->key.pad = 0;
+	st->key.target = target;
+	st->key.source = source;
+}
+
+/* The seq 0 entry of the key (kind, target, source) of the operation's ruleset, whose
+ * armor_key_hash is `u`: from the table (within ARMOR_WINDOW slots of the tag's home slot, no
+ * helper call), else from `armor_rules` when the window was full (src/table.rs `Table::find` is
+ * the mirror). */
+static __always_inline const struct armor_rule_val *armor_first(struct armor_state *st, __u8 kind,
+								__u64 target, __u64 source,
+								__u64 u)
+{
+	__u64 tag = armor_tag(u, source);
+	__u32 mask = armor_table_mask;
 	for (__u32 k = 0; k < ARMOR_WINDOW; k++) {
-		__u32 idx = ((__u32)tag + k) & armor_table_mask;
+		__u32 idx = ((__u32)tag + k) & mask;
 		const struct armor_slot *sl = bpf_map_lookup_elem(&armor_table, &idx);
 		if (!sl || sl->tag == ARMOR_TAG_EMPTY)
 			return NULL;
 		if (sl->tag == tag)
 			return &sl->val;
 	}
+	armor_key_set(st, kind, target, source);
 	return bpf_map_lookup_elem(&armor_rules, &st->key);
 }
 
-/* Every entry of one key, for the operation's source and for "any source" (a global function:
- * verified once, not at every call site). Most keys hold one entry, found in the table; the
- * entries past it (seq >= 1) come from `armor_rules` through bpf_loop. */
+/* Every entry of one key of the operation's ruleset, for the operation's source and for "any
+ * source" (a global function: verified once, not at every call site; inlined into the prefix
+ * pass, the 6.1 verifier takes three times as long over the LSM programs). Most keys hold one
+ * entry, found in the table; the entries past it (seq >= 1) come from `armor_rules` through
+ * bpf_loop. */
 __noinline int armor_probe(__u8 kind, __u64 target, int recursive_only)
 {
 	struct armor_state *st = armor_state();
 	if (!st)
 		return 0;
+	__u64 u = armor_key_hash(st->op.ruleset, kind, target);
 	st->recursive_only = recursive_only;
 	for (int spec = 1; spec >= 0; spec--) {
 		__u64 source = spec ? st->op.source : 0;
 		if (spec && !source)
 			continue;
 		st->spec = spec;
-		st->key.ruleset = st->op.ruleset;
-		st->key.kind = kind;
-		st->key.seq = 0;
-		st->key.pad = 0;
-		st->key.target = target;
-		st->key.source = source;
-		const struct armor_rule_val *first = armor_first(st);
+		const struct armor_rule_val *first = armor_first(st, kind, target, source, u);
 		if (!first)
 			continue;
 		armor_consider(st, first);
 		__u32 n = first->count;
 		if (n > ARMOR_CHAIN_MAX)
 			n = ARMOR_CHAIN_MAX;
-		if (n > 1)
+		if (n > 1) {
+			armor_key_set(st, kind, target, source);
 			bpf_loop(n - 1, armor_chain_entry, NULL, 0);
+		}
 	}
 	return 0;
 }
 
-/* armor_probe behind the ruleset's filter (`rv` NULL: no filter, always probe). */
-static __always_inline void armor_check(const struct armor_ruleset_val *rv, __u8 kind,
-					__u64 target, int recursive_only)
+/* armor_probe behind the filter, for the operation's ruleset (`ruleset` is st->op.ruleset). */
+static __always_inline void armor_check(__u32 ruleset, __u8 kind, __u64 target,
+					int recursive_only)
 {
-	if (rv && !armor_maybe(rv, kind, target))
+	if (!armor_maybe(ruleset, kind, target))
 		return;
 	armor_probe(kind, target, recursive_only);
 }
@@ -342,9 +370,10 @@ struct armor_path {
 	__u64 dir_bits;          /* bit d: the ruleset has directory entries at depth d */
 	__u32 n;                 /* components pushed */
 	__u32 resolved;          /* components extended into `hash` (root first) */
+	__u32 ruleset;           /* the operation's ruleset (the directory probes) */
 	__u8 dir_kind;
 	__u8 lookups;            /* probe the directory entries */
-	__u8 pad[6];
+	__u8 pad[2];
 };
 
 struct {
@@ -366,47 +395,52 @@ static __always_inline __u32 armor_kept(const struct armor_path *p)
 	return p->n < ARMOR_COMPS ? p->n : ARMOR_COMPS;
 }
 
-struct armor_prefix_ctx {
-	struct armor_path *p;
-	const struct armor_ruleset_val *rv;
-};
-
 /* Components i * ARMOR_PREFIX_CHUNK .. + ARMOR_PREFIX_CHUNK - 1 (root first): extend the hash,
  * probe the directory entry of the prefix when the ruleset has entries at that depth. No name
- * is read here, so the body has few paths and the verifier checks it once per call site. */
+ * is read here, so the body has few paths and the verifier checks it once per call site. The
+ * state is kept in locals and written back once. */
 static long armor_prefix_chunk(__u32 i, void *ctx)
 {
-	struct armor_prefix_ctx *pc = ctx;
-	struct armor_path *p = pc->p;
+	struct armor_path *p = armor_path();
 	if (!p)
 		return 1;
+	__u32 n = p->n;
+	__u32 kept = armor_kept(p);
+	__u64 h = p->hash;
+	__u64 bits = p->lookups ? p->dir_bits : 0;
+	__u32 ruleset = p->ruleset;
+	__u8 kind = p->dir_kind;
+	__u32 d = i * ARMOR_PREFIX_CHUNK;
+	long stop = 0;
 	for (__u32 j = 0; j < ARMOR_PREFIX_CHUNK; j++) {
-		__u32 d = i * ARMOR_PREFIX_CHUNK + j;
-		if (d >= armor_kept(p))
-			return 1;
-		p->hash = armor_extend(p->hash, p->comp[(p->n - 1 - d) & ARMOR_COMPS_MASK]);
-		__u32 depth = d + 1;
-		p->resolved = depth;
-		if (p->lookups && (p->dir_bits & (1ULL << (depth < 63 ? depth : 63))))
-			armor_check(pc->rv, p->dir_kind, p->hash, depth + 1 < p->n);
+		if (d >= kept) {
+			stop = 1;
+			break;
+		}
+		h = armor_extend(h, p->comp[(n - 1 - d) & ARMOR_COMPS_MASK]);
+		d++;
+		/* d is now the prefix's depth */
+		if (bits & (1ULL << (d < 63 ? d : 63)))
+			armor_check(ruleset, kind, h, d + 1 < n);
 	}
-	return 0;
+	p->hash = h;
+	p->resolved = d;
+	return stop;
 }
 
-/* The prefix pass: the root's directory entry, then every kept component. Afterwards
- * p->hash is the full path's hash when p->resolved == p->n. */
-static __always_inline void armor_prefixes(struct armor_path *p,
-					   const struct armor_ruleset_val *rv, __u64 key)
+/* The prefix pass: the root's directory entry, then every kept component (with p->lookups, the
+ * directory entries of p->ruleset at the depths p->dir_bits names). Afterwards p->hash is the
+ * full path's hash when p->resolved == p->n. */
+static __always_inline void armor_prefixes(struct armor_path *p, __u64 key)
 {
 	p->hash = armor_root(key);
 	p->resolved = 0;
 	if (p->lookups && (p->dir_bits & 1))
-		armor_check(rv, p->dir_kind, p->hash, 1 < p->n);
-	struct armor_prefix_ctx pc = {.p = p, .rv = rv};
+		armor_check(p->ruleset, p->dir_kind, p->hash, 1 < p->n);
 	__u32 kept = armor_kept(p);
 	if (kept)
 		bpf_loop((kept + ARMOR_PREFIX_CHUNK - 1) / ARMOR_PREFIX_CHUNK, armor_prefix_chunk,
-			 &pc, 0);
+			 NULL, 0);
 }
 
 /* The verdict: ARMOR_ACTION_{ALLOW,AUDIT,BLOCK}; *rule = the reported rule or

@@ -216,51 +216,6 @@ impl SlotVal {
     }
 }
 
-/// `ARMOR_FILTER_BITS`: bits of a ruleset's Bloom filter over its entries' (kind, target) pairs.
-pub const FILTER_BITS: usize = 1 << 16;
-/// `ARMOR_FILTER_WORDS`.
-pub const FILTER_WORDS: usize = FILTER_BITS / 64;
-
-/// `struct armor_ruleset_val`: the value of `armor_rulesets`, the ruleset and its filter (two
-/// bits per (kind, target) pair of its entries, [`crate::hash::filter_bits`]). The kernel skips
-/// the map lookups of a probe whose pair misses a bit.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RulesetVal {
-    /// The ruleset.
-    pub meta: RulesetMeta,
-    /// The filter's bits, bit `b` in word `b / 64` at position `b % 64`.
-    pub filter: [u64; FILTER_WORDS],
-}
-
-impl RulesetVal {
-    /// `meta` with the filter of `rules` (only `seq` 0 keys are ever probed).
-    pub fn new(meta: RulesetMeta, rules: &[(RuleKey, RuleVal)]) -> Box<Self> {
-        let mut v = Box::new(Self {
-            meta,
-            filter: [0; FILTER_WORDS],
-        });
-        for (k, _) in rules.iter().filter(|(k, _)| k.seq == 0) {
-            for b in crate::hash::filter_bits(k.kind, k.target) {
-                if let Some(w) = v.filter.get_mut(b / 64) {
-                    *w |= 1u64 << (b % 64);
-                }
-            }
-        }
-        v
-    }
-
-    /// Whether an entry with (`kind`, `target`) may exist (`armor_maybe`): false means none.
-    pub fn maybe(&self, kind: u8, target: u64) -> bool {
-        crate::hash::filter_bits(kind, target).iter().all(|b| {
-            self.filter
-                .get(b / 64)
-                .is_some_and(|w| w >> (b % 64) & 1 == 1)
-        })
-    }
-}
-
 /// `struct armor_workload`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -274,6 +229,9 @@ pub struct WorkloadVal {
     pub flags: u32,
     /// Zero.
     pub pad: u32,
+    /// The active ruleset's description (zero without rules): it changes with `ruleset` in one
+    /// map update.
+    pub meta: RulesetMeta,
 }
 
 /// `ARMOR_W_UNTIL_EXEC`: the workload's rules are not in force until one of its tasks executes
@@ -425,8 +383,6 @@ unsafe impl aya::Pod for RuleVal {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RulesetMeta {}
 // SAFETY: as above.
-unsafe impl aya::Pod for RulesetVal {}
-// SAFETY: as above.
 unsafe impl aya::Pod for SlotVal {}
 // SAFETY: as above.
 unsafe impl aya::Pod for WorkloadVal {}
@@ -515,11 +471,6 @@ mod tests {
         );
         assert_eq!(offset_of!(RulesetMeta, posture), c("armor_ruleset.posture"));
         assert_eq!(offset_of!(RulesetMeta, flags), c("armor_ruleset.flags"));
-        assert_eq!(size_of::<RulesetVal>(), c("armor_ruleset_val"));
-        assert_eq!(
-            offset_of!(RulesetVal, filter),
-            c("armor_ruleset_val.filter")
-        );
         assert_eq!(size_of::<SlotVal>(), c("armor_slot"));
         assert_eq!(offset_of!(SlotVal, val), c("armor_slot.val"));
         assert_eq!(size_of::<WorkloadVal>(), c("armor_workload"));
@@ -528,6 +479,7 @@ mod tests {
             c("armor_workload.alerts_per_sec")
         );
         assert_eq!(offset_of!(WorkloadVal, flags), c("armor_workload.flags"));
+        assert_eq!(offset_of!(WorkloadVal, meta), c("armor_workload.rs"));
         assert_eq!(W_UNTIL_EXEC as usize, c("ARMOR_W_UNTIL_EXEC"));
         assert_eq!(size_of::<ConfigVal>(), c("armor_config"));
         assert_eq!(
@@ -555,48 +507,6 @@ mod tests {
         );
         assert_eq!(offset_of!(AlertRaw, path), c("armor_alert.path"));
         assert_eq!(offset_of!(AlertRaw, source), c("armor_alert.source"));
-    }
-
-    #[test]
-    fn the_filter_admits_every_key_and_rules_out_most_others() {
-        let key = |kind, target, seq, source| RuleKey {
-            ruleset: 1,
-            kind,
-            seq,
-            pad: 0,
-            target,
-            source,
-        };
-        let mut rules: Vec<(RuleKey, RuleVal)> = (0..10_000u64)
-            .map(|i| {
-                let t = crate::hash::path(7, &format!("/srv/f{i}"));
-                (key(kind::FILE_PATH, t, 0, i % 3), RuleVal::default())
-            })
-            .collect();
-        rules.push((key(kind::CAP, 21, 0, 0), RuleVal::default()));
-        // A chain entry past the first is never probed on its own: not in the filter.
-        rules.push((key(kind::CAP, 12, 1, 0), RuleVal::default()));
-        let v = RulesetVal::new(RulesetMeta::default(), &rules);
-        assert!(
-            rules[..10_001]
-                .iter()
-                .all(|(k, _)| v.maybe(k.kind, k.target))
-        );
-        assert!(!v.maybe(kind::CAP, 12));
-        // The same target under another kind is another pair.
-        let t0 = rules[0].0.target;
-        let other_kind = [kind::FILE_DIR, kind::PROC_PATH, kind::PROC_DIR]
-            .iter()
-            .filter(|k| v.maybe(**k, t0))
-            .count();
-        assert!(other_kind < 3);
-        // 10,000 pairs in 65,536 bits, two bits each: about 7 % false positives.
-        let fp = (0..10_000u64)
-            .filter(|i| v.maybe(kind::FILE_DIR, crate::hash::path(7, &format!("/x/{i}"))))
-            .count();
-        assert!(fp < 1_000, "{fp} false positives in 10,000");
-        let empty = RulesetVal::new(RulesetMeta::default(), &[]);
-        assert!(!empty.maybe(kind::FILE_PATH, t0));
     }
 
     #[test]

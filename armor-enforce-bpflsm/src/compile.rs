@@ -16,7 +16,7 @@ use armor_core::posture::PostureAction;
 use armor_core::rule::{ProtocolMatch, Rule, SourceMatch, Target};
 use armor_core::{Action, RuleSet};
 
-use crate::abi::{self, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, RulesetVal, kind};
+use crate::abi::{self, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
 use crate::dfa::{Dfa, DfaError};
 use crate::hash;
 
@@ -407,13 +407,6 @@ pub struct Encoded {
     pub rules: Vec<(RuleKey, RuleVal)>,
     /// The glob automata (`armor_dfas`), process before file.
     pub dfas: Vec<(DfaKey, Box<DfaVal>)>,
-}
-
-impl Encoded {
-    /// The value of `armor_rulesets`: [`Encoded::meta`] and the filter of [`Encoded::rules`].
-    pub fn ruleset_val(&self) -> Box<RulesetVal> {
-        RulesetVal::new(self.meta, &self.rules)
-    }
 }
 
 impl BpfArtifact {

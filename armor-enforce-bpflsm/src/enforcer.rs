@@ -43,9 +43,10 @@ use aya::programs::{Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::abi::{
-    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, RulesetVal, SlotVal, WorkloadVal,
+    self, AlertRaw, ConfigVal, DfaKey, DfaVal, RuleKey, RuleVal, SlotVal, WorkloadVal,
 };
 use crate::compile::{BpfArtifact, DEFAULT_MAX_GLOB_STATES, compile_with};
+use crate::filter::Filter;
 use crate::table::{Placement, Table};
 
 /// The kernel programs, embedded at build time.
@@ -83,9 +84,13 @@ pub struct Config {
     /// probe window goes to the `armor_rules` map, which is slower but just as exact. At most
     /// half full, almost every entry fits ([`crate::table`]).
     pub table_slots: u32,
-    /// Workloads (cgroups) that can be managed, plus one for the host. Each workload with rules
-    /// holds one ruleset value of about 8 KiB (its filter) in kernel memory, two during an
-    /// update; the map is not preallocated.
+    /// Bits of the filter shared by all rulesets ([`crate::filter`]; rounded up to a power of
+    /// two, an eighth of a byte each, preallocated). Two bits per rule key: with 2^21 bits, a
+    /// probe for a key that does not exist passes the filter about once in 190 times while
+    /// 65,536 keys are installed. A fuller filter costs useless probes, never a missed rule.
+    pub filter_bits: u32,
+    /// Workloads (cgroups) that can be managed, plus one for the host (about 120 bytes of
+    /// kernel memory each, preallocated: the map entry holds the ruleset's description).
     pub max_workloads: u32,
     /// Open files tracked so `file_permission` skips the ones decided at open.
     pub max_tracked_files: u32,
@@ -111,6 +116,7 @@ impl Default for Config {
         Self {
             max_rule_entries: 1 << 20,
             table_slots: 1 << 17,
+            filter_bits: 1 << 21,
             max_workloads: 1 << 14,
             max_tracked_files: 1 << 16,
             alerts_per_sec: 1000,
@@ -190,7 +196,7 @@ pub struct Counters {
 struct Installed {
     cgroup: u64,
     ruleset: u32,
-    /// Every entry's key (the filter of the non-atomic test update needs them).
+    /// Every entry's key (counted in the filter).
     keys: Vec<RuleKey>,
     /// Where the entries are: table slots and map entries.
     placed: Placement,
@@ -209,7 +215,9 @@ struct Loaded {
     /// The user-space copy of the table's tags.
     tags: Table,
     rules: HashMap<MapData, RuleKey, RuleVal>,
-    rulesets: HashMap<MapData, u32, RulesetVal>,
+    filter: Array<MapData, u64>,
+    /// The user-space copy of the filter, with the keys behind every bit.
+    bloom: Filter,
     dfas: HashMap<MapData, DfaKey, DfaVal>,
     workloads: HashMap<MapData, u64, WorkloadVal>,
     counters: PerCpuArray<MapData, u64>,
@@ -316,15 +324,13 @@ fn random_key() -> Result<u64, LoadError> {
     Ok(u64::from_ne_bytes(b))
 }
 
-fn loader<'a>(config: &Config, table_mask: &'a u32) -> EbpfLoader<'a> {
+fn loader<'a>(config: &Config, table_mask: &'a u32, filter_mask: &'a u32) -> EbpfLoader<'a> {
     let mut l = EbpfLoader::new();
     l.override_global("armor_table_mask", table_mask, true)
         .map_max_entries("armor_table", table_mask.saturating_add(1))
+        .override_global("armor_filter_mask", filter_mask, true)
+        .map_max_entries("armor_filter", filter_mask / 64 + 1)
         .map_max_entries("armor_rules", config.max_rule_entries.max(1))
-        .map_max_entries(
-            "armor_rulesets",
-            config.max_workloads.saturating_mul(2).max(2),
-        )
         .map_max_entries("armor_workloads", config.max_workloads.saturating_add(1))
         .map_max_entries("armor_rates", config.max_workloads.saturating_add(1))
         .map_max_entries("armor_files", config.max_tracked_files.max(1))
@@ -364,7 +370,9 @@ impl BpfLsm {
     fn load_programs(&self) -> Result<Loaded, LoadError> {
         let tags = Table::new(self.config.table_slots);
         let mask = tags.mask();
-        let mut ebpf = loader(&self.config, &mask)
+        let bloom = Filter::new(self.config.filter_bits);
+        let filter_mask = bloom.mask();
+        let mut ebpf = loader(&self.config, &mask, &filter_mask)
             .load(LSM_OBJ)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
@@ -400,7 +408,7 @@ impl BpfLsm {
         }
         let table = take(&mut ebpf, "armor_table")?;
         let rules = take(&mut ebpf, "armor_rules")?;
-        let rulesets = take(&mut ebpf, "armor_rulesets")?;
+        let filter = take(&mut ebpf, "armor_filter")?;
         let dfas = take(&mut ebpf, "armor_dfas")?;
         let workloads = take(&mut ebpf, "armor_workloads")?;
         let counters = take(&mut ebpf, "armor_counters")?;
@@ -412,7 +420,8 @@ impl BpfLsm {
             table,
             tags,
             rules,
-            rulesets,
+            filter,
+            bloom,
             dfas,
             workloads,
             counters,
@@ -568,21 +577,28 @@ impl BpfLsm {
             alerts_per_sec: self.config.alerts_per_sec,
             flags: if until_exec { abi::W_UNTIL_EXEC } else { 0 },
             pad: 0,
+            meta: enc.meta,
         };
         let placed = l.tags.place_all(&enc.rules);
         let dfas: Vec<DfaKey> = enc.dfas.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<RuleKey> = enc.rules.iter().map(|(k, _)| *k).collect();
+        let mut counted = false;
         let written = write_placement(l, &placed)
             .and_then(|()| {
                 for (k, v) in &enc.dfas {
                     insert_big(&mut l.dfas, k, v).map_err(|e| map_err("bpf_map_update_elem", e))?;
                 }
-                insert_big(&mut l.rulesets, &id, enc.ruleset_val().as_ref())
-                    .map_err(|e| map_err("bpf_map_update_elem", e))
+                counted = true;
+                let changed = l.bloom.add(&keys);
+                write_filter(l, &changed)
             })
             .and_then(|()| flip(l, cgroup, val));
         if let Err(e) = written {
             // Nothing points at `id`: take every trace of it back.
-            clear(l, &placed, &dfas, id);
+            if counted {
+                uncount(l, &keys);
+            }
+            clear(l, &placed, &dfas);
             return Err(e);
         }
         st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
@@ -592,7 +608,7 @@ impl BpfLsm {
             Installed {
                 cgroup,
                 ruleset: id,
-                keys: enc.rules.iter().map(|(k, _)| *k).collect(),
+                keys,
                 placed,
                 dfas,
                 artifact: a.clone(),
@@ -604,7 +620,8 @@ impl BpfLsm {
             if old.cgroup != cgroup {
                 let _ = l.workloads.remove(&old.cgroup);
             }
-            clear(l, &old.placed, &old.dfas, old.ruleset);
+            clear(l, &old.placed, &old.dfas);
+            uncount(l, &old.keys);
         }
         Ok(if previous.is_some() {
             Applied::Updated
@@ -627,8 +644,9 @@ impl BpfLsm {
         let Some(old) = st.installed.get(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
-        let (id, old_keys, old_placed, old_dfas) = (
+        let (id, cgroup, old_keys, old_placed, old_dfas) = (
             old.ruleset,
+            old.cgroup,
             old.keys.clone(),
             old.placed.clone(),
             old.dfas.clone(),
@@ -637,17 +655,11 @@ impl BpfLsm {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
         };
         let enc = artifact.encode(id, l.hash_key);
+        let new_keys: Vec<RuleKey> = enc.rules.iter().map(|(k, _)| *k).collect();
         // The filter lets both the old and the new keys through while they are swapped, so
         // readers see the mix this helper exists to produce.
-        let mut both: Vec<(RuleKey, RuleVal)> =
-            old_keys.iter().map(|k| (*k, RuleVal::default())).collect();
-        both.extend(enc.rules.iter().copied());
-        insert_big(
-            &mut l.rulesets,
-            &id,
-            RulesetVal::new(enc.meta, &both).as_ref(),
-        )
-        .map_err(|e| map_err("bpf_map_update_elem", e))?;
+        let changed = l.bloom.add(&new_keys);
+        write_filter(l, &changed)?;
         for (idx, _) in &old_placed.slots {
             for (i, tag) in l.tags.free(*idx) {
                 write_free(l, i, tag)?;
@@ -677,10 +689,17 @@ impl BpfLsm {
         for (k, v) in &enc.dfas {
             insert_big(&mut l.dfas, k, v).map_err(|e| map_err("bpf_map_update_elem", e))?;
         }
-        insert_big(&mut l.rulesets, &id, enc.ruleset_val().as_ref())
+        uncount(l, &old_keys);
+        let mut w = l
+            .workloads
+            .get(&cgroup, 0)
+            .map_err(|e| map_err("bpf_map_lookup_elem", e))?;
+        w.meta = enc.meta;
+        l.workloads
+            .insert(cgroup, w, 0)
             .map_err(|e| map_err("bpf_map_update_elem", e))?;
         if let Some(inst) = st.installed.get_mut(key) {
-            inst.keys = enc.rules.iter().map(|(k, _)| *k).collect();
+            inst.keys = new_keys;
             inst.placed = placed;
             inst.dfas = enc.dfas.iter().map(|(k, _)| *k).collect();
             inst.artifact = artifact.clone();
@@ -716,10 +735,28 @@ fn write_free(l: &mut Loaded, idx: u32, tag: u64) -> Result<(), ApplyError> {
         .map_err(|e| map_err("bpf_map_update_elem", e))
 }
 
+/// Writes the filter words a change of [`Filter`] reported.
+fn write_filter(l: &mut Loaded, changed: &[(u32, u64)]) -> Result<(), ApplyError> {
+    for (i, w) in changed {
+        l.filter
+            .set(*i, *w, 0)
+            .map_err(|e| map_err("bpf_map_update_elem", e))?;
+    }
+    Ok(())
+}
+
+/// Counts a ruleset's keys out of the filter once no workload points at it, clearing the bits
+/// no other key needs. A word that cannot be rewritten keeps its bits: that costs useless
+/// probes, never a missed rule.
+fn uncount(l: &mut Loaded, keys: &[RuleKey]) {
+    let changed = l.bloom.remove(keys);
+    let _ = write_filter(l, &changed);
+}
+
 /// Takes a ruleset out of the kernel once no workload points at it: its table slots, map
-/// entries, automata and ruleset value. Errors are ignored: rewriting a slot or deleting an
-/// entry does not fail short of a broken map, and entries never written are simply absent.
-fn clear(l: &mut Loaded, p: &Placement, dfas: &[DfaKey], id: u32) {
+/// entries and automata. Errors are ignored: rewriting a slot or deleting an entry does not
+/// fail short of a broken map, and entries never written are simply absent.
+fn clear(l: &mut Loaded, p: &Placement, dfas: &[DfaKey]) {
     for (i, tag) in l.tags.free_all(p) {
         let _ = write_free(l, i, tag);
     }
@@ -729,10 +766,9 @@ fn clear(l: &mut Loaded, p: &Placement, dfas: &[DfaKey], id: u32) {
     for d in dfas {
         let _ = l.dfas.remove(d);
     }
-    let _ = l.rulesets.remove(&id);
 }
 
-/// Writes one large value (an automaton, a ruleset with its filter). The kernel allocates large
+/// Writes one large value (an automaton). The kernel allocates large
 /// hash map values from a per-CPU cache that it refills asynchronously, so an insert right after
 /// another can find it empty (`ENOMEM`): retried a few times after a short pause.
 fn insert_big<K: aya::Pod, V: aya::Pod>(
@@ -896,7 +932,8 @@ impl Enforcer for BpfLsm {
     /// Trial-loads `lsm/bprm_check_security` (and, when that works, every program).
     fn probe(&self) -> Support {
         let mask = Table::new(self.config.table_slots).mask();
-        let mut ebpf = match loader(&self.config, &mask).load(LSM_OBJ) {
+        let filter_mask = Filter::new(self.config.filter_bits).mask();
+        let mut ebpf = match loader(&self.config, &mask, &filter_mask).load(LSM_OBJ) {
             Ok(e) => e,
             Err(e) => {
                 return Support::Unsupported {
@@ -998,7 +1035,8 @@ impl Enforcer for BpfLsm {
             l.workloads
                 .remove(&old.cgroup)
                 .map_err(|e| map_err("bpf_map_delete_elem", e))?;
-            clear(l, &old.placed, &old.dfas, old.ruleset);
+            clear(l, &old.placed, &old.dfas);
+            uncount(l, &old.keys);
         }
         Ok(())
     }

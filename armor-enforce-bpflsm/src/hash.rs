@@ -48,20 +48,33 @@ pub fn inode_target(dev: u32, ino: u64) -> u64 {
     extend(fix(ino), u64::from(dev))
 }
 
-/// The two bits of a ruleset's filter (`RulesetVal`) that stand for rule keys with (`kind`,
-/// `target`), whatever their source (`armor_filter_hash`, `armor_maybe`).
-pub fn filter_bits(kind: u8, target: u64) -> [usize; 2] {
-    let h = extend(target ^ u64::from(kind).wrapping_mul(P1), P3);
-    let mask = crate::abi::FILTER_BITS as u64 - 1;
-    [(h & mask) as usize, ((h >> 32) & mask) as usize]
+/// The mix of a rule key without its source (`armor_key_hash`): its ruleset, kind and target.
+/// The table tag extends it by the source ([`tag`]).
+pub fn key_hash(ruleset: u32, kind: u8, target: u64) -> u64 {
+    let k = (u64::from(ruleset) << 8 | u64::from(kind)).wrapping_mul(P1);
+    extend(k, target)
 }
 
-/// The rule table tag of `key` (`armor_tag`): its ruleset, kind, target and source mixed into
-/// 64 bits, never [`crate::abi::TAG_EMPTY`] or [`crate::abi::TAG_DELETED`]. `seq` is not part
-/// of it: only `seq` 0 entries live in the table.
+/// The two bits of the filter ([`crate::filter`], `mask + 1` bits) that stand for the rule
+/// keys of `ruleset` with (`kind`, `target`), whatever their source (`armor_maybe`): the
+/// target mixed with the ruleset and kind by one multiply into `v` (targets are keyed hashes
+/// already, or small numbers), both bits in word `(v >> 32) % words`, at `v % 64` and
+/// `(v >> 6) % 64`, so the kernel reads one word per test.
+pub fn filter_bits(mask: u32, ruleset: u32, kind: u8, target: u64) -> [u32; 2] {
+    let v = target ^ (u64::from(ruleset) << 8 | u64::from(kind)).wrapping_mul(P1);
+    // Masked by a u32 and by 63: the casts keep every bit.
+    let word = ((v >> 32) & u64::from(mask >> 6)) as u32;
+    [
+        word * 64 + (v & 63) as u32,
+        word * 64 + ((v >> 6) & 63) as u32,
+    ]
+}
+
+/// The rule table tag of `key` (`armor_tag`): its [`key_hash`] extended by its source, never
+/// [`crate::abi::TAG_EMPTY`] or [`crate::abi::TAG_DELETED`]. `seq` is not part of it: only
+/// `seq` 0 entries live in the table.
 pub fn tag(key: &crate::abi::RuleKey) -> u64 {
-    let k = (u64::from(key.ruleset) << 8 | u64::from(key.kind)).wrapping_mul(P1);
-    let h = extend(extend(k, key.target), key.source ^ P2);
+    let h = extend(key_hash(key.ruleset, key.kind, key.target), key.source ^ P2);
     if h > crate::abi::TAG_DELETED {
         h
     } else {

@@ -3,6 +3,7 @@
 pub mod abi;
 pub mod compile;
 pub mod dfa;
+pub mod filter;
 pub mod hash;
 pub mod model;
 pub mod table;

@@ -11,8 +11,8 @@
 //!    a socket, the capability number, and for a path whose category has a glob automaton, one
 //!    `*_GLOB` key per glob the automaton matches (it runs over `/` and the bytes of every
 //!    component, root to leaf, exactly as the kernel's dentry walk feeds it). Each key is probed with the source hash of the acting
-//!    executable (only when `c` has fromSource entries) and with source 0, behind the ruleset's
-//!    filter; each hit is a chain of `count` entries (`seq` 0..count), whose first entry comes
+//!    executable (only when `c` has fromSource entries) and with source 0, behind the filter
+//!    ([`crate::filter`]); each hit is a chain of `count` entries (`seq` 0..count), whose first entry comes
 //!    from the rule table ([`crate::table`]) or, when its window was full, from the map, and
 //!    the rest from the map.
 //! 2. An entry without qualifiers covers the operation; one with qualifiers covers it when they say so (`readOnly`, `ownerOnly`: Allow
@@ -28,8 +28,9 @@ use std::collections::HashMap;
 
 use armor_core::event::{Event, Operation, net};
 
-use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, RulesetVal, kind};
+use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
 use crate::compile::Encoded;
+use crate::filter::Filter;
 use crate::hash;
 use crate::table::{Found, Table};
 
@@ -143,7 +144,7 @@ pub struct Model {
     hash_key: u64,
     ruleset: u32,
     meta: RulesetMeta,
-    filter: Box<RulesetVal>,
+    filter: Filter,
     table: Table,
     slots: HashMap<u32, RuleVal>,
     map: HashMap<RuleKey, RuleVal>,
@@ -182,11 +183,13 @@ impl Model {
     /// to the map, the kernel's overflow path).
     pub fn with_table(encoded: &Encoded, ruleset: u32, hash_key: u64, mut table: Table) -> Self {
         let placed = table.place_all(&encoded.rules);
+        let mut filter = Filter::for_entries(encoded.rules.len());
+        filter.add(encoded.rules.iter().map(|(k, _)| k));
         Self {
             hash_key,
             ruleset,
             meta: encoded.meta,
-            filter: encoded.ruleset_val(),
+            filter,
             table,
             slots: placed.slots.iter().map(|(i, s)| (*i, s.val)).collect(),
             map: placed.map.into_iter().collect(),
@@ -209,7 +212,7 @@ impl Model {
         recursive_only: bool,
     ) {
         // The kernel's armor_check: no lookup when the filter rules the pair out.
-        if !self.filter.maybe(k, target) {
+        if !self.filter.maybe(self.ruleset, k, target) {
             return;
         }
         for (spec, src) in [(1usize, source), (0, Some(0))] {
