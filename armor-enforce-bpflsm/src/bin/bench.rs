@@ -171,16 +171,27 @@ fn batch(pin: &Path, data: &Path, repeat: u64) -> Result<(f64, i64), Box<dyn Err
     Ok((mean.ok_or("bpftool printed no duration")?, retval))
 }
 
-/// The median of `batches` batch means of each pinned program, one program after the other, and
-/// each program's last return value. (Interleaving the programs' batches was tried: it made
-/// armor's figure 30–50 ns worse, presumably because the baseline's 400-byte keys and large map
-/// evict armor's maps between batches; the cause was not measured.)
+/// What `time` measured for one program: its batch means' median, lowest and highest, and its
+/// last return value.
+struct Figure {
+    median: f64,
+    low: f64,
+    high: f64,
+    ret: i64,
+}
+
+/// The batch means of each pinned program (`batches` of them, one program after the other).
+/// (Interleaving the programs' batches was tried: it made armor's figure 30–50 ns worse,
+/// presumably because the baseline's 400-byte keys and large map evict armor's maps between
+/// batches; the cause was not measured.) The lowest and highest batch show the machine's
+/// phases: on our host the batches of one loaded program sit near one of two levels, switching
+/// every few seconds on either CPU, so the median says which phase dominated the run.
 fn time(
     pins: &[PathBuf],
     data: &Path,
     batches: usize,
     repeat: u64,
-) -> Result<Vec<(f64, i64)>, Box<dyn Error>> {
+) -> Result<Vec<Figure>, Box<dyn Error>> {
     let mut means = vec![Vec::new(); pins.len()];
     let mut rets = vec![-1; pins.len()];
     for ((pin, m), r) in pins.iter().zip(&mut means).zip(&mut rets) {
@@ -193,10 +204,17 @@ fn time(
     means
         .into_iter()
         .zip(rets)
-        .map(|(mut m, r)| {
+        .map(|(mut m, ret)| {
             m.sort_by(f64::total_cmp);
             let median = m.get(m.len() / 2).copied().ok_or("no batches")?;
-            Ok((median, r))
+            let low = m.first().copied().ok_or("no batches")?;
+            let high = m.last().copied().ok_or("no batches")?;
+            Ok(Figure {
+                median,
+                low,
+                high,
+                ret,
+            })
         })
         .collect()
 }
@@ -317,13 +335,16 @@ fn run(
         std::fs::remove_file(pin)?;
     }
     std::fs::remove_file(&data)?;
-    if let [(a, ra), (k, rk), (z, _)] = figures?.as_slice() {
+    if let [arm, ka, null] = figures?.as_slice() {
+        let (a, k, z) = (arm.median, ka.median, null.median);
         println!(
-            "{n:>6} rules ({dirs:>4} dirs, {globs:>3} globs: {states} automaton states, {} entries, {} in the table): armor {a:>6.1} ns (xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
+            "{n:>6} rules ({dirs:>4} dirs, {globs:>3} globs: {states} automaton states, {} entries, {} in the table): armor {a:>6.1} ns (batches {:.0}–{:.0}, xdp {}), kubearmor-style {k:>7.1} ns (xdp {}), speed-up {:.1}x; empty program {z:.1} ns, so net armor {:.1} ns vs {:.1} ns ({:.1}x)",
             enc.rules.len(),
             placed.in_table(),
-            xdp(*ra),
-            xdp(*rk),
+            arm.low,
+            arm.high,
+            xdp(arm.ret),
+            xdp(ka.ret),
             k / a,
             a - z,
             k - z,
