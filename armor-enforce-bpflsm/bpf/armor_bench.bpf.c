@@ -36,8 +36,8 @@ struct {
 } bench_input SEC(".maps");
 
 struct bench_buf {
-	__u32 n;
-	__u32 off;
+	__u32 off; /* the automaton pass's position in the input */
+	__u32 pad;
 	__u64 key;
 	struct armor_dfa_key dfa_key;
 	__u32 dfa_state;
@@ -99,34 +99,17 @@ struct bench_ctx {
 	const struct armor_dfa *dfa;
 };
 
-#define BENCH_NAMES_CHUNK 8
-
-/* Components i * 8 .. i * 8 + 7 (root first): the hash of each name, pushed into the path's
- * ring leaf first, as the LSM's dentry walk pushes them. The loop's state stays in locals. */
-static long bench_names(__u32 i, void *ctx)
+/* Component d (root first): its name's hash, from its length and offset in the input. */
+static __always_inline int armor_comp_at(void *ctx, const struct armor_path *p, __u32 d,
+					 __u64 key, __u64 *c)
 {
 	const struct bench_input *in = ((const struct bench_ctx *)ctx)->in;
-	struct bench_buf *b = buf();
-	struct armor_path *p = armor_path();
-	if (!in || !b || !p)
-		return 1;
-	__u32 n = b->n;
-	__u32 off = b->off;
-	__u64 key = b->key;
-	long stop = 0;
-	for (__u32 j = 0; j < BENCH_NAMES_CHUNK; j++) {
-		__u32 d = i * BENCH_NAMES_CHUNK + j;
-		if (d >= n) {
-			stop = 1;
-			break;
-		}
-		__u32 len = (__u8)in->data[(1 + d) & (BENCH_PATH - 1)];
-		p->comp[(n - 1 - d) & ARMOR_COMPS_MASK] =
-			armor_comp_hash(key, in->data + (off & (BENCH_PATH - 1)), len);
-		off += len;
-	}
-	b->off = off;
-	return stop;
+	if (!in)
+		return 0;
+	__u32 len = (__u8)in->data[(1 + d) & (BENCH_PATH - 1)];
+	__u32 off = (__u8)in->data[(1 + p->n + d) & (BENCH_PATH - 1)];
+	*c = armor_comp_hash(key, in->data + off, len);
+	return 1;
 }
 
 /* Component i through the glob automaton (only when the ruleset has file globs). */
@@ -183,23 +166,20 @@ int armor_bench(struct xdp_md *ctx)
 	st->op.write = 0;
 	st->op.source = 0;
 	b->key = *key;
-	b->n = n;
-	b->off = 1 + n;
 	struct bench_ctx bc = {.in = in, .dfa = NULL};
-	bpf_loop((n + BENCH_NAMES_CHUNK - 1) / BENCH_NAMES_CHUNK, bench_names, &bc, 0);
 	p->n = n;
 	p->ruleset = id;
 	p->dir_bits = rs->dir_depths[1];
 	p->dir_kind = ARMOR_KIND_FILE_DIR;
 	p->lookups = 1;
-	armor_prefixes(p, b->key);
+	armor_prefixes(p, b->key, &bc);
 	armor_check(id, ARMOR_KIND_FILE_PATH, p->hash, 0);
 	b->dfa_key.ruleset = id;
 	b->dfa_key.category = ARMOR_CAT_FILE;
 	b->dfa_state = (rs->flags & ARMOR_RS_GLOB(ARMOR_CAT_FILE)) ? ARMOR_DFA_START : 0;
 	if (b->dfa_state) {
 		bc.dfa = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
-		b->off = 1 + n;
+		b->off = 1 + 2 * n;
 		bpf_loop(n, bench_dfa, &bc, 0);
 		struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
 		if (d && b->dfa_state) {

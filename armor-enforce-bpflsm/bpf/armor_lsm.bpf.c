@@ -76,7 +76,7 @@ struct {
 /* The walk's own state; the component hashes, their count and the path hash are in
  * `struct armor_path` (armor_match.h). */
 struct armor_scratch {
-	struct dentry *stack[ARMOR_COMPS]; /* the dentry of every kept component, as p->comp */
+	struct dentry *stack[ARMOR_COMPS]; /* the dentry of every kept component, leaf first */
 	char name[ARMOR_NAME_MAX + 8];
 	char path[2 * ARMOR_NAME_MAX + 8];
 	struct armor_ruleset rs;
@@ -86,7 +86,6 @@ struct armor_scratch {
 	struct mount *mnt;
 	struct mount *root_mnt;
 	__u64 key;
-	__u64 last_comp; /* the leaf's own component hash */
 	__u32 path_len;
 	__u8 done;
 	__u8 truncated;
@@ -169,10 +168,11 @@ static __always_inline void probe_dir_inodes(struct armor_scratch *s, struct arm
 	}
 }
 
-/* What the walk's loop bodies need besides the scratch space: the component ring and the
- * automaton, looked up once per walk. */
+/* What the walk's loop bodies need: the path, the scratch space and the automaton, looked up
+ * once per walk. */
 struct walk_ctx {
 	struct armor_path *p;
+	struct armor_scratch *s;
 	const struct armor_dfa *dfa;
 };
 
@@ -224,19 +224,26 @@ static long walk_up(__u32 i, void *ctx)
 		s->done = 1;
 		return 1;
 	}
-	/* The component's name and its hash: the walk reads every name once, here. */
-	__u32 len;
-	const unsigned char *name = dentry_name(d, &len);
-	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
-		return 1; /* not done: the path stays incomplete */
-	__u64 c = armor_comp_hash(s->key, s->name, len);
-	if (p->n == 0)
-		s->last_comp = c;
-	p->comp[p->n & ARMOR_COMPS_MASK] = c;
+	/* The prefix pass reads the names, root first (armor_comp_at). */
 	s->stack[p->n & ARMOR_COMPS_MASK] = d;
 	p->n++;
 	s->dentry = up;
 	return 0;
+}
+
+/* Component d (root first) of the walk: its name read (into s->name) and hashed. */
+static __always_inline int armor_comp_at(void *ctx, const struct armor_path *p, __u32 d,
+					 __u64 key, __u64 *c)
+{
+	struct armor_scratch *s = ((struct walk_ctx *)ctx)->s;
+	if (!s)
+		return 0;
+	__u32 len;
+	const unsigned char *name = dentry_name(kept_dentry(s, p, d), &len);
+	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
+		return 0;
+	*c = armor_comp_hash(key, s->name, len);
+	return 1;
 }
 
 /* Component i (root first) of the kept components into the alert text: the names are read
@@ -339,9 +346,9 @@ static __noinline int armor_walk(struct armor_scratch *s, __u32 ruleset, struct 
 		s->dfa_key.ruleset = ruleset;
 		s->dfa_key.category = s->category;
 	}
-	struct walk_ctx wc = {.p = p, .dfa = NULL};
+	struct walk_ctx wc = {.p = p, .s = s, .dfa = NULL};
 	bpf_loop(ARMOR_WALK_MAX, walk_up, &wc, 0);
-	armor_prefixes(p, s->key);
+	armor_prefixes(p, s->key, &wc);
 	if (s->dfa_on) {
 		wc.dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
 		if (!wc.dfa) {
@@ -581,7 +588,7 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	if (complete) {
 		armor_check(id, file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, p->hash, 0);
 		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && p->n > 0)
-			armor_check(id, ARMOR_KIND_PROC_NAME, s->last_comp, 0);
+			armor_check(id, ARMOR_KIND_PROC_NAME, p->leaf, 0);
 		probe_globs(s, file);
 	}
 	/* Exact rules by (device, inode): hardlinks and bind mounts reach the same inode. */

@@ -171,27 +171,50 @@ static __always_inline int armor_maybe(__u32 ruleset, __u8 kind, __u64 target)
 	return w && ((*w >> (v & 63)) & (*w >> ((v >> 6) & 63)) & 1);
 }
 
+/* One full word into a component's hash. */
+static __always_inline __u64 armor_word(__u64 h, __u64 w)
+{
+	h = (h ^ w) * ARMOR_P1;
+	return h ^ (h >> 29);
+}
+
+/* The full words of a long name (past the second), through bpf_loop. */
+struct armor_words {
+	const char *buf;
+	__u64 h;
+};
+
+static long armor_word_at(__u32 i, void *ctx)
+{
+	struct armor_words *w = ctx;
+	w->h = armor_word(w->h, *(const __u64 *)(w->buf + ((i + 2) * 8 & (ARMOR_NAME_MAX - 1))));
+	return 0;
+}
+
 /* The hash of `len` (< ARMOR_NAME_MAX) bytes at `buf` (which holds ARMOR_NAME_MAX + 8 readable
- * bytes), eight at a time: the full words, then the last one masked to its bytes. */
+ * bytes), eight at a time: the full words, then the last one masked to its bytes. Names of up to
+ * 24 bytes take no loop at all: the prefix pass hashes eight names per step, and a loop here
+ * (one verifier pass per possible length, eight times over) made the 6.1 verifier give up. */
 static __always_inline __u64 armor_comp_hash(__u64 key, const char *buf, __u32 len)
 {
 	__u64 h = key ^ ((__u64)len * ARMOR_P1);
 	if (!len)
 		return h;
 	__u32 last = ((len - 1) / 8) & (ARMOR_NAME_MAX / 8 - 1);
-	for (__u32 i = 0; i < ARMOR_NAME_MAX / 8 - 1; i++) {
-		if (i >= last)
-			break;
-		h = (h ^ *(const __u64 *)(buf + i * 8)) * ARMOR_P1;
-		h ^= h >> 29;
+	if (last > 0)
+		h = armor_word(h, *(const __u64 *)buf);
+	if (last > 1)
+		h = armor_word(h, *(const __u64 *)(buf + 8));
+	if (last > 2) {
+		struct armor_words w = {.buf = buf, .h = h};
+		bpf_loop(last - 2, armor_word_at, &w, 0);
+		h = w.h;
 	}
 	__u64 w = *(const __u64 *)(buf + last * 8);
 	__u32 rest = len - last * 8;
 	if (rest < 8)
 		w &= (1ULL << (rest * 8)) - 1;
-	h = (h ^ w) * ARMOR_P1;
-	h ^= h >> 29;
-	return h;
+	return armor_word(h, w);
 }
 
 /* The target of an inode entry: the kernel's s_dev ((major << 20) | minor) and i_ino. */
@@ -356,23 +379,25 @@ static __always_inline void armor_check(__u32 ruleset, __u8 kind, __u64 target,
 	armor_probe(kind, target, recursive_only);
 }
 
-/* A path as the matching code sees it: the hash of every component, leaf first, and what the
- * prefix pass produces. The walk (the LSM's dentry walk, the benchmark's packet) pushes the
- * component hashes; armor_prefixes extends them root to leaf into the full path hash and probes
- * the directory entries on the way. */
-#define ARMOR_COMPS 2048 /* a ring: a walk deeper than this keeps the root-most components */
+/* A path as the matching code sees it: its components, root first, hashed and extended into
+ * the prefix hashes by one pass (armor_prefixes), which probes the directory entries on the
+ * way. The walk (the LSM's dentry walk, the benchmark's input) only counts the components and
+ * keeps what it needs to read their names again, root first: the program that includes this
+ * header defines armor_comp_at, which hashes component d. */
+#define ARMOR_COMPS 2048 /* a walk deeper than this keeps the root-most components */
 #define ARMOR_COMPS_MASK (ARMOR_COMPS - 1)
 #define ARMOR_PREFIX_CHUNK 8 /* components per bpf_loop iteration of the prefix pass */
 
 struct armor_path {
-	__u64 comp[ARMOR_COMPS]; /* comp[k & MASK]: the hash of the k-th component from the leaf */
-	__u64 hash;              /* the prefix hash so far; after the pass, the full path's */
-	__u64 dir_bits;          /* bit d: the ruleset has directory entries at depth d */
-	__u32 n;                 /* components pushed */
-	__u32 resolved;          /* components extended into `hash` (root first) */
-	__u32 ruleset;           /* the operation's ruleset (the directory probes) */
+	__u64 hash;     /* the prefix hash so far; after the pass, the full path's */
+	__u64 dir_bits; /* bit d: the ruleset has directory entries at depth d */
+	__u64 key;      /* the hash key */
+	__u64 leaf;     /* the leaf's own component hash (set when the pass reaches it) */
+	__u32 n;        /* components the walk found */
+	__u32 resolved; /* components extended into `hash` (root first) */
+	__u32 ruleset;  /* the operation's ruleset (the directory probes) */
 	__u8 dir_kind;
-	__u8 lookups;            /* probe the directory entries */
+	__u8 lookups;   /* probe the directory entries */
 	__u8 pad[2];
 };
 
@@ -389,16 +414,23 @@ static __always_inline struct armor_path *armor_path(void)
 	return bpf_map_lookup_elem(&armor_path_map, &zero);
 }
 
-/* The root-most components the ring still holds. */
+/* The root-most components the walk kept. */
 static __always_inline __u32 armor_kept(const struct armor_path *p)
 {
 	return p->n < ARMOR_COMPS ? p->n : ARMOR_COMPS;
 }
 
-/* Components i * ARMOR_PREFIX_CHUNK .. + ARMOR_PREFIX_CHUNK - 1 (root first): extend the hash,
- * probe the directory entry of the prefix when the ruleset has entries at that depth. No name
- * is read here, so the body has few paths and the verifier checks it once per call site. The
- * state is kept in locals and written back once. */
+/* Defined by the including program: the hash (armor_comp_hash with `key`) of component d, root
+ * first, of the walk in p; `ctx` is what the program gave armor_prefixes. 0 when the name cannot
+ * be read: the pass stops there and the path stays incomplete. It must not carry state from one
+ * component to the next (a running offset, say): the verifier would then tell the chunk's paths
+ * apart by that value and stop merging them. */
+static __always_inline int armor_comp_at(void *ctx, const struct armor_path *p, __u32 d,
+					 __u64 key, __u64 *c);
+
+/* Components i * ARMOR_PREFIX_CHUNK .. + ARMOR_PREFIX_CHUNK - 1 (root first): hash the name,
+ * extend the prefix hash, probe the directory entry of the prefix when the ruleset has entries
+ * at that depth. The state is kept in locals and written back once. */
 static long armor_prefix_chunk(__u32 i, void *ctx)
 {
 	struct armor_path *p = armor_path();
@@ -407,19 +439,23 @@ static long armor_prefix_chunk(__u32 i, void *ctx)
 	__u32 n = p->n;
 	__u32 kept = armor_kept(p);
 	__u64 h = p->hash;
+	__u64 key = p->key;
 	__u64 bits = p->lookups ? p->dir_bits : 0;
 	__u32 ruleset = p->ruleset;
 	__u8 kind = p->dir_kind;
 	__u32 d = i * ARMOR_PREFIX_CHUNK;
 	long stop = 0;
 	for (__u32 j = 0; j < ARMOR_PREFIX_CHUNK; j++) {
-		if (d >= kept) {
+		__u64 c;
+		if (d >= kept || !armor_comp_at(ctx, p, d, key, &c)) {
 			stop = 1;
 			break;
 		}
-		h = armor_extend(h, p->comp[(n - 1 - d) & ARMOR_COMPS_MASK]);
+		h = armor_extend(h, c);
 		d++;
 		/* d is now the prefix's depth */
+		if (d == n)
+			p->leaf = c;
 		if (bits & (1ULL << (d < 63 ? d : 63)))
 			armor_check(ruleset, kind, h, d + 1 < n);
 	}
@@ -430,17 +466,18 @@ static long armor_prefix_chunk(__u32 i, void *ctx)
 
 /* The prefix pass: the root's directory entry, then every kept component (with p->lookups, the
  * directory entries of p->ruleset at the depths p->dir_bits names). Afterwards p->hash is the
- * full path's hash when p->resolved == p->n. */
-static __always_inline void armor_prefixes(struct armor_path *p, __u64 key)
+ * full path's hash and p->leaf the leaf's own hash when p->resolved == p->n. */
+static __always_inline void armor_prefixes(struct armor_path *p, __u64 key, void *ctx)
 {
 	p->hash = armor_root(key);
+	p->key = key;
 	p->resolved = 0;
 	if (p->lookups && (p->dir_bits & 1))
 		armor_check(p->ruleset, p->dir_kind, p->hash, 1 < p->n);
 	__u32 kept = armor_kept(p);
 	if (kept)
 		bpf_loop((kept + ARMOR_PREFIX_CHUNK - 1) / ARMOR_PREFIX_CHUNK, armor_prefix_chunk,
-			 NULL, 0);
+			 ctx, 0);
 }
 
 /* The verdict: ARMOR_ACTION_{ALLOW,AUDIT,BLOCK}; *rule = the reported rule or

@@ -122,6 +122,11 @@ fn walk_packet(path: &str) -> Result<Vec<u8>, Box<dyn Error>> {
     for c in &comps {
         p.push(u8::try_from(c.len())?);
     }
+    let mut off = 1 + 2 * comps.len();
+    for c in &comps {
+        p.push(u8::try_from(off)?);
+        off += c.len();
+    }
     for c in &comps {
         p.extend_from_slice(c.as_bytes());
     }
