@@ -36,8 +36,6 @@ struct {
 } bench_input SEC(".maps");
 
 struct bench_buf {
-	__u32 off; /* the automaton pass's position in the input */
-	__u32 pad;
 	__u64 key;
 	struct armor_dfa_key dfa_key;
 	__u32 dfa_state;
@@ -99,15 +97,19 @@ struct bench_ctx {
 	const struct armor_dfa *dfa;
 };
 
+/* The names are in the input. */
+static __always_inline void *armor_comp_src(void *ctx)
+{
+	return (void *)((struct bench_ctx *)ctx)->in;
+}
+
 /* Component d (root first): its name's hash, from its length and offset in the input. */
-static __always_inline int armor_comp_at(void *ctx, const struct armor_path *p, __u32 d,
+static __always_inline int armor_comp_at(void *src, const struct armor_path *p, __u64 d,
 					 __u64 key, __u64 *c)
 {
-	const struct bench_input *in = ((const struct bench_ctx *)ctx)->in;
-	if (!in)
-		return 0;
-	__u32 len = (__u8)in->data[(1 + d) & (BENCH_PATH - 1)];
-	__u32 off = (__u8)in->data[(1 + p->n + d) & (BENCH_PATH - 1)];
+	const struct bench_input *in = src;
+	__u32 len = (__u8)in->data[(1 + 2 * d) & (BENCH_PATH - 1)];
+	__u32 off = (__u8)in->data[(2 + 2 * d) & (BENCH_PATH - 1)];
 	*c = armor_comp_hash(key, in->data + off, len);
 	return 1;
 }
@@ -120,10 +122,9 @@ static long bench_dfa(__u32 i, void *ctx)
 	struct bench_buf *b = buf();
 	if (!in || !b || !bc->dfa || !b->dfa_state)
 		return 1;
-	__u32 len = (__u8)in->data[(1 + i) & (BENCH_PATH - 1)];
-	b->dfa_state = armor_dfa_component(bc->dfa, b->dfa_state,
-					   in->data + (b->off & (BENCH_PATH - 1)), len);
-	b->off += len;
+	__u32 len = (__u8)in->data[(1 + 2 * i) & (BENCH_PATH - 1)];
+	__u32 off = (__u8)in->data[(2 + 2 * i) & (BENCH_PATH - 1)];
+	b->dfa_state = armor_dfa_component(bc->dfa, b->dfa_state, in->data + off, len);
 	return 0;
 }
 
@@ -179,7 +180,6 @@ int armor_bench(struct xdp_md *ctx)
 	b->dfa_state = (rs->flags & ARMOR_RS_GLOB(ARMOR_CAT_FILE)) ? ARMOR_DFA_START : 0;
 	if (b->dfa_state) {
 		bc.dfa = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
-		b->off = 1 + 2 * n;
 		bpf_loop(n, bench_dfa, &bc, 0);
 		struct armor_dfa *d = bpf_map_lookup_elem(&armor_dfas, &b->dfa_key);
 		if (d && b->dfa_state) {

@@ -231,15 +231,19 @@ static long walk_up(__u32 i, void *ctx)
 	return 0;
 }
 
+/* The prefix pass reads the names through the scratch space. */
+static __always_inline void *armor_comp_src(void *ctx)
+{
+	return ((struct walk_ctx *)ctx)->s;
+}
+
 /* Component d (root first) of the walk: its name read (into s->name) and hashed. */
-static __always_inline int armor_comp_at(void *ctx, const struct armor_path *p, __u32 d,
+static __always_inline int armor_comp_at(void *src, const struct armor_path *p, __u64 d,
 					 __u64 key, __u64 *c)
 {
-	struct armor_scratch *s = ((struct walk_ctx *)ctx)->s;
-	if (!s)
-		return 0;
+	struct armor_scratch *s = src;
 	__u32 len;
-	const unsigned char *name = dentry_name(kept_dentry(s, p, d), &len);
+	const unsigned char *name = dentry_name(s->stack[(p->n - 1 - d) & ARMOR_COMPS_MASK], &len);
 	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
 		return 0;
 	*c = armor_comp_hash(key, s->name, len);

@@ -420,45 +420,54 @@ static __always_inline __u32 armor_kept(const struct armor_path *p)
 	return p->n < ARMOR_COMPS ? p->n : ARMOR_COMPS;
 }
 
+/* Defined by the including program: where its names are (from the `ctx` it gave
+ * armor_prefixes; NULL stops the pass), read once per step of the pass. */
+static __always_inline void *armor_comp_src(void *ctx);
+
 /* Defined by the including program: the hash (armor_comp_hash with `key`) of component d, root
- * first, of the walk in p; `ctx` is what the program gave armor_prefixes. 0 when the name cannot
- * be read: the pass stops there and the path stays incomplete. It must not carry state from one
- * component to the next (a running offset, say): the verifier would then tell the chunk's paths
- * apart by that value and stop merging them. */
-static __always_inline int armor_comp_at(void *ctx, const struct armor_path *p, __u32 d,
+ * first, of the walk in p, from `src`. 0 when the name cannot be read: the pass stops there and
+ * the path stays incomplete. It must not carry state from one component to the next (a running
+ * offset, say): the verifier would then tell the step's paths apart by that value and stop
+ * merging them. */
+static __always_inline int armor_comp_at(void *src, const struct armor_path *p, __u64 d,
 					 __u64 key, __u64 *c);
 
 /* Components i * ARMOR_PREFIX_CHUNK .. + ARMOR_PREFIX_CHUNK - 1 (root first): hash the name,
  * extend the prefix hash, probe the directory entry of the prefix when the ruleset has entries
- * at that depth. The state is kept in locals and written back once. */
+ * at that depth. The state is kept in locals (64-bit: no zero extensions) and written back
+ * once. */
 static long armor_prefix_chunk(__u32 i, void *ctx)
 {
 	struct armor_path *p = armor_path();
-	if (!p)
+	void *src = armor_comp_src(ctx);
+	if (!p || !src)
 		return 1;
-	__u32 n = p->n;
-	__u32 kept = armor_kept(p);
+	__u64 n = p->n;
+	__u64 kept = armor_kept(p);
 	__u64 h = p->hash;
 	__u64 key = p->key;
 	__u64 bits = p->lookups ? p->dir_bits : 0;
 	__u32 ruleset = p->ruleset;
 	__u8 kind = p->dir_kind;
-	__u32 d = i * ARMOR_PREFIX_CHUNK;
+	__u64 first = (__u64)i * ARMOR_PREFIX_CHUNK;
+	__u64 d = first;
+	__u64 c = 0;
 	long stop = 0;
-	for (__u32 j = 0; j < ARMOR_PREFIX_CHUNK; j++) {
-		__u64 c;
-		if (d >= kept || !armor_comp_at(ctx, p, d, key, &c)) {
+#pragma unroll
+	for (int j = 0; j < ARMOR_PREFIX_CHUNK; j++) {
+		if (d >= kept || !armor_comp_at(src, p, d, key, &c)) {
 			stop = 1;
 			break;
 		}
 		h = armor_extend(h, c);
 		d++;
 		/* d is now the prefix's depth */
-		if (d == n)
-			p->leaf = c;
 		if (bits & (1ULL << (d < 63 ? d : 63)))
 			armor_check(ruleset, kind, h, d + 1 < n);
 	}
+	/* The last component hashed was the leaf. */
+	if (d == n && d > first)
+		p->leaf = c;
 	p->hash = h;
 	p->resolved = d;
 	return stop;

@@ -119,11 +119,9 @@ fn policy(n: usize, dirs: usize, globs: usize) -> String {
 fn walk_packet(path: &str) -> Result<Vec<u8>, Box<dyn Error>> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut p = vec![u8::try_from(comps.len())?];
-    for c in &comps {
-        p.push(u8::try_from(c.len())?);
-    }
     let mut off = 1 + 2 * comps.len();
     for c in &comps {
+        p.push(u8::try_from(c.len())?);
         p.push(u8::try_from(off)?);
         off += c.len();
     }
