@@ -3,14 +3,15 @@
 // XDP programs, which the host kernel can time with BPF_PROG_TEST_RUN and `repeat`.
 // The input sits in `bench_input`, an array map the bench writes once (the packet is ignored:
 // copying it in with bpf_xdp_load_bytes costs more per run than some of the matching, and the LSM
-// has no such copy). Entry 0 is the path as the LSM's dentry walk reads it — the component
-// lengths (d_name.len) then the names, root first: [n, len_1 .. len_n, names...]; entry 1 is the
-// path's text, for the baseline.
-// `armor_bench` hashes every name into the component ring (in the LSM this happens inside the
-// dentry walk, one name per step, so the walk's own steps are not part of the figure), runs the
-// same prefix pass (armor_prefixes: the full path hash and the directory entries at the depths
-// the ruleset's bitmap names), probes the exact entry, runs the file glob automaton when the
-// ruleset has one and probes the globs it matches, and decides (XDP_DROP = Block).
+// has no such copy). Entry 0 is the path as the LSM's prefix pass reads it, root first:
+// [n, (len_1, off_1) .. (len_n, off_n), names...], each name's length (d_name.len) and offset;
+// entry 1 is the path's text, for the baseline.
+// `armor_bench` runs the LSM's prefix pass (armor_prefixes: every name hashed, the prefix hashes
+// extended root first, the directory entries probed at the depths the ruleset's bitmap names;
+// the LSM reads each name with bpf_probe_read_kernel where this reads the map, and its dentry
+// walk, which only collects the dentries, is not part of the figure), probes the exact entry,
+// runs the file glob automaton when the ruleset has one and probes the globs it matches, and
+// decides (XDP_DROP = Block).
 // `kubearmor_baseline` does what KubeArmor's BPF-LSM enforcer does per path: one lookup of a
 // 400-byte {path[200], source[200]} string key at every `/` of the first 64 characters, and
 // one of the whole path.

@@ -191,7 +191,8 @@ static __always_inline struct dentry *kept_dentry(const struct armor_scratch *s,
 	return s->stack[(p->n - 1 - i) & ARMOR_COMPS_MASK];
 }
 
-/* Leaf to root: push dentries, cross mounts, stop at the mount namespace's root. */
+/* Leaf to root: push dentries (the names are read later, root first, by the prefix pass),
+ * cross mounts, stop at the mount namespace's root. */
 static long walk_up(__u32 i, void *ctx)
 {
 	struct walk_ctx *wc = ctx;
@@ -314,10 +315,11 @@ static long walk_dfa(__u32 i, void *ctx)
 #define ARMOR_WALK_LOOKUPS 1 /* probe the directory entries and run the automaton */
 #define ARMOR_WALK_TEXT 2    /* build the text now */
 
-/* Walks (dentry, mnt) to the root of the current mount namespace: every component's hash into
- * the ring of `struct armor_path` (walk_up), then the prefix pass (armor_prefixes: the full
- * path hash in p->hash and, with ARMOR_WALK_LOOKUPS, the directory entries of `ruleset` at the
- * depths p->dir_bits names, of kind p->dir_kind, which the caller sets), then the glob automaton
+/* Walks (dentry, mnt) to the root of the current mount namespace: every component's dentry into
+ * s->stack (walk_up), then the prefix pass (armor_prefixes, which reads and hashes the names
+ * root first through armor_comp_at: the full path hash in p->hash, the leaf's own in p->leaf,
+ * and, with ARMOR_WALK_LOOKUPS, the directory entries of `ruleset` at the depths p->dir_bits
+ * names, of kind p->dir_kind, which the caller sets), then the glob automaton
  * when the category has globs. The text is built when needed (walk_text_build), or at once with
  * ARMOR_WALK_TEXT. Sets s->done (reached the root). Returns 1 when the path is complete. */
 static __noinline int armor_walk(struct armor_scratch *s, __u32 ruleset, struct dentry *dentry,

@@ -147,6 +147,15 @@ static __always_inline __u64 armor_extend(__u64 prefix, __u64 c)
 	return armor_fix(h);
 }
 
+/* One component into a path's prefix hash (src/hash.rs `step` is the mirror): one multiply and
+ * one shift; `c` is already the keyed hash of the component. */
+static __always_inline __u64 armor_step(__u64 prefix, __u64 c)
+{
+	__u64 h = (prefix ^ c) * ARMOR_P2;
+	h ^= h >> 32;
+	return armor_fix(h);
+}
+
 static __always_inline __u64 armor_root(__u64 key)
 {
 	return armor_fix(armor_extend(key ^ ARMOR_P3, ARMOR_P2));
@@ -459,7 +468,7 @@ static long armor_prefix_chunk(__u32 i, void *ctx)
 			stop = 1;
 			break;
 		}
-		h = armor_extend(h, c);
+		h = armor_step(h, c);
 		d++;
 		/* d is now the prefix's depth */
 		if (bits & (1ULL << (d < 63 ? d : 63)))
