@@ -73,7 +73,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } armor_files SEC(".maps");
 
-/* The walk's own state; the component hashes, their count and the path hash are in
+/* The walk's own state; the component count, the prefix hash and the leaf's hash are in
  * `struct armor_path` (armor_match.h). */
 struct armor_scratch {
 	struct dentry *stack[ARMOR_COMPS]; /* the dentry of every kept component, leaf first */

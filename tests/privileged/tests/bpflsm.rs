@@ -409,6 +409,7 @@ spec:
   file:
     matchPaths:
     - path: /etc/shadow
+    - path: /long/twelve-bytes/a-twenty-byte-name-x/forty-byte-component-name-for-the-hash-x/lllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll.conf
     matchDirectories:
     - dir: /deep/
       recursive: true
@@ -416,6 +417,16 @@ spec:
       recursive: true
   action: Block
 ";
+
+/// The directory of the bypass policy's file with long names: components of 12, 20 and 40 bytes
+/// (the kernel hashes a name of up to 24 bytes without a loop and a longer one through a loop).
+const LONG_DIR: &str =
+    "/long/twelve-bytes/a-twenty-byte-name-x/forty-byte-component-name-for-the-hash-x";
+
+/// That file's own name: 100 bytes.
+fn long_name() -> String {
+    format!("{}.conf", "l".repeat(95))
+}
 
 /// A container-like root for the bypass suite: the protected files, a long path, symlinks.
 fn bypass_root(root: &Path) -> String {
@@ -558,6 +569,32 @@ fn bpflsm_bypass_suite() {
         run(
             "unprotected deep path",
             &["open", &okdeep_f, "rdonly"],
+            false,
+        );
+        // Created after `apply`: no (device, inode) entry names these files, only the path
+        // hash can match. The neighbours differ from the protected name in its first byte and
+        // in its last (the masked tail word).
+        let long_dir = root.join(LONG_DIR.trim_start_matches('/'));
+        fs::create_dir_all(&long_dir).unwrap();
+        let name = long_name();
+        let first = format!("m{}", &name[1..]);
+        let last = format!("{}g", &name[..name.len() - 1]);
+        for n in [&name, &first, &last] {
+            fs::write(long_dir.join(n), b"x\n").unwrap();
+        }
+        run(
+            "exact path with names of 12, 20, 40 and 100 bytes",
+            &["open", &format!("{LONG_DIR}/{name}"), "rdonly"],
+            true,
+        );
+        run(
+            "its neighbour differing in the first byte",
+            &["open", &format!("{LONG_DIR}/{first}"), "rdonly"],
+            false,
+        );
+        run(
+            "its neighbour differing in the last byte",
+            &["open", &format!("{LONG_DIR}/{last}"), "rdonly"],
             false,
         );
         run(
