@@ -152,7 +152,7 @@ mod tests {
         for pos in 0..4 {
             let mut seen = std::collections::HashSet::new();
             for n in &names {
-                let mut comps = vec!["usr", "share", "app", "conf"];
+                let mut comps = ["usr", "share", "app", "conf"];
                 comps[pos] = n;
                 assert!(seen.insert(path(k, &format!("/{}", comps.join("/")))));
             }
