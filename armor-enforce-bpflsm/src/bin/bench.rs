@@ -4,7 +4,8 @@
 //! KubeArmor-style baseline doing one 400-byte string-key lookup per `/` prefix.
 //!
 //! Usage: `armor-bpflsm-bench [BATCHES] [REPEAT]` as root (default 15 batches of 200000).
-//! Prints, for 10, 1k and 10k rules, the median of the batch means for a 6-component path; then
+//! Prints, for 10, 1k and 10k rules, the median of the batch means for a 6-component path (and
+//! armor's lowest and highest batch mean); then
 //! 10k rules plus 50 globs (file glob automaton walked over the path, matching globs probed).
 //! Each case times armor's program, the baseline and an empty program, one after the other. The
 //! programs read their input from an array map (`bench_input`), not from the test packet.
@@ -115,7 +116,8 @@ fn policy(n: usize, dirs: usize, globs: usize) -> String {
     y
 }
 
-/// The path as the dentry walk yields it: `[n, len_1 .. len_n, name_1 .. name_n]`, root first.
+/// The path as the prefix pass reads it, root first: `[n, len_1, off_1, .. len_n, off_n,
+/// name_1 .. name_n]`, where `off_d` is where name d starts in the input.
 fn walk_packet(path: &str) -> Result<Vec<u8>, Box<dyn Error>> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut p = vec![u8::try_from(comps.len())?];
