@@ -46,12 +46,20 @@ impl Sink {
     }
 }
 
+/// The probe's verdict, taken once per test process: a probe trial-loads all 14 programs, which
+/// costs about a minute of 6.1 verification under TCG, and the kernel does not change between
+/// the tests (every test's enforcer has the same map sizes; only the alert rate differs).
+fn probed(lsm: &BpfLsm) -> Support {
+    static VERDICT: std::sync::OnceLock<Support> = std::sync::OnceLock::new();
+    VERDICT.get_or_init(|| lsm.probe()).clone()
+}
+
 /// Loads the enforcer, or explains why not (and fails inside the test kernel).
 fn enforcer() -> Option<BpfLsm> {
     let mut config = Config::default();
     config.alerts_per_sec = 0;
     let lsm = BpfLsm::new(config);
-    match lsm.probe() {
+    match probed(&lsm) {
         Support::Supported => {}
         Support::Unsupported { reason } => {
             assert!(
@@ -947,7 +955,7 @@ fn bpflsm_alert_flood_is_rate_limited_and_counted() {
     let mut config = Config::default();
     config.alerts_per_sec = 20;
     let lsm = BpfLsm::new(config);
-    if let Support::Unsupported { reason } = lsm.probe() {
+    if let Support::Unsupported { reason } = probed(&lsm) {
         assert!(
             guest::current().is_none(),
             "unsupported in the guest: {reason}"
