@@ -104,14 +104,20 @@ static __always_inline void *armor_comp_src(void *ctx)
 	return (void *)((struct bench_ctx *)ctx)->in;
 }
 
-/* Component d (root first): its name's hash, from its length and offset in the input. */
+/* Name d (root first) of the input: where it starts, and its length in *len. */
+static __always_inline const char *bench_name(const struct bench_input *in, __u64 d, __u32 *len)
+{
+	*len = (__u8)in->data[(1 + 2 * d) & (BENCH_PATH - 1)];
+	return in->data + (__u8)in->data[(2 + 2 * d) & (BENCH_PATH - 1)];
+}
+
+/* Component d (root first): its name's hash. */
 static __always_inline int armor_comp_at(void *src, const struct armor_path *p, __u64 d,
 					 __u64 key, __u64 *c)
 {
-	const struct bench_input *in = src;
-	__u32 len = (__u8)in->data[(1 + 2 * d) & (BENCH_PATH - 1)];
-	__u32 off = (__u8)in->data[(2 + 2 * d) & (BENCH_PATH - 1)];
-	*c = armor_comp_hash(key, in->data + off, len);
+	__u32 len;
+	const char *name = bench_name(src, d, &len);
+	*c = armor_comp_hash(key, name, len);
 	return 1;
 }
 
@@ -123,9 +129,9 @@ static long bench_dfa(__u32 i, void *ctx)
 	struct bench_buf *b = buf();
 	if (!in || !b || !bc->dfa || !b->dfa_state)
 		return 1;
-	__u32 len = (__u8)in->data[(1 + 2 * i) & (BENCH_PATH - 1)];
-	__u32 off = (__u8)in->data[(2 + 2 * i) & (BENCH_PATH - 1)];
-	b->dfa_state = armor_dfa_component(bc->dfa, b->dfa_state, in->data + off, len);
+	__u32 len;
+	const char *name = bench_name(in, i, &len);
+	b->dfa_state = armor_dfa_component(bc->dfa, b->dfa_state, name, len);
 	return 0;
 }
 

@@ -244,7 +244,7 @@ static __always_inline int armor_comp_at(void *src, const struct armor_path *p, 
 {
 	struct armor_scratch *s = src;
 	__u32 len;
-	const unsigned char *name = dentry_name(s->stack[(p->n - 1 - d) & ARMOR_COMPS_MASK], &len);
+	const unsigned char *name = dentry_name(kept_dentry(s, p, d), &len);
 	if (bpf_probe_read_kernel(s->name, len & (ARMOR_NAME_MAX - 1), name))
 		return 0;
 	*c = armor_comp_hash(key, s->name, len);
