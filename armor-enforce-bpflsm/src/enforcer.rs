@@ -1,6 +1,14 @@
 //! [`BpfLsm`]: the [`Enforcer`] that loads the kernel programs and keeps the maps in step with
 //! the workloads' artefacts.
 //!
+//! # Loading
+//! The kernel verifies each of the [`PROGRAMS`] when it is loaded, and that is nearly all of the
+//! load time (about 5 s per program under an emulated 6.1 guest). The programs are loaded on
+//! several threads at once (one per CPU, at most [`MAX_LOAD_THREADS`]): the kernel verifies
+//! concurrent loads in parallel. A successful [`Enforcer::probe`] keeps the programs it loaded
+//! (verified, not attached), so the [`BpfLsm::load`] or first [`Enforcer::apply`] that follows
+//! only attaches them: probing before enforcing costs one verification, not two.
+//!
 //! # Minimum kernel version
 //! Linux 6.1 with `CONFIG_BPF_LSM=y`, `bpf` in the `lsm=` boot list, `CONFIG_DEBUG_INFO_BTF=y`,
 //! BPF trampolines and `CONFIG_SECURITY_PATH=y` (for the `path_*` hooks). `bpf_loop` (5.17+)
@@ -25,10 +33,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -39,7 +48,7 @@ use armor_core::enforcer::{
 };
 use armor_core::workload::WorkloadKey;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{Lsm, ProgramError};
+use aya::programs::{Lsm, Program, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::abi::{
@@ -71,6 +80,9 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("armor_capable", "capable"),
 ];
 
+/// Threads that load (and so have the kernel verify) programs at once, at most.
+pub const MAX_LOAD_THREADS: usize = 4;
+
 /// Capacities and options. Every map size comes from here; nothing is a small fixed limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -95,6 +107,7 @@ pub struct Config {
     /// Open files tracked so `file_permission` skips the ones decided at open.
     pub max_tracked_files: u32,
     /// Alerts per second and workload before the kernel drops (and counts) them; 0 = no limit.
+    /// [`BpfLsm::set_alerts_per_sec`] changes it while the enforcer runs.
     pub alerts_per_sec: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
@@ -196,6 +209,8 @@ pub struct Counters {
 struct Installed {
     cgroup: u64,
     ruleset: u32,
+    /// The alert rate limit written with the ruleset.
+    alerts_per_sec: u32,
     /// Every entry's key (counted in the filter).
     keys: Vec<RuleKey>,
     /// Where the entries are: table slots and map entries.
@@ -241,6 +256,9 @@ impl Drop for Loaded {
 #[derive(Default)]
 struct State {
     loaded: Option<Loaded>,
+    /// The object a successful probe loaded (programs verified, none attached), until the load
+    /// that attaches them takes it.
+    probed: Option<Ebpf>,
     roots: BTreeMap<WorkloadKey, PathBuf>,
     /// Workloads whose first install waits for their first exec (`from_first_exec`).
     until_exec: BTreeSet<WorkloadKey>,
@@ -255,6 +273,8 @@ type Sink = Arc<Mutex<Option<Arc<dyn AlertSink>>>>;
 /// The BPF-LSM enforcer. The programs load on the first `apply`.
 pub struct BpfLsm {
     config: Config,
+    /// The alert rate written with each workload's next apply (`config.alerts_per_sec` at first).
+    alerts_per_sec: AtomicU32,
     state: Mutex<State>,
     sink: Sink,
 }
@@ -339,11 +359,83 @@ fn loader<'a>(config: &Config, table_mask: &'a u32, filter_mask: &'a u32) -> Ebp
     l
 }
 
+/// Why [`load_all`] stopped.
+enum VerifyError {
+    /// A program of [`PROGRAMS`] is not in the object (or is not an LSM program).
+    Missing(&'static str),
+    /// The kernel refused a program: the first refused in [`PROGRAMS`] order.
+    Program {
+        hook: &'static str,
+        source: ProgramError,
+    },
+}
+
+/// Loads every program of [`PROGRAMS`] that `ebpf` has not loaded yet, on up to
+/// [`MAX_LOAD_THREADS`] threads (one per CPU): each load is a `bpf_prog_load` that the kernel
+/// verifies on the calling thread, so the verification of different programs runs in parallel.
+/// Programs are taken in [`PROGRAMS`] order; after a refusal no thread starts another load, and
+/// the refusal reported is the first in that order.
+fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), VerifyError> {
+    let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
+    let mut todo = VecDeque::new();
+    for (index, &(name, hook)) in PROGRAMS.iter().enumerate() {
+        let prog: &mut Lsm = programs
+            .remove(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(VerifyError::Missing(name))?;
+        if prog.fd().is_err() {
+            todo.push_back((index, hook, prog));
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_LOAD_THREADS)
+        .min(todo.len());
+    let todo = Mutex::new(todo);
+    let refused: Mutex<Option<(usize, &'static str, ProgramError)>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let work = || {
+        while !stop.load(Ordering::Relaxed) {
+            let next = todo
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front();
+            let Some((index, hook, prog)) = next else {
+                return;
+            };
+            if let Err(e) = prog.load(hook, btf) {
+                stop.store(true, Ordering::Relaxed);
+                let mut r = refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if r.as_ref().is_none_or(|(first, _, _)| index < *first) {
+                    *r = Some((index, hook, e));
+                }
+                return;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
+    });
+    match refused
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some((_, hook, source)) => Err(VerifyError::Program { hook, source }),
+        None => Ok(()),
+    }
+}
+
 impl BpfLsm {
     /// An enforcer with `config`. Nothing is loaded until the first `apply`.
     pub fn new(config: Config) -> Self {
         Self {
             config,
+            alerts_per_sec: AtomicU32::new(config.alerts_per_sec),
             state: Mutex::new(State {
                 next_ruleset: 1,
                 ..State::default()
@@ -362,20 +454,43 @@ impl BpfLsm {
     pub fn load(&self) -> Result<(), LoadError> {
         let mut st = self.lock();
         if st.loaded.is_none() {
-            st.loaded = Some(self.load_programs()?);
+            let probed = st.probed.take();
+            st.loaded = Some(self.load_programs(probed)?);
         }
         Ok(())
     }
 
-    fn load_programs(&self) -> Result<Loaded, LoadError> {
+    /// Sets the alert rate limit (alerts per second and workload; 0 = no limit), like
+    /// [`Config::alerts_per_sec`] at start. It is written with each workload's ruleset: a
+    /// workload gets the new limit at its next [`Enforcer::apply`], which rewrites it even when
+    /// its rules did not change.
+    pub fn set_alerts_per_sec(&self, limit: u32) {
+        self.alerts_per_sec.store(limit, Ordering::Relaxed);
+    }
+
+    /// The workloads installed now (applied and not removed), in key order.
+    pub fn installed(&self) -> Vec<WorkloadKey> {
+        self.lock().installed.keys().cloned().collect()
+    }
+
+    /// Loads the object (or takes the one a probe loaded), verifies the programs not yet
+    /// loaded, writes the configuration and attaches every program.
+    fn load_programs(&self, probed: Option<Ebpf>) -> Result<Loaded, LoadError> {
         let tags = Table::new(self.config.table_slots);
         let mask = tags.mask();
         let bloom = Filter::new(self.config.filter_bits);
         let filter_mask = bloom.mask();
-        let mut ebpf = loader(&self.config, &mask, &filter_mask)
-            .load(LSM_OBJ)
-            .map_err(|e| LoadError::Object(Box::new(e)))?;
+        let mut ebpf = match probed {
+            Some(e) => e,
+            None => loader(&self.config, &mask, &filter_mask)
+                .load(LSM_OBJ)
+                .map_err(|e| LoadError::Object(Box::new(e)))?,
+        };
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+        load_all(&mut ebpf, &btf).map_err(|e| match e {
+            VerifyError::Missing(name) => LoadError::Missing(name),
+            VerifyError::Program { hook, source } => program_error("bpf_prog_load", hook, source),
+        })?;
         let hash_key = match self.config.hash_key {
             Some(k) => k,
             None => random_key()?,
@@ -400,9 +515,7 @@ impl BpfLsm {
                 .program_mut(name)
                 .ok_or(LoadError::Missing(name))?
                 .try_into()
-                .map_err(|e| program_error("bpf_prog_load", hook, e))?;
-            prog.load(hook, &btf)
-                .map_err(|e| program_error("bpf_prog_load", hook, e))?;
+                .map_err(|e| program_error("bpf_link_create", hook, e))?;
             prog.attach()
                 .map_err(|e| program_error("bpf_link_create", hook, e))?;
         }
@@ -503,16 +616,19 @@ impl BpfLsm {
                 ApplyError::Unsupported(format!("workload `{key}` has no cgroup id"))
             })?
         };
+        let alerts_per_sec = self.alerts_per_sec.load(Ordering::Relaxed);
         if let Some(old) = st.installed.get(key)
             && old.artifact == *a
             && old.cgroup == cgroup
+            && old.alerts_per_sec == alerts_per_sec
         {
             return Ok(Applied::Unchanged);
         }
         let old_len = st.installed.get(key).map_or(0, Installed::entries);
         if st.loaded.is_none() {
+            let probed = st.probed.take();
             st.loaded = Some(
-                self.load_programs()
+                self.load_programs(probed)
                     .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?,
             );
         }
@@ -574,7 +690,7 @@ impl BpfLsm {
         let until_exec = !st.installed.contains_key(key) && st.until_exec.contains(key);
         let val = WorkloadVal {
             ruleset: id,
-            alerts_per_sec: self.config.alerts_per_sec,
+            alerts_per_sec,
             flags: if until_exec { abi::W_UNTIL_EXEC } else { 0 },
             pad: 0,
             meta: enc.meta,
@@ -608,6 +724,7 @@ impl BpfLsm {
             Installed {
                 cgroup,
                 ruleset: id,
+                alerts_per_sec,
                 keys,
                 placed,
                 dfas,
@@ -929,8 +1046,18 @@ impl Enforcer for BpfLsm {
         NAME
     }
 
-    /// Trial-loads `lsm/bprm_check_security` (and, when that works, every program).
+    /// Trial-loads every program (without attaching any). A kernel that refuses `lsm/`
+    /// programs refuses the first load, so a refusal costs little. When every program loads,
+    /// the verified programs are kept for the [`BpfLsm::load`] (or first apply) that follows,
+    /// which then only attaches them. Once the programs are attached, the probe says so without
+    /// loading anything.
     fn probe(&self) -> Support {
+        {
+            let st = self.lock();
+            if st.loaded.is_some() || st.probed.is_some() {
+                return Support::Supported;
+            }
+        }
         let mask = Table::new(self.config.table_slots).mask();
         let filter_mask = Filter::new(self.config.filter_bits).mask();
         let mut ebpf = match loader(&self.config, &mask, &filter_mask).load(LSM_OBJ) {
@@ -952,48 +1079,46 @@ impl Enforcer for BpfLsm {
                 };
             }
         };
-        for &(name, hook) in PROGRAMS {
-            let Some(p) = ebpf.program_mut(name) else {
+        let (hook, e) = match load_all(&mut ebpf, &btf) {
+            Ok(()) => {
+                let mut st = self.lock();
+                if st.loaded.is_none() {
+                    st.probed = Some(ebpf);
+                }
+                return Support::Supported;
+            }
+            Err(VerifyError::Missing(name)) => {
                 return Support::Unsupported {
                     reason: format!("program `{name}` missing"),
                 };
-            };
-            let prog: Result<&mut Lsm, _> = p.try_into();
-            let res = match prog {
-                Ok(prog) => prog.load(hook, &btf),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = res {
-                let (errno, log) = match &e {
-                    ProgramError::LoadError {
-                        io_error,
-                        verifier_log,
-                    } => (io_error.raw_os_error(), verifier_log.to_string()),
-                    ProgramError::SyscallError(s) => (s.io_error.raw_os_error(), String::new()),
-                    _ => (None, String::new()),
-                };
-                let errno = errno.map_or_else(
-                    || armor_core::diag::error_chain(&e),
-                    |n| format!("{} (errno {n})", errno_name(n)),
-                );
-                let log = if log.trim().is_empty() {
-                    "empty verifier log".to_owned()
-                } else {
-                    format!("verifier log: {}", log.trim())
-                };
-                let what = if errno.starts_with("EPERM") {
-                    "kernel refuses lsm programs"
-                } else {
-                    "kernel rejects an lsm program"
-                };
-                return Support::Unsupported {
-                    reason: format!(
-                        "{what} ({errno}): bpf_prog_load of `lsm/{hook}` failed; {log}"
-                    ),
-                };
             }
+            Err(VerifyError::Program { hook, source }) => (hook, source),
+        };
+        let (errno, log) = match &e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => (io_error.raw_os_error(), verifier_log.to_string()),
+            ProgramError::SyscallError(s) => (s.io_error.raw_os_error(), String::new()),
+            _ => (None, String::new()),
+        };
+        let errno = errno.map_or_else(
+            || armor_core::diag::error_chain(&e),
+            |n| format!("{} (errno {n})", errno_name(n)),
+        );
+        let log = if log.trim().is_empty() {
+            "empty verifier log".to_owned()
+        } else {
+            format!("verifier log: {}", log.trim())
+        };
+        let what = if errno.starts_with("EPERM") {
+            "kernel refuses lsm programs"
+        } else {
+            "kernel rejects an lsm program"
+        };
+        Support::Unsupported {
+            reason: format!("{what} ({errno}): bpf_prog_load of `lsm/{hook}` failed; {log}"),
         }
-        Support::Supported
     }
 
     fn compile(

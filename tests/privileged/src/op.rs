@@ -24,6 +24,56 @@ pub fn helper_path() -> &'static Path {
     Path::new(HELPER)
 }
 
+/// A copy of the helper that every uid can execute: `<tmp>/armor-op-<size>-<mtime>/armor-op`
+/// (directory 0755, file 0755), made once per build of the helper and reused.
+///
+/// The helper built by `build.rs` lives in the checkout's target directory, and a checkout may
+/// sit under a directory only its owner can traverse (root's home is 0700 on Debian, and so is
+/// every `mktemp -d`): another uid cannot even reach it there. Tests that run the helper as
+/// another uid run this copy.
+pub fn helper_for_every_uid() -> Result<&'static Path> {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(p) = COPY.get() {
+        return Ok(p);
+    }
+    let copy = copy_for_every_uid(Path::new(HELPER), &std::env::temp_dir())?;
+    Ok(COPY.get_or_init(|| copy))
+}
+
+/// Copies `binary` into a directory under `parent` that every uid can traverse, named after
+/// the binary's size and modification time (a rebuilt helper gets a new copy), and returns the
+/// copy's path. Concurrent callers each write a private file and rename it into place.
+pub fn copy_for_every_uid(binary: &Path, parent: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = std::fs::metadata(binary).map_err(|e| Error::syscall("stat", binary, e))?;
+    let name = binary
+        .file_name()
+        .ok_or_else(|| Error::syscall("copy", binary, std::io::ErrorKind::InvalidInput.into()))?;
+    let dir = parent.join(format!(
+        "{}-{}-{}",
+        name.to_string_lossy(),
+        meta.size(),
+        meta.mtime()
+    ));
+    let target = dir.join(name);
+    if target.exists() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::syscall("mkdir", &dir, e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::syscall("chmod", &dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::copy(binary, &tmp).map_err(|e| Error::syscall("copy", &tmp, e))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::syscall("chmod", &tmp, e))?;
+    std::fs::rename(&tmp, &target).map_err(|e| Error::syscall("rename", &target, e))?;
+    Ok(target)
+}
+
 /// A capability use `armor-op cap` performs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -227,7 +277,8 @@ impl Runner {
         self
     }
 
-    /// Runs the helper as `uid`/`gid` (no supplementary groups); needs root.
+    /// Runs the helper as `uid`/`gid` (no supplementary groups); needs root. The helper then
+    /// runs from [`helper_for_every_uid`], which that uid can reach wherever the checkout is.
     #[must_use]
     pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
         self.ids = Some((uid, gid));
@@ -243,13 +294,17 @@ impl Runner {
 
     /// Performs `op` in a new helper process and returns what it reported.
     pub fn run(&self, op: &Op) -> Result<Outcome> {
+        let helper = match self.ids {
+            Some(_) => helper_for_every_uid()?,
+            None => helper_path(),
+        };
         let mut cmd = match &self.apparmor_profile {
             Some(profile) => {
                 let mut c = Command::new("aa-exec");
-                c.args(["-p", profile, "--"]).arg(HELPER);
+                c.args(["-p", profile, "--"]).arg(helper);
                 c
             }
-            None => Command::new(HELPER),
+            None => Command::new(helper),
         };
         if let Some(cgroup) = &self.cgroup {
             cmd.arg("--cgroup").arg(cgroup);
@@ -260,7 +315,7 @@ impl Runner {
         }
         let out = cmd
             .output()
-            .map_err(|e| Error::syscall("spawn", HELPER, e))?;
+            .map_err(|e| Error::syscall("spawn", helper, e))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let exit_code = out.status.code();
@@ -332,6 +387,32 @@ mod tests {
         );
         assert!(parse_report("armor-op: errno 13 EACCES\n", Some(0)).is_err());
         assert!(parse_report("armor-op: garbage\n", Some(1)).is_err());
+    }
+
+    #[test]
+    fn a_copy_for_every_uid_leaves_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("armor-op-copy-{}", std::process::id()));
+        let private = base.join("private");
+        let shared = base.join("shared");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let bin = private.join("tool");
+        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
+        let copy = copy_for_every_uid(&bin, &shared).unwrap();
+        assert!(copy.starts_with(&shared), "{}", copy.display());
+        assert_eq!(std::fs::read(&copy).unwrap(), b"#!/bin/sh\n");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&copy), 0o755);
+        assert_eq!(mode(copy.parent().unwrap()), 0o755);
+        // The same build of the binary reuses its copy; nothing else is left in the directory.
+        assert_eq!(copy_for_every_uid(&bin, &shared).unwrap(), copy);
+        assert_eq!(
+            std::fs::read_dir(copy.parent().unwrap()).unwrap().count(),
+            1
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -46,22 +46,55 @@ impl Sink {
     }
 }
 
-/// The probe's verdict, taken once per test process: a probe trial-loads all 14 programs, which
-/// costs about a minute of 6.1 verification under TCG, and the kernel does not change between
-/// the tests (every test's enforcer has the same map sizes; only the alert rate differs).
-fn probed(lsm: &BpfLsm) -> Support {
-    static VERDICT: std::sync::OnceLock<Support> = std::sync::OnceLock::new();
-    VERDICT.get_or_init(|| lsm.probe()).clone()
+/// The enforcer every test of this binary uses: probed and loaded once per test process, as the
+/// agent loads it once per boot. Verifying the 14 programs costs about a minute of 6.1 under
+/// TCG, and the kernel does not change between the tests; each test applies and removes its own
+/// workloads (and may change the alert rate), so what one test installs never reaches the next.
+/// `Err` holds the probe's reason when the kernel refuses BPF-LSM.
+fn shared() -> &'static Result<BpfLsm, String> {
+    static SHARED: std::sync::OnceLock<Result<BpfLsm, String>> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let mut config = Config::default();
+        config.alerts_per_sec = 0;
+        let lsm = BpfLsm::new(config);
+        let t = Instant::now();
+        match lsm.probe() {
+            Support::Supported => {}
+            Support::Unsupported { reason } => return Err(reason),
+            other => panic!("unexpected probe result {other:?}"),
+        }
+        lsm.load().unwrap();
+        println!("enforcer probed and loaded in {:.1?}", t.elapsed());
+        Ok(lsm)
+    })
 }
 
-/// Loads the enforcer, or explains why not (and fails inside the test kernel).
-fn enforcer() -> Option<BpfLsm> {
-    let mut config = Config::default();
-    config.alerts_per_sec = 0;
-    let lsm = BpfLsm::new(config);
-    match probed(&lsm) {
-        Support::Supported => {}
-        Support::Unsupported { reason } => {
+/// The shared enforcer, held by one test at a time: the tests of this binary may run on several
+/// threads (`cargo test` on a machine with BPF-LSM), and each expects only its own workloads.
+struct Lsm {
+    _turn: std::sync::MutexGuard<'static, ()>,
+    lsm: &'static BpfLsm,
+}
+
+impl std::ops::Deref for Lsm {
+    type Target = BpfLsm;
+
+    fn deref(&self) -> &BpfLsm {
+        self.lsm
+    }
+}
+
+/// The shared enforcer with nothing installed and no alert limit, or `None` (after saying why)
+/// outside the test kernel when the kernel refuses BPF-LSM; inside it, the refusal fails the
+/// test.
+fn enforcer() -> Option<Lsm> {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lsm = match shared() {
+        Ok(lsm) => lsm,
+        Err(reason) => {
             assert!(
                 guest::current().is_none(),
                 "BPF-LSM unsupported in the guest: {reason}"
@@ -69,10 +102,14 @@ fn enforcer() -> Option<BpfLsm> {
             eprintln!("skipped: {reason}");
             return None;
         }
-        other => panic!("unexpected probe result {other:?}"),
+    };
+    // A test that failed half-way leaves its workloads behind: they go before the next test.
+    for key in lsm.installed() {
+        eprintln!("removing `{key}`, left installed by an earlier test");
+        lsm.remove(&key).unwrap();
     }
-    lsm.load().unwrap();
-    Some(lsm)
+    lsm.set_alerts_per_sec(0);
+    Some(Lsm { _turn: turn, lsm })
 }
 
 /// The harness runs in its own managed cgroup without rules, so host rules never touch it.
@@ -952,17 +989,8 @@ fn bpflsm_updates_are_atomic_and_the_detector_catches_a_non_atomic_one() {
 /// A flood of denials: the per-workload rate limit drops alerts in the kernel and counts them.
 #[test]
 fn bpflsm_alert_flood_is_rate_limited_and_counted() {
-    let mut config = Config::default();
-    config.alerts_per_sec = 20;
-    let lsm = BpfLsm::new(config);
-    if let Support::Unsupported { reason } = probed(&lsm) {
-        assert!(
-            guest::current().is_none(),
-            "unsupported in the guest: {reason}"
-        );
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    let Some(lsm) = enforcer() else { return };
+    lsm.set_alerts_per_sec(20);
     let sink = Arc::new(Sink::default());
     lsm.set_alert_sink(sink.clone());
     let harness = Harness::enter(&lsm);
@@ -994,6 +1022,7 @@ fn bpflsm_alert_flood_is_rate_limited_and_counted() {
     lsm.remove(&key).unwrap();
     drop(cg);
     harness.leave(&lsm);
+    lsm.set_alerts_per_sec(0);
     let _ = fs::remove_dir_all(&dir);
     let blocked = after.blocked - before.blocked;
     let sent = after.alerts - before.alerts;
@@ -1010,7 +1039,7 @@ fn bpflsm_alert_flood_is_rate_limited_and_counted() {
 
 /// The enforcer with an alert sink and the test in its harness cgroup, when runc is there too;
 /// `None` (after saying why) outside the guest.
-fn runc_enforcer() -> Option<(BpfLsm, Arc<Sink>, Harness)> {
+fn runc_enforcer() -> Option<(Lsm, Arc<Sink>, Harness)> {
     let lsm = enforcer()?;
     if Command::new("runc").arg("--version").output().is_err() {
         assert!(guest::current().is_none(), "runc missing in the guest");
