@@ -104,6 +104,11 @@ impl fmt::Display for EnforcerChoice {
 pub struct EnforcementOptions {
     /// BPF-LSM capacities and alert rate limit.
     pub bpflsm: armor_enforce_bpflsm::Config,
+    /// The BPF-LSM enforcer to select instead of building a new one from [`Self::bpflsm`]: one
+    /// this process already loaded (its programs stay attached), e.g. shared by the runtimes an
+    /// embedder starts one after another. Selection still loads it (a no-op when it is loaded)
+    /// and falls back as usual when that fails.
+    pub bpflsm_enforcer: Option<Arc<BpfLsm>>,
     /// Where AppArmor profiles are written (created on first use; armor only touches files it
     /// wrote).
     pub apparmor_dir: PathBuf,
@@ -113,6 +118,7 @@ impl Default for EnforcementOptions {
     fn default() -> Self {
         Self {
             bpflsm: armor_enforce_bpflsm::Config::default(),
+            bpflsm_enforcer: None,
             apparmor_dir: PathBuf::from("/var/lib/armor/apparmor"),
         }
     }
@@ -130,6 +136,14 @@ impl EnforcementOptions {
     #[must_use]
     pub fn bpflsm(mut self, config: armor_enforce_bpflsm::Config) -> Self {
         self.bpflsm = config;
+        self
+    }
+
+    /// The same, selecting `enforcer` (with its own settings) when BPF-LSM is selected, instead
+    /// of building a new enforcer (the `bpflsm_enforcer` field).
+    #[must_use]
+    pub fn bpflsm_enforcer(mut self, enforcer: Arc<BpfLsm>) -> Self {
+        self.bpflsm_enforcer = Some(enforcer);
         self
     }
 }
@@ -442,12 +456,15 @@ impl Enforcement {
 }
 
 fn try_bpflsm(options: &EnforcementOptions) -> std::result::Result<Backend, String> {
-    let lsm = BpfLsm::new(options.bpflsm);
+    let lsm = match &options.bpflsm_enforcer {
+        Some(lsm) => lsm.clone(),
+        None => Arc::new(BpfLsm::new(options.bpflsm)),
+    };
     // The trial is the real load (kept: applying a container's rules is then only map
     // updates). When it fails, the probe names the refusal precisely (`kernel refuses lsm
     // programs (EPERM)`); it fails on the first program, so that costs little.
     match lsm.load() {
-        Ok(()) => Ok(Backend::BpfLsm(Arc::new(lsm))),
+        Ok(()) => Ok(Backend::BpfLsm(lsm)),
         Err(e) => {
             Err(unsupported(lsm.probe()).unwrap_or_else(|| armor_core::diag::error_chain(&e)))
         }

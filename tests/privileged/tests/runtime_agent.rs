@@ -28,7 +28,18 @@ mod support;
 
 /// What this binary shares with `runtime_enforcement.rs`.
 mod containerd_guest;
-use containerd_guest::{BUSYBOX_POLICY, CTRD_IMAGE, GuestTmp, ctrd_spec};
+use containerd_guest::{BUSYBOX_POLICY, CTRD_IMAGE, GuestTmp, ctrd_spec, shared_bpflsm};
+
+/// The BPF-LSM settings of both agents: no alert limit, and a rule map of 48 entries, which
+/// the containers' rules of both tests fit and the `big` container's of
+/// [`runtime_agent_answers_the_oci_hook`] do not. Both agents select the one enforcer built
+/// with them ([`shared_bpflsm`]): the first agent's selection loads its programs.
+fn agent_bpf() -> armor_enforce_bpflsm::Config {
+    let mut bpf = armor_enforce_bpflsm::Config::default();
+    bpf.alerts_per_sec = 0;
+    bpf.max_rule_entries = 48;
+    bpf
+}
 
 /// Output shared between the agent's thread and the test.
 #[derive(Clone, Default)]
@@ -217,12 +228,15 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
     let Some((tmp, daemon, mut driver, policies)) = private_containerd("rt-agent") else {
         return;
     };
-    let mut bpf = armor_enforce_bpflsm::Config::default();
-    bpf.alerts_per_sec = 0;
+    let (_turn, shared) = shared_bpflsm(agent_bpf());
     let options = armor_runtime::agent::AgentOptions::new(&policies)
         .containerd_socket(&daemon.socket)
         .enforcer(EnforcerChoice::BpfLsm)
-        .enforcement(EnforcementOptions::default().bpflsm(bpf));
+        .enforcement(
+            EnforcementOptions::default()
+                .bpflsm(agent_bpf())
+                .bpflsm_enforcer(shared),
+        );
     let Some(mut agent) = Agent::start(options, "ready: enforcing with BPFLSM (0 containers)")
     else {
         return;
@@ -332,14 +346,16 @@ fn runtime_agent_answers_the_oci_hook() {
     .unwrap();
     fs::write(policies.join("big.yaml"), big_policy()).unwrap();
     let socket = daemon.dir.join("hook/hook.sock");
-    let mut bpf = armor_enforce_bpflsm::Config::default();
-    bpf.alerts_per_sec = 0;
-    bpf.max_rule_entries = 48;
+    let (_turn, shared) = shared_bpflsm(agent_bpf());
     let options = armor_runtime::agent::AgentOptions::new(&policies)
         .containerd_socket(&daemon.socket)
         .hook_socket(&socket)
         .enforcer(EnforcerChoice::BpfLsm)
-        .enforcement(EnforcementOptions::default().bpflsm(bpf));
+        .enforcement(
+            EnforcementOptions::default()
+                .bpflsm(agent_bpf())
+                .bpflsm_enforcer(shared),
+        );
     let Some(mut agent) = Agent::start(options, "ready: enforcing with BPFLSM (0 containers)")
     else {
         return;

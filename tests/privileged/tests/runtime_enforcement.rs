@@ -60,19 +60,29 @@ mod support;
 
 /// What this binary shares with `runtime_agent.rs`.
 mod containerd_guest;
-use containerd_guest::{BUSYBOX_POLICY, CTRD_IMAGE, GuestTmp, ctrd_spec};
+use containerd_guest::{BUSYBOX_POLICY, CTRD_IMAGE, GuestTmp, Turn, ctrd_spec, shared_bpflsm};
 
-/// The runtime's enforcement as `armor-agent --enforcer auto` builds it, when that is BPF-LSM;
-/// `None` (after saying why) outside the guest when the kernel refuses it.
-fn bpf_enforcement() -> Option<(Enforcement, Duration)> {
+/// The runtime's enforcement as `armor-agent --enforcer auto` builds it, when that is BPF-LSM
+/// (the enforcer is this binary's [`shared_bpflsm`]: the first test's selection loads it);
+/// `None` (after saying why) outside the guest when the kernel refuses it. The test holds the
+/// turn while it runs.
+fn bpf_enforcement() -> Option<(Enforcement, Duration, Turn)> {
     let mut bpf = armor_enforce_bpflsm::Config::default();
     bpf.alerts_per_sec = 0;
-    let options = EnforcementOptions::default().bpflsm(bpf);
+    let (turn, shared) = shared_bpflsm(bpf);
+    let options = EnforcementOptions::default()
+        .bpflsm(bpf)
+        .bpflsm_enforcer(shared.clone());
     let t = Instant::now();
     match Enforcement::select(EnforcerChoice::Auto, &options) {
         Ok(e) if e.name() == Some(armor_runtime::enforcement::BPFLSM) => {
             println!("selected in {:?}: {}", t.elapsed(), e.summary());
-            Some((e, t.elapsed()))
+            let selected = e.bpflsm().expect("BPF-LSM selected");
+            assert!(
+                std::sync::Arc::ptr_eq(selected, &shared),
+                "not the shared enforcer"
+            );
+            Some((e, t.elapsed(), turn))
         }
         Ok(e) => {
             assert!(
@@ -347,7 +357,7 @@ fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() 
         eprintln!("skipped: runc not installed");
         return;
     }
-    let Some((enforcement, select)) = bpf_enforcement() else {
+    let Some((enforcement, select, _turn)) = bpf_enforcement() else {
         return;
     };
     let mut rt = runtime(enforcement, POLICY);
@@ -430,7 +440,7 @@ fn runtime_blocks_a_containerd_containers_first_command_from_the_create_event() 
         eprintln!("skipped: {why}");
         return;
     }
-    let Some((enforcement, _)) = bpf_enforcement() else {
+    let Some((enforcement, _, _turn)) = bpf_enforcement() else {
         return;
     };
     let tmp = GuestTmp::mount();

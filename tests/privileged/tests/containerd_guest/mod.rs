@@ -66,3 +66,42 @@ impl Drop for GuestTmp {
         }
     }
 }
+
+/// Whose turn it is to use [`shared_bpflsm`]: held for a whole test.
+pub(crate) type Turn = std::sync::MutexGuard<'static, ()>;
+
+/// The BPF-LSM enforcer the tests of this binary hand to the runtime's (or the agent's)
+/// enforcer selection (`EnforcementOptions::bpflsm_enforcer`), built with `config` by the first
+/// caller: the first selection loads its programs (the kernel's verification of the 14
+/// programs, about a minute and a half under TCG) and later ones find them loaded, as the
+/// runtimes an embedder starts one after another in one process would. Every caller passes the
+/// same `config` (checked). The tests take it in turn (the guard), and whatever an earlier test
+/// left installed is removed first, so each test sees only its own workloads.
+pub(crate) fn shared_bpflsm(
+    config: armor_enforce_bpflsm::Config,
+) -> (Turn, std::sync::Arc<armor_enforce_bpflsm::BpfLsm>) {
+    use armor_core::enforcer::Enforcer as _;
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static SHARED: std::sync::OnceLock<(
+        armor_enforce_bpflsm::Config,
+        std::sync::Arc<armor_enforce_bpflsm::BpfLsm>,
+    )> = std::sync::OnceLock::new();
+    let turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (built_with, lsm) = SHARED.get_or_init(|| {
+        (
+            config,
+            std::sync::Arc::new(armor_enforce_bpflsm::BpfLsm::new(config)),
+        )
+    });
+    assert_eq!(
+        *built_with, config,
+        "the tests of one binary share one BPF-LSM configuration"
+    );
+    for key in lsm.installed() {
+        eprintln!("removing `{key}`, left installed by an earlier test");
+        lsm.remove(&key).unwrap();
+    }
+    (turn, lsm.clone())
+}
