@@ -259,6 +259,8 @@ struct State {
     /// The object a successful probe loaded (programs verified, none attached), until the load
     /// that attaches them takes it.
     probed: Option<Ebpf>,
+    /// How long the kernel took to load (verify) each program, from the probe or load that did.
+    load_times: LoadTimes,
     roots: BTreeMap<WorkloadKey, PathBuf>,
     /// Workloads whose first install waits for their first exec (`from_first_exec`).
     until_exec: BTreeSet<WorkloadKey>,
@@ -359,6 +361,9 @@ fn loader<'a>(config: &Config, table_mask: &'a u32, filter_mask: &'a u32) -> Ebp
     l
 }
 
+/// How long each program took to load: hook, wall-clock time.
+type LoadTimes = Vec<(&'static str, Duration)>;
+
 /// Why [`load_all`] stopped.
 enum VerifyError {
     /// A program of [`PROGRAMS`] is not in the object (or is not an LSM program).
@@ -374,8 +379,9 @@ enum VerifyError {
 /// [`MAX_LOAD_THREADS`] threads (one per CPU): each load is a `bpf_prog_load` that the kernel
 /// verifies on the calling thread, so the verification of different programs runs in parallel.
 /// Programs are taken in [`PROGRAMS`] order; after a refusal no thread starts another load, and
-/// the refusal reported is the first in that order.
-fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), VerifyError> {
+/// the refusal reported is the first in that order. Returns how long each load took (hook, wall
+/// clock), in [`PROGRAMS`] order.
+fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<LoadTimes, VerifyError> {
     let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
     let mut todo = VecDeque::new();
     for (index, &(name, hook)) in PROGRAMS.iter().enumerate() {
@@ -393,6 +399,7 @@ fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), VerifyError> {
         .min(todo.len());
     let todo = Mutex::new(todo);
     let refused: Mutex<Option<(usize, &'static str, ProgramError)>> = Mutex::new(None);
+    let times: Mutex<Vec<(usize, &'static str, Duration)>> = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let work = || {
         while !stop.load(Ordering::Relaxed) {
@@ -403,7 +410,13 @@ fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), VerifyError> {
             let Some((index, hook, prog)) = next else {
                 return;
             };
-            if let Err(e) = prog.load(hook, btf) {
+            let t = std::time::Instant::now();
+            let loaded = prog.load(hook, btf);
+            times
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((index, hook, t.elapsed()));
+            if let Err(e) = loaded {
                 stop.store(true, Ordering::Relaxed);
                 let mut r = refused
                     .lock()
@@ -426,7 +439,13 @@ fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), VerifyError> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
     {
         Some((_, hook, source)) => Err(VerifyError::Program { hook, source }),
-        None => Ok(()),
+        None => {
+            let mut times = times
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            times.sort_by_key(|(index, _, _)| *index);
+            Ok(times.into_iter().map(|(_, hook, d)| (hook, d)).collect())
+        }
     }
 }
 
@@ -455,9 +474,20 @@ impl BpfLsm {
         let mut st = self.lock();
         if st.loaded.is_none() {
             let probed = st.probed.take();
-            st.loaded = Some(self.load_programs(probed)?);
+            let (loaded, times) = self.load_programs(probed)?;
+            st.loaded = Some(loaded);
+            if !times.is_empty() {
+                st.load_times = times;
+            }
         }
         Ok(())
+    }
+
+    /// How long the kernel took to load each program (hook, wall-clock time; most of it is
+    /// the verifier's), from the probe or load that verified them, in [`PROGRAMS`] order.
+    /// Programs load on several threads at once, so the times overlap. Empty before.
+    pub fn load_times(&self) -> Vec<(&'static str, Duration)> {
+        self.lock().load_times.clone()
     }
 
     /// Sets the alert rate limit (alerts per second and workload; 0 = no limit), like
@@ -475,7 +505,7 @@ impl BpfLsm {
 
     /// Loads the object (or takes the one a probe loaded), verifies the programs not yet
     /// loaded, writes the configuration and attaches every program.
-    fn load_programs(&self, probed: Option<Ebpf>) -> Result<Loaded, LoadError> {
+    fn load_programs(&self, probed: Option<Ebpf>) -> Result<(Loaded, LoadTimes), LoadError> {
         let tags = Table::new(self.config.table_slots);
         let mask = tags.mask();
         let bloom = Filter::new(self.config.filter_bits);
@@ -487,7 +517,7 @@ impl BpfLsm {
                 .map_err(|e| LoadError::Object(Box::new(e)))?,
         };
         let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
-        load_all(&mut ebpf, &btf).map_err(|e| match e {
+        let times = load_all(&mut ebpf, &btf).map_err(|e| match e {
             VerifyError::Missing(name) => LoadError::Missing(name),
             VerifyError::Program { hook, source } => program_error("bpf_prog_load", hook, source),
         })?;
@@ -529,7 +559,7 @@ impl BpfLsm {
         let stop = Arc::new(AtomicBool::new(false));
         let alerts_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = spawn_reader(ring, self.sink.clone(), stop.clone(), alerts_read.clone());
-        Ok(Loaded {
+        let loaded = Loaded {
             table,
             tags,
             rules,
@@ -543,7 +573,8 @@ impl BpfLsm {
             reader: Some(reader),
             alerts_read,
             _ebpf: ebpf,
-        })
+        };
+        Ok((loaded, times))
     }
 
     /// Where `key`'s paths are visible from this process (`/proc/PID/root` of a container's
@@ -627,10 +658,13 @@ impl BpfLsm {
         let old_len = st.installed.get(key).map_or(0, Installed::entries);
         if st.loaded.is_none() {
             let probed = st.probed.take();
-            st.loaded = Some(
-                self.load_programs(probed)
-                    .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?,
-            );
+            let (loaded, times) = self
+                .load_programs(probed)
+                .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?;
+            st.loaded = Some(loaded);
+            if !times.is_empty() {
+                st.load_times = times;
+            }
         }
         let id = st.next_ruleset;
         let Some(l) = st.loaded.as_mut() else {
@@ -1080,10 +1114,11 @@ impl Enforcer for BpfLsm {
             }
         };
         let (hook, e) = match load_all(&mut ebpf, &btf) {
-            Ok(()) => {
+            Ok(times) => {
                 let mut st = self.lock();
                 if st.loaded.is_none() {
                     st.probed = Some(ebpf);
+                    st.load_times = times;
                 }
                 return Support::Supported;
             }

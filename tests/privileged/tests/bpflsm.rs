@@ -71,6 +71,12 @@ fn shared() -> &'static Result<BpfLsm, String> {
             "enforcer probed (every program verified) in {probe:.1?}, then loaded (attached) in {:.1?}",
             t.elapsed()
         );
+        let times: Vec<String> = lsm
+            .load_times()
+            .iter()
+            .map(|(hook, d)| format!("{hook} {:.1}", d.as_secs_f64()))
+            .collect();
+        println!("each program's load (verification), seconds: {}", times.join(", "));
         Ok(lsm)
     })
 }
