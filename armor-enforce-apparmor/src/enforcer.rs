@@ -3,6 +3,7 @@
 //! `.remove` interface (falling back to `apparmor_parser -R`, which has to parse the file).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -102,24 +103,34 @@ impl AppArmor {
 
     /// Compiles `text` without loading it (`apparmor_parser -Q -K -S`): no kernel support
     /// needed. The error carries the parser's message with line numbers.
+    ///
+    /// The text goes to the parser on its standard input: no file is written. (A file under
+    /// the shared temp directory at a predictable path would let a local user who creates that
+    /// path first, as a symlink, make root write anywhere.)
     pub fn check(&self, text: &str) -> Result<(), ApplyError> {
-        let dir = std::env::temp_dir().join(format!("armor-aa-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|source| ApplyError::Syscall {
-            call: "mkdir",
-            source,
-        })?;
-        let file = dir.join(format!("p{:x}", fnv64(text)));
-        std::fs::write(&file, text).map_err(|source| ApplyError::Syscall {
-            call: "write",
-            source,
-        })?;
-        let out = Command::new(&self.parser)
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut child = Command::new(&self.parser)
             .args(["-Q", "-K", "-S"])
-            .arg(&file)
-            .output();
-        let _ = std::fs::remove_file(&file);
-        let out = out.map_err(|e| spawn_error(&e))?;
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&e))?;
+        // The parser reads all of its input before it reports, so writing it first (and closing
+        // the pipe) cannot block on a full stderr pipe, which `wait_with_output` then reads.
+        let written = child
+            .stdin
+            .take()
+            .map(|mut stdin| stdin.write_all(text.as_bytes()));
+        let out = child.wait_with_output().map_err(|e| spawn_error(&e))?;
         if out.status.success() {
+            if let Some(Err(source)) = written {
+                return Err(ApplyError::Syscall {
+                    call: "write to apparmor_parser",
+                    source,
+                });
+            }
             Ok(())
         } else {
             Err(tool_error(&out.status, &out.stderr))
@@ -241,13 +252,58 @@ impl AppArmor {
     }
 }
 
-fn fnv64(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// Refuses a profile directory that another user could write into: the enforcer writes,
+/// renames and deletes files there as root, and `apparmor_parser` loads what it finds.
+fn check_private_dir(dir: &Path) -> Result<(), ApplyError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(dir).map_err(|source| ApplyError::Syscall {
+        call: "stat profile directory",
+        source,
+    })?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(ApplyError::Syscall {
+            call: "check profile directory",
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is owned by uid {} with mode {:o}: it must be owned by uid {euid} and \
+                     writable by no one else",
+                    dir.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            ),
+        });
     }
-    h
+    Ok(())
+}
+
+/// Writes `text` to `path` in a file this call creates (`O_CREAT | O_EXCL`: never through a
+/// link or into a file someone else made), after removing whatever was at `path`.
+fn write_new(path: &Path, text: &str) -> Result<(), ApplyError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ApplyError::Syscall {
+                call: "unlink",
+                source,
+            });
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| ApplyError::Syscall {
+            call: "write",
+            source,
+        })
 }
 
 impl Enforcer for AppArmor {
@@ -313,16 +369,19 @@ impl Enforcer for AppArmor {
         {
             return Ok(Applied::Unchanged);
         }
-        std::fs::create_dir_all(&self.dir).map_err(|source| ApplyError::Syscall {
-            call: "mkdir",
-            source,
-        })?;
+        // Made writable by its owner only, whatever the umask; an existing one is checked.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.dir)
+            .map_err(|source| ApplyError::Syscall {
+                call: "mkdir",
+                source,
+            })?;
+        check_private_dir(&self.dir)?;
         // Write beside, load, then rename: a failed load keeps the previous file and profile.
         let tmp = self.dir.join(format!(".{name}.new"));
-        std::fs::write(&tmp, &a.text).map_err(|source| ApplyError::Syscall {
-            call: "write",
-            source,
-        })?;
+        write_new(&tmp, &a.text)?;
         if let Err(e) = self.run(&["-r"], &tmp) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
@@ -395,6 +454,93 @@ mod tests {
             "armor.shop_web_eb78a544"
         );
         std::fs::remove_dir_all(&fs).unwrap();
+    }
+
+    /// Finding 8 of issue 16: `check` wrote the profile to
+    /// `$TMPDIR/armor-aa-check-<pid>/p<hash of the text>` with `fs::write`, so whoever made that
+    /// path first (a symlink to a file of their choice) chose which file root overwrote. Now
+    /// nothing is written: the profile goes to the parser's standard input.
+    #[test]
+    fn check_writes_no_file() {
+        let base = scratch("check-trap");
+        let text = "profile x {\n}\n";
+        // The file the old code wrote, planted as a link to a file that must not change.
+        let fnv = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        let trap = std::env::temp_dir().join(format!("armor-aa-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&trap);
+        std::fs::create_dir_all(&trap).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, trap.join(format!("p{fnv:x}"))).unwrap();
+        // A parser that reads its input and succeeds.
+        let parser = base.join("parser");
+        std::fs::write(&parser, "#!/bin/sh\ncat > /dev/null\n").unwrap();
+        std::fs::set_permissions(&parser, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let aa = AppArmor::with_parser(base.join("profiles"), &parser);
+        let checked = aa.check(text);
+        let after = std::fs::read_to_string(&victim).unwrap();
+        let _ = std::fs::remove_dir_all(&trap);
+        checked.unwrap();
+        assert_eq!(after, "precious", "check wrote through the planted link");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// The parser's verdict and message come back from its standard input.
+    #[test]
+    fn check_reports_the_parsers_error() {
+        let base = scratch("check-error");
+        let parser = base.join("parser");
+        std::fs::write(
+            &parser,
+            "#!/bin/sh\ngrep -q broken && { echo 'AppArmor parser error at line 2' >&2; exit 1; }\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&parser, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let aa = AppArmor::with_parser(base.join("profiles"), &parser);
+        aa.check("profile fine {\n}\n").unwrap();
+        let e = aa.check("profile x {\n broken\n}\n").unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::Tool { stderr, .. } if stderr.contains("line 2")),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// `apply` wrote its temporary file with `fs::write`, which follows a symlink someone left
+    /// at that name; and it used a profile directory anyone could write into.
+    #[test]
+    fn apply_writes_only_files_it_creates_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = scratch("apply-trap");
+        let profiles = base.join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let key = WorkloadKey::new("shop/web");
+        let name = profile_name(&key);
+        std::os::unix::fs::symlink(&victim, profiles.join(format!(".{name}.new"))).unwrap();
+        // A parser that refuses to load: the apply fails after writing its temporary file.
+        let aa = AppArmor::with_parser(&profiles, "/bin/false");
+        let empty = armor_core::CompiledPolicy::build(&armor_core::PolicySet::new()).unwrap();
+        let w = armor_core::Workload::Container(armor_core::Container::new("shop", "web"));
+        let artifact = compile(&key, &empty.rule_set(&w, armor_core::Posture::default()));
+        let e = aa.apply(&key, &artifact).unwrap_err();
+        assert!(matches!(e, ApplyError::Tool { .. }), "{e:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!profiles.join(format!(".{name}.new")).exists());
+
+        std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = aa.apply(&key, &artifact).unwrap_err();
+        assert!(
+            armor_core::diag::error_chain(&e).contains("writable by no one else"),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
