@@ -117,13 +117,17 @@ impl AppArmor {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| spawn_error(&e))?;
-        // The parser reads all of its input before it reports, so writing it first (and closing
-        // the pipe) cannot block on a full stderr pipe, which `wait_with_output` then reads.
-        let written = child
-            .stdin
-            .take()
-            .map(|mut stdin| stdin.write_all(text.as_bytes()));
-        let out = child.wait_with_output().map_err(|e| spawn_error(&e))?;
+        // The input is written on a thread of its own while `wait_with_output` reads stderr: a
+        // parser that reports a lot before it has read a large profile cannot block either
+        // side. A parser that stops at an error without reading the rest ends the write early
+        // (EPIPE); its status and message are what count then.
+        let stdin = child.stdin.take();
+        let (written, out) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || stdin.map(|mut s| s.write_all(text.as_bytes())));
+            let out = child.wait_with_output();
+            (writer.join().ok().flatten(), out)
+        });
+        let out = out.map_err(|e| spawn_error(&e))?;
         if out.status.success() {
             if let Some(Err(source)) = written {
                 return Err(ApplyError::Syscall {
@@ -252,16 +256,28 @@ impl AppArmor {
     }
 }
 
-/// Refuses a profile directory that another user could write into: the enforcer writes,
-/// renames and deletes files there as root, and `apparmor_parser` loads what it finds.
+/// Makes sure no other user can write into the profile directory: the enforcer writes, renames
+/// and deletes files there as root, and `apparmor_parser` loads what it finds. A directory of
+/// ours that is group- or world-writable (made under a permissive umask, or by an earlier
+/// version) loses those bits; one owned by another user is refused.
 fn check_private_dir(dir: &Path) -> Result<(), ApplyError> {
-    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let meta = std::fs::metadata(dir).map_err(|source| ApplyError::Syscall {
         call: "stat profile directory",
         source,
     })?;
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+    if meta.uid() == euid && meta.mode() & 0o022 != 0 {
+        let mode = meta.mode() & 0o7777 & !0o022;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+            ApplyError::Syscall {
+                call: "chmod profile directory",
+                source,
+            }
+        })?;
+        return Ok(());
+    }
+    if meta.uid() != euid {
         return Err(ApplyError::Syscall {
             call: "check profile directory",
             source: std::io::Error::new(
@@ -534,12 +550,21 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert!(!profiles.join(format!(".{name}.new")).exists());
 
+        // A directory of ours that others can write into loses that; one of another user is
+        // refused.
         std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = aa.apply(&key, &artifact).unwrap_err();
-        assert!(
-            armor_core::diag::error_chain(&e).contains("writable by no one else"),
-            "{e:?}"
-        );
+        assert!(matches!(e, ApplyError::Tool { .. }), "{e:?}");
+        let mode = std::fs::metadata(&profiles).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&profiles, Some(65534), None).unwrap();
+            let e = aa.apply(&key, &artifact).unwrap_err();
+            assert!(
+                armor_core::diag::error_chain(&e).contains("writable by no one else"),
+                "{e:?}"
+            );
+        }
         std::fs::remove_dir_all(&base).unwrap();
     }
 

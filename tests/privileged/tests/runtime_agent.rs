@@ -71,7 +71,8 @@ impl SharedOut {
 
 /// `armor_runtime::agent::run` on a thread of the test, its log lines on a channel.
 struct Agent {
-    handle: std::thread::JoinHandle<armor_runtime::Result<()>>,
+    /// `None` once joined.
+    handle: Option<std::thread::JoinHandle<armor_runtime::Result<()>>>,
     logs: std::sync::mpsc::Receiver<String>,
     out: SharedOut,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -122,7 +123,7 @@ impl Agent {
         assert_eq!(line, ready, "{seen:#?}");
         println!("agent ready after {:?}", t0.elapsed());
         Some(Self {
-            handle,
+            handle: Some(handle),
             logs,
             out,
             stop,
@@ -171,11 +172,27 @@ impl Agent {
         Vec<serde_json::Value>,
     ) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let result = self.handle.join().unwrap();
+        let result = self
+            .handle
+            .take()
+            .expect("the agent is joined once")
+            .join()
+            .unwrap();
         while let Ok(l) = self.logs.try_recv() {
             self.seen.push(l);
         }
-        (result, self.seen, self.out.lines())
+        (result, std::mem::take(&mut self.seen), self.out.lines())
+    }
+}
+
+/// A test that fails before stopping its agent still stops it, so the agent does not go on
+/// using the binary's shared enforcer after the test gave up its turn.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = handle.join();
+        }
     }
 }
 
