@@ -380,7 +380,7 @@ enum VerifyError {
 /// verifies on the calling thread, so the verification of different programs runs in parallel.
 /// Programs are taken in [`PROGRAMS`] order; after a refusal no thread starts another load, and
 /// the refusal reported is the first in that order. Returns how long each load took (hook, wall
-/// clock), in [`PROGRAMS`] order.
+/// clock), in [`PROGRAMS`] order. Called on a freshly loaded object, it loads every program.
 fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<LoadTimes, VerifyError> {
     let mut programs: std::collections::HashMap<&str, &mut Program> = ebpf.programs_mut().collect();
     let mut todo = VecDeque::new();
@@ -472,11 +472,18 @@ impl BpfLsm {
     /// Loads and attaches every program (idempotent).
     pub fn load(&self) -> Result<(), LoadError> {
         let mut st = self.lock();
+        self.ensure_loaded(&mut st)
+    }
+
+    /// Loads and attaches the programs unless they are: the one way `load` and the first
+    /// `apply` bring them in. Times are kept from whichever verification happened (the probe's,
+    /// when it left its programs).
+    fn ensure_loaded(&self, st: &mut State) -> Result<(), LoadError> {
         if st.loaded.is_none() {
             let probed = st.probed.take();
             let (loaded, times) = self.load_programs(probed)?;
             st.loaded = Some(loaded);
-            if !times.is_empty() {
+            if let Some(times) = times {
                 st.load_times = times;
             }
         }
@@ -503,24 +510,33 @@ impl BpfLsm {
         self.lock().installed.keys().cloned().collect()
     }
 
-    /// Loads the object (or takes the one a probe loaded), verifies the programs not yet
-    /// loaded, writes the configuration and attaches every program.
-    fn load_programs(&self, probed: Option<Ebpf>) -> Result<(Loaded, LoadTimes), LoadError> {
+    /// Takes the object a probe loaded (every program verified), or loads the object and has
+    /// the kernel verify every program; then writes the configuration and attaches every
+    /// program. The load times are `None` when the probe did the verifying.
+    fn load_programs(
+        &self,
+        probed: Option<Ebpf>,
+    ) -> Result<(Loaded, Option<LoadTimes>), LoadError> {
         let tags = Table::new(self.config.table_slots);
         let mask = tags.mask();
         let bloom = Filter::new(self.config.filter_bits);
         let filter_mask = bloom.mask();
-        let mut ebpf = match probed {
-            Some(e) => e,
-            None => loader(&self.config, &mask, &filter_mask)
-                .load(LSM_OBJ)
-                .map_err(|e| LoadError::Object(Box::new(e)))?,
+        let (mut ebpf, times) = match probed {
+            Some(e) => (e, None),
+            None => {
+                let mut ebpf = loader(&self.config, &mask, &filter_mask)
+                    .load(LSM_OBJ)
+                    .map_err(|e| LoadError::Object(Box::new(e)))?;
+                let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
+                let times = load_all(&mut ebpf, &btf).map_err(|e| match e {
+                    VerifyError::Missing(name) => LoadError::Missing(name),
+                    VerifyError::Program { hook, source } => {
+                        program_error("bpf_prog_load", hook, source)
+                    }
+                })?;
+                (ebpf, Some(times))
+            }
         };
-        let btf = Btf::from_sys_fs().map_err(LoadError::Btf)?;
-        let times = load_all(&mut ebpf, &btf).map_err(|e| match e {
-            VerifyError::Missing(name) => LoadError::Missing(name),
-            VerifyError::Program { hook, source } => program_error("bpf_prog_load", hook, source),
-        })?;
         let hash_key = match self.config.hash_key {
             Some(k) => k,
             None => random_key()?,
@@ -656,16 +672,8 @@ impl BpfLsm {
             return Ok(Applied::Unchanged);
         }
         let old_len = st.installed.get(key).map_or(0, Installed::entries);
-        if st.loaded.is_none() {
-            let probed = st.probed.take();
-            let (loaded, times) = self
-                .load_programs(probed)
-                .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?;
-            st.loaded = Some(loaded);
-            if !times.is_empty() {
-                st.load_times = times;
-            }
-        }
+        self.ensure_loaded(st)
+            .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?;
         let id = st.next_ruleset;
         let Some(l) = st.loaded.as_mut() else {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));

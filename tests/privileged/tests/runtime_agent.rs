@@ -150,9 +150,7 @@ impl Agent {
         Vec<String>,
     ) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let is_web_alert =
-            |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id;
-        while Instant::now() < deadline && !self.out.lines().iter().any(is_web_alert) {
+        while Instant::now() < deadline && kernel_alert(&self.out.lines(), web_id).is_none() {
             std::thread::sleep(Duration::from_millis(100));
         }
         let (result, seen, lines) = self.stop();
@@ -194,6 +192,13 @@ impl Drop for Agent {
             let _ = handle.join();
         }
     }
+}
+
+/// The first BPF-LSM (kernel) alert among the agent's JSON `lines` for container `id`.
+fn kernel_alert<'a>(lines: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
+    lines
+        .iter()
+        .find(|v| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == id)
 }
 
 /// The next agent log line containing `needle` within `limit`; every line is kept in `seen`.
@@ -284,8 +289,6 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
         exits.push((spec, status));
     }
     let web_id = exits[0].0.id.clone();
-    let is_web_alert =
-        |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id.as_str();
     let (result, seen, lines, left) = agent.finish(&web_id, (tmp, daemon, driver));
     assert!(result.is_ok(), "agent: {result:?}; log {seen:#?}");
     assert_eq!(seen.last().map(String::as_str), Some("stopped"));
@@ -296,7 +299,7 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
         exits[0].1
     );
     assert_eq!(exits[1].1, Some(0), "the control container failed");
-    let alert = lines.iter().find(|v| is_web_alert(v)).unwrap_or_else(|| {
+    let alert = kernel_alert(&lines, &web_id).unwrap_or_else(|| {
         panic!(
             "no BPFLSM alert for web in {} lines; log {seen:#?}",
             lines.len()
@@ -316,9 +319,7 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
     assert_eq!(alert["ContainerImage"], CTRD_IMAGE);
     let api_id = exits[1].0.id.as_str();
     assert!(
-        !lines
-            .iter()
-            .any(|v| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == api_id),
+        kernel_alert(&lines, api_id).is_none(),
         "a kernel alert for the control container"
     );
 }
@@ -410,8 +411,6 @@ fn runtime_agent_answers_the_oci_hook() {
         runs.push((spec, created, status));
     }
     let web_id = runs[0].0.id.clone();
-    let is_web_alert =
-        |v: &serde_json::Value| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == web_id.as_str();
     let (result, seen, lines, left) = agent.finish(&web_id, (tmp, daemon, driver));
     assert!(result.is_ok(), "agent: {result:?}; log {seen:#?}");
     assert!(left.is_empty(), "not removed: {left:?}");
@@ -446,7 +445,7 @@ fn runtime_agent_answers_the_oci_hook() {
         "web's entrypoint was not refused: exit status {web_status:?}"
     );
     assert_eq!(*api_status, Some(0), "the control container failed");
-    let alert = lines.iter().find(|v| is_web_alert(v)).unwrap_or_else(|| {
+    let alert = kernel_alert(&lines, &web_id).unwrap_or_else(|| {
         panic!(
             "no BPFLSM alert for web in {} lines; log {seen:#?}",
             lines.len()
@@ -460,9 +459,7 @@ fn runtime_agent_answers_the_oci_hook() {
     assert_eq!(alert["Labels"], "app=web");
     let api_id = api.id.as_str();
     assert!(
-        !lines
-            .iter()
-            .any(|v| v["Enforcer"] == "BPFLSM" && v["ContainerID"] == api_id),
+        kernel_alert(&lines, api_id).is_none(),
         "a kernel alert for the control container"
     );
     let Err(why) = big_created else {
