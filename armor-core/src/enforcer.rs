@@ -58,6 +58,84 @@ impl Unenforceable {
     }
 }
 
+/// A rule of a workload that an enforcer's artefact does not carry, with everything a person
+/// needs to find it: the policy, the rule's field and position, its action and why.
+///
+/// Made from an artefact's [`Artifact::unenforceable`] list by [`RuleGap::list`]; the agent logs
+/// one line per gap when it applies a workload's rules, and `armorctl validate --enforcer`
+/// prints the same lines offline. A Block rule in this list is still decided by the user-space
+/// monitor, which alerts it as `Audit (Block)`: it is reported, not blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuleGap {
+    /// The enforcer that does not carry the rule (`BPFLSM`, `AppArmor`).
+    pub enforcer: &'static str,
+    /// Index of the rule in [`crate::CompiledPolicy::rules`].
+    pub rule: u32,
+    /// `KubeArmorPolicy shop/block-secrets` (kind and name as written).
+    pub policy: String,
+    /// The rule's field path (`file.matchPatterns[0]`).
+    pub field: String,
+    /// Where the rule is written (`file:line:col`).
+    pub location: String,
+    /// The rule's effective action.
+    pub action: crate::model::Action,
+    /// What the enforcer cannot represent.
+    pub reason: String,
+}
+
+impl RuleGap {
+    /// The gaps of `artifact` (made by `enforcer` from `rules`) that change what is denied, in
+    /// rule order: its Block and Allow rules. An Audit rule is left out: its alerts come from
+    /// the monitor whether the kernel carries it or not, and it denies nothing. An entry whose
+    /// rule `rules` does not hold is still listed, under the policy `?`: a gap is never dropped.
+    pub fn list(enforcer: &'static str, rules: &RuleSet, artifact: &dyn Artifact) -> Vec<Self> {
+        let mut out: Vec<Self> = artifact
+            .unenforceable()
+            .iter()
+            .filter(|u| {
+                rules
+                    .rule(u.rule)
+                    .is_none_or(|r| r.action != crate::model::Action::Audit)
+            })
+            .map(|u| match rules.rule(u.rule) {
+                Some(r) => Self {
+                    enforcer,
+                    rule: u.rule,
+                    policy: format!("{} {}", r.policy.kind, r.policy.display_name()),
+                    field: r.origin.field.clone(),
+                    location: r.origin.location.to_string(),
+                    action: r.action,
+                    reason: u.reason.clone(),
+                },
+                None => Self {
+                    enforcer,
+                    rule: u.rule,
+                    policy: "?".to_string(),
+                    field: format!("rule {}", u.rule),
+                    location: "?".to_string(),
+                    action: crate::model::Action::Block,
+                    reason: u.reason.clone(),
+                },
+            })
+            .collect();
+        out.sort_by_key(|g| g.rule);
+        out
+    }
+}
+
+impl fmt::Display for RuleGap {
+    /// `AppArmor does not enforce file.matchPatterns[0] (Block) of KubeArmorPolicy shop/p at
+    /// p.yaml:9:7: <reason>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} does not enforce {} ({}) of {} at {}: {}",
+            self.enforcer, self.field, self.action, self.policy, self.location, self.reason
+        )
+    }
+}
+
 /// The compiled form of one workload's rules for one enforcer.
 pub trait Artifact: Send + Sync + fmt::Debug {
     /// A deterministic text rendering (the profile, or the map entries), for snapshots and review.

@@ -401,6 +401,10 @@ pub struct Decision<'a> {
     pub verdict: Verdict,
     /// The winning rule or the posture.
     pub reason: Reason<'a>,
+    /// The index of the winning rule in [`CompiledPolicy::rules`] (`None` for the posture and
+    /// when no rule covered the operation): what an enforcer's list of rules it does not carry
+    /// ([`crate::enforcer::Unenforceable::rule`]) is compared with.
+    pub rule_id: Option<u32>,
     /// The operation's category.
     pub category: Category,
     /// Whether the workload is a host (alerts are `MatchedHostPolicy`).
@@ -917,25 +921,26 @@ impl RuleSet {
                 Action::Audit => pick(&mut audit, rule, id),
             }
         });
-        let mk = |verdict, reason| Decision {
+        let mk = |verdict, reason, rule_id| Decision {
             verdict,
             reason,
+            rule_id,
             category,
             host: self.host,
         };
         for spec in [1usize, 0] {
             let from_source = spec == 1;
-            if let Some(Some((r, _))) = block.get(spec) {
+            if let Some(&Some((r, id))) = block.get(spec) {
                 return (
-                    mk(Verdict::Block, Reason::Rule(r)),
+                    mk(Verdict::Block, Reason::Rule(r), Some(id)),
                     Step::BlockRule { from_source },
                 );
             }
-            if let Some(Some((r, _))) = allow.get(spec) {
+            if let Some(&Some((r, id))) = allow.get(spec) {
                 let step = Step::AllowRule { from_source };
                 return match audit {
-                    Some((a, _)) => (mk(Verdict::Audit, Reason::Rule(a)), step),
-                    None => (mk(Verdict::Allow, Reason::Rule(r)), step),
+                    Some((a, aid)) => (mk(Verdict::Audit, Reason::Rule(a), Some(aid)), step),
+                    None => (mk(Verdict::Allow, Reason::Rule(r), Some(id)), step),
                 };
             }
         }
@@ -943,16 +948,23 @@ impl RuleSet {
             let posture = self.posture_of(category);
             let step = Step::Posture(posture);
             return match (posture, audit) {
-                (PostureAction::Block, _) => {
-                    (mk(Verdict::Block, Reason::DefaultPosture(posture)), step)
-                }
-                (_, Some((a, _))) => (mk(Verdict::Audit, Reason::Rule(a)), step),
-                (_, None) => (mk(Verdict::Audit, Reason::DefaultPosture(posture)), step),
+                (PostureAction::Block, _) => (
+                    mk(Verdict::Block, Reason::DefaultPosture(posture), None),
+                    step,
+                ),
+                (_, Some((a, aid))) => (mk(Verdict::Audit, Reason::Rule(a), Some(aid)), step),
+                (_, None) => (
+                    mk(Verdict::Audit, Reason::DefaultPosture(posture), None),
+                    step,
+                ),
             };
         }
         match audit {
-            Some((a, _)) => (mk(Verdict::Audit, Reason::Rule(a)), Step::NotCovered),
-            None => (mk(Verdict::Allow, Reason::NoRule), Step::NotCovered),
+            Some((a, aid)) => (
+                mk(Verdict::Audit, Reason::Rule(a), Some(aid)),
+                Step::NotCovered,
+            ),
+            None => (mk(Verdict::Allow, Reason::NoRule, None), Step::NotCovered),
         }
     }
 }

@@ -190,7 +190,7 @@ fn main() {
 
     // The flood cgroup is a container of its own: its records carry a container identity.
     let policy = CompiledPolicy::build(&PolicySet::new()).unwrap();
-    rt.replace_policy(policy);
+    rt.replace_policy(policy).unwrap();
     let mut info = ContainerInfo::default();
     info.id = "f".repeat(64);
     info.image = "docker.io/library/busybox:latest".to_string();

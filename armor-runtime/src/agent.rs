@@ -280,6 +280,15 @@ pub fn run(
     }
     let enforcement = Enforcement::select(options.enforcer, &options.enforcement)?;
     log(&enforcement.summary());
+    if options.config.require_enforcement && enforcement.name().is_none() {
+        return Err(Error::NotEnforced {
+            workload: "every workload".into(),
+            reason: format!(
+                "enforcement is required and no kernel enforcer runs ({})",
+                enforcement.summary()
+            ),
+        });
+    }
     let mut source = EventSource::load(Options::default())?;
     let controls = source.controls();
     let mut rt = Runtime::with_enforcement(
@@ -335,12 +344,26 @@ pub fn run(
     } else {
         String::new()
     };
+    let readiness = rt.readiness();
+    for (key, coverage) in readiness.incomplete() {
+        log(&format!("not fully enforced: {key}: {coverage}"));
+    }
+    if options.config.require_enforcement && !readiness.fully_enforced() {
+        return Err(Error::NotEnforced {
+            workload: readiness
+                .incomplete()
+                .map(|(k, _)| k.name.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: format!(
+                "enforcement is required and the agent is not ready: {}",
+                readiness.summary()
+            ),
+        });
+    }
+    let mut last_readiness = readiness.summary();
     log(&format!(
-        "ready: {} ({} containers{services})",
-        rt.enforcement().and_then(Enforcement::name).map_or_else(
-            || "audit-only".to_string(),
-            |n| format!("enforcing with {n}")
-        ),
+        "ready: {last_readiness} ({} containers{services})",
         rt.containers().len()
     ));
     // Following containerd, poll briefly so a created task gets its rules before its start.
@@ -423,6 +446,12 @@ pub fn run(
                         )),
                     }
                 }
+            }
+            // What is enforced changed (a container partly enforced, an apply that failed).
+            let now = rt.readiness().summary();
+            if now != last_readiness {
+                log(&format!("readiness: {now}"));
+                last_readiness = now;
             }
             let lost = controls.stats()?.lost;
             if lost != last_lost {

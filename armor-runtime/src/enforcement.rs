@@ -209,14 +209,14 @@ fn unsupported(s: Support) -> Option<String> {
 
 /// The message for audit-only monitoring: which enforcers were tried and why each was refused.
 fn fallback_message(choice: EnforcerChoice, refused: &[(&'static str, String)]) -> String {
-    let tail =
-        "audit-only monitoring: Block rules are reported as `Audit (Block)` alerts, not enforced";
+    let tail = "audit-only monitoring: Block rules are reported as `Audit (Block)` alerts, \
+        NOTHING IS DENIED";
     if refused.is_empty() {
         return format!("enforcer {choice}: {tail}");
     }
     let why: Vec<String> = refused.iter().map(|(n, r)| format!("{n}: {r}")).collect();
     format!(
-        "no kernel enforcer available ({}): falling back to {tail}",
+        "NOT ENFORCING: no kernel enforcer available ({}): falling back to {tail}",
         why.join("; ")
     )
 }
@@ -522,7 +522,9 @@ mod tests {
                 ("AppArmor", "AppArmor is not in the kernel".into()),
             ],
         );
-        assert!(m.starts_with("no kernel enforcer available (BPFLSM: kernel refuses"));
+        assert!(
+            m.starts_with("NOT ENFORCING: no kernel enforcer available (BPFLSM: kernel refuses")
+        );
         assert!(m.contains("; AppArmor: AppArmor is not in the kernel)"));
         assert!(m.contains("falling back to audit-only monitoring"));
         let none = Enforcement::none();

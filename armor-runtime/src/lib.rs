@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod coverage;
 pub mod enforcement;
 pub mod error;
 pub mod format;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armor_core::enforcer::{Enforcer, EnforcerAlert};
+use armor_core::enforcer::{Enforcer, EnforcerAlert, RuleGap};
 use armor_core::inventory::{Inventory, Service};
 use armor_core::telemetry::Telemetry;
 use armor_core::{
@@ -15,6 +15,7 @@ use armor_core::{
 use armor_ebpf::{EventKind, ProcessTree, SockAddr};
 
 use crate::containerd::{ContainerEvent, ContainerInfo};
+use crate::coverage::{Coverage, Readiness};
 use crate::enforcement::Enforcement;
 use crate::error::{Error, Result};
 use crate::format;
@@ -57,6 +58,11 @@ pub struct RuntimeConfig {
     pub max_alerts_per_sec: u32,
     /// How long alerts are dropped once the limit is hit.
     pub throttle: Duration,
+    /// Refuse what would run with rules outside the kernel: a container reported by the OCI
+    /// hook whose rules are not all enforced ([`Coverage::complete`]) is refused, and a
+    /// policy replacement that would leave a selected workload so is rolled back. Without it,
+    /// such rules are reported per rule and their Block decisions alerted as `Audit (Block)`.
+    pub require_enforcement: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +76,7 @@ impl Default for RuntimeConfig {
             posture: PostureConfig::new(),
             max_alerts_per_sec: 10,
             throttle: Duration::from_secs(30),
+            require_enforcement: false,
         }
     }
 }
@@ -80,6 +87,13 @@ impl RuntimeConfig {
     pub fn throttling(mut self, max_alerts_per_sec: u32, throttle: Duration) -> Self {
         self.max_alerts_per_sec = max_alerts_per_sec;
         self.throttle = throttle;
+        self
+    }
+
+    /// Sets [`RuntimeConfig::require_enforcement`].
+    #[must_use]
+    pub fn require_enforcement(mut self, require: bool) -> Self {
+        self.require_enforcement = require;
         self
     }
 }
@@ -100,8 +114,8 @@ struct Tracked {
     service: Option<Service>,
     rules: Arc<RuleSet>,
     visibility: Visibility,
-    /// A kernel enforcer applied this workload's rules (Block decisions come from it).
-    enforced: bool,
+    /// Which of its rules a kernel enforcer holds (Block decisions of those come from it).
+    coverage: Coverage,
     /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
     applied: bool,
 }
@@ -150,6 +164,8 @@ pub struct Runtime {
     throttles: HashMap<String, Throttle>,
     sockets: HashMap<(u32, i32), Socket>,
     problems: Vec<String>,
+    /// Applies that failed since the start.
+    apply_failures: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -197,6 +213,38 @@ fn identify(t: &Tracked, r: &mut Telemetry) {
 fn cgroup_of(pid: u32) -> Result<u64> {
     let path = identity::proc_cgroup(pid)?;
     identity::cgroup_id(&identity::cgroup2_root()?, &path)
+}
+
+/// The coverage of a workload: `selected` (it has rules), no enforcer at all, the enforcers
+/// that hold its rules with the rules each leaves out, and why the others do not. A rule is a
+/// gap only when every holding enforcer leaves it out.
+fn coverage_of(
+    selected: bool,
+    no_enforcer: bool,
+    holding: Vec<(&'static str, Vec<RuleGap>)>,
+    why_not: Vec<String>,
+) -> Coverage {
+    if !selected {
+        return Coverage::NoRules;
+    }
+    let mut holding = holding.into_iter();
+    let Some((enforcer, mut gaps)) = holding.next() else {
+        return Coverage::MonitoredOnly {
+            reason: if no_enforcer {
+                "no kernel enforcer (audit-only)".to_string()
+            } else {
+                why_not.join("; ")
+            },
+        };
+    };
+    for (_, other) in holding {
+        gaps.retain(|g| other.iter().any(|o| o.rule == g.rule));
+    }
+    if gaps.is_empty() {
+        Coverage::Enforced { enforcer }
+    } else {
+        Coverage::Partial { enforcer, gaps }
+    }
 }
 
 /// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
@@ -256,7 +304,7 @@ impl Runtime {
             info: None,
             service: None,
             visibility,
-            enforced: false,
+            coverage: Coverage::NoRules,
             applied: false,
         };
         let mut rt = Self {
@@ -275,6 +323,7 @@ impl Runtime {
             throttles: HashMap::new(),
             sockets: HashMap::new(),
             problems: Vec::new(),
+            apply_failures: 0,
         };
         let mut host = rt.host.clone();
         rt.apply_enforcers(&mut host);
@@ -332,21 +381,22 @@ impl Runtime {
         self.enforcement.as_ref()
     }
 
-    fn apply_enforcers(&mut self, t: &mut Tracked) {
-        self.apply_enforcers_ahead(t, false, None);
+    fn apply_enforcers(&mut self, t: &mut Tracked) -> usize {
+        self.apply_enforcers_ahead(t, false, None)
     }
 
-    /// Applies `t`'s rules; `ahead`: for a container without a process yet, whose coverage is
-    /// checked (and reported) once its task exists; `creating`: for a container being created
-    /// (reported by the OCI hook), its root file system as this process sees it.
-    /// Returns how many enforcers failed to apply the rules.
+    /// Applies `t`'s rules and sets its [`Coverage`]; `ahead`: for a container without a
+    /// process yet, whose coverage is checked (and reported) once its task exists; `creating`:
+    /// for a container being created (reported by the OCI hook), its root file system as this
+    /// process sees it. Reports, once per change of coverage, each rule the kernel does not
+    /// carry (policy, field, position, reason). Returns how many enforcers failed to apply.
     fn apply_enforcers_ahead(
         &mut self,
         t: &mut Tracked,
         ahead: bool,
         creating: Option<&Path>,
     ) -> usize {
-        t.enforced = false;
+        let before = std::mem::replace(&mut t.coverage, Coverage::NoRules);
         t.applied = false;
         let pid = t.info.as_ref().and_then(|i| i.pid);
         if let Some(en) = &self.enforcement {
@@ -358,12 +408,21 @@ impl Runtime {
                 en.prepare(&t.key, pid);
             }
         }
+        let selected = !t.rules.rule_ids().is_empty();
         let mut failed = 0;
+        // The enforcers that hold and cover the rules, with the rules each leaves out.
+        let mut holding: Vec<(&'static str, Vec<RuleGap>)> = Vec::new();
+        let mut why_not: Vec<String> = Vec::new();
         for e in &self.enforcers {
             let result = e
                 .compile(&t.key, &t.rules)
                 .map_err(|err| err.to_string())
-                .and_then(|a| e.apply(&t.key, a.as_ref()).map_err(|err| err.to_string()));
+                .and_then(|a| {
+                    let gaps = RuleGap::list(e.name(), &t.rules, a.as_ref());
+                    e.apply(&t.key, a.as_ref())
+                        .map(|_| gaps)
+                        .map_err(|err| err.to_string())
+                });
             let covered = self
                 .enforcement
                 .as_ref()
@@ -375,9 +434,9 @@ impl Runtime {
                 t.applied = true;
             }
             match (result, covered) {
-                (Ok(_), Ok(())) => t.enforced = true,
+                (Ok(gaps), Ok(())) => holding.push((e.name(), gaps)),
                 (Ok(_), Err(why)) => {
-                    if !ahead && !t.rules.rule_ids().is_empty() {
+                    if !ahead && selected {
                         self.problems.push(format!(
                             "{}: {}: rules loaded but not enforced ({why}); its Block rules \
                              are reported as `Audit (Block)`",
@@ -385,15 +444,52 @@ impl Runtime {
                             t.key
                         ));
                     }
+                    why_not.push(format!("{}: {why}", e.name()));
                 }
                 (Err(err), _) => {
                     failed += 1;
+                    self.apply_failures += 1;
                     self.problems
                         .push(format!("{}: {}: {err}", e.name(), t.key));
+                    why_not.push(format!("{} failed: {err}", e.name()));
                 }
             }
         }
+        t.coverage = coverage_of(selected, self.enforcers.is_empty(), holding, why_not);
+        if !ahead
+            && t.coverage != before
+            && let Coverage::Partial { gaps, .. } = &t.coverage
+        {
+            for g in gaps {
+                self.problems.push(format!(
+                    "{}: {g}; its decisions are made by the monitor only (a Block is alerted \
+                     as `Audit (Block)`, not denied)",
+                    t.key
+                ));
+            }
+        }
         failed
+    }
+
+    /// What the runtime enforces now, per workload (the host first), and the apply failures
+    /// since it started.
+    pub fn readiness(&self) -> Readiness {
+        let mut rest: Vec<(WorkloadKey, Coverage)> = self
+            .containers
+            .values()
+            .map(|t| (t.key.clone(), t.coverage.clone()))
+            .collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut workloads = vec![(self.host.key.clone(), self.host.coverage.clone())];
+        workloads.extend(rest);
+        Readiness {
+            enforcer: match &self.enforcement {
+                Some(en) => en.name(),
+                None => self.enforcers.first().map(|e| e.name()),
+            },
+            workloads,
+            apply_failures: self.apply_failures,
+        }
     }
 
     fn set_visibility(&mut self, cgroup_id: u64, t: &Tracked) {
@@ -425,7 +521,7 @@ impl Runtime {
             info: Some(info.clone()),
             service: None,
             visibility,
-            enforced: false,
+            coverage: Coverage::NoRules,
             applied: false,
         }
     }
@@ -474,7 +570,7 @@ impl Runtime {
             info: None,
             service: Some(service.clone()),
             visibility,
-            enforced: false,
+            coverage: Coverage::NoRules,
             applied: false,
         }
     }
@@ -757,7 +853,17 @@ impl Runtime {
         let before = self.problems.len();
         let failed = self.apply_enforcers_ahead(&mut t, false, Some(rootfs));
         let selected = !t.rules.rule_ids().is_empty();
-        if failed > 0 || (selected && !self.enforcers.is_empty() && !t.enforced) {
+        let required = self.config.require_enforcement && !t.coverage.complete();
+        if required {
+            self.problems.push(format!(
+                "enforcement is required and {} is {}",
+                t.key, t.coverage
+            ));
+        }
+        if failed > 0
+            || required
+            || (selected && !self.enforcers.is_empty() && !t.coverage.in_kernel())
+        {
             // Also when nothing was applied: an enforcer forgets what it was told about the
             // workload ahead of the apply (BPF-LSM's root and first-exec mark).
             for e in &self.enforcers {
@@ -846,34 +952,95 @@ impl Runtime {
     }
 
     /// Replaces the policies atomically: every workload gets its new rules, or, when `paths`
-    /// do not load or compile, nothing changes and the error says why.
+    /// do not load or compile or an enforcer cannot apply them ([`Runtime::replace_policy`]),
+    /// nothing changes and the error says why.
     pub fn reload<P: AsRef<Path>>(&mut self, paths: &[P]) -> Result<usize> {
         let policy = load_policies(paths)?;
-        self.replace_policy(policy);
+        self.replace_policy(policy)?;
         Ok(self.policy.rules().len())
     }
 
-    /// Puts `policy` in force for every workload.
-    pub fn replace_policy(&mut self, policy: CompiledPolicy) {
-        self.policy = Arc::new(policy);
-        let mut host = self.host.clone();
-        let (posture, _) = self.config.posture.posture_for(&host.workload);
-        host.rules = self.policy.rule_set(&host.workload, posture);
-        self.apply_enforcers(&mut host);
-        self.host = host;
-        let ids: Vec<u64> = self.containers.keys().copied().collect();
-        for id in ids {
-            let Some(old) = self.containers.get(&id).cloned() else {
-                continue;
+    /// The workload `old` with its rules from the current policy.
+    fn retrack(&self, old: &Tracked) -> Tracked {
+        let mut t = match (&old.info, &old.service) {
+            (Some(info), _) => self.track(info, old.key.clone()),
+            (None, Some(service)) => self.track_service(service, old.key.clone()),
+            (None, None) => {
+                let mut host = old.clone();
+                let (posture, _) = self.config.posture.posture_for(&host.workload);
+                host.rules = self.policy.rule_set(&host.workload, posture);
+                host
+            }
+        };
+        // What was reported of the previous rules is the baseline for the new report.
+        t.coverage = old.coverage.clone();
+        t
+    }
+
+    /// Puts `policy` in force for every workload, all or none: the host's and each tracked
+    /// workload's rules are applied in turn; when an enforcer fails to apply one (or, with
+    /// [`RuntimeConfig::require_enforcement`], its rules would not all be enforced), every
+    /// workload already switched gets its previous rules back, the previous policy stays in
+    /// force and the error names the workload and why. A failure while putting the previous
+    /// rules back is reported through [`Runtime::take_problems`].
+    pub fn replace_policy(&mut self, policy: CompiledPolicy) -> Result<()> {
+        let previous = std::mem::replace(&mut self.policy, Arc::new(policy));
+        let mut order: Vec<Option<u64>> = vec![None];
+        let mut ids: Vec<u64> = self.containers.keys().copied().collect();
+        ids.sort_unstable();
+        order.extend(ids.into_iter().map(Some));
+        // The workloads switched so far, with their previous state.
+        let mut switched: Vec<(Option<u64>, Tracked)> = Vec::new();
+        for slot in order {
+            let old = match slot {
+                None => self.host.clone(),
+                Some(id) => match self.containers.get(&id) {
+                    Some(t) => t.clone(),
+                    None => continue,
+                },
             };
-            let mut t = match (&old.info, &old.service) {
-                (Some(info), _) => self.track(info, old.key.clone()),
-                (None, Some(service)) => self.track_service(service, old.key.clone()),
-                (None, None) => continue,
-            };
-            self.apply_enforcers(&mut t);
-            self.set_visibility(id, &t);
-            self.containers.insert(id, t);
+            let mut t = self.retrack(&old);
+            let before = self.problems.len();
+            let failed = self.apply_enforcers(&mut t);
+            let incomplete = self.config.require_enforcement && !t.coverage.complete();
+            if failed > 0 || incomplete {
+                let mut reason = self.problems.split_off(before.min(self.problems.len()));
+                if incomplete {
+                    reason.push(format!(
+                        "enforcement is required and it would be {}",
+                        t.coverage
+                    ));
+                }
+                self.policy = previous;
+                switched.push((slot, old));
+                for (slot, mut back) in switched.into_iter().rev() {
+                    if self.apply_enforcers(&mut back) > 0 {
+                        self.problems.push(format!(
+                            "{}: putting its previous rules back failed: it is {}",
+                            back.key, back.coverage
+                        ));
+                    }
+                    self.store(slot, back);
+                }
+                return Err(Error::NotEnforced {
+                    workload: t.key.name,
+                    reason: format!("policies not replaced: {}", reason.join("; ")),
+                });
+            }
+            switched.push((slot, old));
+            self.store(slot, t);
+        }
+        Ok(())
+    }
+
+    /// Puts `t` back as the host (`None`) or the workload of a cgroup, with its visibility.
+    fn store(&mut self, slot: Option<u64>, t: Tracked) {
+        match slot {
+            None => self.host = t,
+            Some(id) => {
+                self.set_visibility(id, &t);
+                self.containers.insert(id, t);
+            }
         }
     }
 
@@ -1046,8 +1213,9 @@ impl Runtime {
             let Some(alert) = d.alert() else {
                 continue;
             };
-            // Block decisions are reported by the kernel enforcer when one runs.
-            if d.verdict == Verdict::Block && t.enforced {
+            // Block decisions the kernel makes are reported by the kernel enforcer; the rest
+            // (rules it does not carry, workloads it does not hold) by the monitor.
+            if d.verdict == Verdict::Block && t.coverage.kernel_decides(&d) {
                 continue;
             }
             let mut a = base.with_decision(&d, MONITOR);

@@ -10,6 +10,7 @@ use armor_core::enforcer::{
     AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, EnforcerAlert, Support,
     Unenforceable,
 };
+use armor_core::rule::Rule;
 use armor_core::workload::WorkloadKey;
 use parking_lot::Mutex;
 
@@ -33,6 +34,8 @@ pub struct RecordedArtifact {
     pub rules: Vec<u32>,
     /// One line per rule.
     pub text: String,
+    /// The rules left out ([`RecordingEnforcer::leave_out`]).
+    pub left_out: Vec<Unenforceable>,
 }
 
 impl Artifact for RecordedArtifact {
@@ -40,19 +43,26 @@ impl Artifact for RecordedArtifact {
         self.text.clone()
     }
     fn unenforceable(&self) -> &[Unenforceable] {
-        &[]
+        &self.left_out
     }
     fn as_any(&self) -> &dyn Any {
         self
     }
 }
 
-/// Records calls; keeps the installed artefact per workload; can be told to fail.
+/// Which rules an artefact leaves out, and why.
+type LeaveOut = Arc<dyn Fn(&Rule) -> Option<String> + Send + Sync>;
+
+/// Records calls; keeps the installed artefact per workload; can be told to fail and to leave
+/// rules out of its artefacts.
 #[derive(Default)]
 pub struct RecordingEnforcer {
     calls: Mutex<Vec<Call>>,
     installed: Mutex<BTreeMap<WorkloadKey, String>>,
-    fail_apply: Mutex<Option<String>>,
+    /// Applies that still succeed before one fails with the reason; whether only that one
+    /// fails (else every later one).
+    fail_apply: Mutex<Option<(usize, String, bool)>>,
+    leave_out: Mutex<Option<LeaveOut>>,
     sink: Mutex<Option<Arc<dyn AlertSink>>>,
 }
 
@@ -83,7 +93,19 @@ impl RecordingEnforcer {
 
     /// Makes every later `apply` fail with `reason` (None: succeed again).
     pub fn fail_apply(&self, reason: Option<&str>) {
-        *self.fail_apply.lock() = reason.map(str::to_string);
+        *self.fail_apply.lock() = reason.map(|r| (0, r.to_string(), false));
+    }
+
+    /// Lets the next `successes` applies succeed, makes the one after them fail with `reason`
+    /// and the later ones succeed again: one failure half-way through a policy replacement.
+    pub fn fail_apply_after(&self, successes: usize, reason: &str) {
+        *self.fail_apply.lock() = Some((successes, reason.to_string(), true));
+    }
+
+    /// Makes later artefacts list every rule for which `why` returns a reason as not enforced
+    /// ([`Artifact::unenforceable`]), as a kernel enforcer does for what it cannot represent.
+    pub fn leave_out(&self, why: impl Fn(&Rule) -> Option<String> + Send + Sync + 'static) {
+        *self.leave_out.lock() = Some(Arc::new(why));
     }
 
     /// Sends `alert` to the configured sink, as a kernel enforcer's reader thread would.
@@ -127,9 +149,22 @@ impl Enforcer for RecordingEnforcer {
         self.calls
             .lock()
             .push(Call::Compile(key.clone(), text.clone()));
+        let leave_out = self.leave_out.lock().clone();
+        let left_out = match leave_out {
+            Some(why) => rules
+                .rule_ids()
+                .iter()
+                .filter_map(|&id| {
+                    let reason = why(rules.rule(id)?)?;
+                    Some(Unenforceable::new(id, reason))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Box::new(RecordedArtifact {
             rules: rules.rule_ids().to_vec(),
             text,
+            left_out,
         }))
     }
 
@@ -139,7 +174,23 @@ impl Enforcer for RecordingEnforcer {
                 enforcer: self.name(),
             });
         };
-        if let Some(reason) = self.fail_apply.lock().clone() {
+        let mut fail = self.fail_apply.lock();
+        let failure = match &mut *fail {
+            Some((0, reason, once)) => {
+                let reason = reason.clone();
+                if *once {
+                    *fail = None;
+                }
+                Some(reason)
+            }
+            Some((n, _, _)) => {
+                *n -= 1;
+                None
+            }
+            None => None,
+        };
+        drop(fail);
+        if let Some(reason) = failure {
             self.calls.lock().push(Call::Apply(
                 key.clone(),
                 a.text.clone(),

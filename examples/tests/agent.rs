@@ -137,17 +137,41 @@ fn auto_falls_back_to_audit_only_and_keeps_monitoring() {
     let _ = std::fs::remove_file(&out);
     assert!(status.success(), "{err}");
     assert!(
-        err.contains("no kernel enforcer available (BPFLSM: ")
+        err.contains("NOT ENFORCING: no kernel enforcer available (BPFLSM: ")
             && err.contains("; AppArmor: ")
             && err.contains("falling back to audit-only monitoring"),
         "{err}"
     );
     assert!(
-        err.contains("armor-agent: ready: audit-only (0 containers)"),
+        err.contains(
+            "armor-agent: ready: audit-only (no kernel enforcer): 0 enforced, 0 partly enforced, \
+             0 monitored only, 1 without rules; 0 apply failures (0 containers)"
+        ),
         "{err}"
     );
     assert!(err.contains("armor-agent: stopped"), "{err}");
     println!("ran {:?}: {err}", start.elapsed());
+}
+
+/// `--require-enforcement` without a kernel enforcer is a startup error, before anything is
+/// loaded: before issue 16 the agent started and printed `ready: audit-only`.
+#[test]
+fn require_enforcement_without_a_kernel_enforcer_does_not_start() {
+    let o = agent(&[
+        "--policies",
+        "examples/policies",
+        "--enforcer",
+        "none",
+        "--require-enforcement",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("enforcement is required and no kernel enforcer runs"),
+        "{err}"
+    );
+    assert!(err.contains("NOTHING IS DENIED"), "{err}");
+    assert!(!err.contains("ready"), "{err}");
 }
 
 fn nix_root() -> bool {
@@ -333,7 +357,7 @@ fn inventory_services_are_tracked_and_the_inventory_reloaded() {
     let tracked = lines.until(&format!("service default/{unit}"));
     let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&unit_dir).unwrap());
     assert!(tracked.ends_with(&format!("(cgroup {id})")), "{tracked}");
-    lines.until("ready: audit-only (0 containers, 1 services)");
+    lines.until("apply failures (0 containers, 1 services)");
 
     // A bad change: reported with its position, the previous inventory (and service) kept.
     std::fs::write(&file, "services:\n  - unit: not-a-unit\n").unwrap();

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! armor-agent --policies DIR [--containerd-socket PATH [--hook-socket PATH]] [--inventory FILE]
-//!             [--enforcer auto|bpflsm|apparmor|none] [--apparmor-dir DIR] [--output stdout|FILE]
+//!             [--enforcer auto|bpflsm|apparmor|none] [--require-enforcement]
+//!             [--apparmor-dir DIR] [--output stdout|FILE]
 //! ```
 //!
 //! The binary parses flags, opens the output and installs the signal handlers; everything else
@@ -45,7 +46,16 @@ Enforcers (--enforcer):
   none      audit-only monitoring
 
 Workloads an enforcer does not cover are monitored: their Block rules are reported as
-`Audit (Block)` alerts, not enforced. Kernel denials come out as Alerts with Enforcer
+`Audit (Block)` alerts, not enforced. So are single rules the enforcer's artefact cannot carry
+(BPF-LSM: globs whose automaton does not fit, matchDNSQueries; `armorctl validate --enforcer
+bpflsm|apparmor` lists them offline): each is logged when it is applied, with its policy, field,
+position and reason. The `ready:` line and every later `readiness:` line count the workloads
+enforced, partly enforced, monitored only and without rules, and the failed applies.
+
+--require-enforcement fails closed instead: the agent does not start without a kernel
+enforcer or when a workload's rules are not all enforced at start, the OCI hook refuses a
+container whose rules are not all in the kernel, and a policy change that would leave one so is
+rejected (the previous policies stay). Kernel denials come out as Alerts with Enforcer
 \"BPFLSM\" or \"AppArmor\", Action Block, and the container's ContainerID/ContainerName/
 NamespaceName/PodName/Labels.
 
@@ -100,6 +110,10 @@ struct Cli {
     /// Where the AppArmor enforcer writes its profiles.
     #[arg(long, default_value = "/var/lib/armor/apparmor")]
     apparmor_dir: PathBuf,
+    /// Fail closed: refuse to start, admit a container or take a policy change when a rule would
+    /// only be reported, not enforced by the kernel (see below).
+    #[arg(long)]
+    require_enforcement: bool,
     /// `stdout` or a file to append JSON lines to.
     #[arg(long, default_value = "stdout")]
     output: String,
@@ -125,6 +139,10 @@ fn main() -> Result<()> {
     let mut options = AgentOptions::new(&cli.policies)
         .enforcer(cli.enforcer)
         .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
+    options.config = options
+        .config
+        .clone()
+        .require_enforcement(cli.require_enforcement);
     if let Some(sock) = &cli.containerd_socket {
         options = options.containerd_socket(sock);
     }

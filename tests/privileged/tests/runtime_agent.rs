@@ -259,8 +259,10 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
                 .bpflsm(agent_bpf())
                 .bpflsm_enforcer(shared),
         );
-    let Some(mut agent) = Agent::start(options, "ready: enforcing with BPFLSM (0 containers)")
-    else {
+    let Some(mut agent) = Agent::start(
+        options,
+        "ready: enforcing with BPFLSM: 0 enforced, 0 partly enforced, 0 monitored only, 1 without rules; 0 apply failures (0 containers)",
+    ) else {
         return;
     };
 
@@ -374,8 +376,10 @@ fn runtime_agent_answers_the_oci_hook() {
                 .bpflsm(agent_bpf())
                 .bpflsm_enforcer(shared),
         );
-    let Some(mut agent) = Agent::start(options, "ready: enforcing with BPFLSM (0 containers)")
-    else {
+    let Some(mut agent) = Agent::start(
+        options,
+        "ready: enforcing with BPFLSM: 0 enforced, 0 partly enforced, 0 monitored only, 1 without rules; 0 apply failures (0 containers)",
+    ) else {
         return;
     };
     let hooks = serde_json::json!({"createRuntime": [{
