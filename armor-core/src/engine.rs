@@ -317,6 +317,23 @@ impl CompiledPolicy {
         out
     }
 
+    /// The rules of a workload that every policy of its kind selects: every host policy
+    /// (`host`) or every container policy (KubeArmorPolicy and KubeArmorClusterPolicy), under
+    /// `posture`. What an offline report (`armorctl validate --enforcer`) compiles: a real
+    /// workload gets a subset of these rules.
+    pub fn rule_set_of_every_policy(&self, host: bool, posture: Posture) -> Arc<RuleSet> {
+        let selected: Vec<u32> = self
+            .inner
+            .shared
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.info.kind.is_host() == host)
+            .filter_map(|(i, _)| u32::try_from(i).ok())
+            .collect();
+        self.cached_rule_set(selected, posture, host)
+    }
+
     /// The compiled rules of `workload` under `posture`, shared with every workload that the same
     /// policies select.
     pub fn rule_set(&self, workload: &crate::workload::Workload, posture: Posture) -> Arc<RuleSet> {
@@ -329,7 +346,12 @@ impl CompiledPolicy {
             .filter(|(_, p)| p.selector.selects(workload))
             .filter_map(|(i, _)| u32::try_from(i).ok())
             .collect();
-        let key = (selected, posture, workload.is_host());
+        self.cached_rule_set(selected, posture, workload.is_host())
+    }
+
+    /// The rule set of the policies `selected` (indices in load order), from the cache.
+    fn cached_rule_set(&self, selected: Vec<u32>, posture: Posture, host: bool) -> Arc<RuleSet> {
+        let key = (selected, posture, host);
         if let Some(rs) = self.inner.cache.lock().get(&key) {
             return rs.clone();
         }
@@ -345,7 +367,7 @@ impl CompiledPolicy {
             key.0.clone(),
             ids,
             posture,
-            workload.is_host(),
+            host,
         ));
         self.inner.cache.lock().insert(key, rs.clone());
         rs

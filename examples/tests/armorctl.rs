@@ -34,6 +34,72 @@ fn validate_examples_ok() {
     assert!(stdout(&o).starts_with("ok: 5 policies"), "{}", stdout(&o));
 }
 
+/// Issue 16: the rules an enforcer's artefact leaves out are listed offline, one line each with
+/// the policy, field and position; `--strict` turns any into exit status 1.
+#[test]
+fn validate_lists_the_rules_an_enforcer_does_not_carry() {
+    let file = "testdata/gaps/beyond-bpflsm.yaml";
+    let o = armorctl(&["validate", "--enforcer", "bpflsm", file]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    let gaps: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("BPFLSM does not enforce "))
+        .collect();
+    assert_eq!(gaps.len(), 13, "{out}");
+    for i in 0..12 {
+        let line = gaps
+            .iter()
+            .find(|l| l.contains(&format!("file.matchPatterns[{i}] (Block)")))
+            .unwrap_or_else(|| panic!("matchPatterns[{i}] not listed: {out}"));
+        assert!(line.contains("KubeArmorPolicy shop/many-globs"), "{line}");
+        assert!(line.contains(&format!("at {file}:{}:9:", 11 + i)), "{line}");
+        assert!(line.contains("more than 1024 states"), "{line}");
+    }
+    assert!(
+        gaps.iter()
+            .any(|l| l.contains("network.matchDNSQueries[0] (Block)") && l.contains("shop/no-dns")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("matchPaths"),
+        "the exact path is enforced: {out}"
+    );
+    assert!(out.contains("BPFLSM: 13 rule(s) not enforced"), "{out}");
+
+    let strict = armorctl(&["validate", "--enforcer", "bpflsm", "--strict", file]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stdout(&strict));
+    // A larger cap is bounded by what the kernel's automaton value holds (4096 states).
+    let larger = armorctl(&[
+        "validate",
+        "--enforcer",
+        "bpflsm",
+        "--max-glob-states",
+        "100000",
+        file,
+    ]);
+    let out = stdout(&larger);
+    assert!(
+        out.contains("more than 4096 states (`max_glob_states` is 100000)"),
+        "{out}"
+    );
+    // AppArmor carries the globs; DNS is not mediated.
+    let aa = armorctl(&["validate", "--enforcer", "apparmor", "--strict", file]);
+    let out = stdout(&aa);
+    assert_eq!(aa.status.code(), Some(1), "{out}");
+    assert!(out.contains("AppArmor: 1 rule(s) not enforced"), "{out}");
+    // Policies every rule of which is carried: exit 0 even with --strict.
+    let ok = armorctl(&[
+        "validate",
+        "--enforcer",
+        "bpflsm",
+        "--strict",
+        "examples/policies",
+    ]);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("BPFLSM: every Block and Allow rule is enforced"));
+}
+
 #[test]
 fn validate_errors_exit_1_with_positions() {
     let o = armorctl(&["validate", "testdata/invalid/mixed-errors.yaml"]);

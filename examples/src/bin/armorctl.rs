@@ -1,7 +1,7 @@
 //! `armorctl`: validate policies, explain a decision, replay recorded KubeArmor telemetry.
 //!
 //! ```text
-//! armorctl validate FILE|DIR...
+//! armorctl validate [--enforcer bpflsm|apparmor [--strict] [--max-glob-states N]] FILE|DIR...
 //! armorctl explain --policy FILE|DIR... --event JSON [--json] [posture options]
 //! armorctl replay  --policy FILE|DIR... [--input FILE] [posture options]
 //! ```
@@ -9,6 +9,12 @@
 //! Posture options: `--default-posture file=block,network=audit,capabilities=block` (containers),
 //! `--host-posture ...` (hosts), `--namespace-annotation NS:key=value` (repeatable),
 //! `--node-name N`, `--node-labels k=v,...`.
+//!
+//! `validate --enforcer` also compiles the policies for that enforcer, offline, and prints one
+//! line per Block or Allow rule its artefact does not carry (the same lines the agent logs when
+//! it applies them): for a container selected by every container policy and for a host
+//! selected by every host policy. A real workload is selected by some of them, and its
+//! artefact leaves out at most these rules. `--strict` exits 1 when there is any.
 //!
 //! Events (`--event`) and replay input are KubeArmor Log records (PascalCase JSON, one per line);
 //! see `armor_core::telemetry`.
@@ -18,10 +24,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use armor_core::enforcer::RuleGap;
 use armor_core::telemetry::{ReplayContext, Telemetry, parse_labels};
 use armor_core::{
     CompiledPolicy, Config, Explanation, Operation, PolicySet, Posture, PostureConfig, Reason,
-    Step, Workload,
+    Step, Workload, WorkloadKey,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -45,6 +52,16 @@ enum Command {
         /// Policy files or directories (every *.yaml / *.yml below).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also list every Block or Allow rule this enforcer's artefact would not carry (its
+        /// Block decisions would only be reported, as `Audit (Block)`): bpflsm or apparmor.
+        #[arg(long, value_parser = ["bpflsm", "apparmor"])]
+        enforcer: Option<String>,
+        /// With --enforcer: exit status 1 when any rule would not be enforced.
+        #[arg(long, requires = "enforcer")]
+        strict: bool,
+        /// With --enforcer bpflsm: the glob automaton cap the agent runs with.
+        #[arg(long, requires = "enforcer", value_name = "N")]
+        max_glob_states: Option<u32>,
     },
     /// Decide one event and say why: which rules matched and which precedence step settled it.
     Explain {
@@ -150,7 +167,12 @@ impl Loaded {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { paths } => validate(&paths),
+        Command::Validate {
+            paths,
+            enforcer,
+            strict,
+            max_glob_states,
+        } => validate(&paths, enforcer.as_deref(), strict, max_glob_states),
         Command::Explain { ctx, event, json } => explain(&ctx, &event, json),
         Command::Replay { ctx, input } => replay(&ctx, input.as_ref()),
     };
@@ -163,7 +185,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
+fn validate(
+    paths: &[PathBuf],
+    enforcer: Option<&str>,
+    strict: bool,
+    max_glob_states: Option<u32>,
+) -> Result<ExitCode> {
     match PolicySet::load_paths(paths, &Config::default()) {
         Err(e) => {
             print!("{}", e.diagnostics);
@@ -186,9 +213,61 @@ fn validate(paths: &[PathBuf]) -> Result<ExitCode> {
                 counts.join(", "),
                 set.diagnostics().warnings().count()
             );
-            Ok(ExitCode::SUCCESS)
+            let Some(enforcer) = enforcer else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let gaps = enforcer_gaps(&compiled, enforcer, max_glob_states);
+            for g in &gaps {
+                println!("{g}");
+            }
+            let name = if enforcer == "bpflsm" {
+                armor_enforce_bpflsm::NAME
+            } else {
+                armor_enforce_apparmor::NAME
+            };
+            if gaps.is_empty() {
+                println!("{name}: every Block and Allow rule is enforced in the kernel");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{name}: {} rule(s) not enforced in the kernel: their Block decisions are only \
+                 reported (`Audit (Block)`, where the monitor sees the operation), never denied",
+                gaps.len()
+            );
+            Ok(if strict {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
+}
+
+/// The rules `enforcer` would leave out, for a container every container policy selects and a
+/// host every host policy selects (their default postures: the gaps do not depend on them).
+fn enforcer_gaps(
+    compiled: &CompiledPolicy,
+    enforcer: &str,
+    max_glob_states: Option<u32>,
+) -> Vec<RuleGap> {
+    let mut gaps = Vec::new();
+    for host in [false, true] {
+        let rules = compiled.rule_set_of_every_policy(host, Posture::default());
+        if rules.rule_ids().is_empty() {
+            continue;
+        }
+        let name = if host { "host" } else { "container" };
+        if enforcer == "bpflsm" {
+            let cap =
+                max_glob_states.unwrap_or(armor_enforce_bpflsm::compile::DEFAULT_MAX_GLOB_STATES);
+            let a = armor_enforce_bpflsm::compile::compile_with(name, &rules, cap);
+            gaps.extend(RuleGap::list(armor_enforce_bpflsm::NAME, &rules, &a));
+        } else {
+            let a = armor_enforce_apparmor::compile(&WorkloadKey::new(name), &rules);
+            gaps.extend(RuleGap::list(armor_enforce_apparmor::NAME, &rules, &a));
+        }
+    }
+    gaps
 }
 
 fn read_event(arg: &str) -> Result<Telemetry> {
