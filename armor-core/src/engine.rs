@@ -43,7 +43,9 @@ pub struct Config {
     pub load_limits: LoadLimits,
     /// Most rules a compiled policy may hold.
     pub max_rules: usize,
-    /// Size limit of one workload's compiled glob set, in bytes.
+    /// Most bytes one `matchPatterns` glob may compile to (its automaton); a larger one fails
+    /// [`CompiledPolicy::build`] with [`BuildError::GlobTooLarge`] naming the rule. Checked when
+    /// the policy is built, so a decision never compiles anything unbounded.
     pub glob_size_limit: usize,
 }
 
@@ -52,7 +54,7 @@ impl Default for Config {
         Self {
             load_limits: LoadLimits::default(),
             max_rules: 1_000_000,
-            glob_size_limit: 256 << 20,
+            glob_size_limit: 256 << 10,
         }
     }
 }
@@ -197,6 +199,69 @@ pub enum BuildError {
         /// The limit.
         limit: usize,
     },
+    /// A glob compiles to an automaton larger than [`Config::glob_size_limit`].
+    #[error(
+        "{location}: in policy {policy}: {rule}: pattern `{pattern}` compiles to more than \
+         {limit} bytes"
+    )]
+    GlobTooLarge {
+        /// `kind namespace/name` of the policy.
+        policy: String,
+        /// The rule's field path (`file.matchPatterns[3]`).
+        rule: String,
+        /// Where the rule is written (`file:line:col`).
+        location: String,
+        /// The pattern as written.
+        pattern: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// Bytes a compiled automaton may take per byte of a glob's regular expression, with a margin:
+/// a pattern whose `1 KiB + regex length × this` is within the limit fits without compiling it
+/// (the property test `glob_size_bound_holds` checks the bound on generated globs).
+const GLOB_BYTES_PER_REGEX_BYTE: usize = 1024;
+
+/// Most bytes one lazily built glob set may take (sets larger are split), and the lazy DFA
+/// cache of each set.
+const GLOB_SET_LIMIT: usize = 64 << 20;
+const GLOB_CACHE_LIMIT: usize = 8 << 20;
+
+/// An upper bound of what `regex` compiles to, in bytes.
+fn glob_size_bound(regex: &str) -> usize {
+    regex
+        .len()
+        .saturating_add(1)
+        .saturating_mul(GLOB_BYTES_PER_REGEX_BYTE)
+}
+
+/// Checks that every glob of `rules` compiles within `limit`: a cheap bound first, the real
+/// compiler only for a pattern whose bound exceeds it.
+fn check_glob_sizes(rules: &[Rule], limit: usize) -> Result<(), BuildError> {
+    for r in rules {
+        let Target::Pattern(g) = &r.target else {
+            continue;
+        };
+        if glob_size_bound(g.regex()) <= limit {
+            continue;
+        }
+        if regex::RegexSetBuilder::new([g.regex()])
+            .size_limit(limit)
+            .dfa_size_limit(GLOB_CACHE_LIMIT)
+            .build()
+            .is_err()
+        {
+            return Err(BuildError::GlobTooLarge {
+                policy: format!("{} {}", r.policy.kind, r.policy.display_name()),
+                rule: r.origin.field.clone(),
+                location: r.origin.location.to_string(),
+                pattern: g.as_str().to_string(),
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 struct PolicyEntry {
@@ -283,6 +348,7 @@ impl CompiledPolicy {
                     .collect(),
             });
         }
+        check_glob_sizes(&rules, config.glob_size_limit)?;
         tracing::debug!(
             policies = policies.len(),
             rules = rules.len(),
@@ -730,7 +796,7 @@ impl RuleSet {
                 Target::Protocol(_) | Target::Dns(_) => cat.others.push(id),
             }
         }
-        let limit = policy.config.glob_size_limit;
+        let limit = policy.config.glob_size_limit.max(GLOB_SET_LIMIT);
         for (cat, groups) in cats.iter_mut().zip(globs) {
             cat.paths.glob_limit = limit;
             for (anchor, list) in groups {
@@ -1055,17 +1121,18 @@ fn glob_walk(idx: &PathIndex, path: &str, f: &mut impl FnMut(u32)) {
 }
 
 /// Compiles `pats` into as few regex sets as fit `limit`, halving a group that does not fit.
-/// A single pattern that does not fit on its own is compiled without the limit (it passed
-/// validation alone, so it is bounded by the pattern length limit).
+/// Every pattern was checked to compile within [`Config::glob_size_limit`] when the policy was
+/// built, so a single pattern compiles within `limit` (the larger of that and
+/// [`GLOB_SET_LIMIT`]) and no rule is left out; the lazy DFA of each set is bounded too.
 fn build_glob_sets(pats: &[String], ids: &[u32], limit: usize) -> Vec<(RegexSet, Vec<u32>)> {
     let built = regex::RegexSetBuilder::new(pats)
         .size_limit(limit)
-        .dfa_size_limit(limit)
+        .dfa_size_limit(GLOB_CACHE_LIMIT)
         .build();
     match built {
         Ok(set) => vec![(set, ids.to_vec())],
         Err(e) if pats.len() > 1 => {
-            tracing::warn!(error = %e, patterns = pats.len(), "glob set too large; splitting it");
+            tracing::debug!(error = %e, patterns = pats.len(), "glob set too large; splitting it");
             let mid = pats.len() / 2;
             let (pl, pr) = pats.split_at(mid);
             let (il, ir) = ids.split_at(mid);
@@ -1074,18 +1141,10 @@ fn build_glob_sets(pats: &[String], ids: &[u32], limit: usize) -> Vec<(RegexSet,
             out
         }
         Err(e) => {
-            tracing::warn!(error = %e, "glob over the size limit; compiling it without limit");
-            regex::RegexSetBuilder::new(pats)
-                .size_limit(usize::MAX >> 2)
-                .dfa_size_limit(usize::MAX >> 2)
-                .build()
-                .map(|set| vec![(set, ids.to_vec())])
-                .unwrap_or_else(|e| {
-                    // Unreachable in practice (the glob parsed and compiles alone); if it ever
-                    // happens the rule is reported loudly rather than silently ignored.
-                    tracing::error!(error = %e, rules = ?ids, "glob rule cannot be compiled: it will not match");
-                    Vec::new()
-                })
+            // Not reachable: the pattern compiled within a smaller limit when the policy was
+            // built. Said loudly if it ever happens.
+            tracing::error!(error = %e, rules = ?ids, "glob rule cannot be compiled: it will not match");
+            Vec::new()
         }
     }
 }
@@ -1199,6 +1258,78 @@ pub fn strategy_counts(rules: &[Rule]) -> BTreeMap<&'static str, usize> {
 mod tests {
     use super::*;
     use crate::workload::Container;
+
+    /// Issue 16, finding 10: before, a glob was compiled on the first event that reached its
+    /// group, without a limit when it did not fit; now the build fails, naming the rule.
+    #[test]
+    fn a_glob_over_the_size_limit_is_a_located_build_error() {
+        let long = format!("/data/{}", "?[^a]*".repeat(30));
+        let text = format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {{name: p, namespace: n}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  file:\n    matchPatterns:\n    - pattern: /ok/*.txt\n    - pattern: \"{long}\"\n"
+        );
+        let set = PolicySet::parse(&text, "big.yaml").unwrap();
+        let config = Config {
+            glob_size_limit: 16 << 10,
+            ..Config::default()
+        };
+        let Err(e) = CompiledPolicy::build_with(&set, config) else {
+            panic!("a glob over the limit was accepted");
+        };
+        let BuildError::GlobTooLarge {
+            policy,
+            rule,
+            location,
+            pattern,
+            limit,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(policy, "KubeArmorPolicy n/p");
+        assert_eq!(rule, "file.matchPatterns[1]");
+        assert_eq!(location, "big.yaml:9:7");
+        assert_eq!(pattern, &long);
+        assert_eq!(*limit, 16 << 10);
+        assert!(
+            e.to_string().starts_with(
+                "big.yaml:9:7: in policy KubeArmorPolicy n/p: file.matchPatterns[1]: pattern"
+            ),
+            "{e}"
+        );
+        // The default limit takes it, and the decision matches it.
+        let compiled = CompiledPolicy::build(&set).unwrap();
+        let rs = compiled.rule_set(
+            &Container::new("n", "c").label("a", "b").into(),
+            Posture::default(),
+        );
+        let path = format!("/data/{}", "xbyy".repeat(30));
+        let d = rs.decide(&Event::open(path, crate::event::Access::READ, None));
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.rule_id, Some(1));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// A glob within its size bound compiles within it: what lets the build skip
+        /// compiling patterns whose bound is under the limit.
+        #[test]
+        fn glob_size_bound_holds(parts in proptest::collection::vec(proptest::sample::select(&[
+            "a", "\u{e9}", "\u{10ffff}", "?", "*", "**", "/", "[^a]", "[a-z]", "[^\u{80}-\u{10fffe}]",
+            "[\u{1}-\u{10ffff}]", "{a,b}", "{x,[^y],\u{7ff}}", ".", "\\*",
+        ][..]), 1..60)) {
+            let text = format!("/{}", parts.concat());
+            if let Ok(g) = crate::glob::Glob::new(&text) {
+                let bound = glob_size_bound(g.regex());
+                let built = regex::RegexSetBuilder::new([g.regex()])
+                    .size_limit(bound)
+                    .dfa_size_limit(GLOB_CACHE_LIMIT)
+                    .build();
+                proptest::prop_assert!(built.is_ok(), "{text}: bound {bound}: {built:?}");
+            }
+        }
+    }
 
     #[test]
     fn rule_sets_do_not_keep_the_compiled_policy_alive() {

@@ -203,7 +203,18 @@ fn validate(
         }
         Ok(set) => {
             print!("{}", set.diagnostics());
-            let compiled = CompiledPolicy::build(&set)?;
+            let compiled = match CompiledPolicy::build(&set) {
+                Ok(c) => c,
+                Err(e) => {
+                    // A located error (a glob too large to compile): the policies are rejected.
+                    println!("{e}");
+                    println!(
+                        "1 error(s), {} warning(s)",
+                        set.diagnostics().warnings().count()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            };
             let counts = armor_core::engine::strategy_counts(compiled.rules());
             let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
             println!(
