@@ -685,7 +685,7 @@ impl BpfLsm {
             .or_else(|| a.host.then(|| PathBuf::from("/")));
         let enc = match &root {
             Some(r) => {
-                let mounts = mounts();
+                let mounts = mounts(r);
                 a.encode_with(id, l.hash_key, |p| resolve_inode(r, &mounts, p))
             }
             None => a.encode(id, l.hash_key),
@@ -949,65 +949,68 @@ fn insert_big<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-/// A mount of `/proc/self/mountinfo`: its mount point and the kernel's device number of its
-/// super block (`(major << 20) | minor`, as the hooks see it; `stat()` reports another device on
-/// overlayfs).
+/// A mount of a `mountinfo` file: its id and the kernel's device number of its super block
+/// (`(major << 20) | minor`, as the hooks see it; `stat()` reports another device on overlayfs).
 struct Mount {
-    point: PathBuf,
+    id: u64,
     dev: u32,
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(rest.get(..i).unwrap_or(""));
-        let code = rest
-            .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(c) => {
-                out.push(char::from(c));
-                rest = rest.get(i + 4..).unwrap_or("");
-            }
-            None => {
-                out.push('\\');
-                rest = rest.get(i + 1..).unwrap_or("");
-            }
-        }
+/// The mounts a path under `root` can lie on: those of this process's mount namespace and,
+/// for `/proc/PID/root`, those of that process's.
+fn mounts(root: &Path) -> Vec<Mount> {
+    let mut files = vec![PathBuf::from("/proc/self/mountinfo")];
+    if let Ok(rest) = root.strip_prefix("/proc")
+        && rest.ends_with("root")
+        && let Some(pid) = rest.parent()
+    {
+        files.push(Path::new("/proc").join(pid).join("mountinfo"));
     }
-    out.push_str(rest);
-    out
-}
-
-fn mounts() -> Vec<Mount> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        out.extend(text.lines().filter_map(|l| {
             let mut f = l.split(' ');
-            let (_, _, devs, _, point) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            let (id, _, devs) = (f.next()?, f.next()?, f.next()?);
             let (maj, min) = devs.split_once(':')?;
             let maj: u32 = maj.parse().ok()?;
             let min: u32 = min.parse().ok()?;
             Some(Mount {
-                point: PathBuf::from(unescape(point)),
+                id: id.parse().ok()?,
                 dev: (maj << 20) | min,
             })
-        })
-        .collect()
+        }));
+    }
+    out
 }
 
-/// The (kernel device, inode) of `path` inside `root`, with the device of the mount the path
-/// lies on (the last mount of the longest matching mount point).
+/// The (kernel device, inode) of `path` as the workload whose root is `root` sees it.
+///
+/// The path is resolved inside `root` (`openat2` with `RESOLVE_IN_ROOT`), never through this
+/// process's files: a `..` stays in the workload's tree, and a path that goes through a symlink
+/// names no inode (`RESOLVE_NO_SYMLINKS`), as a rule on a link never matches in the engine (the
+/// kernel decides the link's target) — before, an absolute symlink in an image led to a host
+/// file. The device is that of the mount the file was found on (its id from
+/// `/proc/self/fdinfo`, its super block's device from `mountinfo`). `None` when the file does
+/// not exist (or the kernel has no `openat2`, before 5.6): the path is still matched by name.
 fn resolve_inode(root: &Path, mounts: &[Mount], path: &str) -> Option<(u32, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let full = std::fs::canonicalize(root.join(path.trim_start_matches('/'))).ok()?;
-    let ino = std::fs::metadata(&full).ok()?.ino();
-    let dev = mounts
-        .iter()
-        .filter(|m| full.starts_with(&m.point))
-        .max_by_key(|m| m.point.components().count())
-        .map(|m| m.dev)?;
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use std::os::fd::AsRawFd as _;
+    let dir = std::fs::File::open(root).ok()?;
+    let rel = path.trim_start_matches('/');
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = openat2(&dir, if rel.is_empty() { "." } else { rel }, how).ok()?;
+    let ino = nix::sys::stat::fstat(&fd).ok()?.st_ino;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let mnt_id: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let dev = mounts.iter().find(|m| m.id == mnt_id)?.dev;
     Some((dev, ino))
 }
 
@@ -1224,12 +1227,10 @@ mod tests {
     use std::os::unix::fs::MetadataExt as _;
 
     #[test]
-    fn mountinfo_escapes_and_inode_resolution() {
-        assert_eq!(unescape("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape("/plain"), "/plain");
-        let m = mounts();
-        assert!(m.iter().any(|m| m.point == Path::new("/")));
+    fn inode_resolution() {
         let dir = std::env::temp_dir().join(format!("armor-inode-{}", std::process::id()));
+        let m = mounts(&dir);
+        assert!(!m.is_empty());
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::write(dir.join("etc/shadow"), b"x").unwrap();
         let (dev, ino) = resolve_inode(&dir, &m, "/etc/shadow").unwrap();
@@ -1239,6 +1240,34 @@ mod tests {
         );
         assert_ne!(dev, 0);
         assert!(resolve_inode(&dir, &m, "/etc/missing").is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 16, finding 3: a rule path is resolved inside the workload's tree. Before,
+    /// `canonicalize` followed an absolute symlink (and `/proc/PID/root` itself) to this
+    /// process's own files, so the rule's (device, inode) entry named a host file.
+    #[test]
+    fn inode_targets_resolve_inside_the_workload_root() {
+        let dir = std::env::temp_dir().join(format!("armor-inode-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(dir.join("etc/passwd"), b"the workload's own\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("app/abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc/passwd", dir.join("app/up")).unwrap();
+        let m = mounts(&dir);
+        let own = std::fs::metadata(dir.join("etc/passwd")).unwrap().ino();
+        let host = std::fs::metadata("/etc/passwd").unwrap().ino();
+        assert_ne!(own, host);
+        // `..` stays inside the root.
+        let (_, ino) = resolve_inode(&dir, &m, "/app/../../../etc/passwd").unwrap();
+        assert_eq!(ino, own);
+        // A path through a symlink names no inode (the engine never matches a rule on a link).
+        for link in ["/app/abs", "/app/up"] {
+            assert_eq!(resolve_inode(&dir, &m, link), None, "{link}");
+        }
+        let (dev, _) = resolve_inode(&dir, &m, "/etc/passwd").unwrap();
+        assert!(m.iter().any(|mount| mount.dev == dev));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

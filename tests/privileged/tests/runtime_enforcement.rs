@@ -197,14 +197,10 @@ fn state_pid(state: &str) -> u32 {
         .unwrap()
 }
 
-/// A bundle whose entrypoint is `/bin/<entry> ok` (the static armor-op helper) in cgroup
-/// `cgroup` (relative to the cgroup2 root).
-fn bundle(dir: &Path, entry: &str, cgroup: &str) {
-    bundle_with(dir, entry, &["ok"], cgroup, None);
-}
-
 /// A bundle whose entrypoint is `/bin/<entry> ARGS...` (the armor-op helper) in cgroup `cgroup`,
-/// under AppArmor profile `apparmor` when given, with `/etc/armor-secret` in its root.
+/// under AppArmor profile `apparmor` when given, with `/etc/armor-secret` in its root, a hardlink
+/// `/hl-secret` to it, an absolute symlink `/app/config` → `/etc/hostname`, and the host's
+/// `/etc/hostname` bind-mounted at the container's `/etc/hostname` (as kubelet mounts it).
 fn bundle_with(dir: &Path, entry: &str, args: &[&str], cgroup: &str, apparmor: Option<&str>) {
     let _ = fs::remove_dir_all(dir);
     let rootfs = dir.join("rootfs");
@@ -215,6 +211,10 @@ fn bundle_with(dir: &Path, entry: &str, args: &[&str], cgroup: &str, apparmor: O
     fs::copy(helper_path(), rootfs.join("bin").join(entry)).unwrap();
     fs::create_dir_all(rootfs.join("etc")).unwrap();
     fs::write(rootfs.join("etc/armor-secret"), "s3cret\n").unwrap();
+    fs::hard_link(rootfs.join("etc/armor-secret"), rootfs.join("hl-secret")).unwrap();
+    fs::write(rootfs.join("etc/hostname"), "").unwrap();
+    fs::create_dir_all(rootfs.join("app")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", rootfs.join("app/config")).unwrap();
     let st = Command::new("runc")
         .args(["spec", "--bundle"])
         .arg(dir)
@@ -229,6 +229,11 @@ fn bundle_with(dir: &Path, entry: &str, args: &[&str], cgroup: &str, apparmor: O
     let mut spec = spec
         .replace("\"terminal\": true", "\"terminal\": false")
         .replace("\"sh\"", &argv.join(", "))
+        .replace(
+            "\"mounts\": [",
+            "\"mounts\": [\n\t\t{\"destination\": \"/etc/hostname\", \"type\": \"bind\", \
+             \"source\": \"/etc/hostname\", \"options\": [\"rbind\", \"ro\"]},",
+        )
         .replace(
             "\"linux\": {",
             &format!("\"linux\": {{\n\t\t\"cgroupsPath\": \"/{cgroup}\","),
@@ -274,10 +279,22 @@ struct Run {
 }
 
 fn run_container(rt: &mut Runtime, tag: &str, entry: &str, app: &str, pod_uid: &str) -> Run {
+    run_container_args(rt, tag, entry, &["ok"], app, pod_uid)
+}
+
+/// [`run_container`] with entrypoint arguments `args`.
+fn run_container_args(
+    rt: &mut Runtime,
+    tag: &str,
+    entry: &str,
+    args: &[&str],
+    app: &str,
+    pod_uid: &str,
+) -> Run {
     let id = format!("armor-rt-{tag}-{}", std::process::id());
     let dir = PathBuf::from(format!("/tmp/{id}"));
     let cgroup = format!("kubepods/besteffort/pod{pod_uid}/{id}");
-    bundle(&dir, entry, &cgroup);
+    bundle_with(&dir, entry, args, &cgroup, None);
     let log = fs::File::create(dir.join("ctr.log")).unwrap();
     let t = Instant::now();
     let st = runc(&["create", "--bundle", dir.to_str().unwrap(), &id], &log);
@@ -410,6 +427,71 @@ fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() 
         api.records.is_empty(),
         "alerts for the control: {:?}",
         api.records
+    );
+}
+
+const INODE_POLICY: &str = "\
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: inode-root, namespace: shop}
+spec:
+  severity: 7
+  selector: {matchLabels: {app: inode}}
+  file:
+    matchPaths:
+    - path: /etc/armor-secret
+    - path: /app/config
+  action: Block
+";
+
+/// Issue 16, finding 3: a container's (device, inode) rule entries are resolved inside its root
+/// (`/proc/PID/root` of its task), never through this process's files. A hardlink in the image
+/// to the protected file is refused by its inode entry (before, the entry was looked up at the
+/// host's `/etc/armor-secret`, which does not exist: the hardlink was readable). A rule on an
+/// absolute symlink in the image (`/app/config` → `/etc/hostname`) names no file the kernel
+/// sees (a rule on a link never matches): the host's `/etc/hostname`, bind-mounted into the
+/// container, stays readable.
+#[test]
+fn inode_entries_are_resolved_inside_the_containers_root() {
+    if Command::new("runc").arg("--version").output().is_err() {
+        assert!(guest::current().is_none(), "runc missing in the guest");
+        eprintln!("skipped: runc not installed");
+        return;
+    }
+    let Some((enforcement, _, _turn)) = bpf_enforcement() else {
+        return;
+    };
+    let mut rt = runtime(enforcement, INODE_POLICY);
+    let hl = run_container_args(
+        &mut rt,
+        "inode-hl",
+        "actor",
+        &["open", "/hl-secret", "rdonly"],
+        "inode",
+        "1a2b3c4d",
+    );
+    assert!(
+        hl.log.contains("armor-op: errno 1 "),
+        "the hardlink to the protected file was opened: `{}`",
+        hl.log
+    );
+    let host = run_container_args(
+        &mut rt,
+        "inode-host",
+        "actor",
+        &["open", "/app/config", "rdonly"],
+        "inode",
+        "2b3c4d5e",
+    );
+    assert!(
+        host.log.contains("armor-op: ok"),
+        "the host file behind an absolute symlink was refused: `{}`",
+        host.log
+    );
+    println!(
+        "hardlink: `{}`; symlink: `{}`",
+        hl.log.trim(),
+        host.log.trim()
     );
 }
 
