@@ -57,7 +57,7 @@
 
 struct armor_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns() */
-	__u64 cgroup_id;	/* bpf_get_current_cgroup_id() */
+	__u64 cgroup_id;	/* the nearest cgroup with a visibility entry, else the task's */
 	__u32 kind;		/* ARMOR_* */
 	__u32 pid;		/* host tgid */
 	__u32 tid;		/* host thread id */

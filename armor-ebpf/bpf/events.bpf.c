@@ -69,11 +69,45 @@ static __always_inline __u32 cfg(__u32 slot)
 	return v ? *v : 0;
 }
 
-static __always_inline int visible(__u64 cgroup, __u32 bit)
+struct workload_ctx {
+	int level;  /* the task's cgroup level */
+	__u64 id;   /* the nearest ancestor with a visibility entry, or 0 */
+	__u32 mask; /* its entry */
+};
+
+// Step i: the task's cgroup ancestor i levels up.
+static long workload_step(__u32 i, void *ctx)
 {
-	__u32 *mask = bpf_map_lookup_elem(&visibility, &cgroup);
-	if (mask)
-		return (*mask & bit) != 0;
+	struct workload_ctx *c = ctx;
+	int level = c->level - (int)i;
+	if (level < 0)
+		return 1;
+	__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+	__u32 *mask = id ? bpf_map_lookup_elem(&visibility, &id) : NULL;
+	if (mask) {
+		c->id = id;
+		c->mask = *mask;
+		return 1;
+	}
+	return 0;
+}
+
+// The workload of the calling task: its own cgroup or the nearest ancestor with a visibility
+// entry (a container's sub-cgroups, at any depth, are the container's), put in *cgroup, and
+// whether that workload sees category `bit`. A task under no entry keeps its own cgroup id and
+// the default visibility.
+static __always_inline int visible(__u64 *cgroup, __u32 bit)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
+	struct workload_ctx c = {.level = level, .id = 0, .mask = 0};
+	if (level >= 0)
+		bpf_loop((__u32)level + 1, workload_step, &c, 0);
+	if (c.id) {
+		*cgroup = c.id;
+		return (c.mask & bit) != 0;
+	}
+	*cgroup = bpf_get_current_cgroup_id();
 	return (cfg(ARMOR_CFG_DEFAULT_VIS) & bit) != 0;
 }
 
@@ -117,8 +151,8 @@ static __always_inline void clear(struct armor_event *e)
 // see this category (or the caller is the agent itself).
 static __always_inline struct armor_event *begin(__u32 kind, __u32 bit)
 {
-	__u64 cgroup = bpf_get_current_cgroup_id();
-	if (!visible(cgroup, bit))
+	__u64 cgroup = 0;
+	if (!visible(&cgroup, bit))
 		return NULL;
 	__u32 me = bpf_get_current_pid_tgid() >> 32;
 	__u32 ignore = cfg(ARMOR_CFG_IGNORE_TGID);
@@ -401,8 +435,8 @@ SYSCALL(accept4, accept_call(ctx, ARMOR_ACCEPT4))
 
 static __always_inline struct armor_event *reserve(__u32 kind, struct task_struct *task)
 {
-	__u64 cgroup = bpf_get_current_cgroup_id();
-	if (!visible(cgroup, ARMOR_VIS_PROCESS))
+	__u64 cgroup = 0;
+	if (!visible(&cgroup, ARMOR_VIS_PROCESS))
 		return NULL;
 	struct armor_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -275,7 +275,9 @@ pub enum EventKind {
 pub struct Event {
     /// Monotonic timestamp (ns).
     pub ts_ns: u64,
-    /// The acting task's cgroup v2 id.
+    /// The cgroup v2 id of the acting task's workload: the nearest of its own cgroup and its
+    /// ancestors that has a visibility entry ([`crate::Controls::set_visibility`]; a
+    /// container's sub-cgroups at any depth are the container's), else the task's own.
     pub cgroup_id: u64,
     /// The syscall.
     pub syscall: Syscall,

@@ -420,3 +420,89 @@ fn an_apply_failure_is_counted_and_the_workload_is_monitored_only() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 16, finding 5: a process in a cgroup a container created below its own (systemd inside
+/// the container, a writable cgroupfs) keeps the container's identity and rules at any depth.
+/// Before, its events carried its own cgroup id, which the runtime did not know: host identity,
+/// host rules (here: none, so `touch` was not even alerted).
+#[test]
+fn a_containers_sub_cgroups_keep_its_identity() {
+    if !root_or_skip() {
+        return;
+    }
+    let dir = tmp("nested");
+    let mut source = EventSource::load(Options::default()).unwrap();
+    // No kernel enforcer: the monitor reports every Block decision, wherever it is made.
+    let mut rt = Runtime::new(
+        RuntimeConfig::default(),
+        load_policies(&[&dir]).unwrap(),
+        vec![],
+        Some(source.controls()),
+    );
+    let (cg, cgroup_id) = Cg::new("kubepods-nested");
+    rt.add_container_with_cgroup(&web("n"), cgroup_id);
+    // Three levels below the container's cgroup.
+    let deep = cg.0.join("init.scope/app/worker");
+    fs::create_dir_all(&deep).unwrap();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /usr/bin/touch /tmp/armor-cov-nested",
+        deep.display()
+    );
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut records: Vec<Telemetry> = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5)
+        && !records
+            .iter()
+            .any(|r| r.policy_name.as_deref() == Some("block-touch"))
+    {
+        let mut events = Vec::new();
+        source
+            .poll(Duration::from_millis(50), &mut |e| events.push(e.clone()))
+            .unwrap();
+        for e in &events {
+            records.extend(rt.handle(e, source.process_tree()));
+        }
+    }
+    let dump: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    let touch = records
+        .iter()
+        .find(|r| r.policy_name.as_deref() == Some("block-touch"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the nested process lost the container's rules:\n{}",
+                dump.join("\n")
+            )
+        });
+    assert_eq!(touch.container_name.as_deref(), Some("web"));
+    assert_eq!(touch.pod_name.as_deref(), Some("web-n"));
+    for d in ["init.scope/app/worker", "init.scope/app", "init.scope"] {
+        let _ = fs::remove_dir(cg.0.join(d));
+    }
+    drop(cg);
+    let _ = fs::remove_file("/tmp/armor-cov-nested");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 16, finding 5: a container whose cgroup cannot be found (its init process is gone) is
+/// an error on the OCI hook path, which refuses it, instead of a container running as the host.
+#[test]
+fn a_container_that_cannot_be_identified_is_refused() {
+    let dir = tmp("unidentified");
+    let rec = Arc::new(RecordingEnforcer::new());
+    let mut rt = runtime(&dir, &rec, RuntimeConfig::default());
+    let mut info = web("u");
+    info.pid = Some(u32::MAX - 7);
+    let rootfs = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/u/rootfs");
+    assert!(rt.container_creating(&info, rootfs).is_err());
+    assert!(rt.containers().is_empty());
+    fs::remove_dir_all(&dir).unwrap();
+}
