@@ -384,6 +384,19 @@ impl Builder<'_> {
                             Owner::Any
                         };
                         let deny = r.action == Action::Block;
+                        if deny {
+                            // Mapping the file executable is an exec of it too: `ld.so FILE`
+                            // maps FILE's code instead of executing it (`m`, not `x`).
+                            out.push(mk(
+                                true,
+                                true,
+                                Body::File {
+                                    owner,
+                                    glob: glob.clone(),
+                                    perms: Perms::MAP,
+                                },
+                            ));
+                        }
                         out.push(mk(
                             true,
                             deny,

@@ -56,6 +56,16 @@ impl DecisionMaker for AaModel {
         if !not.is_empty() {
             return Err(format!("not enforced: {}", not.join("; ")));
         }
+        if let Operation::File { path, .. } | Operation::Process { path, .. } = &event.operation
+            && !path.starts_with('/')
+        {
+            return Err(
+                "not enforced exactly: AppArmor names a file outside the workload's tree by its \
+                 path from the top of its own tree (the profiles attach disconnected paths), \
+                 which path rules may or may not match"
+                    .to_owned(),
+            );
+        }
         let owner = |o: Option<u32>| o == Some(event.uid);
         let op = match &event.operation {
             Operation::File {

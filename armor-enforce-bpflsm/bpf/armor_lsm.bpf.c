@@ -28,13 +28,22 @@
 #define IPPROTO_ICMPV6 58
 
 #define ARMOR_WALK_MAX (1 << 16)  /* dentries + mount crossings visited by one walk */
-#define ARMOR_CGROUP_MAX 64       /* cgroup levels searched for a workload */
+#define ARMOR_PROT_EXEC 0x4
+#define ARMOR_VM_EXEC 0x4
+#define ARMOR_DETAIL_MAP 8 /* process: the file was mapped executable, not executed */
+/* fs/mount.h: the namespace of the kernel's own mounts (pipes, sockets, anonymous inodes,
+ * memfd, namespace files). */
+#define ARMOR_MNT_NS_INTERNAL ((void *)-22L)
 
+/* Not preallocated: an update links a new element and frees the old one after every program
+ * that may hold it has finished (RCU), so a decision reads one workload's record whole, never a
+ * mix of the old and the new value or another workload's reused element. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, __u64);
 	__type(value, struct armor_workload);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 } armor_workloads SEC(".maps");
 
 struct {
@@ -90,6 +99,7 @@ struct armor_scratch {
 	__u8 done;
 	__u8 truncated;
 	__u8 internal;
+	__u8 kernel_internal; /* internal, on a mount of the kernel's own (a pipe, a socket) */
 	__u8 text_done; /* s->path holds the walk's text */
 	__u8 category;
 	/* glob automaton walk */
@@ -120,27 +130,42 @@ static __always_inline void count(__u32 slot)
 		*c += 1;
 }
 
-/* The nearest registered cgroup ancestor of the current task (its id in *cg), else the host
- * entry (*cg = 0), else NULL: the task is not managed. */
+struct workload_ctx {
+	int level; /* the task's cgroup level */
+	__u64 id;  /* the nearest registered ancestor found, or 0 */
+};
+
+/* Step i: the task's cgroup ancestor i levels up. */
+static long workload_step(__u32 i, void *ctx)
+{
+	struct workload_ctx *c = ctx;
+	int level = c->level - (int)i;
+	if (level < 0)
+		return 1;
+	__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+	if (id && bpf_map_lookup_elem(&armor_workloads, &id)) {
+		c->id = id;
+		return 1;
+	}
+	return 0;
+}
+
+/* The nearest registered cgroup ancestor of the current task (its id in *cg), at any depth (a
+ * container's own sub-cgroups keep its rules; `max_level` bounds the levels searched), else the
+ * host entry (*cg = 0), else NULL: the task is not managed. */
 static __always_inline struct armor_workload *find_workload(__u64 *cg, __u32 max_level)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	struct cgroup *cgrp = BPF_CORE_READ(task, cgroups, dfl_cgrp);
-	for (__u32 i = 0; i < ARMOR_CGROUP_MAX; i++) {
-		if (!cgrp || i > max_level)
-			break;
-		__u64 id = BPF_CORE_READ(cgrp, kn, id);
-		struct armor_workload *w = bpf_map_lookup_elem(&armor_workloads, &id);
-		if (w) {
-			*cg = id;
-			return w;
-		}
-		struct cgroup_subsys_state *parent = BPF_CORE_READ(cgrp, self.parent);
-		cgrp = parent ? container_of(parent, struct cgroup, self) : NULL;
+	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
+	struct workload_ctx c = {.level = level, .id = 0};
+	if (level >= 0) {
+		__u32 n = (__u32)level + 1;
+		if (max_level < (__u32)level)
+			n = max_level + 1;
+		bpf_loop(n, workload_step, &c, 0);
 	}
-	__u64 host = 0;
-	*cg = 0;
-	return bpf_map_lookup_elem(&armor_workloads, &host);
+	*cg = c.id;
+	return bpf_map_lookup_elem(&armor_workloads, &c.id);
 }
 
 /* At a mount crossing: the directory rules named by (device, inode) of the mount's root and of
@@ -207,8 +232,15 @@ static long walk_up(__u32 i, void *ctx)
 	if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
 		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
 		if (mnt == s->root_mnt || parent == mnt || !parent) {
-			/* Outside the namespace's tree: pipes, sockets, anonymous inodes. */
+			/* Outside the namespace's tree: the kernel's own objects (pipes, sockets,
+			 * anonymous inodes), a detached tree, another namespace's. The directory
+			 * rules by (device, inode) still see the top of such a tree. */
 			s->internal = mnt != s->root_mnt;
+			s->kernel_internal =
+				s->internal && BPF_CORE_READ(mnt, mnt_ns) == ARMOR_MNT_NS_INTERNAL;
+			if (s->internal && !s->kernel_internal && p->lookups &&
+			    (s->rs.flags & ARMOR_RS_DIR_INODE(s->category)))
+				probe_dir_inodes(s, p, d);
 			s->done = 1;
 			return 1;
 		}
@@ -220,8 +252,14 @@ static long walk_up(__u32 i, void *ctx)
 	}
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
 	if (!up || up == d) {
-		/* The root of a file system that is not mounted here (a detached tree). */
+		/* The root of a dentry tree that is not this mount's root: a pseudo file of the
+		 * kernel's own (a pipe, a socket, an anonymous inode, memfd: on a kernel mount), a
+		 * disconnected dentry (open_by_handle_at) or a file system not mounted here. */
 		s->internal = 1;
+		s->kernel_internal = BPF_CORE_READ(mnt, mnt_ns) == ARMOR_MNT_NS_INTERNAL;
+		if (!s->kernel_internal && p->lookups &&
+		    (s->rs.flags & ARMOR_RS_DIR_INODE(s->category)))
+			probe_dir_inodes(s, p, d);
 		s->done = 1;
 		return 1;
 	}
@@ -340,6 +378,7 @@ static __noinline int armor_walk(struct armor_scratch *s, __u32 ruleset, struct 
 	p->ruleset = ruleset;
 	p->lookups = lookups;
 	s->internal = 0;
+	s->kernel_internal = 0;
 	s->done = 0;
 	s->truncated = 0;
 	s->text_done = 0;
@@ -354,6 +393,13 @@ static __noinline int armor_walk(struct armor_scratch *s, __u32 ruleset, struct 
 	}
 	struct walk_ctx wc = {.p = p, .s = s, .dfa = NULL};
 	bpf_loop(ARMOR_WALK_MAX, walk_up, &wc, 0);
+	if (s->internal) {
+		/* No path in the caller's tree: no path rule can name it (only the (device, inode)
+		 * entries probed on the way). */
+		if (flags & ARMOR_WALK_TEXT)
+			walk_text_build(s);
+		return 0;
+	}
 	armor_prefixes(p, s->key, &wc);
 	if (s->dfa_on) {
 		wc.dfa = bpf_map_lookup_elem(&armor_dfas, &s->dfa_key);
@@ -457,9 +503,9 @@ static __always_inline int rate_ok(__u64 cg, __u32 limit)
 }
 
 /* Sets up s->op for the current task; returns its ruleset's id, or 0 when the task is not
- * managed or has no rules. */
-static __always_inline __u32 begin(struct armor_scratch *s, __u8 category, __u64 *cg,
-				   __u32 *limit)
+ * managed or has no rules (or waits for its first exec, which `map` is not). */
+static __always_inline __u32 begin_op(struct armor_scratch *s, __u8 category, __u64 *cg,
+				      __u32 *limit, int map)
 {
 	__u32 zero = 0;
 	struct armor_state *st = armor_state();
@@ -476,7 +522,7 @@ static __always_inline __u32 begin(struct armor_scratch *s, __u8 category, __u64
 		/* The runtime's setup of a created container: not subject to the rules until a
 		 * task of the workload executes a program (the only Process operation); that exec
 		 * is the first operation decided. */
-		if (category != ARMOR_CAT_PROCESS)
+		if (category != ARMOR_CAT_PROCESS || map)
 			return 0;
 		w->flags &= ~ARMOR_W_UNTIL_EXEC;
 	}
@@ -499,6 +545,12 @@ static __always_inline __u32 begin(struct armor_scratch *s, __u8 category, __u64
 	if (s->rs.flags & ARMOR_RS_SOURCE(category))
 		st->op.source = source_of(s);
 	return id;
+}
+
+static __always_inline __u32 begin(struct armor_scratch *s, __u8 category, __u64 *cg,
+				   __u32 *limit)
+{
+	return begin_op(s, category, cg, limit, 0);
 }
 
 /* Decides s->op and raises the alert; returns the hook's return value. */
@@ -562,17 +614,10 @@ static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit
 }
 
 /* A path operation (exec or file access) on (dentry, mnt). */
-static __always_inline int decide_path(__u8 category, struct dentry *dentry, struct vfsmount *mnt,
-				       int write, __u32 detail)
+static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, __u64 cg,
+					     __u32 limit, __u8 category, struct dentry *dentry,
+					     struct vfsmount *mnt, int write, __u32 detail)
 {
-	struct armor_scratch *s = scratch();
-	if (!s)
-		return 0;
-	__u64 cg = 0;
-	__u32 limit = 0;
-	__u32 id = begin(s, category, &cg, &limit);
-	if (!id)
-		return 0;
 	struct armor_state *st = armor_state();
 	struct armor_path *p = armor_path();
 	if (!st || !p)
@@ -588,8 +633,11 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 	p->dir_bits = s->rs.dir_depths[file ? 1 : 0];
 	s->category = category;
 	int complete = armor_walk(s, id, dentry, mnt, ARMOR_WALK_LOOKUPS);
-	/* Files outside the mount namespace's tree have no path a rule could name. */
-	if (s->internal)
+	/* The kernel's own objects (pipes, sockets, anonymous inodes, memfd) are no file a policy
+	 * names. Any other file outside the caller's tree (a detached tree, a disconnected dentry,
+	 * another mount namespace's file) has no path here: it is decided by its (device, inode)
+	 * and, like a path not resolved completely, denied in allow-list mode. */
+	if (s->kernel_internal)
 		return 0;
 	if (complete) {
 		armor_check(id, file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, p->hash, 0);
@@ -605,6 +653,20 @@ static __always_inline int decide_path(__u8 category, struct dentry *dentry, str
 			    armor_inode_target(dev, ino), 0);
 	}
 	return finish(s, cg, limit, detail, !complete);
+}
+
+static __always_inline int decide_path(__u8 category, struct dentry *dentry, struct vfsmount *mnt,
+				       int write, __u32 detail)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	__u32 id = begin(s, category, &cg, &limit);
+	if (!id)
+		return 0;
+	return decide_path_begun(s, id, cg, limit, category, dentry, mnt, write, detail);
 }
 
 static __always_inline int decide_socket(__u16 family, __u16 type, __u16 protocol)
@@ -720,6 +782,53 @@ int BPF_PROG(armor_file_free, struct file *file)
 	__u64 key = (__u64)file;
 	bpf_map_delete_elem(&armor_files, &key);
 	return 0;
+}
+
+/* A file mapped executable is decided as an exec of it by the Process rules, except that the
+ * allow-list posture does not apply (every program maps its shared libraries executable, which
+ * policies do not list): `ld.so FILE`, or any loader of its own, maps FILE's code instead of
+ * executing it. The task's own executable (mapped by the kernel during the exec that was
+ * decided) is not decided again. */
+static __always_inline int decide_map(struct file *file)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	if (file == BPF_CORE_READ(task, mm, exe_file))
+		return 0;
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	__u32 id = begin_op(s, ARMOR_CAT_PROCESS, &cg, &limit, 1);
+	if (!id)
+		return 0;
+	s->rs.allow_list[ARMOR_CAT_PROCESS] = 0;
+	struct path fp = BPF_CORE_READ(file, f_path);
+	return decide_path_begun(s, id, cg, limit, ARMOR_CAT_PROCESS, fp.dentry, fp.mnt, 0,
+				 ARMOR_DETAIL_MAP);
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(armor_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot,
+	     unsigned long flags, int ret)
+{
+	if (ret || !file || !(prot & ARMOR_PROT_EXEC))
+		return ret;
+	return decide_map(file);
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(armor_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
+	     unsigned long prot, int ret)
+{
+	if (ret || !(prot & ARMOR_PROT_EXEC))
+		return ret;
+	if (BPF_CORE_READ(vma, vm_flags) & ARMOR_VM_EXEC)
+		return 0;
+	struct file *file = BPF_CORE_READ(vma, vm_file);
+	if (!file)
+		return 0;
+	return decide_map(file);
 }
 
 SEC("lsm/path_link")

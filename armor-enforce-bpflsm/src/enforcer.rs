@@ -68,6 +68,8 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("armor_file_open", "file_open"),
     ("armor_file_permission", "file_permission"),
     ("armor_file_free", "file_free_security"),
+    ("armor_mmap_file", "mmap_file"),
+    ("armor_file_mprotect", "file_mprotect"),
     ("armor_path_link", "path_link"),
     ("armor_path_rename", "path_rename"),
     ("armor_path_unlink", "path_unlink"),
@@ -111,7 +113,9 @@ pub struct Config {
     pub alerts_per_sec: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
-    /// Deepest cgroup level searched for a workload ancestor.
+    /// How many cgroup levels above a task's own are searched for its workload (default: all,
+    /// so a container's sub-cgroups at any depth keep its rules; the search is one map lookup
+    /// per level).
     pub max_cgroup_level: u32,
     /// States of one glob automaton (one workload, one category) at most; at most
     /// [`abi::DFA_STATES`]. A workload whose globs need more keeps them out of the kernel, and
@@ -134,7 +138,7 @@ impl Default for Config {
             max_tracked_files: 1 << 16,
             alerts_per_sec: 1000,
             ring_bytes: 1 << 22,
-            max_cgroup_level: 63,
+            max_cgroup_level: u32::MAX,
             max_glob_states: DEFAULT_MAX_GLOB_STATES,
             max_glob_automata: 1 << 10,
             hash_key: None,

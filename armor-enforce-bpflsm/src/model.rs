@@ -42,7 +42,9 @@ pub enum KernelOp {
     Path {
         /// `abi::CAT_PROCESS` or `abi::CAT_FILE`.
         category: u8,
-        /// The resolved path from the mount-namespace root.
+        /// The resolved path from the mount-namespace root; one that does not start with `/`
+        /// stands for a file outside the caller's tree (a detached tree, another mount
+        /// namespace's file, an fd received from outside), which has no path there.
         path: String,
         /// The access writes (file operations).
         write: bool,
@@ -299,6 +301,19 @@ impl Model {
                 write,
                 owner,
             } => {
+                if !path.starts_with('/') {
+                    // A file outside the caller's mount-namespace tree: no path to probe (its
+                    // (device, inode) entries are not modelled), and like a path the walk did
+                    // not resolve completely, denied in allow-list mode.
+                    let c = usize::from(*category);
+                    if self.meta.allow_list.get(c).copied().unwrap_or(0) != 0 {
+                        return KernelDecision {
+                            verdict: armor_core::Verdict::Block,
+                            rule: None,
+                        };
+                    }
+                    return self.verdict(cat, &slots);
+                }
                 let ctx = Ctx {
                     write: *write,
                     owner: *owner,

@@ -15,6 +15,20 @@
 //   armor-op fexec PATH [ARG...]                       execveat(open(PATH, O_PATH), "", AT_EMPTY_PATH)
 //   armor-op procfd-open PATH FLAGS                    open(PATH, O_PATH), then /proc/self/fd/N
 //   armor-op open-n PATH FLAGS N                       N opens (a flood); reports the last
+//   armor-op open-count PATH N                         N read-only opens; prints how many
+//                                                      succeeded ("armor-op: opened K of N")
+//   armor-op tree-open DIR FILE                        in a user namespace of its own, a
+//                                                      detached copy of DIR (open_tree
+//                                                      OPEN_TREE_CLONE), then FILE inside it
+//   armor-op by-handle PATH                            name_to_handle_at, drop the dentry
+//                                                      cache, open_by_handle_at (disconnected)
+//   armor-op procroot-open PATH                        PATH of a child in a mount namespace of
+//                                                      its own, through /proc/CHILD/root
+//   armor-op scm-read SOCKET                           receive an fd over the unix socket
+//                                                      SOCKET (SCM_RIGHTS) and read from it
+//   armor-op map-exec PATH                             mmap PATH with PROT_EXEC (as ld.so does)
+//   armor-op mprotect-exec PATH                        mmap PATH readable, mprotect PROT_EXEC
+//   armor-op pipe                                      write to and read from a pipe
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -43,7 +57,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <grp.h>
@@ -204,6 +221,104 @@ static int set_aa_exec(const char *label) {
     return w == n ? 0 : -1;
 }
 
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+// A detached copy of DIR made in an unprivileged user namespace of our own, then FILE in it.
+static int op_tree_open(const char *dir, const char *file) {
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return setup_failure("unshare(CLONE_NEWUSER|CLONE_NEWNS)");
+    int t = (int)syscall(SYS_open_tree, AT_FDCWD, dir, OPEN_TREE_CLONE | O_CLOEXEC | AT_RECURSIVE);
+    if (t < 0) return setup_failure("open_tree");
+    return report(openat(t, file, O_RDONLY | O_CLOEXEC));
+}
+
+// A disconnected dentry: the file's handle, the dentry cache dropped, the handle opened.
+static int op_by_handle(const char *path) {
+    struct file_handle *h = calloc(1, sizeof *h + MAX_HANDLE_SZ);
+    if (!h) return setup_failure("calloc");
+    h->handle_bytes = MAX_HANDLE_SZ;
+    int mnt_id;
+    if (name_to_handle_at(AT_FDCWD, path, h, &mnt_id, 0) != 0) return report(-1);
+    int mfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mfd < 0) return setup_failure("open /");
+    sync();
+    int dc = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+    if (dc < 0 || write(dc, "2\n", 2) != 2) return setup_failure("drop_caches");
+    close(dc);
+    return report(open_by_handle_at(mfd, h, O_RDONLY | O_CLOEXEC));
+}
+
+// PATH as a child in a mount namespace of its own sees it, through /proc/CHILD/root.
+static int op_procroot_open(const char *path) {
+    int p[2];
+    if (pipe(p) != 0) return setup_failure("pipe");
+    pid_t child = fork();
+    if (child < 0) return setup_failure("fork");
+    if (child == 0) {
+        char c = unshare(CLONE_NEWNS) == 0 ? 'y' : 'n';
+        if (write(p[1], &c, 1) != 1) _exit(1);
+        pause();
+        _exit(0);
+    }
+    char c = 0;
+    if (read(p[0], &c, 1) != 1 || c != 'y') return setup_failure("child unshare(CLONE_NEWNS)");
+    char via[4200];
+    snprintf(via, sizeof via, "/proc/%d/root%s", (int)child, path);
+    int rc = report(open(via, O_RDONLY | O_CLOEXEC));
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    return rc;
+}
+
+// An fd received over the unix socket SOCKET (SCM_RIGHTS), read from.
+static int op_scm_read(const char *sock) {
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return setup_failure("socket");
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock);
+    if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0) return setup_failure("connect");
+    char byte;
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof control};
+    if (recvmsg(s, &msg, 0) != 1) return setup_failure("recvmsg");
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (!cm || cm->cmsg_type != SCM_RIGHTS) return setup_failure("no SCM_RIGHTS");
+    int fd;
+    memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    char buf[8];
+    return report(read(fd, buf, sizeof buf));
+}
+
+// PATH mapped executable: directly (mprotect = 0) or readable first, then made executable.
+static int op_map_exec(const char *path, int mprotect_after) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return setup_failure("open");
+    if (!mprotect_after) {
+        void *m = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+        return report(m == MAP_FAILED ? -1 : 0);
+    }
+    void *m = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) return setup_failure("mmap PROT_READ");
+    return report(mprotect(m, 4096, PROT_READ | PROT_EXEC));
+}
+
+static int op_pipe(void) {
+    int p[2];
+    if (pipe(p) != 0) return setup_failure("pipe");
+    char c = 'x';
+    if (write(p[1], &c, 1) != 1) return report(-1);
+    return report(read(p[0], &c, 1));
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     int i = 1;
@@ -307,6 +422,25 @@ int main(int argc, char **argv) {
         snprintf(via, sizeof via, "/proc/self/fd/%d", fd);
         return report(open(via, flags, 0644));
     }
+    if (strcmp(op, "open-count") == 0 && n == 2) {
+        long count = strtol(a[1], NULL, 10), ok = 0;
+        for (long k = 0; k < count; k++) {
+            int fd = open(a[0], O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                ok++;
+                close(fd);
+            }
+        }
+        printf("armor-op: opened %ld of %ld\n", ok, count);
+        return 0;
+    }
+    if (strcmp(op, "tree-open") == 0 && n == 2) return op_tree_open(a[0], a[1]);
+    if (strcmp(op, "by-handle") == 0 && n == 1) return op_by_handle(a[0]);
+    if (strcmp(op, "procroot-open") == 0 && n == 1) return op_procroot_open(a[0]);
+    if (strcmp(op, "scm-read") == 0 && n == 1) return op_scm_read(a[0]);
+    if (strcmp(op, "map-exec") == 0 && n == 1) return op_map_exec(a[0], 0);
+    if (strcmp(op, "mprotect-exec") == 0 && n == 1) return op_map_exec(a[0], 1);
+    if (strcmp(op, "pipe") == 0 && n == 0) return op_pipe();
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));

@@ -47,7 +47,7 @@ impl Sink {
 }
 
 /// The enforcer every test of this binary uses: probed and loaded once per test process, as the
-/// agent loads it once per boot. Verifying the 14 programs costs about a minute of 6.1 under
+/// agent loads it once per boot. Verifying the 16 programs costs about a minute of 6.1 under
 /// TCG, and the kernel does not change between the tests; each test applies and removes its own
 /// workloads (and may change the alert rate), so what one test installs never reaches the next.
 /// `Err` holds the probe's reason when the kernel refuses BPF-LSM.
@@ -334,13 +334,19 @@ fn live_plan() -> (usize, usize, BTreeMap<String, String>) {
 }
 
 /// The issue's floor: at least 90 % of the corpus runs live (the glob cases included: their
-/// automata are in the kernel maps).
+/// automata are in the kernel maps). Cases of files outside the workload's tree are performed by
+/// the bypass suite's routes instead, and are not counted.
 #[test]
 fn at_least_90_percent_of_the_corpus_runs_live() {
     let (total, live, not_live) = live_plan();
+    let by_routes = not_live
+        .values()
+        .filter(|why| why.contains("performed by the bypass suite's routes"))
+        .count();
     assert!(
-        live * 10 >= total * 9,
-        "{live} of {total} run live; not live: {not_live:#?}"
+        live * 10 >= (total - by_routes) * 9,
+        "{live} of {total} run live ({by_routes} by the bypass suite's routes); not live: \
+         {not_live:#?}"
     );
 }
 
@@ -454,6 +460,49 @@ fn run_in(root: &Path, cg: &Cgroup, exe: &str, args: &[&str]) -> String {
     stdout.lines().last().unwrap_or("").to_owned()
 }
 
+/// The actor in `root` receives an fd of `file` (opened by this process, outside the workload
+/// and its mount namespace) over a unix socket and reads from it.
+fn scm_read(root: &Path, cg: &Cgroup, exe: &str, file: &Path) -> String {
+    use std::os::fd::AsRawFd as _;
+    let sock = root.join("tmp/armor-scm.sock");
+    let _ = fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let file = fs::File::open(file).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let sender = std::thread::spawn(move || {
+        // The actor may fail before it connects: give up after a while instead of hanging.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    eprintln!("scm_read: nobody connected: {e}");
+                    return;
+                }
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let fds = [file.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(b"f")];
+        nix::sys::socket::sendmsg::<()>(
+            stream.as_raw_fd(),
+            &iov,
+            &cmsg,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+    });
+    let line = run_in(root, cg, exe, &["scm-read", "/tmp/armor-scm.sock"]);
+    sender.join().unwrap();
+    let _ = fs::remove_file(&sock);
+    line
+}
+
 const BYPASS_POLICY: &str = "
 apiVersion: security.kubearmor.com/v1
 kind: KubeArmorPolicy
@@ -540,6 +589,7 @@ fn bpflsm_bypass_suite() {
     );
     let a = compile("shop/web", &policy.rule_set(&w, Posture::default()));
     let mut results = Vec::new();
+    let mut not_applicable = Vec::new();
     let mut check = |what: &str, line: String, want_block: bool| {
         let blocked = line.starts_with("armor-op: errno 1 ");
         let ok = blocked == want_block
@@ -710,6 +760,76 @@ fn bpflsm_bypass_suite() {
             &["unlink", "/hl-shadow"],
             true,
         );
+        // Issue 16, finding 9: a loader maps the blocked binary's code instead of executing
+        // it (`ld.so /usr/bin/blocked`).
+        run(
+            "mmap PROT_EXEC of the blocked binary (ld.so's route)",
+            &["map-exec", "/usr/bin/blocked"],
+            true,
+        );
+        run(
+            "mprotect PROT_EXEC of a mapping of it",
+            &["mprotect-exec", "/usr/bin/blocked"],
+            true,
+        );
+        run(
+            "mmap PROT_EXEC of another binary",
+            &["map-exec", "/usr/bin/ok"],
+            false,
+        );
+        // Issue 16, finding 2: files outside the caller's mount-namespace tree are decided by
+        // their (device, inode); the kernel's own objects are not files.
+        run(
+            "detached tree (open_tree clone in a user namespace)",
+            &["tree-open", "/etc", "shadow"],
+            true,
+        );
+        run(
+            "detached tree of a protected directory",
+            &["tree-open", "/secret", "data"],
+            true,
+        );
+        run(
+            "detached tree, an unprotected file",
+            &["tree-open", "/etc", "hostname"],
+            false,
+        );
+        run(
+            "another mount namespace's file through /proc/PID/root",
+            &["procroot-open", "/etc/shadow"],
+            true,
+        );
+        run(
+            "another mount namespace's unprotected file",
+            &["procroot-open", "/etc/hostname"],
+            false,
+        );
+        run("a pipe (the kernel's own object)", &["pipe"], false);
+        let line = run_in(&root, &cg, actor, &["by-handle", "/etc/shadow"]);
+        if line.contains("EOPNOTSUPP") {
+            not_applicable.push(format!(
+                "n/a  [{fsname}] disconnected dentry (open_by_handle_at): `{line}`: {fsname} \
+                 has no file handles here"
+            ));
+        } else {
+            check(
+                &format!("[{fsname}] disconnected dentry (open_by_handle_at)"),
+                line,
+                true,
+            );
+        }
+        let line = scm_read(&root, &cg, actor, &root.join("etc/shadow"));
+        check(
+            &format!("[{fsname}] fd of the protected file received over SCM_RIGHTS, read"),
+            line,
+            true,
+        );
+        let line = scm_read(&root, &cg, actor, &root.join("etc/hostname"));
+        check(
+            &format!("[{fsname}] fd of another file received over SCM_RIGHTS, read"),
+            line,
+            false,
+        );
         for m in ["tmp/bshadow", "tmp/bsecret"] {
             let _ = Command::new("umount").arg(root.join(m)).status();
         }
@@ -724,7 +844,7 @@ fn bpflsm_bypass_suite() {
     let after = lsm.counters().unwrap();
     let _ = Command::new("umount").arg(&tmpfs_dir).status();
     harness.leave(&lsm);
-    for r in &results {
+    for r in results.iter().chain(&not_applicable) {
         println!("{r}");
     }
     println!("counters before {before:?}\ncounters after {after:?}");
@@ -734,6 +854,200 @@ fn bpflsm_bypass_suite() {
     );
     let failed: Vec<&String> = results.iter().filter(|r| r.starts_with("FAIL")).collect();
     assert!(failed.is_empty(), "bypasses: {failed:#?}");
+}
+
+const OUTSIDE_ALLOW_POLICY: &str = "
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: tree-only, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  file:
+    matchDirectories:
+    - dir: /
+      recursive: true
+  action: Allow
+";
+
+/// Issue 16, finding 2: in allow-list mode (file posture block), a file outside the caller's
+/// mount-namespace tree has no path an Allow rule could cover: it is denied, while every file
+/// of the tree is allowed and the kernel's own objects (a pipe) are not files at all. Before,
+/// such a file was always allowed.
+#[test]
+fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let set = PolicySet::parse(OUTSIDE_ALLOW_POLICY, "tree-only.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let posture = Posture::all(armor_core::PostureAction::Block);
+    let a = compile("shop/web", &policy.rule_set(&w, posture));
+    let root = PathBuf::from("/tmp/armor-outside-allow");
+    bypass_root(&root);
+    for m in ["tmp/bshadow", "tmp/bsecret"] {
+        let _ = Command::new("umount").arg(root.join(m)).status();
+    }
+    let cg = Cgroup::create("outside-allow").unwrap();
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+    lsm.set_root(&key, &root);
+    lsm.apply(&key, &a).unwrap();
+    let cases: [(&str, &[&str], bool); 5] = [
+        (
+            "a file of the tree",
+            &["open", "/etc/hostname", "rdonly"],
+            false,
+        ),
+        ("a pipe", &["pipe"], false),
+        ("detached tree", &["tree-open", "/etc", "hostname"], true),
+        (
+            "/proc/PID/root of another mount namespace",
+            &["procroot-open", "/etc/hostname"],
+            true,
+        ),
+        ("SCM_RIGHTS", &[], true),
+    ];
+    let mut failed = Vec::new();
+    for (what, args, want_block) in cases {
+        let line = if args.is_empty() {
+            scm_read(&root, &cg, "/usr/bin/actor", &root.join("etc/hostname"))
+        } else {
+            run_in(&root, &cg, "/usr/bin/actor", args)
+        };
+        let blocked = line.starts_with("armor-op: errno 1 ");
+        let ok = blocked == want_block && (blocked || line == "armor-op: ok");
+        println!("{} {what}: `{line}`", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failed.push(what);
+        }
+    }
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    let _ = fs::remove_dir_all(&root);
+    harness.leave(&lsm);
+    assert!(failed.is_empty(), "wrong outcomes: {failed:?}");
+}
+
+const TORN_A: &str = "
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: torn-a, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  file:
+    matchPaths:
+    - path: /tmp/armor-torn/f
+  action: Block
+";
+
+const TORN_B: &str = "
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: torn-b, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  file:
+    matchDirectories:
+    - dir: /tmp/armor-torn/
+      recursive: true
+  action: Block
+";
+
+/// Issue 16, finding 4: workloads' rule sets flip between two that both deny
+/// `/tmp/armor-torn/f` (by an exact entry, and by a directory entry that only a record whose
+/// directory depths belong to the same rule set finds) while their processes open it and an
+/// allowed file in a tight loop: no open of the first may pass, none of the second may fail. A
+/// record read half old, half new (the ruleset id of one, the depths of the other) would let
+/// the first through; the record map is no longer preallocated and updated in place.
+#[test]
+fn bpflsm_workload_records_are_read_whole_while_they_change() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    fs::create_dir_all("/tmp/armor-torn").unwrap();
+    fs::create_dir_all("/tmp/armor-torn-ok").unwrap();
+    fs::write("/tmp/armor-torn/f", b"x").unwrap();
+    fs::write("/tmp/armor-torn-ok/g", b"x").unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let artifact = |yaml: &str| {
+        let set = PolicySet::parse(yaml, "torn.yaml").unwrap();
+        let policy = CompiledPolicy::build(&set).unwrap();
+        compile("shop/web", &policy.rule_set(&w, Posture::default()))
+    };
+    let (a, b) = (artifact(TORN_A), artifact(TORN_B));
+    let groups: Vec<(Cgroup, WorkloadKey)> = (0..6)
+        .map(|i| {
+            let cg = Cgroup::create(&format!("torn-{i}")).unwrap();
+            let key = WorkloadKey::new(format!("shop/torn-{i}")).with_cgroup(cg.id());
+            lsm.apply(&key, &a).unwrap();
+            (cg, key)
+        })
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (flips, lines) = std::thread::scope(|scope| {
+        let flipper = scope.spawn(|| {
+            let mut flips = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (_, key) in &groups {
+                    let next = if flips.is_multiple_of(2) { &b } else { &a };
+                    lsm.apply(key, next).unwrap();
+                }
+                flips += 1;
+            }
+            flips
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let children: Vec<_> = groups
+                .iter()
+                .flat_map(|(cg, _)| {
+                    ["/tmp/armor-torn/f", "/tmp/armor-torn-ok/g"].map(|file| {
+                        let child = Command::new(helper_path())
+                            .arg("--cgroup")
+                            .arg(cg.path())
+                            .args(["open-count", file, "3000"])
+                            .stdout(std::process::Stdio::piped())
+                            .spawn()
+                            .unwrap();
+                        (file, child)
+                    })
+                })
+                .collect();
+            for (file, child) in children {
+                let out = child.wait_with_output().unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                lines.push((file, text.lines().last().unwrap_or("").to_owned()));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (flipper.join().unwrap(), lines)
+    });
+    for (_, key) in &groups {
+        lsm.remove(key).unwrap();
+    }
+    drop(groups);
+    harness.leave(&lsm);
+    let wrong: Vec<&(&str, String)> = lines
+        .iter()
+        .filter(|(file, line)| {
+            let want = if file.ends_with("/f") {
+                "armor-op: opened 0 of 3000"
+            } else {
+                "armor-op: opened 3000 of 3000"
+            };
+            line != want
+        })
+        .collect();
+    println!(
+        "{} rule-set flips over 6 workloads; {} runs of 3000 opens, wrong: {wrong:?}",
+        flips,
+        lines.len()
+    );
+    assert!(flips > 10, "too few flips to mean anything: {flips}");
+    assert!(wrong.is_empty(), "wrong decisions: {wrong:?}");
 }
 
 const GLOB_BYPASS_POLICY: &str = "
