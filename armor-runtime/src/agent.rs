@@ -100,6 +100,15 @@ impl AgentOptions {
         self.enforcement = options;
         self
     }
+
+    /// The same failing closed ([`RuntimeConfig::require_enforcement`]): no start without a
+    /// kernel enforcer or with a workload not fully enforced, no container admitted by the OCI
+    /// hook and no policy change taken that would leave a rule only reported.
+    #[must_use]
+    pub fn require_enforcement(mut self, require: bool) -> Self {
+        self.config = self.config.require_enforcement(require);
+        self
+    }
 }
 
 /// File names, sizes and modification times: what "the directory changed" compares.

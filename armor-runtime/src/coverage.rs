@@ -10,9 +10,20 @@
 //!
 //! ```
 //! use armor_runtime::coverage::{Coverage, Readiness};
-//! let r = Readiness::default();
-//! assert!(r.fully_enforced());
-//! assert_eq!(r.counts().enforced, 0);
+//! fn report(r: &Readiness) -> Vec<String> {
+//!     let mut lines = vec![r.summary()];
+//!     for (key, coverage) in r.incomplete() {
+//!         if let Coverage::Partial { gaps, .. } = coverage {
+//!             lines.extend(gaps.iter().map(|g| format!("{key}: {g}")));
+//!         } else {
+//!             lines.push(format!("{key}: {coverage}"));
+//!         }
+//!     }
+//!     lines
+//! }
+//! let empty = Readiness::default();
+//! assert!(empty.fully_enforced());
+//! assert_eq!(report(&empty).len(), 1);
 //! ```
 
 use std::fmt;

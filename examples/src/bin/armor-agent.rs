@@ -139,10 +139,7 @@ fn main() -> Result<()> {
     let mut options = AgentOptions::new(&cli.policies)
         .enforcer(cli.enforcer)
         .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
-    options.config = options
-        .config
-        .clone()
-        .require_enforcement(cli.require_enforcement);
+    options = options.require_enforcement(cli.require_enforcement);
     if let Some(sock) = &cli.containerd_socket {
         options = options.containerd_socket(sock);
     }
