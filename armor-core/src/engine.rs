@@ -388,31 +388,27 @@ impl CompiledPolicy {
     /// `posture`. What an offline report (`armorctl validate --enforcer`) compiles: a real
     /// workload gets a subset of these rules.
     pub fn rule_set_of_every_policy(&self, host: bool, posture: Posture) -> Arc<RuleSet> {
-        let selected: Vec<u32> = self
-            .inner
-            .shared
-            .policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.info.kind.is_host() == host)
-            .filter_map(|(i, _)| u32::try_from(i).ok())
-            .collect();
+        let selected = self.policies_where(|p| p.info.kind.is_host() == host);
         self.cached_rule_set(selected, posture, host)
     }
 
     /// The compiled rules of `workload` under `posture`, shared with every workload that the same
     /// policies select.
     pub fn rule_set(&self, workload: &crate::workload::Workload, posture: Posture) -> Arc<RuleSet> {
-        let selected: Vec<u32> = self
-            .inner
+        let selected = self.policies_where(|p| p.selector.selects(workload));
+        self.cached_rule_set(selected, posture, workload.is_host())
+    }
+
+    /// The indices (load order) of the policies for which `keep` holds.
+    fn policies_where(&self, keep: impl Fn(&PolicyEntry) -> bool) -> Vec<u32> {
+        self.inner
             .shared
             .policies
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.selector.selects(workload))
+            .filter(|(_, p)| keep(p))
             .filter_map(|(i, _)| u32::try_from(i).ok())
-            .collect();
-        self.cached_rule_set(selected, posture, workload.is_host())
+            .collect()
     }
 
     /// The rule set of the policies `selected` (indices in load order), from the cache.

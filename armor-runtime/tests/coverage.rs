@@ -137,6 +137,43 @@ fn runtime_on(source: &EventSource, dir: &Path, rec: &Arc<RecordingEnforcer>) ->
     )
 }
 
+/// Runs `commands` with `sh` in cgroup `cgroup` and hands the runtime the kernel's events for up
+/// to 5 s or until `done` holds for the records; returns them and their JSON.
+fn run_and_collect(
+    source: &mut EventSource,
+    rt: &mut Runtime,
+    cgroup: &Path,
+    commands: &str,
+    done: impl Fn(&[Telemetry]) -> bool,
+) -> (Vec<Telemetry>, Vec<String>) {
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec /bin/sh -c '{commands}'",
+        cgroup.display()
+    );
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut records: Vec<Telemetry> = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) && !done(&records) {
+        let mut events = Vec::new();
+        source
+            .poll(Duration::from_millis(50), &mut |e| events.push(e.clone()))
+            .unwrap();
+        for e in &events {
+            records.extend(rt.handle(e, source.process_tree()));
+        }
+    }
+    let dump = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    (records, dump)
+}
+
 /// Before issue 16 the runtime took every applied workload as enforced and suppressed the
 /// monitor's Block decisions for it: `touch`, whose rule the artefact left out, was neither
 /// denied nor alerted.
@@ -189,40 +226,20 @@ fn a_block_rule_the_kernel_does_not_carry_is_reported_and_alerted() {
     );
 
     // (b) still decided by the engine and alerted by the monitor.
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec /bin/sh -c '/usr/bin/touch /tmp/armor-cov-t; /usr/bin/mkdir -p /tmp/armor-cov-d'",
-        cg.0.display()
-    );
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let mut records: Vec<Telemetry> = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        let mut events = Vec::new();
-        source
-            .poll(Duration::from_millis(50), &mut |e| events.push(e.clone()))
-            .unwrap();
-        for e in &events {
-            records.extend(rt.handle(e, source.process_tree()));
-        }
-        if records
-            .iter()
-            .any(|r| r.policy_name.as_deref() == Some("block-touch"))
-            && records
+    let (records, dump) = run_and_collect(
+        &mut source,
+        &mut rt,
+        &cg.0,
+        "/usr/bin/touch /tmp/armor-cov-t; /usr/bin/mkdir -p /tmp/armor-cov-d",
+        |records| {
+            records
                 .iter()
-                .any(|r| r.resource.as_deref().is_some_and(|s| s.contains("mkdir")))
-        {
-            break;
-        }
-    }
-    let dump: Vec<String> = records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap())
-        .collect();
+                .any(|r| r.policy_name.as_deref() == Some("block-touch"))
+                && records
+                    .iter()
+                    .any(|r| r.resource.as_deref().is_some_and(|s| s.contains("mkdir")))
+        },
+    );
     let touch = records
         .iter()
         .find(|r| r.policy_name.as_deref() == Some("block-touch"))
@@ -444,35 +461,17 @@ fn a_containers_sub_cgroups_keep_its_identity() {
     // Three levels below the container's cgroup.
     let deep = cg.0.join("init.scope/app/worker");
     fs::create_dir_all(&deep).unwrap();
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec /usr/bin/touch /tmp/armor-cov-nested",
-        deep.display()
+    let (records, dump) = run_and_collect(
+        &mut source,
+        &mut rt,
+        &deep,
+        "/usr/bin/touch /tmp/armor-cov-nested",
+        |records| {
+            records
+                .iter()
+                .any(|r| r.policy_name.as_deref() == Some("block-touch"))
+        },
     );
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let mut records: Vec<Telemetry> = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5)
-        && !records
-            .iter()
-            .any(|r| r.policy_name.as_deref() == Some("block-touch"))
-    {
-        let mut events = Vec::new();
-        source
-            .poll(Duration::from_millis(50), &mut |e| events.push(e.clone()))
-            .unwrap();
-        for e in &events {
-            records.extend(rt.handle(e, source.process_tree()));
-        }
-    }
-    let dump: Vec<String> = records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap())
-        .collect();
     let touch = records
         .iter()
         .find(|r| r.policy_name.as_deref() == Some("block-touch"))

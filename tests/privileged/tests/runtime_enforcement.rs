@@ -367,11 +367,20 @@ fn run_container_args(
     }
 }
 
+/// Whether runc is installed; outside the guest a missing runc is a skip (said), inside it a
+/// failure.
+fn runc_installed() -> bool {
+    if Command::new("runc").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(guest::current().is_none(), "runc missing in the guest");
+    eprintln!("skipped: runc not installed");
+    false
+}
+
 #[test]
 fn runtime_blocks_a_created_containers_first_command_with_an_attributed_alert() {
-    if Command::new("runc").arg("--version").output().is_err() {
-        assert!(guest::current().is_none(), "runc missing in the guest");
-        eprintln!("skipped: runc not installed");
+    if !runc_installed() {
         return;
     }
     let Some((enforcement, select, _turn)) = bpf_enforcement() else {
@@ -453,9 +462,7 @@ spec:
 /// container, stays readable.
 #[test]
 fn inode_entries_are_resolved_inside_the_containers_root() {
-    if Command::new("runc").arg("--version").output().is_err() {
-        assert!(guest::current().is_none(), "runc missing in the guest");
-        eprintln!("skipped: runc not installed");
+    if !runc_installed() {
         return;
     }
     let Some((enforcement, _, _turn)) = bpf_enforcement() else {
@@ -714,9 +721,7 @@ spec:
 
     #[test]
     fn runtime_loads_the_profile_ahead_and_the_container_naming_it_is_enforced() {
-        if Command::new("runc").arg("--version").output().is_err() {
-            assert!(guest::current().is_none(), "runc missing in the guest");
-            eprintln!("skipped: runc not installed");
+        if !super::runc_installed() {
             return;
         }
         let dir = std::env::temp_dir().join(format!("armor-rt-aa-{}", std::process::id()));
