@@ -783,6 +783,7 @@ impl BpfLsm {
             if old.cgroup != cgroup {
                 let _ = l.workloads.remove(&old.cgroup);
             }
+            wait_for_readers();
             clear(l, &old.placed, &old.dfas);
             uncount(l, &old.keys);
         }
@@ -868,6 +869,18 @@ impl BpfLsm {
             inst.artifact = artifact.clone();
         }
         Ok(())
+    }
+}
+
+/// Waits until every program that may still be deciding with a workload's previous record has
+/// finished, before the entries that record points at are deleted: a decision reads the record,
+/// then looks its rules up, and deleting them in between would let the operation through. The
+/// LSM programs run inside an RCU read-side section, and `membarrier(MEMBARRIER_CMD_GLOBAL)`
+/// returns after an RCU grace period (`synchronize_rcu`). Where the kernel refuses it
+/// (`nohz_full`), a pause far longer than any decision stands in.
+fn wait_for_readers() {
+    if rustix::thread::membarrier(rustix::thread::MembarrierCommand::Global).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -1210,6 +1223,7 @@ impl Enforcer for BpfLsm {
             l.workloads
                 .remove(&old.cgroup)
                 .map_err(|e| map_err("bpf_map_delete_elem", e))?;
+            wait_for_readers();
             clear(l, &old.placed, &old.dfas);
             uncount(l, &old.keys);
         }

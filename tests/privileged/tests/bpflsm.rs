@@ -957,9 +957,11 @@ spec:
 /// Issue 16, finding 4: workloads' rule sets flip between two that both deny
 /// `/tmp/armor-torn/f` (by an exact entry, and by a directory entry that only a record whose
 /// directory depths belong to the same rule set finds) while their processes open it and an
-/// allowed file in a tight loop: no open of the first may pass, none of the second may fail. A
-/// record read half old, half new (the ruleset id of one, the depths of the other) would let
-/// the first through; the record map is no longer preallocated and updated in place.
+/// allowed file in a tight loop: no open of the first may pass, none of the second may fail.
+/// Two races let it through before: a record read half old, half new (the record map was
+/// preallocated and overwritten in place), and a decision still using the previous record
+/// while the update deleted the entries it points at (now deleted only after an RCU grace
+/// period, `membarrier`).
 #[test]
 fn bpflsm_workload_records_are_read_whole_while_they_change() {
     let Some(lsm) = enforcer() else { return };
