@@ -63,8 +63,9 @@ impl Unenforceable {
 ///
 /// Made from an artefact's [`Artifact::unenforceable`] list by [`RuleGap::list`]; the agent logs
 /// one line per gap when it applies a workload's rules, and `armorctl validate --enforcer`
-/// prints the same lines offline. A Block rule in this list is still decided by the user-space
-/// monitor, which alerts it as `Audit (Block)`: it is reported, not blocked.
+/// prints the same lines offline. A Block rule in this list is reported, not blocked: the
+/// user-space monitor still decides it on the operations it sees (not DNS queries) and alerts
+/// its Block decisions as `Audit (Block)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RuleGap {

@@ -31,6 +31,7 @@
 #define ARMOR_PROT_EXEC 0x4
 #define ARMOR_VM_EXEC 0x4
 #define ARMOR_DETAIL_MAP 8 /* process: the file was mapped executable, not executed */
+#define ARMOR_DETAIL_HELD 16 /* file: a read or write through a descriptor already held */
 /* fs/mount.h: the namespace of the kernel's own mounts (pipes, sockets, anonymous inodes,
  * memfd, namespace files). */
 #define ARMOR_MNT_NS_INTERNAL ((void *)-22L)
@@ -634,11 +635,19 @@ static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, 
 	s->category = category;
 	int complete = armor_walk(s, id, dentry, mnt, ARMOR_WALK_LOOKUPS);
 	/* The kernel's own objects (pipes, sockets, anonymous inodes, memfd) are no file a policy
-	 * names. Any other file outside the caller's tree (a detached tree, a disconnected dentry,
-	 * another mount namespace's file) has no path here: it is decided by its (device, inode)
-	 * and, like a path not resolved completely, denied in allow-list mode. */
-	if (s->kernel_internal)
+	 * names: not decided, except an exec of one (fileless execution), which has no path an
+	 * Allow rule could cover. Any other file outside the caller's tree (a detached tree, a
+	 * disconnected dentry, another mount namespace's file) has no path here: it is decided by
+	 * its (device, inode) and, like a path not resolved completely, denied in allow-list mode
+	 * when it is opened or executed. Reads and writes through a descriptor the workload
+	 * already holds (inherited from its runtime, received over a socket) are decided by the
+	 * (device, inode) entries alone: the posture applied when the descriptor was opened. */
+	if (s->kernel_internal && category != ARMOR_CAT_PROCESS)
 		return 0;
+	int held = s->internal && (detail & ARMOR_DETAIL_HELD);
+	detail &= ~ARMOR_DETAIL_HELD;
+	if (held)
+		s->rs.allow_list[category & 3] = 0;
 	if (complete) {
 		armor_check(id, file ? ARMOR_KIND_FILE_PATH : ARMOR_KIND_PROC_PATH, p->hash, 0);
 		if (!file && (s->rs.flags & ARMOR_RS_NAMES) && p->n > 0)
@@ -652,7 +661,7 @@ static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, 
 		armor_check(id, file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
 			    armor_inode_target(dev, ino), 0);
 	}
-	return finish(s, cg, limit, detail, !complete);
+	return finish(s, cg, limit, detail, !complete && !held);
 }
 
 static __always_inline int decide_path(__u8 category, struct dentry *dentry, struct vfsmount *mnt,
@@ -707,10 +716,10 @@ int BPF_PROG(armor_bprm_check, struct linux_binprm *bprm, int ret)
 	return decide_path(ARMOR_CAT_PROCESS, f->f_path.dentry, f->f_path.mnt, 0, 1);
 }
 
-static __always_inline int file_op(struct file *f, __u32 mode)
+static __always_inline int file_op(struct file *f, __u32 mode, __u32 held)
 {
 	int write = (mode & FMODE_WRITE) != 0;
-	__u32 detail = (write ? 2 : 0) | ((mode & 1) ? 1 : 0);
+	__u32 detail = (write ? 2 : 0) | ((mode & 1) ? 1 : 0) | held;
 	return decide_path(ARMOR_CAT_FILE, f->f_path.dentry, f->f_path.mnt, write, detail);
 }
 
@@ -728,7 +737,7 @@ int BPF_PROG(armor_file_open, struct file *file, int ret)
 		count(ARMOR_CNT_OVERLAY_SKIPPED);
 		return 0;
 	}
-	int r = file_op(file, mode);
+	int r = file_op(file, mode, 0);
 	if (r == 0) {
 		struct armor_state *st = armor_state();
 		if (st && st->op.ruleset) {
@@ -767,7 +776,7 @@ int BPF_PROG(armor_file_permission, struct file *file, int mask, int ret)
 		return 0;
 	/* MAY_WRITE = 2, MAY_APPEND = 8 */
 	__u32 want = (mask & (2 | 8)) ? FMODE_WRITE : 1;
-	int r = file_op(file, want);
+	int r = file_op(file, want, ARMOR_DETAIL_HELD);
 	if (r == 0) {
 		__u32 rs = w->ruleset;
 		bpf_map_update_elem(&armor_files, &key, &rs, BPF_ANY);

@@ -1004,10 +1004,11 @@ fn mounts(root: &Path) -> Vec<Mount> {
 /// The (kernel device, inode) of `path` as the workload whose root is `root` sees it.
 ///
 /// The path is resolved inside `root` (`openat2` with `RESOLVE_IN_ROOT`), never through this
-/// process's files: a `..` stays in the workload's tree, and a path that goes through a symlink
-/// names no inode (`RESOLVE_NO_SYMLINKS`), as a rule on a link never matches in the engine (the
-/// kernel decides the link's target) — before, an absolute symlink in an image led to a host
-/// file. The device is that of the mount the file was found on (its id from
+/// process's files: a `..` or an absolute symlink stays in the workload's tree (before, an
+/// absolute symlink in an image led to a host file). Symlinks on the way are followed inside
+/// the tree (`/bin/sudo` where `/bin` links to `usr/bin`); a symlink as the last component is
+/// not (`O_NOFOLLOW`): the entry names the link itself, which no open or exec reaches (the
+/// kernel decides the target), as a rule on a link never matches in the engine. The device is that of the mount the file was found on (its id from
 /// `/proc/self/fdinfo`, its super block's device from `mountinfo`). `None` when the file does
 /// not exist (or the kernel has no `openat2`, before 5.6): the path is still matched by name.
 fn resolve_inode(root: &Path, mounts: &[Mount], path: &str) -> Option<(u32, u64)> {
@@ -1016,8 +1017,8 @@ fn resolve_inode(root: &Path, mounts: &[Mount], path: &str) -> Option<(u32, u64)
     let dir = std::fs::File::open(root).ok()?;
     let rel = path.trim_start_matches('/');
     let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = openat2(&dir, if rel.is_empty() { "." } else { rel }, how).ok()?;
     let ino = nix::sys::stat::fstat(&fd).ok()?.st_ino;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
@@ -1280,10 +1281,19 @@ mod tests {
         // `..` stays inside the root.
         let (_, ino) = resolve_inode(&dir, &m, "/app/../../../etc/passwd").unwrap();
         assert_eq!(ino, own);
-        // A path through a symlink names no inode (the engine never matches a rule on a link).
+        // A symlink as the last component names the link itself, never its target (the
+        // engine never matches a rule on a link), let alone a host file.
         for link in ["/app/abs", "/app/up"] {
-            assert_eq!(resolve_inode(&dir, &m, link), None, "{link}");
+            let (_, ino) = resolve_inode(&dir, &m, link).unwrap();
+            let own_link = std::fs::symlink_metadata(dir.join(link.trim_start_matches('/')))
+                .unwrap()
+                .ino();
+            assert_eq!(ino, own_link, "{link}");
         }
+        // A symlinked directory on the way is followed inside the root (merged /usr).
+        std::os::unix::fs::symlink("etc", dir.join("cfg")).unwrap();
+        let (_, ino) = resolve_inode(&dir, &m, "/cfg/passwd").unwrap();
+        assert_eq!(ino, own);
         let (dev, _) = resolve_inode(&dir, &m, "/etc/passwd").unwrap();
         assert!(m.iter().any(|mount| mount.dev == dev));
         std::fs::remove_dir_all(&dir).unwrap();

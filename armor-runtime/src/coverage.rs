@@ -2,9 +2,10 @@
 //!
 //! Coverage is per rule. After the runtime applies a workload's rules it knows, from the
 //! artefact the enforcer compiled ([`armor_core::enforcer::Artifact::unenforceable`]), which
-//! rules the kernel carries. A Block rule the kernel does not carry is still decided by the
-//! user-space monitor and alerted as `Audit (Block)` with `Enforcer: eBPF Monitor`: it is
-//! reported, never silently dropped. A workload whose rules no kernel enforcer holds (no enforcer
+//! rules the kernel carries. Each rule the kernel does not carry is reported when it is applied,
+//! and its Block decisions on the operations the monitor sees (processes, files, sockets; not
+//! DNS queries) are alerted as `Audit (Block)` with `Enforcer: eBPF Monitor`: never silently
+//! dropped. A workload whose rules no kernel enforcer holds (no enforcer
 //! chosen, the enforcer does not cover it, its apply failed) is *monitored only*: every Block
 //! decision of it is such an alert.
 //!

@@ -462,8 +462,8 @@ impl Runtime {
         {
             for g in gaps {
                 self.problems.push(format!(
-                    "{}: {g}; its decisions are made by the monitor only (a Block is alerted \
-                     as `Audit (Block)`, not denied)",
+                    "{}: {g}; the monitor also decides it and alerts its Block decisions as \
+                     `Audit (Block)`",
                     t.key
                 ));
             }
@@ -979,11 +979,13 @@ impl Runtime {
 
     /// Puts `policy` in force for every workload, all or none: the host's and each tracked
     /// workload's rules are applied in turn; when an enforcer fails to apply one (or, with
-    /// [`RuntimeConfig::require_enforcement`], its rules would not all be enforced), every
-    /// workload already switched gets its previous rules back, the previous policy stays in
-    /// force and the error names the workload and why. A failure while putting the previous
-    /// rules back is reported through [`Runtime::take_problems`].
+    /// [`RuntimeConfig::require_enforcement`], a workload whose rules were all enforced would
+    /// not be any more), every workload already switched gets its previous rules back, the
+    /// previous policy stays in force and the error names the workload and why. What was
+    /// reported of the rules not taken is dropped; a failure while putting the previous rules
+    /// back is reported through [`Runtime::take_problems`].
     pub fn replace_policy(&mut self, policy: CompiledPolicy) -> Result<()> {
+        let start = self.problems.len();
         let previous = std::mem::replace(&mut self.policy, Arc::new(policy));
         let mut order: Vec<Option<u64>> = vec![None];
         let mut ids: Vec<u64> = self.containers.keys().copied().collect();
@@ -1002,9 +1004,13 @@ impl Runtime {
             let mut t = self.retrack(&old);
             let before = self.problems.len();
             let failed = self.apply_enforcers(&mut t);
-            let incomplete = self.config.require_enforcement && !t.coverage.complete();
+            let incomplete = self.config.require_enforcement
+                && old.coverage.complete()
+                && !t.coverage.complete();
             if failed > 0 || incomplete {
                 let mut reason = self.problems.split_off(before.min(self.problems.len()));
+                // The workloads switched before this one reported rules that are not taken.
+                self.problems.truncate(start);
                 if incomplete {
                     reason.push(format!(
                         "enforcement is required and it would be {}",

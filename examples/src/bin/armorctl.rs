@@ -227,6 +227,9 @@ fn validate(
             let Some(enforcer) = enforcer else {
                 return Ok(ExitCode::SUCCESS);
             };
+            if enforcer != "bpflsm" && max_glob_states.is_some() {
+                bail!("--max-glob-states applies to --enforcer bpflsm only");
+            }
             let gaps = enforcer_gaps(&compiled, enforcer, max_glob_states);
             for g in &gaps {
                 println!("{g}");

@@ -29,6 +29,8 @@
 //   armor-op map-exec PATH                             mmap PATH with PROT_EXEC (as ld.so does)
 //   armor-op mprotect-exec PATH                        mmap PATH readable, mprotect PROT_EXEC
 //   armor-op pipe                                      write to and read from a pipe
+//   armor-op memfd-exec PATH [ARG...]                  copy PATH into a memfd and execute that
+//                                                      (fileless execution)
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -311,6 +313,24 @@ static int op_map_exec(const char *path, int mprotect_after) {
     return report(mprotect(m, 4096, PROT_READ | PROT_EXEC));
 }
 
+// PATH's content executed from a memfd (no file on any file system).
+static int op_memfd_exec(char **argv) {
+    int src = open(argv[0], O_RDONLY | O_CLOEXEC);
+    if (src < 0) return setup_failure("open");
+    int m = (int)syscall(SYS_memfd_create, "armor-memfd", 0);
+    if (m < 0) return setup_failure("memfd_create");
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(src, buf, sizeof buf)) > 0) {
+        if (write(m, buf, (size_t)n) != n) return setup_failure("write memfd");
+    }
+    if (n < 0) return setup_failure("read");
+    fflush(stdout);
+    extern char **environ;
+    syscall(SYS_execveat, m, "", argv, environ, AT_EMPTY_PATH);
+    return report(-1);
+}
+
 static int op_pipe(void) {
     int p[2];
     if (pipe(p) != 0) return setup_failure("pipe");
@@ -441,6 +461,7 @@ int main(int argc, char **argv) {
     if (strcmp(op, "map-exec") == 0 && n == 1) return op_map_exec(a[0], 0);
     if (strcmp(op, "mprotect-exec") == 0 && n == 1) return op_map_exec(a[0], 1);
     if (strcmp(op, "pipe") == 0 && n == 0) return op_pipe();
+    if (strcmp(op, "memfd-exec") == 0 && n >= 1) return op_memfd_exec(a);
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));

@@ -777,6 +777,11 @@ fn bpflsm_bypass_suite() {
             &["map-exec", "/usr/bin/ok"],
             false,
         );
+        run(
+            "mprotect PROT_EXEC of another binary",
+            &["mprotect-exec", "/usr/bin/ok"],
+            false,
+        );
         // Issue 16, finding 2: files outside the caller's mount-namespace tree are decided by
         // their (device, inode); the kernel's own objects are not files.
         run(
@@ -805,6 +810,12 @@ fn bpflsm_bypass_suite() {
             false,
         );
         run("a pipe (the kernel's own object)", &["pipe"], false);
+        run(
+            "fileless exec (memfd) outside allow-list mode",
+            &["memfd-exec", "/usr/bin/ok", "ok"],
+            false,
+        );
+        let control = run_in(&root, &cg, actor, &["by-handle", "/etc/hostname"]);
         let line = run_in(&root, &cg, actor, &["by-handle", "/etc/shadow"]);
         if line.contains("EOPNOTSUPP") {
             not_applicable.push(format!(
@@ -816,6 +827,11 @@ fn bpflsm_bypass_suite() {
                 &format!("[{fsname}] disconnected dentry (open_by_handle_at)"),
                 line,
                 true,
+            );
+            check(
+                &format!("[{fsname}] disconnected dentry of an unprotected file"),
+                control,
+                false,
             );
         }
         let line = scm_read(&root, &cg, actor, &root.join("etc/shadow"));
@@ -893,6 +909,9 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
     let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
     lsm.set_root(&key, &root);
     lsm.apply(&key, &a).unwrap();
+    // A descriptor the workload is handed (over SCM_RIGHTS, or inherited from its runtime:
+    // stdio, runc's exec fifo) is used under its (device, inode) entries alone: the posture
+    // applied when it was opened.
     let cases: [(&str, &[&str], bool); 5] = [
         (
             "a file of the tree",
@@ -906,7 +925,7 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
             &["procroot-open", "/etc/hostname"],
             true,
         ),
-        ("SCM_RIGHTS", &[], true),
+        ("a received descriptor (SCM_RIGHTS), read", &[], false),
     ];
     let mut failed = Vec::new();
     for (what, args, want_block) in cases {
@@ -927,6 +946,65 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
     let _ = fs::remove_dir_all(&root);
     harness.leave(&lsm);
     assert!(failed.is_empty(), "wrong outcomes: {failed:?}");
+}
+
+const PROCESS_ALLOW_POLICY: &str = "
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: only-ok, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  process:
+    matchPaths:
+    - path: /usr/bin/ok
+  action: Allow
+";
+
+/// Fileless execution (a memfd) has no path an Allow rule could cover: in process allow-list
+/// mode it is denied by the posture, while the allowed binary runs and, outside allow-list mode
+/// (the bypass suite), a memfd still executes. Before, a memfd was never decided.
+#[test]
+fn bpflsm_fileless_exec_falls_to_the_process_allow_list_posture() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let set = PolicySet::parse(PROCESS_ALLOW_POLICY, "only-ok.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let posture = Posture::all(armor_core::PostureAction::Block);
+    let a = compile("shop/web", &policy.rule_set(&w, posture));
+    let root = PathBuf::from("/tmp/armor-fileless");
+    bypass_root(&root);
+    for m in ["tmp/bshadow", "tmp/bsecret"] {
+        let _ = Command::new("umount").arg(root.join(m)).status();
+    }
+    let cg = Cgroup::create("fileless").unwrap();
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+    lsm.set_root(&key, &root);
+    lsm.apply(&key, &a).unwrap();
+    let allowed = run_in(&root, &cg, "/usr/bin/actor", &["exec", "/usr/bin/ok", "ok"]);
+    let fileless = run_in(
+        &root,
+        &cg,
+        "/usr/bin/actor",
+        &["memfd-exec", "/usr/bin/ok", "ok"],
+    );
+    let mapped = run_in(
+        &root,
+        &cg,
+        "/usr/bin/actor",
+        &["map-exec", "/usr/bin/blocked"],
+    );
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    let _ = fs::remove_dir_all(&root);
+    harness.leave(&lsm);
+    println!("allowed exec: `{allowed}`; memfd exec: `{fileless}`; mapping: `{mapped}`");
+    assert_eq!(allowed, "armor-op: ok");
+    assert!(fileless.starts_with("armor-op: errno 1 "), "{fileless}");
+    // Mappings are not subject to the allow-list posture (shared libraries).
+    assert_eq!(mapped, "armor-op: ok");
 }
 
 const TORN_A: &str = "
