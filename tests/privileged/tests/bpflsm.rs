@@ -948,6 +948,66 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
     assert!(failed.is_empty(), "wrong outcomes: {failed:?}");
 }
 
+/// Issue 16, finding 5 (kernel): a process 80 cgroup levels below its workload's cgroup (a
+/// container's own sub-cgroups, nested) keeps the workload's rules. Before, the search for the
+/// workload stopped after 64 levels and the host's rules (here: none) applied.
+#[test]
+fn bpflsm_a_workloads_deep_sub_cgroups_keep_its_rules() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let set = PolicySet::parse(BYPASS_POLICY, "bypass.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    let a = compile("shop/web", &policy.rule_set(&w, Posture::default()));
+    let root = PathBuf::from("/tmp/armor-deep-cgroup");
+    bypass_root(&root);
+    for m in ["tmp/bshadow", "tmp/bsecret"] {
+        let _ = Command::new("umount").arg(root.join(m)).status();
+    }
+    let cg = Cgroup::create("deep").unwrap();
+    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+    lsm.set_root(&key, &root);
+    lsm.apply(&key, &a).unwrap();
+    let mut levels = vec![cg.path().to_path_buf()];
+    for i in 0..80 {
+        let next = levels[levels.len() - 1].join(format!("l{i}"));
+        fs::create_dir(&next).unwrap();
+        levels.push(next);
+    }
+    let deepest = levels[levels.len() - 1].clone();
+    let run = |args: &[&str]| {
+        let out = Command::new(helper_path())
+            .arg("--cgroup-procs")
+            .arg(deepest.join("cgroup.procs"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--exe")
+            .arg("/usr/bin/actor")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let protected = run(&["open", "/etc/shadow", "rdonly"]);
+    let other = run(&["open", "/etc/hostname", "rdonly"]);
+    for dir in levels.iter().skip(1).rev() {
+        let _ = fs::remove_dir(dir);
+    }
+    lsm.remove(&key).unwrap();
+    drop(cg);
+    let _ = fs::remove_dir_all(&root);
+    harness.leave(&lsm);
+    println!("80 levels down: protected `{protected}`, other `{other}`");
+    assert!(protected.starts_with("armor-op: errno 1 "), "{protected}");
+    assert_eq!(other, "armor-op: ok");
+}
+
 const PROCESS_ALLOW_POLICY: &str = "
 apiVersion: security.kubearmor.com/v1
 kind: KubeArmorPolicy
