@@ -10,7 +10,6 @@
 //! rule; an apply failure is counted; a policy replacement is all or none.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -23,6 +22,9 @@ use armor_runtime::containerd::ContainerInfo;
 use armor_runtime::coverage::Coverage;
 use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::RecordingEnforcer;
+
+mod host;
+use host::{Cg, fresh_dir, root_or_skip};
 
 const POLICIES: &str = r#"
 apiVersion: security.kubearmor.com/v1
@@ -53,42 +55,11 @@ spec:
   action: Audit
 "#;
 
-fn root_or_skip() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    println!("skipping: loading eBPF programs and moving processes between cgroups need root");
-    false
-}
-
+/// A policy directory `tag` holding [`POLICIES`].
 fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("armor-cov-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&p);
-    fs::create_dir_all(&p).unwrap();
+    let p = fresh_dir("armor-cov", tag);
     fs::write(p.join("p.yaml"), POLICIES).unwrap();
     p
-}
-
-struct Cg(PathBuf);
-impl Cg {
-    fn new(name: &str) -> (Self, u64) {
-        let root = armor_runtime::identity::cgroup2_root().unwrap();
-        let cg = Self(root.join(format!("{name}-{}", std::process::id())));
-        fs::create_dir_all(&cg.0).unwrap();
-        let id = fs::metadata(&cg.0).unwrap().ino();
-        (cg, id)
-    }
-}
-impl Drop for Cg {
-    fn drop(&mut self) {
-        let _ = fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..100 {
-            if fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 fn web(id: &str) -> ContainerInfo {

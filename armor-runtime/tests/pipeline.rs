@@ -9,7 +9,6 @@
 //! Kubernetes labels; commands run in it; the records are checked field by field.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -23,21 +22,13 @@ use armor_runtime::containerd::{ContainerEvent, ContainerInfo};
 use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::{Call, RecordingEnforcer};
 
+mod host;
+use host::{Cg, fresh_dir, root_or_skip};
+
 const ID: &str = "1f613df8390b9d2e4e89d0323ac0b9a2e7d7ddcc460720e15074f8c497aec0df";
 
-fn root_or_skip() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    println!("skipping: loading eBPF programs needs root (euid is not 0)");
-    false
-}
-
 fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("armor-rt-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&p);
-    fs::create_dir_all(&p).unwrap();
-    p
+    fresh_dir("armor-rt", tag)
 }
 
 const AUDIT: &str = r#"
@@ -61,19 +52,6 @@ spec:
   action: Block
 "#;
 
-struct Cg(PathBuf);
-impl Drop for Cg {
-    fn drop(&mut self) {
-        let _ = fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..100 {
-            if fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 /// A runtime on the policies in `dir` whose one enforcer records what it is asked.
 fn recorded_runtime(dir: &Path) -> (Arc<RecordingEnforcer>, Runtime) {
     let rec = Arc::new(RecordingEnforcer::new());
@@ -90,10 +68,7 @@ fn recorded_runtime(dir: &Path) -> (Arc<RecordingEnforcer>, Runtime) {
 fn audit_and_cgroup(tag: &str, name: &str) -> (PathBuf, Cg, u64) {
     let dir = tmp(tag);
     fs::write(dir.join("p.yaml"), AUDIT).unwrap();
-    let root = armor_runtime::identity::cgroup2_root().unwrap();
-    let cg = Cg(root.join(format!("{name}-{}", std::process::id())));
-    fs::create_dir_all(&cg.0).unwrap();
-    let cgroup_id = fs::metadata(&cg.0).unwrap().ino();
+    let (cg, cgroup_id) = Cg::new(name);
     (dir, cg, cgroup_id)
 }
 

@@ -25,6 +25,9 @@ use armor_ebpf::{EventSource, Options};
 use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::{Call, RecordingEnforcer};
 
+mod host;
+use host::{fresh_dir, root_or_skip};
+
 const POLICIES: &str = r#"
 apiVersion: security.kubearmor.com/v1
 kind: KubeArmorPolicy
@@ -47,10 +50,7 @@ spec:
 "#;
 
 fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("armor-svc-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&p);
-    fs::create_dir_all(&p).unwrap();
-    p
+    fresh_dir("armor-svc", tag)
 }
 
 fn config() -> RuntimeConfig {
@@ -265,8 +265,7 @@ impl Drop for Cg {
 /// while it still does to a host process reading the file.
 #[test]
 fn a_unit_cgroup_process_is_the_service_on_kernel_events() {
-    if !nix::unistd::Uid::effective().is_root() {
-        println!("skipping: loading eBPF programs needs root (euid is not 0)");
+    if !root_or_skip() {
         return;
     }
     let pid = std::process::id();
