@@ -440,9 +440,14 @@ fn bpflsm_corpus_live_matches_the_engine() {
 
 /// Runs armor-op as `exe` inside `root` and the cgroup `cg`; returns the report line.
 fn run_in(root: &Path, cg: &Cgroup, exe: &str, args: &[&str]) -> String {
+    run_in_cgroup(root, cg.path(), exe, args)
+}
+
+/// [`run_in`] joining the cgroup at directory `cgroup`.
+fn run_in_cgroup(root: &Path, cgroup: &Path, exe: &str, args: &[&str]) -> String {
     let out = Command::new(helper_path())
         .arg("--cgroup-procs")
-        .arg(cg.path().join("cgroup.procs"))
+        .arg(cgroup.join("cgroup.procs"))
         .arg("--root")
         .arg(root)
         .arg("--exe")
@@ -501,6 +506,49 @@ fn scm_read(root: &Path, cg: &Cgroup, exe: &str, file: &Path) -> String {
     sender.join().unwrap();
     let _ = fs::remove_file(&sock);
     line
+}
+
+/// The rules of container `shop/web` (label `app: web`) under the policies `yaml` and
+/// `posture`.
+fn web_rules(yaml: &str, posture: Posture) -> std::sync::Arc<armor_core::RuleSet> {
+    let set = PolicySet::parse(yaml, "policy.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let w = armor_core::Workload::Container(
+        armor_core::Container::new("shop", "web").label("app", "web"),
+    );
+    policy.rule_set(&w, posture)
+}
+
+/// Workload `shop/web` applied in a fresh bypass root (without its bind mounts) and a cgroup of
+/// its own.
+struct RootedWorkload {
+    root: PathBuf,
+    cg: Cgroup,
+    key: WorkloadKey,
+}
+
+impl RootedWorkload {
+    /// The rules of `yaml` under `posture`, in root `/tmp/armor-<tag>` and cgroup `tag`.
+    fn apply(lsm: &BpfLsm, yaml: &str, posture: Posture, tag: &str) -> Self {
+        let root = PathBuf::from(format!("/tmp/armor-{tag}"));
+        bypass_root(&root);
+        for m in ["tmp/bshadow", "tmp/bsecret"] {
+            let _ = Command::new("umount").arg(root.join(m)).status();
+        }
+        let cg = Cgroup::create(tag).unwrap();
+        let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
+        lsm.set_root(&key, &root);
+        lsm.apply(&key, &compile("shop/web", &web_rules(yaml, posture)))
+            .unwrap();
+        Self { root, cg, key }
+    }
+
+    /// Removes the workload's rules, its cgroup and its root.
+    fn remove(self, lsm: &BpfLsm) {
+        lsm.remove(&self.key).unwrap();
+        drop(self.cg);
+        let _ = fs::remove_dir_all(&self.root);
+    }
 }
 
 const BYPASS_POLICY: &str = "
@@ -582,12 +630,7 @@ fn bypass_root(root: &Path) -> String {
 fn bpflsm_bypass_suite() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
-    let set = PolicySet::parse(BYPASS_POLICY, "bypass.yaml").unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
-    );
-    let a = compile("shop/web", &policy.rule_set(&w, Posture::default()));
+    let a = compile("shop/web", &web_rules(BYPASS_POLICY, Posture::default()));
     let mut results = Vec::new();
     let mut not_applicable = Vec::new();
     let mut check = |what: &str, line: String, want_block: bool| {
@@ -893,22 +936,9 @@ spec:
 fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
-    let set = PolicySet::parse(OUTSIDE_ALLOW_POLICY, "tree-only.yaml").unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
-    );
     let posture = Posture::all(armor_core::PostureAction::Block);
-    let a = compile("shop/web", &policy.rule_set(&w, posture));
-    let root = PathBuf::from("/tmp/armor-outside-allow");
-    bypass_root(&root);
-    for m in ["tmp/bshadow", "tmp/bsecret"] {
-        let _ = Command::new("umount").arg(root.join(m)).status();
-    }
-    let cg = Cgroup::create("outside-allow").unwrap();
-    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-    lsm.set_root(&key, &root);
-    lsm.apply(&key, &a).unwrap();
+    let wl = RootedWorkload::apply(&lsm, OUTSIDE_ALLOW_POLICY, posture, "outside-allow");
+    let (root, cg) = (wl.root.as_path(), &wl.cg);
     // A descriptor the workload is handed (over SCM_RIGHTS, or inherited from its runtime:
     // stdio, runc's exec fifo) is used under its (device, inode) entries alone: the posture
     // applied when it was opened.
@@ -930,9 +960,9 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
     let mut failed = Vec::new();
     for (what, args, want_block) in cases {
         let line = if args.is_empty() {
-            scm_read(&root, &cg, "/usr/bin/actor", &root.join("etc/hostname"))
+            scm_read(root, cg, "/usr/bin/actor", &root.join("etc/hostname"))
         } else {
-            run_in(&root, &cg, "/usr/bin/actor", args)
+            run_in(root, cg, "/usr/bin/actor", args)
         };
         let blocked = line.starts_with("armor-op: errno 1 ");
         let ok = blocked == want_block && (blocked || line == "armor-op: ok");
@@ -941,9 +971,7 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
             failed.push(what);
         }
     }
-    lsm.remove(&key).unwrap();
-    drop(cg);
-    let _ = fs::remove_dir_all(&root);
+    wl.remove(&lsm);
     harness.leave(&lsm);
     assert!(failed.is_empty(), "wrong outcomes: {failed:?}");
 }
@@ -955,53 +983,21 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
 fn bpflsm_a_workloads_deep_sub_cgroups_keep_its_rules() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
-    let set = PolicySet::parse(BYPASS_POLICY, "bypass.yaml").unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
-    );
-    let a = compile("shop/web", &policy.rule_set(&w, Posture::default()));
-    let root = PathBuf::from("/tmp/armor-deep-cgroup");
-    bypass_root(&root);
-    for m in ["tmp/bshadow", "tmp/bsecret"] {
-        let _ = Command::new("umount").arg(root.join(m)).status();
-    }
-    let cg = Cgroup::create("deep").unwrap();
-    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-    lsm.set_root(&key, &root);
-    lsm.apply(&key, &a).unwrap();
-    let mut levels = vec![cg.path().to_path_buf()];
+    let wl = RootedWorkload::apply(&lsm, BYPASS_POLICY, Posture::default(), "deep-cgroup");
+    let mut levels = vec![wl.cg.path().to_path_buf()];
     for i in 0..80 {
         let next = levels[levels.len() - 1].join(format!("l{i}"));
         fs::create_dir(&next).unwrap();
         levels.push(next);
     }
-    let deepest = levels[levels.len() - 1].clone();
-    let run = |args: &[&str]| {
-        let out = Command::new(helper_path())
-            .arg("--cgroup-procs")
-            .arg(deepest.join("cgroup.procs"))
-            .arg("--root")
-            .arg(&root)
-            .arg("--exe")
-            .arg("/usr/bin/actor")
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_owned()
-    };
+    let deepest = &levels[levels.len() - 1];
+    let run = |args: &[&str]| run_in_cgroup(&wl.root, deepest, "/usr/bin/actor", args);
     let protected = run(&["open", "/etc/shadow", "rdonly"]);
     let other = run(&["open", "/etc/hostname", "rdonly"]);
     for dir in levels.iter().skip(1).rev() {
         let _ = fs::remove_dir(dir);
     }
-    lsm.remove(&key).unwrap();
-    drop(cg);
-    let _ = fs::remove_dir_all(&root);
+    wl.remove(&lsm);
     harness.leave(&lsm);
     println!("80 levels down: protected `{protected}`, other `{other}`");
     assert!(protected.starts_with("armor-op: errno 1 "), "{protected}");
@@ -1027,38 +1023,23 @@ spec:
 fn bpflsm_fileless_exec_falls_to_the_process_allow_list_posture() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
-    let set = PolicySet::parse(PROCESS_ALLOW_POLICY, "only-ok.yaml").unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
-    );
     let posture = Posture::all(armor_core::PostureAction::Block);
-    let a = compile("shop/web", &policy.rule_set(&w, posture));
-    let root = PathBuf::from("/tmp/armor-fileless");
-    bypass_root(&root);
-    for m in ["tmp/bshadow", "tmp/bsecret"] {
-        let _ = Command::new("umount").arg(root.join(m)).status();
-    }
-    let cg = Cgroup::create("fileless").unwrap();
-    let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-    lsm.set_root(&key, &root);
-    lsm.apply(&key, &a).unwrap();
-    let allowed = run_in(&root, &cg, "/usr/bin/actor", &["exec", "/usr/bin/ok", "ok"]);
+    let wl = RootedWorkload::apply(&lsm, PROCESS_ALLOW_POLICY, posture, "fileless");
+    let (root, cg) = (wl.root.as_path(), &wl.cg);
+    let allowed = run_in(root, cg, "/usr/bin/actor", &["exec", "/usr/bin/ok", "ok"]);
     let fileless = run_in(
-        &root,
-        &cg,
+        root,
+        cg,
         "/usr/bin/actor",
         &["memfd-exec", "/usr/bin/ok", "ok"],
     );
     let mapped = run_in(
-        &root,
-        &cg,
+        root,
+        cg,
         "/usr/bin/actor",
         &["map-exec", "/usr/bin/blocked"],
     );
-    lsm.remove(&key).unwrap();
-    drop(cg);
-    let _ = fs::remove_dir_all(&root);
+    wl.remove(&lsm);
     harness.leave(&lsm);
     println!("allowed exec: `{allowed}`; memfd exec: `{fileless}`; mapping: `{mapped}`");
     assert_eq!(allowed, "armor-op: ok");
@@ -1108,14 +1089,7 @@ fn bpflsm_workload_records_are_read_whole_while_they_change() {
     fs::create_dir_all("/tmp/armor-torn-ok").unwrap();
     fs::write("/tmp/armor-torn/f", b"x").unwrap();
     fs::write("/tmp/armor-torn-ok/g", b"x").unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
-    );
-    let artifact = |yaml: &str| {
-        let set = PolicySet::parse(yaml, "torn.yaml").unwrap();
-        let policy = CompiledPolicy::build(&set).unwrap();
-        compile("shop/web", &policy.rule_set(&w, Posture::default()))
-    };
+    let artifact = |yaml: &str| compile("shop/web", &web_rules(yaml, Posture::default()));
     let (a, b) = (artifact(TORN_A), artifact(TORN_B));
     let groups: Vec<(Cgroup, WorkloadKey)> = (0..6)
         .map(|i| {
@@ -1213,12 +1187,10 @@ spec:
 fn bpflsm_glob_bypass_suite() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
-    let set = PolicySet::parse(GLOB_BYPASS_POLICY, "glob-bypass.yaml").unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
+    let a = compile(
+        "shop/web",
+        &web_rules(GLOB_BYPASS_POLICY, Posture::default()),
     );
-    let a = compile("shop/web", &policy.rule_set(&w, Posture::default()));
     assert!(
         a.unenforceable_rules().is_empty(),
         "{:?}",
@@ -1357,12 +1329,7 @@ fn block_policy(name: &str, paths: &[String]) -> std::sync::Arc<armor_core::Rule
         y.push_str(&format!("    - path: {p}\n"));
     }
     y.push_str("  action: Block\n");
-    let set = PolicySet::parse(&y, name).unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = armor_core::Workload::Container(
-        armor_core::Container::new("shop", "web").label("app", "web"),
-    );
-    policy.rule_set(&w, Posture::default())
+    web_rules(&y, Posture::default())
 }
 
 /// Opens `path` from inside `cg` until `stop`; returns how many opens succeeded and ran.
