@@ -18,6 +18,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::engine::RuleSet;
@@ -336,7 +337,190 @@ pub trait AlertSink: Send + Sync {
     fn alert(&self, alert: EnforcerAlert);
 }
 
+/// When a workload's rules take force the first time they are installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Start {
+    /// As soon as `apply` returns.
+    #[default]
+    Now,
+    /// From the first program a process of the workload executes: the workload is a container
+    /// its runtime is creating (an OCI `createRuntime` hook), whose init process is still setting
+    /// it up (mounts, `/dev`, `pivot_root`). That exec (the entrypoint) is the first operation
+    /// decided, so a blocked entrypoint is refused and the runtime's own setup is not. An apply
+    /// that *updates* an installed workload puts its rules in force at once whatever this says:
+    /// a container that already runs must never be re-opened.
+    FirstExec,
+}
+
+/// Where a workload's rules go, besides the rules themselves: the workload, where its files
+/// are, and when its rules take force. The runtime fills it in for `compile` and `apply`; an
+/// enforcer keeps none of it between calls, so compiling twice for the same destination gives
+/// the same artefact (while the files stay the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Destination {
+    /// The workload (its name and, for a container or service, its cgroup id).
+    pub key: WorkloadKey,
+    /// Where the workload's files are seen from this process: `/` for the host and for
+    /// services, `/proc/PID/root` of a running container's process, the bundle's root file
+    /// system for a container being created. Enforcers that decide by (device, inode) as well
+    /// as by path (BPF-LSM: hardlinks and bind mounts of a protected file) resolve the rules'
+    /// paths below it when compiling. `None`: not known; such entries are left out.
+    pub root: Option<PathBuf>,
+    /// When the rules take force on a first install.
+    pub start: Start,
+}
+
+impl Destination {
+    /// `key` with an unknown root, in force at once.
+    pub fn new(key: WorkloadKey) -> Self {
+        Self {
+            key,
+            root: None,
+            start: Start::Now,
+        }
+    }
+
+    /// The same with the workload's files seen below `root`.
+    #[must_use]
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The same taking force as `start` says.
+    #[must_use]
+    pub fn starting(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+}
+
+/// The kind of security label an enforcer attaches its rules by. Each knows where the label is
+/// written for the systems armor runs with, so the runtime can check and explain it without
+/// knowing the enforcer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum LabelKind {
+    /// An AppArmor profile name.
+    AppArmorProfile,
+    /// An SELinux process context (its type).
+    SelinuxContext,
+}
+
+impl LabelKind {
+    /// Every kind.
+    pub const ALL: [Self; 2] = [Self::AppArmorProfile, Self::SelinuxContext];
+
+    /// `AppArmor profile`, `SELinux context`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::AppArmorProfile => "AppArmor profile",
+            Self::SelinuxContext => "SELinux context",
+        }
+    }
+
+    /// The OCI runtime spec field that names it (`process.apparmorProfile`).
+    pub fn oci_field(self) -> &'static str {
+        match self {
+            Self::AppArmorProfile => "process.apparmorProfile",
+            Self::SelinuxContext => "process.selinuxLabel",
+        }
+    }
+
+    /// The systemd unit directive that starts a service under it (`AppArmorProfile`).
+    pub fn systemd_directive(self) -> &'static str {
+        match self {
+            Self::AppArmorProfile => "AppArmorProfile",
+            Self::SelinuxContext => "SELinuxContext",
+        }
+    }
+
+    /// How a Kubernetes pod names `label` for a container.
+    pub fn kubernetes_field(self, label: &str) -> String {
+        match self {
+            Self::AppArmorProfile => format!(
+                "securityContext.appArmorProfile {{type: Localhost, localhostProfile: {label}}}"
+            ),
+            Self::SelinuxContext => format!("securityContext.seLinuxOptions {{type: {label}}}"),
+        }
+    }
+}
+
+impl fmt::Display for LabelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.noun())
+    }
+}
+
+/// How an enforcer's rules reach a workload's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Attachment {
+    /// By the workload's cgroup (BPF-LSM): every process of a container's or service's cgroup
+    /// from the moment `apply` returns, and for the host every process outside them.
+    Cgroup,
+    /// By a security label the processes must carry ([`Enforcer::label`]): a container is
+    /// enforced only when its spec names the label, so its rules must be loaded before its task
+    /// exists; the host and services only for processes started under it.
+    Label(LabelKind),
+}
+
+/// An enforcer that works on this machine, as an [`EnforcerFactory`] built it.
+#[non_exhaustive]
+pub struct Built {
+    /// The enforcer.
+    pub enforcer: Arc<dyn Enforcer>,
+    /// Remarks for the operator about what works less than fully (`AppArmor denials are not
+    /// reported: …`).
+    pub notes: Vec<String>,
+    /// What must live as long as the enforcer is used (an alert reader thread).
+    pub keep_alive: Vec<Box<dyn Any + Send>>,
+}
+
+impl Built {
+    /// `enforcer`, with nothing to say and nothing to keep alive.
+    pub fn new(enforcer: Arc<dyn Enforcer>) -> Self {
+        Self {
+            enforcer,
+            notes: Vec::new(),
+            keep_alive: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Built {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Built")
+            .field("enforcer", &self.enforcer.name())
+            .field("notes", &self.notes)
+            .field("keep_alive", &self.keep_alive.len())
+            .finish()
+    }
+}
+
+/// Builds an enforcer and proves that it works here by a real trial (loading its programs,
+/// compiling a profile). The runtime walks an ordered list of factories — BPF-LSM, then AppArmor
+/// by default — and uses the first that builds; an embedder adds its own to the list.
+pub trait EnforcerFactory: Send + Sync + fmt::Debug {
+    /// What a user writes to choose it (`bpflsm`): lower case, unique in a list, never `auto`
+    /// or `none`.
+    fn choice(&self) -> &'static str;
+
+    /// The enforcer's name ([`Enforcer::name`]: `BPFLSM`).
+    fn name(&self) -> &'static str;
+
+    /// The enforcer, working; `Err` says exactly why it does not work here.
+    fn build(&self) -> Result<Built, String>;
+}
+
 /// An LSM backend.
+///
+/// Besides compiling and applying, an enforcer says how its rules reach processes
+/// ([`Enforcer::attachment`]), what it keeps that no workload needs any more
+/// ([`Enforcer::sweep`]) and where its alerts go ([`Enforcer::set_alert_sink`]); each has a
+/// default for enforcers that attach by cgroup and keep nothing.
 pub trait Enforcer: Send + Sync + fmt::Debug {
     /// `BPFLSM`, `AppArmor`, `SELinux` (the `Enforcer` field of alerts).
     fn name(&self) -> &'static str;
@@ -344,15 +528,18 @@ pub trait Enforcer: Send + Sync + fmt::Debug {
     /// Tries the enforcer for real on this machine.
     fn probe(&self) -> Support;
 
-    /// Compiles one workload's rules. Pure, deterministic, unprivileged.
+    /// Compiles one workload's rules into the complete artefact `apply` writes. Deterministic,
+    /// unprivileged, keeps no state: it reads nothing but what `dest` names (the files below
+    /// its root, to resolve their (device, inode)) and writes nothing.
     fn compile(
         &self,
-        key: &WorkloadKey,
+        dest: &Destination,
         rules: &RuleSet,
     ) -> Result<Box<dyn Artifact>, CompileError>;
 
-    /// Installs or replaces a workload's rules, atomically.
-    fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError>;
+    /// Installs or replaces a workload's rules, atomically: writes the artefact `compile` made
+    /// for the same destination, and nothing else.
+    fn apply(&self, dest: &Destination, artifact: &dyn Artifact) -> Result<Applied, ApplyError>;
 
     /// Removes a workload's rules.
     fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError>;
@@ -360,5 +547,25 @@ pub trait Enforcer: Send + Sync + fmt::Debug {
     /// Sets where alerts go (replacing any previous sink). Enforcers without alerts ignore it.
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
         let _ = sink;
+    }
+
+    /// How its rules reach a workload's processes. Default: by cgroup.
+    fn attachment(&self) -> Attachment {
+        Attachment::Cgroup
+    }
+
+    /// The label a workload's processes must carry for its rules to apply (the name of its
+    /// AppArmor profile), for an enforcer that attaches by label. Default: `None`.
+    fn label(&self, key: &WorkloadKey) -> Option<String> {
+        let _ = key;
+        None
+    }
+
+    /// Removes what the enforcer keeps for workloads not in `keep` — also what an earlier run
+    /// left (AppArmor's profile files) — and returns what it removed. Default: nothing kept
+    /// beyond the workloads `remove` is called for.
+    fn sweep(&self, keep: &[WorkloadKey]) -> Result<Vec<String>, ApplyError> {
+        let _ = keep;
+        Ok(Vec::new())
     }
 }

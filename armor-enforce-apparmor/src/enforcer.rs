@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use armor_core::enforcer::{
-    AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, Support,
+    AlertSink, Applied, ApplyError, Artifact, Attachment, Built, CompileError, Destination,
+    Enforcer, EnforcerFactory, LabelKind, Support,
 };
 use armor_core::engine::RuleSet;
 use armor_core::workload::WorkloadKey;
@@ -194,7 +195,7 @@ impl AppArmor {
     /// marker line and the name prefix) whose profile is not in `keep`: profiles of workloads
     /// that are gone, also from an earlier run. Files without the marker are never touched.
     /// Returns the names removed.
-    pub fn sweep(&self, keep: &[String]) -> Result<Vec<String>, ApplyError> {
+    pub fn sweep_profiles(&self, keep: &[String]) -> Result<Vec<String>, ApplyError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -364,15 +365,18 @@ impl Enforcer for AppArmor {
         }
     }
 
+    /// The profile of the destination's workload. Its root and start do not matter: a profile
+    /// names paths as the workload sees them and confines from the exec that enters it.
     fn compile(
         &self,
-        key: &WorkloadKey,
+        dest: &Destination,
         rules: &RuleSet,
     ) -> Result<Box<dyn Artifact>, CompileError> {
-        Ok(Box::new(compile(key, rules)))
+        Ok(Box::new(compile(&dest.key, rules)))
     }
 
-    fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+    fn apply(&self, dest: &Destination, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+        let key = &dest.key;
         let a = artifact
             .as_any()
             .downcast_ref::<AppArmorArtifact>()
@@ -437,6 +441,67 @@ impl Enforcer for AppArmor {
             .sink
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+
+    /// By profile: a container is confined when its spec names [`profile_name`] of it.
+    fn attachment(&self) -> Attachment {
+        Attachment::Label(LabelKind::AppArmorProfile)
+    }
+
+    fn label(&self, key: &WorkloadKey) -> Option<String> {
+        Some(profile_name(key))
+    }
+
+    /// Unloads and deletes armor's profiles of workloads not in `keep`
+    /// ([`AppArmor::sweep_profiles`]).
+    fn sweep(&self, keep: &[WorkloadKey]) -> Result<Vec<String>, ApplyError> {
+        let names: Vec<String> = keep.iter().map(profile_name).collect();
+        self.sweep_profiles(&names)
+    }
+}
+
+/// Builds the AppArmor enforcer for a runtime's list of enforcers (choice `apparmor`): the
+/// trial is [`AppArmor::probe`] (the kernel's policy interface and a profile compiled by
+/// `apparmor_parser`); the built enforcer reads denials from the audit socket, else the kernel
+/// log, and says so in a note when neither can be opened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Factory {
+    /// Where profiles are written (created on first use; armor only touches files it wrote).
+    pub dir: PathBuf,
+}
+
+impl Factory {
+    /// A factory writing profiles to `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+}
+
+impl EnforcerFactory for Factory {
+    fn choice(&self) -> &'static str {
+        "apparmor"
+    }
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self) -> Result<Built, String> {
+        let aa = AppArmor::new(&self.dir);
+        if let Support::Unsupported { reason } = aa.probe() {
+            return Err(reason);
+        }
+        let reader = aa.start_alerts();
+        let mut built = Built::new(Arc::new(aa));
+        match reader {
+            Ok(r) => built.keep_alive.push(Box::new(r)),
+            Err(e) => built.notes.push(format!(
+                "AppArmor denials are not reported: {}",
+                armor_core::diag::error_chain(&e)
+            )),
+        }
+        Ok(built)
     }
 }
 
@@ -545,7 +610,8 @@ mod tests {
         let empty = armor_core::CompiledPolicy::build(&armor_core::PolicySet::new()).unwrap();
         let w = armor_core::Workload::Container(armor_core::Container::new("shop", "web"));
         let artifact = compile(&key, &empty.rule_set(&w, armor_core::Posture::default()));
-        let e = aa.apply(&key, &artifact).unwrap_err();
+        let dest = Destination::new(key.clone());
+        let e = aa.apply(&dest, &artifact).unwrap_err();
         assert!(matches!(e, ApplyError::Tool { .. }), "{e:?}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert!(!profiles.join(format!(".{name}.new")).exists());
@@ -553,13 +619,13 @@ mod tests {
         // A directory of ours that others can write into loses that; one of another user is
         // refused.
         std::fs::set_permissions(&profiles, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = aa.apply(&key, &artifact).unwrap_err();
+        let e = aa.apply(&dest, &artifact).unwrap_err();
         assert!(matches!(e, ApplyError::Tool { .. }), "{e:?}");
         let mode = std::fs::metadata(&profiles).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o755);
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(&profiles, Some(65534), None).unwrap();
-            let e = aa.apply(&key, &artifact).unwrap_err();
+            let e = aa.apply(&dest, &artifact).unwrap_err();
             assert!(
                 armor_core::diag::error_chain(&e).contains("writable by no one else"),
                 "{e:?}"

@@ -11,6 +11,6 @@ pub mod profile;
 pub use alerts::{AlertReader, Registry, resolve};
 pub use compile::{AppArmorArtifact, child_name, compile, profile_name};
 pub use denial::Denial;
-pub use enforcer::{AppArmor, NAME};
+pub use enforcer::{AppArmor, Factory, NAME};
 pub use model::{AaDecision, AaOp, Model, Precedence, Ranking};
 pub use profile::{MARKER, Profile, parse};

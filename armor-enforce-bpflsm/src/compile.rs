@@ -88,6 +88,13 @@ pub struct BpfArtifact {
     pub entries: Vec<Entry>,
     /// The glob automata (process first, then file), one per category that has globs.
     pub globs: Vec<GlobGroup>,
+    /// The (kernel `s_dev`, inode) of the exact paths and directories of [`Self::entries`]
+    /// found below the workload's root when it was compiled ([`BpfArtifact::resolve`]): each
+    /// also gets an inode entry, so hardlinks and bind mounts reach the same rule.
+    pub inodes: BTreeMap<String, (u32, u64)>,
+    /// Whether a first install waits for the workload's first exec
+    /// ([`armor_core::enforcer::Start::FirstExec`]).
+    pub from_first_exec: bool,
     unenforceable: Vec<Unenforceable>,
 }
 
@@ -351,6 +358,8 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
         posture_block,
         entries,
         globs,
+        inodes: BTreeMap::new(),
+        from_first_exec: false,
         unenforceable,
     }
 }
@@ -414,20 +423,27 @@ impl BpfArtifact {
         &self.unenforceable
     }
 
-    /// The map entries with hashes under `hash_key`, for ruleset `ruleset`.
-    pub fn encode(&self, ruleset: u32, hash_key: u64) -> Encoded {
-        self.encode_with(ruleset, hash_key, |_| None)
+    /// The same artefact with [`Self::inodes`] filled by `resolve` (`resolve(path) =
+    /// Some((kernel s_dev, inode))`) for every exact path and directory of its entries.
+    #[must_use]
+    pub fn resolve(mut self, resolve: impl Fn(&str) -> Option<(u32, u64)>) -> Self {
+        let mut inodes = BTreeMap::new();
+        for e in &self.entries {
+            if inode_kind(e.kind).is_some()
+                && let EntryTarget::Path(p) = &e.target
+                && !inodes.contains_key(p)
+                && let Some(found) = resolve(p)
+            {
+                inodes.insert(p.clone(), found);
+            }
+        }
+        self.inodes = inodes;
+        self
     }
 
-    /// Like [`BpfArtifact::encode`], plus (device, inode) entries for every exact path and
-    /// directory that `resolve` finds (`resolve(path) = Some((kernel s_dev, inode))`), so
-    /// hardlinks and bind mounts reach the same rule.
-    pub fn encode_with(
-        &self,
-        ruleset: u32,
-        hash_key: u64,
-        resolve: impl Fn(&str) -> Option<(u32, u64)>,
-    ) -> Encoded {
+    /// The map entries with hashes under `hash_key`, for ruleset `ruleset`: the rule entries,
+    /// an inode entry for each of [`Self::inodes`], the glob automata and the metadata.
+    pub fn encode(&self, ruleset: u32, hash_key: u64) -> Encoded {
         let mut meta = RulesetMeta::default();
         for (i, (&a, &b)) in self.allow_list.iter().zip(&self.posture_block).enumerate() {
             if let Some(s) = meta.allow_list.get_mut(i) {
@@ -499,15 +515,8 @@ impl BpfArtifact {
                 pad: 0,
                 pad2: 0,
             };
-            let inode_kind = match e.kind {
-                kind::PROC_PATH => Some((kind::PROC_INODE, abi::rs_inode(cat))),
-                kind::FILE_PATH => Some((kind::FILE_INODE, abi::rs_inode(cat))),
-                kind::PROC_DIR => Some((kind::PROC_DIR_INODE, abi::rs_dir_inode(cat))),
-                kind::FILE_DIR => Some((kind::FILE_DIR_INODE, abi::rs_dir_inode(cat))),
-                _ => None,
-            };
-            if let (Some((k, flag)), EntryTarget::Path(p)) = (inode_kind, &e.target)
-                && let Some((dev, ino)) = resolve(p)
+            if let (Some((k, flag)), EntryTarget::Path(p)) = (inode_kind(e.kind), &e.target)
+                && let Some(&(dev, ino)) = self.inodes.get(p)
             {
                 meta.flags |= flag;
                 let ikey = RuleKey {
@@ -535,6 +544,19 @@ impl BpfArtifact {
         }
         rules.sort_by_key(|a| a.0);
         Encoded { meta, rules, dfas }
+    }
+}
+
+/// The inode entry kind of an exact-path or directory entry kind, with the ruleset flag it
+/// sets; `None` for kinds without one.
+fn inode_kind(k: u8) -> Option<(u8, u32)> {
+    let cat = entry_category(k);
+    match k {
+        kind::PROC_PATH => Some((kind::PROC_INODE, abi::rs_inode(cat))),
+        kind::FILE_PATH => Some((kind::FILE_INODE, abi::rs_inode(cat))),
+        kind::PROC_DIR => Some((kind::PROC_DIR_INODE, abi::rs_dir_inode(cat))),
+        kind::FILE_DIR => Some((kind::FILE_DIR_INODE, abi::rs_dir_inode(cat))),
+        _ => None,
     }
 }
 

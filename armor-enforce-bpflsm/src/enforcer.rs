@@ -33,8 +33,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
-use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -44,7 +44,8 @@ use std::time::Duration;
 
 use armor_core::RuleSet;
 use armor_core::enforcer::{
-    AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, EnforcerAlert, Support,
+    AlertSink, Applied, ApplyError, Artifact, Built, CompileError, Destination, Enforcer,
+    EnforcerAlert, EnforcerFactory, Start, Support,
 };
 use armor_core::workload::WorkloadKey;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
@@ -265,9 +266,6 @@ struct State {
     probed: Option<Ebpf>,
     /// How long the kernel took to load (verify) each program, from the probe or load that did.
     load_times: LoadTimes,
-    roots: BTreeMap<WorkloadKey, PathBuf>,
-    /// Workloads whose first install waits for their first exec (`from_first_exec`).
-    until_exec: BTreeSet<WorkloadKey>,
     installed: BTreeMap<WorkloadKey, Installed>,
     next_ruleset: u32,
     used_entries: usize,
@@ -597,27 +595,6 @@ impl BpfLsm {
         Ok((loaded, times))
     }
 
-    /// Where `key`'s paths are visible from this process (`/proc/PID/root` of a container's
-    /// process, or its root file system's directory). From the next `apply`, every exact path
-    /// and directory rule of the workload also gets a (device, inode) entry, so a hardlink to a
-    /// protected file and a bind mount of a protected file or directory hit the same rule. The
-    /// host's root is `/` by default. `remove` forgets the workload's root with its rules.
-    pub fn set_root(&self, key: &WorkloadKey, root: impl Into<PathBuf>) {
-        self.lock().roots.insert(key.clone(), root.into());
-    }
-
-    /// Marks `key` as a container that its runtime is creating (an OCI `createRuntime` hook:
-    /// its cgroup exists, the runtime's init process is setting it up and has not executed the
-    /// entrypoint). When the next `apply` *installs* `key` (it was not installed), its rules
-    /// are in force from the first program a task of the workload executes — that exec is the
-    /// first operation decided, so a blocked entrypoint is refused — and the runtime's own
-    /// setup before it (mounts, `/dev`, `pivot_root`, the capabilities they use, the files
-    /// they open) is not subject to them. An apply that *updates* an installed workload (a
-    /// policy reload) puts its rules in force at once. `remove` forgets the mark.
-    pub fn from_first_exec(&self, key: &WorkloadKey) {
-        self.lock().until_exec.insert(key.clone());
-    }
-
     /// The kernel counters (zero before the programs are loaded).
     pub fn counters(&self) -> Result<Counters, ApplyError> {
         let st = self.lock();
@@ -682,18 +659,7 @@ impl BpfLsm {
         let Some(l) = st.loaded.as_mut() else {
             return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
         };
-        let root = st
-            .roots
-            .get(key)
-            .cloned()
-            .or_else(|| a.host.then(|| PathBuf::from("/")));
-        let enc = match &root {
-            Some(r) => {
-                let mounts = mounts(r);
-                a.encode_with(id, l.hash_key, |p| resolve_inode(r, &mounts, p))
-            }
-            None => a.encode(id, l.hash_key),
-        };
+        let enc = a.encode(id, l.hash_key);
         let others = st.used_entries.saturating_sub(old_len);
         let cap = self.config.max_rule_entries as usize;
         // The old entries stay until the flip: old + new must fit next to everyone else's.
@@ -733,7 +699,7 @@ impl BpfLsm {
         }
         // Only a first install may wait for the first exec: rewriting the flag of an installed
         // workload could re-open a container that already runs its entrypoint.
-        let until_exec = !st.installed.contains_key(key) && st.until_exec.contains(key);
+        let until_exec = !st.installed.contains_key(key) && a.from_first_exec;
         let val = WorkloadVal {
             ruleset: id,
             alerts_per_sec,
@@ -764,7 +730,6 @@ impl BpfLsm {
             return Err(e);
         }
         st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
-        st.until_exec.remove(key);
         let previous = st.installed.insert(
             key.clone(),
             Installed {
@@ -1185,25 +1150,33 @@ impl Enforcer for BpfLsm {
         }
     }
 
+    /// Compiles the rules and resolves the (device, inode) of their exact paths and directories
+    /// below the destination's root (the host's: `/`), through the mount table seen there.
     fn compile(
         &self,
-        key: &WorkloadKey,
+        dest: &Destination,
         rules: &RuleSet,
     ) -> Result<Box<dyn Artifact>, CompileError> {
-        Ok(Box::new(compile_with(
-            &key.name,
-            rules,
-            self.config.max_glob_states,
-        )))
+        let mut a = compile_with(&dest.key.name, rules, self.config.max_glob_states);
+        let root = dest
+            .root
+            .clone()
+            .or_else(|| rules.is_host().then(|| PathBuf::from("/")));
+        if let Some(r) = root {
+            let mounts = mounts(&r);
+            a = a.resolve(|p| resolve_inode(&r, &mounts, p));
+        }
+        a.from_first_exec = dest.start == Start::FirstExec;
+        Ok(Box::new(a))
     }
 
-    fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+    fn apply(&self, dest: &Destination, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
         let a = artifact
             .as_any()
             .downcast_ref::<BpfArtifact>()
             .ok_or(ApplyError::ForeignArtifact { enforcer: NAME })?;
         let mut st = self.lock();
-        self.apply_locked(&mut st, key, a, |l, cg, val| {
+        self.apply_locked(&mut st, &dest.key, a, |l, cg, val| {
             l.workloads
                 .insert(cg, val, 0)
                 .map_err(|e| map_err("bpf_map_update_elem", e))
@@ -1212,9 +1185,6 @@ impl Enforcer for BpfLsm {
 
     fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
         let mut st = self.lock();
-        // What was said about the workload ahead of an apply goes too, installed or not.
-        st.until_exec.remove(key);
-        st.roots.remove(key);
         let Some(old) = st.installed.remove(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
@@ -1236,6 +1206,63 @@ impl Enforcer for BpfLsm {
             .sink
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+}
+
+/// Builds the BPF-LSM enforcer for a runtime's list of enforcers (choice `bpflsm`): the trial
+/// is the real load of its programs, kept, so applying a workload's rules is then only map
+/// updates. When the load fails, the reason is the probe's, which names the refusal precisely
+/// (`kernel refuses lsm programs (EPERM)`) and stops at the first program.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Factory {
+    /// Capacities and alert rate limit of a new enforcer.
+    pub config: Config,
+    /// An enforcer this process already loaded, to build instead of a new one from
+    /// [`Self::config`] (its programs stay attached): shared by the runtimes an embedder starts
+    /// one after another. Building still loads it (a no-op when loaded).
+    pub enforcer: Option<Arc<BpfLsm>>,
+}
+
+impl Factory {
+    /// A factory building a new enforcer with `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            enforcer: None,
+        }
+    }
+
+    /// A factory building `enforcer` (already made, possibly loaded) each time.
+    pub fn with_enforcer(enforcer: Arc<BpfLsm>) -> Self {
+        Self {
+            config: enforcer.config,
+            enforcer: Some(enforcer),
+        }
+    }
+}
+
+impl EnforcerFactory for Factory {
+    fn choice(&self) -> &'static str {
+        "bpflsm"
+    }
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn build(&self) -> Result<Built, String> {
+        let lsm = match &self.enforcer {
+            Some(lsm) => Arc::clone(lsm),
+            None => Arc::new(BpfLsm::new(self.config)),
+        };
+        match lsm.load() {
+            Ok(()) => Ok(Built::new(lsm)),
+            Err(e) => Err(match lsm.probe() {
+                Support::Unsupported { reason } => reason,
+                _ => armor_core::diag::error_chain(&e),
+            }),
+        }
     }
 }
 

@@ -12,4 +12,4 @@ pub use compile::{BpfArtifact, Encoded, Entry, EntryTarget, GlobGroup, compile, 
 pub use model::{KernelDecision, KernelOp, Model};
 pub mod enforcer;
 
-pub use enforcer::{BpfLsm, Config, Counters, LoadError, NAME};
+pub use enforcer::{BpfLsm, Config, Counters, Factory, LoadError, NAME};

@@ -24,7 +24,7 @@ use armor_core::inventory::Inventory;
 use armor_ebpf::{EventSource, Options};
 
 use crate::containerd::{ContainerEvent, Containerd};
-use crate::enforcement::{self, Enforcement, EnforcementOptions, EnforcerChoice};
+use crate::enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 use crate::error::{Error, Result};
 use crate::hook::{HookServer, HookState, Verdict};
 use crate::runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
@@ -169,18 +169,32 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// What a lifecycle event did, for the log.
-fn describe(apparmor: bool, id: &str, change: Result<ContainerChange>) -> Option<String> {
+/// Follows `ev` and says what it did, for the log.
+fn describe_change(rt: &mut Runtime, id: &str, ev: &ContainerEvent) -> Option<String> {
+    let change = rt.container_event(ev);
+    describe(rt.enforcement(), id, change)
+}
+
+/// What a lifecycle event did. A container attached by label is logged with its label (`AppArmor profile armor.shop.web`).
+fn describe(
+    enforcement: Option<&Enforcement>,
+    id: &str,
+    change: Result<ContainerChange>,
+) -> Option<String> {
+    let label = |key: &armor_core::WorkloadKey| {
+        enforcement
+            .and_then(|e| e.label(key))
+            .map(|(kind, label)| format!("{kind} {label}"))
+    };
     match change {
-        Ok(ContainerChange::Tracked(key)) if apparmor => Some(format!(
-            "container {key} (AppArmor profile {})",
-            enforcement::apparmor_profile_name(&key.name)
-        )),
-        Ok(ContainerChange::Tracked(key)) => Some(format!("container {key}")),
-        Ok(ContainerChange::Prepared(key)) => Some(format!(
-            "container {key} defined: AppArmor profile {} loaded",
-            enforcement::apparmor_profile_name(&key.name)
-        )),
+        Ok(ContainerChange::Tracked(key)) => Some(match label(&key) {
+            Some(l) => format!("container {key} ({l})"),
+            None => format!("container {key}"),
+        }),
+        Ok(ContainerChange::Prepared(key)) => Some(match label(&key) {
+            Some(l) => format!("container {key} defined: {l} loaded"),
+            None => format!("container {key} defined"),
+        }),
         Ok(ContainerChange::Untracked(id)) => Some(format!("container {id} gone")),
         Ok(_) => None,
         Err(e) => Some(format!("container {id}: {}", chain(&e))),
@@ -287,7 +301,7 @@ pub fn run(
                 .into(),
         ));
     }
-    let enforcement = Enforcement::select(options.enforcer, &options.enforcement)?;
+    let enforcement = Enforcement::select(&options.enforcer, &options.enforcement)?;
     log(&enforcement.summary());
     if options.config.require_enforcement && enforcement.name().is_none() {
         return Err(Error::NotEnforced {
@@ -307,7 +321,6 @@ pub fn run(
         Some(controls.clone()),
     );
     controls.set_default_visibility(&rt.host_visibility())?;
-    let apparmor = rt.enforcement().and_then(Enforcement::name) == Some(enforcement::APPARMOR);
 
     let containerd = match &options.containerd_socket {
         Some(sock) => {
@@ -323,7 +336,7 @@ pub fn run(
                 } else {
                     ContainerEvent::Defined(info)
                 };
-                if let Some(line) = describe(apparmor, &id, rt.container_event(&ev)) {
+                if let Some(line) = describe_change(&mut rt, &id, &ev) {
                     log(&line);
                 }
             }
@@ -407,7 +420,7 @@ pub fn run(
                         continue;
                     }
                 };
-                if let Some(line) = describe(apparmor, &id, rt.container_event(&ev)) {
+                if let Some(line) = describe_change(&mut rt, &id, &ev) {
                     log(&line);
                 }
             }

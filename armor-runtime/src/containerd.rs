@@ -31,6 +31,7 @@ use containerd_client::tonic::{Request, Status};
 use prost::Message as _;
 
 use crate::error::{Error, Result};
+use armor_core::enforcer::LabelKind;
 
 /// The label naming the pod (Kubernetes).
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
@@ -55,8 +56,9 @@ pub struct ContainerInfo {
     pub image: String,
     /// The task's pid, when the task runs (or was created).
     pub pid: Option<u32>,
-    /// The AppArmor profile the container's OCI spec names (`process.apparmorProfile`).
-    pub apparmor_profile: Option<String>,
+    /// The security labels the container's OCI spec names, by kind
+    /// ([`LabelKind::oci_field`]: `process.apparmorProfile`, `process.selinuxLabel`).
+    pub security_labels: BTreeMap<LabelKind, String>,
 }
 
 impl ContainerInfo {
@@ -83,17 +85,34 @@ impl ContainerInfo {
         self.labels.get(POD_NAME_LABEL).cloned()
     }
 
+    /// The label of `kind` the container's spec names (its AppArmor profile).
+    pub fn security_label(&self, kind: LabelKind) -> Option<&str> {
+        self.security_labels.get(&kind).map(String::as_str)
+    }
+
     /// Whether this is a CRI sandbox (pause) container, which is not enforced.
     pub fn is_sandbox(&self) -> bool {
         self.labels.get(CRI_KIND_LABEL).map(String::as_str) == Some("sandbox")
     }
 }
 
-/// The `process.apparmorProfile` of an OCI runtime spec (JSON), when it names one.
-pub fn spec_apparmor_profile(spec: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(spec).ok()?;
-    let p = v.get("process")?.get("apparmorProfile")?.as_str()?;
-    (!p.is_empty()).then(|| p.to_string())
+/// The security labels an OCI runtime spec (JSON) names, by kind: the non-empty string at each
+/// kind's [`LabelKind::oci_field`] (`process.apparmorProfile`).
+pub fn spec_security_labels(spec: &[u8]) -> BTreeMap<LabelKind, String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(spec) else {
+        return BTreeMap::new();
+    };
+    LabelKind::ALL
+        .into_iter()
+        .filter_map(|kind| {
+            let mut at = &v;
+            for part in kind.oci_field().split('.') {
+                at = at.get(part)?;
+            }
+            let label = at.as_str().filter(|l| !l.is_empty())?;
+            Some((kind, label.to_string()))
+        })
+        .collect()
 }
 
 /// A lifecycle change.
@@ -220,10 +239,11 @@ impl Containerd {
             .into_iter()
             .map(|c| ContainerInfo {
                 pid: pids.get(&c.id).copied(),
-                apparmor_profile: c
+                security_labels: c
                     .spec
                     .as_ref()
-                    .and_then(|s| spec_apparmor_profile(&s.value)),
+                    .map(|s| spec_security_labels(&s.value))
+                    .unwrap_or_default(),
                 id: c.id,
                 containerd_namespace: ns.to_string(),
                 labels: c.labels.into_iter().collect(),
@@ -253,10 +273,11 @@ impl Containerd {
             message: format!("no container in the reply for `{id}`"),
         })?;
         Ok(ContainerInfo {
-            apparmor_profile: c
+            security_labels: c
                 .spec
                 .as_ref()
-                .and_then(|s| spec_apparmor_profile(&s.value)),
+                .map(|s| spec_security_labels(&s.value))
+                .unwrap_or_default(),
             id: c.id,
             containerd_namespace: ns.to_string(),
             labels: c.labels.into_iter().collect(),

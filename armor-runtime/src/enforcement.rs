@@ -1,7 +1,14 @@
-//! Choosing and running the kernel enforcer: [`Enforcement::select`] builds the enforcer the user
-//! asked for (`auto`, `bpflsm`, `apparmor`, `none`), [`crate::Runtime::with_enforcement`] applies
-//! it to every workload, and its alerts come back through
-//! [`crate::Runtime::enforcer_records`] as KubeArmor Alerts with the workload's identity.
+//! Choosing and running the kernel enforcer: [`Enforcement::select`] walks an ordered list of
+//! [`EnforcerFactory`]s ([`EnforcementOptions::factories`]: BPF-LSM, then AppArmor) and builds
+//! the one the user asked for (`auto`: the first that works here, by a real trial; a factory's
+//! [`choice`](EnforcerFactory::choice) such as `bpflsm`; `none`).
+//! [`crate::Runtime::with_enforcement`] applies it to every workload, and its alerts come back
+//! through [`crate::Runtime::enforcer_records`] as KubeArmor Alerts with the workload's identity.
+//!
+//! The runtime knows an enforcer only through the [`Enforcer`] trait: how its rules reach
+//! processes ([`Enforcer::attachment`]: by cgroup, or by a label the container's spec must
+//! name), the label of a workload, and what to sweep. An embedder adds a backend with
+//! [`EnforcementOptions::register`] (or [`EnforcementOptions::prefer`]); nothing else changes.
 //!
 //! # Which workloads each enforcer covers
 //!
@@ -12,75 +19,72 @@
 //! | none | monitored only | monitored only |
 //!
 //! "Monitored only" means Block rules are matched in user space on the events the eBPF event
-//! source sees and reported as `Audit (Block)` alerts, not enforced. The AppArmor profile name of
-//! a container is [`apparmor_profile_name`] of `namespace/pod/container` (or
+//! source sees and reported as `Audit (Block)` alerts, not enforced. The AppArmor profile of a
+//! container is [`Enforcement::label`] of its key (`namespace/pod/container`, or
 //! `namespace/container` without a pod).
 //!
 //! # Example
 //!
 //! ```no_run
 //! use armor_runtime::enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
-//! let enforcement = Enforcement::select("auto".parse()?, &EnforcementOptions::default())?;
-//! // `enforcing with BPF-LSM: ...`, or why every enforcer was refused and that armor falls
+//! let enforcement = Enforcement::select(&"auto".parse()?, &EnforcementOptions::default())?;
+//! // `enforcing with BPFLSM: ...`, or why every enforcer was refused and that armor falls
 //! // back to audit-only monitoring.
 //! eprintln!("{}", enforcement.summary());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::any::Any;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use armor_core::WorkloadKey;
-use armor_core::enforcer::{AlertSink, ApplyError, Enforcer, EnforcerAlert, Support};
-use armor_enforce_apparmor::{AlertReader, AppArmor};
-use armor_enforce_bpflsm::BpfLsm;
+use armor_core::enforcer::{
+    AlertSink, ApplyError, Attachment, Enforcer, EnforcerAlert, EnforcerFactory,
+};
 
 use crate::containerd::ContainerInfo;
 use crate::error::{Error, Result};
-
-/// The BPF-LSM enforcer's name (the `Enforcer` field of its alerts).
-pub const BPFLSM: &str = armor_enforce_bpflsm::NAME;
-/// The AppArmor enforcer's name (the `Enforcer` field of its alerts).
-pub const APPARMOR: &str = armor_enforce_apparmor::NAME;
 
 /// Enforcer alerts kept while the agent has not read them; more are counted and dropped.
 pub const ALERT_QUEUE: usize = 65_536;
 
 /// Which enforcer the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum EnforcerChoice {
-    /// The first that works here, by a real trial: BPF-LSM, then AppArmor, else audit-only.
+    /// The first in the list that works here, by a real trial, else audit-only.
     #[default]
     Auto,
-    /// BPF-LSM or an error.
-    BpfLsm,
-    /// AppArmor or an error.
-    AppArmor,
+    /// The enforcer whose factory has this [`choice`](EnforcerFactory::choice) (`bpflsm`), or
+    /// an error.
+    Named(String),
     /// No kernel enforcer: audit-only monitoring.
     None,
-}
-
-impl EnforcerChoice {
-    /// Every choice, as written on the command line.
-    pub const NAMES: &'static [&'static str] = &["auto", "bpflsm", "apparmor", "none"];
 }
 
 impl FromStr for EnforcerChoice {
     type Err = Error;
 
+    /// `auto`, `none`, or a factory's choice (checked against the list by
+    /// [`Enforcement::select`]): lower-case letters, digits and `-`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(Self::Auto),
-            "bpflsm" => Ok(Self::BpfLsm),
-            "apparmor" => Ok(Self::AppArmor),
             "none" => Ok(Self::None),
+            name if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                Ok(Self::Named(name.to_string()))
+            }
             other => Err(Error::Parse {
-                what: "enforcer (auto, bpflsm, apparmor or none)",
+                what: "enforcer (auto, none or an enforcer's name)",
                 input: other.to_string(),
             }),
         }
@@ -91,68 +95,95 @@ impl fmt::Display for EnforcerChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Auto => "auto",
-            Self::BpfLsm => "bpflsm",
-            Self::AppArmor => "apparmor",
+            Self::Named(n) => n,
             Self::None => "none",
         })
     }
 }
 
-/// Settings of the enforcers [`Enforcement::select`] may build.
+/// The enforcers [`Enforcement::select`] may build, in the order `auto` tries them.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EnforcementOptions {
-    /// BPF-LSM capacities and alert rate limit.
-    pub bpflsm: armor_enforce_bpflsm::Config,
-    /// The BPF-LSM enforcer to select instead of building a new one from [`Self::bpflsm`]: one
-    /// this process already loaded (its programs stay attached), e.g. shared by the runtimes an
-    /// embedder starts one after another. Selection still loads it (a no-op when it is loaded)
-    /// and falls back as usual when that fails.
-    pub bpflsm_enforcer: Option<Arc<BpfLsm>>,
-    /// Where AppArmor profiles are written (created on first use; armor only touches files it
-    /// wrote).
-    pub apparmor_dir: PathBuf,
+    /// The factories, in order; choices are unique.
+    pub factories: Vec<Arc<dyn EnforcerFactory>>,
 }
 
 impl Default for EnforcementOptions {
+    /// BPF-LSM with its default capacities, then AppArmor writing its profiles to
+    /// `/var/lib/armor/apparmor`.
     fn default() -> Self {
         Self {
-            bpflsm: armor_enforce_bpflsm::Config::default(),
-            bpflsm_enforcer: None,
-            apparmor_dir: PathBuf::from("/var/lib/armor/apparmor"),
+            factories: vec![
+                Arc::new(armor_enforce_bpflsm::Factory::default()),
+                Arc::new(armor_enforce_apparmor::Factory::new(
+                    "/var/lib/armor/apparmor",
+                )),
+            ],
         }
     }
 }
 
 impl EnforcementOptions {
+    /// No enforcer at all (every choice but `none` finds nothing): the start of a list an
+    /// embedder builds with [`Self::register`].
+    pub fn empty() -> Self {
+        Self {
+            factories: Vec::new(),
+        }
+    }
+
+    /// The same with `factory` in place of the one with its choice, or last when there is none.
+    #[must_use]
+    pub fn register(mut self, factory: Arc<dyn EnforcerFactory>) -> Self {
+        match self
+            .factories
+            .iter_mut()
+            .find(|f| f.choice() == factory.choice())
+        {
+            Some(slot) => *slot = factory,
+            None => self.factories.push(factory),
+        }
+        self
+    }
+
+    /// The same with `factory` first (`auto` tries it before the others), replacing the one
+    /// with its choice.
+    #[must_use]
+    pub fn prefer(mut self, factory: Arc<dyn EnforcerFactory>) -> Self {
+        self.factories.retain(|f| f.choice() != factory.choice());
+        self.factories.insert(0, factory);
+        self
+    }
+
     /// The same with AppArmor profiles written to `dir`.
     #[must_use]
-    pub fn apparmor_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.apparmor_dir = dir.into();
-        self
+    pub fn apparmor_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.register(Arc::new(armor_enforce_apparmor::Factory::new(dir)))
     }
 
     /// The same with these BPF-LSM settings.
     #[must_use]
-    pub fn bpflsm(mut self, config: armor_enforce_bpflsm::Config) -> Self {
-        self.bpflsm = config;
-        self
+    pub fn bpflsm(self, config: armor_enforce_bpflsm::Config) -> Self {
+        self.register(Arc::new(armor_enforce_bpflsm::Factory::new(config)))
     }
 
-    /// The same, selecting `enforcer` (with its own settings) when BPF-LSM is selected, instead
-    /// of building a new enforcer (the `bpflsm_enforcer` field).
+    /// The same, building `enforcer` (with its own settings, possibly loaded already: its
+    /// programs stay attached) when BPF-LSM is selected, instead of a new one.
     #[must_use]
-    pub fn bpflsm_enforcer(mut self, enforcer: Arc<BpfLsm>) -> Self {
-        self.bpflsm_enforcer = Some(enforcer);
-        self
+    pub fn bpflsm_enforcer(self, enforcer: Arc<armor_enforce_bpflsm::BpfLsm>) -> Self {
+        self.register(Arc::new(armor_enforce_bpflsm::Factory::with_enforcer(
+            enforcer,
+        )))
     }
-}
 
-/// The AppArmor profile armor loads for the workload named `workload` (`namespace/pod/container`,
-/// `namespace/container`, `host`): the name to put in a container's OCI spec or pod
-/// `securityContext`.
-pub fn apparmor_profile_name(workload: &str) -> String {
-    armor_enforce_apparmor::profile_name(&WorkloadKey::new(workload))
+    /// Every choice, as written on the command line: `auto`, each factory's, `none`.
+    pub fn choices(&self) -> Vec<&'static str> {
+        let mut c = vec!["auto"];
+        c.extend(self.factories.iter().map(|f| f.choice()));
+        c.push("none");
+        c
+    }
 }
 
 /// Forwards enforcer alerts to the runtime, dropping (and counting) them when the queue is full:
@@ -170,19 +201,12 @@ impl AlertSink for ChannelSink {
     }
 }
 
-enum Backend {
-    BpfLsm(Arc<BpfLsm>),
-    AppArmor {
-        enforcer: Arc<AppArmor>,
-        // Reads denials while it lives; `None` when no audit source could be opened.
-        _reader: Option<AlertReader>,
-    },
-}
-
 /// The enforcer in use (or none), its alerts, and why the others were not chosen.
 pub struct Enforcement {
     choice: EnforcerChoice,
-    backend: Option<Backend>,
+    enforcer: Option<Arc<dyn Enforcer>>,
+    /// What the factory said must live as long as the enforcer (an alert reader).
+    _keep_alive: Vec<Box<dyn Any + Send>>,
     refused: Vec<(&'static str, String)>,
     notes: Vec<String>,
     alerts: mpsc::Receiver<EnforcerAlert>,
@@ -199,16 +223,8 @@ impl fmt::Debug for Enforcement {
     }
 }
 
-fn unsupported(s: Support) -> Option<String> {
-    match s {
-        Support::Supported => None,
-        Support::Unsupported { reason } => Some(reason),
-        other => Some(format!("probe inconclusive: {other:?}")),
-    }
-}
-
 /// The message for audit-only monitoring: which enforcers were tried and why each was refused.
-fn fallback_message(choice: EnforcerChoice, refused: &[(&'static str, String)]) -> String {
+fn fallback_message(choice: &EnforcerChoice, refused: &[(&'static str, String)]) -> String {
     let tail = "audit-only monitoring: Block rules are reported as `Audit (Block)` alerts, \
         NOTHING IS DENIED";
     if refused.is_empty() {
@@ -221,101 +237,109 @@ fn fallback_message(choice: EnforcerChoice, refused: &[(&'static str, String)]) 
     )
 }
 
+/// What `enforcer` covers, for the operator, from how it attaches.
+fn coverage_summary(enforcer: &dyn Enforcer) -> String {
+    let name = enforcer.name();
+    match enforcer.attachment() {
+        Attachment::Label(kind) => format!(
+            "enforcing with {name}: a {kind} per workload; containers are enforced when their \
+             OCI spec names theirs ({}; in Kubernetes {}), the host only for processes started \
+             under its {kind}; the Block rules of everything else are reported as \
+             `Audit (Block)`",
+            kind.oci_field(),
+            kind.kubernetes_field("<name>")
+        ),
+        _ => format!(
+            "enforcing with {name}: the host and every tracked container (by cgroup), from \
+             the moment its rules are applied; containerd containers on task create, before \
+             their entrypoint runs"
+        ),
+    }
+}
+
 impl Enforcement {
     /// Audit-only monitoring: no kernel enforcer.
     pub fn none() -> Self {
-        Self::with(EnforcerChoice::None, None, Vec::new(), Vec::new())
+        Self::with(EnforcerChoice::None, None, Vec::new())
     }
 
     fn with(
         choice: EnforcerChoice,
-        backend: Option<Backend>,
+        built: Option<armor_core::enforcer::Built>,
         refused: Vec<(&'static str, String)>,
-        notes: Vec<String>,
     ) -> Self {
         let (tx, alerts) = mpsc::sync_channel(ALERT_QUEUE);
         let sink = Arc::new(ChannelSink {
             tx,
             dropped: AtomicU64::new(0),
         });
-        let e = Self {
+        let (enforcer, keep_alive, notes) = match built {
+            Some(b) => (Some(b.enforcer), b.keep_alive, b.notes),
+            None => (None, Vec::new(), Vec::new()),
+        };
+        if let Some(e) = &enforcer {
+            e.set_alert_sink(sink.clone());
+        }
+        Self {
             choice,
-            backend,
+            enforcer,
+            _keep_alive: keep_alive,
             refused,
             notes,
             alerts,
             sink,
-        };
-        if let Some(enforcer) = e.enforcer() {
-            enforcer.set_alert_sink(e.sink.clone());
         }
-        e
     }
 
-    /// Builds the enforcer `choice` names. `Auto` tries BPF-LSM (a real load of its programs),
-    /// then AppArmor (kernel interface and a profile compiled by `apparmor_parser`), and falls
-    /// back to audit-only monitoring, saying why in [`Enforcement::summary`]. An explicit choice
-    /// that does not work here is an error naming the reason.
-    pub fn select(choice: EnforcerChoice, options: &EnforcementOptions) -> Result<Self> {
+    /// Builds the enforcer `choice` names from `options`' factories. `Auto` tries each in
+    /// order (BPF-LSM: a real load of its programs; AppArmor: its kernel interface and a
+    /// profile compiled by `apparmor_parser`) and falls back to audit-only monitoring, saying
+    /// why in [`Enforcement::summary`]. A named choice that does not work here is an error
+    /// naming the reason; one no factory has is a usage error listing the choices.
+    pub fn select(choice: &EnforcerChoice, options: &EnforcementOptions) -> Result<Self> {
         let mut refused = Vec::new();
-        let mut notes = Vec::new();
-        let want_bpf = matches!(choice, EnforcerChoice::Auto | EnforcerChoice::BpfLsm);
-        let want_aa = matches!(choice, EnforcerChoice::Auto | EnforcerChoice::AppArmor);
-        if want_bpf {
-            match try_bpflsm(options) {
-                Ok(b) => return Ok(Self::with(choice, Some(b), refused, notes)),
-                Err(reason) if choice == EnforcerChoice::Auto => {
-                    refused.push((armor_enforce_bpflsm::NAME, reason));
-                }
-                Err(reason) => {
-                    return Err(Error::Enforcer {
-                        enforcer: armor_enforce_bpflsm::NAME,
+        match choice {
+            EnforcerChoice::None => Ok(Self::with(choice.clone(), None, refused)),
+            EnforcerChoice::Named(name) => {
+                let Some(f) = options.factories.iter().find(|f| f.choice() == name) else {
+                    return Err(Error::Usage(format!(
+                        "no enforcer `{name}`: choose one of {}",
+                        options.choices().join(", ")
+                    )));
+                };
+                match f.build() {
+                    Ok(b) => Ok(Self::with(choice.clone(), Some(b), refused)),
+                    Err(reason) => Err(Error::Enforcer {
+                        enforcer: f.name(),
                         reason,
-                    });
+                    }),
                 }
             }
-        }
-        if want_aa {
-            match try_apparmor(options, &mut notes) {
-                Ok(b) => return Ok(Self::with(choice, Some(b), refused, notes)),
-                Err(reason) if choice == EnforcerChoice::Auto => {
-                    refused.push((armor_enforce_apparmor::NAME, reason));
+            _ => {
+                for f in &options.factories {
+                    match f.build() {
+                        Ok(b) => return Ok(Self::with(choice.clone(), Some(b), refused)),
+                        Err(reason) => refused.push((f.name(), reason)),
+                    }
                 }
-                Err(reason) => {
-                    return Err(Error::Enforcer {
-                        enforcer: armor_enforce_apparmor::NAME,
-                        reason,
-                    });
-                }
+                Ok(Self::with(choice.clone(), None, refused))
             }
         }
-        Ok(Self::with(choice, None, refused, notes))
     }
 
     /// What the user asked for.
-    pub fn choice(&self) -> EnforcerChoice {
-        self.choice
+    pub fn choice(&self) -> &EnforcerChoice {
+        &self.choice
     }
 
     /// The enforcer in use (`BPFLSM`, `AppArmor`), or `None` for audit-only monitoring.
     pub fn name(&self) -> Option<&'static str> {
-        self.enforcer().map(|e| e.name())
+        self.enforcer.as_ref().map(|e| e.name())
     }
 
     /// The enforcer in use, as the runtime applies it.
     pub fn enforcer(&self) -> Option<Arc<dyn Enforcer>> {
-        match self.backend.as_ref()? {
-            Backend::BpfLsm(b) => Some(b.clone()),
-            Backend::AppArmor { enforcer, .. } => Some(enforcer.clone()),
-        }
-    }
-
-    /// The BPF-LSM enforcer, when it is the one in use (for its counters).
-    pub fn bpflsm(&self) -> Option<&Arc<BpfLsm>> {
-        match self.backend.as_ref()? {
-            Backend::BpfLsm(b) => Some(b),
-            Backend::AppArmor { .. } => None,
-        }
+        self.enforcer.clone()
     }
 
     /// The enforcers tried and refused, with the reason of each (`auto` only).
@@ -326,18 +350,9 @@ impl Enforcement {
     /// One line for the operator: which enforcer runs and what it covers, or that armor falls
     /// back to audit-only monitoring and why.
     pub fn summary(&self) -> String {
-        let mut s = match &self.backend {
-            Some(Backend::BpfLsm(_)) => "enforcing with BPF-LSM: the host and every tracked \
-                container (by cgroup), from the moment its rules are applied; containerd \
-                containers on task create, before their entrypoint runs"
-                .to_string(),
-            Some(Backend::AppArmor { .. }) => "enforcing with AppArmor: a profile per workload; \
-                containers are enforced when their OCI spec names their profile \
-                (securityContext.appArmorProfile Localhost in Kubernetes), the host only for \
-                processes started under its profile; the Block rules of everything else are \
-                reported as `Audit (Block)`"
-                .to_string(),
-            None => fallback_message(self.choice, &self.refused),
+        let mut s = match &self.enforcer {
+            Some(e) => coverage_summary(e.as_ref()),
+            None => fallback_message(&self.choice, &self.refused),
         };
         for n in &self.notes {
             s.push_str("; ");
@@ -356,54 +371,41 @@ impl Enforcement {
         self.alerts.try_iter().collect()
     }
 
-    /// Whether the enforcer attaches by name, so a container's rules must be loaded before its
-    /// task exists (AppArmor: runc applies the profile the spec names when it creates the task).
+    /// Whether the enforcer attaches by a label the container's spec names, so a container's
+    /// rules must be loaded before its task exists (AppArmor: runc applies the profile the
+    /// spec names when it creates the task).
     pub fn loads_ahead(&self) -> bool {
-        matches!(self.backend, Some(Backend::AppArmor { .. }))
+        self.enforcer
+            .as_ref()
+            .is_some_and(|e| matches!(e.attachment(), Attachment::Label(_)))
     }
 
-    /// Called before a workload's rules are applied: BPF-LSM resolves the (device, inode) of the
-    /// workload's paths through `/proc/PID/root` of its task (the host uses `/`).
-    pub(crate) fn prepare(&self, key: &WorkloadKey, pid: Option<u32>) {
-        if let (Some(Backend::BpfLsm(b)), Some(pid)) = (&self.backend, pid) {
-            b.set_root(key, format!("/proc/{pid}/root"));
+    /// The label `key`'s processes must carry for the enforcer's rules to apply (its AppArmor
+    /// profile), for an enforcer that attaches by label, with the kind of label.
+    pub fn label(&self, key: &WorkloadKey) -> Option<(armor_core::enforcer::LabelKind, String)> {
+        let e = self.enforcer.as_ref()?;
+        match e.attachment() {
+            Attachment::Label(kind) => Some((kind, e.label(key)?)),
+            _ => None,
         }
     }
 
-    /// Called before the rules of a container that its runtime is creating are applied (from
-    /// an OCI `createRuntime` hook): BPF-LSM resolves its paths from `rootfs` (the container's
-    /// root as the host sees it: the init process has not switched to it yet) and keeps the
-    /// rules out of force until the container's first exec
-    /// ([`BpfLsm::from_first_exec`](armor_enforce_bpflsm::BpfLsm::from_first_exec)).
-    pub(crate) fn prepare_creating(&self, key: &WorkloadKey, rootfs: &Path) {
-        if let Some(Backend::BpfLsm(b)) = &self.backend {
-            b.set_root(key, rootfs);
-            b.from_first_exec(key);
-        }
-    }
-
-    /// Called before a service's rules are applied: BPF-LSM resolves its paths from the host's
-    /// root (a service's own `RootDirectory=` is not followed).
-    pub(crate) fn prepare_service(&self, key: &WorkloadKey) {
-        if let Some(Backend::BpfLsm(b)) = &self.backend {
-            b.set_root(key, "/");
-        }
-    }
-
-    /// Whether applied rules are enforced on a service's processes: BPF-LSM enforces by cgroup;
-    /// AppArmor confines only processes systemd starts under the service's profile, which the
-    /// runtime cannot see, so it does not count them as enforced and says how to confine them.
+    /// Whether applied rules are enforced on a service's processes (its unit `unit`): an
+    /// enforcer that attaches by cgroup does; one that attaches by label confines only the
+    /// processes systemd starts under the service's label, which the runtime cannot see, so
+    /// they do not count as enforced and the error says how to confine them.
     pub(crate) fn covers_service(
         &self,
         key: &WorkloadKey,
         unit: &str,
     ) -> std::result::Result<(), String> {
-        match &self.backend {
-            None | Some(Backend::BpfLsm(_)) => Ok(()),
-            Some(Backend::AppArmor { .. }) => Err(format!(
-                "a service is confined by AppArmor only when systemd starts it under its \
-                 profile: set `AppArmorProfile={}` in {unit}",
-                armor_enforce_apparmor::profile_name(key)
+        match self.label(key) {
+            None => Ok(()),
+            Some((kind, label)) => Err(format!(
+                "a service is confined by {} only when systemd starts it under its {kind}: \
+                 set `{}={label}` in {unit}",
+                self.name().unwrap_or("?"),
+                kind.systemd_directive()
             )),
         }
     }
@@ -416,83 +418,34 @@ impl Enforcement {
         host: bool,
         info: Option<&ContainerInfo>,
     ) -> std::result::Result<(), String> {
-        match &self.backend {
-            None | Some(Backend::BpfLsm(_)) => Ok(()),
-            Some(Backend::AppArmor { .. }) => {
-                let profile = armor_enforce_apparmor::profile_name(key);
-                if host {
-                    return Err(format!(
-                        "the host is not confined by AppArmor: only processes started under \
-                         `{profile}` are"
-                    ));
-                }
-                match info.and_then(|i| i.apparmor_profile.as_deref()) {
-                    Some(p) if p == profile => Ok(()),
-                    named => Err(format!(
-                        "its OCI spec names AppArmor profile `{}`, not `{profile}`: set \
-                         process.apparmorProfile (Kubernetes: securityContext.appArmorProfile \
-                         {{type: Localhost, localhostProfile: {profile}}})",
-                        named.unwrap_or("none")
-                    )),
-                }
-            }
-        }
-    }
-
-    /// AppArmor: unloads and deletes armor's profiles of workloads not in `keep` (also from an
-    /// earlier run). Other enforcers have nothing to sweep. Returns the profiles removed.
-    pub fn sweep(&self, keep: &[WorkloadKey]) -> std::result::Result<Vec<String>, ApplyError> {
-        match &self.backend {
-            Some(Backend::AppArmor { enforcer, .. }) => {
-                let names: Vec<String> = keep
-                    .iter()
-                    .map(armor_enforce_apparmor::profile_name)
-                    .collect();
-                enforcer.sweep(&names)
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
-}
-
-fn try_bpflsm(options: &EnforcementOptions) -> std::result::Result<Backend, String> {
-    let lsm = match &options.bpflsm_enforcer {
-        Some(lsm) => lsm.clone(),
-        None => Arc::new(BpfLsm::new(options.bpflsm)),
-    };
-    // The trial is the real load (kept: applying a container's rules is then only map
-    // updates). When it fails, the probe names the refusal precisely (`kernel refuses lsm
-    // programs (EPERM)`); it fails on the first program, so that costs little.
-    match lsm.load() {
-        Ok(()) => Ok(Backend::BpfLsm(lsm)),
-        Err(e) => {
-            Err(unsupported(lsm.probe()).unwrap_or_else(|| armor_core::diag::error_chain(&e)))
-        }
-    }
-}
-
-fn try_apparmor(
-    options: &EnforcementOptions,
-    notes: &mut Vec<String>,
-) -> std::result::Result<Backend, String> {
-    let aa = AppArmor::new(&options.apparmor_dir);
-    if let Some(reason) = unsupported(aa.probe()) {
-        return Err(reason);
-    }
-    let reader = match aa.start_alerts() {
-        Ok(r) => Some(r),
-        Err(e) => {
-            notes.push(format!(
-                "AppArmor denials are not reported: {}",
-                armor_core::diag::error_chain(&e)
+        let Some((kind, label)) = self.label(key) else {
+            return Ok(());
+        };
+        let name = self.name().unwrap_or("?");
+        if host {
+            return Err(format!(
+                "the host is not confined by {name}: only processes started under `{label}` are"
             ));
-            None
         }
-    };
-    Ok(Backend::AppArmor {
-        enforcer: Arc::new(aa),
-        _reader: reader,
-    })
+        match info.and_then(|i| i.security_label(kind)) {
+            Some(l) if l == label => Ok(()),
+            named => Err(format!(
+                "its OCI spec names {kind} `{}`, not `{label}`: set {} (Kubernetes: {})",
+                named.unwrap_or("none"),
+                kind.oci_field(),
+                kind.kubernetes_field(&label)
+            )),
+        }
+    }
+
+    /// Removes what the enforcer keeps for workloads not in `keep`, also from an earlier run
+    /// (AppArmor's profiles). Returns what was removed.
+    pub fn sweep(&self, keep: &[WorkloadKey]) -> std::result::Result<Vec<String>, ApplyError> {
+        match &self.enforcer {
+            Some(e) => e.sweep(keep),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -502,18 +455,30 @@ mod tests {
 
     #[test]
     fn choices_parse_and_print() {
-        for name in EnforcerChoice::NAMES {
+        let opts = EnforcementOptions::default();
+        assert_eq!(opts.choices(), ["auto", "bpflsm", "apparmor", "none"]);
+        for name in opts.choices() {
             let c: EnforcerChoice = name.parse().unwrap();
-            assert_eq!(c.to_string(), *name);
+            assert_eq!(c.to_string(), name);
         }
-        let err = "selinux".parse::<EnforcerChoice>().unwrap_err().to_string();
-        assert!(err.contains("`selinux`"), "{err}");
+        let err = "SELinux!"
+            .parse::<EnforcerChoice>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`SELinux!`"), "{err}");
+        let unknown = Enforcement::select(&"selinux".parse().unwrap(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("no enforcer `selinux`: choose one of auto, bpflsm, apparmor, none"),
+            "{unknown}"
+        );
     }
 
     #[test]
     fn fallback_names_every_refusal() {
         let m = fallback_message(
-            EnforcerChoice::Auto,
+            &EnforcerChoice::Auto,
             &[
                 (
                     "BPFLSM",
@@ -530,6 +495,13 @@ mod tests {
         let none = Enforcement::none();
         assert_eq!(none.name(), None);
         assert!(none.summary().starts_with("enforcer none: audit-only"));
+        let empty = Enforcement::select(&EnforcerChoice::Auto, &EnforcementOptions::empty());
+        assert!(
+            empty
+                .unwrap()
+                .summary()
+                .starts_with("enforcer auto: audit-only")
+        );
     }
 
     /// On a machine where neither enforcer works (ours), `auto` falls back and an explicit
@@ -538,8 +510,8 @@ mod tests {
     fn auto_agrees_with_explicit_choices() {
         let opts = EnforcementOptions::default()
             .apparmor_dir(std::env::temp_dir().join(format!("armor-rt-aa-{}", std::process::id())));
-        let auto = Enforcement::select(EnforcerChoice::Auto, &opts).unwrap();
-        let bpf = Enforcement::select(EnforcerChoice::BpfLsm, &opts);
+        let auto = Enforcement::select(&EnforcerChoice::Auto, &opts).unwrap();
+        let bpf = Enforcement::select(&"bpflsm".parse().unwrap(), &opts);
         match auto.name() {
             Some("BPFLSM") => assert!(bpf.is_ok()),
             Some(other) => {
@@ -557,20 +529,18 @@ mod tests {
                     "{msg} vs {refused:?}"
                 );
                 assert!(auto.summary().contains("falling back to audit-only"));
-                assert!(Enforcement::select(EnforcerChoice::AppArmor, &opts).is_err());
+                assert!(Enforcement::select(&"apparmor".parse().unwrap(), &opts).is_err());
             }
         }
     }
 
+    /// `register` replaces the factory with the same choice in place; `prefer` moves it first.
     #[test]
-    fn profile_names_are_the_apparmor_enforcers() {
-        let n = apparmor_profile_name("shop/web-0/web");
-        assert!(n.starts_with("armor.shop"), "{n}");
-        assert_eq!(
-            n,
-            armor_enforce_apparmor::profile_name(
-                &WorkloadKey::new("shop/web-0/web").with_cgroup(7)
-            )
-        );
+    fn factories_are_replaced_in_place_or_put_first() {
+        let opts = EnforcementOptions::default().apparmor_dir("/tmp/x");
+        assert_eq!(opts.choices(), ["auto", "bpflsm", "apparmor", "none"]);
+        let opts = opts.prefer(Arc::new(armor_enforce_apparmor::Factory::new("/tmp/y")));
+        assert_eq!(opts.choices(), ["auto", "apparmor", "bpflsm", "none"]);
+        assert_eq!(EnforcementOptions::empty().choices(), ["auto", "none"]);
     }
 }

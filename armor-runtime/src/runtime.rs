@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armor_core::enforcer::{Enforcer, EnforcerAlert, RuleGap};
+use armor_core::enforcer::{Destination, Enforcer, EnforcerAlert, RuleGap, Start};
 use armor_core::inventory::{Inventory, Service};
 use armor_core::telemetry::Telemetry;
 use armor_core::{
@@ -247,6 +247,24 @@ fn coverage_of(
     }
 }
 
+/// Where `t`'s rules go: the host and services see the host's root file system (a service's own
+/// `RootDirectory=` is not followed); a container being created (`creating`: its root file
+/// system as this process sees it, the init process has not switched to it yet) takes its rules
+/// from its first exec; a running container's files are under `/proc/PID/root` of its task.
+fn destination(t: &Tracked, creating: Option<&Path>) -> Destination {
+    let d = Destination::new(t.key.clone());
+    if t.workload.is_host() || t.service.is_some() {
+        return d.with_root("/");
+    }
+    if let Some(rootfs) = creating {
+        return d.with_root(rootfs).starting(Start::FirstExec);
+    }
+    match t.info.as_ref().and_then(|i| i.pid) {
+        Some(pid) => d.with_root(format!("/proc/{pid}/root")),
+        None => d,
+    }
+}
+
 /// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
 fn labels_text(c: &Container) -> String {
     c.labels
@@ -398,16 +416,7 @@ impl Runtime {
     ) -> usize {
         let before = std::mem::replace(&mut t.coverage, Coverage::NoRules);
         t.applied = false;
-        let pid = t.info.as_ref().and_then(|i| i.pid);
-        if let Some(en) = &self.enforcement {
-            if t.service.is_some() {
-                en.prepare_service(&t.key);
-            } else if let Some(rootfs) = creating {
-                en.prepare_creating(&t.key, rootfs);
-            } else {
-                en.prepare(&t.key, pid);
-            }
-        }
+        let dest = destination(t, creating);
         let selected = !t.rules.rule_ids().is_empty();
         let mut failed = 0;
         // The enforcers that hold and cover the rules, with the rules each leaves out.
@@ -415,11 +424,11 @@ impl Runtime {
         let mut why_not: Vec<String> = Vec::new();
         for e in &self.enforcers {
             let result = e
-                .compile(&t.key, &t.rules)
+                .compile(&dest, &t.rules)
                 .map_err(|err| err.to_string())
                 .and_then(|a| {
                     let gaps = RuleGap::list(e.name(), &t.rules, a.as_ref());
-                    e.apply(&t.key, a.as_ref())
+                    e.apply(&dest, a.as_ref())
                         .map(|_| gaps)
                         .map_err(|err| err.to_string())
                 });

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use armor_core::RuleSet;
 use armor_core::enforcer::{
-    AlertSink, Applied, ApplyError, Artifact, CompileError, Enforcer, EnforcerAlert, Support,
-    Unenforceable,
+    AlertSink, Applied, ApplyError, Artifact, CompileError, Destination, Enforcer, EnforcerAlert,
+    Support, Unenforceable,
 };
 use armor_core::rule::Rule;
 use armor_core::workload::WorkloadKey;
@@ -18,8 +18,9 @@ use parking_lot::Mutex;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Call {
-    /// `compile` for a workload, with the rendered artefact.
-    Compile(WorkloadKey, String),
+    /// `compile` for a destination (the workload, its root, when its rules take force), with the
+    /// rendered artefact.
+    Compile(Destination, String),
     /// `apply` for a workload, with the rendered artefact and the result.
     Apply(WorkloadKey, String, Result<Applied, String>),
     /// `remove` for a workload, with whether it was installed.
@@ -133,7 +134,7 @@ impl Enforcer for RecordingEnforcer {
 
     fn compile(
         &self,
-        key: &WorkloadKey,
+        dest: &Destination,
         rules: &RuleSet,
     ) -> Result<Box<dyn Artifact>, CompileError> {
         let mut text = String::new();
@@ -148,7 +149,7 @@ impl Enforcer for RecordingEnforcer {
         }
         self.calls
             .lock()
-            .push(Call::Compile(key.clone(), text.clone()));
+            .push(Call::Compile(dest.clone(), text.clone()));
         let leave_out = self.leave_out.lock().clone();
         let left_out = match leave_out {
             Some(why) => rules
@@ -168,7 +169,8 @@ impl Enforcer for RecordingEnforcer {
         }))
     }
 
-    fn apply(&self, key: &WorkloadKey, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+    fn apply(&self, dest: &Destination, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+        let key = &dest.key;
         let Some(a) = artifact.as_any().downcast_ref::<RecordedArtifact>() else {
             return Err(ApplyError::ForeignArtifact {
                 enforcer: self.name(),

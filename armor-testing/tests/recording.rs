@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use armor_core::enforcer::{
-    AlertSink, Applied, ApplyError, Artifact, Enforcer, EnforcerAlert, Unenforceable,
+    AlertSink, Applied, ApplyError, Artifact, Destination, Enforcer, EnforcerAlert, Unenforceable,
 };
 use armor_core::{CompiledPolicy, Container, PolicySet, Posture, WorkloadKey};
 use armor_testing::recording::{Call, RecordingEnforcer};
@@ -48,12 +48,13 @@ impl Artifact for Foreign {
 fn apply_update_fail_remove() {
     let e = RecordingEnforcer::new();
     let key = WorkloadKey::new("n/pod/c").with_cgroup(42);
-    let a1 = e.compile(&key, &rules(&["/etc/a"])).unwrap();
-    assert_eq!(e.apply(&key, a1.as_ref()).unwrap(), Applied::Installed);
-    assert_eq!(e.apply(&key, a1.as_ref()).unwrap(), Applied::Unchanged);
-    let a2 = e.compile(&key, &rules(&["/etc/a", "/etc/b"])).unwrap();
+    let dest = Destination::new(key.clone());
+    let a1 = e.compile(&dest, &rules(&["/etc/a"])).unwrap();
+    assert_eq!(e.apply(&dest, a1.as_ref()).unwrap(), Applied::Installed);
+    assert_eq!(e.apply(&dest, a1.as_ref()).unwrap(), Applied::Unchanged);
+    let a2 = e.compile(&dest, &rules(&["/etc/a", "/etc/b"])).unwrap();
     e.fail_apply(Some("map full"));
-    let err = e.apply(&key, a2.as_ref()).unwrap_err();
+    let err = e.apply(&dest, a2.as_ref()).unwrap_err();
     assert!(matches!(err, ApplyError::Capacity { .. }), "{err}");
     assert_eq!(
         e.installed()[&key],
@@ -61,10 +62,10 @@ fn apply_update_fail_remove() {
         "a failed apply keeps the previous rules"
     );
     e.fail_apply(None);
-    assert_eq!(e.apply(&key, a2.as_ref()).unwrap(), Applied::Updated);
+    assert_eq!(e.apply(&dest, a2.as_ref()).unwrap(), Applied::Updated);
     assert!(e.installed()[&key].contains("/etc/b"));
     assert!(matches!(
-        e.apply(&key, &Foreign),
+        e.apply(&dest, &Foreign),
         Err(ApplyError::ForeignArtifact { .. })
     ));
     e.remove(&key).unwrap();

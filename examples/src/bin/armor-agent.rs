@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use armor_runtime::agent::{self, AgentOptions};
 use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use clap::Parser;
+use clap::builder::TypedValueParser as _;
 
 const AFTER_HELP: &str = "\
 Enforcers (--enforcer):
@@ -104,8 +105,8 @@ struct Cli {
     /// Service inventory: systemd units that are workloads with a namespace, name and labels.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
-    /// Which enforcer to use: auto, bpflsm, apparmor or none (see below).
-    #[arg(long, default_value = "auto")]
+    /// Which enforcer to use (see below).
+    #[arg(long, default_value = "auto", value_parser = enforcer_choice())]
     enforcer: EnforcerChoice,
     /// Where the AppArmor enforcer writes its profiles.
     #[arg(long, default_value = "/var/lib/armor/apparmor")]
@@ -117,6 +118,13 @@ struct Cli {
     /// `stdout` or a file to append JSON lines to.
     #[arg(long, default_value = "stdout")]
     output: String,
+}
+
+/// `--enforcer`: one of the choices of the runtime's enforcer list, anything else a usage error
+/// naming them.
+fn enforcer_choice() -> impl clap::builder::TypedValueParser<Value = EnforcerChoice> {
+    clap::builder::PossibleValuesParser::new(EnforcementOptions::default().choices())
+        .try_map(|s| s.parse::<EnforcerChoice>())
 }
 
 fn main() -> Result<()> {
@@ -137,7 +145,7 @@ fn main() -> Result<()> {
         ))
     };
     let mut options = AgentOptions::new(&cli.policies)
-        .enforcer(cli.enforcer)
+        .enforcer(cli.enforcer.clone())
         .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
     options = options.require_enforcement(cli.require_enforcement);
     if let Some(sock) = &cli.containerd_socket {

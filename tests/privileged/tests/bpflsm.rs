@@ -21,15 +21,40 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use armor_core::enforcer::{AlertSink, Enforcer, EnforcerAlert, Support};
+use armor_core::enforcer::{
+    AlertSink, Applied, ApplyError, Destination, Enforcer, EnforcerAlert, Start, Support,
+};
 use armor_core::event::Category;
 use armor_core::{CompiledPolicy, PolicySet, Posture, Verdict, WorkloadKey};
-use armor_enforce_bpflsm::{BpfLsm, Config, compile};
+use armor_enforce_bpflsm::{BpfArtifact, BpfLsm, Config, compile};
 use armor_privileged_tests::cgroup::{Cgroup, cgroup2_root};
 use armor_privileged_tests::guest;
 use armor_privileged_tests::live::{Plan, build_root, plan};
 use armor_privileged_tests::op::helper_path;
 use armor_testing::corpus::{self, Case};
+
+/// Applies `a` (compiled without a root: no (device, inode) entries) to `key`, in force at once.
+fn put(lsm: &BpfLsm, key: &WorkloadKey, a: &BpfArtifact) -> Result<Applied, ApplyError> {
+    lsm.apply(&Destination::new(key.clone()), a)
+}
+
+/// Compiles `rules` through the enforcer for `key` with its files below `root` (so exact paths
+/// and directories also get (device, inode) entries), in force from the first exec when
+/// `first_exec`, and applies them.
+fn install(
+    lsm: &BpfLsm,
+    key: &WorkloadKey,
+    rules: &armor_core::RuleSet,
+    root: &std::path::Path,
+    first_exec: bool,
+) {
+    let mut dest = Destination::new(key.clone()).with_root(root);
+    if first_exec {
+        dest = dest.starting(Start::FirstExec);
+    }
+    let a = lsm.compile(&dest, rules).unwrap();
+    lsm.apply(&dest, a.as_ref()).unwrap();
+}
 
 #[derive(Default)]
 struct Sink(Mutex<Vec<EnforcerAlert>>);
@@ -143,7 +168,7 @@ impl Harness {
         let policy = CompiledPolicy::build(&empty).unwrap();
         let w = armor_core::Workload::Container(armor_core::Container::new("armor", "harness"));
         let a = compile("harness", &policy.rule_set(&w, Posture::default()));
-        lsm.apply(&key, &a).unwrap();
+        put(lsm, &key, &a).unwrap();
         Self { cgroup, key }
     }
 
@@ -206,7 +231,7 @@ fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> 
     };
     let root = PathBuf::from(format!("/tmp/armor-live/{idx}"));
     build_root(&root, plan).unwrap();
-    lsm.apply(&key, &artifact).unwrap();
+    put(lsm, &key, &artifact).unwrap();
     sink.take();
     let mut cmd = Command::new(helper_path());
     cmd.arg("--cgroup-procs")
@@ -537,9 +562,7 @@ impl RootedWorkload {
         }
         let cg = Cgroup::create(tag).unwrap();
         let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-        lsm.set_root(&key, &root);
-        lsm.apply(&key, &compile("shop/web", &web_rules(yaml, posture)))
-            .unwrap();
+        install(lsm, &key, &web_rules(yaml, posture), &root, false);
         Self { root, cg, key }
     }
 
@@ -630,7 +653,7 @@ fn bypass_root(root: &Path) -> String {
 fn bpflsm_bypass_suite() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
-    let a = compile("shop/web", &web_rules(BYPASS_POLICY, Posture::default()));
+    let rules = web_rules(BYPASS_POLICY, Posture::default());
     let mut results = Vec::new();
     let mut not_applicable = Vec::new();
     let mut check = |what: &str, line: String, want_block: bool| {
@@ -662,8 +685,7 @@ fn bpflsm_bypass_suite() {
         let okdeep = deep.replacen("/deep", "/ok", 1);
         let cg = Cgroup::create("bypass").unwrap();
         let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-        lsm.set_root(&key, &root);
-        lsm.apply(&key, &a).unwrap();
+        install(&lsm, &key, &rules, &root, false);
         let actor = "/usr/bin/actor";
         let mut run = |what: &str, args: &[&str], want: bool| {
             let line = run_in(&root, &cg, actor, args);
@@ -1095,7 +1117,7 @@ fn bpflsm_workload_records_are_read_whole_while_they_change() {
         .map(|i| {
             let cg = Cgroup::create(&format!("torn-{i}")).unwrap();
             let key = WorkloadKey::new(format!("shop/torn-{i}")).with_cgroup(cg.id());
-            lsm.apply(&key, &a).unwrap();
+            put(&lsm, &key, &a).unwrap();
             (cg, key)
         })
         .collect();
@@ -1106,7 +1128,7 @@ fn bpflsm_workload_records_are_read_whole_while_they_change() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for (_, key) in &groups {
                     let next = if flips.is_multiple_of(2) { &b } else { &a };
-                    lsm.apply(key, next).unwrap();
+                    put(&lsm, key, next).unwrap();
                 }
                 flips += 1;
             }
@@ -1220,7 +1242,7 @@ fn bpflsm_glob_bypass_suite() {
     }
     let cg = Cgroup::create("glob-bypass").unwrap();
     let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-    lsm.apply(&key, &a).unwrap();
+    put(&lsm, &key, &a).unwrap();
     let deep_f = format!("{deep}/f");
     let deep_g = format!("{deep}/g");
     let cases: Vec<(&str, Vec<&str>, bool)> = vec![
@@ -1377,7 +1399,7 @@ fn bpflsm_updates_are_atomic_and_the_detector_catches_a_non_atomic_one() {
     let cg = Cgroup::create("atomic").unwrap();
     let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
     let t = Instant::now();
-    lsm.apply(&key, &a).unwrap();
+    put(&lsm, &key, &a).unwrap();
     println!("apply of {} entries: {:?}", a.entries.len(), t.elapsed());
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (atomic, runs) = std::thread::scope(|s| {
@@ -1386,7 +1408,7 @@ fn bpflsm_updates_are_atomic_and_the_detector_catches_a_non_atomic_one() {
         for i in 0..200 {
             let next = if i % 2 == 0 { &b } else { &a };
             let t = Instant::now();
-            lsm.apply(&key, next).unwrap();
+            put(&lsm, &key, next).unwrap();
             times.push(t.elapsed());
         }
         times.sort();
@@ -1437,7 +1459,7 @@ fn bpflsm_alert_flood_is_rate_limited_and_counted() {
     );
     let cg = Cgroup::create("flood").unwrap();
     let key = WorkloadKey::new("shop/web").with_cgroup(cg.id());
-    lsm.apply(&key, &a).unwrap();
+    put(&lsm, &key, &a).unwrap();
     let before = lsm.counters().unwrap();
     let out = Command::new(helper_path())
         .arg("--cgroup")
@@ -1561,7 +1583,8 @@ fn bpflsm_container_first_command_is_blocked() {
         armor_core::Container::new("shop", "web").label("app", "web"),
     );
     let key = WorkloadKey::new("shop/web").with_cgroup(cg_id);
-    lsm.apply(
+    put(
+        &lsm,
         &key,
         &compile("shop/web", &policy.rule_set(&w, Posture::default())),
     )
@@ -1637,7 +1660,7 @@ fn runc_logged(args: &[&str], log: &fs::File) -> std::process::ExitStatus {
 /// it (the init process is in the container's cgroup, the entrypoint not executed). The policy
 /// blocks the entrypoint and `CAP_SYS_ADMIN`, which runc's own setup after the hook needs
 /// (`pivot_root`, the read-only and masked paths' mounts):
-/// * with `from_first_exec` the setup is not subject to the rules — the container is created —
+/// * with `Start::FirstExec` the setup is not subject to the rules — the container is created —
 ///   and the entrypoint's exec, the first operation decided, is refused;
 /// * applied in force at once, the same rules make runc's setup fail: the test can tell the
 ///   two apart.
@@ -1655,7 +1678,7 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
     let w = armor_core::Workload::Container(
         armor_core::Container::new("shop", "web").label("app", "web"),
     );
-    let artifact = compile("shop/web", &policy.rule_set(&w, Posture::default()));
+    let rules = policy.rule_set(&w, Posture::default());
     let mut outcomes = Vec::new();
     for first_exec in [true, false] {
         let mode = if first_exec { "first-exec" } else { "at-once" };
@@ -1715,11 +1738,7 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
             "init {pid} not yet in its cgroup at the hook: {procs:?}"
         );
         let key = WorkloadKey::new("shop/web").with_cgroup(cg_id);
-        lsm.set_root(&key, &rootfs);
-        if first_exec {
-            lsm.from_first_exec(&key);
-        }
-        lsm.apply(&key, &artifact).unwrap();
+        install(&lsm, &key, &rules, &rootfs, first_exec);
         sink.take();
         fs::write(bundle.join("go"), "").unwrap();
         eprintln!("{mode}: rules applied, the hook lets runc go on");

@@ -253,7 +253,7 @@ fn runtime_agent_loop_enforces_on_containerd_task_create() {
     let (_turn, shared) = shared_bpflsm(agent_bpf());
     let options = armor_runtime::agent::AgentOptions::new(&policies)
         .containerd_socket(&daemon.socket)
-        .enforcer(EnforcerChoice::BpfLsm)
+        .enforcer(EnforcerChoice::Named("bpflsm".into()))
         .enforcement(
             EnforcementOptions::default()
                 .bpflsm(agent_bpf())
@@ -370,7 +370,7 @@ fn runtime_agent_answers_the_oci_hook() {
     let options = armor_runtime::agent::AgentOptions::new(&policies)
         .containerd_socket(&daemon.socket)
         .hook_socket(&socket)
-        .enforcer(EnforcerChoice::BpfLsm)
+        .enforcer(EnforcerChoice::Named("bpflsm".into()))
         .enforcement(
             EnforcementOptions::default()
                 .bpflsm(agent_bpf())

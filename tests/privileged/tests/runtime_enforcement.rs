@@ -74,12 +74,15 @@ fn bpf_enforcement() -> Option<(Enforcement, Duration, Turn)> {
         .bpflsm(bpf)
         .bpflsm_enforcer(shared.clone());
     let t = Instant::now();
-    match Enforcement::select(EnforcerChoice::Auto, &options) {
-        Ok(e) if e.name() == Some(armor_runtime::enforcement::BPFLSM) => {
+    match Enforcement::select(&EnforcerChoice::Auto, &options) {
+        Ok(e) if e.name() == Some(armor_enforce_bpflsm::NAME) => {
             println!("selected in {:?}: {}", t.elapsed(), e.summary());
-            let selected = e.bpflsm().expect("BPF-LSM selected");
+            let selected = e.enforcer().expect("BPF-LSM selected");
             assert!(
-                std::sync::Arc::ptr_eq(selected, &shared),
+                std::ptr::addr_eq(
+                    std::sync::Arc::as_ptr(&selected),
+                    std::sync::Arc::as_ptr(&shared)
+                ),
                 "not the shared enforcer"
             );
             Some((e, t.elapsed(), turn))
@@ -651,10 +654,14 @@ spec:
         let dir = PathBuf::from(format!("/tmp/{id}"));
         let cgroup = format!("armor-aa-{name}-{}", std::process::id());
         let workload = format!("shop/{name}-0/{name}");
-        let profile = armor_runtime::enforcement::apparmor_profile_name(&workload);
+        let profile =
+            armor_enforce_apparmor::profile_name(&armor_core::WorkloadKey::new(workload.as_str()));
         let mut i = info(&id, &format!("{name}-0"), name, app, 0);
         i.pid = None;
-        i.apparmor_profile = Some(profile.clone());
+        i.security_labels.insert(
+            armor_core::enforcer::LabelKind::AppArmorProfile,
+            profile.clone(),
+        );
         let t = Instant::now();
         let change = rt
             .container_event(&ContainerEvent::Defined(i.clone()))
@@ -726,38 +733,46 @@ spec:
         }
         let dir = std::env::temp_dir().join(format!("armor-rt-aa-{}", std::process::id()));
         let options = EnforcementOptions::default().apparmor_dir(&dir);
-        let enforcement = match Enforcement::select(EnforcerChoice::AppArmor, &options) {
-            Ok(e) => e,
-            Err(e) => {
-                assert!(
-                    guest::current().and_then(|g| g.profile) != Some(guest::Profile::AppArmor),
-                    "AppArmor refused in its guest: {e}"
-                );
-                eprintln!("skipped: {e}");
-                return;
-            }
-        };
+        let enforcement =
+            match Enforcement::select(&EnforcerChoice::Named("apparmor".into()), &options) {
+                Ok(e) => e,
+                Err(e) => {
+                    assert!(
+                        guest::current().and_then(|g| g.profile) != Some(guest::Profile::AppArmor),
+                        "AppArmor refused in its guest: {e}"
+                    );
+                    eprintln!("skipped: {e}");
+                    return;
+                }
+            };
         println!("selected: {}", enforcement.summary());
         // An earlier agent loaded a profile for a container that is gone.
         let mut old = runtime(enforcement, SECRET_POLICY);
         let mut gone = info("armor-aa-gone", "gone-0", "gone", "web", 0);
         gone.pid = None;
         old.container_event(&ContainerEvent::Defined(gone)).unwrap();
-        let stale = armor_runtime::enforcement::apparmor_profile_name("shop/gone-0/gone");
+        let stale =
+            armor_enforce_apparmor::profile_name(&armor_core::WorkloadKey::new("shop/gone-0/gone"));
         assert!(loaded(&stale));
         drop(old);
-        let enforcement = Enforcement::select(EnforcerChoice::AppArmor, &options).unwrap();
+        let enforcement =
+            Enforcement::select(&EnforcerChoice::Named("apparmor".into()), &options).unwrap();
         let mut rt = runtime(enforcement, SECRET_POLICY);
         // This agent: a container defined, not created yet; the sweep keeps its profile and
         // removes the stale one.
         let mut pending = info("armor-aa-pending", "pending-0", "pending", "web", 0);
         pending.pid = None;
-        pending.apparmor_profile = Some(armor_runtime::enforcement::apparmor_profile_name(
-            "shop/pending-0/pending",
-        ));
+        pending.security_labels.insert(
+            armor_core::enforcer::LabelKind::AppArmorProfile,
+            armor_enforce_apparmor::profile_name(&armor_core::WorkloadKey::new(
+                "shop/pending-0/pending",
+            )),
+        );
         rt.container_event(&ContainerEvent::Defined(pending))
             .unwrap();
-        let kept = armor_runtime::enforcement::apparmor_profile_name("shop/pending-0/pending");
+        let kept = armor_enforce_apparmor::profile_name(&armor_core::WorkloadKey::new(
+            "shop/pending-0/pending",
+        ));
         let removed = rt.sweep_stale_profiles();
         assert_eq!(removed, vec![stale.clone()]);
         assert!(!loaded(&stale), "{stale} still loaded");
@@ -769,7 +784,8 @@ spec:
         let (api_log, api_records, _) = run(&mut rt, "api", "api");
         // The pending container never got a task: a later sweep (none tracked) removes it.
         drop(rt);
-        let enforcement = Enforcement::select(EnforcerChoice::AppArmor, &options).unwrap();
+        let enforcement =
+            Enforcement::select(&EnforcerChoice::Named("apparmor".into()), &options).unwrap();
         let mut last = runtime(enforcement, SECRET_POLICY);
         assert_eq!(last.sweep_stale_profiles(), vec![kept.clone()]);
         assert!(!loaded(&kept));
