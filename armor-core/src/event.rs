@@ -248,13 +248,28 @@ impl Category {
         Self::Syscall,
     ];
 
-    pub(crate) fn index(self) -> usize {
+    /// The categories with a default posture and an allow-list mode, in a fixed order: the
+    /// index of one is its [`Category::posture_index`].
+    pub const WITH_POSTURE: [Category; 4] =
+        [Self::Process, Self::File, Self::Network, Self::Capabilities];
+
+    /// The category's position in [`Category::ALL`] (for tables indexed by category).
+    pub fn index(self) -> usize {
         match self {
             Self::Process => 0,
             Self::File => 1,
             Self::Network => 2,
             Self::Capabilities => 3,
             Self::Syscall => 4,
+        }
+    }
+
+    /// The category's position in [`Category::WITH_POSTURE`]; `None` for syscalls, which have
+    /// no posture (enforcers keep per-category posture and allow-list flags indexed by it).
+    pub fn posture_index(self) -> Option<usize> {
+        match self {
+            Self::Syscall => None,
+            other => Some(other.index()),
         }
     }
 }

@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 //!
 //! # This crate
@@ -13,7 +13,8 @@
 //!
 //! * **Builder, compiled, matcher**: [`PolicySet`] (parse + validate) →
 //!   [`CompiledPolicy`] (immutable, `Arc` inside) → [`RuleSet`] per workload (cached and shared)
-//!   → [`RuleSet::decide`] (never fails, never allocates).
+//!   → [`RuleSet::decide`] (never fails or panics; allocates only when a path reaches a glob
+//!   group).
 //! * **Errors**: loading returns every [`Diagnostic`] at once ([`LoadError`]); compiling returns
 //!   [`BuildError`]; deciding cannot fail.
 //! * **Limits**: [`Config`] bounds input size, nesting, node count (alias bombs), rule count and

@@ -230,8 +230,22 @@ pub fn dir_matches(dir: &str, recursive: bool, path: &str) -> bool {
     !rest.is_empty() && (recursive || !rest.contains('/'))
 }
 
-/// `"/a/b/"` → `"/a/b"`, `"/"` stays `"/"`.
-pub(crate) fn trim_slash(p: &str) -> &str {
+/// Whether a rule path can equal a resolved path: no `//` (a second trailing slash included),
+/// no `.` or `..` component. A rule whose target path is not canonical never matches (the
+/// validator warns); enforcers leave such rules out of their artefacts, which is exact.
+pub fn is_canonical(path: &str) -> bool {
+    !(path.contains("//")
+        || path.contains("/./")
+        || path.contains("/../")
+        || path.ends_with("/.")
+        || path.ends_with("/.."))
+}
+
+/// The one path normalisation every decision maker applies to rule and event paths: one
+/// trailing `/` is removed (`"/a/b/"` → `"/a/b"`), `"/"` stays `"/"`, and nothing else changes
+/// (`"/a//"` → `"/a/"`, which no resolved path equals: a non-canonical rule never matches; see
+/// the manual's path section).
+pub fn trim_slash(p: &str) -> &str {
     if p.len() > 1 {
         p.strip_suffix('/').unwrap_or(p)
     } else {
@@ -274,6 +288,16 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule can match anything by its target: `false` for a path or directory
+    /// target that is not canonical ([`is_canonical`]), which never matches.
+    pub fn target_can_match(&self) -> bool {
+        match &self.target {
+            Target::Path(p) => is_canonical(p),
+            Target::Directory { dir, .. } => is_canonical(dir),
+            _ => true,
+        }
+    }
+
     /// Whether the reference engine decides this rule (DNS rules are left to enforcers).
     pub fn engine_evaluated(&self) -> bool {
         !matches!(self.target, Target::Dns(_))

@@ -39,14 +39,6 @@ fn sources_dominate(a: &[SourceMatch], b: &[SourceMatch]) -> bool {
     }
 }
 
-fn non_canonical(path: &str) -> bool {
-    path.contains("//")
-        || path.contains("/./")
-        || path.contains("/../")
-        || path.ends_with("/.")
-        || path.ends_with("/..")
-}
-
 /// Runs the set-wide checks and returns the normalised rules of each policy.
 pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec<Rule>> {
     // Duplicate definitions.
@@ -94,7 +86,7 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec
                 _ => None,
             };
             if let Some(path) = path
-                && non_canonical(path)
+                && !crate::rule::is_canonical(path)
             {
                 warn(
                     diags,

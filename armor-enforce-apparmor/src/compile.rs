@@ -23,7 +23,7 @@ use armor_core::engine::RuleSet;
 
 use armor_core::event::caps;
 use armor_core::posture::PostureAction;
-use armor_core::rule::{ProtocolMatch, SourceMatch};
+use armor_core::rule::{ProtocolMatch, SourceMatch, trim_slash};
 use armor_core::workload::WorkloadKey;
 use armor_core::{Action, Category, Event, Rule, Target, Verdict};
 
@@ -31,14 +31,6 @@ use crate::model::Ranking;
 use crate::profile::{
     Body, ExecMode, Line, Owner, Perms, Profile, Section, group_mergeable, literal, quote_if_needed,
 };
-
-/// The categories a profile decides, in section order.
-const CATS: [Category; 4] = [
-    Category::Process,
-    Category::File,
-    Category::Network,
-    Category::Capabilities,
-];
 
 /// Socket types AppArmor's parser names.
 const TYPES: [&str; 6] = ["stream", "dgram", "raw", "rdm", "seqpacket", "packet"];
@@ -119,14 +111,6 @@ pub fn profile_name(key: &WorkloadKey) -> String {
 pub fn child_name(source: &str) -> String {
     let base = source.rsplit('/').next().unwrap_or(source);
     format!("src_{}_{:08x}", sanitize(base, 32), fnv32(source))
-}
-
-fn trim_slash(p: &str) -> &str {
-    if p.len() > 1 {
-        p.trim_end_matches('/')
-    } else {
-        p
-    }
 }
 
 /// The profile glob of a path target (`exec`: for exec lines, where paths stay literal so
@@ -223,10 +207,6 @@ struct Builder<'a> {
     stacked: bool,
     restrictive: [bool; 4],
     unenforceable: BTreeSet<(u32, String)>,
-}
-
-fn cat_index(c: Category) -> Option<usize> {
-    CATS.iter().position(|x| *x == c)
 }
 
 fn source_paths(r: &Rule) -> impl Iterator<Item = &str> {
@@ -564,7 +544,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
         .collect();
     let posture = rules.posture();
     let mut restrictive = [false; 4];
-    for (i, c) in CATS.iter().enumerate() {
+    for (i, c) in Category::WITH_POSTURE.iter().enumerate() {
         let p = match c {
             Category::Network => posture.network,
             Category::Capabilities => posture.capabilities,
@@ -585,6 +565,10 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
     let mut global: Vec<(u32, &Rule)> = Vec::new();
     let mut sourced: Vec<(u32, &Rule)> = Vec::new();
     for (&id, r) in rules.rule_ids().iter().zip(rules.rules()) {
+        // A rule whose target path is not canonical never matches: it has no line.
+        if !r.target_can_match() {
+            continue;
+        }
         match r.category {
             Category::Syscall => {
                 b.warn(
@@ -594,7 +578,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
                 );
                 continue;
             }
-            c if cat_index(c).is_none() => continue,
+            c if c.posture_index().is_none() => continue,
             _ => {}
         }
         if !r.engine_evaluated() {
@@ -602,7 +586,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
             continue;
         }
         if r.action == Action::Allow {
-            let i = cat_index(r.category).unwrap_or(0);
+            let i = r.category.posture_index().unwrap_or(0);
             if !b.restrictive.get(i).copied().unwrap_or(false) {
                 b.warn(
                     id,
@@ -628,7 +612,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
     // Main profile.
     let mut lines = b.base_lines(b.restrictive, true);
     for &(id, r) in &global {
-        let i = cat_index(r.category).unwrap_or(0);
+        let i = r.category.posture_index().unwrap_or(0);
         let rs = b.restrictive.get(i).copied().unwrap_or(false);
         lines.extend(b.rule_lines(id, r, rs, true));
     }
@@ -694,7 +678,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
             }
         }
         for &(id, r) in &mine {
-            let i = cat_index(r.category).unwrap_or(0);
+            let i = r.category.posture_index().unwrap_or(0);
             let rs = restrictive.get(i).copied().unwrap_or(false);
             lines.extend(b.rule_lines(id, r, rs, false));
         }
@@ -728,7 +712,7 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
                         );
                     }
                 }
-                let i = cat_index(g.category).unwrap_or(0);
+                let i = g.category.posture_index().unwrap_or(0);
                 let rs = restrictive.get(i).copied().unwrap_or(false);
                 lines.extend(b.rule_lines(gid, g, rs, false));
             }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use armor_core::enforcer::{Artifact, Unenforceable};
 use armor_core::event::Category;
 use armor_core::posture::PostureAction;
-use armor_core::rule::{ProtocolMatch, Rule, SourceMatch, Target};
+use armor_core::rule::{ProtocolMatch, Rule, SourceMatch, Target, trim_slash};
 use armor_core::{Action, RuleSet};
 
 use crate::abi::{self, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
@@ -111,24 +111,6 @@ fn rank_key(r: &Rule, id: u32) -> impl Ord + '_ {
     )
 }
 
-fn trim_slash(p: &str) -> &str {
-    if p.len() > 1 {
-        p.strip_suffix('/').unwrap_or(p)
-    } else {
-        p
-    }
-}
-
-fn cat_index(c: Category) -> Option<usize> {
-    match c {
-        Category::Process => Some(0),
-        Category::File => Some(1),
-        Category::Network => Some(2),
-        Category::Capabilities => Some(3),
-        _ => None,
-    }
-}
-
 fn action_code(a: Action) -> u8 {
     match a {
         Action::Allow => abi::ACTION_ALLOW,
@@ -161,10 +143,12 @@ pub fn compile(workload: &str, rules: &RuleSet) -> BpfArtifact {
 /// (or more than the kernel value holds) keeps its globs out of the kernel and lists each of
 /// their rules as unenforceable, naming the globs.
 pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> BpfArtifact {
+    // A rule whose target path is not canonical never matches: it has no entry.
     let mut ids: Vec<(u32, &Rule)> = rules
         .rule_ids()
         .iter()
         .filter_map(|&id| rules.rule(id).map(|r| (id, r)))
+        .filter(|(_, r)| r.target_can_match())
         .collect();
     ids.sort_by(|(ia, a), (ib, b)| rank_key(a, *ia).cmp(&rank_key(b, *ib)));
 
@@ -175,7 +159,7 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
         Category::Network,
         Category::Capabilities,
     ] {
-        if let Some(slot) = cat_index(c).and_then(|i| allow_list.get_mut(i)) {
+        if let Some(slot) = c.posture_index().and_then(|i| allow_list.get_mut(i)) {
             *slot = rules.allow_list(c);
         }
     }

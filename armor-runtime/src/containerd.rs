@@ -17,21 +17,95 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use containerd_client::events::{ContainerCreate, TaskCreate, TaskDelete, TaskExit, TaskStart};
-use containerd_client::services::v1::containers_client::ContainersClient;
-use containerd_client::services::v1::events_client::EventsClient;
-use containerd_client::services::v1::namespaces_client::NamespacesClient;
-use containerd_client::services::v1::tasks_client::TasksClient;
-use containerd_client::services::v1::{
-    GetContainerRequest, ListContainersRequest, ListNamespacesRequest, ListTasksRequest,
-    SubscribeRequest,
-};
-use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{Request, Status};
+use armor_core::enforcer::LabelKind;
 use prost::Message as _;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
-use armor_core::enforcer::LabelKind;
+use api::containerd::events::{ContainerCreate, TaskCreate, TaskDelete, TaskExit, TaskStart};
+use api::containerd::services::containers::v1::containers_client::ContainersClient;
+use api::containerd::services::containers::v1::{GetContainerRequest, ListContainersRequest};
+use api::containerd::services::events::v1::SubscribeRequest;
+use api::containerd::services::events::v1::events_client::EventsClient;
+use api::containerd::services::namespaces::v1::ListNamespacesRequest;
+use api::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
+use api::containerd::services::tasks::v1::ListTasksRequest;
+use api::containerd::services::tasks::v1::tasks_client::TasksClient;
+
+/// The client and messages generated from armor's own `proto/containerd/*.proto` (the part of
+/// containerd's API armor calls, wire-compatible with containerd's), nested like their
+/// packages so the generated cross-package paths resolve.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::exhaustive_structs,
+    clippy::exhaustive_enums,
+    clippy::allow_attributes_without_reason,
+    reason = "generated code"
+)]
+mod api {
+    pub(crate) mod containerd {
+        pub(crate) mod events {
+            include!(concat!(env!("OUT_DIR"), "/containerd.events.rs"));
+        }
+        pub(crate) mod types {
+            include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
+        }
+        pub(crate) mod v1 {
+            pub(crate) mod types {
+                include!(concat!(env!("OUT_DIR"), "/containerd.v1.types.rs"));
+            }
+        }
+        pub(crate) mod services {
+            pub(crate) mod containers {
+                pub(crate) mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/containerd.services.containers.v1.rs"
+                    ));
+                }
+            }
+            pub(crate) mod events {
+                pub(crate) mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/containerd.services.events.v1.rs"
+                    ));
+                }
+            }
+            pub(crate) mod namespaces {
+                pub(crate) mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/containerd.services.namespaces.v1.rs"
+                    ));
+                }
+            }
+            pub(crate) mod tasks {
+                pub(crate) mod v1 {
+                    include!(concat!(env!("OUT_DIR"), "/containerd.services.tasks.v1.rs"));
+                }
+            }
+        }
+    }
+}
+
+/// A channel to the gRPC server on the unix socket `socket` (the URI is a placeholder: every
+/// connection is the socket).
+async fn unix_channel(socket: PathBuf) -> std::result::Result<Channel, tonic::transport::Error> {
+    Endpoint::from_static("http://[::]")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
 
 /// The label naming the pod (Kubernetes).
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
@@ -182,7 +256,7 @@ impl Containerd {
     pub fn connect(socket: &Path) -> Result<Self> {
         let rt = runtime()?;
         let channel = rt
-            .block_on(containerd_client::connect(socket))
+            .block_on(unix_channel(socket.to_path_buf()))
             .map_err(|e| Error::Containerd {
                 call: "connect",
                 message: format!("{}: {e}", socket.display()),
@@ -388,5 +462,45 @@ fn watch_loop(socket: &Path, tx: &mpsc::Sender<ContainerEvent>) -> Result<()> {
         if tx.send(event).is_err() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// Every label kind is read from its own spec field; empty and non-string values name none.
+    #[test]
+    fn spec_labels_are_read_per_kind() {
+        let spec = br#"{"process": {"apparmorProfile": "armor.shop_web", "selinuxLabel": "system_u:system_r:web_t:s0"}}"#;
+        let labels = spec_security_labels(spec);
+        assert_eq!(
+            labels.get(&LabelKind::AppArmorProfile).map(String::as_str),
+            Some("armor.shop_web")
+        );
+        assert_eq!(
+            labels.get(&LabelKind::SelinuxContext).map(String::as_str),
+            Some("system_u:system_r:web_t:s0")
+        );
+        let none =
+            spec_security_labels(br#"{"process": {"apparmorProfile": "", "selinuxLabel": 7}}"#);
+        assert!(none.is_empty(), "{none:?}");
+        assert!(spec_security_labels(b"not json").is_empty());
+    }
+
+    /// Our messages decode what containerd's encode: a `TaskCreate` with fields we do not
+    /// describe (rootfs mounts, io, checkpoint) still yields its container id and pid.
+    #[test]
+    fn unknown_fields_of_containerd_messages_are_skipped() {
+        use prost::Message as _;
+        // container_id = "c1" (1), bundle = "/b" (2), rootfs (3, a message), checkpoint = "x"
+        // (5), pid = 4242 (6).
+        let mut wire = vec![0x0a, 2, b'c', b'1', 0x12, 2, b'/', b'b'];
+        wire.extend([0x1a, 4, 0x0a, 2, b'o', b'v']);
+        wire.extend([0x2a, 1, b'x']);
+        wire.extend([0x30, 0x92, 0x21]);
+        let t = TaskCreate::decode(wire.as_slice()).unwrap();
+        assert_eq!((t.container_id.as_str(), t.pid), ("c1", 4242));
     }
 }

@@ -1,6 +1,6 @@
-//! The shared decision corpus (`testdata/cases/*.toml`) and its runner.
+//! The shared decision corpus (`armor-testing/corpus/*.toml`) and its runner.
 //!
-//! The format is described in `testdata/README.md`. [`load_dir`] reads every case;
+//! The format is described in `corpus/README.md`. [`load_dir`] reads every case;
 //! [`run`] decides each case with a [`DecisionMaker`] and compares the outcome with the
 //! hand-written expectation, listing every mismatch and every skipped case with its reason.
 
@@ -323,12 +323,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Case>, CorpusError> {
     Ok(cases)
 }
 
-/// The path of the repository's corpus (`testdata/cases`).
+/// The path of the corpus this crate ships (`armor-testing/corpus`).
 pub fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("testdata")
-        .join("cases")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
 }
 
 /// What a decision maker reports for one case.

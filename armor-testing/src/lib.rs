@@ -1,6 +1,6 @@
 //! Test support for armor.
 //!
-//! * [`corpus`]: the shared decision corpus (`testdata/cases`), its runner and the
+//! * [`corpus`]: the shared decision corpus (`corpus/`, shipped with the crate), its runner and the
 //!   [`corpus::DecisionMaker`] trait every engine and enforcer model implements.
 //! * [`naive`]: a naive reference matcher sharing no matching code with the engine.
 //! * [`recording`]: an [`armor_core::enforcer::Enforcer`] that records calls.

@@ -34,6 +34,36 @@ fn validate_examples_ok() {
     assert!(stdout(&o).starts_with("ok: 5 policies"), "{}", stdout(&o));
 }
 
+/// The libraries' `tracing` events reach stderr, filtered by `ARMOR_LOG` (default `warn`): the
+/// engine's debug line for a compiled policy shows only when asked for; a bad filter is said.
+#[test]
+fn library_diagnostics_are_shown_as_armor_log_asks() {
+    let run = |log: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_armorctl"));
+        cmd.args(["validate", "--enforcer", "bpflsm", "examples/policies"])
+            .current_dir(root())
+            .env_remove("ARMOR_LOG");
+        if let Some(l) = log {
+            cmd.env("ARMOR_LOG", l);
+        }
+        let o = cmd.output().expect("armorctl runs");
+        assert!(o.status.success(), "{}", stdout(&o));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let quiet = run(None);
+    assert!(!quiet.contains("policy compiled"), "{quiet}");
+    let debug = run(Some("armor_core=debug"));
+    assert!(
+        debug.contains("DEBUG") && debug.contains("policy compiled") && debug.contains("rules="),
+        "{debug}"
+    );
+    let bad = run(Some("armor_core=loud"));
+    assert!(
+        bad.contains("ARMOR_LOG=`armor_core=loud` is not a log filter"),
+        "{bad}"
+    );
+}
+
 /// Issue 16: the rules an enforcer's artefact leaves out are listed offline, one line each with
 /// the policy, field and position; `--strict` turns any into exit status 1.
 #[test]

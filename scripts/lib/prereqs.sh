@@ -31,7 +31,8 @@ ensure_apparmor_prereqs() {
 }
 
 ensure_runtime_prereqs() {
-  # armor-runtime: protoc builds the containerd API bindings (containerd-client's build.rs);
+  # armor-runtime tests: protoc builds containerd-client (the tests drive a private containerd
+  # through its whole API; the library itself compiles its own protos with protox, no protoc);
   # containerd + runc + busybox-static run the real-container tests (private containerd per test).
   apt_install protobuf-compiler containerd runc busybox-static
 }

@@ -2,7 +2,7 @@
 //!
 //! Every crate with eBPF programs keeps them as `bpf/*.bpf.c` (GPL-2.0, CO-RE) and compiles
 //! them from its `build.rs` with [`compile_programs`]: clang for the `bpf` target against the
-//! `vmlinux.h` vendored next to this crate (`bpf/include`, from `bpftool btf dump file
+//! `vmlinux.h` vendored in this crate (`include/`, from `bpftool btf dump file
 //! /sys/kernel/btf/vmlinux format c`), one object per source in `OUT_DIR`, which the crate
 //! embeds with `aya::include_bytes_aligned!`. [`run`] runs any other build tool with the same
 //! error reporting: a missing tool names the Debian packages to install.
@@ -65,7 +65,7 @@ pub enum BuildError {
 
 /// The directory holding the vendored `vmlinux.h`.
 pub fn vmlinux_include() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../include")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
 }
 
 /// Compiles every `*.bpf.c` in `bpf_dir` (in name order) into `out_dir/<stem>.bpf.o` with

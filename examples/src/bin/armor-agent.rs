@@ -128,6 +128,7 @@ fn enforcer_choice() -> impl clap::builder::TypedValueParser<Value = EnforcerCho
 }
 
 fn main() -> Result<()> {
+    armor_examples::init_logging();
     let cli = Cli::parse();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -11,6 +11,7 @@
 //! time. Everything is [`armor_runtime::hook::hook_main`].
 
 fn main() {
+    armor_examples::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = armor_runtime::hook::hook_main(&args, &mut std::io::stdin(), &mut std::io::stderr());
     std::process::exit(code);

@@ -165,6 +165,7 @@ impl Loaded {
 }
 
 fn main() -> ExitCode {
+    armor_examples::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate {
