@@ -22,6 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::engine::RuleSet;
+use crate::event::Category;
+use crate::model::Action;
 use crate::workload::WorkloadKey;
 
 /// Whether an enforcer works on this machine, found out by a real trial (loading a program,
@@ -193,13 +195,21 @@ pub enum ApplyError {
         /// The enforcer asked to apply it.
         enforcer: &'static str,
     },
-    /// The rules do not fit the configured capacity.
-    #[error("rules of `{workload}` do not fit: {detail}")]
+    /// The rules do not fit the configured capacity; the workload keeps its previous rules.
+    #[error(
+        "rules of `{workload}` do not fit: {needed} {resource} needed, {free} free (`{setting}`)"
+    )]
     Capacity {
         /// The workload.
         workload: String,
-        /// What overflowed.
-        detail: String,
+        /// What ran out (`rule entries`, `glob automata`, `workload slots`).
+        resource: &'static str,
+        /// How many the rules need.
+        needed: usize,
+        /// How many are free.
+        free: usize,
+        /// The setting that bounds it (`max_rule_entries`).
+        setting: &'static str,
     },
     /// A system call failed.
     #[error("`{call}` failed")]
@@ -223,13 +233,33 @@ pub enum ApplyError {
     /// The workload is not known to the enforcer.
     #[error("workload `{0}` is not installed")]
     UnknownWorkload(String),
-    /// The enforcer does not work here.
-    #[error("enforcer unsupported: {0}")]
-    Unsupported(String),
+    /// The enforcer attaches by cgroup and the workload has no cgroup id.
+    #[error("workload `{0}` has no cgroup id")]
+    NoCgroup(String),
+    /// The enforcer does not work here (its programs do not load).
+    #[error("the `{enforcer}` enforcer does not work here")]
+    Unsupported {
+        /// The enforcer.
+        enforcer: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The enforcer refused the artefact for a reason of its own (an enforcer outside this
+    /// workspace whose failures fit no other variant, a test double).
+    #[error("the `{enforcer}` enforcer refused the rules: {reason}")]
+    Refused {
+        /// The enforcer.
+        enforcer: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// An alert raised by an enforcer (a kernel denial or an audit-posture pass), before identity
-/// enrichment. The runtime adds container, pod and process fields.
+/// enrichment. The runtime adds container, pod and process fields; the KubeArmor strings
+/// (`Action`, `Result`, `Operation`) come from the typed fields here, in one place
+/// ([`EnforcerAlert::result`], [`Category::operation_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EnforcerAlert {
@@ -239,12 +269,11 @@ pub struct EnforcerAlert {
     pub workload: Option<WorkloadKey>,
     /// The rule (index into the compiled policy's rules), or `None` for DefaultPosture.
     pub rule: Option<u32>,
-    /// `Block` or `Audit`.
-    pub action: &'static str,
-    /// `Permission denied` or `Passed`.
-    pub result: &'static str,
-    /// `Process`, `File`, `Network`, `Capabilities`.
-    pub operation: &'static str,
+    /// [`Action::Block`] (the operation was denied) or [`Action::Audit`] (it passed and is
+    /// reported).
+    pub action: Action,
+    /// What kind of operation: process, file, network, capabilities.
+    pub operation: Category,
     /// The resource (path, protocol, capability).
     pub resource: String,
     /// The acting executable.
@@ -259,9 +288,8 @@ impl EnforcerAlert {
     fn new(
         enforcer: &'static str,
         rule: Option<u32>,
-        action: &'static str,
-        result: &'static str,
-        operation: &'static str,
+        action: Action,
+        operation: Category,
         resource: String,
     ) -> Self {
         Self {
@@ -269,7 +297,6 @@ impl EnforcerAlert {
             workload: None,
             rule,
             action,
-            result,
             operation,
             resource,
             source: None,
@@ -282,17 +309,10 @@ impl EnforcerAlert {
     pub fn blocked(
         enforcer: &'static str,
         rule: Option<u32>,
-        operation: &'static str,
+        operation: Category,
         resource: impl Into<String>,
     ) -> Self {
-        Self::new(
-            enforcer,
-            rule,
-            "Block",
-            "Permission denied",
-            operation,
-            resource.into(),
-        )
+        Self::new(enforcer, rule, Action::Block, operation, resource.into())
     }
 
     /// A pass that is reported (`Action: Audit`, `Result: Passed`): an audit-posture
@@ -300,17 +320,19 @@ impl EnforcerAlert {
     pub fn audited(
         enforcer: &'static str,
         rule: Option<u32>,
-        operation: &'static str,
+        operation: Category,
         resource: impl Into<String>,
     ) -> Self {
-        Self::new(
-            enforcer,
-            rule,
-            "Audit",
-            "Passed",
-            operation,
-            resource.into(),
-        )
+        Self::new(enforcer, rule, Action::Audit, operation, resource.into())
+    }
+
+    /// KubeArmor's `Result`: `Permission denied` for a denial, `Passed` otherwise.
+    pub fn result(&self) -> &'static str {
+        if self.action == Action::Block {
+            "Permission denied"
+        } else {
+            "Passed"
+        }
     }
 
     /// The same alert attributed to `workload`.

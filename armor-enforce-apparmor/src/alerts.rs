@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use armor_core::Verdict;
 use armor_core::enforcer::{AlertSink, EnforcerAlert};
+use armor_core::event::Category;
 use armor_core::workload::WorkloadKey;
 
 use crate::denial::{AUDIT_AVC, Denial, MAX_RECORD, from_kmsg};
@@ -160,9 +161,9 @@ fn engine_path(p: &str) -> String {
 }
 
 /// What a denial record asked for: the model's operation, the alert's operation
-/// (`Process`, `File`, `Network`, `Capabilities`) and resource. `None` for operations armor's
+/// (process, file, network, capabilities) and resource. `None` for operations armor's
 /// profiles do not decide (signals, mounts, ptrace, …) or records missing their fields.
-pub fn operation_of(d: &Denial) -> Option<(AaOp, &'static str, String)> {
+pub fn operation_of(d: &Denial) -> Option<(AaOp, Category, String)> {
     let owner = matches!((d.fsuid, d.ouid), (Some(a), Some(b)) if a == b);
     let mask = d.requested_mask.as_deref().unwrap_or_default();
     match (d.operation.as_str(), d.class.as_deref()) {
@@ -173,14 +174,14 @@ pub fn operation_of(d: &Denial) -> Option<(AaOp, &'static str, String)> {
                     path: path.clone(),
                     owner,
                 },
-                "Process",
+                Category::Process,
                 engine_path(&path),
             ))
         }
         ("capable", _) | (_, Some("cap")) => {
             let c = d.capname.clone()?;
             let resource = format!("CAP_{}", c.to_ascii_uppercase());
-            Some((AaOp::Capability(c), "Capabilities", resource))
+            Some((AaOp::Capability(c), Category::Capabilities, resource))
         }
         (_, Some("net")) | ("create" | "connect" | "bind" | "listen" | "accept", None)
             if d.sock_type.is_some() =>
@@ -197,7 +198,7 @@ pub fn operation_of(d: &Denial) -> Option<(AaOp, &'static str, String)> {
                     sock_type: t,
                     protocol: protocol_name(p),
                 },
-                "Network",
+                Category::Network,
                 resource,
             ))
         }
@@ -215,7 +216,7 @@ pub fn operation_of(d: &Denial) -> Option<(AaOp, &'static str, String)> {
                     write,
                     owner,
                 },
-                "File",
+                Category::File,
                 engine_path(&path),
             ))
         }
@@ -308,7 +309,7 @@ impl StackPairing {
 /// Drops the second record of one access (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Dedup {
-    last: Option<(Instant, u32, &'static str, String, Option<u32>)>,
+    last: Option<(Instant, u32, Category, String, Option<u32>)>,
 }
 
 impl Dedup {

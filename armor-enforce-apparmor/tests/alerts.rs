@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use armor_core::event::{Access, Event};
+use armor_core::event::{Access, Category, Event};
 use armor_core::posture::{Posture, PostureAction};
 use armor_core::workload::{Container, WorkloadKey};
-use armor_core::{CompiledPolicy, PolicySet, Verdict};
+use armor_core::{Action, CompiledPolicy, PolicySet, Verdict};
 use armor_enforce_apparmor::alerts::{
     Dedup, Installed, Registry, lost_in, netlink_messages, operation_of,
 };
@@ -113,8 +113,13 @@ fn file_denial_maps_to_the_engines_rule() {
     .unwrap();
     let a = resolve(&f.registry, &d).unwrap();
     assert_eq!(
-        (a.enforcer, a.action, a.result, a.operation),
-        ("AppArmor", "Block", "Permission denied", "File")
+        (a.enforcer, a.action, a.result(), a.operation),
+        (
+            "AppArmor",
+            Action::Block,
+            "Permission denied",
+            Category::File
+        )
     );
     assert_eq!(a.resource, "/etc/shadow");
     assert_eq!(a.pid, 42);
@@ -158,7 +163,7 @@ fn exec_and_capability_denials() {
         f.main
     );
     let a = resolve(&f.registry, &Denial::parse(&x).unwrap()).unwrap();
-    assert_eq!(a.operation, "Process");
+    assert_eq!(a.operation, Category::Process);
     let e = Event::exec("/usr/bin/curl", None);
     assert_eq!(alert_rule(&f, a.rule), engine_rule(&f, &e));
 
@@ -169,7 +174,7 @@ fn exec_and_capability_denials() {
     let a = resolve(&f.registry, &Denial::parse(&c).unwrap()).unwrap();
     assert_eq!(
         (a.operation, a.resource.as_str()),
-        ("Capabilities", "CAP_NET_RAW")
+        (Category::Capabilities, "CAP_NET_RAW")
     );
     let e = Event::capability(13, None);
     assert_eq!(alert_rule(&f, a.rule), engine_rule(&f, &e));
@@ -341,7 +346,7 @@ proptest! {
                 let a = a.unwrap();
                 let want = if name.len() > 1 { name.trim_end_matches('/') } else { name.as_str() };
                 prop_assert_eq!(a.resource.as_str(), want);
-                prop_assert_eq!(a.operation, "File");
+                prop_assert_eq!(a.operation, Category::File);
             }
             None => prop_assert!(text.len() > armor_enforce_apparmor::denial::MAX_RECORD),
         }

@@ -47,6 +47,7 @@ use armor_core::enforcer::{
     AlertSink, Applied, ApplyError, Artifact, Built, CompileError, Destination, Enforcer,
     EnforcerAlert, EnforcerFactory, Start, Support,
 };
+use armor_core::event::Category;
 use armor_core::workload::WorkloadKey;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{Lsm, Program, ProgramError};
@@ -640,9 +641,8 @@ impl BpfLsm {
         let cgroup = if a.host {
             0
         } else {
-            key.cgroup_id.ok_or_else(|| {
-                ApplyError::Unsupported(format!("workload `{key}` has no cgroup id"))
-            })?
+            key.cgroup_id
+                .ok_or_else(|| ApplyError::NoCgroup(key.name.clone()))?
         };
         let alerts_per_sec = self.alerts_per_sec.load(Ordering::Relaxed);
         if let Some(old) = st.installed.get(key)
@@ -654,10 +654,13 @@ impl BpfLsm {
         }
         let old_len = st.installed.get(key).map_or(0, Installed::entries);
         self.ensure_loaded(st)
-            .map_err(|e| ApplyError::Unsupported(armor_core::diag::error_chain(&e)))?;
+            .map_err(|e| ApplyError::Unsupported {
+                enforcer: NAME,
+                source: Box::new(e),
+            })?;
         let id = st.next_ruleset;
         let Some(l) = st.loaded.as_mut() else {
-            return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
+            return Err(not_loaded());
         };
         let enc = a.encode(id, l.hash_key);
         let others = st.used_entries.saturating_sub(old_len);
@@ -666,11 +669,10 @@ impl BpfLsm {
         if others + old_len + enc.rules.len() > cap {
             return Err(ApplyError::Capacity {
                 workload: key.name.clone(),
-                detail: format!(
-                    "{} rule entries needed, {} free of {cap} (`max_rule_entries`)",
-                    enc.rules.len(),
-                    cap.saturating_sub(others + old_len)
-                ),
+                resource: "rule entries",
+                needed: enc.rules.len(),
+                free: cap.saturating_sub(others + old_len),
+                setting: "max_rule_entries",
             });
         }
         if !st.installed.contains_key(key)
@@ -678,10 +680,10 @@ impl BpfLsm {
         {
             return Err(ApplyError::Capacity {
                 workload: key.name.clone(),
-                detail: format!(
-                    "{} workloads installed (`max_workloads`)",
-                    st.installed.len()
-                ),
+                resource: "workload slots",
+                needed: 1,
+                free: 0,
+                setting: "max_workloads",
             });
         }
         let old_dfas = st.installed.get(key).map_or(0, |o| o.dfas.len());
@@ -690,11 +692,10 @@ impl BpfLsm {
         if other_dfas + old_dfas + enc.dfas.len() > dfa_cap {
             return Err(ApplyError::Capacity {
                 workload: key.name.clone(),
-                detail: format!(
-                    "{} glob automata needed, {} free of {dfa_cap} (`max_glob_automata`)",
-                    enc.dfas.len(),
-                    dfa_cap.saturating_sub(other_dfas + old_dfas)
-                ),
+                resource: "glob automata",
+                needed: enc.dfas.len(),
+                free: dfa_cap.saturating_sub(other_dfas + old_dfas),
+                setting: "max_glob_automata",
             });
         }
         // Only a first install may wait for the first exec: rewriting the flag of an installed
@@ -781,7 +782,7 @@ impl BpfLsm {
             old.dfas.clone(),
         );
         let Some(l) = st.loaded.as_mut() else {
-            return Err(ApplyError::Unsupported("programs not loaded".to_owned()));
+            return Err(not_loaded());
         };
         let enc = artifact.encode(id, l.hash_key);
         let new_keys: Vec<RuleKey> = enc.rules.iter().map(|(k, _)| *k).collect();
@@ -834,6 +835,15 @@ impl BpfLsm {
             inst.artifact = artifact.clone();
         }
         Ok(())
+    }
+}
+
+/// The programs were loaded a moment ago and are gone: never expected, reported as the
+/// enforcer not working rather than a panic.
+fn not_loaded() -> ApplyError {
+    ApplyError::Unsupported {
+        enforcer: NAME,
+        source: Box::new(io::Error::other("the BPF-LSM programs are not loaded")),
     }
 }
 
@@ -1006,10 +1016,10 @@ fn nul_text(b: &[u8], len: u16) -> String {
 pub fn to_alert(raw: &AlertRaw) -> EnforcerAlert {
     let rule = (raw.rule != abi::RULE_POSTURE).then_some(raw.rule);
     let operation = match raw.category {
-        abi::CAT_PROCESS => "Process",
-        abi::CAT_FILE => "File",
-        abi::CAT_NETWORK => "Network",
-        _ => "Capabilities",
+        abi::CAT_PROCESS => Category::Process,
+        abi::CAT_FILE => Category::File,
+        abi::CAT_NETWORK => Category::Network,
+        _ => Category::Capabilities,
     };
     let resource = match raw.category {
         abi::CAT_PROCESS | abi::CAT_FILE => nul_text(&raw.path, raw.path_len),

@@ -26,7 +26,7 @@ use armor_ebpf::{EventSource, Options};
 use crate::containerd::{ContainerEvent, Containerd};
 use crate::enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 use crate::error::{Error, Result};
-use crate::hook::{HookServer, HookState, Verdict};
+use crate::hook::{Admission, HookServer, HookState};
 use crate::runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 
 /// What the agent runs with.
@@ -212,11 +212,11 @@ fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetr
 
 /// Answers one OCI hook: resolves the container through containerd and puts its rules in force
 /// ([`Runtime::container_creating`]).
-fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Verdict, String) {
+fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Admission, String) {
     let t = Instant::now();
     let refuse = |why: String| {
         let line = format!("container {} refused at creation: {why}", state.id);
-        (Verdict::Refused(why), line)
+        (Admission::Refused(why), line)
     };
     let Some(ns) = state.containerd_namespace() else {
         return refuse(format!(
@@ -235,14 +235,17 @@ fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Verdi
                 "container {key} admitted by the OCI hook in {} ms",
                 t.elapsed().as_millis()
             );
-            (Verdict::Admitted(format!("rules of {key} in force")), line)
+            (
+                Admission::Admitted(format!("rules of {key} in force")),
+                line,
+            )
         }
         Ok(_) => {
             let line = format!(
                 "container {} admitted by the OCI hook (not tracked)",
                 state.id
             );
-            (Verdict::Admitted("not a tracked container".into()), line)
+            (Admission::Admitted("not a tracked container".into()), line)
         }
         Err(e) => refuse(chain(&e)),
     }

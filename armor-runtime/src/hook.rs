@@ -139,14 +139,14 @@ impl HookState {
 /// The agent's answer to one hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Verdict {
+pub enum Admission {
     /// The container may be created: its rules are in force (or none apply to it).
     Admitted(String),
     /// The container must not be created; the reason.
     Refused(String),
 }
 
-impl Verdict {
+impl Admission {
     fn to_line(&self) -> String {
         let (admitted, message) = match self {
             Self::Admitted(m) => (true, m),
@@ -172,7 +172,7 @@ impl Verdict {
 #[derive(Debug)]
 pub struct HookRequest {
     state: HookState,
-    reply: mpsc::Sender<Verdict>,
+    reply: mpsc::Sender<Admission>,
 }
 
 impl HookRequest {
@@ -181,10 +181,10 @@ impl HookRequest {
         &self.state
     }
 
-    /// Sends `verdict` to the waiting hook.
-    pub fn answer(self, verdict: Verdict) {
+    /// Sends `admission` to the waiting hook.
+    pub fn answer(self, admission: Admission) {
         // The hook may have given up already: nothing to do then.
-        let _ = self.reply.send(verdict);
+        let _ = self.reply.send(admission);
     }
 }
 
@@ -288,16 +288,16 @@ fn serve(conn: UnixStream, tx: &mpsc::Sender<HookRequest>) {
         Err(e) => Err(e),
     };
     let verdict = match read {
-        Err(e) => Verdict::Refused(format!("reading the request: {e}")),
+        Err(e) => Admission::Refused(format!("reading the request: {e}")),
         Ok(_) => match HookState::parse(line.as_bytes()) {
-            Err(e) => Verdict::Refused(armor_core::diag::error_chain(&e)),
+            Err(e) => Admission::Refused(armor_core::diag::error_chain(&e)),
             Ok(state) => {
                 let (reply, answer) = mpsc::channel();
                 if tx.send(HookRequest { state, reply }).is_err() {
-                    Verdict::Refused("the agent is stopping".into())
+                    Admission::Refused("the agent is stopping".into())
                 } else {
                     answer.recv_timeout(DECIDE_TIMEOUT).unwrap_or_else(|_| {
-                        Verdict::Refused("the agent did not decide in time".into())
+                        Admission::Refused("the agent did not decide in time".into())
                     })
                 }
             }
@@ -344,7 +344,7 @@ pub fn request(
     socket: &Path,
     state: &HookState,
     timeout: Duration,
-) -> std::result::Result<Verdict, HookError> {
+) -> std::result::Result<Admission, HookError> {
     let shown = socket.display().to_string();
     let unreachable = |source| HookError::Unreachable {
         socket: shown.clone(),
@@ -372,7 +372,7 @@ pub fn request(
         Ok(_) if answer.ends_with('\n') => {}
         _ => return Err(no_answer()),
     }
-    Verdict::parse(answer.trim_end()).ok_or_else(|| HookError::Protocol {
+    Admission::parse(answer.trim_end()).ok_or_else(|| HookError::Protocol {
         socket: shown.clone(),
         line: answer.trim_end().to_string(),
     })
@@ -429,8 +429,8 @@ pub fn hook_main(args: &[String], stdin: &mut dyn Read, stderr: &mut dyn Write) 
         }
     };
     match request(&socket, &state, timeout) {
-        Ok(Verdict::Admitted(_)) => 0,
-        Ok(Verdict::Refused(why)) => {
+        Ok(Admission::Admitted(_)) => 0,
+        Ok(Admission::Refused(why)) => {
             let _ = writeln!(
                 stderr,
                 "armor-oci-hook: container {} refused by the armor agent: {why}",
@@ -547,9 +547,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(200));
             assert!(!hook.is_finished());
             req.answer(if admit {
-                Verdict::Admitted("rules in force".into())
+                Admission::Admitted("rules in force".into())
             } else {
-                Verdict::Refused("capacity".into())
+                Admission::Refused("capacity".into())
             });
             let (got, err) = hook.join().unwrap();
             assert_eq!(got, code, "{err}");

@@ -1359,7 +1359,7 @@ impl Runtime {
         r.operation = Some(a.operation.to_string());
         r.resource = Some(a.resource.clone());
         r.action = Some(a.action.to_string());
-        r.result = Some(a.result.to_string());
+        r.result = Some(a.result().to_string());
         r.enforcer = Some(a.enforcer.to_string());
         r
     }

@@ -14,9 +14,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armor_core::Visibility;
 use armor_core::enforcer::EnforcerAlert;
 use armor_core::telemetry::Telemetry;
+use armor_core::{Category, Visibility};
 use armor_ebpf::{EventSource, Options};
 use armor_runtime::containerd::{ContainerEvent, ContainerInfo};
 use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
@@ -291,7 +291,7 @@ fn enforcer_alerts_get_the_workload_identity() {
     let alert = EnforcerAlert::blocked(
         "BPFLSM",
         Some(u32::try_from(rule).unwrap()),
-        "Process",
+        Category::Process,
         "/usr/bin/touch",
     )
     .with_workload(key)
@@ -318,7 +318,7 @@ fn enforcer_alerts_get_the_workload_identity() {
 
     // A workload the runtime does not know (or none): the host's identity, DefaultPosture.
     let host = rt.enforcer_alert(
-        &EnforcerAlert::blocked("BPFLSM", None, "File", "/etc/shadow")
+        &EnforcerAlert::blocked("BPFLSM", None, Category::File, "/etc/shadow")
             .with_workload(armor_core::WorkloadKey::new("gone").with_cgroup(9999)),
         &tree,
     );

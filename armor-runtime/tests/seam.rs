@@ -20,7 +20,7 @@ use armor_core::enforcer::{
     AlertSink, Applied, ApplyError, Artifact, Attachment, Built, CompileError, Destination,
     Enforcer, EnforcerAlert, EnforcerFactory, LabelKind, Start, Support, Unenforceable,
 };
-use armor_core::{PolicySet, RuleSet, WorkloadKey};
+use armor_core::{Category, PolicySet, RuleSet, WorkloadKey};
 use armor_ebpf::ProcessTree;
 use armor_runtime::containerd::{ContainerEvent, ContainerInfo};
 use armor_runtime::coverage::Coverage;
@@ -90,7 +90,7 @@ impl Outside {
     fn deny(&self, key: &WorkloadKey, rule: u32, path: &str) {
         let sink = self.sink.lock().clone().expect("a sink is set");
         sink.alert(
-            EnforcerAlert::blocked("Outside", Some(rule), "File", path)
+            EnforcerAlert::blocked("Outside", Some(rule), Category::File, path)
                 .with_workload(key.clone())
                 .with_process(4242, 0, Some("/bin/cat".into())),
         );

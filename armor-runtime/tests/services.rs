@@ -17,10 +17,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use armor_core::WorkloadKey;
 use armor_core::enforcer::EnforcerAlert;
 use armor_core::inventory::Inventory;
 use armor_core::telemetry::Telemetry;
+use armor_core::{Category, WorkloadKey};
 use armor_ebpf::{EventSource, Options};
 use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::{Call, RecordingEnforcer};
@@ -125,7 +125,8 @@ fn services_follow_the_inventory_and_their_cgroups() {
     // root test below).
     let tree = armor_ebpf::ProcessTree::new();
     let r = rt.enforcer_alert(
-        &EnforcerAlert::blocked("BPFLSM", None, "File", "/etc/shadow").with_workload(key.clone()),
+        &EnforcerAlert::blocked("BPFLSM", None, Category::File, "/etc/shadow")
+            .with_workload(key.clone()),
         &tree,
     );
     assert_eq!(r.kind.as_deref(), Some("MatchedPolicy"));
@@ -149,7 +150,7 @@ fn services_follow_the_inventory_and_their_cgroups() {
     assert_eq!(rt.service_units(), ["nginx.service"]);
     assert_eq!(rec.installed()[&worker], rec.installed()[&key]);
     let r = rt.enforcer_alert(
-        &EnforcerAlert::blocked("BPFLSM", None, "File", "/etc/shadow")
+        &EnforcerAlert::blocked("BPFLSM", None, Category::File, "/etc/shadow")
             .with_workload(worker.clone()),
         &tree,
     );
@@ -216,7 +217,7 @@ fn services_follow_the_inventory_and_their_cgroups() {
     );
     assert!(!rec.installed()[&restarted].contains("svc-audit"));
     let r = rt.enforcer_alert(
-        &EnforcerAlert::blocked("BPFLSM", None, "File", "/etc/shadow")
+        &EnforcerAlert::blocked("BPFLSM", None, Category::File, "/etc/shadow")
             .with_workload(restarted.clone()),
         &tree,
     );

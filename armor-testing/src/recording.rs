@@ -198,9 +198,9 @@ impl Enforcer for RecordingEnforcer {
                 a.text.clone(),
                 Err(reason.clone()),
             ));
-            return Err(ApplyError::Capacity {
-                workload: key.name.clone(),
-                detail: reason,
+            return Err(ApplyError::Refused {
+                enforcer: self.name(),
+                reason,
             });
         }
         let mut inst = self.installed.lock();

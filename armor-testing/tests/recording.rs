@@ -55,7 +55,7 @@ fn apply_update_fail_remove() {
     let a2 = e.compile(&dest, &rules(&["/etc/a", "/etc/b"])).unwrap();
     e.fail_apply(Some("map full"));
     let err = e.apply(&dest, a2.as_ref()).unwrap_err();
-    assert!(matches!(err, ApplyError::Capacity { .. }), "{err}");
+    assert!(matches!(err, ApplyError::Refused { .. }), "{err}");
     assert_eq!(
         e.installed()[&key],
         a1.render(),
@@ -103,12 +103,18 @@ fn alerts_reach_the_sink() {
             None,
         ));
         let a = d.alert().unwrap();
-        EnforcerAlert::blocked("Recording", a.rule.map(|_| 0), a.operation, "/etc/a")
+        assert_eq!(a.operation, "File");
+        EnforcerAlert::blocked(
+            "Recording",
+            a.rule.map(|_| 0),
+            armor_core::Category::File,
+            "/etc/a",
+        )
     };
     assert!(!e.emit(mk()), "no sink yet");
     let sink = Arc::new(Sink::default());
     e.set_alert_sink(sink.clone());
     assert!(e.emit(mk()));
     assert_eq!(sink.0.lock().unwrap().len(), 1);
-    assert_eq!(sink.0.lock().unwrap()[0].result, "Permission denied");
+    assert_eq!(sink.0.lock().unwrap()[0].result(), "Permission denied");
 }

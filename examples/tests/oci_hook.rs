@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use armor_runtime::hook::{HookServer, Verdict};
+use armor_runtime::hook::{Admission, HookServer};
 
 const STATE: &str = r#"{"ociVersion":"1.0.2","id":"c7","status":"creating","pid":77,
     "bundle":"/run/containerd/io.containerd.runtime.v2.task/k8s.io/c7"}"#;
@@ -47,8 +47,8 @@ fn the_hook_binary_exits_with_the_agents_verdict() {
     let path = socket("verdict");
     let server = HookServer::bind(&path).unwrap();
     for (verdict, code) in [
-        (Verdict::Admitted("in force".into()), 0),
-        (Verdict::Refused("rules do not fit".into()), 1),
+        (Admission::Admitted("in force".into()), 0),
+        (Admission::Refused("rules do not fit".into()), 1),
     ] {
         let p = path.clone();
         let run = std::thread::spawn(move || hook(&p, &[]));

@@ -28,7 +28,7 @@ mod apparmor {
 
     use armor_core::enforcer::{AlertSink, Artifact as _, Enforcer as _, EnforcerAlert, Support};
     use armor_core::event::Category;
-    use armor_core::{CompiledPolicy, PolicySet, Verdict, WorkloadKey};
+    use armor_core::{Action, CompiledPolicy, PolicySet, Verdict, WorkloadKey};
     use armor_enforce_apparmor::alerts::Installed;
     use armor_enforce_apparmor::profile::{Body, ExecMode};
     use armor_enforce_apparmor::{AppArmor, AppArmorArtifact, Model, compile};
@@ -224,17 +224,17 @@ mod apparmor {
             ));
         }
         let op = match p.case.operation.kind.as_str() {
-            "process" => "Process",
-            "file" => "File",
-            "network" => "Network",
-            _ => "Capabilities",
+            "process" => Category::Process,
+            "file" => Category::File,
+            "network" => Category::Network,
+            _ => Category::Capabilities,
         };
         let key = p.artifact.key.name.clone();
         let resource = p.case.operation.path.clone().unwrap_or_default();
         let matches = |a: &EnforcerAlert| {
             a.operation == op
                 && a.workload.as_ref().is_some_and(|k| k.name == key)
-                && (!matches!(op, "Process" | "File")
+                && (!matches!(op, Category::Process | Category::File)
                     || a.resource == resource.trim_end_matches('/'))
         };
         let wait = if p.verdict == Verdict::Allow {
@@ -267,9 +267,9 @@ mod apparmor {
                     diffs.push(format!("alert policy: engine {want}, live {have}"));
                 }
                 let action = if p.verdict == Verdict::Block {
-                    "Block"
+                    Action::Block
                 } else {
-                    "Audit"
+                    Action::Audit
                 };
                 if a.action != action {
                     diffs.push(format!("alert action: engine {action}, live {}", a.action));

@@ -25,7 +25,7 @@ use armor_core::enforcer::{
     AlertSink, Applied, ApplyError, Destination, Enforcer, EnforcerAlert, Start, Support,
 };
 use armor_core::event::Category;
-use armor_core::{CompiledPolicy, PolicySet, Posture, Verdict, WorkloadKey};
+use armor_core::{Action, CompiledPolicy, PolicySet, Posture, Verdict, WorkloadKey};
 use armor_enforce_bpflsm::{BpfArtifact, BpfLsm, Config, compile};
 use armor_privileged_tests::cgroup::{Cgroup, cgroup2_root};
 use armor_privileged_tests::guest;
@@ -263,7 +263,7 @@ fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> 
     let cg_id = if w.is_host() { None } else { Some(cg.id()) };
     let resource = case.operation.path.clone().unwrap_or_default();
     let matches = |a: &EnforcerAlert| {
-        a.operation == cat.operation_name()
+        a.operation == cat
             && a.workload.as_ref().and_then(|k| k.cgroup_id) == cg_id
             && (!matches!(cat, Category::Process | Category::File)
                 || a.resource == resource.trim_end_matches('/'))
@@ -298,9 +298,9 @@ fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> 
                 diffs.push(format!("alert policy: engine {want}, live {have}"));
             }
             let action = if verdict == Verdict::Block {
-                "Block"
+                Action::Block
             } else {
-                "Audit"
+                Action::Audit
             };
             if a.action != action {
                 diffs.push(format!("alert action: engine {action}, live {}", a.action));
@@ -1626,9 +1626,11 @@ fn bpflsm_container_first_command_is_blocked() {
         "runc start: {start}; container log `{}`; state {state}; alerts {alerts:?}",
         ctr_log.trim()
     );
-    let entry = alerts
-        .iter()
-        .find(|a| a.operation == "Process" && a.resource == "/bin/blocked" && a.action == "Block");
+    let entry = alerts.iter().find(|a| {
+        a.operation == Category::Process
+            && a.resource == "/bin/blocked"
+            && a.action == Action::Block
+    });
     assert!(
         entry.is_some(),
         "no Block alert for the entrypoint: {alerts:?}"
@@ -1791,9 +1793,9 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
         "alerts before the entrypoint's exec: {setup:?}"
     );
     assert!(
-        run.iter().any(|a| a.operation == "Process"
+        run.iter().any(|a| a.operation == Category::Process
             && a.resource == "/bin/blocked"
-            && a.action == "Block"),
+            && a.action == Action::Block),
         "the entrypoint was not refused: {run:?}"
     );
     // The exec is runc init's, which runs from a copy of runc outside the container's tree (a
@@ -1813,7 +1815,7 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
     assert!(
         at_once_setup
             .iter()
-            .any(|a| a.operation == "Capabilities" && a.action == "Block"),
+            .any(|a| a.operation == Category::Capabilities && a.action == Action::Block),
         "no capability denial in runc's setup: {at_once_setup:?}"
     );
 }
