@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::diag::{Diagnostic, Diagnostics, Level, Location};
 use crate::model::{Action, Operator, Policy};
-use crate::rule::{Rule, SourceMatch, Target, normalize};
+use crate::rule::{Rule, SourceMatch, Target};
 
 fn warn(diags: &mut Diagnostics, loc: &Location, policy: String, field: &str, message: String) {
     diags.push(Diagnostic {
@@ -40,7 +40,7 @@ fn sources_dominate(a: &[SourceMatch], b: &[SourceMatch]) -> bool {
 }
 
 /// Runs the set-wide checks and returns the normalised rules of each policy.
-pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec<Rule>> {
+pub(crate) fn check_set(policies: &[Policy], normalized: &[Vec<Rule>], diags: &mut Diagnostics) {
     // Duplicate definitions.
     let mut seen: BTreeMap<(String, Option<String>, &'static str), &Location> = BTreeMap::new();
     for p in policies {
@@ -63,9 +63,9 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec
     }
 
     // Rules grouped by "applies to the same workloads": same kind, namespace and selector.
-    let mut groups: Vec<(&Policy, Vec<Rule>)> = Vec::new();
-    for p in policies {
-        let rules = normalize(p);
+    let mut groups: Vec<(&Policy, &[Rule])> = Vec::new();
+    for (p, rules) in policies.iter().zip(normalized) {
+        let rules = rules.as_slice();
         if rules.is_empty()
             && p.spec.presets.is_empty()
             && p.spec.apparmor.is_none()
@@ -79,7 +79,7 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec
                 "policy has no rules".into(),
             );
         }
-        for r in &rules {
+        for r in rules {
             let path = match &r.target {
                 Target::Path(p) => Some(p.as_str()),
                 Target::Directory { dir, .. } => Some(dir.as_str()),
@@ -122,7 +122,7 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec
         }
     }
     for scope in &scopes {
-        let members: Vec<&(&Policy, Vec<Rule>)> =
+        let members: Vec<&(&Policy, &[Rule])> =
             scope.iter().filter_map(|&i| groups.get(i)).collect();
         let has_allow = members
             .iter()
@@ -189,7 +189,6 @@ pub(crate) fn check_set(policies: &[Policy], diags: &mut Diagnostics) -> Vec<Vec
             }
         }
     }
-    groups.into_iter().map(|(_, rules)| rules).collect()
 }
 
 /// The Block rules without qualifiers of one scope, indexed like the engine indexes rules, so
