@@ -242,9 +242,9 @@ pub fn resolve(reg: &Registry, d: &Denial) -> Option<EnforcerAlert> {
         let rule = (decision.verdict == Verdict::Block)
             .then_some(decision.rule)
             .flatten();
-        EnforcerAlert::blocked(crate::enforcer::NAME, rule, operation, resource)
+        EnforcerAlert::blocked(crate::NAME, rule, operation, resource)
     } else {
-        EnforcerAlert::audited(crate::enforcer::NAME, decision.rule, operation, resource)
+        EnforcerAlert::audited(crate::NAME, decision.rule, operation, resource)
     };
     Some(alert.with_workload(inst.key.clone()).with_process(
         d.pid.unwrap_or(0),

@@ -20,8 +20,7 @@ use crate::alerts::{AlertError, AlertReader, Installed, Registry, SinkSlot};
 use crate::compile::{AppArmorArtifact, NAME_PREFIX, compile, profile_name};
 use crate::profile::MARKER;
 
-/// The enforcer's name (the `Enforcer` field of alerts).
-pub const NAME: &str = "AppArmor";
+pub use crate::NAME;
 
 /// The tool that compiles and loads profiles.
 pub const PARSER: &str = "apparmor_parser";

@@ -11,6 +11,10 @@ pub mod profile;
 pub use alerts::{AlertReader, Registry, resolve};
 pub use compile::{AppArmorArtifact, child_name, compile, profile_name};
 pub use denial::Denial;
-pub use enforcer::{AppArmor, Factory, NAME};
+pub use enforcer::{AppArmor, Factory};
+
+/// The enforcer's name (the `Enforcer` field of its alerts). Defined here, not in `enforcer`, so
+/// that the alert reader (`alerts`) does not depend on the enforcer that starts it.
+pub const NAME: &str = "AppArmor";
 pub use model::{AaDecision, AaOp, Model, Precedence, Ranking};
 pub use profile::{MARKER, Profile, parse};

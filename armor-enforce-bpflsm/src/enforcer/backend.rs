@@ -1,0 +1,146 @@
+//! [`Enforcer`] implemented by [`BpfLsm`]: probe, compile, apply, remove.
+
+use super::*;
+
+/// `BPFLSM`: the `Enforcer` field of alerts.
+pub const NAME: &str = "BPFLSM";
+
+impl Enforcer for BpfLsm {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Trial-loads every program (without attaching any). A kernel that refuses `lsm/`
+    /// programs refuses the first load, so a refusal costs little. When every program loads,
+    /// the verified programs are kept for the [`BpfLsm::load`] (or first apply) that follows,
+    /// which then only attaches them. Once the programs are attached, the probe says so without
+    /// loading anything.
+    fn probe(&self) -> Support {
+        {
+            let st = self.lock();
+            if st.loaded.is_some() || st.probed.is_some() {
+                return Support::Supported;
+            }
+        }
+        let mask = Table::new(self.config.table_slots).mask();
+        let filter_mask = Filter::new(self.config.filter_bits).mask();
+        let mut ebpf = match loader(&self.config, &mask, &filter_mask).load(LSM_OBJ) {
+            Ok(e) => e,
+            Err(e) => {
+                return Support::Unsupported {
+                    reason: format!(
+                        "cannot load the BPF object: {}",
+                        armor_core::diag::error_chain(&e)
+                    ),
+                };
+            }
+        };
+        let btf = match Btf::from_sys_fs() {
+            Ok(b) => b,
+            Err(e) => {
+                return Support::Unsupported {
+                    reason: format!("no kernel BTF: {}", armor_core::diag::error_chain(&e)),
+                };
+            }
+        };
+        let (hook, e) = match load_all(&mut ebpf, &btf) {
+            Ok(times) => {
+                let mut st = self.lock();
+                if st.loaded.is_none() {
+                    st.probed = Some(ebpf);
+                    st.load_times = times;
+                }
+                return Support::Supported;
+            }
+            Err(VerifyError::Missing(name)) => {
+                return Support::Unsupported {
+                    reason: format!("program `{name}` missing"),
+                };
+            }
+            Err(VerifyError::Program { hook, source }) => (hook, source),
+        };
+        let (errno, log) = match &e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => (io_error.raw_os_error(), verifier_log.to_string()),
+            ProgramError::SyscallError(s) => (s.io_error.raw_os_error(), String::new()),
+            _ => (None, String::new()),
+        };
+        let errno = errno.map_or_else(
+            || armor_core::diag::error_chain(&e),
+            |n| format!("{} (errno {n})", errno_name(n)),
+        );
+        let log = if log.trim().is_empty() {
+            "empty verifier log".to_owned()
+        } else {
+            format!("verifier log: {}", log.trim())
+        };
+        let what = if errno.starts_with("EPERM") {
+            "kernel refuses lsm programs"
+        } else {
+            "kernel rejects an lsm program"
+        };
+        Support::Unsupported {
+            reason: format!("{what} ({errno}): bpf_prog_load of `lsm/{hook}` failed; {log}"),
+        }
+    }
+
+    /// Compiles the rules and resolves the (device, inode) of their exact paths and directories
+    /// below the destination's root (the host's: `/`), through the mount table seen there.
+    fn compile(
+        &self,
+        dest: &Destination,
+        rules: &RuleSet,
+    ) -> Result<Box<dyn Artifact>, CompileError> {
+        let mut a = compile_with(&dest.key.name, rules, self.config.max_glob_states);
+        let root = dest
+            .root
+            .clone()
+            .or_else(|| rules.is_host().then(|| PathBuf::from("/")));
+        if let Some(r) = root {
+            let mounts = mounts(&r);
+            a = a.resolve(|p| resolve_inode(&r, &mounts, p));
+        }
+        a.from_first_exec = dest.start == Start::FirstExec;
+        Ok(Box::new(a))
+    }
+
+    fn apply(&self, dest: &Destination, artifact: &dyn Artifact) -> Result<Applied, ApplyError> {
+        let a = artifact
+            .as_any()
+            .downcast_ref::<BpfArtifact>()
+            .ok_or(ApplyError::ForeignArtifact { enforcer: NAME })?;
+        let mut st = self.lock();
+        self.apply_locked(&mut st, &dest.key, a, |l, cg, val| {
+            l.workloads
+                .insert(cg, val, 0)
+                .map_err(|e| map_err("bpf_map_update_elem", e))
+        })
+    }
+
+    fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
+        let mut st = self.lock();
+        let Some(old) = st.installed.remove(key) else {
+            return Err(ApplyError::UnknownWorkload(key.name.clone()));
+        };
+        st.used_entries = st.used_entries.saturating_sub(old.entries());
+        st.used_dfas = st.used_dfas.saturating_sub(old.dfas.len());
+        if let Some(l) = st.loaded.as_mut() {
+            l.workloads
+                .remove(&old.cgroup)
+                .map_err(|e| map_err("bpf_map_delete_elem", e))?;
+            wait_for_readers();
+            clear(l, &old.placed, &old.dfas);
+            uncount(l, &old.keys);
+        }
+        Ok(())
+    }
+
+    fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
+        *self
+            .sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+    }
+}

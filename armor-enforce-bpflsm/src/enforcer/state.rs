@@ -1,0 +1,176 @@
+//! The enforcer ([`BpfLsm`]), what it keeps per installed workload, and its counters.
+
+use super::*;
+
+/// Counters kept by the kernel programs (sums over CPUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Alerts written to the ring buffer.
+    pub alerts: u64,
+    /// Alerts dropped by the per-workload rate limit.
+    pub rate_limited: u64,
+    /// Alerts lost because the ring buffer was full (reserve failures).
+    pub reserve_failed: u64,
+    /// Paths that could not be resolved completely.
+    pub incomplete: u64,
+    /// Incomplete paths denied because a rule could still match them.
+    pub incomplete_denied: u64,
+    /// Operations denied.
+    pub blocked: u64,
+    /// Second (backing file) overlayfs `file_open` calls skipped.
+    pub overlay_skipped: u64,
+    /// Alerts read from the ring buffer by user space.
+    pub alerts_read: u64,
+}
+
+pub(super) struct Installed {
+    pub(super) cgroup: u64,
+    pub(super) ruleset: u32,
+    /// The alert rate limit written with the ruleset.
+    pub(super) alerts_per_sec: u32,
+    /// Every entry's key (counted in the filter).
+    pub(super) keys: Vec<RuleKey>,
+    /// Where the entries are: table slots and map entries.
+    pub(super) placed: Placement,
+    pub(super) dfas: Vec<DfaKey>,
+    pub(super) artifact: BpfArtifact,
+}
+
+impl Installed {
+    pub(super) fn entries(&self) -> usize {
+        self.placed.slots.len() + self.placed.map.len()
+    }
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) loaded: Option<Loaded>,
+    /// The object a successful probe loaded (programs verified, none attached), until the load
+    /// that attaches them takes it.
+    pub(super) probed: Option<Ebpf>,
+    /// How long the kernel took to load (verify) each program, from the probe or load that did.
+    pub(super) load_times: LoadTimes,
+    pub(super) installed: BTreeMap<WorkloadKey, Installed>,
+    pub(super) next_ruleset: u32,
+    pub(super) used_entries: usize,
+    pub(super) used_dfas: usize,
+}
+
+pub(super) type Sink = Arc<Mutex<Option<Arc<dyn AlertSink>>>>;
+
+/// The BPF-LSM enforcer. The programs load on the first `apply`.
+pub struct BpfLsm {
+    pub(super) config: Config,
+    /// The alert rate written with each workload's next apply (`config.alerts_per_sec` at first).
+    pub(super) alerts_per_sec: AtomicU32,
+    pub(super) state: Mutex<State>,
+    pub(super) sink: Sink,
+}
+
+impl std::fmt::Debug for BpfLsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BpfLsm")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BpfLsm {
+    /// An enforcer with `config`. Nothing is loaded until the first `apply`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            alerts_per_sec: AtomicU32::new(config.alerts_per_sec),
+            state: Mutex::new(State {
+                next_ruleset: 1,
+                ..State::default()
+            }),
+            sink: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads and attaches every program (idempotent).
+    pub fn load(&self) -> Result<(), LoadError> {
+        let mut st = self.lock();
+        self.ensure_loaded(&mut st)
+    }
+
+    /// Loads and attaches the programs unless they are: the one way `load` and the first
+    /// `apply` bring them in. Times are kept from whichever verification happened (the probe's,
+    /// when it left its programs).
+    pub(super) fn ensure_loaded(&self, st: &mut State) -> Result<(), LoadError> {
+        if st.loaded.is_none() {
+            let probed = st.probed.take();
+            let (loaded, times) = self.load_programs(probed)?;
+            st.loaded = Some(loaded);
+            if let Some(times) = times {
+                st.load_times = times;
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the kernel took to load each program (hook, wall-clock time; most of it is
+    /// the verifier's), from the probe or load that verified them, in [`PROGRAMS`] order.
+    /// Programs load on several threads at once, so the times overlap. Empty before.
+    pub fn load_times(&self) -> Vec<(&'static str, Duration)> {
+        self.lock().load_times.clone()
+    }
+
+    /// Sets the alert rate limit (alerts per second and workload; 0 = no limit), like
+    /// [`Config::alerts_per_sec`] at start. It is written with each workload's ruleset: a
+    /// workload gets the new limit at its next [`Enforcer::apply`], which rewrites it even when
+    /// its rules did not change.
+    pub fn set_alerts_per_sec(&self, limit: u32) {
+        self.alerts_per_sec.store(limit, Ordering::Relaxed);
+    }
+
+    /// The workloads installed now (applied and not removed), in key order.
+    pub fn installed(&self) -> Vec<WorkloadKey> {
+        self.lock().installed.keys().cloned().collect()
+    }
+}
+
+impl BpfLsm {
+    /// The kernel counters (zero before the programs are loaded).
+    pub fn counters(&self) -> Result<Counters, ApplyError> {
+        let st = self.lock();
+        let Some(l) = &st.loaded else {
+            return Ok(Counters::default());
+        };
+        let get = |i: u32| -> Result<u64, ApplyError> {
+            let v = l
+                .counters
+                .get(&i, 0)
+                .map_err(|e| map_err("bpf_map_lookup_elem", e))?;
+            Ok(v.iter().sum())
+        };
+        Ok(Counters {
+            alerts: get(abi::counter::ALERTS)?,
+            rate_limited: get(abi::counter::RATE_LIMITED)?,
+            reserve_failed: get(abi::counter::RESERVE_FAILED)?,
+            incomplete: get(abi::counter::INCOMPLETE)?,
+            incomplete_denied: get(abi::counter::INCOMPLETE_DENIED)?,
+            blocked: get(abi::counter::BLOCKED)?,
+            overlay_skipped: get(abi::counter::OVERLAY_SKIPPED)?,
+            alerts_read: l.alerts_read.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The hash key of the loaded programs.
+    pub fn hash_key(&self) -> Option<u64> {
+        self.lock().loaded.as_ref().map(|l| l.hash_key)
+    }
+
+    /// Rule entries (table slots and map entries) in use by installed workloads.
+    pub fn used_entries(&self) -> usize {
+        self.lock().used_entries
+    }
+}
