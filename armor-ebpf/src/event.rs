@@ -222,6 +222,23 @@ pub struct FileOp {
     pub owner: Option<(u32, u32)>,
 }
 
+impl FileOp {
+    /// A file operation on `path` (already absolute: also the raw path) from `dirfd` with
+    /// `flags`, no mode, target or owner: the start of one built by hand (tests, replays).
+    pub fn new(path: impl Into<String>, dirfd: i32, flags: u64) -> Self {
+        let path = path.into();
+        Self {
+            raw_path: path.clone(),
+            path,
+            dirfd,
+            flags,
+            mode: 0,
+            target: None,
+            owner: None,
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -320,6 +337,28 @@ fn u32_of(v: i64) -> u32 {
 }
 
 impl Event {
+    /// An event of `syscall` with `kind`, every id and the return value zero and no `comm`:
+    /// the start of an event built by hand (tests, replays).
+    pub fn new(syscall: Syscall, kind: EventKind) -> Self {
+        Self {
+            ts_ns: 0,
+            cgroup_id: 0,
+            syscall,
+            pid: 0,
+            tid: 0,
+            ppid: 0,
+            ns_pid: 0,
+            ns_ppid: 0,
+            uid: 0,
+            gid: 0,
+            pid_ns: 0,
+            mnt_ns: 0,
+            comm: String::new(),
+            ret: 0,
+            kind,
+        }
+    }
+
     /// Builds the typed event. `resolve(pid, dirfd, path)` makes paths absolute (the source
     /// passes [`crate::path::resolve`]); `exe(raw, filename)` names the executed image given
     /// the exec's file name made absolute.

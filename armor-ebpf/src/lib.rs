@@ -15,8 +15,10 @@ pub mod layout;
 pub mod path;
 pub mod proctree;
 mod source;
+pub mod translate;
 
 pub use error::{Error, Result};
 pub use event::{Event, EventKind, FileOp, SockAddr, Syscall};
 pub use proctree::{ProcessInfo, ProcessTree};
 pub use source::{Controls, EventSource, Options, SYSCALLS, Stats, visibility_mask};
+pub use translate::{Translation, Translator};

@@ -26,13 +26,13 @@ pub mod containerd;
 pub mod coverage;
 pub mod enforcement;
 pub mod error;
-pub mod format;
 pub mod hook;
 pub mod identity;
 mod runtime;
 
+pub use armor_core::telemetry::format;
 pub use enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 pub use error::{Error, Result};
 pub use runtime::{
-    ContainerChange, MONITOR, Runtime, RuntimeConfig, VisibilitySink, load_policies,
+    ContainerChange, MONITOR, Now, Runtime, RuntimeConfig, VisibilitySink, load_policies,
 };

@@ -3,16 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use armor_core::enforcer::{Destination, Enforcer, EnforcerAlert, RuleGap, Start};
 use armor_core::inventory::{Inventory, Service};
 use armor_core::telemetry::Telemetry;
 use armor_core::{
-    Access, CompiledPolicy, Config, Container, Event, Host, PolicySet, PostureConfig, RuleSet,
-    Socket, Verdict, Visibility, Workload, WorkloadKey,
+    Category, CompiledPolicy, Config, Container, Event, Host, PolicySet, PostureConfig, RuleSet,
+    Verdict, Visibility, Workload, WorkloadKey,
 };
-use armor_ebpf::{EventKind, ProcessTree, SockAddr};
+use armor_ebpf::{ProcessTree, Translator};
 
 use crate::containerd::{ContainerEvent, ContainerInfo};
 use crate::coverage::{Coverage, Readiness};
@@ -162,7 +162,8 @@ pub struct Runtime {
     dropped_alerts: u64,
     sink: Option<Arc<dyn VisibilitySink>>,
     throttles: HashMap<String, Throttle>,
-    sockets: HashMap<(u32, i32), Socket>,
+    /// Kernel events to monitor records: remembers sockets by (pid, fd).
+    translator: Translator,
     problems: Vec<String>,
     /// Applies that failed since the start.
     apply_failures: u64,
@@ -265,6 +266,152 @@ fn destination(t: &Tracked, creating: Option<&Path>) -> Destination {
     }
 }
 
+/// A clock reading: what [`Runtime::handle_at`] takes for "now" (the alert throttle reads
+/// `instant`, the records' timestamps `wall`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Now {
+    /// Monotonic time.
+    pub instant: Instant,
+    /// Wall-clock time.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// The system's clocks, read now.
+    pub fn system() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// A given reading.
+    pub fn at(instant: Instant, wall: SystemTime) -> Self {
+        Self { instant, wall }
+    }
+}
+
+/// The fields every record of `ev` shares: time, cluster and host, the workload's identity, the
+/// process and its parent.
+fn base_record(
+    config: &RuntimeConfig,
+    t: &Tracked,
+    ev: &armor_ebpf::Event,
+    tree: &ProcessTree,
+    wall: SystemTime,
+) -> Telemetry {
+    let mut r = Telemetry::default();
+    let (secs, updated) = format::at(wall);
+    r.timestamp = Some(secs);
+    r.updated_time = Some(updated);
+    r.cluster_name = Some(config.cluster_name.clone());
+    r.host_name = Some(config.host_name.clone());
+    identify(t, &mut r);
+    r.host_pid = Some(i64::from(ev.pid));
+    r.host_ppid = Some(i64::from(ev.ppid));
+    r.pid = Some(i64::from(ev.ns_pid));
+    r.ppid = Some(i64::from(ev.ns_ppid));
+    r.uid = Some(i64::from(ev.uid));
+    r.process_name = tree.get(ev.pid).map(|p| p.exe.clone());
+    r.parent_process_name = tree.get(ev.ppid).map(|p| p.exe.clone());
+    r.cwd = tree.cwd(ev.pid).map(str::to_string);
+    r
+}
+
+/// The monitor's alerts for `decide` (the operations of one event) under `t`'s rules: every
+/// decision with an alert, except Block decisions the kernel enforcer makes (it reports those
+/// itself); a Block the kernel does not make is `Audit (Block)`.
+fn monitor_alerts(
+    t: &Tracked,
+    decide: &[(Event, Category)],
+    base: &Telemetry,
+    result: &str,
+) -> Vec<Telemetry> {
+    let mut out = Vec::new();
+    for (event, op) in decide {
+        let d = t.rules.decide(event);
+        let Some(alert) = d.alert() else {
+            continue;
+        };
+        if d.verdict == Verdict::Block && t.coverage.kernel_decides(&d) {
+            continue;
+        }
+        let mut a = base.with_decision(&d, MONITOR);
+        a.operation = Some(op.to_string());
+        a.result = Some(result.to_string());
+        a.enforcer = Some(MONITOR.to_string());
+        a.action = Some(if d.verdict == Verdict::Block {
+            "Audit (Block)".to_string()
+        } else {
+            alert.action.to_string()
+        });
+        out.push(a);
+    }
+    out
+}
+
+/// `alerts` of workload `key` at `now`, unless its alert rate passed the configured maximum:
+/// then one `AlertThreshold` SystemEvent, and nothing more for the throttle period.
+fn throttle(
+    throttles: &mut HashMap<String, Throttle>,
+    config: &RuntimeConfig,
+    key: &str,
+    alerts: Vec<Telemetry>,
+    base: &Telemetry,
+    now: Instant,
+) -> Vec<Telemetry> {
+    if config.max_alerts_per_sec == 0 {
+        return alerts;
+    }
+    let th = throttles.entry(key.to_string()).or_default();
+    if let Some(until) = th.dropping_until {
+        if now < until {
+            return Vec::new();
+        }
+        th.dropping_until = None;
+        th.window_start = None;
+    }
+    match th.window_start {
+        Some(start) if now.saturating_duration_since(start) < Duration::from_secs(1) => {}
+        _ => {
+            th.window_start = Some(now);
+            th.count = 0;
+        }
+    }
+    let n = u32::try_from(alerts.len()).unwrap_or(u32::MAX);
+    th.count = th.count.saturating_add(n);
+    if th.count <= config.max_alerts_per_sec {
+        return alerts;
+    }
+    th.dropping_until = Some(now + config.throttle);
+    let mut s = Telemetry::default();
+    s.timestamp = base.timestamp;
+    s.updated_time.clone_from(&base.updated_time);
+    s.cluster_name.clone_from(&base.cluster_name);
+    s.host_name.clone_from(&base.host_name);
+    s.namespace_name.clone_from(&base.namespace_name);
+    s.pod_name.clone_from(&base.pod_name);
+    s.labels.clone_from(&base.labels);
+    s.container_id.clone_from(&base.container_id);
+    s.container_name.clone_from(&base.container_name);
+    s.kind = Some("SystemEvent".to_string());
+    s.operation = Some("AlertThreshold".to_string());
+    s.resource = Some(key.to_string());
+    s.data = Some(format!(
+        "MaxAlertsPerSec={} DroppingAlertsInterval={}s",
+        config.max_alerts_per_sec,
+        config.throttle.as_secs()
+    ));
+    s.message = Some(format!(
+        "alert threshold of {} per second reached: dropping alerts of `{key}` for {}s",
+        config.max_alerts_per_sec,
+        config.throttle.as_secs()
+    ));
+    s.result = Some("Passed".to_string());
+    vec![s]
+}
+
 /// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
 fn labels_text(c: &Container) -> String {
     c.labels
@@ -339,7 +486,7 @@ impl Runtime {
             dropped_alerts: 0,
             sink,
             throttles: HashMap::new(),
-            sockets: HashMap::new(),
+            translator: Translator::default(),
             problems: Vec::new(),
             apply_failures: 0,
         };
@@ -1059,194 +1206,51 @@ impl Runtime {
         }
     }
 
-    fn base(&self, t: &Tracked, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Telemetry {
-        let mut r = Telemetry::default();
-        let (secs, updated) = format::now();
-        r.timestamp = Some(secs);
-        r.updated_time = Some(updated);
-        r.cluster_name = Some(self.config.cluster_name.clone());
-        r.host_name = Some(self.config.host_name.clone());
-        identify(t, &mut r);
-        r.host_pid = Some(i64::from(ev.pid));
-        r.host_ppid = Some(i64::from(ev.ppid));
-        r.pid = Some(i64::from(ev.ns_pid));
-        r.ppid = Some(i64::from(ev.ns_ppid));
-        r.uid = Some(i64::from(ev.uid));
-        r.process_name = tree.get(ev.pid).map(|p| p.exe.clone());
-        r.parent_process_name = tree.get(ev.ppid).map(|p| p.exe.clone());
-        r.cwd = tree.cwd(ev.pid).map(str::to_string);
-        r
+    /// Turns one kernel event into the records to emit (none, a Log, Alerts, a SystemEvent), at
+    /// the time of the call ([`Runtime::handle_at`] with [`Now::system`]).
+    pub fn handle(&mut self, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Vec<Telemetry> {
+        self.handle_at(ev, tree, Now::system())
     }
 
-    /// Turns one kernel event into the records to emit (none, a Log, Alerts, a SystemEvent).
-    pub fn handle(&mut self, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Vec<Telemetry> {
-        let t = self
-            .containers
-            .get(&ev.cgroup_id)
-            .unwrap_or(&self.host)
-            .clone();
-        let mut base = self.base(&t, ev, tree);
-        let exe = tree.get(ev.pid).map(|p| p.exe.clone());
-        let data = |extra: String| {
-            if extra.is_empty() {
-                format!("syscall={}", ev.syscall.kubearmor_name())
-            } else {
-                format!("syscall={} {extra}", ev.syscall.kubearmor_name())
-            }
+    /// The records one kernel event gives at `now`: its translation (armor-ebpf's
+    /// [`Translator`]), decided with the rules of the workload its cgroup is, throttled per
+    /// workload. The clock is only what `now` says, so a replay or a test gets the same records
+    /// for the same events and times.
+    pub fn handle_at(
+        &mut self,
+        ev: &armor_ebpf::Event,
+        tree: &ProcessTree,
+        now: Now,
+    ) -> Vec<Telemetry> {
+        let Some(tr) = self.translator.translate(ev, tree) else {
+            return Vec::new();
         };
-        // (operation, resource, data, visible, decisions to make)
-        let mut decide: Vec<(Event, &'static str)> = Vec::new();
-        let (operation, resource, data, visible) = match &ev.kind {
-            EventKind::Exec { path, argv, .. } => {
-                let parent = tree.get(ev.ppid).map(|p| p.exe.clone());
-                base.process_name = Some(path.clone());
-                base.source.clone_from(&parent);
-                decide.push((
-                    Event::exec(path.clone(), parent.as_deref()).with_uid(ev.uid),
-                    "Process",
-                ));
-                let resource = if argv.is_empty() {
-                    path.clone()
-                } else {
-                    argv.join(" ")
-                };
-                (
-                    "Process",
-                    resource,
-                    data(String::new()),
-                    t.visibility.process,
-                )
-            }
-            EventKind::File(f) => {
-                base.source.clone_from(&exe);
-                let open = matches!(
-                    ev.syscall,
-                    armor_ebpf::Syscall::Open
-                        | armor_ebpf::Syscall::Openat
-                        | armor_ebpf::Syscall::Openat2
-                );
-                let access = if open {
-                    Access::from_open_bits(u32::try_from(f.flags & 0xffff_ffff).unwrap_or(0))
-                } else {
-                    Access::WRITE
-                };
-                decide.push((
-                    Event::open(f.path.clone(), access, exe.as_deref()).with_uid(ev.uid),
-                    "File",
-                ));
-                if !open {
-                    decide.push((
-                        Event::syscall(ev.syscall.name(), Some(&f.path), exe.as_deref())
-                            .with_uid(ev.uid),
-                        "Syscall",
-                    ));
-                }
-                let extra = if open {
-                    format!("fd={} flags={}", f.dirfd, format::open_flags(f.flags))
-                } else {
-                    match &f.target {
-                        Some(target) => format!("target={target}"),
-                        None => String::new(),
-                    }
-                };
-                ("File", f.path.clone(), data(extra), t.visibility.file)
-            }
-            EventKind::Socket {
-                family,
-                sock_type,
-                protocol,
-            } => {
-                base.source.clone_from(&exe);
-                let socket = Socket::new(*family, *sock_type, *protocol);
-                if ev.ret >= 0 {
-                    if self.sockets.len() > 65_536 {
-                        self.sockets.clear();
-                    }
-                    self.sockets
-                        .insert((ev.pid, i32::try_from(ev.ret).unwrap_or(-1)), socket);
-                }
-                decide.push((
-                    Event::socket(socket, exe.as_deref()).with_uid(ev.uid),
-                    "Network",
-                ));
-                let resource = format!(
-                    "domain={} type={} protocol={}",
-                    format::family(*family),
-                    format::sock_type(*sock_type),
-                    format::protocol(socket.effective_protocol())
-                );
-                (
-                    "Network",
-                    resource,
-                    data(String::new()),
-                    t.visibility.network,
-                )
-            }
-            EventKind::Net { fd, addr, backlog } => {
-                base.source.clone_from(&exe);
-                let socket = self.sockets.get(&(ev.pid, *fd)).copied();
-                if let Some(s) = socket
-                    && ev.syscall != armor_ebpf::Syscall::Listen
-                {
-                    decide.push((Event::socket(s, exe.as_deref()).with_uid(ev.uid), "Network"));
-                }
-                let mut resource = match addr {
-                    Some(SockAddr::Inet { ip, port }) => format!(
-                        "sa_family={} sin_port={port} sin_addr={ip}",
-                        if ip.is_ipv4() { "AF_INET" } else { "AF_INET6" }
-                    ),
-                    Some(SockAddr::Unix { path }) => format!("sa_family=AF_UNIX sun_path={path}"),
-                    Some(other) => format!("sa_family={}", format::family(other.family())),
-                    None => String::new(),
-                };
-                if let Some(s) = socket {
-                    let p = format!("protocol={}", format::protocol(s.effective_protocol()));
-                    resource = if resource.is_empty() {
-                        p
-                    } else {
-                        format!("{resource} {p}")
-                    };
-                }
-                let mut extra = format!("fd={fd}");
-                if let Some(b) = backlog {
-                    extra.push_str(&format!(" backlog={b}"));
-                }
-                ("Network", resource, data(extra), t.visibility.network)
-            }
-            EventKind::Fork | EventKind::Exit { .. } | EventKind::Chdir { .. } => {
-                return Vec::new();
-            }
-            _ => return Vec::new(),
+        let t = self.containers.get(&ev.cgroup_id).unwrap_or(&self.host);
+        let mut base = base_record(&self.config, t, ev, tree, now.wall);
+        if tr.process_name.is_some() {
+            base.process_name = tr.process_name;
+        }
+        base.source = tr.source;
+        base.operation = Some(tr.operation.to_string());
+        base.resource = Some(tr.resource);
+        base.data = Some(tr.data);
+        let alerts = monitor_alerts(t, &tr.decide, &base, &tr.result);
+        if !alerts.is_empty() {
+            return throttle(
+                &mut self.throttles,
+                &self.config,
+                &t.key.name,
+                alerts,
+                &base,
+                now.instant,
+            );
+        }
+        let visible = match tr.operation {
+            Category::Process => t.visibility.process,
+            Category::File => t.visibility.file,
+            Category::Network => t.visibility.network,
+            _ => false,
         };
-        base.operation = Some(operation.to_string());
-        base.resource = Some(resource);
-        base.data = Some(data);
-        let result = format::result(ev.ret);
-        let mut out = Vec::new();
-        for (event, op) in &decide {
-            let d = t.rules.decide(event);
-            let Some(alert) = d.alert() else {
-                continue;
-            };
-            // Block decisions the kernel makes are reported by the kernel enforcer; the rest
-            // (rules it does not carry, workloads it does not hold) by the monitor.
-            if d.verdict == Verdict::Block && t.coverage.kernel_decides(&d) {
-                continue;
-            }
-            let mut a = base.with_decision(&d, MONITOR);
-            a.operation = Some((*op).to_string());
-            a.result = Some(result.clone());
-            a.enforcer = Some(MONITOR.to_string());
-            a.action = Some(if d.verdict == Verdict::Block {
-                "Audit (Block)".to_string()
-            } else {
-                alert.action.to_string()
-            });
-            out.push(a);
-        }
-        if !out.is_empty() {
-            return self.throttle(&t.key.name, out, &base);
-        }
         if !visible {
             return Vec::new();
         }
@@ -1258,61 +1262,8 @@ impl Runtime {
             }
             .to_string(),
         );
-        base.result = Some(result);
+        base.result = Some(tr.result);
         vec![base]
-    }
-
-    fn throttle(&mut self, key: &str, alerts: Vec<Telemetry>, base: &Telemetry) -> Vec<Telemetry> {
-        if self.config.max_alerts_per_sec == 0 {
-            return alerts;
-        }
-        let now = Instant::now();
-        let th = self.throttles.entry(key.to_string()).or_default();
-        if let Some(until) = th.dropping_until {
-            if now < until {
-                return Vec::new();
-            }
-            th.dropping_until = None;
-            th.window_start = None;
-        }
-        match th.window_start {
-            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
-            _ => {
-                th.window_start = Some(now);
-                th.count = 0;
-            }
-        }
-        let n = u32::try_from(alerts.len()).unwrap_or(u32::MAX);
-        th.count = th.count.saturating_add(n);
-        if th.count <= self.config.max_alerts_per_sec {
-            return alerts;
-        }
-        th.dropping_until = Some(now + self.config.throttle);
-        let mut s = Telemetry::default();
-        s.timestamp = base.timestamp;
-        s.updated_time.clone_from(&base.updated_time);
-        s.cluster_name.clone_from(&base.cluster_name);
-        s.host_name.clone_from(&base.host_name);
-        s.namespace_name.clone_from(&base.namespace_name);
-        s.pod_name.clone_from(&base.pod_name);
-        s.labels.clone_from(&base.labels);
-        s.container_id.clone_from(&base.container_id);
-        s.container_name.clone_from(&base.container_name);
-        s.kind = Some("SystemEvent".to_string());
-        s.operation = Some("AlertThreshold".to_string());
-        s.resource = Some(key.to_string());
-        s.data = Some(format!(
-            "MaxAlertsPerSec={} DroppingAlertsInterval={}s",
-            self.config.max_alerts_per_sec,
-            self.config.throttle.as_secs()
-        ));
-        s.message = Some(format!(
-            "alert threshold of {} per second reached: dropping alerts of `{key}` for {}s",
-            self.config.max_alerts_per_sec,
-            self.config.throttle.as_secs()
-        ));
-        s.result = Some("Passed".to_string());
-        vec![s]
     }
 
     /// An enforcer's alert with the workload's identity added.

@@ -467,3 +467,64 @@ fn web_with(mut info: ContainerInfo, pid: u32) -> ContainerInfo {
     info.pid = Some(pid);
     info
 }
+
+/// The monitor's records depend only on the events and the clock it is given: three Audit
+/// alerts at one instant with a limit of two give two alerts and the AlertThreshold event, then
+/// nothing until the throttle period has passed, then alerts again; every record carries the
+/// wall-clock time it was given.
+#[test]
+fn handle_at_is_a_function_of_the_events_and_the_injected_clock() {
+    use armor_ebpf::{Event as KernelEvent, EventKind, FileOp, Syscall};
+    use armor_runtime::Now;
+    use std::time::{Duration, Instant, SystemTime};
+
+    let audit = POLICY.replace("action: Block", "action: Audit");
+    let set = PolicySet::parse(&audit, "p.yaml").unwrap();
+    let policy = armor_core::CompiledPolicy::build(&set).unwrap();
+    let config = RuntimeConfig::default().throttling(2, Duration::from_secs(10));
+    let mut rt = Runtime::new(config, policy, Vec::new(), None);
+    rt.add_container_with_cgroup(&web("c5", Some(4242)), 91);
+    let open = {
+        let mut ev = KernelEvent::new(
+            Syscall::Openat,
+            EventKind::File(FileOp::new("/etc/secret", -100, 0)),
+        );
+        ev.cgroup_id = 91;
+        ev.pid = 4242;
+        ev
+    };
+    let tree = ProcessTree::new();
+    let t0 = Instant::now();
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let at = |secs: u64| Now::at(t0 + Duration::from_secs(secs), wall);
+    let kinds = |records: Vec<armor_core::telemetry::Telemetry>| -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.timestamp, Some(1_700_000_000));
+                format!(
+                    "{}:{}",
+                    r.kind.unwrap_or_default(),
+                    r.operation.unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(rt.handle_at(&open, &tree, at(0))),
+        ["MatchedPolicy:File"]
+    );
+    assert_eq!(
+        kinds(rt.handle_at(&open, &tree, at(0))),
+        ["MatchedPolicy:File"]
+    );
+    assert_eq!(
+        kinds(rt.handle_at(&open, &tree, at(0))),
+        ["SystemEvent:AlertThreshold"]
+    );
+    assert!(rt.handle_at(&open, &tree, at(9)).is_empty());
+    assert_eq!(
+        kinds(rt.handle_at(&open, &tree, at(10))),
+        ["MatchedPolicy:File"]
+    );
+}

@@ -18,6 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod format;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! KubeArmor's spellings of kernel values (flags, families, errno) and timestamps.
+//! KubeArmor's spellings of kernel values (flags, families, protocols, errno) and timestamps,
+//! in one place for every record armor writes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -79,9 +80,13 @@ pub fn result(ret: i64) -> String {
 
 /// Now as `(unix seconds, RFC 3339 with microseconds)`.
 pub fn now() -> (i64, String) {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    at(SystemTime::now())
+}
+
+/// `wall` as `(unix seconds, RFC 3339 with microseconds)`: the `Timestamp` and `UpdatedTime`
+/// of a record.
+pub fn at(wall: SystemTime) -> (i64, String) {
+    let d = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(d.as_secs()).unwrap_or(0);
     (secs, rfc3339(secs, d.subsec_micros()))
 }
