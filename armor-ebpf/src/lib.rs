@@ -8,6 +8,7 @@
 //! * Errors: one [`Error`] enum naming the failed operation.
 //! * The kernel record and its decoder are in [`layout`]; the C header it mirrors is
 //!   `bpf/armor_event.h`.
+#![forbid(unsafe_code)]
 
 pub mod error;
 pub mod event;

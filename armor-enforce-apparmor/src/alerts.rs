@@ -35,8 +35,8 @@ use armor_core::event::Category;
 use armor_core::workload::WorkloadKey;
 
 use crate::denial::{AUDIT_AVC, Denial, MAX_RECORD, from_kmsg};
-use crate::model::{AaOp, Model, Ranking, protocol_name};
 use crate::profile::Profile;
+use crate::simulation::{AaOp, Model, Ranking, protocol_name};
 
 /// The audit multicast group of read-only listeners (`AUDIT_NLGRP_READLOG`).
 pub const AUDIT_NLGRP_READLOG: u32 = 1;

@@ -27,10 +27,10 @@ use armor_core::rule::{ProtocolMatch, SourceMatch, trim_slash};
 use armor_core::workload::WorkloadKey;
 use armor_core::{Action, Category, Event, Rule, Target, Verdict};
 
-use crate::model::Ranking;
 use crate::profile::{
     Body, ExecMode, Line, Owner, Perms, Profile, Section, group_mergeable, literal, quote_if_needed,
 };
+use crate::simulation::Ranking;
 
 /// Socket types AppArmor's parser names.
 const TYPES: [&str; 6] = ["stream", "dgram", "raw", "rdm", "seqpacket", "packet"];

@@ -5,8 +5,8 @@ pub mod alerts;
 pub mod compile;
 pub mod denial;
 pub mod enforcer;
-pub mod model;
 pub mod profile;
+pub mod simulation;
 
 pub use alerts::{AlertReader, Registry, resolve};
 pub use compile::{AppArmorArtifact, child_name, compile, profile_name};
@@ -16,5 +16,5 @@ pub use enforcer::{AppArmor, Factory};
 /// The enforcer's name (the `Enforcer` field of its alerts). Defined here, not in `enforcer`, so
 /// that the alert reader (`alerts`) does not depend on the enforcer that starts it.
 pub const NAME: &str = "AppArmor";
-pub use model::{AaDecision, AaOp, Model, Precedence, Ranking};
 pub use profile::{MARKER, Profile, parse};
+pub use simulation::{AaDecision, AaOp, Model, Precedence, Ranking};

@@ -14,7 +14,7 @@ use armor_core::enforcer::Artifact;
 use armor_core::event::Operation;
 use armor_core::workload::WorkloadKey;
 use armor_core::{Category, CompiledPolicy, PolicySet};
-use armor_enforce_apparmor::model::{protocol_name, sock_type_name};
+use armor_enforce_apparmor::simulation::{protocol_name, sock_type_name};
 use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
 use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
 

@@ -19,7 +19,7 @@ use armor_core::event::{Access, Event, Operation, Socket, net};
 use armor_core::posture::{Posture, PostureAction};
 use armor_core::workload::{Container, WorkloadKey};
 use armor_core::{Category, CompiledPolicy, PolicySet, Verdict};
-use armor_enforce_apparmor::model::{protocol_name, sock_type_name};
+use armor_enforce_apparmor::simulation::{protocol_name, sock_type_name};
 use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
 use proptest::prelude::*;
 

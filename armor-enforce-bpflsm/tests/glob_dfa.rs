@@ -118,7 +118,7 @@ spec:
         "/etc",
     ] {
         let want: Vec<u16> = group.dfa.matches(p.as_bytes()).to_vec();
-        let got = armor_enforce_bpflsm::model::glob_matches(value, p);
+        let got = armor_enforce_bpflsm::simulation::glob_matches(value, p);
         assert_eq!(got, want, "{p}");
         let globs: Vec<Glob> = group
             .patterns

@@ -20,6 +20,7 @@
 //!   agent has put its rules in force ([`Runtime::container_creating`]).
 //! * [`agent`]: the host agent's whole loop (`armor-agent` is flag parsing around it).
 //! * Errors: one [`Error`] enum naming the failed operation.
+#![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod containerd;

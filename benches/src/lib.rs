@@ -2,6 +2,7 @@
 //!
 //! The rule mix and its events come from [`armor_testing::mix`]; this crate only wires them to
 //! the engine and the naive matcher so that every bench measures the same inputs.
+#![forbid(unsafe_code)]
 
 use armor_core::{CompiledPolicy, Container, Event, PolicySet, Posture, RuleSet, Workload};
 use armor_testing::naive::NaiveMatcher;

@@ -17,6 +17,7 @@
 //!     Ok(())
 //! }
 //! ```
+#![forbid(unsafe_code)]
 
 use std::env;
 use std::io::ErrorKind;

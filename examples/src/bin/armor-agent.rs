@@ -14,6 +14,7 @@
 //! reported on stderr), and so is the inventory. A policy directory or inventory that does not
 //! load at start stops the agent before anything is applied, naming every problem's
 //! `file:line:col`. SIGTERM and SIGINT stop it cleanly.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;

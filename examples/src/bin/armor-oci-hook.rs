@@ -9,6 +9,7 @@
 //! container and 1 (runc then fails the creation, showing the reason printed on stderr) when
 //! the agent refuses it or — without `--fail-open` — cannot be reached or does not answer in
 //! time. Everything is [`armor_runtime::hook::hook_main`].
+#![forbid(unsafe_code)]
 
 fn main() {
     armor_examples::init_logging();

@@ -18,6 +18,7 @@
 //!
 //! Events (`--event`) and replay input are KubeArmor Log records (PascalCase JSON, one per line);
 //! see `armor_core::telemetry`.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
