@@ -275,35 +275,279 @@ pub fn run(
     log: &mut dyn FnMut(&str),
     stop: &AtomicBool,
 ) -> Result<()> {
-    let policy = load_policies(&[&options.policies])?;
-    log(&format!(
-        "{} rules from {}",
-        policy.rules().len(),
-        options.policies.display()
-    ));
-    let mut inventory = match &options.inventory {
-        Some(file) => {
-            let inv = load_inventory(file, log)?;
-            log(&format!(
-                "{} services in the inventory {}",
-                inv.services().len(),
-                file.display()
-            ));
-            Some((file.clone(), inv, file_stamp(file)))
-        }
-        None => None,
-    };
-    let cgroup_root = match inventory {
-        Some(_) => Some(crate::identity::cgroup2_root()?),
-        None => None,
-    };
-    if options.hook_socket.is_some() && options.containerd_socket.is_none() {
-        return Err(Error::Usage(
-            "the OCI hook socket needs the containerd socket (containers are resolved through \
-             containerd)"
-                .into(),
-        ));
+    let mut agent = Agent::start(options, log)?;
+    while !stop.load(Ordering::Relaxed) {
+        agent.step(options, out, log)?;
     }
+    write_records(out, &[])?;
+    log("stopped");
+    Ok(())
+}
+
+/// The inventory file, what it holds, and its size and modification time when it was read.
+struct InventoryFile {
+    file: PathBuf,
+    inventory: Inventory,
+    stamp: Option<(u64, Option<SystemTime>)>,
+    cgroup_root: PathBuf,
+}
+
+/// What the agent's loop works with, once started.
+struct Agent {
+    rt: Runtime,
+    source: EventSource,
+    controls: std::sync::Arc<armor_ebpf::Controls>,
+    containerd: Option<(Containerd, std::sync::mpsc::Receiver<ContainerEvent>)>,
+    hooks: Option<HookServer>,
+    inventory: Option<InventoryFile>,
+    /// Polling: briefly when following containerd, so a created task gets its rules before its
+    /// start.
+    poll: Duration,
+    seen: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+    last_check: Instant,
+    last_services: Instant,
+    /// After an inventory reload: resync the services at once.
+    resync_now: bool,
+    last_lost: u64,
+    last_readiness: String,
+}
+
+impl Agent {
+    /// Everything before the loop: policies, inventory, enforcer, event source, containerd,
+    /// services, the hook socket, and the `ready` line (or the refusal to start).
+    fn start(options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<Self> {
+        let policy = load_policies(&[&options.policies])?;
+        log(&format!(
+            "{} rules from {}",
+            policy.rules().len(),
+            options.policies.display()
+        ));
+        let inventory = match &options.inventory {
+            Some(file) => Some(open_inventory(file, log)?),
+            None => None,
+        };
+        if options.hook_socket.is_some() && options.containerd_socket.is_none() {
+            return Err(Error::Usage(
+                "the OCI hook socket needs the containerd socket (containers are resolved \
+                 through containerd)"
+                    .into(),
+            ));
+        }
+        let enforcement = select_enforcement(options, log)?;
+        let source = EventSource::load(Options::default())?;
+        let controls = source.controls();
+        let mut rt = Runtime::with_enforcement(
+            options.config.clone(),
+            policy,
+            enforcement,
+            Some(controls.clone()),
+        );
+        controls.set_default_visibility(&rt.host_visibility())?;
+        let containerd = match &options.containerd_socket {
+            Some(sock) => Some(follow_containerd(&mut rt, sock, log)?),
+            None => None,
+        };
+        if let Some(inv) = &inventory {
+            describe_services(rt.sync_services(&inv.inventory, &inv.cgroup_root), log);
+        }
+        let hooks = match &options.hook_socket {
+            Some(path) => {
+                let server = HookServer::bind(path)?;
+                log(&format!("answering the OCI hook on {}", path.display()));
+                Some(server)
+            }
+            None => None,
+        };
+        for p in rt.take_problems() {
+            log(p.as_str());
+        }
+        let last_readiness = ready(&rt, options, inventory.is_some(), log)?;
+        Ok(Self {
+            rt,
+            source,
+            controls,
+            poll: Duration::from_millis(if containerd.is_some() { 10 } else { 200 }),
+            containerd,
+            hooks,
+            inventory,
+            seen: snapshot(&options.policies),
+            last_check: Instant::now(),
+            last_services: Instant::now(),
+            resync_now: false,
+            last_lost: 0,
+            last_readiness,
+        })
+    }
+
+    /// One turn of the loop: kernel events, hook requests (first: runc waits on them),
+    /// lifecycle events, records out; once a second the policy directory, the inventory,
+    /// readiness and kernel losses; the services when due.
+    fn step(
+        &mut self,
+        options: &AgentOptions,
+        out: &mut dyn Write,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let mut batch = Vec::new();
+        self.source
+            .poll(self.poll, &mut |e| batch.push(e.clone()))?;
+        self.answer_hooks(log);
+        self.follow_lifecycle(log);
+        let mut records = self.rt.enforcer_records(self.source.process_tree());
+        for e in &batch {
+            records.extend(self.rt.handle(e, self.source.process_tree()));
+        }
+        write_records(out, &records)?;
+        for p in self.rt.take_problems() {
+            log(&p);
+        }
+        if self.last_check.elapsed() >= Duration::from_secs(1) {
+            self.last_check = Instant::now();
+            self.every_second(options, log)?;
+        }
+        self.resync_services(log);
+        Ok(())
+    }
+
+    /// Answers every waiting OCI hook: a created container gets its rules before anything
+    /// else waits.
+    fn answer_hooks(&mut self, log: &mut dyn FnMut(&str)) {
+        if let (Some(server), Some((client, _))) = (&self.hooks, &self.containerd) {
+            while let Some(req) = server.try_recv() {
+                let (verdict, line) = admit(&mut self.rt, client, req.state());
+                req.answer(verdict);
+                log(&line);
+            }
+        }
+    }
+
+    /// Follows every lifecycle event containerd delivered since the last turn.
+    fn follow_lifecycle(&mut self, log: &mut dyn FnMut(&str)) {
+        let Some((_, rx)) = &self.containerd else {
+            return;
+        };
+        while let Ok(ev) = rx.try_recv() {
+            let id = match &ev {
+                ContainerEvent::Defined(i)
+                | ContainerEvent::Created(i)
+                | ContainerEvent::Started(i) => i.id.clone(),
+                ContainerEvent::Stopped { id, .. } => id.clone(),
+                ContainerEvent::StreamEnded(reason) => {
+                    log(&format!("containerd events ended: {reason}"));
+                    continue;
+                }
+            };
+            if let Some(line) = describe_change(&mut self.rt, &id, &ev) {
+                log(&line);
+            }
+        }
+    }
+
+    /// The once-a-second work: a changed policy directory is reloaded (all or nothing), a
+    /// changed inventory too; a change of readiness and new kernel losses are logged.
+    fn every_second(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let now = snapshot(&options.policies);
+        if now != self.seen {
+            self.seen = now;
+            match self.rt.reload(&[&options.policies]) {
+                Ok(n) => {
+                    self.controls
+                        .set_default_visibility(&self.rt.host_visibility())?;
+                    log(&format!("policies reloaded: {n} rules"));
+                }
+                Err(e) => log(&format!(
+                    "reload failed, keeping the previous policies: {}",
+                    chain(&e)
+                )),
+            }
+        }
+        if let Some(inv) = &mut self.inventory
+            && reload_inventory(inv, log)
+        {
+            self.resync_now = true;
+        }
+        // What is enforced changed (a container partly enforced, an apply that failed).
+        let now = self.rt.readiness().summary();
+        if now != self.last_readiness {
+            log(&format!("readiness: {now}"));
+            self.last_readiness = now;
+        }
+        let lost = self.controls.stats()?.lost;
+        if lost != self.last_lost {
+            log(&format!(
+                "{} events lost in the kernel (total {lost})",
+                lost.saturating_sub(self.last_lost)
+            ));
+            self.last_lost = lost;
+        }
+        Ok(())
+    }
+
+    /// Tracks the services that started, stopped or restarted, every [`SERVICE_RESYNC`] and
+    /// right after the inventory changed.
+    fn resync_services(&mut self, log: &mut dyn FnMut(&str)) {
+        let Some(inv) = &self.inventory else {
+            return;
+        };
+        if !self.resync_now && self.last_services.elapsed() < SERVICE_RESYNC {
+            return;
+        }
+        self.resync_now = false;
+        self.last_services = Instant::now();
+        describe_services(self.rt.sync_services(&inv.inventory, &inv.cgroup_root), log);
+        for p in self.rt.take_problems() {
+            log(&p);
+        }
+    }
+}
+
+/// Loads the inventory at start (a bad file stops the agent) and finds the cgroup2 mount its
+/// services' cgroups are under.
+fn open_inventory(file: &Path, log: &mut dyn FnMut(&str)) -> Result<InventoryFile> {
+    let inventory = load_inventory(file, log)?;
+    log(&format!(
+        "{} services in the inventory {}",
+        inventory.services().len(),
+        file.display()
+    ));
+    Ok(InventoryFile {
+        file: file.to_path_buf(),
+        inventory,
+        stamp: file_stamp(file),
+        cgroup_root: crate::identity::cgroup2_root()?,
+    })
+}
+
+/// Reloads the inventory when its file changed; a bad file keeps the previous inventory.
+/// Returns whether a new inventory is in force.
+fn reload_inventory(inv: &mut InventoryFile, log: &mut dyn FnMut(&str)) -> bool {
+    let now = file_stamp(&inv.file);
+    if now == inv.stamp {
+        return false;
+    }
+    inv.stamp = now;
+    match load_inventory(&inv.file, log) {
+        Ok(new) => {
+            inv.inventory = new;
+            log(&format!(
+                "inventory reloaded: {} services",
+                inv.inventory.services().len()
+            ));
+            true
+        }
+        Err(e) => {
+            log(&format!(
+                "inventory reload failed, keeping the previous one: {}",
+                chain(&e)
+            ));
+            false
+        }
+    }
+}
+
+/// The enforcer the options choose, said in the log; without one, `--require-enforcement`
+/// refuses to start.
+fn select_enforcement(options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<Enforcement> {
     let enforcement = Enforcement::select(&options.enforcer, &options.enforcement)?;
     log(&enforcement.summary());
     if options.config.require_enforcement && enforcement.name().is_none() {
@@ -315,56 +559,50 @@ pub fn run(
             ),
         });
     }
-    let mut source = EventSource::load(Options::default())?;
-    let controls = source.controls();
-    let mut rt = Runtime::with_enforcement(
-        options.config.clone(),
-        policy,
-        enforcement,
-        Some(controls.clone()),
-    );
-    controls.set_default_visibility(&rt.host_visibility())?;
+    Ok(enforcement)
+}
 
-    let containerd = match &options.containerd_socket {
-        Some(sock) => {
-            let c = Containerd::connect(sock)?;
-            // Subscribe first: a container created while we enumerate is not missed.
-            let rx = c.watch()?;
-            // Running (or created) tasks are tracked; containers without a task yet get what
-            // must be loaded ahead of it (AppArmor profiles).
-            for info in c.list_all()? {
-                let id = info.id.clone();
-                let ev = if info.pid.is_some() {
-                    ContainerEvent::Created(info)
-                } else {
-                    ContainerEvent::Defined(info)
-                };
-                if let Some(line) = describe_change(&mut rt, &id, &ev) {
-                    log(&line);
-                }
-            }
-            for name in rt.sweep_stale_profiles() {
-                log(&format!("removed stale AppArmor profile {name}"));
-            }
-            Some((c, rx))
+/// Subscribes to containerd's events first (a container created while the existing ones are
+/// listed is not missed), then tracks every running or created task and loads ahead what a
+/// defined container needs (an AppArmor profile), and sweeps what the enforcer kept for
+/// workloads that are gone.
+fn follow_containerd(
+    rt: &mut Runtime,
+    sock: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Containerd, std::sync::mpsc::Receiver<ContainerEvent>)> {
+    let c = Containerd::connect(sock)?;
+    let rx = c.watch()?;
+    for info in c.list_all()? {
+        let id = info.id.clone();
+        let ev = if info.pid.is_some() {
+            ContainerEvent::Created(info)
+        } else {
+            ContainerEvent::Defined(info)
+        };
+        if let Some(line) = describe_change(rt, &id, &ev) {
+            log(&line);
         }
-        None => None,
-    };
-    if let (Some((_, inv, _)), Some(root)) = (&inventory, &cgroup_root) {
-        describe_services(rt.sync_services(inv, root), log);
     }
-    let hooks = match &options.hook_socket {
-        Some(path) => {
-            let server = HookServer::bind(path)?;
-            log(&format!("answering the OCI hook on {}", path.display()));
-            Some(server)
-        }
-        None => None,
-    };
-    for p in rt.take_problems() {
-        log(&p);
+    let enforcer = rt
+        .enforcement()
+        .and_then(Enforcement::name)
+        .unwrap_or("enforcer");
+    for name in rt.sweep_stale_profiles() {
+        log(&format!("removed stale {enforcer} state: {name}"));
     }
-    let services = if inventory.is_some() {
+    Ok((c, rx))
+}
+
+/// Logs what is not fully enforced and the `ready` line, and returns the readiness summary;
+/// with `--require-enforcement`, a workload not fully enforced refuses the start instead.
+fn ready(
+    rt: &Runtime,
+    options: &AgentOptions,
+    with_services: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let services = if with_services {
         format!(", {} services", rt.service_units().len())
     } else {
         String::new()
@@ -386,121 +624,12 @@ pub fn run(
             ),
         });
     }
-    let mut last_readiness = readiness.summary();
+    let summary = readiness.summary();
     log(&format!(
-        "ready: {last_readiness} ({} containers{services})",
+        "ready: {summary} ({} containers{services})",
         rt.containers().len()
     ));
-    // Following containerd, poll briefly so a created task gets its rules before its start.
-    let poll = Duration::from_millis(if containerd.is_some() { 10 } else { 200 });
-    let mut seen = snapshot(&options.policies);
-    let mut last_check = Instant::now();
-    let mut last_services = Instant::now();
-    // After an inventory reload: resync the services at once.
-    let mut resync_now = false;
-    let mut last_lost = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let mut batch = Vec::new();
-        source.poll(poll, &mut |e| batch.push(e.clone()))?;
-        // Hooks first: runc waits on them. Then lifecycle: a created container gets its rules
-        // before anything else waits.
-        if let (Some(server), Some((client, _))) = (&hooks, &containerd) {
-            while let Some(req) = server.try_recv() {
-                let (verdict, line) = admit(&mut rt, client, req.state());
-                req.answer(verdict);
-                log(&line);
-            }
-        }
-        if let Some((_, rx)) = &containerd {
-            while let Ok(ev) = rx.try_recv() {
-                let id = match &ev {
-                    ContainerEvent::Defined(i)
-                    | ContainerEvent::Created(i)
-                    | ContainerEvent::Started(i) => i.id.clone(),
-                    ContainerEvent::Stopped { id, .. } => id.clone(),
-                    ContainerEvent::StreamEnded(reason) => {
-                        log(&format!("containerd events ended: {reason}"));
-                        continue;
-                    }
-                };
-                if let Some(line) = describe_change(&mut rt, &id, &ev) {
-                    log(&line);
-                }
-            }
-        }
-        let mut records = rt.enforcer_records(source.process_tree());
-        for e in &batch {
-            records.extend(rt.handle(e, source.process_tree()));
-        }
-        write_records(out, &records)?;
-        for p in rt.take_problems() {
-            log(&p);
-        }
-        if last_check.elapsed() >= Duration::from_secs(1) {
-            last_check = Instant::now();
-            let now = snapshot(&options.policies);
-            if now != seen {
-                seen = now;
-                match rt.reload(&[&options.policies]) {
-                    Ok(n) => {
-                        controls.set_default_visibility(&rt.host_visibility())?;
-                        log(&format!("policies reloaded: {n} rules"));
-                    }
-                    Err(e) => log(&format!(
-                        "reload failed, keeping the previous policies: {}",
-                        chain(&e)
-                    )),
-                }
-            }
-            if let Some((file, inv, stamp)) = &mut inventory {
-                let now = file_stamp(file);
-                if now != *stamp {
-                    *stamp = now;
-                    match load_inventory(file, log) {
-                        Ok(new) => {
-                            *inv = new;
-                            log(&format!(
-                                "inventory reloaded: {} services",
-                                inv.services().len()
-                            ));
-                            resync_now = true;
-                        }
-                        Err(e) => log(&format!(
-                            "inventory reload failed, keeping the previous one: {}",
-                            chain(&e)
-                        )),
-                    }
-                }
-            }
-            // What is enforced changed (a container partly enforced, an apply that failed).
-            let now = rt.readiness().summary();
-            if now != last_readiness {
-                log(&format!("readiness: {now}"));
-                last_readiness = now;
-            }
-            let lost = controls.stats()?.lost;
-            if lost != last_lost {
-                log(&format!(
-                    "{} events lost in the kernel (total {lost})",
-                    lost.saturating_sub(last_lost)
-                ));
-                last_lost = lost;
-            }
-        }
-        if let (Some((_, inv, _)), Some(root)) = (&inventory, &cgroup_root)
-            && (resync_now || last_services.elapsed() >= SERVICE_RESYNC)
-        {
-            resync_now = false;
-            last_services = Instant::now();
-            describe_services(rt.sync_services(inv, root), log);
-            for p in rt.take_problems() {
-                log(&p);
-            }
-        }
-    }
-    write_records(out, &[])?;
-    log("stopped");
-    Ok(())
+    Ok(summary)
 }
 
 #[cfg(test)]
