@@ -151,25 +151,7 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
         .filter(|(_, r)| r.target_can_match())
         .collect();
     ids.sort_by(|(ia, a), (ib, b)| rank_key(a, *ia).cmp(&rank_key(b, *ib)));
-
-    let mut allow_list = [false; 4];
-    for c in [
-        Category::Process,
-        Category::File,
-        Category::Network,
-        Category::Capabilities,
-    ] {
-        if let Some(slot) = c.posture_index().and_then(|i| allow_list.get_mut(i)) {
-            *slot = rules.allow_list(c);
-        }
-    }
-    let p = rules.posture();
-    let posture_block = [
-        p.file == PostureAction::Block,
-        p.file == PostureAction::Block,
-        p.network == PostureAction::Block,
-        p.capabilities == PostureAction::Block,
-    ];
+    let (allow_list, posture_block) = postures(rules);
 
     // Entries with the same key, action and flags cover exactly the same operations, so only the
     // best-ranked one can ever win: keep that one.
@@ -179,81 +161,16 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
     let mut patterns: BTreeMap<String, String> = BTreeMap::new();
     for (rank, (id, r)) in ids.iter().enumerate() {
         let rank = u32::try_from(rank).unwrap_or(u32::MAX);
-        if let Some(reason) = unenforceable_reason(r) {
-            unenforceable.push(unenforceable_entry(*id, reason));
-            continue;
-        }
-        let file = r.category == Category::File;
-        let (k, target, recursive) = match &r.target {
-            Target::Path(path) => (
-                if file {
-                    kind::FILE_PATH
-                } else {
-                    kind::PROC_PATH
-                },
-                EntryTarget::Path(trim_slash(path).to_owned()),
-                false,
-            ),
-            Target::ExecName(n) => (kind::PROC_NAME, EntryTarget::Name(n.clone()), false),
-            Target::Directory { dir, recursive } => (
-                if file { kind::FILE_DIR } else { kind::PROC_DIR },
-                EntryTarget::Path(trim_slash(dir).to_owned()),
-                *recursive,
-            ),
-            Target::Protocol(ProtocolMatch::Protocol(n)) => {
-                (kind::NET_PROTO, EntryTarget::Number(*n), false)
-            }
-            Target::Protocol(ProtocolMatch::Type(n)) => {
-                (kind::NET_TYPE, EntryTarget::Number(*n), false)
-            }
-            Target::Protocol(_) => (kind::NET_ALL, EntryTarget::Any, false),
-            Target::Capability(c) => (kind::CAP, EntryTarget::Number(u16::from(*c)), false),
-            Target::Pattern(g) if matches!(r.category, Category::Process | Category::File) => {
-                if let Err(e) = crate::dfa::check(g.regex()) {
-                    unenforceable.push(unenforceable_entry(*id, &e.to_string()));
-                    continue;
-                }
-                patterns.insert(g.as_str().to_owned(), g.regex().to_owned());
-                (
-                    if file {
-                        kind::FILE_GLOB
-                    } else {
-                        kind::PROC_GLOB
-                    },
-                    EntryTarget::Pattern(g.as_str().to_owned()),
-                    false,
-                )
-            }
-            _ => {
-                unenforceable.push(unenforceable_entry(*id, "unknown rule target"));
+        let (k, target, recursive) = match entry_target(r, &mut patterns) {
+            Ok(t) => t,
+            Err(reason) => {
+                unenforceable.push(unenforceable_entry(*id, &reason));
                 continue;
             }
         };
-        let mut flags = 0;
-        if matches!(r.category, Category::Process | Category::File) {
-            if r.read_only && file {
-                flags |= abi::F_READ_ONLY;
-            }
-            if r.owner_only {
-                flags |= abi::F_OWNER_ONLY;
-            }
-        }
-        if recursive {
-            flags |= abi::F_RECURSIVE;
-        }
+        let flags = entry_flags(r, recursive);
         let action = action_code(r.action);
-        let sources: Vec<Option<String>> = if r.from_source.is_empty() {
-            vec![None]
-        } else {
-            r.from_source
-                .iter()
-                .filter_map(|s| match s {
-                    SourceMatch::Path(p) => Some(Some(p.clone())),
-                    _ => None,
-                })
-                .collect()
-        };
-        for source in sources {
+        for source in entry_sources(r) {
             best.entry((k, target.clone(), source, action, flags))
                 .or_insert((rank, *id));
         }
@@ -272,6 +189,138 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             },
         )
         .collect();
+    let globs = glob_groups(
+        rules,
+        &mut entries,
+        &patterns,
+        max_glob_states,
+        &mut unenforceable,
+    );
+    unenforceable.sort_by_key(|u| u.rule);
+    BpfArtifact {
+        workload: workload.to_owned(),
+        host: rules.is_host(),
+        allow_list,
+        posture_block,
+        entries,
+        globs,
+        inodes: BTreeMap::new(),
+        from_first_exec: false,
+        unenforceable,
+    }
+}
+
+/// Allow-list mode and a blocking default posture, per category (process, file, network,
+/// capabilities; processes follow the file posture, as in KubeArmor).
+fn postures(rules: &RuleSet) -> ([bool; 4], [bool; 4]) {
+    let mut allow_list = [false; 4];
+    for c in Category::WITH_POSTURE {
+        if let Some(slot) = c.posture_index().and_then(|i| allow_list.get_mut(i)) {
+            *slot = rules.allow_list(c);
+        }
+    }
+    let p = rules.posture();
+    let posture_block = [
+        p.file == PostureAction::Block,
+        p.file == PostureAction::Block,
+        p.network == PostureAction::Block,
+        p.capabilities == PostureAction::Block,
+    ];
+    (allow_list, posture_block)
+}
+
+/// The entry kind, target and recursion of rule `r`, or why the kernel does not carry it. A
+/// glob the automaton compiler accepts is recorded in `patterns` (text to regular expression).
+fn entry_target(
+    r: &Rule,
+    patterns: &mut BTreeMap<String, String>,
+) -> Result<(u8, EntryTarget, bool), String> {
+    if let Some(reason) = unenforceable_reason(r) {
+        return Err(reason.to_owned());
+    }
+    let file = r.category == Category::File;
+    Ok(match &r.target {
+        Target::Path(path) => (
+            if file {
+                kind::FILE_PATH
+            } else {
+                kind::PROC_PATH
+            },
+            EntryTarget::Path(trim_slash(path).to_owned()),
+            false,
+        ),
+        Target::ExecName(n) => (kind::PROC_NAME, EntryTarget::Name(n.clone()), false),
+        Target::Directory { dir, recursive } => (
+            if file { kind::FILE_DIR } else { kind::PROC_DIR },
+            EntryTarget::Path(trim_slash(dir).to_owned()),
+            *recursive,
+        ),
+        Target::Protocol(ProtocolMatch::Protocol(n)) => {
+            (kind::NET_PROTO, EntryTarget::Number(*n), false)
+        }
+        Target::Protocol(ProtocolMatch::Type(n)) => {
+            (kind::NET_TYPE, EntryTarget::Number(*n), false)
+        }
+        Target::Protocol(_) => (kind::NET_ALL, EntryTarget::Any, false),
+        Target::Capability(c) => (kind::CAP, EntryTarget::Number(u16::from(*c)), false),
+        Target::Pattern(g) if matches!(r.category, Category::Process | Category::File) => {
+            crate::dfa::check(g.regex()).map_err(|e| e.to_string())?;
+            patterns.insert(g.as_str().to_owned(), g.regex().to_owned());
+            (
+                if file {
+                    kind::FILE_GLOB
+                } else {
+                    kind::PROC_GLOB
+                },
+                EntryTarget::Pattern(g.as_str().to_owned()),
+                false,
+            )
+        }
+        _ => return Err("unknown rule target".to_owned()),
+    })
+}
+
+/// The entry flags of rule `r`: readOnly (file rules), ownerOnly, recursive.
+fn entry_flags(r: &Rule, recursive: bool) -> u8 {
+    let mut flags = 0;
+    if matches!(r.category, Category::Process | Category::File) {
+        if r.read_only && r.category == Category::File {
+            flags |= abi::F_READ_ONLY;
+        }
+        if r.owner_only {
+            flags |= abi::F_OWNER_ONLY;
+        }
+    }
+    if recursive {
+        flags |= abi::F_RECURSIVE;
+    }
+    flags
+}
+
+/// One entry per `fromSource` path of rule `r`, or one without a source.
+fn entry_sources(r: &Rule) -> Vec<Option<String>> {
+    if r.from_source.is_empty() {
+        return vec![None];
+    }
+    r.from_source
+        .iter()
+        .filter_map(|s| match s {
+            SourceMatch::Path(p) => Some(Some(p.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One automaton per category with globs (process, then file). A category whose automaton
+/// does not fit keeps its globs out of the kernel: their entries are dropped and each of their
+/// rules is listed in `unenforceable`, naming why.
+fn glob_groups(
+    rules: &RuleSet,
+    entries: &mut Vec<Entry>,
+    patterns: &BTreeMap<String, String>,
+    max_glob_states: u32,
+    unenforceable: &mut Vec<Unenforceable>,
+) -> Vec<GlobGroup> {
     let mut globs = Vec::new();
     for (cat, k) in [
         (abi::CAT_PROCESS, kind::PROC_GLOB),
@@ -295,8 +344,7 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             .filter_map(|t| patterns.get(t).map(String::as_str))
             .collect();
         let cap = (max_glob_states as usize).min(abi::DFA_STATES);
-        let built = Dfa::build(&regexes, cap).and_then(|d| fits(d, cap));
-        match built {
+        match Dfa::build(&regexes, cap).and_then(|d| fits(d, cap)) {
             Ok(dfa) => globs.push(GlobGroup {
                 category: cat,
                 patterns: texts,
@@ -334,18 +382,7 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             }
         }
     }
-    unenforceable.sort_by_key(|u| u.rule);
-    BpfArtifact {
-        workload: workload.to_owned(),
-        host: rules.is_host(),
-        allow_list,
-        posture_block,
-        entries,
-        globs,
-        inodes: BTreeMap::new(),
-        from_first_exec: false,
-        unenforceable,
-    }
+    globs
 }
 
 /// The rules of `rules` with their ids.
