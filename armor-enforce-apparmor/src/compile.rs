@@ -542,191 +542,20 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let posture = rules.posture();
-    let mut restrictive = [false; 4];
-    for (i, c) in Category::WITH_POSTURE.iter().enumerate() {
-        let p = match c {
-            Category::Network => posture.network,
-            Category::Capabilities => posture.capabilities,
-            _ => posture.file,
-        };
-        if let Some(slot) = restrictive.get_mut(i) {
-            *slot = rules.allow_list(*c) && p == PostureAction::Block;
-        }
-    }
     let mut b = Builder {
         rules,
         main: profile_name(key),
         sources: BTreeSet::new(),
         stacked: true,
-        restrictive,
+        restrictive: restrictive_of(rules),
         unenforceable: BTreeSet::new(),
     };
-    let mut global: Vec<(u32, &Rule)> = Vec::new();
-    let mut sourced: Vec<(u32, &Rule)> = Vec::new();
-    for (&id, r) in rules.rule_ids().iter().zip(rules.rules()) {
-        // A rule whose target path is not canonical never matches: it has no line.
-        if !r.target_can_match() {
-            continue;
-        }
-        match r.category {
-            Category::Syscall => {
-                b.warn(
-                    id,
-                    "syscall rules are audit-only and decided by the monitor; AppArmor does \
-                     not mediate syscalls",
-                );
-                continue;
-            }
-            c if c.posture_index().is_none() => continue,
-            _ => {}
-        }
-        if !r.engine_evaluated() {
-            b.warn(id, "DNS rules are not mediated by AppArmor");
-            continue;
-        }
-        if r.action == Action::Allow {
-            let i = r.category.posture_index().unwrap_or(0);
-            if !b.restrictive.get(i).copied().unwrap_or(false) {
-                b.warn(
-                    id,
-                    "audit posture: operations no Allow rule covers pass, but AppArmor raises \
-                     no DefaultPosture Audit alert for them",
-                );
-            }
-        }
-        if r.from_source.is_empty() {
-            global.push((id, r));
-        } else {
-            for s in source_paths(r) {
-                b.sources.insert(trim_slash(s).to_owned());
-            }
-            if r.action == Action::Allow {
-                b.stacked = false;
-            }
-            sourced.push((id, r));
-        }
-    }
-
-    let mut sections = Vec::new();
-    // Main profile.
-    let mut lines = b.base_lines(b.restrictive, true);
-    for &(id, r) in &global {
-        let i = r.category.posture_index().unwrap_or(0);
-        let rs = b.restrictive.get(i).copied().unwrap_or(false);
-        lines.extend(b.rule_lines(id, r, rs, true));
-    }
-    let process_restrictive = b.restrictive.first().copied().unwrap_or(false);
-    lines.extend(b.transitions(process_restrictive, None, true));
-    lines.extend(raw.iter().map(|l| Line::base(Body::Raw((*l).to_owned()))));
-    sections.push(Section {
-        name: b.main.clone(),
-        source: None,
-        stacked: false,
-        lines: group_mergeable(lines),
-    });
-
-    // Children.
+    let (global, sourced) = b.sort_rules();
+    let mut sections = vec![b.main_section(&global, &raw)];
     let sources: Vec<String> = b.sources.iter().cloned().collect();
     for s in sources {
-        let mine: Vec<(u32, &Rule)> = sourced
-            .iter()
-            .filter(|(_, r)| source_paths(r).any(|p| trim_slash(p) == s))
-            .copied()
-            .collect();
-        let restrictive = if b.stacked { [false; 4] } else { b.restrictive };
-        let mut lines = b.base_lines(restrictive, false);
-        // A stacked child under the workload's file allow-list: a program the source executes
-        // leaves the child for the main profile, and the kernel maps it there, which AppArmor
-        // allows only when the main profile grants reading it.
-        if b.stacked && b.restrictive.get(1).copied().unwrap_or(false) {
-            for &(id, _) in &mine {
-                b.warn(
-                    id,
-                    format!(
-                        "under a file allow-list AppArmor needs read access to every binary `{s}` \
-                         executes in the workload's profile (the kernel maps it there), which the \
-                         engine's allow-list does not require"
-                    ),
-                );
-            }
-        }
-        // A full child under a file allow-list: the kernel maps an executed binary under the
-        // profile the exec enters, and AppArmor requires read and map permission for that
-        // (the engine counts no file read there). The source gets them on its own binary, so it
-        // can run at all; both differences are named on the rules that made the child full.
-        if restrictive.get(1).copied().unwrap_or(false)
-            && let Some(glob) = literal(&s).map(|l| quote_if_needed(&l))
-        {
-            lines.push(Line::base(Body::File {
-                owner: Owner::Any,
-                glob,
-                perms: Perms::READ_MAP,
-            }));
-            for &(id, r) in &mine {
-                if r.action == Action::Allow {
-                    b.warn(
-                        id,
-                        format!(
-                            "under a file allow-list AppArmor needs read access to every executed binary in the \
-                             profile the exec enters: `{s}` may read its own binary, which the \
-                             engine's allow-list blocks, and programs it executes must be readable \
-                             under the workload's allow-list"
-                        ),
-                    );
-                }
-            }
-        }
-        for &(id, r) in &mine {
-            let i = r.category.posture_index().unwrap_or(0);
-            let rs = restrictive.get(i).copied().unwrap_or(false);
-            lines.extend(b.rule_lines(id, r, rs, false));
-        }
-        if !b.stacked {
-            for &(gid, g) in &global {
-                if g.action == Action::Block {
-                    let overriders: Vec<(u32, &Rule)> = mine
-                        .iter()
-                        .filter(|(_, a)| {
-                            a.action == Action::Allow
-                                && a.category == g.category
-                                && may_overlap(&a.target, &g.target)
-                        })
-                        .copied()
-                        .collect();
-                    if overriders
-                        .iter()
-                        .any(|(_, a)| a.target == g.target && !a.has_qualifiers())
-                    {
-                        continue;
-                    }
-                    for (aid, _) in overriders {
-                        b.warn(
-                            aid,
-                            format!(
-                                "fromSource Allow overlapping the Block rule {} of policy `{}` \
-                                 on another target or with qualifiers: AppArmor's deny wins \
-                                 inside a profile, so the Block is kept for this source",
-                                g.index, g.policy.name
-                            ),
-                        );
-                    }
-                }
-                let i = g.category.posture_index().unwrap_or(0);
-                let rs = restrictive.get(i).copied().unwrap_or(false);
-                lines.extend(b.rule_lines(gid, g, rs, false));
-            }
-        }
-        let pr = restrictive.first().copied().unwrap_or(false);
-        lines.extend(b.transitions(pr, Some(&s), false));
-        sections.push(Section {
-            name: b.child_full(&s),
-            source: Some(s.clone()),
-            stacked: b.stacked,
-            lines: group_mergeable(lines),
-        });
+        sections.push(b.child_section(&s, &sourced, &global));
     }
-
     let profile = Profile {
         workload: key.name.clone(),
         sections,
@@ -749,5 +578,230 @@ pub fn compile(key: &WorkloadKey, rules: &RuleSet) -> AppArmorArtifact {
             .into_iter()
             .map(|(rule, reason)| Unenforceable::new(rule, reason))
             .collect(),
+    }
+}
+
+/// Per category with a posture: whether the profile denies what no rule allows (allow-list
+/// mode with a blocking posture; processes follow the file posture).
+fn restrictive_of(rules: &RuleSet) -> [bool; 4] {
+    let posture = rules.posture();
+    let mut restrictive = [false; 4];
+    for (i, c) in Category::WITH_POSTURE.iter().enumerate() {
+        let p = match c {
+            Category::Network => posture.network,
+            Category::Capabilities => posture.capabilities,
+            _ => posture.file,
+        };
+        if let Some(slot) = restrictive.get_mut(i) {
+            *slot = rules.allow_list(*c) && p == PostureAction::Block;
+        }
+    }
+    restrictive
+}
+
+impl<'r> Builder<'r> {
+    /// The rules a profile carries, split into those of every program (`global`) and those of
+    /// `fromSource` programs (`sourced`, whose sources become children); what AppArmor cannot
+    /// mediate (syscalls, DNS) or reports differently (Allow under an audit posture) is named.
+    #[expect(clippy::type_complexity, reason = "two lists of (rule id, rule)")]
+    fn sort_rules(&mut self) -> (Vec<(u32, &'r Rule)>, Vec<(u32, &'r Rule)>) {
+        let rules = self.rules;
+        let mut global = Vec::new();
+        let mut sourced = Vec::new();
+        for (&id, r) in rules.rule_ids().iter().zip(rules.rules()) {
+            // A rule whose target path is not canonical never matches: it has no line.
+            if !r.target_can_match() {
+                continue;
+            }
+            match r.category {
+                Category::Syscall => {
+                    self.warn(
+                        id,
+                        "syscall rules are audit-only and decided by the monitor; AppArmor does \
+                         not mediate syscalls",
+                    );
+                    continue;
+                }
+                c if c.posture_index().is_none() => continue,
+                _ => {}
+            }
+            if !r.engine_evaluated() {
+                self.warn(id, "DNS rules are not mediated by AppArmor");
+                continue;
+            }
+            if r.action == Action::Allow && !self.restrictive_for(r.category, &self.restrictive) {
+                self.warn(
+                    id,
+                    "audit posture: operations no Allow rule covers pass, but AppArmor raises \
+                     no DefaultPosture Audit alert for them",
+                );
+            }
+            if r.from_source.is_empty() {
+                global.push((id, r));
+            } else {
+                for s in source_paths(r) {
+                    self.sources.insert(trim_slash(s).to_owned());
+                }
+                if r.action == Action::Allow {
+                    self.stacked = false;
+                }
+                sourced.push((id, r));
+            }
+        }
+        (global, sourced)
+    }
+
+    /// Whether category `c` is restrictive under `restrictive`.
+    fn restrictive_for(&self, c: Category, restrictive: &[bool; 4]) -> bool {
+        let i = c.posture_index().unwrap_or(0);
+        restrictive.get(i).copied().unwrap_or(false)
+    }
+
+    /// The main profile: base lines, every global rule, the exec transitions into children,
+    /// and the raw `apparmor:` lines.
+    fn main_section(&mut self, global: &[(u32, &Rule)], raw: &[&str]) -> Section {
+        let mut lines = self.base_lines(self.restrictive, true);
+        for &(id, r) in global {
+            let rs = self.restrictive_for(r.category, &self.restrictive);
+            lines.extend(self.rule_lines(id, r, rs, true));
+        }
+        let process_restrictive = self.restrictive.first().copied().unwrap_or(false);
+        lines.extend(self.transitions(process_restrictive, None, true));
+        lines.extend(raw.iter().map(|l| Line::base(Body::Raw((*l).to_owned()))));
+        Section {
+            name: self.main.clone(),
+            source: None,
+            stacked: false,
+            lines: group_mergeable(lines),
+        }
+    }
+
+    /// The child of source `s`: its own rules, and, for a full (not stacked) child, the global
+    /// rules no Allow of the source overrides.
+    fn child_section(
+        &mut self,
+        s: &str,
+        sourced: &[(u32, &Rule)],
+        global: &[(u32, &Rule)],
+    ) -> Section {
+        let mine: Vec<(u32, &Rule)> = sourced
+            .iter()
+            .filter(|(_, r)| source_paths(r).any(|p| trim_slash(p) == s))
+            .copied()
+            .collect();
+        let restrictive = if self.stacked {
+            [false; 4]
+        } else {
+            self.restrictive
+        };
+        let mut lines = self.base_lines(restrictive, false);
+        self.allow_list_reads(s, &mine, &restrictive, &mut lines);
+        for &(id, r) in &mine {
+            let rs = self.restrictive_for(r.category, &restrictive);
+            lines.extend(self.rule_lines(id, r, rs, false));
+        }
+        if !self.stacked {
+            for &(gid, g) in global {
+                if g.action == Action::Block && self.overridden(g, &mine) {
+                    continue;
+                }
+                let rs = self.restrictive_for(g.category, &restrictive);
+                lines.extend(self.rule_lines(gid, g, rs, false));
+            }
+        }
+        let pr = restrictive.first().copied().unwrap_or(false);
+        lines.extend(self.transitions(pr, Some(s), false));
+        Section {
+            name: self.child_full(s),
+            source: Some(s.to_owned()),
+            stacked: self.stacked,
+            lines: group_mergeable(lines),
+        }
+    }
+
+    /// What a file allow-list means for a child: a stacked child's executed binaries must be
+    /// readable in the main profile; a full child may read its own binary. Both differ from
+    /// the engine and are named on the rules concerned.
+    fn allow_list_reads(
+        &mut self,
+        s: &str,
+        mine: &[(u32, &Rule)],
+        restrictive: &[bool; 4],
+        lines: &mut Vec<Line>,
+    ) {
+        // A stacked child under the workload's file allow-list: a program the source executes
+        // leaves the child for the main profile, and the kernel maps it there, which AppArmor
+        // allows only when the main profile grants reading it.
+        if self.stacked && self.restrictive.get(1).copied().unwrap_or(false) {
+            for &(id, _) in mine {
+                self.warn(
+                    id,
+                    format!(
+                        "under a file allow-list AppArmor needs read access to every binary `{s}` \
+                         executes in the workload's profile (the kernel maps it there), which the \
+                         engine's allow-list does not require"
+                    ),
+                );
+            }
+        }
+        // A full child under a file allow-list: the kernel maps an executed binary under the
+        // profile the exec enters, and AppArmor requires read and map permission for that
+        // (the engine counts no file read there). The source gets them on its own binary, so it
+        // can run at all; both differences are named on the rules that made the child full.
+        if restrictive.get(1).copied().unwrap_or(false)
+            && let Some(glob) = literal(s).map(|l| quote_if_needed(&l))
+        {
+            lines.push(Line::base(Body::File {
+                owner: Owner::Any,
+                glob,
+                perms: Perms::READ_MAP,
+            }));
+            for &(id, r) in mine {
+                if r.action == Action::Allow {
+                    self.warn(
+                        id,
+                        format!(
+                            "under a file allow-list AppArmor needs read access to every executed binary in the \
+                             profile the exec enters: `{s}` may read its own binary, which the \
+                             engine's allow-list blocks, and programs it executes must be readable \
+                             under the workload's allow-list"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether the global Block `g` is left out of a full child because one of its Allows has
+    /// exactly its target without qualifiers; an Allow that overlaps it otherwise keeps the
+    /// Block (AppArmor's deny wins inside a profile) and is named.
+    fn overridden(&mut self, g: &Rule, mine: &[(u32, &Rule)]) -> bool {
+        let overriders: Vec<(u32, &Rule)> = mine
+            .iter()
+            .filter(|(_, a)| {
+                a.action == Action::Allow
+                    && a.category == g.category
+                    && may_overlap(&a.target, &g.target)
+            })
+            .copied()
+            .collect();
+        if overriders
+            .iter()
+            .any(|(_, a)| a.target == g.target && !a.has_qualifiers())
+        {
+            return true;
+        }
+        for (aid, _) in overriders {
+            self.warn(
+                aid,
+                format!(
+                    "fromSource Allow overlapping the Block rule {} of policy `{}` on another \
+                     target or with qualifiers: AppArmor's deny wins inside a profile, so the \
+                     Block is kept for this source",
+                    g.index, g.policy.name
+                ),
+            );
+        }
+        false
     }
 }
