@@ -272,167 +272,187 @@ impl Builder<'_> {
 
     /// The lines of one rule in a section whose category restrictiveness is `restrictive`.
     fn rule_lines(&mut self, id: u32, r: &Rule, restrictive: bool, in_main: bool) -> Vec<Line> {
-        let mk = |audit, deny, body| Line {
-            audit,
-            deny,
-            body,
-            rule: Some(id),
-        };
-        let mut out = Vec::new();
         if r.action == Action::Audit && restrictive {
             self.warn(
                 id,
                 "Audit rule in a category under allow-list mode with block posture: AppArmor \
                  cannot audit without granting, so the Audit alert is not raised",
             );
-            return out;
+            return Vec::new();
         }
         match r.category {
-            Category::File => {
-                let glob = match target_glob(&r.target, false) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        self.warn(id, e);
-                        return out;
-                    }
-                };
-                match r.action {
-                    Action::Allow => {
-                        if restrictive {
-                            let owner = if r.owner_only {
-                                Owner::Owner
-                            } else {
-                                Owner::Any
-                            };
-                            let perms = if r.read_only { Perms::READ } else { Perms::ALL };
-                            out.push(mk(false, false, Body::File { owner, glob, perms }));
-                        }
-                    }
-                    _ => {
-                        let deny = r.action == Action::Block;
-                        for (owner, perms) in covered_file(r) {
-                            out.push(mk(
-                                true,
-                                deny,
-                                Body::File {
-                                    owner,
-                                    glob: glob.clone(),
-                                    perms,
-                                },
-                            ));
-                        }
-                    }
-                }
-            }
-            Category::Process => {
-                let glob = match target_glob(&r.target, true) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        self.warn(id, e);
-                        return out;
-                    }
-                };
-                let mode = match &r.target {
-                    Target::Path(p) if self.sources.contains(trim_slash(p)) => {
-                        self.transition(trim_slash(p), in_main)
-                    }
-                    _ => self.grant_mode(in_main),
-                };
-                match r.action {
-                    Action::Allow => {
-                        if restrictive {
-                            let owner = if r.owner_only {
-                                Owner::Owner
-                            } else {
-                                Owner::Any
-                            };
-                            out.push(mk(
-                                false,
-                                false,
-                                Body::Exec {
-                                    owner,
-                                    glob,
-                                    mode: Some(mode),
-                                },
-                            ));
-                        }
-                    }
-                    _ => {
-                        let owner = if r.owner_only {
-                            Owner::Other
-                        } else {
-                            Owner::Any
-                        };
-                        let deny = r.action == Action::Block;
-                        if deny {
-                            // Mapping the file executable is an exec of it too: `ld.so FILE`
-                            // maps FILE's code instead of executing it (`m`, not `x`).
-                            out.push(mk(
-                                true,
-                                true,
-                                Body::File {
-                                    owner,
-                                    glob: glob.clone(),
-                                    perms: Perms::MAP,
-                                },
-                            ));
-                        }
-                        out.push(mk(
-                            true,
-                            deny,
-                            Body::Exec {
-                                owner,
-                                glob,
-                                mode: if deny { None } else { Some(mode) },
-                            },
-                        ));
-                    }
-                }
-            }
-            Category::Network => {
-                let Target::Protocol(m) = &r.target else {
-                    self.warn(id, "DNS rules are not mediated by AppArmor");
-                    return out;
-                };
-                let what = match network_what(*m) {
-                    Ok((w, exact)) => {
-                        if !exact {
-                            self.warn(
-                                id,
-                                format!(
-                                    "`network {w}` is mediated by family and type on most \
-                                     kernels, and a socket created with protocol 0 is not \
-                                     resolved to {w} as the engine does"
-                                ),
-                            );
-                        }
-                        w
-                    }
-                    Err(e) => {
-                        self.warn(id, e);
-                        return out;
-                    }
-                };
-                self.simple(id, r.action, restrictive, Body::Network { what }, &mut out);
-            }
-            Category::Capabilities => {
-                let Target::Capability(c) = &r.target else {
-                    return out;
-                };
-                let Some(name) = cap_name(*c) else {
-                    self.warn(id, "capability unknown to AppArmor 3.0's parser");
-                    return out;
-                };
-                self.simple(
-                    id,
-                    r.action,
-                    restrictive,
-                    Body::Capability { name },
-                    &mut out,
-                );
-            }
-            _ => {}
+            Category::File => self.file_lines(id, r, restrictive),
+            Category::Process => self.exec_lines(id, r, restrictive, in_main),
+            Category::Network => self.network_lines(id, r, restrictive),
+            Category::Capabilities => self.capability_lines(id, r, restrictive),
+            _ => Vec::new(),
         }
+    }
+
+    /// A file rule: an Allow grants (only under an allow-list), an Audit or Block audits (and
+    /// denies) every permission the rule covers.
+    fn file_lines(&mut self, id: u32, r: &Rule, restrictive: bool) -> Vec<Line> {
+        let glob = match target_glob(&r.target, false) {
+            Ok(g) => g,
+            Err(e) => {
+                self.warn(id, e);
+                return Vec::new();
+            }
+        };
+        if r.action == Action::Allow {
+            if !restrictive {
+                return Vec::new();
+            }
+            let owner = if r.owner_only {
+                Owner::Owner
+            } else {
+                Owner::Any
+            };
+            let perms = if r.read_only { Perms::READ } else { Perms::ALL };
+            return vec![rule_line(
+                id,
+                false,
+                false,
+                Body::File { owner, glob, perms },
+            )];
+        }
+        let deny = r.action == Action::Block;
+        covered_file(r)
+            .into_iter()
+            .map(|(owner, perms)| {
+                rule_line(
+                    id,
+                    true,
+                    deny,
+                    Body::File {
+                        owner,
+                        glob: glob.clone(),
+                        perms,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A process rule: an Allow grants the exec with its transition (only under an
+    /// allow-list); a Block denies the exec and mapping the file executable; an Audit audits
+    /// the exec and keeps its transition.
+    fn exec_lines(&mut self, id: u32, r: &Rule, restrictive: bool, in_main: bool) -> Vec<Line> {
+        let glob = match target_glob(&r.target, true) {
+            Ok(g) => g,
+            Err(e) => {
+                self.warn(id, e);
+                return Vec::new();
+            }
+        };
+        let mode = match &r.target {
+            Target::Path(p) if self.sources.contains(trim_slash(p)) => {
+                self.transition(trim_slash(p), in_main)
+            }
+            _ => self.grant_mode(in_main),
+        };
+        if r.action == Action::Allow {
+            if !restrictive {
+                return Vec::new();
+            }
+            let owner = if r.owner_only {
+                Owner::Owner
+            } else {
+                Owner::Any
+            };
+            return vec![rule_line(
+                id,
+                false,
+                false,
+                Body::Exec {
+                    owner,
+                    glob,
+                    mode: Some(mode),
+                },
+            )];
+        }
+        let owner = if r.owner_only {
+            Owner::Other
+        } else {
+            Owner::Any
+        };
+        let deny = r.action == Action::Block;
+        let mut out = Vec::new();
+        if deny {
+            // Mapping the file executable is an exec of it too: `ld.so FILE` maps FILE's code
+            // instead of executing it (`m`, not `x`).
+            out.push(rule_line(
+                id,
+                true,
+                true,
+                Body::File {
+                    owner,
+                    glob: glob.clone(),
+                    perms: Perms::MAP,
+                },
+            ));
+        }
+        out.push(rule_line(
+            id,
+            true,
+            deny,
+            Body::Exec {
+                owner,
+                glob,
+                mode: if deny { None } else { Some(mode) },
+            },
+        ));
+        out
+    }
+
+    /// A network rule: one `network` line for its protocol or type, named when AppArmor
+    /// mediates it less exactly than the engine.
+    fn network_lines(&mut self, id: u32, r: &Rule, restrictive: bool) -> Vec<Line> {
+        let Target::Protocol(m) = &r.target else {
+            self.warn(id, "DNS rules are not mediated by AppArmor");
+            return Vec::new();
+        };
+        let what = match network_what(*m) {
+            Ok((w, exact)) => {
+                if !exact {
+                    self.warn(
+                        id,
+                        format!(
+                            "`network {w}` is mediated by family and type on most kernels, and \
+                             a socket created with protocol 0 is not resolved to {w} as the \
+                             engine does"
+                        ),
+                    );
+                }
+                w
+            }
+            Err(e) => {
+                self.warn(id, e);
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        self.simple(id, r.action, restrictive, Body::Network { what }, &mut out);
+        out
+    }
+
+    /// A capability rule: one `capability` line, when AppArmor's parser knows the capability.
+    fn capability_lines(&mut self, id: u32, r: &Rule, restrictive: bool) -> Vec<Line> {
+        let Target::Capability(c) = &r.target else {
+            return Vec::new();
+        };
+        let Some(name) = cap_name(*c) else {
+            self.warn(id, "capability unknown to AppArmor 3.0's parser");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        self.simple(
+            id,
+            r.action,
+            restrictive,
+            Body::Capability { name },
+            &mut out,
+        );
         out
     }
 
@@ -530,6 +550,16 @@ impl Builder<'_> {
             }));
         }
         v
+    }
+}
+
+/// A line of rule `id`.
+fn rule_line(id: u32, audit: bool, deny: bool, body: Body) -> Line {
+    Line {
+        audit,
+        deny,
+        body,
+        rule: Some(id),
     }
 }
 
