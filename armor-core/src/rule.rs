@@ -459,14 +459,23 @@ fn comma_items(s: &str) -> impl Iterator<Item = String> + '_ {
 /// The normalised rules of `policy`. Entries the parser already reported as errors (unknown
 /// protocols, invalid globs) produce no rule.
 pub fn normalize(policy: &Policy) -> Vec<Rule> {
-    let info = Arc::new(PolicyInfo::of(policy));
     let spec = &policy.spec;
     let mut out = Out {
-        info,
+        info: Arc::new(PolicyInfo::of(policy)),
         spec,
         rules: Vec::new(),
     };
-    let base = |category, target, meta, origin| Draft {
+    out.process(&spec.process);
+    out.file(&spec.file);
+    out.network(&spec.network);
+    out.capabilities(&spec.capabilities);
+    out.syscalls(&spec.syscalls);
+    out.rules
+}
+
+/// A rule of `category` on `target` with no source or qualifier yet.
+fn draft<'m>(category: Category, target: Target, meta: &'m Meta, origin: &'m Origin) -> Draft<'m> {
+    Draft {
         category,
         target,
         from_source: Vec::new(),
@@ -476,97 +485,86 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
         allowed_args: Vec::new(),
         meta,
         origin,
-    };
-
-    let p = &spec.process;
-    for r in &p.match_paths {
-        let target = match (&r.path, &r.execname) {
-            // Both given: an exec must match both, so a differing basename never matches
-            // (the validator warns about it).
-            (Some(path), Some(name)) if path.rsplit('/').next() != Some(name.as_str()) => continue,
-            (Some(path), _) => Target::Path(path.clone()),
-            (None, Some(name)) => Target::ExecName(name.clone()),
-            (None, None) => continue,
-        };
-        out.push(
-            &p.meta,
-            Draft {
-                from_source: sources(&r.from_source),
-                owner_only: r.owner_only,
-                pts: r.pts,
-                allowed_args: r.allowed_args.clone(),
-                ..base(Category::Process, target, &r.meta, &r.origin)
-            },
-        );
     }
-    out.directories(Category::Process, &p.meta, &p.match_directories);
-    out.patterns(Category::Process, &p.meta, &p.match_patterns);
+}
 
-    let f = &spec.file;
-    for r in &f.match_paths {
-        out.push(
-            &f.meta,
-            Draft {
-                from_source: sources(&r.from_source),
-                owner_only: r.owner_only,
-                read_only: r.read_only,
-                pts: r.pts,
-                ..base(
-                    Category::File,
-                    Target::Path(r.path.clone()),
-                    &r.meta,
-                    &r.origin,
-                )
-            },
-        );
-    }
-    out.directories(Category::File, &f.meta, &f.match_directories);
-    out.patterns(Category::File, &f.meta, &f.match_patterns);
-
-    let n = &spec.network;
-    for r in &n.match_protocols {
-        for item in comma_items(&r.protocol) {
-            let Some(m) = ProtocolMatch::from_name(&item) else {
-                continue;
+impl Out<'_> {
+    /// `process`: paths (or executable names), directories, patterns.
+    fn process(&mut self, p: &ProcessSection) {
+        for r in &p.match_paths {
+            let target = match (&r.path, &r.execname) {
+                // Both given: an exec must match both, so a differing basename never matches
+                // (the validator warns about it).
+                (Some(path), Some(name)) if path.rsplit('/').next() != Some(name.as_str()) => {
+                    continue;
+                }
+                (Some(path), _) => Target::Path(path.clone()),
+                (None, Some(name)) => Target::ExecName(name.clone()),
+                (None, None) => continue,
             };
-            out.push(
-                &n.meta,
+            self.push(
+                &p.meta,
                 Draft {
                     from_source: sources(&r.from_source),
+                    owner_only: r.owner_only,
                     pts: r.pts,
-                    ..base(Category::Network, Target::Protocol(m), &r.meta, &r.origin)
+                    allowed_args: r.allowed_args.clone(),
+                    ..draft(Category::Process, target, &r.meta, &r.origin)
                 },
             );
         }
-    }
-    for r in &n.match_dns_queries {
-        out.push(
-            &n.meta,
-            Draft {
-                from_source: sources(&r.from_source),
-                ..base(
-                    Category::Network,
-                    Target::Dns(r.domain.trim_matches('.').to_ascii_lowercase()),
-                    &r.meta,
-                    &r.origin,
-                )
-            },
-        );
+        self.directories(Category::Process, &p.meta, &p.match_directories);
+        self.patterns(Category::Process, &p.meta, &p.match_patterns);
     }
 
-    let c = &spec.capabilities;
-    for r in &c.match_capabilities {
-        for item in comma_items(&r.capability) {
-            let Some(num) = caps::number(&item) else {
-                continue;
-            };
-            out.push(
-                &c.meta,
+    /// `file`: paths, directories, patterns.
+    fn file(&mut self, f: &FileSection) {
+        for r in &f.match_paths {
+            self.push(
+                &f.meta,
                 Draft {
                     from_source: sources(&r.from_source),
-                    ..base(
-                        Category::Capabilities,
-                        Target::Capability(num),
+                    owner_only: r.owner_only,
+                    read_only: r.read_only,
+                    pts: r.pts,
+                    ..draft(
+                        Category::File,
+                        Target::Path(r.path.clone()),
+                        &r.meta,
+                        &r.origin,
+                    )
+                },
+            );
+        }
+        self.directories(Category::File, &f.meta, &f.match_directories);
+        self.patterns(Category::File, &f.meta, &f.match_patterns);
+    }
+
+    /// `network`: one rule per protocol or type of a comma list, and DNS queries.
+    fn network(&mut self, n: &NetworkSection) {
+        for r in &n.match_protocols {
+            for item in comma_items(&r.protocol) {
+                let Some(m) = ProtocolMatch::from_name(&item) else {
+                    continue;
+                };
+                self.push(
+                    &n.meta,
+                    Draft {
+                        from_source: sources(&r.from_source),
+                        pts: r.pts,
+                        ..draft(Category::Network, Target::Protocol(m), &r.meta, &r.origin)
+                    },
+                );
+            }
+        }
+        for r in &n.match_dns_queries {
+            self.push(
+                &n.meta,
+                Draft {
+                    from_source: sources(&r.from_source),
+                    ..draft(
+                        Category::Network,
+                        Target::Dns(r.domain.trim_matches('.').to_ascii_lowercase()),
                         &r.meta,
                         &r.origin,
                     )
@@ -575,56 +573,80 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
         }
     }
 
-    let s = &spec.syscalls;
-    for r in &s.match_syscalls {
-        if r.syscalls.is_empty() {
-            continue;
-        }
-        out.push(
-            &s.meta,
-            Draft {
-                from_source: syscall_sources(&r.from_source),
-                ..base(
-                    Category::Syscall,
-                    Target::Syscall {
-                        names: r.syscalls.clone(),
-                        path: None,
+    /// `capabilities`: one rule per capability of a comma list.
+    fn capabilities(&mut self, c: &CapabilitiesSection) {
+        for r in &c.match_capabilities {
+            for item in comma_items(&r.capability) {
+                let Some(num) = caps::number(&item) else {
+                    continue;
+                };
+                self.push(
+                    &c.meta,
+                    Draft {
+                        from_source: sources(&r.from_source),
+                        ..draft(
+                            Category::Capabilities,
+                            Target::Capability(num),
+                            &r.meta,
+                            &r.origin,
+                        )
                     },
-                    &r.meta,
-                    &r.origin,
-                )
-            },
-        );
-    }
-    for r in &s.match_paths {
-        if r.syscalls.is_empty() {
-            continue;
-        }
-        let path = if r.path.ends_with('/') {
-            SyscallPath::Dir {
-                dir: r.path.clone(),
-                recursive: r.recursive,
+                );
             }
-        } else {
-            SyscallPath::File(r.path.clone())
-        };
-        out.push(
-            &s.meta,
-            Draft {
-                from_source: syscall_sources(&r.from_source),
-                ..base(
-                    Category::Syscall,
-                    Target::Syscall {
-                        names: r.syscalls.clone(),
-                        path: Some(path),
-                    },
-                    &r.meta,
-                    &r.origin,
-                )
-            },
-        );
+        }
     }
-    out.rules
+
+    /// `syscalls`: `matchSyscalls` and `matchPaths` (a path ending in `/` is a directory).
+    fn syscalls(&mut self, s: &SyscallsSection) {
+        for r in &s.match_syscalls {
+            if r.syscalls.is_empty() {
+                continue;
+            }
+            self.push(
+                &s.meta,
+                Draft {
+                    from_source: syscall_sources(&r.from_source),
+                    ..draft(
+                        Category::Syscall,
+                        Target::Syscall {
+                            names: r.syscalls.clone(),
+                            path: None,
+                        },
+                        &r.meta,
+                        &r.origin,
+                    )
+                },
+            );
+        }
+        for r in &s.match_paths {
+            if r.syscalls.is_empty() {
+                continue;
+            }
+            let path = if r.path.ends_with('/') {
+                SyscallPath::Dir {
+                    dir: r.path.clone(),
+                    recursive: r.recursive,
+                }
+            } else {
+                SyscallPath::File(r.path.clone())
+            };
+            self.push(
+                &s.meta,
+                Draft {
+                    from_source: syscall_sources(&r.from_source),
+                    ..draft(
+                        Category::Syscall,
+                        Target::Syscall {
+                            names: r.syscalls.clone(),
+                            path: Some(path),
+                        },
+                        &r.meta,
+                        &r.origin,
+                    )
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,14 @@ fn sources_dominate(a: &[SourceMatch], b: &[SourceMatch]) -> bool {
 
 /// Runs the set-wide checks and returns the normalised rules of each policy.
 pub(crate) fn check_set(policies: &[Policy], normalized: &[Vec<Rule>], diags: &mut Diagnostics) {
+    duplicate_definitions(policies, diags);
+    let groups = per_policy(policies, normalized, diags);
+    shadowed_allows(&groups, diags);
+    duplicate_rules(&groups, diags);
+}
+
+/// A policy defined twice (same kind, name and namespace) is an error at the second.
+fn duplicate_definitions(policies: &[Policy], diags: &mut Diagnostics) {
     // Duplicate definitions.
     let mut seen: BTreeMap<(String, Option<String>, &'static str), &Location> = BTreeMap::new();
     for p in policies {
@@ -61,7 +69,15 @@ pub(crate) fn check_set(policies: &[Policy], normalized: &[Vec<Rule>], diags: &m
             seen.insert(key, &p.location);
         }
     }
+}
 
+/// The checks of each policy on its own (no rules, non-canonical paths, selectors); returns
+/// each policy with its normalised rules.
+fn per_policy<'p>(
+    policies: &'p [Policy],
+    normalized: &'p [Vec<Rule>],
+    diags: &mut Diagnostics,
+) -> Vec<(&'p Policy, &'p [Rule])> {
     // Rules grouped by "applies to the same workloads": same kind, namespace and selector.
     let mut groups: Vec<(&Policy, &[Rule])> = Vec::new();
     for (p, rules) in policies.iter().zip(normalized) {
@@ -102,7 +118,12 @@ pub(crate) fn check_set(policies: &[Policy], normalized: &[Vec<Rule>], diags: &m
         check_selector(p, diags);
         groups.push((p, rules));
     }
+    groups
+}
 
+/// An Allow rule that a Block rule of a policy with the same scope (kind, namespace and
+/// selectors) covers entirely never allows anything: warned.
+fn shadowed_allows(groups: &[(&Policy, &[Rule])], diags: &mut Diagnostics) {
     // Policies with the same kind, namespace and selectors apply to the same workloads.
     let mut scopes: Vec<Vec<usize>> = Vec::new();
     for (i, (p, _)) in groups.iter().enumerate() {
@@ -153,9 +174,12 @@ pub(crate) fn check_set(policies: &[Policy], normalized: &[Vec<Rule>], diags: &m
             }
         }
     }
+}
 
+/// The same rule twice in one policy: the second is warned as a duplicate.
+fn duplicate_rules(groups: &[(&Policy, &[Rule])], diags: &mut Diagnostics) {
     // The same rule twice in one policy.
-    for (pa, ra) in &groups {
+    for (pa, ra) in groups {
         type Key<'r> = (
             crate::event::Category,
             &'r Target,
