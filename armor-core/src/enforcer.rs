@@ -329,9 +329,9 @@ impl EnforcerAlert {
     /// KubeArmor's `Result`: `Permission denied` for a denial, `Passed` otherwise.
     pub fn result(&self) -> &'static str {
         if self.action == Action::Block {
-            "Permission denied"
+            crate::telemetry::RESULT_DENIED
         } else {
-            "Passed"
+            crate::telemetry::RESULT_PASSED
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use armor_core::enforcer::{Destination, Enforcer, EnforcerAlert, RuleGap, Start};
 use armor_core::inventory::{Inventory, Service};
-use armor_core::telemetry::Telemetry;
+use armor_core::telemetry::{ACTION_AUDIT_BLOCK, RecordType, Telemetry};
 use armor_core::{
     Category, CompiledPolicy, Config, Container, Event, Host, PolicySet, PostureConfig, RuleSet,
     Verdict, Visibility, Workload, WorkloadKey,
@@ -342,7 +342,7 @@ fn monitor_alerts(
         a.result = Some(result.to_string());
         a.enforcer = Some(MONITOR.to_string());
         a.action = Some(if d.verdict == Verdict::Block {
-            "Audit (Block)".to_string()
+            ACTION_AUDIT_BLOCK.to_string()
         } else {
             alert.action.to_string()
         });
@@ -385,31 +385,12 @@ fn throttle(
         return alerts;
     }
     th.dropping_until = Some(now + config.throttle);
-    let mut s = Telemetry::default();
-    s.timestamp = base.timestamp;
-    s.updated_time.clone_from(&base.updated_time);
-    s.cluster_name.clone_from(&base.cluster_name);
-    s.host_name.clone_from(&base.host_name);
-    s.namespace_name.clone_from(&base.namespace_name);
-    s.pod_name.clone_from(&base.pod_name);
-    s.labels.clone_from(&base.labels);
-    s.container_id.clone_from(&base.container_id);
-    s.container_name.clone_from(&base.container_name);
-    s.kind = Some("SystemEvent".to_string());
-    s.operation = Some("AlertThreshold".to_string());
-    s.resource = Some(key.to_string());
-    s.data = Some(format!(
-        "MaxAlertsPerSec={} DroppingAlertsInterval={}s",
+    vec![Telemetry::alert_threshold(
+        base,
+        key,
         config.max_alerts_per_sec,
-        config.throttle.as_secs()
-    ));
-    s.message = Some(format!(
-        "alert threshold of {} per second reached: dropping alerts of `{key}` for {}s",
-        config.max_alerts_per_sec,
-        config.throttle.as_secs()
-    ));
-    s.result = Some("Passed".to_string());
-    vec![s]
+        config.throttle,
+    )]
 }
 
 /// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
@@ -1254,14 +1235,7 @@ impl Runtime {
         if !visible {
             return Vec::new();
         }
-        base.kind = Some(
-            if t.workload.is_host() {
-                "HostLog"
-            } else {
-                "ContainerLog"
-            }
-            .to_string(),
-        );
+        base.kind = Some(RecordType::log(t.workload.is_host()).to_string());
         base.result = Some(tr.result);
         vec![base]
     }
@@ -1299,14 +1273,7 @@ impl Runtime {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
         );
-        r.kind = Some(
-            if t.workload.is_host() {
-                "MatchedHostPolicy"
-            } else {
-                "MatchedPolicy"
-            }
-            .to_string(),
-        );
+        r.kind = Some(RecordType::alert(t.workload.is_host()).to_string());
         r.operation = Some(a.operation.to_string());
         r.resource = Some(a.resource.clone());
         r.action = Some(a.action.to_string());

@@ -99,9 +99,9 @@ impl<'a> Decision<'a> {
     /// `Permission denied` or `Passed`.
     pub fn result(&self) -> &'static str {
         if self.is_blocked() {
-            "Permission denied"
+            crate::telemetry::RESULT_DENIED
         } else {
-            "Passed"
+            crate::telemetry::RESULT_PASSED
         }
     }
 
@@ -115,11 +115,7 @@ impl<'a> Decision<'a> {
         } else {
             "Audit"
         };
-        let alert_type = if self.host {
-            "MatchedHostPolicy"
-        } else {
-            "MatchedPolicy"
-        };
+        let alert_type = crate::telemetry::RecordType::alert(self.host).as_str();
         let base = AlertFields {
             policy_name: DEFAULT_POSTURE,
             policy_namespace: None,

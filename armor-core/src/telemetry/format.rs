@@ -68,7 +68,7 @@ pub fn protocol(p: u16) -> String {
 /// `Passed` for a non-negative return value, else the errno's text (`Permission denied`).
 pub fn result(ret: i64) -> String {
     if ret >= 0 {
-        return "Passed".to_string();
+        return super::RESULT_PASSED.to_string();
     }
     let errno = i32::try_from(-ret).unwrap_or(0);
     let text = std::io::Error::from_raw_os_error(errno).to_string();

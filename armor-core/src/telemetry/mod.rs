@@ -21,6 +21,7 @@
 pub mod format;
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -207,14 +208,128 @@ const WRITE_SYSCALLS: &[&str] = &[
     "mknodat",
 ];
 
+/// A record's `Type`, as KubeArmor writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordType {
+    /// `ContainerLog`: an operation of a container (or service).
+    ContainerLog,
+    /// `HostLog`: an operation of the host.
+    HostLog,
+    /// `MatchedPolicy`: an alert of a container policy.
+    MatchedPolicy,
+    /// `MatchedHostPolicy`: an alert of a host policy.
+    MatchedHostPolicy,
+    /// `SystemEvent`: about the agent itself (an alert threshold reached).
+    SystemEvent,
+}
+
+impl RecordType {
+    /// The `Type` field's text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ContainerLog => "ContainerLog",
+            Self::HostLog => "HostLog",
+            Self::MatchedPolicy => "MatchedPolicy",
+            Self::MatchedHostPolicy => "MatchedHostPolicy",
+            Self::SystemEvent => "SystemEvent",
+        }
+    }
+
+    /// The type of a log of a host (`host`) or container.
+    pub const fn log(host: bool) -> Self {
+        if host {
+            Self::HostLog
+        } else {
+            Self::ContainerLog
+        }
+    }
+
+    /// The type of an alert of a host (`host`) or container policy.
+    pub const fn alert(host: bool) -> Self {
+        if host {
+            Self::MatchedHostPolicy
+        } else {
+            Self::MatchedPolicy
+        }
+    }
+
+    /// The type `text` names, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::ContainerLog,
+            Self::HostLog,
+            Self::MatchedPolicy,
+            Self::MatchedHostPolicy,
+            Self::SystemEvent,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == text)
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `Result` of an operation that was allowed.
+pub const RESULT_PASSED: &str = "Passed";
+
+/// `Result` of an operation that was denied.
+pub const RESULT_DENIED: &str = "Permission denied";
+
+/// `Action` of a Block decision that no kernel enforcer made (reported, not denied).
+pub const ACTION_AUDIT_BLOCK: &str = "Audit (Block)";
+
+/// `Operation` of the SystemEvent that says alerts are being dropped.
+pub const OPERATION_ALERT_THRESHOLD: &str = "AlertThreshold";
+
 impl Telemetry {
     /// Whether the record is about a host (`Type: HostLog`/`MatchedHostPolicy`, or no namespace).
     pub fn is_host(&self) -> bool {
-        match self.kind.as_deref() {
-            Some("HostLog" | "MatchedHostPolicy") => true,
-            Some("ContainerLog" | "MatchedPolicy") => false,
+        match self.kind.as_deref().and_then(RecordType::parse) {
+            Some(RecordType::HostLog | RecordType::MatchedHostPolicy) => true,
+            Some(RecordType::ContainerLog | RecordType::MatchedPolicy) => false,
             _ => self.namespace_name.as_deref().unwrap_or("").is_empty(),
         }
+    }
+
+    /// The `AlertThreshold` SystemEvent: alerts of `workload` (whose identity and time `base`
+    /// carries) passed `max_per_sec` in a second and are dropped for `period`.
+    pub fn alert_threshold(
+        base: &Telemetry,
+        workload: &str,
+        max_per_sec: u32,
+        period: std::time::Duration,
+    ) -> Telemetry {
+        let mut s = Telemetry {
+            timestamp: base.timestamp,
+            updated_time: base.updated_time.clone(),
+            cluster_name: base.cluster_name.clone(),
+            host_name: base.host_name.clone(),
+            namespace_name: base.namespace_name.clone(),
+            pod_name: base.pod_name.clone(),
+            labels: base.labels.clone(),
+            container_id: base.container_id.clone(),
+            container_name: base.container_name.clone(),
+            ..Telemetry::default()
+        };
+        s.kind = Some(RecordType::SystemEvent.to_string());
+        s.operation = Some(OPERATION_ALERT_THRESHOLD.to_string());
+        s.resource = Some(workload.to_string());
+        s.data = Some(format!(
+            "MaxAlertsPerSec={max_per_sec} DroppingAlertsInterval={}s",
+            period.as_secs()
+        ));
+        s.message = Some(format!(
+            "alert threshold of {max_per_sec} per second reached: dropping alerts of \
+             `{workload}` for {}s",
+            period.as_secs()
+        ));
+        s.result = Some(RESULT_PASSED.to_string());
+        s
     }
 
     /// The workload and the operation this record describes.
@@ -348,7 +463,7 @@ impl Telemetry {
                 out.message = None;
                 out.action = None;
                 out.enforcer = None;
-                out.kind = Some(if d.host { "HostLog" } else { "ContainerLog" }.to_string());
+                out.kind = Some(RecordType::log(d.host).to_string());
             }
         }
         out
