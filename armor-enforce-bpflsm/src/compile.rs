@@ -432,7 +432,7 @@ fn unenforceable_entry(rule: u32, reason: &str) -> Unenforceable {
 pub struct Encoded {
     /// The ruleset's metadata.
     pub meta: RulesetMeta,
-    /// The rule entries, sorted by key (placed into the rule table and map by [`crate::table`]).
+    /// The rule entries, sorted by key (placed into the rule table and map by `table`).
     pub rules: Vec<(RuleKey, RuleVal)>,
     /// The glob automata (`armor_dfas`), process before file.
     pub dfas: Vec<(DfaKey, Box<DfaVal>)>,

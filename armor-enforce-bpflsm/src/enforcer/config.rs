@@ -13,9 +13,9 @@ pub struct Config {
     /// Slots of the rule table (rounded up to a power of two; 24 bytes each, preallocated). The
     /// kernel finds an entry in the table without a helper call; an entry that does not fit its
     /// probe window goes to the `armor_rules` map, which is slower but just as exact. At most
-    /// half full, almost every entry fits ([`crate::table`]).
+    /// half full, almost every entry fits (`table`).
     pub table_slots: u32,
-    /// Bits of the filter shared by all rulesets ([`crate::filter`]; rounded up to a power of
+    /// Bits of the filter shared by all rulesets (`filter`; rounded up to a power of
     /// two, an eighth of a byte each, preallocated). Two bits per rule key: with 2^21 bits, a
     /// probe for a key that does not exist passes the filter about once in 190 times while
     /// 65,536 keys are installed. A fuller filter costs useless probes, never a missed rule.
@@ -35,7 +35,7 @@ pub struct Config {
     /// per level).
     pub max_cgroup_level: u32,
     /// States of one glob automaton (one workload, one category) at most; at most
-    /// [`abi::DFA_STATES`]. A workload whose globs need more keeps them out of the kernel, and
+    /// `abi::DFA_STATES`. A workload whose globs need more keeps them out of the kernel, and
     /// `compile` lists each of their rules as unenforceable.
     pub max_glob_states: u32,
     /// Glob automata in the kernel at once (about 90 KiB each, allocated on use; an update

@@ -127,7 +127,7 @@ impl BpfLsm {
     /// Like `apply`, but writes the new entries *under the workload's current ruleset id*, one
     /// by one, instead of flipping to a new id: a reader can see a mix of old and new rules.
     /// Exists only so the atomicity test can prove it detects a non-atomic update.
-    #[doc(hidden)]
+    #[cfg(feature = "internals")]
     pub fn apply_non_atomic_for_test(
         &self,
         key: &WorkloadKey,

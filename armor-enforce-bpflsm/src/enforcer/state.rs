@@ -26,6 +26,14 @@ pub struct Counters {
 
 pub(super) struct Installed {
     pub(super) cgroup: u64,
+    /// The ruleset id the workload's record points at.
+    #[cfg_attr(
+        not(feature = "internals"),
+        expect(
+            dead_code,
+            reason = "read only by the non-atomic apply of the atomicity test"
+        )
+    )]
     pub(super) ruleset: u32,
     /// The alert rate limit written with the ruleset.
     pub(super) alerts_per_sec: u32,

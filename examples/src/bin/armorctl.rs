@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use armor_core::enforcer::RuleGap;
+use armor_core::enforcer::{Destination, Enforcer, RuleGap};
 use armor_core::telemetry::{ReplayContext, Telemetry, parse_labels};
 use armor_core::{
     CompiledPolicy, Config, Explanation, Operation, PolicySet, Posture, PostureConfig, Reason,
@@ -232,7 +232,7 @@ fn validate(
             if enforcer != "bpflsm" && max_glob_states.is_some() {
                 bail!("--max-glob-states applies to --enforcer bpflsm only");
             }
-            let gaps = enforcer_gaps(&compiled, enforcer, max_glob_states);
+            let gaps = enforcer_gaps(&compiled, enforcer, max_glob_states)?;
             for g in &gaps {
                 println!("{g}");
             }
@@ -265,7 +265,7 @@ fn enforcer_gaps(
     compiled: &CompiledPolicy,
     enforcer: &str,
     max_glob_states: Option<u32>,
-) -> Vec<RuleGap> {
+) -> Result<Vec<RuleGap>> {
     let mut gaps = Vec::new();
     for host in [false, true] {
         let rules = compiled.rule_set_of_every_policy(host, Posture::default());
@@ -273,17 +273,21 @@ fn enforcer_gaps(
             continue;
         }
         let name = if host { "host" } else { "container" };
-        if enforcer == "bpflsm" {
-            let cap =
-                max_glob_states.unwrap_or(armor_enforce_bpflsm::compile::DEFAULT_MAX_GLOB_STATES);
-            let a = armor_enforce_bpflsm::compile::compile_with(name, &rules, cap);
-            gaps.extend(RuleGap::list(armor_enforce_bpflsm::NAME, &rules, &a));
+        // Compiling needs no kernel: the enforcers are built, never loaded.
+        let offline: Box<dyn Enforcer> = if enforcer == "bpflsm" {
+            let mut config = armor_enforce_bpflsm::Config::default();
+            if let Some(cap) = max_glob_states {
+                config.max_glob_states = cap;
+            }
+            Box::new(armor_enforce_bpflsm::BpfLsm::new(config))
         } else {
-            let a = armor_enforce_apparmor::compile(&WorkloadKey::new(name), &rules);
-            gaps.extend(RuleGap::list(armor_enforce_apparmor::NAME, &rules, &a));
-        }
+            Box::new(armor_enforce_apparmor::AppArmor::new(std::env::temp_dir()))
+        };
+        let dest = Destination::new(WorkloadKey::new(name));
+        let a = offline.compile(&dest, &rules)?;
+        gaps.extend(RuleGap::list(offline.name(), &rules, a.as_ref()));
     }
-    gaps
+    Ok(gaps)
 }
 
 fn read_event(arg: &str) -> Result<Telemetry> {
