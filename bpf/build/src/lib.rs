@@ -74,7 +74,20 @@ pub fn vmlinux_include() -> PathBuf {
 /// `vmlinux.h` and `bpf_dir` on the include path. Tells cargo to build again when the directory,
 /// a file in it, `vmlinux.h` or `CLANG` change. Returns the objects written.
 pub fn compile_programs(bpf_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    compile_programs_with(bpf_dir, &[], out_dir)
+}
+
+/// [`compile_programs`] with `includes` on the include path too (after `bpf_dir`), each watched
+/// for changes like `bpf_dir`: for programs that share another crate's headers.
+pub fn compile_programs_with(
+    bpf_dir: &Path,
+    includes: &[&Path],
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, BuildError> {
     let include = vmlinux_include();
+    for dir in includes {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
     println!(
         "cargo:rerun-if-changed={}",
         include.join("vmlinux.h").display()
@@ -114,8 +127,11 @@ pub fn compile_programs(bpf_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, 
         .arg("-I")
         .arg(&include)
         .arg("-I")
-        .arg(bpf_dir)
-        .arg("-c")
+        .arg(bpf_dir);
+        for dir in includes {
+            cmd.arg("-I").arg(dir);
+        }
+        cmd.arg("-c")
         .arg(f)
         .arg("-o")
         .arg(&obj);
