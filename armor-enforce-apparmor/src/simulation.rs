@@ -8,6 +8,7 @@
 //! an audit record.
 
 use armor_core::engine::RuleSet;
+use armor_core::event::{Event, Operation};
 use armor_core::glob::Glob;
 use armor_core::rule::ProtocolMatch;
 use armor_core::{Rule, Verdict};
@@ -47,6 +48,42 @@ pub enum AaOp {
     },
     /// A capability (lowercase, without `cap_`).
     Capability(String),
+}
+
+impl AaOp {
+    /// The operation a profile decides for an engine event, or `None` for operations AppArmor
+    /// does not mediate (syscalls) and capabilities its parser does not name. The file's owner
+    /// is the acting uid's when the event says so.
+    pub fn from_event(e: &Event) -> Option<Self> {
+        let owner = |o: Option<u32>| o == Some(e.uid);
+        Some(match &e.operation {
+            Operation::File {
+                path,
+                access,
+                owner: o,
+            } => Self::File {
+                path: path.clone(),
+                read: access.read,
+                write: access.write,
+                owner: owner(*o),
+            },
+            Operation::Process { path, owner: o } => Self::Exec {
+                path: path.clone(),
+                owner: owner(*o),
+            },
+            Operation::Network(s) => Self::Socket {
+                sock_type: sock_type_name(s.sock_type),
+                protocol: protocol_name(s.protocol),
+            },
+            Operation::Capability(c) => Self::Capability(
+                armor_core::event::caps::name(*c)?
+                    .to_ascii_lowercase()
+                    .trim_start_matches("cap_")
+                    .to_owned(),
+            ),
+            _ => return None,
+        })
+    }
 }
 
 /// The model's decision.

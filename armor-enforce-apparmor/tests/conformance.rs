@@ -14,7 +14,6 @@ use armor_core::enforcer::Artifact;
 use armor_core::event::Operation;
 use armor_core::workload::WorkloadKey;
 use armor_core::{Category, CompiledPolicy, PolicySet};
-use armor_enforce_apparmor::simulation::{protocol_name, sock_type_name};
 use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
 use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
 
@@ -66,35 +65,7 @@ impl DecisionMaker for AaModel {
                     .to_owned(),
             );
         }
-        let owner = |o: Option<u32>| o == Some(event.uid);
-        let op = match &event.operation {
-            Operation::File {
-                path,
-                access,
-                owner: o,
-            } => AaOp::File {
-                path: path.clone(),
-                read: access.read,
-                write: access.write,
-                owner: owner(*o),
-            },
-            Operation::Process { path, owner: o } => AaOp::Exec {
-                path: path.clone(),
-                owner: owner(*o),
-            },
-            Operation::Network(s) => AaOp::Socket {
-                sock_type: sock_type_name(s.sock_type),
-                protocol: protocol_name(s.protocol),
-            },
-            Operation::Capability(c) => AaOp::Capability(
-                armor_core::event::caps::name(*c)
-                    .unwrap()
-                    .to_ascii_lowercase()
-                    .trim_start_matches("cap_")
-                    .to_owned(),
-            ),
-            _ => return Err("unsupported operation".to_owned()),
-        };
+        let op = AaOp::from_event(&event).ok_or("unsupported operation")?;
         // The read-back equals the structure up to rule numbers: decide over the structure,
         // which names the rules.
         let model = Model::new(&artifact.profile);

@@ -19,7 +19,6 @@ use armor_core::event::{Access, Event, Operation, Socket, net};
 use armor_core::posture::{Posture, PostureAction};
 use armor_core::workload::{Container, WorkloadKey};
 use armor_core::{Category, CompiledPolicy, PolicySet, Verdict};
-use armor_enforce_apparmor::simulation::{protocol_name, sock_type_name};
 use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
 use proptest::prelude::*;
 
@@ -230,37 +229,6 @@ fn to_event(ev: &Ev, src: Option<usize>, uid: u32, owned: bool) -> Event {
     }
 }
 
-fn aa_op(e: &Event) -> Option<AaOp> {
-    let owner = |o: Option<u32>| o == Some(e.uid);
-    Some(match &e.operation {
-        Operation::File {
-            path,
-            access,
-            owner: o,
-        } => AaOp::File {
-            path: path.clone(),
-            read: access.read,
-            write: access.write,
-            owner: owner(*o),
-        },
-        Operation::Process { path, owner: o } => AaOp::Exec {
-            path: path.clone(),
-            owner: owner(*o),
-        },
-        Operation::Network(s) => AaOp::Socket {
-            sock_type: sock_type_name(s.sock_type),
-            protocol: protocol_name(s.protocol),
-        },
-        Operation::Capability(c) => AaOp::Capability(
-            armor_core::event::caps::name(*c)?
-                .to_ascii_lowercase()
-                .trim_start_matches("cap_")
-                .to_owned(),
-        ),
-        _ => return None,
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -307,7 +275,7 @@ proptest! {
             {
                 continue;
             }
-            let Some(op) = aa_op(&e) else { continue };
+            let Some(op) = AaOp::from_event(&e) else { continue };
             let engine = rules.decide(&e);
             let d = model.decide(&*rules, e.source.as_deref(), &op);
             prop_assert_eq!(d.verdict, engine.verdict, "{:?}\n{}\n{}", e, text, a.text);

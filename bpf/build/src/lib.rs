@@ -131,10 +131,7 @@ pub fn compile_programs_with(
         for dir in includes {
             cmd.arg("-I").arg(dir);
         }
-        cmd.arg("-c")
-        .arg(f)
-        .arg("-o")
-        .arg(&obj);
+        cmd.arg("-c").arg(f).arg("-o").arg(&obj);
         // clang's own error names a missing header (bpf/bpf_helpers.h comes from libbpf-dev).
         run(&mut cmd, CLANG_PACKAGES)?;
         objects.push(obj);
