@@ -25,15 +25,12 @@ impl DecisionMaker for AaModel {
     }
 
     fn decide(&self, case: &Case) -> Result<Outcome, String> {
-        let set = PolicySet::parse(&case.policies, &case.name).map_err(|e| e.to_string())?;
-        let policy = CompiledPolicy::build(&set).map_err(|e| e.to_string())?;
-        let workload = case.workload().map_err(|e| e.to_string())?;
-        let (posture, _) = case
-            .posture_config()
-            .map_err(|e| e.to_string())?
-            .posture_for(&workload);
-        let event = case.event().map_err(|e| e.to_string())?;
-        let rules = policy.rule_set(&workload, posture);
+        let corpus::Prepared {
+            policy,
+            event,
+            rules,
+            ..
+        } = case.prepare()?;
         let artifact = compile(&WorkloadKey::new(case.name.clone()), &rules);
         let profile = parse(&artifact.text).map_err(|e| format!("read-back: {e}"))?;
         assert_eq!(

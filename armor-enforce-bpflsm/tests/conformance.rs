@@ -9,7 +9,6 @@
 //! encoded map entries of `compile`'s artefact. It must agree with the engine on every case
 //! except those whose category holds a rule `compile` lists as not enforced.
 
-use armor_core::{CompiledPolicy, PolicySet};
 use armor_enforce_bpflsm::table::Table;
 use armor_enforce_bpflsm::{KernelOp, Model, abi, compile};
 use armor_testing::corpus::{self, Case, DecisionMaker, Outcome};
@@ -37,15 +36,12 @@ impl DecisionMaker for BpfModel {
     }
 
     fn decide(&self, case: &Case) -> Result<Outcome, String> {
-        let set = PolicySet::parse(&case.policies, &case.name).map_err(|e| e.to_string())?;
-        let policy = CompiledPolicy::build(&set).map_err(|e| e.to_string())?;
-        let workload = case.workload().map_err(|e| e.to_string())?;
-        let (posture, _) = case
-            .posture_config()
-            .map_err(|e| e.to_string())?
-            .posture_for(&workload);
-        let event = case.event().map_err(|e| e.to_string())?;
-        let rules = policy.rule_set(&workload, posture);
+        let corpus::Prepared {
+            policy,
+            event,
+            rules,
+            ..
+        } = case.prepare()?;
         let artifact = compile(&case.name, &rules);
         let Some(op) = KernelOp::from_event(&event) else {
             return Err("syscall operations have no LSM hook (audit-only, monitor)".to_owned());

@@ -150,7 +150,54 @@ pub struct Case {
     pub file: PathBuf,
 }
 
+/// A case made ready to decide: its policies compiled, its workload with the posture that
+/// applies to it, its operation, and the workload's rules. What every decision maker (the
+/// engine, an enforcer's simulation, a live kernel) starts from: [`Case::prepare`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Prepared {
+    /// The compiled policies.
+    pub policy: armor_core::CompiledPolicy,
+    /// The workload.
+    pub workload: Workload,
+    /// Its default posture.
+    pub posture: Posture,
+    /// The operation.
+    pub event: Event,
+    /// The workload's rules.
+    pub rules: std::sync::Arc<armor_core::RuleSet>,
+}
+
+impl Prepared {
+    /// The engine's decision (the reference every other decision maker is held to).
+    pub fn decide(&self) -> Decision<'_> {
+        self.rules.decide(&self.event)
+    }
+}
+
 impl Case {
+    /// Compiles the case's policies and selects the workload's rules; `Err` says which part of
+    /// the case is unusable (its policies are rejected, its workload or operation is malformed).
+    pub fn prepare(&self) -> Result<Prepared, String> {
+        let set = armor_core::PolicySet::parse(&self.policies, &self.name)
+            .map_err(|e| format!("policies rejected: {e}"))?;
+        let policy = armor_core::CompiledPolicy::build(&set).map_err(|e| e.to_string())?;
+        let workload = self.workload().map_err(|e| e.to_string())?;
+        let (posture, _) = self
+            .posture_config()
+            .map_err(|e| e.to_string())?
+            .posture_for(&workload);
+        let event = self.event().map_err(|e| e.to_string())?;
+        let rules = policy.rule_set(&workload, posture);
+        Ok(Prepared {
+            policy,
+            workload,
+            posture,
+            event,
+            rules,
+        })
+    }
+
     fn err(&self, message: impl Into<String>) -> CorpusError {
         CorpusError::Case {
             case: self.name.clone(),
@@ -475,15 +522,7 @@ impl DecisionMaker for Engine {
     }
 
     fn decide(&self, case: &Case) -> Result<Outcome, String> {
-        let set = armor_core::PolicySet::parse(&case.policies, &case.name)
-            .map_err(|e| format!("policies rejected: {e}"))?;
-        let compiled = armor_core::CompiledPolicy::build(&set).map_err(|e| e.to_string())?;
-        let workload = case.workload().map_err(|e| e.to_string())?;
-        let cfg = case.posture_config().map_err(|e| e.to_string())?;
-        let (posture, _) = cfg.posture_for(&workload);
-        let event = case.event().map_err(|e| e.to_string())?;
-        let rules = compiled.rule_set(&workload, posture);
-        Ok(Outcome::from_decision(&rules.decide(&event)))
+        Ok(Outcome::from_decision(&case.prepare()?.decide()))
     }
 }
 

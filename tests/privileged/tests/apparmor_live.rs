@@ -102,19 +102,17 @@ mod apparmor {
                     continue;
                 }
             };
-            let set = PolicySet::parse(&case.policies, &case.name).unwrap();
-            let policy = CompiledPolicy::build(&set).unwrap();
-            if let Some(why) = entangled(&case, &policy) {
+            let prepared = case.prepare().unwrap();
+            let policy = &prepared.policy;
+            if let Some(why) = entangled(&case, policy) {
                 not_live.insert(case.name.clone(), why);
                 continue;
             }
-            let w = case.workload().unwrap();
-            let (posture, _) = case.posture_config().unwrap().posture_for(&w);
-            let rules = policy.rule_set(&w, posture);
-            let d = rules.decide(&case.event().unwrap());
+            let rules = &prepared.rules;
+            let d = prepared.decide();
             let verdict = d.verdict;
             let policy_name = d.alert().map(|a| a.policy_name.to_owned());
-            let artifact = compile(&WorkloadKey::new(format!("live{idx}")), &rules);
+            let artifact = compile(&WorkloadKey::new(format!("live{idx}")), rules);
             let cat = d.category;
             let why: Vec<String> = artifact
                 .unenforceable()
@@ -129,7 +127,7 @@ mod apparmor {
             live.push(Prepared {
                 case,
                 plan,
-                policy,
+                policy: policy.clone(),
                 verdict,
                 policy_name,
                 artifact,

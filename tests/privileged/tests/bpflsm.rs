@@ -193,15 +193,16 @@ fn engine(
     Verdict,
     Option<String>,
 ) {
-    let set = PolicySet::parse(&case.policies, &case.name).unwrap();
-    let policy = CompiledPolicy::build(&set).unwrap();
-    let w = case.workload().unwrap();
-    let (posture, _) = case.posture_config().unwrap().posture_for(&w);
-    let ev = case.event().unwrap();
-    let rs = policy.rule_set(&w, posture);
-    let d = rs.decide(&ev);
-    let name = d.alert().map(|a| a.policy_name.to_owned());
-    (policy.clone(), w, posture, d.verdict, name)
+    let p = case.prepare().unwrap();
+    let d = p.decide();
+    let (verdict, name) = (d.verdict, d.alert().map(|a| a.policy_name.to_owned()));
+    (
+        p.policy.clone(),
+        p.workload.clone(),
+        p.posture,
+        verdict,
+        name,
+    )
 }
 
 fn category_of(kind: &str) -> Option<Category> {
