@@ -7,7 +7,8 @@
 )]
 //! Profile generation and `apparmor_parser -Q -K -S` time and size for 10 … 10k rules on
 //! KubeArmor's mix: 40 % exact paths, 30 % directories, 10 % patterns, 20 % fromSource over
-//! 8 sources, all Block. `cargo bench -p armor-enforce-apparmor --bench profiles [-- MAX]`.
+//! 8 sources, all Block. `cargo bench -p armor-enforce-apparmor --bench profiles` (criterion; `ARMOR_BENCH_MAX` bounds
+//! the rule count).
 //!
 //! The same run also writes and parses a baseline shaped like KubeArmor's AppArmor template
 //! (facts from its `appArmorTemplate.go`: `#include <abstractions/base>` and `file,`/`network,`/
@@ -15,8 +16,8 @@
 //! hardening lines, and every global rule copied into each fromSource profile), so that the
 //! size and parse-time ratios are measured under the same machine load.
 
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
 
 use armor_core::posture::Posture;
 use armor_core::workload::{Container, WorkloadKey};
@@ -69,12 +70,6 @@ fn policy(n: usize) -> String {
     y
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// The hardening block KubeArmor's template ends every profile with (its lines, as facts).
 const KA_POST: &str = "  /lib/x86_64-linux-gnu/{*,**} rm,
   deny @{PROC}/{*,**^[0-9*],sys/kernel/shm*} wkx,
   deny @{PROC}/sysrq-trigger rwklx,
@@ -136,35 +131,50 @@ fn kubearmor_style(n: usize) -> String {
 }
 
 /// Wall time of `apparmor_parser -Q -K -S FILE` (the profile must compile).
-fn parse_time(file: &std::path::Path) -> Duration {
-    let t = Instant::now();
+/// Compiles `file` with `apparmor_parser -Q -K -S` (no kernel needed); panics with the
+/// parser's message when it refuses it.
+fn parse(file: &std::path::Path) {
     let out = std::process::Command::new("apparmor_parser")
         .args(["-Q", "-K", "-S"])
         .arg(file)
         .stdout(std::process::Stdio::null())
         .output()
         .unwrap();
-    let d = t.elapsed();
     assert!(
         out.status.success(),
         "{}: {}",
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    d
 }
 
-fn main() {
-    let max: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
+/// The sizes `n` rules give (not timed): rule lines, profiles, bytes, next to KubeArmor's.
+fn sizes(n: usize, a: &armor_enforce_apparmor::AppArmorArtifact, ka: &str) {
+    let lines: usize = a.profile.sections.iter().map(|s| s.lines.len()).sum();
+    #[expect(clippy::cast_precision_loss, reason = "byte counts of a few MiB")]
+    let ratio = 100.0 * a.text.len() as f64 / ka.len() as f64;
+    println!(
+        "{n:>5} rules: {lines} rule lines in {} profiles, {} bytes; KubeArmor-style {} bytes \
+         ({ratio:.1} %)",
+        a.profile.sections.len(),
+        a.text.len(),
+        ka.len(),
+    );
+}
+
+/// `generate/N`: the profile of N rules; `parse/N` and `parse_kubearmor_style/N`:
+/// `apparmor_parser -Q -K -S` on it and on a KubeArmor-shaped profile of the same rules, in the
+/// same run (so the ratio is measured under the same load). `ARMOR_BENCH_MAX` bounds N
+/// (default 10000).
+fn profiles(c: &mut Criterion) {
+    let max: usize = std::env::var("ARMOR_BENCH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let dir = std::env::temp_dir().join(format!("armor-aa-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    println!(
-        "rules  rule_lines  profiles  bytes     generate   parse       | baseline bytes  parse      \
-         | size   parse"
-    );
+    let mut g = c.benchmark_group("apparmor");
+    g.sample_size(10);
     for n in [10, 100, 1_000, 10_000].into_iter().filter(|n| *n <= max) {
         let set = PolicySet::parse(&policy(n), "bench.yaml").unwrap();
         let compiled = CompiledPolicy::build(&set).unwrap();
@@ -172,46 +182,30 @@ fn main() {
         let w: armor_core::Workload = Container::new("shop", "web").label("app", "web").into();
         let rules = compiled.rule_set(&w, Posture::default());
         let key = WorkloadKey::new("shop/web");
-        let runs = if n >= 10_000 { 3 } else { 7 };
-        let mut times = Vec::new();
-        let mut art = None;
-        for _ in 0..runs {
-            let t = Instant::now();
-            let a = compile(&key, &rules);
-            times.push(t.elapsed());
-            art = Some(a);
-        }
-        let a = art.unwrap();
-        assert!(a.not_enforced.is_empty(), "{:?}", a.not_enforced.first());
-        let lines: usize = a.profile.sections.iter().map(|s| s.lines.len()).sum();
-        let ours = dir.join(format!("armor{n}"));
+        let a = compile(&key, &rules);
+        let ka = kubearmor_style(n);
+        sizes(n, &a, &ka);
+        let ours = dir.join(format!("armor-{n}"));
         std::fs::write(&ours, &a.text).unwrap();
-        let ka_text = kubearmor_style(n);
-        let theirs = dir.join(format!("kubearmor{n}"));
-        std::fs::write(&theirs, &ka_text).unwrap();
-        // Alternate the two so that both see the same load; medians of 3 (1 at 10k).
-        let reps = if n >= 10_000 { 1 } else { 3 };
-        let (mut p_ours, mut p_theirs) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
-            p_ours.push(parse_time(&ours));
-            p_theirs.push(parse_time(&theirs));
-        }
-        let (po, pt) = (median(p_ours), median(p_theirs));
-        println!(
-            "{n:>5}  {lines:>10}  {:>8}  {:>8}  {:>9.2?}  {:>9.2?}  | {:>13}  {:>9.2?}  | {:>4.1}%  {:>4.1}%",
-            a.profile.sections.len(),
-            a.text.len(),
-            median(times),
-            po,
-            ka_text.len(),
-            pt,
-            100.0 * a.text.len() as f64 / ka_text.len() as f64,
-            100.0 * po.as_secs_f64() / pt.as_secs_f64(),
-        );
+        let theirs = dir.join(format!("kubearmor-{n}"));
+        std::fs::write(&theirs, &ka).unwrap();
+        g.bench_with_input(BenchmarkId::new("generate", n), &n, |b, _| {
+            b.iter(|| compile(&key, &rules));
+        });
+        g.bench_with_input(BenchmarkId::new("parse", n), &n, |b, _| {
+            b.iter(|| parse(&ours));
+        });
+        g.bench_with_input(BenchmarkId::new("parse_kubearmor_style", n), &n, |b, _| {
+            b.iter(|| parse(&theirs));
+        });
     }
+    g.finish();
     if std::env::var_os("ARMOR_BENCH_KEEP").is_some() {
         println!("profiles kept in {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+criterion_group!(benches, profiles);
+criterion_main!(benches);
