@@ -1,7 +1,8 @@
-//! The contract every enforcer (BPF-LSM, AppArmor, SELinux) implements.
+//! The contract every enforcer (BPF-LSM, AppArmor, or one an embedder adds) implements.
 //!
-//! Compiling is pure and unprivileged: it turns one workload's [`RuleSet`] into an [`Artifact`]
-//! (map entries, a profile text, a CIL module) and names every rule it cannot enforce exactly the
+//! Compiling is unprivileged and deterministic (it reads nothing but the files below the
+//! destination's root): it turns one workload's [`RuleSet`] into an [`Artifact`]
+//! (map entries, a profile text) and names every rule it cannot enforce exactly the
 //! way the [engine](crate::engine) decides it. Applying is the separate, privileged step; it is
 //! atomic per workload: a failed apply keeps the workload's previous rules.
 //!
@@ -263,7 +264,7 @@ pub enum ApplyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EnforcerAlert {
-    /// The enforcer's name (`BPFLSM`, `AppArmor`, `SELinux`).
+    /// The enforcer's name (`BPFLSM`, `AppArmor`).
     pub enforcer: &'static str,
     /// The workload the kernel attributed the event to.
     pub workload: Option<WorkloadKey>,

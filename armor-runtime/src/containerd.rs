@@ -362,7 +362,7 @@ impl Containerd {
 
     /// Subscribes to container and task events on a thread of its own. A `/containers/create`,
     /// `/tasks/create` or `/tasks/start` is resolved to the full
-    /// container (labels, image, AppArmor profile) before it is sent. The thread ends when the receiver is dropped
+    /// container (labels, image, security labels) before it is sent. The thread ends when the receiver is dropped
     /// or the stream ends (after sending [`ContainerEvent::StreamEnded`]).
     pub fn watch(&self) -> Result<mpsc::Receiver<ContainerEvent>> {
         let (tx, rx) = mpsc::channel();

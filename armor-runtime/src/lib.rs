@@ -5,7 +5,7 @@
 //! * [`identity`]: container ids from cgroup paths (containerd, Docker, CRI-O, podman,
 //!   systemd services), `/proc/PID/cgroup`, cgroup ids and namespaces; the cgroups of listed
 //!   systemd units ([`identity::find_units`]).
-//! * [`containerd`]: the gRPC client (labels, image, task pid, AppArmor profile, lifecycle
+//! * [`containerd`]: the gRPC client (labels, image, task pid, the security labels its spec names, lifecycle
 //!   events including task create, before the entrypoint runs).
 //! * [`enforcement`]: the kernel enforcer the user chose (`auto` probes BPF-LSM, then
 //!   AppArmor, by a real trial, and falls back to audit-only monitoring saying why), which

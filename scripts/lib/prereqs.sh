@@ -38,7 +38,7 @@ ensure_runtime_prereqs() {
 }
 
 ensure_bpf_build_prereqs() {
-  # clang compiles the eBPF C programs of tests/privileged (and later BPF crates); gcc builds the
+  # clang compiles the eBPF C programs of tests/privileged (and armor-ebpf, armor-enforce-bpflsm and benches); gcc builds the
   # static helper binary. libbpf-dev provides bpf_helpers.h / bpf_core_read.h.
   apt_install clang llvm libbpf-dev gcc libc6-dev
 }

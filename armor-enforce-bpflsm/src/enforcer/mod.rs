@@ -19,7 +19,10 @@
 //! call from a task whose cgroup (or an ancestor cgroup) is the workload's reads the new ruleset.
 //! For a container, apply the rules after its cgroup exists and before its entrypoint runs (the
 //! OCI `createRuntime`/`prestart` point, or a created-but-not-started task): everything the
-//! runtime did inside the cgroup before that point was not subject to them.
+//! runtime did inside the cgroup before that point was not subject to them. A first install
+//! compiled for [`Start::FirstExec`](armor_core::enforcer::Start) (an OCI `createRuntime` hook)
+//! is in force from the workload's first exec instead, so the runtime's own setup is not
+//! decided and a blocked entrypoint is refused.
 //!
 //! ```no_run
 //! use armor_core::enforcer::{Enforcer, Support};

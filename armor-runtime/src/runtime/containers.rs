@@ -195,8 +195,8 @@ impl Runtime {
             || required
             || (selected && !self.enforcers.is_empty() && !t.coverage.in_kernel())
         {
-            // Also when nothing was applied: an enforcer forgets what it was told about the
-            // workload ahead of the apply (BPF-LSM's root and first-exec mark).
+            // Undo what any enforcer did apply before the container is refused (an enforcer
+            // that applied nothing answers `UnknownWorkload`, which changes nothing).
             for e in &self.enforcers {
                 let _ = e.remove(&t.key);
             }

@@ -179,10 +179,10 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// AppArmor: unloads armor profiles of workloads that are neither tracked nor loaded ahead
-    /// for a defined container (left by an earlier run or by containers that are gone). Call it
-    /// after the existing containers were added.
-    /// Returns the profiles removed.
+    /// Removes what the enforcer keeps for workloads that are neither tracked nor loaded ahead
+    /// for a defined container, left by an earlier run or by containers that are gone
+    /// ([`Enforcer::sweep`]; AppArmor: its profiles). Call it after the existing containers
+    /// were added. Returns what was removed.
     pub fn sweep_stale_profiles(&mut self) -> Vec<String> {
         let Some(en) = &self.enforcement else {
             return Vec::new();

@@ -91,9 +91,11 @@ impl Runtime {
     }
 
     /// A runtime enforcing with `enforcement` (see [`Enforcement::select`]; audit-only when it
-    /// holds no enforcer). Before a container's rules are applied, BPF-LSM is told where the
-    /// container's files are (`/proc/PID/root` of its task) so its (device, inode) rules work;
-    /// the enforcer's alerts come out of [`Runtime::enforcer_records`].
+    /// holds no enforcer). Each workload's rules are compiled and applied for its
+    /// [`Destination`](armor_core::enforcer::Destination): the host and services with root `/`,
+    /// a running container with `/proc/PID/root` of its task, a container being created with
+    /// its root file system and [`Start::FirstExec`](armor_core::enforcer::Start); the enforcer
+    /// keeps none of it. Its alerts come out of [`Runtime::enforcer_records`].
     pub fn with_enforcement(
         config: RuntimeConfig,
         policy: CompiledPolicy,
