@@ -11,238 +11,64 @@
 //! events (verdict and rule), except in categories holding a rule `compile` lists as not
 //! enforced.
 
-use std::fmt::Write as _;
-
 use armor_core::enforcer::Artifact;
 use armor_core::engine::Reason;
-use armor_core::event::{Access, Event, Operation, Socket, net};
+use armor_core::event::{Operation, net};
 use armor_core::posture::{Posture, PostureAction};
 use armor_core::workload::{Container, WorkloadKey};
 use armor_core::{Category, CompiledPolicy, PolicySet, Verdict};
 use armor_enforce_apparmor::{AaOp, AppArmor, Model, compile, parse};
+use armor_testing::random::{self, Section, Vocabulary};
 use proptest::prelude::*;
 
-const FILES: &[&str] = &[
-    "/etc/shadow",
-    "/etc/ssl/a.pem",
-    "/bin/cat",
-    "/bin/sh",
-    "/tmp/q/r",
-    "/opt/x y",
-];
-const DIRS: &[&str] = &["/etc/", "/etc/ssl/", "/bin/", "/tmp/", "/"];
-const PATTERNS: &[&str] = &[
-    "/etc/*",
-    "/tmp/**",
-    "/bin/?a*",
-    "/etc/ssl/*.pem",
-    "/opt/{a,x}*",
-];
-const SOURCES: &[&str] = &["/bin/cat", "/bin/sh", "/usr/bin/env"];
-const PROTOCOLS: &[&str] = &["tcp", "udp", "icmp", "raw", "stream", "dgram", "all"];
-const CAPS: &[&str] = &["net_raw", "chown", "sys_admin", "dac_override"];
-const ACTIONS: &[&str] = &["Allow", "Audit", "Block"];
-
-#[derive(Debug, Clone)]
-struct Spec {
-    section: u8,
-    kind: u8,
-    item: usize,
-    recursive: bool,
-    read_only: bool,
-    owner_only: bool,
-    source: Option<usize>,
-    action: usize,
-    severity: Option<u8>,
-}
-
-fn spec() -> impl Strategy<Value = Spec> {
-    (
-        (0u8..4, 0u8..4, 0usize..64),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
-        (
-            proptest::option::of(0usize..3),
-            0usize..3,
-            proptest::option::of(1u8..10),
-        ),
-    )
-        .prop_map(
-            |(
-                (section, kind, item),
-                (recursive, read_only, owner_only),
-                (source, action, severity),
-            )| Spec {
-                section,
-                kind,
-                item,
-                recursive,
-                read_only,
-                owner_only,
-                source,
-                action,
-                severity,
-            },
-        )
-}
-
-fn at(v: &[&'static str], i: usize) -> &'static str {
-    v[i % v.len()]
-}
-
-/// One policy with one rule block per spec (each in its own list entry).
-fn yaml(name: &str, specs: &[Spec]) -> String {
-    let mut sections: [Vec<(String, String)>; 4] = Default::default();
-    for s in specs {
-        let mut extra = format!("      action: {}\n", ACTIONS[s.action]);
-        if let Some(v) = s.severity {
-            let _ = writeln!(extra, "      severity: {v}");
-        }
-        let from = s
-            .source
-            .map(|i| format!("      fromSource:\n      - path: {}\n", SOURCES[i]))
-            .unwrap_or_default();
-        let owner = format!("      ownerOnly: {}\n", s.owner_only);
-        let ro = if s.section == 1 {
-            format!("      readOnly: {}\n", s.read_only)
-        } else {
-            String::new()
-        };
-        let entry = match s.section {
-            0 | 1 => match s.kind {
-                0 => (
-                    "matchPaths",
-                    format!(
-                        "    - path: \"{}\"\n{ro}{owner}{from}{extra}",
-                        at(FILES, s.item)
-                    ),
-                ),
-                1 => (
-                    "matchDirectories",
-                    format!(
-                        "    - dir: {}\n      recursive: {}\n{ro}{owner}{from}{extra}",
-                        at(DIRS, s.item),
-                        s.recursive
-                    ),
-                ),
-                2 => (
-                    "matchPatterns",
-                    format!(
-                        "    - pattern: \"{}\"\n{ro}{owner}{extra}",
-                        at(PATTERNS, s.item)
-                    ),
-                ),
-                _ if s.section == 0 => (
-                    "matchPaths",
-                    format!(
-                        "    - execname: {}\n{owner}{from}{extra}",
-                        at(FILES, s.item).rsplit('/').next().unwrap()
-                    ),
-                ),
-                _ => (
-                    "matchPaths",
-                    format!(
-                        "    - path: \"{}\"\n{ro}{owner}{from}{extra}",
-                        at(FILES, s.item)
-                    ),
-                ),
-            },
-            2 => (
-                "matchProtocols",
-                format!("    - protocol: {}\n{from}{extra}", at(PROTOCOLS, s.item)),
-            ),
-            _ => (
-                "matchCapabilities",
-                format!("    - capability: {}\n{from}{extra}", at(CAPS, s.item)),
-            ),
-        };
-        sections[usize::from(s.section)].push((entry.0.to_owned(), entry.1));
-    }
-    let mut y = format!(
-        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: web\n"
-    );
-    for (i, sec) in ["process", "file", "network", "capabilities"]
-        .iter()
-        .enumerate()
-    {
-        if sections[i].is_empty() {
-            continue;
-        }
-        let _ = writeln!(y, "  {sec}:");
-        let mut keys: Vec<&str> = sections[i].iter().map(|(k, _)| k.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for k in keys {
-            let _ = writeln!(y, "    {k}:");
-            for (kk, body) in &sections[i] {
-                if kk == k {
-                    y.push_str(body);
-                }
-            }
-        }
-    }
-    y
-}
-
-#[derive(Debug, Clone)]
-enum Ev {
-    Exec(usize),
-    Open(usize, u8),
-    Sock(u16, u16),
-    Cap(u8),
-}
-
-fn event() -> impl Strategy<Value = (Ev, Option<usize>, u32, bool)> {
-    (
-        prop_oneof![
-            (0usize..64).prop_map(Ev::Exec),
-            (0usize..64, 0u8..3).prop_map(|(p, a)| Ev::Open(p, a)),
-            (
-                proptest::sample::select(&[net::SOCK_STREAM, net::SOCK_DGRAM, net::SOCK_RAW][..]),
-                proptest::sample::select(&[1u16, 6, 17][..])
-            )
-                .prop_map(|(t, p)| Ev::Sock(t, p)),
-            proptest::sample::select(&[13u8, 0, 21, 1][..]).prop_map(Ev::Cap),
-        ],
-        proptest::option::of(0usize..3),
-        0u32..2,
-        any::<bool>(),
-    )
-}
-
-fn to_event(ev: &Ev, src: Option<usize>, uid: u32, owned: bool) -> Event {
-    let src = src.map(|i| SOURCES[i]);
-    let e = match ev {
-        Ev::Exec(p) => Event::exec(at(FILES, *p), src),
-        Ev::Open(p, a) => Event::open(
-            at(FILES, *p),
-            [Access::READ, Access::WRITE, Access::READ_WRITE][usize::from(*a)],
-            src,
-        ),
-        Ev::Sock(t, p) => Event::socket(Socket::new(net::AF_INET, *t, *p), src),
-        Ev::Cap(c) => Event::capability(*c, src),
-    }
-    .with_uid(uid);
-    if owned {
-        e.with_owner(uid)
-    } else {
-        e.with_owner(uid + 1)
-    }
-}
+/// Every section; IPv4 sockets with explicit protocols (AppArmor mediates by family and
+/// type, which the profile's compile warns about when a rule differs).
+static V: Vocabulary = Vocabulary {
+    paths: &[
+        "/etc/shadow",
+        "/etc/ssl/a.pem",
+        "/bin/cat",
+        "/bin/sh",
+        "/tmp/q/r",
+        "/opt/x y",
+    ],
+    dirs: &["/etc/", "/etc/ssl/", "/bin/", "/tmp/", "/"],
+    globs: &[
+        "/etc/*",
+        "/tmp/**",
+        "/bin/?a*",
+        "/etc/ssl/*.pem",
+        "/opt/{a,x}*",
+    ],
+    sources: &["/bin/cat", "/bin/sh", "/usr/bin/env"],
+    protocols: &["tcp", "udp", "icmp", "raw", "stream", "dgram", "all"],
+    capabilities: &["net_raw", "chown", "sys_admin", "dac_override"],
+    sections: &[
+        Section::Process,
+        Section::File,
+        Section::Network,
+        Section::Capabilities,
+    ],
+    socket_families: &[net::AF_INET],
+    socket_protocols: &[1, 6, 17],
+    capability_numbers: &[13, 0, 21, 1],
+    glob_weight: 0,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn random_policies_compile_and_agree(
-        p1 in proptest::collection::vec(spec(), 1..7),
-        p2 in proptest::collection::vec(spec(), 0..4),
+        p1 in proptest::collection::vec(random::rule(&V), 1..7),
+        p2 in proptest::collection::vec(random::rule(&V), 0..4),
         posture in (any::<bool>(), any::<bool>(), any::<bool>()),
-        events in proptest::collection::vec(event(), 1..12),
+        events in proptest::collection::vec(random::event(&V), 1..12),
     ) {
-        let mut text = yaml("alpha", &p1);
+        let mut text = random::policy_yaml(&V, "alpha", false, None, &p1);
         if !p2.is_empty() {
             text.push_str("---\n");
-            text.push_str(&yaml("beta", &p2));
+            text.push_str(&random::policy_yaml(&V, "beta", false, None, &p2));
         }
         let set = PolicySet::parse(&text, "gen.yaml").unwrap_or_else(|e| panic!("{text}\n{e}"));
         let policy = CompiledPolicy::build(&set).unwrap();
@@ -259,8 +85,8 @@ proptest! {
             panic!("apparmor_parser rejected:\n{e}\npolicies:\n{text}\nprofile:\n{}", a.text);
         }
         let model = Model::new(&a.profile);
-        for (ev, src, uid, owned) in &events {
-            let e = to_event(ev, *src, *uid, *owned);
+        for ev in &events {
+            let e = ev.event(&V);
             let cat = e.operation.category();
             if a.unenforceable().iter().any(|u| policy.rules()[u.rule as usize].category == cat) {
                 continue;

@@ -5,6 +5,8 @@
 //! * [`naive`]: a naive reference matcher sharing no matching code with the engine.
 //! * [`recording`]: an [`armor_core::enforcer::Enforcer`] that records calls.
 //! * [`mix`]: the benchmark rule mix and its events.
+//! * [`random`]: random policies and operations for property tests, over a vocabulary each
+//!   suite chooses.
 
 #![forbid(unsafe_code)]
 
@@ -15,4 +17,5 @@ pub mod mix;
     reason = "deliberately naive reference code: simple indexing keeps it obviously right; a panic fails a test"
 )]
 pub mod naive;
+pub mod random;
 pub mod recording;
