@@ -353,6 +353,54 @@ impl EnforcerAlert {
     }
 }
 
+/// Where an enforcer keeps the sink its alerts go to: [`Enforcer::set_alert_sink`] sets it, the
+/// enforcer's reader thread delivers through it. Clones share one slot. Every enforcer holds
+/// one, so setting, replacing and reading the sink is written once.
+#[derive(Clone, Default)]
+pub struct AlertSlot(Arc<std::sync::Mutex<Option<Arc<dyn AlertSink>>>>);
+
+impl AlertSlot {
+    /// An empty slot: alerts are dropped until a sink is set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn AlertSink>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the sink (replacing any previous one).
+    pub fn set(&self, sink: Arc<dyn AlertSink>) {
+        *self.lock() = Some(sink);
+    }
+
+    /// The sink, if one is set.
+    pub fn get(&self) -> Option<Arc<dyn AlertSink>> {
+        self.lock().clone()
+    }
+
+    /// Delivers `alert` to the sink; `false` when none is set (the alert is dropped).
+    pub fn deliver(&self, alert: EnforcerAlert) -> bool {
+        match self.get() {
+            Some(s) => {
+                s.alert(alert);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl fmt::Debug for AlertSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertSlot")
+            .field("set", &self.lock().is_some())
+            .finish()
+    }
+}
+
 /// Where an enforcer delivers its alerts. Implementations must not block for long: enforcers call
 /// it from their reader thread.
 pub trait AlertSink: Send + Sync {

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use armor_core::Verdict;
-use armor_core::enforcer::{AlertSink, EnforcerAlert};
+use armor_core::enforcer::EnforcerAlert;
 use armor_core::event::Category;
 use armor_core::workload::WorkloadKey;
 
@@ -514,7 +514,7 @@ pub struct AlertReader {
 }
 
 /// Where the reader sends alerts.
-pub type SinkSlot = Arc<Mutex<Option<Arc<dyn AlertSink>>>>;
+pub type SinkSlot = armor_core::enforcer::AlertSlot;
 
 impl AlertReader {
     /// Starts reading from the audit multicast group, or from the kernel log when that cannot
@@ -588,10 +588,7 @@ impl AlertReader {
                         continue;
                     }
                     se.fetch_add(1, Ordering::Relaxed);
-                    let target = lock(&sink).clone();
-                    if let Some(s) = target {
-                        s.alert(alert);
-                    }
+                    sink.deliver(alert);
                 }
             }
         });

@@ -96,7 +96,7 @@ impl AppArmor {
             parser: parser.into(),
             securityfs: PathBuf::from(SECURITYFS),
             installed: Lock::new(BTreeMap::new()),
-            sink: Arc::new(std::sync::Mutex::new(None)),
+            sink: SinkSlot::new(),
             registry: Arc::new(Registry::default()),
         }
     }
@@ -232,10 +232,7 @@ impl AppArmor {
 
     /// The alert sink, if one is set.
     pub fn sink(&self) -> Option<Arc<dyn AlertSink>> {
-        self.sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.sink.get()
     }
 
     /// The installed profiles the alert reader maps denials against.
@@ -247,12 +244,12 @@ impl AppArmor {
     /// `set_alert_sink`: from the audit multicast group, else from the kernel log. Alerts stop
     /// when the returned reader is dropped.
     pub fn start_alerts(&self) -> Result<AlertReader, AlertError> {
-        AlertReader::start(self.registry(), Arc::clone(&self.sink))
+        AlertReader::start(self.registry(), self.sink.clone())
     }
 
     /// The same reading the kernel log only (where the audit socket is not wanted).
     pub fn start_alerts_from_kernel_log(&self) -> Result<AlertReader, AlertError> {
-        AlertReader::start_kernel_log(self.registry(), Arc::clone(&self.sink))
+        AlertReader::start_kernel_log(self.registry(), self.sink.clone())
     }
 }
 
@@ -436,10 +433,7 @@ impl Enforcer for AppArmor {
     }
 
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
-        *self
-            .sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+        self.sink.set(sink);
     }
 
     /// By profile: a container is confined when its spec names [`profile_name`] of it.

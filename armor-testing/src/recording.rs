@@ -64,7 +64,7 @@ pub struct RecordingEnforcer {
     /// fails (else every later one).
     fail_apply: Mutex<Option<(usize, String, bool)>>,
     leave_out: Mutex<Option<LeaveOut>>,
-    sink: Mutex<Option<Arc<dyn AlertSink>>>,
+    sink: armor_core::enforcer::AlertSlot,
 }
 
 impl std::fmt::Debug for RecordingEnforcer {
@@ -112,7 +112,7 @@ impl RecordingEnforcer {
     /// Sends `alert` to the configured sink, as a kernel enforcer's reader thread would.
     /// Returns whether a sink was set.
     pub fn emit(&self, alert: EnforcerAlert) -> bool {
-        let sink = self.sink.lock().clone();
+        let sink = self.sink.get();
         match sink {
             Some(s) => {
                 s.alert(alert);
@@ -227,6 +227,6 @@ impl Enforcer for RecordingEnforcer {
     }
 
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
-        *self.sink.lock() = Some(sink);
+        self.sink.set(sink);
     }
 }

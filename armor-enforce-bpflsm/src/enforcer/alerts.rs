@@ -56,13 +56,7 @@ pub(super) fn spawn_reader(
                 let Some(raw) = AlertRaw::from_bytes(&item) else {
                     continue;
                 };
-                let s = sink
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some(s) = s {
-                    s.alert(to_alert(&raw));
-                }
+                sink.deliver(to_alert(&raw));
             }
             if !any {
                 std::thread::sleep(Duration::from_millis(2));

@@ -138,9 +138,6 @@ impl Enforcer for BpfLsm {
     }
 
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
-        *self
-            .sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
+        self.sink.set(sink);
     }
 }

@@ -65,7 +65,7 @@ pub(super) struct State {
     pub(super) used_dfas: usize,
 }
 
-pub(super) type Sink = Arc<Mutex<Option<Arc<dyn AlertSink>>>>;
+pub(super) type Sink = armor_core::enforcer::AlertSlot;
 
 /// The BPF-LSM enforcer. The programs load on the first `apply`.
 pub struct BpfLsm {
@@ -94,7 +94,7 @@ impl BpfLsm {
                 next_ruleset: 1,
                 ..State::default()
             }),
-            sink: Arc::new(Mutex::new(None)),
+            sink: Sink::new(),
         }
     }
 
