@@ -444,6 +444,21 @@ impl BpfArtifact {
         &self.unenforceable
     }
 
+    /// Whether `other` carries the same rules: everything but where they were compiled for
+    /// ([`Self::inodes`], resolved below a root that differs between a container's creation
+    /// and its later applies) and [`Self::from_first_exec`]. An apply of the same rules
+    /// changes nothing: in particular, re-applying a container's unchanged rules (a policy
+    /// reload) before its first exec must not put them in force during its runtime's setup.
+    pub fn same_rules(&self, other: &Self) -> bool {
+        self.workload == other.workload
+            && self.host == other.host
+            && self.allow_list == other.allow_list
+            && self.posture_block == other.posture_block
+            && self.entries == other.entries
+            && self.globs == other.globs
+            && self.unenforceable == other.unenforceable
+    }
+
     /// The same artefact with [`Self::inodes`] filled by `resolve` (`resolve(path) =
     /// Some((kernel s_dev, inode))`) for every exact path and directory of its entries.
     #[must_use]

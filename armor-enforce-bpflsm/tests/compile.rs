@@ -29,6 +29,22 @@ fn rendering_is_stable() {
     insta::assert_snapshot!(a.render());
 }
 
+/// Where rules were compiled for (resolved inodes, waiting for the first exec) does not make
+/// them other rules: re-applying a workload's unchanged rules changes nothing, so a policy
+/// reload cannot end a created container's wait for its first exec. Other rules are other.
+#[test]
+fn the_same_rules_for_another_destination_are_the_same_rules() {
+    let (_p, rs) = rules();
+    let mut created = compile("shop/web", &rs).resolve(|p| (p == "/etc/shadow").then_some((7, 42)));
+    created.from_first_exec = true;
+    let running = compile("shop/web", &rs);
+    assert_ne!(created, running);
+    assert!(created.same_rules(&running));
+    assert!(!created.inodes.is_empty(), "the fixture has /etc/shadow");
+    let other = compile("shop/api", &rs);
+    assert!(!created.same_rules(&other));
+}
+
 #[test]
 fn compile_and_encode_are_deterministic() {
     let (_p, rs) = rules();

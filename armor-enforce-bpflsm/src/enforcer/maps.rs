@@ -27,7 +27,7 @@ impl BpfLsm {
         };
         let alerts_per_sec = self.alerts_per_sec.load(Ordering::Relaxed);
         if let Some(old) = st.installed.get(key)
-            && old.artifact == *a
+            && old.artifact.same_rules(a)
             && old.cgroup == cgroup
             && old.alerts_per_sec == alerts_per_sec
         {

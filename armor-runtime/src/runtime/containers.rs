@@ -229,8 +229,12 @@ impl Runtime {
                 if t.applied
                     && let Err(err) = e.remove(&t.key)
                 {
-                    self.problems
-                        .push(format!("{}: {}: {err}", e.name(), t.key));
+                    self.problems.push(format!(
+                        "{}: {}: {}",
+                        e.name(),
+                        t.key,
+                        armor_core::diag::error_chain(&err)
+                    ));
                 }
             }
             self.throttles.remove(&t.key.name);

@@ -93,12 +93,12 @@ impl Runtime {
         for e in &self.enforcers {
             let result = e
                 .compile(&dest, &t.rules)
-                .map_err(|err| err.to_string())
+                .map_err(|err| armor_core::diag::error_chain(&err))
                 .and_then(|a| {
                     let gaps = RuleGap::list(e.name(), &t.rules, a.as_ref());
                     e.apply(&dest, a.as_ref())
                         .map(|_| gaps)
-                        .map_err(|err| err.to_string())
+                        .map_err(|err| armor_core::diag::error_chain(&err))
                 });
             let covered = self
                 .enforcement

@@ -1742,6 +1742,17 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
         );
         let key = WorkloadKey::new("shop/web").with_cgroup(cg_id);
         install(&lsm, &key, &rules, &rootfs, first_exec);
+        if first_exec {
+            // A policy reload before the entrypoint runs re-applies the same rules, compiled
+            // for the running container (its root seen through /proc, in force at once): that
+            // changes nothing, and the rules still wait for the first exec.
+            let dest = Destination::new(key.clone()).with_root(format!("/proc/{pid}/root"));
+            let again = lsm.compile(&dest, &rules).unwrap();
+            assert_eq!(
+                lsm.apply(&dest, again.as_ref()).unwrap(),
+                Applied::Unchanged
+            );
+        }
         sink.take();
         fs::write(bundle.join("go"), "").unwrap();
         eprintln!("{mode}: rules applied, the hook lets runc go on");
