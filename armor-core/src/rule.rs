@@ -599,29 +599,9 @@ impl Out<'_> {
     /// `syscalls`: `matchSyscalls` and `matchPaths` (a path ending in `/` is a directory).
     fn syscalls(&mut self, s: &SyscallsSection) {
         for r in &s.match_syscalls {
-            if r.syscalls.is_empty() {
-                continue;
-            }
-            self.push(
-                &s.meta,
-                Draft {
-                    from_source: syscall_sources(&r.from_source),
-                    ..draft(
-                        Category::Syscall,
-                        Target::Syscall {
-                            names: r.syscalls.clone(),
-                            path: None,
-                        },
-                        &r.meta,
-                        &r.origin,
-                    )
-                },
-            );
+            self.syscall(s, &r.syscalls, None, &r.from_source, &r.meta, &r.origin);
         }
         for r in &s.match_paths {
-            if r.syscalls.is_empty() {
-                continue;
-            }
             let path = if r.path.ends_with('/') {
                 SyscallPath::Dir {
                     dir: r.path.clone(),
@@ -630,22 +610,45 @@ impl Out<'_> {
             } else {
                 SyscallPath::File(r.path.clone())
             };
-            self.push(
-                &s.meta,
-                Draft {
-                    from_source: syscall_sources(&r.from_source),
-                    ..draft(
-                        Category::Syscall,
-                        Target::Syscall {
-                            names: r.syscalls.clone(),
-                            path: Some(path),
-                        },
-                        &r.meta,
-                        &r.origin,
-                    )
-                },
+            self.syscall(
+                s,
+                &r.syscalls,
+                Some(path),
+                &r.from_source,
+                &r.meta,
+                &r.origin,
             );
         }
+    }
+
+    /// One syscall rule of section `s` (none without syscall names).
+    fn syscall(
+        &mut self,
+        s: &SyscallsSection,
+        names: &[String],
+        path: Option<SyscallPath>,
+        from_source: &[SyscallSource],
+        meta: &Meta,
+        origin: &Origin,
+    ) {
+        if names.is_empty() {
+            return;
+        }
+        self.push(
+            &s.meta,
+            Draft {
+                from_source: syscall_sources(from_source),
+                ..draft(
+                    Category::Syscall,
+                    Target::Syscall {
+                        names: names.to_vec(),
+                        path,
+                    },
+                    meta,
+                    origin,
+                )
+            },
+        );
     }
 }
 

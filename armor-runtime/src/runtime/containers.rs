@@ -21,19 +21,14 @@ impl Runtime {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         c.pod = info.pod();
-        let workload = Workload::Container(c);
-        let (posture, _) = self.config.posture.posture_for(&workload);
-        let (visibility, _) = self.config.posture.visibility_for(&workload);
-        Tracked {
+        Tracked::new(
             key,
-            rules: self.policy.rule_set(&workload, posture),
-            workload,
-            info: Some(info.clone()),
-            service: None,
-            visibility,
-            coverage: Coverage::NoRules,
-            applied: false,
-        }
+            Workload::Container(c),
+            Some(info.clone()),
+            None,
+            &self.config.posture,
+            &self.policy,
+        )
     }
 
     /// Starts tracking a container whose task runs (its cgroup is found through the pid):

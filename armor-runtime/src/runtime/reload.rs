@@ -17,12 +17,14 @@ impl Runtime {
         let mut t = match (&old.info, &old.service) {
             (Some(info), _) => self.track(info, old.key.clone()),
             (None, Some(service)) => self.track_service(service, old.key.clone()),
-            (None, None) => {
-                let mut host = old.clone();
-                let (posture, _) = self.config.posture.posture_for(&host.workload);
-                host.rules = self.policy.rule_set(&host.workload, posture);
-                host
-            }
+            (None, None) => Tracked::new(
+                old.key.clone(),
+                old.workload.clone(),
+                None,
+                None,
+                &self.config.posture,
+                &self.policy,
+            ),
         };
         // What was reported of the previous rules is the baseline for the new report.
         t.coverage = old.coverage.clone();

@@ -4,19 +4,14 @@ use super::*;
 
 impl Runtime {
     pub(super) fn track_service(&self, service: &Service, key: WorkloadKey) -> Tracked {
-        let workload = service.workload();
-        let (posture, _) = self.config.posture.posture_for(&workload);
-        let (visibility, _) = self.config.posture.visibility_for(&workload);
-        Tracked {
+        Tracked::new(
             key,
-            rules: self.policy.rule_set(&workload, posture),
-            workload,
-            info: None,
-            service: Some(service.clone()),
-            visibility,
-            coverage: Coverage::NoRules,
-            applied: false,
-        }
+            service.workload(),
+            None,
+            Some(service.clone()),
+            &self.config.posture,
+            &self.policy,
+        )
     }
 
     /// Starts tracking a service of the inventory whose cgroup has id `cgroup_id`, exactly as a

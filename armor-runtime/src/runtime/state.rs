@@ -18,6 +18,33 @@ pub(super) struct Tracked {
     pub(super) applied: bool,
 }
 
+impl Tracked {
+    /// `workload` as `key`, with the rules `policy` selects for it under the posture `postures`
+    /// gives it, and its visibility; nothing applied yet. `info` or `service` is where it came
+    /// from (none for the host).
+    pub(super) fn new(
+        key: WorkloadKey,
+        workload: Workload,
+        info: Option<ContainerInfo>,
+        service: Option<Service>,
+        postures: &PostureConfig,
+        policy: &CompiledPolicy,
+    ) -> Self {
+        let (posture, _) = postures.posture_for(&workload);
+        let (visibility, _) = postures.visibility_for(&workload);
+        Self {
+            key,
+            rules: policy.rule_set(&workload, posture),
+            workload,
+            info,
+            service,
+            visibility,
+            coverage: Coverage::NoRules,
+            applied: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Throttle {
     pub(super) window_start: Option<Instant>,
@@ -116,19 +143,14 @@ impl Runtime {
         let policy = Arc::new(policy);
         let mut h = Host::new(config.host_name.clone());
         h.labels = config.host_labels.clone();
-        let workload = Workload::Host(h);
-        let (posture, _) = config.posture.posture_for(&workload);
-        let (visibility, _) = config.posture.visibility_for(&workload);
-        let host = Tracked {
-            key: WorkloadKey::new("host"),
-            rules: policy.rule_set(&workload, posture),
-            workload,
-            info: None,
-            service: None,
-            visibility,
-            coverage: Coverage::NoRules,
-            applied: false,
-        };
+        let host = Tracked::new(
+            WorkloadKey::new("host"),
+            Workload::Host(h),
+            None,
+            None,
+            &config.posture,
+            &policy,
+        );
         let mut rt = Self {
             config,
             policy,
