@@ -9,14 +9,13 @@
 //! that cgroup visible, and checks the events the kernel reported.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use armor_core::Visibility;
 use armor_ebpf::{Event, EventKind, EventSource, Options, SockAddr, Syscall};
+use armor_testing::cgroup::Cgroup;
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -29,54 +28,9 @@ fn root_or_skip() -> bool {
     false
 }
 
-struct Cg(PathBuf);
-
-impl Cg {
-    fn new() -> Self {
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-            })
-            .expect("cgroup2 mount");
-        let p = root.join(format!(
-            "armor-ebpf-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&p).unwrap();
-        Self(p)
-    }
-    fn id(&self) -> u64 {
-        fs::metadata(&self.0).unwrap().ino()
-    }
-    /// Runs `script` with sh inside this cgroup.
-    fn run(&self, script: &str) -> std::process::Output {
-        let procs = self.0.join("cgroup.procs");
-        Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {} && exec /bin/sh -c '{}'",
-                procs.display(),
-                script
-            ))
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Cg {
-    fn drop(&mut self) {
-        let _ = fs::write(self.0.join("cgroup.kill"), "1");
-        for _ in 0..100 {
-            if fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+/// Runs `script` with sh inside `cg`.
+fn run(cg: &Cgroup, script: &str) -> std::process::Output {
+    cg.sh(script).unwrap()
 }
 
 fn collect_until(
@@ -102,7 +56,7 @@ fn reports_process_file_and_network_events_of_a_visible_cgroup_only() {
     if !root_or_skip() {
         return;
     }
-    let cg = Cg::new();
+    let cg = Cgroup::create("ebpf").unwrap();
     let mut source = EventSource::load(Options::default()).unwrap();
     let controls = source.controls();
     controls
@@ -124,9 +78,9 @@ fn reports_process_file_and_network_events_of_a_visible_cgroup_only() {
     );
     // dash has no /dev/tcp: use bash for the network part when present.
     let out = if std::path::Path::new("/bin/bash").exists() {
-        cg.run(&format!("exec /bin/bash -c \"{script}\""))
+        run(&cg, &format!("exec /bin/bash -c \"{script}\""))
     } else {
-        cg.run(&script)
+        run(&cg, &script)
     };
     assert!(out.status.success() || !out.stderr.is_empty(), "{out:?}");
     let w = work.display().to_string();
@@ -249,7 +203,7 @@ fn losses_are_counted_in_the_kernel() {
     if !root_or_skip() {
         return;
     }
-    let cg = Cg::new();
+    let cg = Cgroup::create("ebpf").unwrap();
     // One page of ring buffer holds six records: a burst without reading must overflow it.
     let mut source =
         EventSource::load(Options::default().ring_bytes(4096).seed_process_tree(false)).unwrap();
@@ -258,7 +212,10 @@ fn losses_are_counted_in_the_kernel() {
         .set_visibility(cg.id(), &Visibility::standard())
         .unwrap();
     let before = controls.stats().unwrap();
-    let out = cg.run("i=0; while [ $i -lt 200 ]; do : < /etc/hostname; i=$((i+1)); done");
+    let out = run(
+        &cg,
+        "i=0; while [ $i -lt 200 ]; do : < /etc/hostname; i=$((i+1)); done",
+    );
     assert!(out.status.success(), "{out:?}");
     let after = controls.stats().unwrap();
     let mut read = 0u64;
@@ -276,7 +233,10 @@ fn losses_are_counted_in_the_kernel() {
         .set_visibility(cg.id(), &"process".parse().unwrap())
         .unwrap();
     let mid = controls.stats().unwrap();
-    let out = cg.run("i=0; while [ $i -lt 50 ]; do : < /etc/hostname; i=$((i+1)); done");
+    let out = run(
+        &cg,
+        "i=0; while [ $i -lt 50 ]; do : < /etc/hostname; i=$((i+1)); done",
+    );
     assert!(out.status.success());
     let mut files = 0;
     for _ in 0..5 {

@@ -160,6 +160,15 @@ fn target_glob(t: &Target, exec: bool) -> Result<String, String> {
 
 /// The (owner, permissions) a Block or Audit file rule covers: the complement of its
 /// permitted set.
+/// Whose files an Allow of `r` grants: the owner's with `ownerOnly`, else anyone's.
+fn allowed_owner(r: &Rule) -> Owner {
+    if r.owner_only {
+        Owner::Owner
+    } else {
+        Owner::Any
+    }
+}
+
 fn covered_file(r: &Rule) -> Vec<(Owner, Perms)> {
     match (r.read_only, r.owner_only) {
         (false, false) => vec![(Owner::Any, Perms::ALL)],
@@ -216,7 +225,7 @@ fn source_paths(r: &Rule) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Whether two targets may match a common path (conservative: `true` when unsure).
+/// Whether two targets may match a common path or socket (conservative: `true` when unsure).
 fn may_overlap(a: &Target, b: &Target) -> bool {
     fn region(t: &Target) -> Option<(String, bool)> {
         match t {
@@ -226,6 +235,15 @@ fn may_overlap(a: &Target, b: &Target) -> bool {
             Target::ExecName(_) => Some((String::new(), false)),
             _ => None,
         }
+    }
+    if let (Target::Protocol(x), Target::Protocol(y)) = (a, b) {
+        // `all` holds every socket; a protocol (tcp) is carried by some socket type (stream).
+        return match (x, y) {
+            (ProtocolMatch::All, _) | (_, ProtocolMatch::All) => true,
+            (ProtocolMatch::Type(_), ProtocolMatch::Protocol(_))
+            | (ProtocolMatch::Protocol(_), ProtocolMatch::Type(_)) => true,
+            _ => x == y,
+        };
     }
     match (region(a), region(b)) {
         (Some((pa, true)), Some((pb, true))) => pa == pb,
@@ -303,12 +321,8 @@ impl Builder<'_> {
             if !restrictive {
                 return Vec::new();
             }
-            let owner = if r.owner_only {
-                Owner::Owner
-            } else {
-                Owner::Any
-            };
             let perms = if r.read_only { Perms::READ } else { Perms::ALL };
+            let owner = allowed_owner(r);
             return vec![rule_line(
                 id,
                 false,
@@ -355,17 +369,12 @@ impl Builder<'_> {
             if !restrictive {
                 return Vec::new();
             }
-            let owner = if r.owner_only {
-                Owner::Owner
-            } else {
-                Owner::Any
-            };
             return vec![rule_line(
                 id,
                 false,
                 false,
                 Body::Exec {
-                    owner,
+                    owner: allowed_owner(r),
                     glob,
                     mode: Some(mode),
                 },

@@ -27,7 +27,8 @@ use crate::containerd::{ContainerEvent, Containerd};
 use crate::enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 use crate::error::{Error, Result};
 use crate::hook::{Admission, HookServer, HookState};
-use crate::runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
+use crate::index::ContainerChange;
+use crate::runtime::{Runtime, RuntimeConfig, load_policies};
 
 /// What the agent runs with.
 #[derive(Debug, Clone)]

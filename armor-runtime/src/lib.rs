@@ -10,7 +10,9 @@
 //! * [`enforcement`]: the kernel enforcer the user chose (`auto` probes BPF-LSM, then
 //!   AppArmor, by a real trial, and falls back to audit-only monitoring saying why), which
 //!   workloads it covers, and its alerts.
-//! * [`Runtime`]: events in, KubeArmor [`armor_core::telemetry::Telemetry`] records out;
+//! * [`index`]: the bookkeeping as a pure reducer ([`index::WorkloadIndex::apply`]: an input
+//!   and the time in, effects out), tested without a kernel or an enforcer.
+//! * [`Runtime`]: the shell around it — events in, KubeArmor [`armor_core::telemetry::Telemetry`] records out;
 //!   atomic policy reload; enforcers applied per workload (containerd containers on task
 //!   create, [`Runtime::container_event`]); enforcer alerts enriched with the workload's
 //!   identity ([`Runtime::enforcer_records`]); alert throttling; systemd services of a service
@@ -29,11 +31,11 @@ pub mod enforcement;
 pub mod error;
 pub mod hook;
 pub mod identity;
+pub mod index;
 mod runtime;
 
 pub use armor_core::telemetry::format;
 pub use enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 pub use error::{Error, Result};
-pub use runtime::{
-    ContainerChange, MONITOR, Now, Runtime, RuntimeConfig, VisibilitySink, load_policies,
-};
+pub use index::{ContainerChange, MONITOR, Now};
+pub use runtime::{Runtime, RuntimeConfig, VisibilitySink, load_policies};

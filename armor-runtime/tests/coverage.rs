@@ -24,7 +24,8 @@ use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::RecordingEnforcer;
 
 mod host;
-use host::{Cg, fresh_dir, root_or_skip};
+use armor_testing::cgroup::Cgroup;
+use host::{fresh_dir, root_or_skip};
 
 const POLICIES: &str = r#"
 apiVersion: security.kubearmor.com/v1
@@ -157,7 +158,8 @@ fn a_block_rule_the_kernel_does_not_carry_is_reported_and_alerted() {
     let rec = leaving_out_touch();
     let mut source = EventSource::load(Options::default()).unwrap();
     let mut rt = runtime_on(&source, &dir, &rec);
-    let (cg, cgroup_id) = Cg::new("kubepods-coverage");
+    let cg = Cgroup::create_named("kubepods-coverage").unwrap();
+    let cgroup_id = cg.id();
     let key = rt.add_container_with_cgroup(&web("a"), cgroup_id);
 
     // (a) reported at apply time: policy, field, position and reason.
@@ -200,7 +202,7 @@ fn a_block_rule_the_kernel_does_not_carry_is_reported_and_alerted() {
     let (records, dump) = run_and_collect(
         &mut source,
         &mut rt,
-        &cg.0,
+        cg.path(),
         "/usr/bin/touch /tmp/armor-cov-t; /usr/bin/mkdir -p /tmp/armor-cov-d",
         |records| {
             records
@@ -246,12 +248,13 @@ fn require_enforcement_refuses_a_partly_enforced_container() {
         return;
     }
     let dir = tmp("require");
-    let (cg, cgroup_id) = Cg::new("kubepods-require");
+    let cg = Cgroup::create_named("kubepods-require").unwrap();
+    let cgroup_id = cg.id();
     let mut init = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
             "echo $$ > {}/cgroup.procs && exec sleep 30",
-            cg.0.display()
+            cg.path().display()
         ))
         .spawn()
         .unwrap();
@@ -427,10 +430,11 @@ fn a_containers_sub_cgroups_keep_its_identity() {
         vec![],
         Some(source.controls()),
     );
-    let (cg, cgroup_id) = Cg::new("kubepods-nested");
+    let cg = Cgroup::create_named("kubepods-nested").unwrap();
+    let cgroup_id = cg.id();
     rt.add_container_with_cgroup(&web("n"), cgroup_id);
     // Three levels below the container's cgroup.
-    let deep = cg.0.join("init.scope/app/worker");
+    let deep = cg.path().join("init.scope/app/worker");
     fs::create_dir_all(&deep).unwrap();
     let (records, dump) = run_and_collect(
         &mut source,
@@ -455,7 +459,7 @@ fn a_containers_sub_cgroups_keep_its_identity() {
     assert_eq!(touch.container_name.as_deref(), Some("web"));
     assert_eq!(touch.pod_name.as_deref(), Some("web-n"));
     for d in ["init.scope/app/worker", "init.scope/app", "init.scope"] {
-        let _ = fs::remove_dir(cg.0.join(d));
+        let _ = fs::remove_dir(cg.path().join(d));
     }
     drop(cg);
     let _ = fs::remove_file("/tmp/armor-cov-nested");

@@ -23,7 +23,8 @@ use armor_runtime::{ContainerChange, Runtime, RuntimeConfig, load_policies};
 use armor_testing::recording::{Call, RecordingEnforcer};
 
 mod host;
-use host::{Cg, fresh_dir, root_or_skip};
+use armor_testing::cgroup::Cgroup;
+use host::{fresh_dir, root_or_skip};
 
 const ID: &str = "1f613df8390b9d2e4e89d0323ac0b9a2e7d7ddcc460720e15074f8c497aec0df";
 
@@ -65,10 +66,11 @@ fn recorded_runtime(dir: &Path) -> (Arc<RecordingEnforcer>, Runtime) {
 }
 
 /// A policy directory `tag` holding [`AUDIT`], and a fresh cgroup `name-PID` with its id.
-fn audit_and_cgroup(tag: &str, name: &str) -> (PathBuf, Cg, u64) {
+fn audit_and_cgroup(tag: &str, name: &str) -> (PathBuf, Cgroup, u64) {
     let dir = tmp(tag);
     fs::write(dir.join("p.yaml"), AUDIT).unwrap();
-    let (cg, cgroup_id) = Cg::new(name);
+    let cg = Cgroup::create_named(name).unwrap();
+    let cgroup_id = cg.id();
     (dir, cg, cgroup_id)
 }
 
@@ -114,7 +116,7 @@ fn container_events_become_kubearmor_logs_and_alerts() {
     fs::write(secret, "s").unwrap();
     let script = format!(
         "echo $$ > {}/cgroup.procs && exec /bin/sh -c '/bin/cat {secret} > /dev/null; /usr/bin/touch /tmp/armor-rt-touched; for i in 1 2 3 4 5 6; do /bin/cat {secret} >/dev/null; done'",
-        cg.0.display()
+        cg.path().display()
     );
     let out = Command::new("/bin/sh")
         .arg("-c")
@@ -344,7 +346,7 @@ fn a_container_reported_by_the_create_hook_gets_its_rules_once() {
             .arg("-c")
             .arg(format!(
                 "echo $$ > {}/cgroup.procs && exec sleep 30",
-                cg.0.display()
+                cg.path().display()
             ))
             .spawn()
             .unwrap()

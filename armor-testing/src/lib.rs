@@ -1,5 +1,6 @@
 //! Test support for armor.
 //!
+//! * [`cgroup`]: cgroup v2 directories tests run processes in, with their ids.
 //! * [`corpus`]: the shared decision corpus (`corpus/`, shipped with the crate), its runner and the
 //!   [`corpus::DecisionMaker`] trait every engine and enforcer model implements.
 //! * [`naive`]: a naive reference matcher sharing no matching code with the engine.
@@ -10,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod corpus;
 pub mod mix;
 #[allow(

@@ -3,9 +3,6 @@
 
 use super::*;
 
-/// The `Enforcer` field of alerts matched in user space.
-pub const MONITOR: &str = "eBPF Monitor";
-
 /// Where the runtime sets per-cgroup visibility in the kernel (the event source's
 /// [`armor_ebpf::Controls`]; tests record the calls).
 pub trait VisibilitySink: Send + Sync {
@@ -41,7 +38,7 @@ pub struct RuntimeConfig {
     /// How long alerts are dropped once the limit is hit.
     pub throttle: Duration,
     /// Refuse what would run with rules outside the kernel: a container reported by the OCI
-    /// hook whose rules are not all enforced ([`Coverage::complete`]) is refused, and a
+    /// hook whose rules are not all enforced ([`Coverage::complete`](crate::coverage::Coverage::complete)) is refused, and a
     /// policy replacement that would leave a selected workload so is rolled back. Without it,
     /// such rules are reported per rule and their Block decisions alerted as `Audit (Block)`.
     pub require_enforcement: bool,

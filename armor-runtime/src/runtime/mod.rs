@@ -1,37 +1,31 @@
-//! The pipeline: kernel events → workload identity → policy decision → KubeArmor Log/Alert.
+//! The runtime: the shell around the [`WorkloadIndex`] that resolves what needs the system
+//! (cgroups, tasks, units), executes the index's effects with the enforcers and the kernel's
+//! visibility map, and hands back records, changes and problems.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use armor_core::enforcer::{Destination, Enforcer, EnforcerAlert, RuleGap, Start};
+use armor_core::enforcer::{Enforcer, EnforcerAlert, RuleGap};
 use armor_core::inventory::{Inventory, Service};
-use armor_core::telemetry::{ACTION_AUDIT_BLOCK, RecordType, Telemetry};
-use armor_core::{
-    Category, CompiledPolicy, Config, Container, Event, Host, PolicySet, PostureConfig, RuleSet,
-    Verdict, Visibility, Workload, WorkloadKey,
-};
-use armor_ebpf::{ProcessTree, Translator};
+use armor_core::telemetry::Telemetry;
+use armor_core::{CompiledPolicy, Config, PolicySet, PostureConfig, Visibility, WorkloadKey};
+use armor_ebpf::ProcessTree;
 
 use crate::containerd::{ContainerEvent, ContainerInfo};
-use crate::coverage::{Coverage, Readiness};
+use crate::coverage::Readiness;
 use crate::enforcement::Enforcement;
 use crate::error::{Error, Result};
-use crate::format;
 use crate::identity;
+use crate::index::{
+    Application, ApplyOutcome, ContainerChange, Effect, EnforcerOutcome, FoundUnit, Input, Now,
+    WorkloadIndex,
+};
 
-mod alerts;
 mod config;
-mod containers;
-mod enforce;
-mod monitor;
-mod reload;
-mod services;
+mod lifecycle;
 mod state;
 
-use alerts::*;
 pub use config::*;
-use enforce::*;
-pub use monitor::*;
 pub use state::*;

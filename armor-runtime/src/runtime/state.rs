@@ -1,94 +1,14 @@
-//! The runtime ([`Runtime`]), what it keeps per tracked workload, and its accessors.
+//! The runtime ([`Runtime`]): executing the index's effects, its accessors.
 
 use super::*;
 
-/// A workload the runtime tracks.
-#[derive(Debug, Clone)]
-pub(super) struct Tracked {
-    pub(super) key: WorkloadKey,
-    pub(super) workload: Workload,
-    pub(super) info: Option<ContainerInfo>,
-    /// The inventory entry of a systemd service tracked as a workload.
-    pub(super) service: Option<Service>,
-    pub(super) rules: Arc<RuleSet>,
-    pub(super) visibility: Visibility,
-    /// Which of its rules a kernel enforcer holds (Block decisions of those come from it).
-    pub(super) coverage: Coverage,
-    /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
-    pub(super) applied: bool,
-}
-
-impl Tracked {
-    /// `workload` as `key`, with the rules `policy` selects for it under the posture `postures`
-    /// gives it, and its visibility; nothing applied yet. `info` or `service` is where it came
-    /// from (none for the host).
-    pub(super) fn new(
-        key: WorkloadKey,
-        workload: Workload,
-        info: Option<ContainerInfo>,
-        service: Option<Service>,
-        postures: &PostureConfig,
-        policy: &CompiledPolicy,
-    ) -> Self {
-        let (posture, _) = postures.posture_for(&workload);
-        let (visibility, _) = postures.visibility_for(&workload);
-        Self {
-            key,
-            rules: policy.rule_set(&workload, posture),
-            workload,
-            info,
-            service,
-            visibility,
-            coverage: Coverage::NoRules,
-            applied: false,
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Throttle {
-    pub(super) window_start: Option<Instant>,
-    pub(super) count: u32,
-    pub(super) dropping_until: Option<Instant>,
-}
-
-/// What [`Runtime::container_event`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ContainerChange {
-    /// The container (or service) is tracked from now on: its rules are applied (and, where the
-    /// enforcer covers it, enforced) and its kernel visibility is set.
-    Tracked(WorkloadKey),
-    /// The container (its id) or service (its unit) is no longer tracked; its rules were removed.
-    Untracked(String),
-    /// A defined container's rules were loaded ahead of its task by the enforcers that attach by
-    /// name (AppArmor); it is tracked once its task is created.
-    Prepared(WorkloadKey),
-    /// Nothing changed (already tracked, not tracked, a sandbox, nothing to load ahead, or the
-    /// stream ended).
-    Unchanged,
-}
-
 /// The agent runtime. Feed it events with [`Runtime::handle`]; it returns the records to emit.
 pub struct Runtime {
-    pub(super) config: RuntimeConfig,
-    pub(super) policy: Arc<CompiledPolicy>,
-    pub(super) host: Tracked,
-    pub(super) containers: HashMap<u64, Tracked>,
-    pub(super) ids: HashMap<String, u64>,
-    /// Tracked services: unit → cgroup id (their `Tracked` is in `containers`).
-    pub(super) units: HashMap<String, u64>,
-    /// The tracked cgroups below a tracked service's: unit → cgroup id → path below the unit's.
-    pub(super) unit_children: HashMap<String, BTreeMap<u64, String>>,
-    /// Containers defined but without a task yet whose rules were loaded ahead, by id.
-    pub(super) prepared: HashMap<String, WorkloadKey>,
+    pub(super) index: WorkloadIndex,
     pub(super) enforcers: Vec<Arc<dyn Enforcer>>,
     pub(super) enforcement: Option<Enforcement>,
     pub(super) dropped_alerts: u64,
     pub(super) sink: Option<Arc<dyn VisibilitySink>>,
-    pub(super) throttles: HashMap<String, Throttle>,
-    /// Kernel events to monitor records: remembers sockets by (pid, fd).
-    pub(super) translator: Translator,
     pub(super) problems: Vec<String>,
     /// Applies that failed since the start.
     pub(super) apply_failures: u64,
@@ -97,7 +17,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("containers", &self.containers.len())
+            .field("index", &self.index)
             .field("enforcers", &self.enforcers.len())
             .finish_non_exhaustive()
     }
@@ -133,51 +53,124 @@ impl Runtime {
         Self::build(config, policy, enforcers, Some(enforcement), sink)
     }
 
-    pub(super) fn build(
+    fn build(
         config: RuntimeConfig,
         policy: CompiledPolicy,
         enforcers: Vec<Arc<dyn Enforcer>>,
         enforcement: Option<Enforcement>,
         sink: Option<Arc<dyn VisibilitySink>>,
     ) -> Self {
-        let policy = Arc::new(policy);
-        let mut h = Host::new(config.host_name.clone());
-        h.labels = config.host_labels.clone();
-        let host = Tracked::new(
-            WorkloadKey::new("host"),
-            Workload::Host(h),
-            None,
-            None,
-            &config.posture,
-            &policy,
-        );
         let mut rt = Self {
-            config,
-            policy,
-            host,
-            containers: HashMap::new(),
-            ids: HashMap::new(),
-            units: HashMap::new(),
-            unit_children: HashMap::new(),
-            prepared: HashMap::new(),
+            index: WorkloadIndex::new(config, policy),
             enforcers,
             enforcement,
             dropped_alerts: 0,
             sink,
-            throttles: HashMap::new(),
-            translator: Translator::default(),
             problems: Vec::new(),
             apply_failures: 0,
         };
-        let mut host = rt.host.clone();
-        rt.apply_enforcers(&mut host);
-        rt.host = host;
+        rt.run(&Input::Start, Now::system());
         rt
+    }
+
+    /// Feeds `input` to the index and executes its effects depth-first (what an answered apply
+    /// leads to comes before the rest); returns the effects that are the caller's: records,
+    /// changes, refusals.
+    pub(super) fn run(&mut self, input: &Input<'_>, now: Now) -> Vec<Effect> {
+        let mut queue: VecDeque<Effect> = self.index.apply(input, now).into();
+        let mut out = Vec::new();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Apply(app) => {
+                    let outcome = self.execute(&app);
+                    let answer = Input::Applied {
+                        slot: &app.slot,
+                        outcome: &outcome,
+                    };
+                    for e in self.index.apply(&answer, now).into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+                Effect::Remove(key) => {
+                    for e in &self.enforcers {
+                        if let Err(err) = e.remove(&key) {
+                            self.problems.push(format!(
+                                "{}: {key}: {}",
+                                e.name(),
+                                armor_core::diag::error_chain(&err)
+                            ));
+                        }
+                    }
+                }
+                Effect::Discard(key) => {
+                    for e in &self.enforcers {
+                        // An enforcer that applied nothing answers `UnknownWorkload`.
+                        let _ = e.remove(&key);
+                    }
+                }
+                Effect::SetVisibility {
+                    cgroup_id,
+                    key,
+                    visibility,
+                } => {
+                    if let Some(sink) = &self.sink
+                        && let Err(e) = sink.set(cgroup_id, &visibility)
+                    {
+                        self.problems.push(format!("visibility of {key}: {e}"));
+                    }
+                }
+                Effect::ClearVisibility { cgroup_id, name } => {
+                    if let Some(sink) = &self.sink
+                        && let Err(e) = sink.clear(cgroup_id)
+                    {
+                        self.problems.push(format!("visibility of {name}: {e}"));
+                    }
+                }
+                Effect::Problem(p) => self.problems.push(p),
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    /// Compiles and applies `app`'s rules with every enforcer, and checks that each confines
+    /// the workload's processes.
+    fn execute(&mut self, app: &Application) -> ApplyOutcome {
+        let dest = &app.destination;
+        let mut outcomes = Vec::with_capacity(self.enforcers.len());
+        for e in &self.enforcers {
+            let result = e
+                .compile(dest, &app.rules)
+                .map_err(|err| armor_core::diag::error_chain(&err))
+                .and_then(|a| {
+                    let gaps = RuleGap::list(e.name(), &app.rules, a.as_ref());
+                    e.apply(dest, a.as_ref())
+                        .map(|_| gaps)
+                        .map_err(|err| armor_core::diag::error_chain(&err))
+                });
+            let covered = self
+                .enforcement
+                .as_ref()
+                .map_or(Ok(()), |en| match &app.unit {
+                    Some(unit) => en.covers_service(&dest.key, unit),
+                    None => en.covers(&dest.key, app.host, app.container.as_ref()),
+                });
+            let enforcer = e.name();
+            outcomes.push(match (result, covered) {
+                (Ok(gaps), Ok(())) => EnforcerOutcome::Held { enforcer, gaps },
+                (Ok(_), Err(why)) => EnforcerOutcome::NotCovered { enforcer, why },
+                (Err(error), _) => {
+                    self.apply_failures += 1;
+                    EnforcerOutcome::Failed { enforcer, error }
+                }
+            });
+        }
+        ApplyOutcome::new(outcomes)
     }
 
     /// The host's kernel visibility (the default for cgroups without an entry).
     pub fn host_visibility(&self) -> Visibility {
-        kernel_visibility(&self.host.visibility, &self.host.rules)
+        self.index.host_visibility()
     }
 
     /// Problems found since the last call (enforcer failures, unusable annotations).
@@ -187,41 +180,117 @@ impl Runtime {
 
     /// The compiled policies in force.
     pub fn policy(&self) -> &Arc<CompiledPolicy> {
-        &self.policy
+        self.index.policy()
     }
 
-    /// The sorted keys of the tracked services (`services`) or containers.
-    pub(super) fn keys_of(&self, services: bool) -> Vec<WorkloadKey> {
-        let mut keys: Vec<WorkloadKey> = self
-            .containers
-            .values()
-            .filter(|t| t.service.is_some() == services)
-            .map(|t| t.key.clone())
-            .collect();
-        keys.sort();
-        keys
+    /// What it tracks: every workload, its rules and coverage.
+    pub fn index(&self) -> &WorkloadIndex {
+        &self.index
     }
 
     /// The keys of the tracked containers.
     pub fn containers(&self) -> Vec<WorkloadKey> {
-        self.keys_of(false)
+        self.index.containers()
     }
 
     /// The units of the tracked services.
     pub fn service_units(&self) -> Vec<String> {
-        let mut units: Vec<String> = self.units.keys().cloned().collect();
-        units.sort();
-        units
+        self.index.service_units()
     }
 
     /// The keys of the tracked services (`namespace/unit`) and of the cgroups below theirs
     /// (`namespace/unit/path`), with their cgroup ids.
     pub fn services(&self) -> Vec<WorkloadKey> {
-        self.keys_of(true)
+        self.index.services()
     }
 
     /// The enforcer in use and its alerts (`None` for a runtime made with [`Runtime::new`]).
     pub fn enforcement(&self) -> Option<&Enforcement> {
         self.enforcement.as_ref()
+    }
+
+    /// What the runtime enforces now, per workload (the host first), and the apply failures
+    /// since it started.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            enforcer: match &self.enforcement {
+                Some(en) => en.name(),
+                None => self.enforcers.first().map(|e| e.name()),
+            },
+            workloads: self.index.coverages(),
+            apply_failures: self.apply_failures,
+        }
+    }
+
+    /// Removes what the enforcer keeps for workloads that are neither tracked nor loaded ahead
+    /// for a defined container, left by an earlier run or by containers that are gone
+    /// ([`Enforcer::sweep`]; AppArmor: its profiles). Call it after the existing containers
+    /// were added. Returns what was removed.
+    pub fn sweep_stale_profiles(&mut self) -> Vec<String> {
+        let Some(en) = &self.enforcement else {
+            return Vec::new();
+        };
+        match en.sweep(&self.index.keep()) {
+            Ok(removed) => removed,
+            Err(e) => {
+                self.problems.push(format!("removing stale profiles: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Turns one kernel event into the records to emit (none, a Log, Alerts, a SystemEvent), at
+    /// the time of the call ([`Runtime::handle_at`] with [`Now::system`]).
+    pub fn handle(&mut self, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Vec<Telemetry> {
+        self.handle_at(ev, tree, Now::system())
+    }
+
+    /// The records one kernel event gives at `now` ([`Input::Kernel`]): its translation
+    /// (armor-ebpf's [`Translator`](armor_ebpf::Translator)), decided with the rules of the
+    /// workload its cgroup is, throttled per workload. The clock is only what `now` says, so a
+    /// replay or a test gets the same records for the same events and times.
+    pub fn handle_at(
+        &mut self,
+        ev: &armor_ebpf::Event,
+        tree: &ProcessTree,
+        now: Now,
+    ) -> Vec<Telemetry> {
+        let input = Input::Kernel { event: ev, tree };
+        self.run(&input, now)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Emit(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The alerts the kernel enforcer raised since the last call, as KubeArmor Alerts with the
+    /// workload's identity ([`Runtime::enforcer_alert`]). Alerts dropped because they were not
+    /// read fast enough are reported through [`Runtime::take_problems`].
+    pub fn enforcer_records(&mut self, tree: &ProcessTree) -> Vec<Telemetry> {
+        let Some(en) = &self.enforcement else {
+            return Vec::new();
+        };
+        let alerts = en.take_alerts();
+        let dropped = en.dropped_alerts();
+        if dropped > self.dropped_alerts {
+            self.problems.push(format!(
+                "{} enforcer alerts dropped (not read in time; total {dropped})",
+                dropped - self.dropped_alerts
+            ));
+            self.dropped_alerts = dropped;
+        }
+        let now = Now::system();
+        alerts
+            .iter()
+            .map(|a| self.index.enforcer_alert(a, tree, now))
+            .collect()
+    }
+
+    /// An enforcer's alert with the workload's identity added
+    /// ([`WorkloadIndex::enforcer_alert`] now).
+    pub fn enforcer_alert(&self, a: &EnforcerAlert, tree: &ProcessTree) -> Telemetry {
+        self.index.enforcer_alert(a, tree, Now::system())
     }
 }

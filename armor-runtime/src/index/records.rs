@@ -1,43 +1,47 @@
-//! Kernel events to records: the monitor's decisions, alert throttling, the injected clock
-//! ([`Now`]).
+//! Records: kernel events decided with their workload's rules (logs, the monitor's alerts,
+//! alert throttling) and enforcer alerts, each with the workload's identity.
+
+use std::time::Duration;
+
+use armor_core::telemetry::{ACTION_AUDIT_BLOCK, RecordType, format};
+use armor_core::{Category, Container, Event, Verdict};
 
 use super::*;
 
-/// A clock reading: what [`Runtime::handle_at`] takes for "now" (the alert throttle reads
-/// `instant`, the records' timestamps `wall`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Now {
-    /// Monotonic time.
-    pub instant: Instant,
-    /// Wall-clock time.
-    pub wall: SystemTime,
+/// The `Enforcer` field of alerts matched in user space.
+pub const MONITOR: &str = "eBPF Monitor";
+
+/// Sets the workload identity fields of `r` for a container or service (the host has none): a
+/// service's `ContainerID` is its unit and its `ContainerImage` is empty.
+fn identify(t: &Tracked, r: &mut Telemetry) {
+    let Workload::Container(c) = &t.workload else {
+        return;
+    };
+    let (id, image) = match (&t.info, &t.service) {
+        (Some(info), _) => (info.id.clone(), info.image.clone()),
+        (None, Some(s)) => (s.unit.clone(), String::new()),
+        (None, None) => return,
+    };
+    r.namespace_name = Some(c.namespace.clone());
+    r.pod_name = c.pod.clone();
+    r.labels = Some(labels_text(c));
+    r.container_id = Some(id);
+    r.container_name = Some(c.name.clone());
+    r.container_image = Some(image);
 }
 
-impl Now {
-    /// The system's clocks, read now.
-    pub fn system() -> Self {
-        Self {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
-    /// A given reading.
-    pub fn at(instant: Instant, wall: SystemTime) -> Self {
-        Self { instant, wall }
-    }
+/// KubeArmor's `Labels`: `k=v` pairs joined by commas, in key order.
+fn labels_text(c: &Container) -> String {
+    c.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// The fields every record of `ev` shares: time, cluster and host, the workload's identity, the
-/// process and its parent.
-pub(super) fn base_record(
-    config: &RuntimeConfig,
-    t: &Tracked,
-    ev: &armor_ebpf::Event,
-    tree: &ProcessTree,
-    wall: SystemTime,
-) -> Telemetry {
+/// The fields every record of a workload shares: time, cluster and host, the workload's
+/// identity.
+fn identified(config: &RuntimeConfig, t: &Tracked, wall: SystemTime) -> Telemetry {
     let mut r = Telemetry::default();
     let (secs, updated) = format::at(wall);
     r.timestamp = Some(secs);
@@ -45,6 +49,18 @@ pub(super) fn base_record(
     r.cluster_name = Some(config.cluster_name.clone());
     r.host_name = Some(config.host_name.clone());
     identify(t, &mut r);
+    r
+}
+
+/// The fields every record of `ev` shares: [`identified`], the process and its parent.
+fn base_record(
+    config: &RuntimeConfig,
+    t: &Tracked,
+    ev: &armor_ebpf::Event,
+    tree: &ProcessTree,
+    wall: SystemTime,
+) -> Telemetry {
+    let mut r = identified(config, t, wall);
     r.host_pid = Some(i64::from(ev.pid));
     r.host_ppid = Some(i64::from(ev.ppid));
     r.pid = Some(i64::from(ev.ns_pid));
@@ -59,7 +75,7 @@ pub(super) fn base_record(
 /// The monitor's alerts for `decide` (the operations of one event) under `t`'s rules: every
 /// decision with an alert, except Block decisions the kernel enforcer makes (it reports those
 /// itself); a Block the kernel does not make is `Audit (Block)`.
-pub(super) fn monitor_alerts(
+fn monitor_alerts(
     t: &Tracked,
     decide: &[(Event, Category)],
     base: &Telemetry,
@@ -90,7 +106,7 @@ pub(super) fn monitor_alerts(
 
 /// `alerts` of workload `key` at `now`, unless its alert rate passed the configured maximum:
 /// then one `AlertThreshold` SystemEvent, and nothing more for the throttle period.
-pub(super) fn throttle(
+fn throttle(
     throttles: &mut HashMap<String, Throttle>,
     config: &RuntimeConfig,
     key: &str,
@@ -130,27 +146,20 @@ pub(super) fn throttle(
     )]
 }
 
-impl Runtime {
-    /// Turns one kernel event into the records to emit (none, a Log, Alerts, a SystemEvent), at
-    /// the time of the call ([`Runtime::handle_at`] with [`Now::system`]).
-    pub fn handle(&mut self, ev: &armor_ebpf::Event, tree: &ProcessTree) -> Vec<Telemetry> {
-        self.handle_at(ev, tree, Now::system())
-    }
-
+impl WorkloadIndex {
     /// The records one kernel event gives at `now`: its translation (armor-ebpf's
     /// [`Translator`]), decided with the rules of the workload its cgroup is, throttled per
-    /// workload. The clock is only what `now` says, so a replay or a test gets the same records
-    /// for the same events and times.
-    pub fn handle_at(
+    /// workload.
+    pub(super) fn records(
         &mut self,
         ev: &armor_ebpf::Event,
         tree: &ProcessTree,
         now: Now,
-    ) -> Vec<Telemetry> {
+    ) -> Vec<Effect> {
         let Some(tr) = self.translator.translate(ev, tree) else {
             return Vec::new();
         };
-        let t = self.containers.get(&ev.cgroup_id).unwrap_or(&self.host);
+        let t = self.workloads.get(&ev.cgroup_id).unwrap_or(&self.host);
         let mut base = base_record(&self.config, t, ev, tree, now.wall);
         if tr.process_name.is_some() {
             base.process_name = tr.process_name;
@@ -168,7 +177,10 @@ impl Runtime {
                 alerts,
                 &base,
                 now.instant,
-            );
+            )
+            .into_iter()
+            .map(|r| Effect::Emit(Box::new(r)))
+            .collect();
         }
         let visible = match tr.operation {
             Category::Process => t.visibility.process,
@@ -181,6 +193,42 @@ impl Runtime {
         }
         base.kind = Some(RecordType::log(t.workload.is_host()).to_string());
         base.result = Some(tr.result);
-        vec![base]
+        vec![Effect::Emit(Box::new(base))]
+    }
+
+    /// An enforcer's alert as a KubeArmor Alert at `now`, with the workload's identity: found
+    /// by cgroup id, or by name for an enforcer that names workloads only (AppArmor profiles
+    /// loaded ahead of the task); the host's when neither is tracked.
+    pub fn enforcer_alert(&self, a: &EnforcerAlert, tree: &ProcessTree, now: Now) -> Telemetry {
+        let t = a
+            .workload
+            .as_ref()
+            .and_then(|k| match k.cgroup_id {
+                Some(id) => self.workloads.get(&id),
+                None => self.workloads.values().find(|t| t.key.name == k.name),
+            })
+            .unwrap_or(&self.host);
+        let mut r = identified(&self.config, t, now.wall);
+        r.host_pid = Some(i64::from(a.pid));
+        r.uid = Some(i64::from(a.uid));
+        r.process_name = tree.get(a.pid).map(|p| p.exe.clone());
+        r.source.clone_from(&a.source);
+        let rule = a
+            .rule
+            .and_then(|i| self.policy.rules().get(usize::try_from(i).ok()?));
+        r.policy_name =
+            Some(rule.map_or_else(|| "DefaultPosture".to_string(), |r| r.policy.name.clone()));
+        r.severity = Some(
+            rule.and_then(|r| r.severity)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        );
+        r.kind = Some(RecordType::alert(t.workload.is_host()).to_string());
+        r.operation = Some(a.operation.to_string());
+        r.resource = Some(a.resource.clone());
+        r.action = Some(a.action.to_string());
+        r.result = Some(a.result().to_string());
+        r.enforcer = Some(a.enforcer.to_string());
+        r
     }
 }
