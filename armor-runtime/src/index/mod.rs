@@ -10,7 +10,8 @@
 //!   container's task, the cgroups of systemd units ([`Input::Services`]), whether the
 //!   enforcer loads rules ahead of a task ([`Input::ContainerDefined`] is sent only then).
 //! * Every [`Effect::Apply`] must be answered, before any other input, with
-//!   [`Input::Applied`] for its [`Slot`]: what each enforcer did with the rules
+//!   [`Input::Applied`] for its [`Slot`] (one input never asks twice for the same slot):
+//!   what each enforcer did with the rules
 //!   ([`ApplyOutcome`]). The index then knows the workload's [`Coverage`], reports each rule
 //!   the kernel does not carry, and goes on: a container being created is admitted or refused
 //!   ([`Effect::Refused`]), a policy replacement moves to the next workload or rolls back.
@@ -221,7 +222,8 @@ pub enum Input<'a> {
     },
     /// The OCI hook reports a container being created: its init process (`info.pid`) is in
     /// `cgroup_id` and has not executed the entrypoint; `rootfs` is its root file system as the
-    /// agent sees it. Answered by [`Effect::Changed`] or [`Effect::Refused`].
+    /// agent sees it. Gives the untracking of an earlier task under its id and an apply; the
+    /// answer to that apply gives [`Effect::Changed`] (admitted) or [`Effect::Refused`].
     ContainerCreating {
         /// The container.
         info: &'a ContainerInfo,

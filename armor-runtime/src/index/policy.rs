@@ -14,8 +14,9 @@ pub(super) struct Replacement {
     todo: VecDeque<Slot>,
     /// The workloads switched (the last one: being switched), with their previous state.
     switched: Vec<(Slot, Tracked)>,
-    /// What the switched workloads reported: emitted once every workload switched, dropped
-    /// when the replacement is rolled back (those rules are not taken).
+    /// What the switched workloads reported: emitted once every workload switched, with their
+    /// new visibility entries; dropped when the replacement is rolled back (those rules are not
+    /// taken, and no visibility entry was changed).
     problems: Vec<String>,
 }
 
@@ -79,12 +80,15 @@ impl WorkloadIndex {
                 return Vec::new();
             };
             let Some(slot) = r.todo.pop_front() else {
-                let problems = self
-                    .replacing
-                    .take()
-                    .map(|r| r.problems)
-                    .unwrap_or_default();
-                return problems.into_iter().map(Effect::Problem).collect();
+                let Some(done) = self.replacing.take() else {
+                    return Vec::new();
+                };
+                let mut effects: Vec<Effect> =
+                    done.problems.into_iter().map(Effect::Problem).collect();
+                for (slot, _) in &done.switched {
+                    effects.extend(self.visibility_of(slot));
+                }
+                return effects;
             };
             let Some(old) = self.at_mut(&slot).map(|t| t.clone()) else {
                 continue;
@@ -120,9 +124,7 @@ impl WorkloadIndex {
             if let Some(r) = self.replacing.as_mut() {
                 r.problems.append(&mut settled.problems);
             }
-            let mut effects = self.visibility_of(slot);
-            effects.extend(self.next_switch());
-            return effects;
+            return self.next_switch();
         }
         let mut reason = settled.problems;
         if incomplete {
@@ -164,12 +166,11 @@ impl WorkloadIndex {
         });
         let mut effects = settled.effects();
         effects.extend(failed);
-        effects.extend(self.visibility_of(slot));
         effects
     }
 
     /// The visibility entry of the workload of a cgroup slot (the host's is the default the
-    /// shell sets).
+    /// shell sets after a replacement).
     fn visibility_of(&self, slot: &Slot) -> Vec<Effect> {
         match slot {
             Slot::Cgroup(id) => self

@@ -40,16 +40,24 @@ impl WorkloadIndex {
     ) -> (WorkloadKey, bool) {
         let key = WorkloadKey::new(format!("{}/{}{below}", service.namespace, service.unit))
             .with_cgroup(cgroup_id);
-        if self
-            .workloads
-            .get(&cgroup_id)
-            .is_some_and(|t| t.service.is_none())
-        {
-            effects.push(Effect::Problem(format!(
-                "service {}: cgroup {cgroup_id} belongs to a container; not tracked as a service",
-                service.unit
-            )));
-            return (key, false);
+        match self.workloads.get(&cgroup_id) {
+            Some(t) if t.service.is_none() => {
+                effects.push(Effect::Problem(format!(
+                    "service {}: cgroup {cgroup_id} belongs to a container; not tracked as a \
+                     service",
+                    service.unit
+                )));
+                return (key, false);
+            }
+            // A cgroup is one workload: one found below another listed unit's stays that one's.
+            Some(t) if t.key != key => {
+                effects.push(Effect::Problem(format!(
+                    "service {}: cgroup {cgroup_id} is tracked as {} already; not tracked again",
+                    service.unit, t.key
+                )));
+                return (key, false);
+            }
+            _ => {}
         }
         let t = self.track_service(service, key.clone());
         let visibility = t.set_visibility(cgroup_id);

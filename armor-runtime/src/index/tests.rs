@@ -580,3 +580,105 @@ fn services_follow_their_units_and_the_cgroups_below_them() {
         vec![Some(33)]
     );
 }
+
+#[test]
+fn a_failed_load_ahead_is_reported_though_its_coverage_is_not() {
+    let mut index = started(POLICIES, false);
+    let info = web("c5", 0);
+    let effects = index.apply(&Input::ContainerDefined(&info), now());
+    let out = drive(&mut index, effects, &|_| failed("profile rejected"));
+    let reported: Vec<String> = problems(&out)
+        .into_iter()
+        .filter(|p| !p.starts_with("applied"))
+        .collect();
+    assert_eq!(reported.len(), 1, "{out:?}");
+    assert!(reported[0].contains("profile rejected"), "{reported:?}");
+}
+
+#[test]
+fn a_replacement_changes_visibility_only_once_every_workload_switched() {
+    let mut index = started(POLICIES, false);
+    for (id, cg) in [("a", 41), ("b", 42)] {
+        let info = web(id, 600 + cg as u32);
+        let effects = index.apply(
+            &Input::ContainerRunning {
+                info: &info,
+                cgroup_id: cg,
+            },
+            now(),
+        );
+        drive(&mut index, effects, &|_| held(&[]));
+    }
+    let new = Arc::new(compiled(OTHER));
+    // Rolled back: no visibility entry is touched.
+    let effects = index.apply(&Input::ReplacePolicy(&new), now());
+    let out = drive(&mut index, effects, &|a| match a.slot {
+        Slot::Cgroup(42) if a.rules.rule_ids().len() == 1 => failed("no room"),
+        _ => held(&[]),
+    });
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, Effect::SetVisibility { .. })),
+        "{out:?}"
+    );
+    // Taken: both entries, after the last apply.
+    let effects = index.apply(&Input::ReplacePolicy(&new), now());
+    let out = drive(&mut index, effects, &|_| held(&[]));
+    let last_apply = out
+        .iter()
+        .rposition(|e| matches!(e, Effect::Problem(p) if p.starts_with("applied")))
+        .unwrap();
+    let set: Vec<(usize, u64)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Effect::SetVisibility { cgroup_id, .. } => Some((i, *cgroup_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set.iter().map(|s| s.1).collect::<Vec<_>>(), vec![41, 42]);
+    assert!(set.iter().all(|(i, _)| *i > last_apply), "{out:?}");
+}
+
+#[test]
+fn a_cgroup_found_as_two_services_is_one_workload() {
+    let mut index = started(POLICIES, false);
+    let inv = Inventory::parse(
+        "services:\n  - unit: outer.service\n    namespace: web\n  - unit: inner.service\n    namespace: web\n",
+        "inv.yaml",
+    )
+    .unwrap();
+    // `inner.service`'s cgroup is reported below `outer.service`'s as well.
+    let found = BTreeMap::from([
+        (
+            "outer.service".to_string(),
+            FoundUnit::new(51, BTreeMap::from([(52, "/inner.service".to_string())])),
+        ),
+        (
+            "inner.service".to_string(),
+            FoundUnit::new(52, BTreeMap::new()),
+        ),
+    ]);
+    let effects = index.apply(
+        &Input::Services {
+            inventory: &inv,
+            found: &found,
+        },
+        now(),
+    );
+    let slots = applies(&effects);
+    let mut unique = slots.clone();
+    unique.dedup();
+    assert_eq!(slots, unique, "one apply per slot: {effects:?}");
+    let out = drive(&mut index, effects, &|_| held(&[]));
+    let reported: Vec<String> = problems(&out)
+        .into_iter()
+        .filter(|p| !p.starts_with("applied"))
+        .collect();
+    assert_eq!(reported.len(), 1, "{out:?}");
+    assert!(
+        reported[0].contains("tracked as web/outer.service/inner.service"),
+        "{reported:?}"
+    );
+    assert_eq!(index.services().len(), 2);
+}

@@ -93,10 +93,11 @@ impl Tracked {
     }
 
     /// Takes the enforcers' answer: sets its coverage and whether an enforcer holds its rules.
-    /// Returns how many enforcers failed and the problems to report (`report`: of a workload
-    /// whose processes run, not one loaded ahead): each enforcer that failed; each that holds
-    /// the rules without confining the workload; once per change of coverage, each rule the
-    /// kernel does not carry (policy, field, position, reason).
+    /// Returns how many enforcers failed and the problems to report: each enforcer that
+    /// failed, always; and, when `report` (a workload whose processes run, not one loaded
+    /// ahead), each enforcer that holds the rules without confining the workload and, once per
+    /// change of coverage, each rule the kernel does not carry (policy, field, position,
+    /// reason).
     pub(super) fn settle(&mut self, outcome: &ApplyOutcome, report: bool) -> Settled {
         let before = std::mem::replace(&mut self.coverage, Coverage::NoRules);
         let selected = self.selected();
@@ -169,7 +170,7 @@ impl Settled {
 pub(super) enum Pending {
     /// The tracked workload at the slot gets its coverage.
     InPlace,
-    /// A defined container loaded ahead (its id).
+    /// A defined container loaded ahead (the slot holds its id).
     Ahead(Tracked),
     /// A container being created, tracked once admitted.
     Creating {
@@ -260,11 +261,11 @@ impl WorkloadIndex {
                 None => Vec::new(),
             },
             Some(Pending::Ahead(mut t)) => {
-                t.settle(outcome, false);
+                let settled = t.settle(outcome, false);
                 if let Slot::Container(id) = slot {
                     self.prepared.insert(id.clone(), t.key);
                 }
-                Vec::new()
+                settled.effects()
             }
             Some(Pending::Creating {
                 id,

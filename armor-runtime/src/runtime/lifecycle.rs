@@ -47,7 +47,9 @@ impl Runtime {
     }
 
     /// Like [`Runtime::add_container`] with a known cgroup id. Returns the container's key;
-    /// a task already tracked is left as it is, and a CRI sandbox is not tracked.
+    /// a task already tracked is left as it is, another task tracked under the same id (a
+    /// restart) is untracked first, a CRI sandbox is not tracked, and the container is no longer
+    /// loaded ahead (it runs).
     pub fn add_container_with_cgroup(
         &mut self,
         info: &ContainerInfo,
@@ -93,7 +95,8 @@ impl Runtime {
             }
             ContainerEvent::Created(info) | ContainerEvent::Started(info) => {
                 if info.is_sandbox()
-                    || (info.pid.is_some() && self.index.task_of(&info.id) == info.pid)
+                    || (self.index.container_key(&info.id).is_some()
+                        && self.index.task_of(&info.id) == info.pid)
                 {
                     return Ok(ContainerChange::Unchanged);
                 }
@@ -182,7 +185,8 @@ impl Runtime {
         admitted(self.run(&input, now))
     }
 
-    /// Stops tracking a container (removes its rules from the enforcers).
+    /// Stops tracking a container (removes its rules from the enforcers and its kernel
+    /// visibility); rules loaded ahead for it are no longer kept from a sweep.
     pub fn remove_container(&mut self, id: &str) {
         self.run(&Input::ContainerStopped { id }, Now::system());
     }
