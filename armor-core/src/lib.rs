@@ -24,6 +24,7 @@
 //!
 //! None: the crate has no optional parts.
 
+pub mod crd;
 pub mod diag;
 pub mod enforcer;
 pub mod engine;

@@ -45,8 +45,11 @@ impl fmt::Display for PolicyKind {
     }
 }
 
-/// A rule's or policy's action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A rule's or policy's action (as the CRDs write it: `Allow`, `Audit`, `Block`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[non_exhaustive]
 pub enum Action {
     /// Permit what the rule covers (and put its category in allow-list mode).

@@ -38,7 +38,7 @@ use serde_json::json;
 #[command(
     name = "armorctl",
     version,
-    about = "Validate, explain and replay armor (KubeArmor-compatible) policies"
+    about = "Validate, explain and replay armor (KubeArmor-compatible) policies; print their CRDs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,6 +84,9 @@ enum Command {
         #[arg(long)]
         input: Option<PathBuf>,
     },
+    /// Print the CustomResourceDefinitions of KubeArmorPolicy, KubeArmorClusterPolicy and
+    /// KubeArmorHostPolicy as armor generates them (what deploy/crds.yaml holds).
+    Crd,
 }
 
 #[derive(Args)]
@@ -177,6 +180,12 @@ fn main() -> ExitCode {
         } => validate(&paths, enforcer.as_deref(), strict, max_glob_states),
         Command::Explain { ctx, event, json } => explain(&ctx, &event, json),
         Command::Replay { ctx, input } => replay(&ctx, input.as_ref()),
+        Command::Crd => armor_k8s::crd::crds_yaml()
+            .map(|y| {
+                print!("{y}");
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## API themes
+//!
+//! * [`crd`]: the three custom resources (`KubeArmorPolicy`, `KubeArmorClusterPolicy`,
+//!   `KubeArmorHostPolicy`) derived from armor-core's CRD types ([`armor_core::crd`]), and their
+//!   CustomResourceDefinitions ([`crd::crds`], [`crd::crds_yaml`]: what `armorctl crd` prints and
+//!   `deploy/crds.yaml` holds).
+//! * [`yaml`]: a small YAML writer for JSON values (the CRDs as `kubectl apply` files).
+#![forbid(unsafe_code)]
+
+pub mod crd;
+pub mod yaml;

@@ -1,0 +1,252 @@
+//! A real Kubernetes control plane for the tests: etcd and kube-apiserver from
+//! `scripts/k8s-tools` (upstream Go modules, built once per version), on 127.0.0.1 ports of
+//! their own, with the API server's self-signed serving certificate, a static admin token and
+//! RBAC on. Everything lives in one temporary directory and is killed and removed on drop.
+
+#![allow(dead_code, reason = "each test binary uses part of this module")]
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The admin token (group `system:masters`).
+pub(crate) const ADMIN_TOKEN: &str = "armor-test-admin-token";
+
+/// The test tool, or why the test cannot run (`None` after printing the reason; under `CI=true`
+/// a missing tool is a failure, not a skip).
+pub(crate) fn testenv() -> Option<PathBuf> {
+    match std::env::var_os("ARMOR_K8S_TESTENV") {
+        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        found => {
+            let why = match found {
+                Some(p) => format!(
+                    "ARMOR_K8S_TESTENV={} is not a file",
+                    Path::new(&p).display()
+                ),
+                None => "ARMOR_K8S_TESTENV is not set".to_string(),
+            };
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{why}: scripts/test builds the real kube-apiserver (scripts/k8s-tools) first"
+            );
+            println!(
+                "skipping: {why}; run `export ARMOR_K8S_TESTENV=$(scripts/k8s-tools)` to build \
+                 the real kube-apiserver and etcd"
+            );
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running etcd and kube-apiserver.
+pub(crate) struct ControlPlane {
+    tool: PathBuf,
+    /// The directory everything lives in.
+    pub(crate) dir: PathBuf,
+    etcd: Child,
+    apiserver: Option<Child>,
+    etcd_url: String,
+    /// `https://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    port: u16,
+}
+
+impl ControlPlane {
+    /// Starts etcd and the API server for test `tag`; `None` when the tool is not built (see
+    /// [`testenv`]).
+    pub(crate) async fn start(tag: &str) -> Option<Self> {
+        let tool = testenv()?;
+        let dir = std::env::temp_dir().join(format!("armor-k8s-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("pki")).expect("test directory");
+        let (client, peer, port) = (free_port(), free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client}");
+        let log = fs::File::create(dir.join("etcd.log")).expect("etcd log");
+        let etcd = Command::new(&tool)
+            .arg("etcd")
+            .args(["--name", "armor-test", "--log-level", "warn"])
+            .arg(format!("--data-dir={}", dir.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=armor-test=http://127.0.0.1:{peer}"
+            ))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts");
+        let status = Command::new(&tool)
+            .arg("keygen")
+            .arg(dir.join("sa.key"))
+            .arg(dir.join("sa.pub"))
+            .status()
+            .expect("keygen runs");
+        assert!(status.success(), "keygen failed");
+        fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},armor-admin,armor-admin,\"system:masters\"\n"),
+        )
+        .expect("token file");
+        let mut cp = Self {
+            tool,
+            dir,
+            etcd,
+            apiserver: None,
+            etcd_url,
+            url: format!("https://127.0.0.1:{port}"),
+            port,
+        };
+        cp.start_apiserver().await;
+        Some(cp)
+    }
+
+    /// Adds a static token for `user` in `groups` (takes effect on the next API server start).
+    pub(crate) fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        let mut text = fs::read_to_string(self.dir.join("tokens.csv")).expect("token file");
+        text.push_str(&format!("{token},{user},{user},\"{}\"\n", groups.join(",")));
+        fs::write(self.dir.join("tokens.csv"), text).expect("token file");
+    }
+
+    /// Starts the API server (again) and waits until it is ready.
+    pub(crate) async fn start_apiserver(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("apiserver.log"))
+            .expect("apiserver log");
+        let (key, public) = (self.dir.join("sa.key"), self.dir.join("sa.pub"));
+        let child = Command::new(&self.tool)
+            .arg("kube-apiserver")
+            .arg(format!("--etcd-servers={}", self.etcd_url))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--advertise-address=127.0.0.1")
+            // A loopback address cannot be the `kubernetes` service's endpoint; nothing here
+            // reaches the API server through the service.
+            .arg("--endpoint-reconciler-type=none")
+            .arg(format!("--secure-port={}", self.port))
+            .arg(format!("--cert-dir={}", self.dir.join("pki").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                self.dir.join("tokens.csv").display()
+            ))
+            .arg(format!("--service-account-key-file={}", public.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                key.display()
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--authorization-mode=RBAC")
+            // No controller manager runs: pods need no service account to exist.
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--enable-priority-and-fairness=false")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kube-apiserver starts");
+        self.apiserver = Some(child);
+        self.wait_ready(Duration::from_secs(120)).await;
+    }
+
+    /// Kills the API server (etcd keeps the data).
+    pub(crate) fn stop_apiserver(&mut self) {
+        if let Some(mut c) = self.apiserver.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the API server answers and its `default` namespace exists (created by a
+    /// post-start hook).
+    async fn wait_ready(&mut self, deadline: Duration) {
+        let start = Instant::now();
+        let ca = self.dir.join("pki/apiserver.crt");
+        loop {
+            if let Some(c) = self.apiserver.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "kube-apiserver exited ({status}):\n{}",
+                    self.log_tail("apiserver.log")
+                );
+            }
+            if ca.exists() {
+                let client = self.admin().await;
+                let namespaces: Api<Namespace> = Api::all(client);
+                if namespaces.get("default").await.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "kube-apiserver not ready after {deadline:?}:\n{}",
+                self.log_tail("apiserver.log")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The last lines of a log in the directory.
+    pub(crate) fn log_tail(&self, name: &str) -> String {
+        let text = fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A kubeconfig file for `token` (also usable with kubectl when debugging).
+    pub(crate) fn kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
+             certificate-authority: {}\nusers:\n- name: {name}\n  user:\n    token: {token}\n\
+             contexts:\n- name: {name}\n  context:\n    cluster: test\n    user: {name}\n\
+             current-context: {name}\n",
+            self.url,
+            self.dir.join("pki/apiserver.crt").display()
+        );
+        fs::write(&path, text).expect("kubeconfig");
+        path
+    }
+
+    /// A client authenticated with `token`.
+    pub(crate) async fn client_with(&self, token: &str) -> Client {
+        let kc = Kubeconfig::read_from(self.kubeconfig("user", token)).expect("kubeconfig");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        Client::try_from(config).expect("client")
+    }
+
+    /// The admin client.
+    pub(crate) async fn admin(&self) -> Client {
+        self.client_with(ADMIN_TOKEN).await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop_apiserver();
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
