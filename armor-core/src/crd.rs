@@ -719,6 +719,16 @@ pub struct PolicyStatus {
     pub message: Option<String>,
 }
 
+impl PolicyStatus {
+    /// `status` with an optional `message`.
+    pub fn new(status: impl Into<String>, message: Option<String>) -> Self {
+        Self {
+            status: Some(status.into()),
+            message,
+        }
+    }
+}
+
 /// Why a YAML input could not be read as JSON documents ([`documents`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {message}")]

@@ -6,8 +6,12 @@
 //!   `KubeArmorHostPolicy`) derived from armor-core's CRD types ([`armor_core::crd`]), and their
 //!   CustomResourceDefinitions ([`crd::crds`], [`crd::crds_yaml`]: what `armorctl crd` prints and
 //!   `deploy/crds.yaml` holds).
+//! * [`policies`]: the cluster's policy objects as a pure reducer over the three policy watches:
+//!   each validated by armor-core (errors with field paths), the valid ones compiled together,
+//!   effects to put them in force and to write each object's status.
 //! * [`yaml`]: a small YAML writer for JSON values (the CRDs as `kubectl apply` files).
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod policies;
 pub mod yaml;

@@ -1,12 +1,12 @@
 //! A small YAML writer for JSON values, for files people read and `kubectl apply` takes: block
-//! mappings and sequences, keys in the value's order, strings plain where YAML reads them back
+//! mappings and sequences, keys in the value's order (serde_json's: sorted), strings plain where YAML reads them back
 //! as the same string and double-quoted (JSON escapes, which YAML shares) everywhere else.
 //!
 //! ```
-//! let v = serde_json::json!({"kind": "X", "spec": {"names": ["a", "true"], "n": 1, "e": {}}});
+//! let v = serde_json::json!({"kind": "X", "spec": {"names": ["a", "true"], "count": 1, "e": {}}});
 //! assert_eq!(
 //!     armor_k8s::yaml::to_string(&v),
-//!     "kind: X\nspec:\n  names:\n  - a\n  - \"true\"\n  n: 1\n  e: {}\n"
+//!     "kind: X\nspec:\n  count: 1\n  e: {}\n  names:\n  - a\n  - \"true\"\n"
 //! );
 //! ```
 

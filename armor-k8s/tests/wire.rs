@@ -15,16 +15,17 @@ use armor_testing::corpus::{Outcome, corpus_dir, load_dir};
 
 /// `spec` read into its kind's typed spec and written back.
 fn through_types(kind: &str, spec: &serde_json::Value) -> Result<serde_json::Value, String> {
-    let back = match kind {
-        "KubeArmorPolicy" => {
-            serde_json::from_value::<PolicySpec>(spec.clone()).and_then(|s| serde_json::to_value(s))
-        }
-        "KubeArmorClusterPolicy" => serde_json::from_value::<ClusterPolicySpec>(spec.clone())
-            .and_then(|s| serde_json::to_value(s)),
-        "KubeArmorHostPolicy" => serde_json::from_value::<HostPolicySpec>(spec.clone())
-            .and_then(|s| serde_json::to_value(s)),
-        other => return Err(format!("not a policy kind: {other}")),
-    };
+    let back =
+        match kind {
+            "KubeArmorPolicy" => {
+                serde_json::from_value::<PolicySpec>(spec.clone()).and_then(serde_json::to_value)
+            }
+            "KubeArmorClusterPolicy" => serde_json::from_value::<ClusterPolicySpec>(spec.clone())
+                .and_then(serde_json::to_value),
+            "KubeArmorHostPolicy" => serde_json::from_value::<HostPolicySpec>(spec.clone())
+                .and_then(serde_json::to_value),
+            other => return Err(format!("not a policy kind: {other}")),
+        };
     back.map_err(|e| e.to_string())
 }
 
@@ -99,7 +100,12 @@ fn the_crd_types_carry_every_field_of_the_fixtures_and_examples() {
             for d in armor_core::crd::documents(&text, &path.display().to_string()).unwrap() {
                 let kind = d["kind"].as_str().unwrap();
                 let back = through_types(kind, &d["spec"]).unwrap();
-                assert_eq!(back, d["spec"], "{}: a field is lost or changed", path.display());
+                assert_eq!(
+                    back,
+                    d["spec"],
+                    "{}: a field is lost or changed",
+                    path.display()
+                );
                 seen += 1;
             }
         }

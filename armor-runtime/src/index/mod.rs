@@ -375,7 +375,11 @@ impl WorkloadIndex {
     pub fn apply(&mut self, input: &Input<'_>, now: Now) -> Vec<Effect> {
         match *input {
             Input::Start => vec![self.apply_in_place(Slot::Host)],
-            Input::Kernel { event, tree } => self.records(event, tree, now),
+            Input::Kernel { event, tree } => self
+                .kernel_records(event, tree, now)
+                .into_iter()
+                .map(|r| Effect::Emit(Box::new(r)))
+                .collect(),
             Input::ContainerDefined(info) => self.container_defined(info),
             Input::ContainerRunning { info, cgroup_id } => self.container_running(info, cgroup_id),
             Input::ContainerCreating {

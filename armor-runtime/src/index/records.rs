@@ -147,15 +147,15 @@ fn throttle(
 }
 
 impl WorkloadIndex {
-    /// The records one kernel event gives at `now`: its translation (armor-ebpf's
-    /// [`Translator`]), decided with the rules of the workload its cgroup is, throttled per
-    /// workload.
-    pub(super) fn records(
+    /// The records one kernel event gives at `now` ([`Input::Kernel`] without the effect
+    /// wrapping: the per-event path): its translation (armor-ebpf's [`Translator`]), decided
+    /// with the rules of the workload its cgroup is, throttled per workload.
+    pub fn kernel_records(
         &mut self,
         ev: &armor_ebpf::Event,
         tree: &ProcessTree,
         now: Now,
-    ) -> Vec<Effect> {
+    ) -> Vec<Telemetry> {
         let Some(tr) = self.translator.translate(ev, tree) else {
             return Vec::new();
         };
@@ -177,10 +177,7 @@ impl WorkloadIndex {
                 alerts,
                 &base,
                 now.instant,
-            )
-            .into_iter()
-            .map(|r| Effect::Emit(Box::new(r)))
-            .collect();
+            );
         }
         let visible = match tr.operation {
             Category::Process => t.visibility.process,
@@ -193,7 +190,7 @@ impl WorkloadIndex {
         }
         base.kind = Some(RecordType::log(t.workload.is_host()).to_string());
         base.result = Some(tr.result);
-        vec![Effect::Emit(Box::new(base))]
+        vec![base]
     }
 
     /// An enforcer's alert as a KubeArmor Alert at `now`, with the workload's identity: found

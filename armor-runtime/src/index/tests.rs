@@ -682,3 +682,84 @@ fn a_cgroup_found_as_two_services_is_one_workload() {
     );
     assert_eq!(index.services().len(), 2);
 }
+
+#[test]
+fn a_kernel_event_emits_the_records_of_its_workload_throttled_on_the_given_clock() {
+    use armor_ebpf::{Event as KernelEvent, EventKind, FileOp, Syscall};
+    let audit = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: audit-secret, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  file:
+    matchPaths: [{path: /etc/secret}]
+  action: Audit
+"#;
+    let mut config = config(false).throttling(2, Duration::from_secs(10));
+    config.host_name = "node-1".to_string();
+    let mut index = WorkloadIndex::new(config, compiled(audit));
+    let effects = index.apply(&Input::Start, now());
+    drive(&mut index, effects, &|_| held(&[]));
+    let info = web("c9", 900);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &info,
+            cgroup_id: 61,
+        },
+        now(),
+    );
+    drive(&mut index, effects, &|_| held(&[]));
+    let mut open = KernelEvent::new(
+        Syscall::Openat,
+        EventKind::File(FileOp::new("/etc/secret", -100, 0)),
+    );
+    open.cgroup_id = 61;
+    open.pid = 4242;
+    let tree = ProcessTree::new();
+    let t0 = Instant::now();
+    let at = |secs: u64| {
+        Now::at(
+            t0 + Duration::from_secs(secs),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs),
+        )
+    };
+    let emitted = |effects: Vec<Effect>| -> Vec<String> {
+        effects
+            .into_iter()
+            .map(|e| match e {
+                Effect::Emit(r) => format!(
+                    "{}:{}:{}:{}",
+                    r.kind.unwrap_or_default(),
+                    r.pod_name.unwrap_or_default(),
+                    r.policy_name.unwrap_or_default(),
+                    r.timestamp.unwrap_or_default()
+                ),
+                other => panic!("a kernel event gives records only: {other:?}"),
+            })
+            .collect()
+    };
+    let input = Input::Kernel {
+        event: &open,
+        tree: &tree,
+    };
+    assert_eq!(
+        emitted(index.apply(&input, at(0))),
+        ["MatchedPolicy:web-c9:audit-secret:1700000000"]
+    );
+    assert_eq!(
+        emitted(index.apply(&input, at(0))),
+        ["MatchedPolicy:web-c9:audit-secret:1700000000"]
+    );
+    assert_eq!(
+        emitted(index.apply(&input, at(0))),
+        ["SystemEvent:web-c9::1700000000"]
+    );
+    assert!(index.apply(&input, at(9)).is_empty(), "throttled for 10 s");
+    assert_eq!(
+        emitted(index.apply(&input, at(10))),
+        ["MatchedPolicy:web-c9:audit-secret:1700000010"]
+    );
+    // The same through the per-event path.
+    assert_eq!(index.kernel_records(&open, &tree, at(10)).len(), 1);
+}

@@ -245,24 +245,19 @@ impl Runtime {
         self.handle_at(ev, tree, Now::system())
     }
 
-    /// The records one kernel event gives at `now` ([`Input::Kernel`]): its translation
-    /// (armor-ebpf's [`Translator`](armor_ebpf::Translator)), decided with the rules of the
-    /// workload its cgroup is, throttled per workload. The clock is only what `now` says, so a
-    /// replay or a test gets the same records for the same events and times.
+    /// The records one kernel event gives at `now` ([`WorkloadIndex::kernel_records`], what
+    /// [`Input::Kernel`] emits): its translation (armor-ebpf's
+    /// [`Translator`](armor_ebpf::Translator)), decided with the rules of the workload its
+    /// cgroup is, throttled per workload. The clock is only what `now` says, so a replay or a
+    /// test gets the same records for the same events and times.
     pub fn handle_at(
         &mut self,
         ev: &armor_ebpf::Event,
         tree: &ProcessTree,
         now: Now,
     ) -> Vec<Telemetry> {
-        let input = Input::Kernel { event: ev, tree };
-        self.run(&input, now)
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::Emit(r) => Some(*r),
-                _ => None,
-            })
-            .collect()
+        // A kernel event leads to no apply: the records are all it gives.
+        self.index.kernel_records(ev, tree, now)
     }
 
     /// The alerts the kernel enforcer raised since the last call, as KubeArmor Alerts with the

@@ -1,0 +1,438 @@
+//! The policies of the cluster as a pure reducer over the three policy watches
+//! ([`PolicyIndex::apply`]): each object is validated on its own by armor-core's loader (every
+//! error with its field path), the valid ones are compiled together, and the index says what to
+//! do — put new compiled policies in force ([`PolicyEffect::Enforce`]), write an object's status
+//! ([`PolicyEffect::Status`]). It never calls the API; the watch plumbing feeds it.
+//!
+//! Watch restarts lose nothing and apply nothing twice: a re-list (`Init`, `InitApply`…,
+//! `InitDone`) is buffered per kind and replaces that kind's objects at `InitDone` (those not
+//! listed again are gone), and an object that comes back unchanged (same spec) changes nothing.
+//! An object's own status write comes back as an update with the same spec: no effect, so no
+//! loop.
+//!
+//! ```
+//! use armor_k8s::policies::{PolicyEffect, PolicyEvent, PolicyIndex, PolicyObject, PolicyRef};
+//! use armor_core::model::PolicyKind;
+//!
+//! let mut index = PolicyIndex::new();
+//! let object = PolicyObject::new(
+//!     PolicyRef::new(PolicyKind::KubeArmorPolicy, Some("shop"), "no-shadow"),
+//!     serde_json::json!({"selector": {"matchLabels": {"app": "web"}},
+//!                        "file": {"matchPaths": [{"path": "/etc/shadow"}]}, "action": "Block"}),
+//! );
+//! let effects = index.apply(PolicyEvent::Apply(object));
+//! assert!(matches!(&effects[0], PolicyEffect::Enforce(p) if p.rules().len() == 1));
+//! assert!(matches!(&effects[1], PolicyEffect::Status { status, .. }
+//!     if status.status.as_deref() == Some("Applied")));
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use armor_core::crd::PolicyStatus;
+use armor_core::diag::Level;
+use armor_core::model::{Policy, PolicyKind};
+use armor_core::{CompiledPolicy, PolicySet};
+use kube::ResourceExt;
+
+use crate::crd::{KubeArmorClusterPolicy, KubeArmorHostPolicy, KubeArmorPolicy};
+
+/// `status.status` of a policy armor put in force.
+pub const APPLIED: &str = "Applied";
+/// `status.status` of a policy armor refused (its `status.message` says why).
+pub const INVALID: &str = "Invalid";
+
+/// Which policy object: kind, namespace (`KubeArmorPolicy` only) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct PolicyRef {
+    /// The kind.
+    pub kind: PolicyKind,
+    /// The namespace of a `KubeArmorPolicy`.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl PolicyRef {
+    /// `kind` `namespace/name` (the namespace is kept for `KubeArmorPolicy` only).
+    pub fn new(kind: PolicyKind, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace
+                .filter(|_| kind == PolicyKind::KubeArmorPolicy)
+                .map(str::to_string),
+            name: name.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// A policy object as a watch delivers it, whatever its kind.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PolicyObject {
+    /// Which object.
+    pub reference: PolicyRef,
+    /// Its `spec`, as the API server stored it.
+    pub spec: serde_json::Value,
+    /// Its `status`, as last written.
+    pub status: Option<PolicyStatus>,
+}
+
+impl PolicyObject {
+    /// The object `reference` with `spec` and no status.
+    pub fn new(reference: PolicyRef, spec: serde_json::Value) -> Self {
+        Self {
+            reference,
+            spec,
+            status: None,
+        }
+    }
+
+    fn from_parts<S: serde::Serialize>(
+        kind: PolicyKind,
+        namespace: Option<String>,
+        name: String,
+        spec: &S,
+        status: Option<PolicyStatus>,
+    ) -> Self {
+        Self {
+            reference: PolicyRef::new(kind, namespace.as_deref(), &name),
+            // A spec that was deserialized serializes; `Null` would only make it invalid.
+            spec: serde_json::to_value(spec).unwrap_or(serde_json::Value::Null),
+            status,
+        }
+    }
+}
+
+impl From<&KubeArmorPolicy> for PolicyObject {
+    fn from(p: &KubeArmorPolicy) -> Self {
+        Self::from_parts(
+            PolicyKind::KubeArmorPolicy,
+            p.namespace(),
+            p.name_any(),
+            &p.spec.spec,
+            p.status.clone(),
+        )
+    }
+}
+
+impl From<&KubeArmorClusterPolicy> for PolicyObject {
+    fn from(p: &KubeArmorClusterPolicy) -> Self {
+        Self::from_parts(
+            PolicyKind::KubeArmorClusterPolicy,
+            None,
+            p.name_any(),
+            &p.spec.spec,
+            p.status.clone(),
+        )
+    }
+}
+
+impl From<&KubeArmorHostPolicy> for PolicyObject {
+    fn from(p: &KubeArmorHostPolicy) -> Self {
+        Self::from_parts(
+            PolicyKind::KubeArmorHostPolicy,
+            None,
+            p.name_any(),
+            &p.spec.spec,
+            p.status.clone(),
+        )
+    }
+}
+
+/// What a policy watch reported (kube-runtime's watcher events, kind-erased).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PolicyEvent {
+    /// An object was created or changed.
+    Apply(PolicyObject),
+    /// An object was deleted.
+    Delete(PolicyRef),
+    /// A (re-)list of a kind starts.
+    Init(PolicyKind),
+    /// An object of the (re-)list.
+    InitApply(PolicyObject),
+    /// The (re-)list of a kind is complete: its objects not listed are gone.
+    InitDone(PolicyKind),
+}
+
+impl PolicyEvent {
+    /// A watcher event of one of the three kinds, kind-erased.
+    pub fn from_watcher<K>(kind: PolicyKind, ev: kube::runtime::watcher::Event<K>) -> Self
+    where
+        for<'a> &'a K: Into<PolicyObject>,
+        K: ResourceExt,
+    {
+        use kube::runtime::watcher::Event;
+        match ev {
+            Event::Apply(k) => Self::Apply((&k).into()),
+            Event::Delete(k) => Self::Delete(PolicyRef::new(
+                kind,
+                k.namespace().as_deref(),
+                &k.name_any(),
+            )),
+            Event::Init => Self::Init(kind),
+            Event::InitApply(k) => Self::InitApply((&k).into()),
+            Event::InitDone => Self::InitDone(kind),
+        }
+    }
+}
+
+/// What to do.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PolicyEffect {
+    /// Put these compiled policies (every valid object) in force.
+    Enforce(Arc<CompiledPolicy>),
+    /// Write this status on the object.
+    Status {
+        /// The object.
+        reference: PolicyRef,
+        /// Its status.
+        status: PolicyStatus,
+    },
+}
+
+/// An object and what armor made of it.
+#[derive(Debug, Clone)]
+struct Entry {
+    object: PolicyObject,
+    /// The policy when valid, else every error with its field path.
+    checked: Result<Policy, String>,
+    /// Warnings to report in the status.
+    warnings: Vec<String>,
+}
+
+/// Every policy object of the cluster; a pure reducer (see the [module](self)).
+#[derive(Debug, Default)]
+pub struct PolicyIndex {
+    entries: BTreeMap<PolicyRef, Entry>,
+    /// A re-list under way, per kind: the objects listed so far.
+    relisting: HashMap<PolicyKind, BTreeMap<PolicyRef, PolicyObject>>,
+    /// The status each object should have (what was last asked for).
+    wanted: BTreeMap<PolicyRef, PolicyStatus>,
+}
+
+/// `spec` of `reference` checked by armor-core's loader: the policy, or its errors.
+fn check(reference: &PolicyRef, spec: &serde_json::Value) -> (Result<Policy, String>, Vec<String>) {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("name".into(), reference.name.clone().into());
+    if let Some(ns) = &reference.namespace {
+        metadata.insert("namespace".into(), ns.clone().into());
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "security.kubearmor.com/v1",
+        "kind": reference.kind.as_str(),
+        "metadata": metadata,
+        "spec": spec,
+    });
+    let text = doc.to_string();
+    let line = |d: &armor_core::diag::Diagnostic| {
+        if d.field.is_empty() {
+            d.message.clone()
+        } else if d.field.starts_with("metadata.") || d.field == "kind" {
+            format!("{}: {}", d.field, d.message)
+        } else {
+            format!("spec.{}: {}", d.field, d.message)
+        }
+    };
+    match PolicySet::parse(&text, &reference.to_string()) {
+        Ok(set) => {
+            let warnings = set.diagnostics().items.iter().map(line).collect();
+            match set.policies().first() {
+                Some(p) => (Ok(p.clone()), warnings),
+                None => (Err("no policy in the object".to_string()), warnings),
+            }
+        }
+        Err(e) => {
+            let errors: Vec<String> = e
+                .diagnostics
+                .items
+                .iter()
+                .filter(|d| d.level == Level::Error)
+                .map(line)
+                .collect();
+            (Err(errors.join("; ")), Vec::new())
+        }
+    }
+}
+
+impl PolicyIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes one watch event; returns what to do, in order (new policies first, then
+    /// statuses).
+    pub fn apply(&mut self, ev: PolicyEvent) -> Vec<PolicyEffect> {
+        let changed = match ev {
+            PolicyEvent::Apply(o) => self.upsert(o),
+            PolicyEvent::Delete(r) => self.entries.remove(&r).is_some_and(|e| {
+                self.wanted.remove(&r);
+                e.checked.is_ok()
+            }),
+            PolicyEvent::Init(kind) => {
+                self.relisting.insert(kind, BTreeMap::new());
+                false
+            }
+            PolicyEvent::InitApply(o) => {
+                let kind = o.reference.kind;
+                match self.relisting.get_mut(&kind) {
+                    Some(list) => {
+                        list.insert(o.reference.clone(), o);
+                        false
+                    }
+                    // A list item without its Init is taken as an update.
+                    None => self.upsert(o),
+                }
+            }
+            PolicyEvent::InitDone(kind) => {
+                let listed = self.relisting.remove(&kind).unwrap_or_default();
+                let gone: Vec<PolicyRef> = self
+                    .entries
+                    .keys()
+                    .filter(|r| r.kind == kind && !listed.contains_key(r))
+                    .cloned()
+                    .collect();
+                let mut changed = false;
+                for r in gone {
+                    self.wanted.remove(&r);
+                    changed |= self.entries.remove(&r).is_some_and(|e| e.checked.is_ok());
+                }
+                for (_, o) in listed {
+                    changed |= self.upsert(o);
+                }
+                changed
+            }
+        };
+        let mut effects = Vec::new();
+        if changed && let Some(compiled) = self.compile() {
+            effects.push(PolicyEffect::Enforce(Arc::new(compiled)));
+        }
+        effects.extend(self.statuses());
+        effects
+    }
+
+    /// Takes an object's new version; whether the valid policies changed.
+    fn upsert(&mut self, object: PolicyObject) -> bool {
+        let r = object.reference.clone();
+        if let Some(e) = self.entries.get_mut(&r)
+            && e.object.spec == object.spec
+        {
+            // The same spec (a re-list, or our own status write): only the status is news.
+            e.object.status = object.status;
+            return false;
+        }
+        let (checked, warnings) = check(&r, &object.spec);
+        let was_valid = self.entries.get(&r).is_some_and(|e| e.checked.is_ok());
+        let now_valid = checked.is_ok();
+        self.entries.insert(
+            r,
+            Entry {
+                object,
+                checked,
+                warnings,
+            },
+        );
+        was_valid || now_valid
+    }
+
+    /// Every valid policy compiled together. A policy that does not compile (a glob over the
+    /// size limit) is invalid on its own: it is marked so and left out, and the others compile.
+    /// When the valid policies only fail together (over the rule limit), the last ones in
+    /// reference order are left out, one at a time, until the rest compiles. `None` only if
+    /// an empty set did not compile, which cannot happen.
+    fn compile(&mut self) -> Option<CompiledPolicy> {
+        loop {
+            let mut set = PolicySet::new();
+            for e in self.entries.values() {
+                if let Ok(p) = &e.checked {
+                    set.push(p.clone());
+                }
+            }
+            let err = match CompiledPolicy::build(&set) {
+                Ok(c) => return Some(c),
+                Err(err) => err,
+            };
+            let alone_fails = |p: &Policy| {
+                let mut one = PolicySet::new();
+                one.push(p.clone());
+                CompiledPolicy::build(&one).is_err()
+            };
+            let mut culprits: Vec<PolicyRef> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.checked.as_ref().is_ok_and(alone_fails))
+                .map(|(r, _)| r.clone())
+                .collect();
+            if culprits.is_empty() {
+                culprits.extend(
+                    self.entries
+                        .iter()
+                        .rev()
+                        .find(|(_, e)| e.checked.is_ok())
+                        .map(|(r, _)| r.clone()),
+                );
+            }
+            if culprits.is_empty() {
+                return None;
+            }
+            for r in culprits {
+                if let Some(e) = self.entries.get_mut(&r) {
+                    e.checked = Err(format!("not compiled: {err}"));
+                }
+            }
+        }
+    }
+
+    /// The status each object should have and does not: `Applied` (with its warnings) or
+    /// `Invalid` with every error.
+    fn statuses(&mut self) -> Vec<PolicyEffect> {
+        let mut out = Vec::new();
+        for (r, e) in &self.entries {
+            let want = match &e.checked {
+                Ok(_) => PolicyStatus::new(
+                    APPLIED,
+                    (!e.warnings.is_empty()).then(|| e.warnings.join("; ")),
+                ),
+                Err(why) => PolicyStatus::new(INVALID, Some(why.clone())),
+            };
+            let asked = self.wanted.get(r) == Some(&want);
+            if e.object.status.as_ref() != Some(&want) && !asked {
+                out.push(PolicyEffect::Status {
+                    reference: r.clone(),
+                    status: want.clone(),
+                });
+            }
+            if !asked {
+                self.wanted.insert(r.clone(), want);
+            }
+        }
+        out
+    }
+
+    /// Forgets the status last asked for `reference` (its write failed), so that the next
+    /// event asks again.
+    pub fn forget_status(&mut self, reference: &PolicyRef) {
+        self.wanted.remove(reference);
+    }
+
+    /// The objects and whether each is in force, by reference.
+    pub fn objects(&self) -> Vec<(PolicyRef, bool)> {
+        self.entries
+            .iter()
+            .map(|(r, e)| (r.clone(), e.checked.is_ok()))
+            .collect()
+    }
+}
