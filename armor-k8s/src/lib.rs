@@ -9,9 +9,12 @@
 //! * [`policies`]: the cluster's policy objects as a pure reducer over the three policy watches:
 //!   each validated by armor-core (errors with field paths), the valid ones compiled together,
 //!   effects to put them in force and to write each object's status.
+//! * [`watch`]: the thin plumbing: the three policy watches merged into the index, compiled
+//!   policies handed over, statuses written ([`watch::follow_policies`]).
 //! * [`yaml`]: a small YAML writer for JSON values (the CRDs as `kubectl apply` files).
 #![forbid(unsafe_code)]
 
 pub mod crd;
 pub mod policies;
+pub mod watch;
 pub mod yaml;
