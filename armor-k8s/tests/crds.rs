@@ -10,22 +10,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 #[test]
 fn deploy_holds_exactly_the_generated_crds() {
     let generated = armor_k8s::crd::crds_yaml().unwrap();
-    let committed = std::fs::read_to_string(repo().join("deploy/crds.yaml")).unwrap_or_default();
+    let committed =
+        std::fs::read_to_string(support::repo().join("deploy/crds.yaml")).unwrap_or_default();
     if generated != committed {
         let path = std::env::temp_dir().join("armor-crds.yaml");
         std::fs::write(&path, &generated).unwrap();
@@ -46,33 +40,6 @@ fn the_generated_yaml_reads_back_as_the_crds() {
         .map(|d| serde_json::from_value(d).unwrap())
         .collect();
     assert_eq!(back, armor_k8s::crd::crds());
-}
-
-/// Applies the CRDs and waits until each is established.
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in armor_k8s::crd::crds() {
-        api.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    for crd in armor_k8s::crd::crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        let mut waited = Duration::ZERO;
-        loop {
-            let now = api.get(&name).await.unwrap();
-            let established = now
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(waited < Duration::from_secs(30), "{name} not established");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            waited += Duration::from_millis(100);
-        }
-    }
 }
 
 /// Creates the object `doc` (apiVersion, kind, metadata, spec) through the API; the error text
@@ -113,11 +80,11 @@ async fn the_api_server_accepts_the_crds_the_examples_and_the_corpus_policies() 
         return;
     };
     let client = cp.admin().await;
-    install_crds(&client).await;
+    support::install_crds(&client).await;
 
     // Every policy of the examples and of the corpus, by name (made unique per source).
     let mut docs: Vec<(String, serde_json::Value)> = Vec::new();
-    for entry in std::fs::read_dir(repo().join("examples/policies")).unwrap() {
+    for entry in std::fs::read_dir(support::repo().join("examples/policies")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         for d in armor_core::crd::documents(&text, &path.display().to_string()).unwrap() {
@@ -223,7 +190,7 @@ async fn the_api_server_refuses_what_kubearmors_crds_refuse_naming_the_field() {
         return;
     };
     let client = cp.admin().await;
-    install_crds(&client).await;
+    support::install_crds(&client).await;
     let cases = [
         (
             "kind: KubeArmorHostPolicy\nmetadata: {name: dir-without-slash}\nspec:\n  nodeSelector: {matchLabels: {a: b}}\n  process:\n    matchDirectories: [{dir: /usr/bin}]\n",

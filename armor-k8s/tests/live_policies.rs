@@ -18,32 +18,7 @@ use armor_core::CompiledPolicy;
 use armor_k8s::crd::{KubeArmorPolicy, KubeArmorPolicySpec};
 use armor_k8s::policies::{APPLIED, INVALID, PolicyIndex};
 use armor_k8s::watch::{Report, follow_policies};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in armor_k8s::crd::crds() {
-        api.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    for crd in armor_k8s::crd::crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        for _ in 0..300 {
-            let now = api.get(&name).await.unwrap();
-            let established = now
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 fn policy(name: &str, yaml_spec: &str) -> KubeArmorPolicy {
     let spec: armor_core::crd::PolicySpec = serde_json::from_value(
@@ -91,7 +66,7 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
         return;
     };
     let client = cp.admin().await;
-    install_crds(&client).await;
+    support::install_crds(&client).await;
     let api: Api<KubeArmorPolicy> = Api::namespaced(client.clone(), "default");
 
     let enforced: Enforced = Arc::default();

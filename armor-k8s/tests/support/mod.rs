@@ -17,6 +17,11 @@ use kube::{Api, Client, Config};
 
 /// The admin token (group `system:masters`).
 pub(crate) const ADMIN_TOKEN: &str = "armor-test-admin-token";
+/// A token of the agent's service account (`armor/armor-agent` of deploy/rbac.yaml): the API
+/// server authenticates it as that service account, and RBAC grants it what deploy/ binds.
+pub(crate) const AGENT_TOKEN: &str = "armor-test-agent-token";
+/// The service account user [`AGENT_TOKEN`] authenticates as.
+pub(crate) const AGENT_USER: &str = "system:serviceaccount:armor:armor-agent";
 
 /// The test tool, or why the test cannot run (`None` after printing the reason; under `CI=true`
 /// a missing tool is a failure, not a skip).
@@ -101,7 +106,10 @@ impl ControlPlane {
         assert!(status.success(), "keygen failed");
         fs::write(
             dir.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},armor-admin,armor-admin,\"system:masters\"\n"),
+            format!(
+                "{ADMIN_TOKEN},armor-admin,armor-admin,\"system:masters\"\n\
+                 {AGENT_TOKEN},{AGENT_USER},armor-agent,\"system:serviceaccounts,system:serviceaccounts:armor\"\n"
+            ),
         )
         .expect("token file");
         let mut cp = Self {
@@ -247,6 +255,66 @@ impl Drop for ControlPlane {
         let _ = self.etcd.wait();
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Creates every object of the YAML file at `path` (any kind the API server serves), in order.
+pub(crate) async fn apply_file(client: &Client, path: &Path) {
+    use kube::api::{DynamicObject, PostParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::{Scope, pinned_kind};
+    let text = fs::read_to_string(path).expect("manifest");
+    let docs = armor_core::crd::documents(&text, &path.display().to_string()).expect("YAML");
+    for doc in docs {
+        let api_version = doc["apiVersion"].as_str().expect("apiVersion");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().expect("kind"));
+        let (ar, caps) = pinned_kind(client, &gvk)
+            .await
+            .expect("a kind the API serves");
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("an object");
+        let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &ar),
+            (Scope::Cluster, _) => Api::all_with(client.clone(), &ar),
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+/// The repository's root.
+pub(crate) fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Applies the CRDs and waits until each is established.
+pub(crate) async fn install_crds(client: &Client) {
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
+    for crd in armor_k8s::crd::crds() {
+        api.create(&kube::api::PostParams::default(), &crd)
+            .await
+            .unwrap();
+    }
+    for crd in armor_k8s::crd::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        let mut waited = Duration::ZERO;
+        loop {
+            let now = api.get(&name).await.unwrap();
+            let established = now
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(waited < Duration::from_secs(30), "{name} not established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += Duration::from_millis(100);
         }
     }
 }
