@@ -6,6 +6,8 @@
 //!   `KubeArmorHostPolicy`) derived from armor-core's CRD types ([`armor_core::crd`]), and their
 //!   CustomResourceDefinitions ([`crd::crds`], [`crd::crds_yaml`]: what `armorctl crd` prints and
 //!   `deploy/crds.yaml` holds).
+//! * [`pods`]: the pods of this node as a pure reducer over the pod watch: every container with a
+//!   runtime id (regular, init, ephemeral) and the identity its alerts carry (pod labels, owner).
 //! * [`policies`]: the cluster's policy objects as a pure reducer over the three policy watches:
 //!   each validated by armor-core (errors with field paths), the valid ones compiled together,
 //!   effects to put them in force and to write each object's status.
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod pods;
 pub mod policies;
 pub mod watch;
 pub mod yaml;

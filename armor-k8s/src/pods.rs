@@ -1,0 +1,290 @@
+//! The pods of this node as a pure reducer over the pod watch ([`PodIndex::apply`]): every
+//! container the API reports a runtime id for — regular, init and ephemeral alike, in
+//! host-network and host-PID pods too — with the identity its alerts carry (namespace, pod,
+//! container name, image, the pod's labels and annotations, its owning workload, the node).
+//! The effects say which containers became known or changed ([`PodEffect::Known`]) and which
+//! are gone ([`PodEffect::Gone`]); the agent joins them with the runtime's containers by id.
+//!
+//! A container is known once the pod's status carries its id (`containerID` of its status),
+//! which the kubelet writes after the runtime created it: a container can start before its pod
+//! update arrives, and is then identified as soon as both are known.
+//!
+//! ```
+//! use armor_k8s::pods::{PodEffect, PodIndex};
+//! use k8s_openapi::api::core::v1::Pod;
+//! use kube::runtime::watcher::Event;
+//!
+//! let pod: Pod = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1", "labels": {"app": "web"}},
+//!     "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "nginx:1"}]},
+//!     "status": {"containerStatuses": [{"name": "web", "image": "nginx:1", "imageID": "",
+//!         "ready": true, "restartCount": 0, "containerID": "containerd://abc"}]}
+//! })).unwrap();
+//! let mut index = PodIndex::new();
+//! let effects = index.apply(Event::Apply(pod));
+//! assert!(matches!(&effects[..], [PodEffect::Known(c)] if c.container_id == "abc"
+//!     && c.labels["app"] == "web" && c.container == "web"));
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::ResourceExt;
+use kube::runtime::watcher::Event;
+
+/// Which list of the pod spec a container comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ContainerKind {
+    /// `containers`.
+    Regular,
+    /// `initContainers` (restartable sidecars too).
+    Init,
+    /// `ephemeralContainers` (`kubectl debug`).
+    Ephemeral,
+}
+
+/// The workload that owns a pod (KubeArmor's `Owner`: `Ref`, `Name`, `Namespace`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Owner {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `ReplicaSet`, … (`Pod` for a bare pod).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+/// A container as the Kubernetes API describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerIdentity {
+    /// The runtime's container id, without its `containerd://` prefix.
+    pub container_id: String,
+    /// The runtime the id belongs to (`containerd`, `cri-o`, `docker`).
+    pub runtime: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's uid.
+    pub pod_uid: String,
+    /// The container's name.
+    pub container: String,
+    /// The container's image.
+    pub image: String,
+    /// Which list it comes from.
+    pub kind: ContainerKind,
+    /// The pod's labels (what `matchLabels` selects).
+    pub labels: BTreeMap<String, String>,
+    /// The pod's annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The owning workload.
+    pub owner: Owner,
+    /// The node the pod runs on.
+    pub node: Option<String>,
+    /// `hostNetwork`.
+    pub host_network: bool,
+    /// `hostPID`.
+    pub host_pid: bool,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PodEffect {
+    /// A container is known now, or its identity changed (labels, annotations, owner).
+    Known(Box<ContainerIdentity>),
+    /// A container is gone (its pod was deleted, or its status names another id now).
+    Gone(String),
+}
+
+/// The owning workload of `pod`: its controller reference, with a ReplicaSet named
+/// `<deployment>-<pod-template-hash>` reported as that Deployment; the pod itself when it has
+/// no controller.
+pub fn owner_of(pod: &Pod) -> Owner {
+    let namespace = pod.namespace().unwrap_or_default();
+    let controller = pod
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true));
+    let Some(c) = controller else {
+        return Owner {
+            kind: "Pod".to_string(),
+            name: pod.name_any(),
+            namespace,
+        };
+    };
+    if c.kind == "ReplicaSet"
+        && let Some(hash) = pod.labels().get("pod-template-hash")
+        && let Some(deployment) = c.name.strip_suffix(&format!("-{hash}"))
+    {
+        return Owner {
+            kind: "Deployment".to_string(),
+            name: deployment.to_string(),
+            namespace,
+        };
+    }
+    Owner {
+        kind: c.kind.clone(),
+        name: c.name.clone(),
+        namespace,
+    }
+}
+
+/// `runtime://id` split into the runtime and the bare id.
+fn split_id(id: &str) -> Option<(String, String)> {
+    let (runtime, bare) = id.split_once("://")?;
+    (!bare.is_empty()).then(|| (runtime.to_string(), bare.to_string()))
+}
+
+/// Every container of `pod` that has a runtime id, by id.
+pub fn containers_of(pod: &Pod) -> BTreeMap<String, ContainerIdentity> {
+    let mut out = BTreeMap::new();
+    let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
+        return out;
+    };
+    let owner = owner_of(pod);
+    let lists: [(ContainerKind, &Option<Vec<ContainerStatus>>); 3] = [
+        (ContainerKind::Regular, &status.container_statuses),
+        (ContainerKind::Init, &status.init_container_statuses),
+        (
+            ContainerKind::Ephemeral,
+            &status.ephemeral_container_statuses,
+        ),
+    ];
+    for (kind, statuses) in lists {
+        for s in statuses.iter().flatten() {
+            let Some((runtime, id)) = s.container_id.as_deref().and_then(split_id) else {
+                continue;
+            };
+            out.insert(
+                id.clone(),
+                ContainerIdentity {
+                    container_id: id,
+                    runtime,
+                    namespace: pod.namespace().unwrap_or_default(),
+                    pod: pod.name_any(),
+                    pod_uid: pod.uid().unwrap_or_default(),
+                    container: s.name.clone(),
+                    image: s.image.clone(),
+                    kind,
+                    labels: pod.labels().clone(),
+                    annotations: pod.annotations().clone(),
+                    owner: owner.clone(),
+                    node: spec.node_name.clone(),
+                    host_network: spec.host_network.unwrap_or(false),
+                    host_pid: spec.host_pid.unwrap_or(false),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The pods of a node and their containers; a pure reducer (see the [module](self)).
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    /// Containers by pod uid (a pod's key), then by container id.
+    pods: HashMap<String, BTreeMap<String, ContainerIdentity>>,
+    /// Container id → pod uid.
+    ids: HashMap<String, String>,
+    /// A re-list under way: the pods listed so far.
+    relisting: Option<HashMap<String, BTreeMap<String, ContainerIdentity>>>,
+}
+
+/// A pod's key: its uid, else `namespace/name` (objects built by hand).
+fn key_of(pod: &Pod) -> String {
+    pod.uid()
+        .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+}
+
+impl PodIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes one pod watch event; returns what changed.
+    pub fn apply(&mut self, ev: Event<Pod>) -> Vec<PodEffect> {
+        match ev {
+            Event::Apply(pod) => {
+                let key = key_of(&pod);
+                self.replace(&key, containers_of(&pod))
+            }
+            Event::Delete(pod) => self.replace(&key_of(&pod), BTreeMap::new()),
+            Event::Init => {
+                self.relisting = Some(HashMap::new());
+                Vec::new()
+            }
+            Event::InitApply(pod) => match self.relisting.as_mut() {
+                Some(list) => {
+                    list.insert(key_of(&pod), containers_of(&pod));
+                    Vec::new()
+                }
+                None => {
+                    let key = key_of(&pod);
+                    self.replace(&key, containers_of(&pod))
+                }
+            },
+            Event::InitDone => {
+                let listed = self.relisting.take().unwrap_or_default();
+                let mut effects = Vec::new();
+                let gone: Vec<String> = self
+                    .pods
+                    .keys()
+                    .filter(|k| !listed.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    effects.extend(self.replace(&k, BTreeMap::new()));
+                }
+                let mut listed: Vec<(String, BTreeMap<String, ContainerIdentity>)> =
+                    listed.into_iter().collect();
+                listed.sort_by(|a, b| a.0.cmp(&b.0));
+                for (k, containers) in listed {
+                    effects.extend(self.replace(&k, containers));
+                }
+                effects
+            }
+        }
+    }
+
+    /// Sets the containers of pod `key`: what is new or changed is Known, what left is Gone.
+    fn replace(&mut self, key: &str, now: BTreeMap<String, ContainerIdentity>) -> Vec<PodEffect> {
+        let before = self.pods.remove(key).unwrap_or_default();
+        let mut effects = Vec::new();
+        for id in before.keys() {
+            if !now.contains_key(id) {
+                self.ids.remove(id);
+                effects.push(PodEffect::Gone(id.clone()));
+            }
+        }
+        for (id, c) in &now {
+            if before.get(id) != Some(c) {
+                self.ids.insert(id.clone(), key.to_string());
+                effects.push(PodEffect::Known(Box::new(c.clone())));
+            }
+        }
+        if !now.is_empty() {
+            self.pods.insert(key.to_string(), now);
+        }
+        effects
+    }
+
+    /// The identity of the container with runtime id `id` (without prefix).
+    pub fn container(&self, id: &str) -> Option<&ContainerIdentity> {
+        self.pods.get(self.ids.get(id)?)?.get(id)
+    }
+
+    /// How many containers are known.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
