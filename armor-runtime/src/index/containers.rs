@@ -13,8 +13,9 @@ pub(crate) fn container_name(info: &ContainerInfo) -> String {
 }
 
 impl WorkloadIndex {
-    /// `info` as a workload named `key`, with its rules (Kubernetes' and the CRI's own labels
-    /// are not the container's).
+    /// `info` as a workload named `key`, with its rules: its labels are its own (Kubernetes'
+    /// and the CRI's bookkeeping labels are not the container's) and, when known, its pod's
+    /// ([`Input::ContainerIdentity`]), which win.
     pub(super) fn track(&self, info: &ContainerInfo, key: WorkloadKey) -> Tracked {
         let mut c = Container::new(info.namespace(), info.name());
         c.labels = info
@@ -25,15 +26,80 @@ impl WorkloadIndex {
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let pod_labels = self.identities.get(&info.id);
+        if let Some(labels) = pod_labels {
+            c.labels
+                .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         c.pod = info.pod();
-        Tracked::new(
+        let mut t = Tracked::new(
             key,
             Workload::Container(c),
             Some(info.clone()),
             None,
             &self.config.posture,
             &self.policy,
-        )
+        );
+        t.since = self.clock.map(|n| n.instant);
+        t.identified = pod_labels.is_some();
+        t
+    }
+
+    /// A container's pod labels are known (or forgotten): a tracked container whose labels
+    /// change gets its rules again, and one that ran without them is reported with how long.
+    pub(super) fn container_identity(
+        &mut self,
+        id: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Vec<Effect> {
+        match labels {
+            Some(l) => {
+                self.identities.insert(id.to_string(), l.clone());
+            }
+            None => {
+                self.identities.remove(id);
+            }
+        }
+        let Some(&cgroup_id) = self.ids.get(id) else {
+            return Vec::new();
+        };
+        let Some(old) = self.workloads.get(&cgroup_id) else {
+            return Vec::new();
+        };
+        let Some(info) = old.info.clone() else {
+            return Vec::new();
+        };
+        let mut t = self.track(&info, old.key.clone());
+        let mut effects = Vec::new();
+        if labels.is_some() && !old.identified {
+            let waited = match (old.since, self.clock) {
+                (Some(since), Some(now)) => now.instant.saturating_duration_since(since),
+                _ => std::time::Duration::ZERO,
+            };
+            effects.push(Effect::Problem(format!(
+                "{}: its pod's labels arrived {} ms after it was tracked; until then the \
+                 policies selecting its own labels applied",
+                old.key,
+                waited.as_millis()
+            )));
+        }
+        let same = matches!((&t.workload, &old.workload),
+            (Workload::Container(a), Workload::Container(b)) if a.labels == b.labels);
+        // The coverage reported so far is the baseline, and what is applied stays applied.
+        t.coverage = old.coverage.clone();
+        t.applied = old.applied;
+        t.since = old.since;
+        if same {
+            if let Some(w) = self.workloads.get_mut(&cgroup_id) {
+                w.identified = t.identified;
+            }
+            return effects;
+        }
+        let visibility = t.set_visibility(cgroup_id);
+        self.workloads.insert(cgroup_id, t);
+        effects.push(self.apply_in_place(Slot::Cgroup(cgroup_id)));
+        effects.push(visibility);
+        effects
     }
 
     /// A defined container without a task: its rules are loaded ahead (its coverage is checked
@@ -167,6 +233,7 @@ impl WorkloadIndex {
     /// longer loaded ahead.
     pub(super) fn container_stopped(&mut self, id: &str) -> Vec<Effect> {
         self.prepared.remove(id);
+        self.identities.remove(id);
         match self.ids.remove(id) {
             Some(cgroup_id) => {
                 let mut effects = self.untrack(cgroup_id, id);

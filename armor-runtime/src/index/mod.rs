@@ -232,6 +232,17 @@ pub enum Input<'a> {
         /// Its root file system.
         rootfs: &'a Path,
     },
+    /// What the orchestrator knows of a container (by runtime id) that its runtime does not:
+    /// the labels of its pod (Kubernetes keeps them on the pod, not on the container), which
+    /// policies select it by. Known before the container is tracked, they are its labels from
+    /// the start; known after, its rules are applied again with them, and how long it ran
+    /// without them is reported. `None` forgets them.
+    ContainerIdentity {
+        /// The container's runtime id.
+        id: &'a str,
+        /// Its pod's labels.
+        labels: Option<&'a BTreeMap<String, String>>,
+    },
     /// A container's task stopped (or could not be found): it is untracked and no longer
     /// loaded ahead.
     ContainerStopped {
@@ -331,6 +342,10 @@ pub struct WorkloadIndex {
     unit_children: HashMap<String, BTreeMap<u64, String>>,
     /// Containers defined but without a task yet whose rules were loaded ahead, by id.
     prepared: HashMap<String, WorkloadKey>,
+    /// Pod labels of containers by runtime id ([`Input::ContainerIdentity`]).
+    identities: HashMap<String, BTreeMap<String, String>>,
+    /// The time of the input being taken.
+    clock: Option<Now>,
     /// Applies waiting for their [`Input::Applied`].
     pending: HashMap<Slot, Pending>,
     /// A policy replacement under way.
@@ -364,6 +379,8 @@ impl WorkloadIndex {
             units: HashMap::new(),
             unit_children: HashMap::new(),
             prepared: HashMap::new(),
+            identities: HashMap::new(),
+            clock: None,
             pending: HashMap::new(),
             replacing: None,
             throttles: HashMap::new(),
@@ -373,6 +390,7 @@ impl WorkloadIndex {
 
     /// Takes `input` at `now`: updates the index and returns what to do, in order.
     pub fn apply(&mut self, input: &Input<'_>, now: Now) -> Vec<Effect> {
+        self.clock = Some(now);
         match *input {
             Input::Start => vec![self.apply_in_place(Slot::Host)],
             Input::Kernel { event, tree } => self
@@ -388,6 +406,7 @@ impl WorkloadIndex {
                 rootfs,
             } => self.container_creating(info, cgroup_id, rootfs),
             Input::ContainerStopped { id } => self.container_stopped(id),
+            Input::ContainerIdentity { id, labels } => self.container_identity(id, labels),
             Input::ServiceRunning { service, cgroup_id } => {
                 self.service_running(service, cgroup_id)
             }

@@ -763,3 +763,89 @@ spec:
     // The same through the per-event path.
     assert_eq!(index.kernel_records(&open, &tree, at(10)).len(), 1);
 }
+
+#[test]
+fn pod_labels_select_a_container_known_before_or_after_it_runs() {
+    // The container's own labels select nothing; its pod's (`app: web`) select both policies.
+    let mut index = started(POLICIES, false);
+    let bare = |id: &str, pid: u32| {
+        let mut info = web(id, pid);
+        info.labels.remove("app");
+        info
+    };
+    let pod_labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+    let rules_of =
+        |index: &WorkloadIndex, cgroup: u64| index.workloads[&cgroup].rules.rule_ids().len();
+
+    // Known before: the first apply already carries the pod's rules, and nothing is reported.
+    index.apply(
+        &Input::ContainerIdentity {
+            id: "early",
+            labels: Some(&pod_labels),
+        },
+        now(),
+    );
+    let info = bare("early", 700);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &info,
+            cgroup_id: 71,
+        },
+        now(),
+    );
+    let out = drive(&mut index, effects, &|_| held(&[]));
+    assert_eq!(rules_of(&index, 71), 2);
+    assert!(
+        problems(&out).iter().all(|p| p.starts_with("applied")),
+        "{out:?}"
+    );
+
+    // Known after: tracked with its own labels (no rules), then applied again with the pod's,
+    // and the wait is reported.
+    let t0 = Instant::now();
+    let at = |ms: u64| Now::at(t0 + Duration::from_millis(ms), SystemTime::UNIX_EPOCH);
+    let info = bare("late", 701);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &info,
+            cgroup_id: 72,
+        },
+        at(0),
+    );
+    drive(&mut index, effects, &|_| held(&[]));
+    assert_eq!(rules_of(&index, 72), 0);
+    let effects = index.apply(
+        &Input::ContainerIdentity {
+            id: "late",
+            labels: Some(&pod_labels),
+        },
+        at(250),
+    );
+    assert_eq!(applies(&effects), vec![Slot::Cgroup(72)]);
+    let reported = problems(&effects);
+    assert!(
+        reported.iter().any(|p| p.contains("arrived 250 ms after")),
+        "{reported:?}"
+    );
+    drive(&mut index, effects, &|_| held(&[]));
+    assert_eq!(rules_of(&index, 72), 2);
+    // The same labels again: nothing to do.
+    let effects = index.apply(
+        &Input::ContainerIdentity {
+            id: "late",
+            labels: Some(&pod_labels),
+        },
+        at(300),
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    // Forgotten: back to its own labels.
+    let effects = index.apply(
+        &Input::ContainerIdentity {
+            id: "late",
+            labels: None,
+        },
+        at(400),
+    );
+    drive(&mut index, effects, &|_| held(&[]));
+    assert_eq!(rules_of(&index, 72), 0);
+}

@@ -19,6 +19,11 @@ pub(super) struct Tracked {
     pub(super) coverage: Coverage,
     /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
     pub(super) applied: bool,
+    /// When it was tracked (a container: to measure how long it ran before its pod's identity
+    /// arrived).
+    pub(super) since: Option<Instant>,
+    /// Whether its pod's identity (labels) was known when it was tracked or arrived since.
+    pub(super) identified: bool,
 }
 
 impl Tracked {
@@ -44,6 +49,8 @@ impl Tracked {
             visibility,
             coverage: Coverage::NoRules,
             applied: false,
+            since: None,
+            identified: false,
         }
     }
 

@@ -185,6 +185,15 @@ impl Runtime {
         admitted(self.run(&input, now))
     }
 
+    /// Sets (or, with `None`, forgets) the labels of the pod of the container with runtime id
+    /// `id`, as the orchestrator reports them ([`Input::ContainerIdentity`]): policies select
+    /// the container by them from then on. A tracked container whose labels change gets its
+    /// rules again before this returns; one that ran without its pod's labels is reported
+    /// through [`Runtime::take_problems`] with how long it did.
+    pub fn container_identity(&mut self, id: &str, labels: Option<&BTreeMap<String, String>>) {
+        self.run(&Input::ContainerIdentity { id, labels }, Now::system());
+    }
+
     /// Stops tracking a container (removes its rules from the enforcers and its kernel
     /// visibility); rules loaded ahead for it are no longer kept from a sweep.
     pub fn remove_container(&mut self, id: &str) {
