@@ -47,19 +47,6 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
-async fn status_of(api: &Api<KubeArmorPolicy>, name: &str, want: &str) -> Option<String> {
-    for _ in 0..300 {
-        let p = api.get(name).await.unwrap();
-        if let Some(st) = p.status
-            && st.status.as_deref() == Some(want)
-        {
-            return st.message;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} never got status {want}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     let Some(mut cp) = support::ControlPlane::start("live-policies").await else {
@@ -101,7 +88,7 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
         .await
         .unwrap();
     assert_eq!(wait_for("the first policy", count(1)).await, vec![1]);
-    status_of(&api, "no-shadow", APPLIED).await;
+    support::status_of(&api, "no-shadow", APPLIED).await;
 
     // Updated: enforced again with both rules.
     let two = "selector: {matchLabels: {app: web}}\nfile:\n  matchPaths: [{path: /etc/shadow}, {path: /etc/gshadow}]\naction: Block\n";
@@ -117,7 +104,7 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     api.create(&PostParams::default(), &policy("bad-glob", bad))
         .await
         .unwrap();
-    let message = status_of(&api, "bad-glob", INVALID)
+    let message = support::status_of(&api, "bad-glob", INVALID)
         .await
         .unwrap_or_default();
     assert!(

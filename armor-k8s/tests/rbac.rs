@@ -62,20 +62,7 @@ async fn the_agent_works_with_exactly_the_cluster_role_of_deploy() {
         )
         .await;
     });
-    let mut applied = false;
-    for _ in 0..300 {
-        let now = admin_api.get("no-shadow").await.unwrap();
-        if now.status.and_then(|s| s.status).as_deref() == Some(APPLIED) {
-            applied = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        applied,
-        "status not written; reports: {:?}",
-        errors.lock().unwrap()
-    );
+    support::status_of(&admin_api, "no-shadow", APPLIED).await;
     assert_eq!(*enforced.lock().unwrap(), vec![1]);
     assert!(
         errors.lock().unwrap().is_empty(),

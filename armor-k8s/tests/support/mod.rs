@@ -318,3 +318,21 @@ pub(crate) async fn install_crds(client: &Client) {
         }
     }
 }
+
+/// Waits until the policy `name` has status `want`; its message.
+pub(crate) async fn status_of(
+    api: &Api<armor_k8s::crd::KubeArmorPolicy>,
+    name: &str,
+    want: &str,
+) -> Option<String> {
+    for _ in 0..300 {
+        let p = api.get(name).await.expect("the policy");
+        if let Some(st) = p.status
+            && st.status.as_deref() == Some(want)
+        {
+            return st.message;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never got status {want}");
+}

@@ -119,6 +119,22 @@ impl WorkloadIndex {
         ]
     }
 
+    /// Whether `info` is a task to track: `None` for a CRI sandbox or the task already tracked;
+    /// else the effects of untracking another task tracked under its id before (a restart).
+    fn new_task(&mut self, info: &ContainerInfo) -> Option<Vec<Effect>> {
+        if info.is_sandbox() {
+            return None;
+        }
+        let Some(&old) = self.ids.get(&info.id) else {
+            return Some(Vec::new());
+        };
+        if self.task_of(&info.id) == info.pid {
+            return None;
+        }
+        self.ids.remove(&info.id);
+        Some(self.untrack(old, &info.id))
+    }
+
     /// A container's task runs in `cgroup_id`: tracked (its rules applied, its visibility set)
     /// unless it is a sandbox or its task is tracked already; a task re-created under the same
     /// id (a restart: another pid and cgroup) replaces the one tracked.
@@ -127,18 +143,10 @@ impl WorkloadIndex {
         info: &ContainerInfo,
         cgroup_id: u64,
     ) -> Vec<Effect> {
-        if info.is_sandbox() {
-            return vec![Effect::Changed(ContainerChange::Unchanged)];
-        }
         self.prepared.remove(&info.id);
-        let mut effects = Vec::new();
-        if let Some(&old) = self.ids.get(&info.id) {
-            if self.task_of(&info.id) == info.pid {
-                return vec![Effect::Changed(ContainerChange::Unchanged)];
-            }
-            self.ids.remove(&info.id);
-            effects.extend(self.untrack(old, &info.id));
-        }
+        let Some(mut effects) = self.new_task(info) else {
+            return vec![Effect::Changed(ContainerChange::Unchanged)];
+        };
         let key = WorkloadKey::new(container_name(info)).with_cgroup(cgroup_id);
         let t = self.track(info, key.clone());
         let visibility = t.set_visibility(cgroup_id);
@@ -159,17 +167,9 @@ impl WorkloadIndex {
         cgroup_id: u64,
         rootfs: &Path,
     ) -> Vec<Effect> {
-        if info.is_sandbox() {
+        let Some(mut effects) = self.new_task(info) else {
             return vec![Effect::Changed(ContainerChange::Unchanged)];
-        }
-        let mut effects = Vec::new();
-        if let Some(&old) = self.ids.get(&info.id) {
-            if self.task_of(&info.id) == info.pid {
-                return vec![Effect::Changed(ContainerChange::Unchanged)];
-            }
-            self.ids.remove(&info.id);
-            effects.extend(self.untrack(old, &info.id));
-        }
+        };
         let key = WorkloadKey::new(container_name(info)).with_cgroup(cgroup_id);
         let t = self.track(info, key);
         let slot = Slot::Container(info.id.clone());
