@@ -4,7 +4,9 @@
 //! do — put new compiled policies in force ([`PolicyEffect::Enforce`]), write an object's status
 //! ([`PolicyEffect::Status`]). It never calls the API; the watch plumbing feeds it.
 //!
-//! Watch restarts lose nothing and apply nothing twice: a re-list (`Init`, `InitApply`…,
+//! Nothing is enforced before the first list of each of the three kinds is complete; then
+//! everything at once, an empty set too (a cold start is one `Enforce`). Watch restarts lose
+//! nothing and apply nothing twice: a re-list (`Init`, `InitApply`…,
 //! `InitDone`) is buffered per kind and replaces that kind's objects at `InitDone` (those not
 //! listed again are gone), and an object that comes back unchanged (same spec) changes nothing.
 //! An object's own status write comes back as an update with the same spec: no effect, so no
@@ -15,6 +17,11 @@
 //! use armor_core::model::PolicyKind;
 //!
 //! let mut index = PolicyIndex::new();
+//! // The first lists of the three kinds are empty: an empty set is enforced.
+//! for kind in [PolicyKind::KubeArmorPolicy, PolicyKind::KubeArmorClusterPolicy,
+//!              PolicyKind::KubeArmorHostPolicy] {
+//!     index.apply(PolicyEvent::InitDone(kind));
+//! }
 //! let object = PolicyObject::new(
 //!     PolicyRef::new(PolicyKind::KubeArmorPolicy, Some("shop"), "no-shadow"),
 //!     serde_json::json!({"selector": {"matchLabels": {"app": "web"}},
@@ -209,6 +216,8 @@ struct Entry {
     object: PolicyObject,
     /// The policy when valid, else every error with its field path.
     checked: Result<Policy, String>,
+    /// Why the valid policy is left out of the compiled set (recomputed by every compile).
+    compile_error: Option<String>,
     /// Warnings to report in the status.
     warnings: Vec<String>,
 }
@@ -221,7 +230,19 @@ pub struct PolicyIndex {
     relisting: HashMap<PolicyKind, BTreeMap<PolicyRef, PolicyObject>>,
     /// The status each object should have (what was last asked for).
     wanted: BTreeMap<PolicyRef, PolicyStatus>,
+    /// The kinds whose first list is complete: nothing is enforced before all three are, and
+    /// then everything at once (an empty set too).
+    synced: Vec<PolicyKind>,
+    /// The valid policies changed since the last `Enforce`.
+    dirty: bool,
 }
+
+/// The three kinds, each watched.
+const KINDS: [PolicyKind; 3] = [
+    PolicyKind::KubeArmorPolicy,
+    PolicyKind::KubeArmorClusterPolicy,
+    PolicyKind::KubeArmorHostPolicy,
+];
 
 /// `spec` of `reference` checked by armor-core's loader: the policy, or its errors.
 fn check(reference: &PolicyRef, spec: &serde_json::Value) -> (Result<Policy, String>, Vec<String>) {
@@ -313,15 +334,29 @@ impl PolicyIndex {
                 for (_, o) in listed {
                     changed |= self.upsert(o);
                 }
+                if !self.synced.contains(&kind) {
+                    self.synced.push(kind);
+                    // The last first list completes the cold start: enforce what there is.
+                    changed |= self.is_synced();
+                }
                 changed
             }
         };
+        self.dirty |= changed;
         let mut effects = Vec::new();
-        if changed && let Some(compiled) = self.compile() {
-            effects.push(PolicyEffect::Enforce(Arc::new(compiled)));
+        if self.dirty && self.is_synced() {
+            self.dirty = false;
+            if let Some(compiled) = self.compile() {
+                effects.push(PolicyEffect::Enforce(Arc::new(compiled)));
+            }
         }
         effects.extend(self.statuses());
         effects
+    }
+
+    /// Whether the first list of every kind is complete.
+    fn is_synced(&self) -> bool {
+        KINDS.iter().all(|k| self.synced.contains(k))
     }
 
     /// Takes an object's new version; whether the valid policies changed.
@@ -330,10 +365,16 @@ impl PolicyIndex {
         if let Some(e) = self.entries.get_mut(&r)
             && e.object.spec == object.spec
         {
-            // The same spec (a re-list, or our own status write): only the status is news.
+            // The same spec (a re-list, or our own status write): only the status is news. A
+            // status other than the one last seen (written by someone else, or an object
+            // re-created with the same spec) is asked again if it is not the wanted one.
+            if e.object.status != object.status {
+                self.wanted.remove(&r);
+            }
             e.object.status = object.status;
             return false;
         }
+        self.wanted.remove(&r);
         let (checked, warnings) = check(&r, &object.spec);
         let was_valid = self.entries.get(&r).is_some_and(|e| e.checked.is_ok());
         let now_valid = checked.is_ok();
@@ -342,22 +383,32 @@ impl PolicyIndex {
             Entry {
                 object,
                 checked,
+                compile_error: None,
                 warnings,
             },
         );
         was_valid || now_valid
     }
 
-    /// Every valid policy compiled together. A policy that does not compile (a glob over the
-    /// size limit) is invalid on its own: it is marked so and left out, and the others compile.
-    /// When the valid policies only fail together (over the rule limit), the last ones in
-    /// reference order are left out, one at a time, until the rest compiles. `None` only if
-    /// an empty set did not compile, which cannot happen.
+    /// Every valid policy compiled together. A policy that does not compile alone (a glob
+    /// over the size limit) is left out with that reason; when the valid policies only fail
+    /// together (over the rule limit), the last ones in reference order are left out, one at a
+    /// time, until the rest compiles. Recomputed from the validated policies on every call, so
+    /// a policy left out comes back when room is made. `None` only if an empty set did not
+    /// compile, which cannot happen.
     fn compile(&mut self) -> Option<CompiledPolicy> {
+        for e in self.entries.values_mut() {
+            e.compile_error = None;
+        }
+        let alone_fails = |p: &Policy| {
+            let mut one = PolicySet::new();
+            one.push(p.clone());
+            CompiledPolicy::build(&one).err()
+        };
         loop {
             let mut set = PolicySet::new();
             for e in self.entries.values() {
-                if let Ok(p) = &e.checked {
+                if let (Ok(p), None) = (&e.checked, &e.compile_error) {
                     set.push(p.clone());
                 }
             }
@@ -365,32 +416,24 @@ impl PolicyIndex {
                 Ok(c) => return Some(c),
                 Err(err) => err,
             };
-            let alone_fails = |p: &Policy| {
-                let mut one = PolicySet::new();
-                one.push(p.clone());
-                CompiledPolicy::build(&one).is_err()
-            };
-            let mut culprits: Vec<PolicyRef> = self
-                .entries
-                .iter()
-                .filter(|(_, e)| e.checked.as_ref().is_ok_and(alone_fails))
-                .map(|(r, _)| r.clone())
-                .collect();
-            if culprits.is_empty() {
-                culprits.extend(
-                    self.entries
-                        .iter()
-                        .rev()
-                        .find(|(_, e)| e.checked.is_ok())
-                        .map(|(r, _)| r.clone()),
-                );
+            let mut left_out = false;
+            for e in self.entries.values_mut() {
+                if let (Ok(p), None) = (&e.checked, &e.compile_error)
+                    && let Some(own) = alone_fails(p)
+                {
+                    e.compile_error = Some(format!("not compiled: {own}"));
+                    left_out = true;
+                }
             }
-            if culprits.is_empty() {
-                return None;
-            }
-            for r in culprits {
-                if let Some(e) = self.entries.get_mut(&r) {
-                    e.checked = Err(format!("not compiled: {err}"));
+            if !left_out {
+                let last = self
+                    .entries
+                    .values_mut()
+                    .rev()
+                    .find(|e| e.checked.is_ok() && e.compile_error.is_none());
+                match last {
+                    Some(e) => e.compile_error = Some(format!("not compiled: {err}")),
+                    None => return None,
                 }
             }
         }
@@ -401,12 +444,12 @@ impl PolicyIndex {
     fn statuses(&mut self) -> Vec<PolicyEffect> {
         let mut out = Vec::new();
         for (r, e) in &self.entries {
-            let want = match &e.checked {
-                Ok(_) => PolicyStatus::new(
+            let want = match (&e.checked, &e.compile_error) {
+                (Ok(_), None) => PolicyStatus::new(
                     APPLIED,
                     (!e.warnings.is_empty()).then(|| e.warnings.join("; ")),
                 ),
-                Err(why) => PolicyStatus::new(INVALID, Some(why.clone())),
+                (Ok(_), Some(why)) | (Err(why), _) => PolicyStatus::new(INVALID, Some(why.clone())),
             };
             let asked = self.wanted.get(r) == Some(&want);
             if e.object.status.as_ref() != Some(&want) && !asked {
@@ -432,7 +475,7 @@ impl PolicyIndex {
     pub fn objects(&self) -> Vec<(PolicyRef, bool)> {
         self.entries
             .iter()
-            .map(|(r, e)| (r.clone(), e.checked.is_ok()))
+            .map(|(r, e)| (r.clone(), e.checked.is_ok() && e.compile_error.is_none()))
             .collect()
     }
 }

@@ -3,10 +3,10 @@
 //! statuses written on the objects. Everything that decides is the index's; this module only
 //! moves events and effects.
 //!
-//! Watches restart on their own (kube-runtime's watcher with its default backoff: a lost
-//! connection, an expired resource version answered `410 Gone`, an API server restart): the
-//! re-list that follows goes through the index, which changes nothing for objects that did not
-//! change. While the API server is unreachable the last compiled policies stay in force.
+//! Watches restart on their own (kube-runtime's watcher with its default backoff): after a
+//! lost connection or an API server restart they resume from the last resource version, and
+//! when that version is gone (`410 Gone`) they list again; a re-list goes through the index,
+//! which changes nothing for objects that did not change. While the API server is unreachable the last compiled policies stay in force.
 
 use std::sync::Arc;
 
@@ -61,7 +61,10 @@ pub async fn write_status(
     reference: &PolicyRef,
     status: &PolicyStatus,
 ) -> Result<(), StatusError> {
-    let patch = Patch::Merge(serde_json::json!({ "status": status }));
+    // Both fields, `null` for an absent one: a merge patch removes only what it names.
+    let patch = Patch::Merge(serde_json::json!({
+        "status": { "status": status.status, "message": status.message }
+    }));
     let params = PatchParams::apply(FIELD_MANAGER);
     let name = reference.name.as_str();
     let result = match (reference.kind, &reference.namespace) {

@@ -1,6 +1,7 @@
 //! A small YAML writer for JSON values, for files people read and `kubectl apply` takes: block
 //! mappings and sequences, keys in the value's order (serde_json's: sorted), strings plain where YAML reads them back
-//! as the same string and double-quoted (JSON escapes, which YAML shares) everywhere else.
+//! as the same string (a letter, `_` or `/` first, then letters, digits, `_-./`; no boolean or
+//! null word) and double-quoted, with everything but printable ASCII escaped, everywhere else.
 //!
 //! ```
 //! let v = serde_json::json!({"kind": "X", "spec": {"names": ["a", "true"], "count": 1, "e": {}}});
@@ -107,17 +108,29 @@ fn string(s: &str) -> String {
     let plain = s
         .chars()
         .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/' || c == '.')
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
         && !matches!(
             s.to_ascii_lowercase().as_str(),
-            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | ".inf" | ".nan"
+            "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
         );
     if plain {
-        s.to_string()
-    } else {
-        // A JSON string is a valid YAML double-quoted scalar with the same value.
-        serde_json::Value::String(s.to_string()).to_string()
+        return s.to_string();
     }
+    // Printable ASCII as it is, everything else escaped: what YAML's double-quoted style reads
+    // back as the same string (no raw control, C1, line or paragraph separator characters).
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08X}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -82,12 +82,15 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
         }
     };
 
+    // The first lists (empty) are enforced once: an empty set.
+    assert_eq!(wait_for("the cold start", count(1)).await, vec![0]);
+
     // Applied: enforced with its rule, status Applied.
     let block = "selector: {matchLabels: {app: web}}\nfile:\n  matchPaths: [{path: /etc/shadow}]\naction: Block\n";
     api.create(&PostParams::default(), &policy("no-shadow", block))
         .await
         .unwrap();
-    assert_eq!(wait_for("the first policy", count(1)).await, vec![1]);
+    assert_eq!(wait_for("the first policy", count(2)).await, vec![0, 1]);
     support::status_of(&api, "no-shadow", APPLIED).await;
 
     // Updated: enforced again with both rules.
@@ -96,7 +99,7 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     api.patch("no-shadow", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    assert_eq!(wait_for("the update", count(2)).await, vec![1, 2]);
+    assert_eq!(wait_for("the update", count(3)).await, vec![0, 1, 2]);
 
     // Invalid for armor-core (an unclosed glob class), valid for the schema: refused with the
     // field, nothing enforced anew.
@@ -114,11 +117,12 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         enforced.lock().unwrap().len(),
-        2,
+        3,
         "an invalid policy changes no rules"
     );
 
-    // The API server restarts: the watches re-list; nothing unchanged is applied twice.
+    // The API server restarts: the watches resume (or list again); nothing unchanged is
+    // applied twice.
     cp.stop_apiserver();
     tokio::time::sleep(Duration::from_secs(1)).await;
     cp.start_apiserver().await;
@@ -129,8 +133,8 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
         .await
         .unwrap();
     assert_eq!(
-        wait_for("the delete after the restart", count(3)).await,
-        vec![1, 2, 0]
+        wait_for("the delete after the restart", count(4)).await,
+        vec![0, 1, 2, 0]
     );
     assert!(
         *watch_errors.lock().unwrap() > 0,

@@ -14,6 +14,22 @@ use armor_k8s::policies::{
 };
 use serde_json::json;
 
+/// An index whose first lists of the three kinds were empty.
+fn synced() -> PolicyIndex {
+    let mut index = PolicyIndex::new();
+    let kinds = [
+        PolicyKind::KubeArmorPolicy,
+        PolicyKind::KubeArmorClusterPolicy,
+        PolicyKind::KubeArmorHostPolicy,
+    ];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let effects = index.apply(PolicyEvent::InitDone(kind));
+        // Nothing before the last first list; then the empty set.
+        assert_eq!(enforced(&effects), (i == 2).then_some(0));
+    }
+    index
+}
+
 fn ksp(name: &str, spec: serde_json::Value) -> PolicyObject {
     PolicyObject::new(
         PolicyRef::new(PolicyKind::KubeArmorPolicy, Some("shop"), name),
@@ -53,7 +69,7 @@ fn with_status(mut o: PolicyObject, status: &PolicyStatus) -> PolicyObject {
 
 #[test]
 fn a_policy_is_enforced_and_marked_applied_once() {
-    let mut index = PolicyIndex::new();
+    let mut index = synced();
     let effects = index.apply(PolicyEvent::Apply(ksp("a", block("/etc/shadow"))));
     assert_eq!(enforced(&effects), Some(1));
     let st = statuses(&effects);
@@ -71,7 +87,7 @@ fn a_policy_is_enforced_and_marked_applied_once() {
 
 #[test]
 fn an_invalid_policy_is_refused_with_its_field_and_the_others_stay() {
-    let mut index = PolicyIndex::new();
+    let mut index = synced();
     index.apply(PolicyEvent::Apply(ksp("good", block("/etc/shadow"))));
     // Relative paths pass no schema here: the validator is what refuses them.
     let bad = json!({"selector": {"matchLabels": {"app": "web"}},
@@ -100,7 +116,7 @@ fn an_invalid_policy_is_refused_with_its_field_and_the_others_stay() {
 
 #[test]
 fn a_relist_replaces_a_kind_and_applies_nothing_twice() {
-    let mut index = PolicyIndex::new();
+    let mut index = synced();
     for (n, p) in [("a", "/etc/a"), ("b", "/etc/b")] {
         let effects = index.apply(PolicyEvent::Apply(ksp(n, block(p))));
         let st = statuses(&effects);
@@ -141,7 +157,7 @@ fn a_relist_replaces_a_kind_and_applies_nothing_twice() {
 
 #[test]
 fn deleting_an_invalid_policy_changes_no_rules() {
-    let mut index = PolicyIndex::new();
+    let mut index = synced();
     index.apply(PolicyEvent::Apply(ksp("good", block("/etc/shadow"))));
     index.apply(PolicyEvent::Apply(ksp(
         "bad",
@@ -159,4 +175,33 @@ fn deleting_an_invalid_policy_changes_no_rules() {
         "good",
     )));
     assert_eq!(enforced(&effects), Some(0));
+}
+
+#[test]
+fn nothing_is_enforced_before_every_kind_is_listed_then_everything_at_once() {
+    let mut index = PolicyIndex::new();
+    index.apply(PolicyEvent::Init(PolicyKind::KubeArmorPolicy));
+    index.apply(PolicyEvent::InitApply(ksp("a", block("/etc/a"))));
+    assert!(enforced(&index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorPolicy))).is_none());
+    assert!(enforced(&index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b"))))).is_none());
+    assert!(
+        enforced(&index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorHostPolicy))).is_none()
+    );
+    let effects = index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorClusterPolicy));
+    assert_eq!(enforced(&effects), Some(2), "one Enforce with both");
+}
+
+#[test]
+fn a_status_changed_by_someone_else_is_written_again() {
+    let mut index = synced();
+    let effects = index.apply(PolicyEvent::Apply(ksp("a", block("/etc/a"))));
+    let ours = statuses(&effects).remove(0).1;
+    index.apply(PolicyEvent::Apply(with_status(
+        ksp("a", block("/etc/a")),
+        &ours,
+    )));
+    // Overwritten (or the object re-created with the same spec and no status).
+    let effects = index.apply(PolicyEvent::Apply(ksp("a", block("/etc/a"))));
+    assert_eq!(statuses(&effects).len(), 1, "{effects:?}");
+    assert_eq!(statuses(&effects)[0].1, ours);
 }

@@ -36,8 +36,9 @@ pub(crate) fn testenv() -> Option<PathBuf> {
                 ),
                 None => "ARMOR_K8S_TESTENV is not set".to_string(),
             };
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                !ci,
                 "{why}: scripts/test builds the real kube-apiserver (scripts/k8s-tools) first"
             );
             println!(
@@ -49,11 +50,19 @@ pub(crate) fn testenv() -> Option<PathBuf> {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// Three distinct free loopback ports (held together while chosen, so they differ; another
+/// process may still take one before the server binds it, which fails the start loudly).
+fn free_ports() -> (u16, u16, u16) {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    let port = |i: usize| {
+        listeners[i]
+            .local_addr()
+            .map(|a| a.port())
+            .expect("a bound port")
+    };
+    (port(0), port(1), port(2))
 }
 
 /// A running etcd and kube-apiserver.
@@ -77,10 +86,19 @@ impl ControlPlane {
         let dir = std::env::temp_dir().join(format!("armor-k8s-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("pki")).expect("test directory");
-        let (client, peer, port) = (free_port(), free_port(), free_port());
+        let status = Command::new(&tool)
+            .arg("keygen")
+            .arg(dir.join("sa.key"))
+            .arg(dir.join("sa.pub"))
+            .status()
+            .expect("keygen runs");
+        assert!(status.success(), "keygen failed");
+        let (client, peer, port) = free_ports();
         let etcd_url = format!("http://127.0.0.1:{client}");
         let log = fs::File::create(dir.join("etcd.log")).expect("etcd log");
         let etcd = Command::new(&tool)
+            .env("ARMOR_TESTENV_EXIT_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
             .arg("etcd")
             .args(["--name", "armor-test", "--log-level", "warn"])
             .arg(format!("--data-dir={}", dir.join("etcd").display()))
@@ -97,13 +115,6 @@ impl ControlPlane {
             .stderr(log)
             .spawn()
             .expect("etcd starts");
-        let status = Command::new(&tool)
-            .arg("keygen")
-            .arg(dir.join("sa.key"))
-            .arg(dir.join("sa.pub"))
-            .status()
-            .expect("keygen runs");
-        assert!(status.success(), "keygen failed");
         fs::write(
             dir.join("tokens.csv"),
             format!(
@@ -141,6 +152,8 @@ impl ControlPlane {
             .expect("apiserver log");
         let (key, public) = (self.dir.join("sa.key"), self.dir.join("sa.pub"));
         let child = Command::new(&self.tool)
+            .env("ARMOR_TESTENV_EXIT_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
             .arg("kube-apiserver")
             .arg(format!("--etcd-servers={}", self.etcd_url))
             .arg("--bind-address=127.0.0.1")

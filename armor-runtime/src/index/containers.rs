@@ -26,7 +26,11 @@ impl WorkloadIndex {
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let pod_labels = self.identities.get(&info.id);
+        let by_pod = IdentityKey::pod_container_of(info).and_then(|k| self.identities.get(&k));
+        let pod_labels = self
+            .identities
+            .get(&IdentityKey::ContainerId(info.id.clone()))
+            .or(by_pod);
         if let Some(labels) = pod_labels {
             c.labels
                 .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -41,64 +45,72 @@ impl WorkloadIndex {
             &self.policy,
         );
         t.since = self.clock.map(|n| n.instant);
-        t.identified = pod_labels.is_some();
         t
     }
 
-    /// A container's pod labels are known (or forgotten): a tracked container whose labels
-    /// change gets its rules again, and one that ran without them is reported with how long.
+    /// A container's pod labels are known (or forgotten, for containers to come): each tracked
+    /// container they name whose labels change gets its rules again, and how long it ran with
+    /// the others is reported.
     pub(super) fn container_identity(
         &mut self,
-        id: &str,
+        key: &IdentityKey,
         labels: Option<&BTreeMap<String, String>>,
     ) -> Vec<Effect> {
-        match labels {
-            Some(l) => {
-                self.identities.insert(id.to_string(), l.clone());
-            }
-            None => {
-                self.identities.remove(id);
-            }
-        }
-        let Some(&cgroup_id) = self.ids.get(id) else {
+        let Some(labels) = labels else {
+            self.identities.remove(key);
             return Vec::new();
         };
-        let Some(old) = self.workloads.get(&cgroup_id) else {
-            return Vec::new();
-        };
-        let Some(info) = old.info.clone() else {
-            return Vec::new();
-        };
-        let mut t = self.track(&info, old.key.clone());
+        self.identities.insert(key.clone(), labels.clone());
+        let mut named: Vec<u64> = self
+            .workloads
+            .iter()
+            .filter(|(_, t)| t.info.as_ref().is_some_and(|i| key.names(i)))
+            .map(|(id, _)| *id)
+            .collect();
+        named.sort_unstable();
         let mut effects = Vec::new();
-        if labels.is_some() && !old.identified {
-            let waited = match (old.since, self.clock) {
+        for cgroup_id in named {
+            let Some((old_key, info, old_labels, coverage, applied, since)) =
+                self.workloads.get(&cgroup_id).and_then(|old| {
+                    let Workload::Container(c) = &old.workload else {
+                        return None;
+                    };
+                    Some((
+                        old.key.clone(),
+                        old.info.clone()?,
+                        c.labels.clone(),
+                        old.coverage.clone(),
+                        old.applied,
+                        old.since,
+                    ))
+                })
+            else {
+                continue;
+            };
+            let mut t = self.track(&info, old_key);
+            let changed = matches!(&t.workload, Workload::Container(c) if c.labels != old_labels);
+            if !changed {
+                continue;
+            }
+            let waited = match (since, self.clock) {
                 (Some(since), Some(now)) => now.instant.saturating_duration_since(since),
                 _ => std::time::Duration::ZERO,
             };
             effects.push(Effect::Problem(format!(
                 "{}: its pod's labels arrived {} ms after it was tracked; until then the \
-                 policies selecting its own labels applied",
-                old.key,
+                 policies selecting its earlier labels applied",
+                t.key,
                 waited.as_millis()
             )));
+            // The coverage reported so far is the baseline, and what is applied stays applied.
+            t.coverage = coverage;
+            t.applied = applied;
+            t.since = since;
+            let visibility = t.set_visibility(cgroup_id);
+            self.workloads.insert(cgroup_id, t);
+            effects.push(self.apply_in_place(Slot::Cgroup(cgroup_id)));
+            effects.push(visibility);
         }
-        let same = matches!((&t.workload, &old.workload),
-            (Workload::Container(a), Workload::Container(b)) if a.labels == b.labels);
-        // The coverage reported so far is the baseline, and what is applied stays applied.
-        t.coverage = old.coverage.clone();
-        t.applied = old.applied;
-        t.since = old.since;
-        if same {
-            if let Some(w) = self.workloads.get_mut(&cgroup_id) {
-                w.identified = t.identified;
-            }
-            return effects;
-        }
-        let visibility = t.set_visibility(cgroup_id);
-        self.workloads.insert(cgroup_id, t);
-        effects.push(self.apply_in_place(Slot::Cgroup(cgroup_id)));
-        effects.push(visibility);
         effects
     }
 
@@ -233,7 +245,6 @@ impl WorkloadIndex {
     /// longer loaded ahead.
     pub(super) fn container_stopped(&mut self, id: &str) -> Vec<Effect> {
         self.prepared.remove(id);
-        self.identities.remove(id);
         match self.ids.remove(id) {
             Some(cgroup_id) => {
                 let mut effects = self.untrack(cgroup_id, id);

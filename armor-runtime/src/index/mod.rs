@@ -104,6 +104,41 @@ pub enum ContainerChange {
     Unchanged,
 }
 
+/// Which container an orchestrator's identity is for ([`Input::ContainerIdentity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdentityKey {
+    /// The container's runtime id (as the pod's status reports it, without `containerd://`).
+    ContainerId(String),
+    /// The pod's uid and the container's name: known from the pod's spec before the container
+    /// exists, and carried by the CRI's labels of the container (`io.kubernetes.pod.uid`,
+    /// `io.kubernetes.container.name`).
+    PodContainer {
+        /// The pod's uid.
+        pod_uid: String,
+        /// The container's name in the pod.
+        container: String,
+    },
+}
+
+impl IdentityKey {
+    /// The key of the container `info` by pod uid and name, when its labels carry them.
+    pub fn pod_container_of(info: &ContainerInfo) -> Option<Self> {
+        Some(Self::PodContainer {
+            pod_uid: info.labels.get("io.kubernetes.pod.uid")?.clone(),
+            container: info.labels.get("io.kubernetes.container.name")?.clone(),
+        })
+    }
+
+    /// Whether it names the container `info`.
+    pub fn names(&self, info: &ContainerInfo) -> bool {
+        match self {
+            Self::ContainerId(id) => *id == info.id,
+            pc => Self::pod_container_of(info).as_ref() == Some(pc),
+        }
+    }
+}
+
 /// Where an apply's rules belong, to match its [`Input::Applied`] with it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -232,14 +267,15 @@ pub enum Input<'a> {
         /// Its root file system.
         rootfs: &'a Path,
     },
-    /// What the orchestrator knows of a container (by runtime id) that its runtime does not:
-    /// the labels of its pod (Kubernetes keeps them on the pod, not on the container), which
-    /// policies select it by. Known before the container is tracked, they are its labels from
-    /// the start; known after, its rules are applied again with them, and how long it ran
-    /// without them is reported. `None` forgets them.
+    /// What the orchestrator knows of a container that its runtime does not: the labels of
+    /// its pod (Kubernetes keeps them on the pod, not on the container), which policies select
+    /// it by. Known before the container is tracked (by pod uid and container name, from the
+    /// pod's spec), they are its labels from the start; known after, its rules are applied
+    /// again with them, and how long it ran with other rules is reported. `None` forgets them
+    /// for containers to come; a tracked container keeps its labels until it stops.
     ContainerIdentity {
-        /// The container's runtime id.
-        id: &'a str,
+        /// Which container.
+        key: &'a IdentityKey,
         /// Its pod's labels.
         labels: Option<&'a BTreeMap<String, String>>,
     },
@@ -342,8 +378,8 @@ pub struct WorkloadIndex {
     unit_children: HashMap<String, BTreeMap<u64, String>>,
     /// Containers defined but without a task yet whose rules were loaded ahead, by id.
     prepared: HashMap<String, WorkloadKey>,
-    /// Pod labels of containers by runtime id ([`Input::ContainerIdentity`]).
-    identities: HashMap<String, BTreeMap<String, String>>,
+    /// Pod labels of containers ([`Input::ContainerIdentity`]).
+    identities: HashMap<IdentityKey, BTreeMap<String, String>>,
     /// The time of the input being taken.
     clock: Option<Now>,
     /// Applies waiting for their [`Input::Applied`].
@@ -406,7 +442,7 @@ impl WorkloadIndex {
                 rootfs,
             } => self.container_creating(info, cgroup_id, rootfs),
             Input::ContainerStopped { id } => self.container_stopped(id),
-            Input::ContainerIdentity { id, labels } => self.container_identity(id, labels),
+            Input::ContainerIdentity { key, labels } => self.container_identity(key, labels),
             Input::ServiceRunning { service, cgroup_id } => {
                 self.service_running(service, cgroup_id)
             }

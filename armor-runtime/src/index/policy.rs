@@ -44,6 +44,7 @@ impl WorkloadIndex {
             ),
         };
         t.coverage = old.coverage.clone();
+        t.since = old.since;
         t
     }
 

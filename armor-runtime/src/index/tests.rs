@@ -771,21 +771,29 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     let bare = |id: &str, pid: u32| {
         let mut info = web(id, pid);
         info.labels.remove("app");
+        info.labels
+            .insert("io.kubernetes.pod.uid".into(), format!("uid-{id}"));
         info
     };
     let pod_labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
     let rules_of =
         |index: &WorkloadIndex, cgroup: u64| index.workloads[&cgroup].rules.rule_ids().len();
 
-    // Known before: the first apply already carries the pod's rules, and nothing is reported.
+    // Known before, from the pod's spec (pod uid and container name): the first apply already
+    // carries the pod's rules, and nothing is reported.
+    let early = IdentityKey::PodContainer {
+        pod_uid: "uid-early".into(),
+        container: "web".into(),
+    };
     index.apply(
         &Input::ContainerIdentity {
-            id: "early",
+            key: &early,
             labels: Some(&pod_labels),
         },
         now(),
     );
     let info = bare("early", 700);
+    assert!(early.names(&info));
     let effects = index.apply(
         &Input::ContainerRunning {
             info: &info,
@@ -800,8 +808,8 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
         "{out:?}"
     );
 
-    // Known after: tracked with its own labels (no rules), then applied again with the pod's,
-    // and the wait is reported.
+    // Known after, by runtime id: tracked with its own labels (no rules), then applied again
+    // with the pod's, and the wait is reported once.
     let t0 = Instant::now();
     let at = |ms: u64| Now::at(t0 + Duration::from_millis(ms), SystemTime::UNIX_EPOCH);
     let info = bare("late", 701);
@@ -814,9 +822,10 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     );
     drive(&mut index, effects, &|_| held(&[]));
     assert_eq!(rules_of(&index, 72), 0);
+    let late = IdentityKey::ContainerId("late".into());
     let effects = index.apply(
         &Input::ContainerIdentity {
-            id: "late",
+            key: &late,
             labels: Some(&pod_labels),
         },
         at(250),
@@ -829,23 +838,23 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     );
     drive(&mut index, effects, &|_| held(&[]));
     assert_eq!(rules_of(&index, 72), 2);
-    // The same labels again: nothing to do.
+    // The same labels again: nothing to do, nothing reported.
     let effects = index.apply(
         &Input::ContainerIdentity {
-            id: "late",
+            key: &late,
             labels: Some(&pod_labels),
         },
         at(300),
     );
     assert!(effects.is_empty(), "{effects:?}");
-    // Forgotten: back to its own labels.
+    // Forgotten (the pod is going): the running container keeps its rules until it stops.
     let effects = index.apply(
         &Input::ContainerIdentity {
-            id: "late",
+            key: &late,
             labels: None,
         },
         at(400),
     );
-    drive(&mut index, effects, &|_| held(&[]));
-    assert_eq!(rules_of(&index, 72), 0);
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(rules_of(&index, 72), 2);
 }

@@ -19,11 +19,9 @@ pub(super) struct Tracked {
     pub(super) coverage: Coverage,
     /// An enforcer holds this workload's rules (to remove when it goes), enforced or not.
     pub(super) applied: bool,
-    /// When it was tracked (a container: to measure how long it ran before its pod's identity
+    /// When it was tracked (a container: to measure how long it ran before its pod's labels
     /// arrived).
     pub(super) since: Option<Instant>,
-    /// Whether its pod's identity (labels) was known when it was tracked or arrived since.
-    pub(super) identified: bool,
 }
 
 impl Tracked {
@@ -50,7 +48,6 @@ impl Tracked {
             coverage: Coverage::NoRules,
             applied: false,
             since: None,
-            identified: false,
         }
     }
 

@@ -185,13 +185,19 @@ impl Runtime {
         admitted(self.run(&input, now))
     }
 
-    /// Sets (or, with `None`, forgets) the labels of the pod of the container with runtime id
-    /// `id`, as the orchestrator reports them ([`Input::ContainerIdentity`]): policies select
-    /// the container by them from then on. A tracked container whose labels change gets its
-    /// rules again before this returns; one that ran without its pod's labels is reported
-    /// through [`Runtime::take_problems`] with how long it did.
-    pub fn container_identity(&mut self, id: &str, labels: Option<&BTreeMap<String, String>>) {
-        self.run(&Input::ContainerIdentity { id, labels }, Now::system());
+    /// Sets (or, with `None`, forgets for containers to come) the labels of the pod of the
+    /// container `key` names, as the orchestrator reports them ([`Input::ContainerIdentity`]):
+    /// policies select the container by them. Known before the container is tracked (by pod
+    /// uid and container name, from the pod's spec) they select its rules from its first
+    /// apply; a tracked container whose labels change gets its rules again before this
+    /// returns, and how long it ran with other rules is reported through
+    /// [`Runtime::take_problems`].
+    pub fn container_identity(
+        &mut self,
+        key: &IdentityKey,
+        labels: Option<&BTreeMap<String, String>>,
+    ) {
+        self.run(&Input::ContainerIdentity { key, labels }, Now::system());
     }
 
     /// Stops tracking a container (removes its rules from the enforcers and its kernel

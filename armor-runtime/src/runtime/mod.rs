@@ -19,8 +19,8 @@ use crate::enforcement::Enforcement;
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::index::{
-    Application, ApplyOutcome, ContainerChange, Effect, EnforcerOutcome, FoundUnit, Input, Now,
-    WorkloadIndex,
+    Application, ApplyOutcome, ContainerChange, Effect, EnforcerOutcome, FoundUnit, IdentityKey,
+    Input, Now, WorkloadIndex,
 };
 
 mod config;

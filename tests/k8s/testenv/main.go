@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 
 	"go.etcd.io/etcd/server/v3/etcdmain"
@@ -29,6 +30,14 @@ func main() {
 		os.Exit(2)
 	}
 	tool, args := os.Args[1], os.Args[2:]
+	if os.Getenv("ARMOR_TESTENV_EXIT_ON_STDIN_EOF") == "1" {
+		// The test that started this process holds its stdin: when the test ends, even
+		// killed, stdin reaches EOF and nothing is left running.
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			os.Exit(0)
+		}()
+	}
 	switch tool {
 	case "etcd":
 		etcdmain.Main(append([]string{"etcd"}, args...))
