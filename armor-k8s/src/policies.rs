@@ -350,7 +350,10 @@ impl PolicyIndex {
                 effects.push(PolicyEffect::Enforce(Arc::new(compiled)));
             }
         }
-        effects.extend(self.statuses());
+        // `Applied` says a policy is in force: no status before the policies are enforced.
+        if self.is_synced() {
+            effects.extend(self.statuses());
+        }
         effects
     }
 

@@ -11,13 +11,10 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use armor_core::CompiledPolicy;
 use armor_k8s::crd::{KubeArmorPolicy, KubeArmorPolicySpec};
-use armor_k8s::policies::{APPLIED, INVALID, PolicyIndex};
-use armor_k8s::watch::{Report, follow_policies};
+use armor_k8s::policies::{APPLIED, INVALID};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 fn policy(name: &str, yaml_spec: &str) -> KubeArmorPolicy {
@@ -34,19 +31,6 @@ fn policy(name: &str, yaml_spec: &str) -> KubeArmorPolicy {
     p
 }
 
-/// Every compiled policy the follower handed over (its rule count), in order.
-type Enforced = Arc<Mutex<Vec<usize>>>;
-
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(v) = f() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     let Some(mut cp) = support::ControlPlane::start("live-policies").await else {
@@ -56,41 +40,23 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     support::install_crds(&client).await;
     let api: Api<KubeArmorPolicy> = Api::namespaced(client.clone(), "default");
 
-    let enforced: Enforced = Arc::default();
-    let watch_errors = Arc::new(Mutex::new(0usize));
-    let (e, w) = (enforced.clone(), watch_errors.clone());
-    let follower = client.clone();
-    let task = tokio::spawn(async move {
-        let mut index = PolicyIndex::new();
-        follow_policies(
-            follower,
-            &mut index,
-            move |p: Arc<CompiledPolicy>| e.lock().unwrap().push(p.rules().len()),
-            move |r| {
-                if let Report::WatchError(_) = r {
-                    *w.lock().unwrap() += 1;
-                }
-            },
-        )
-        .await;
-    });
-    let count = |n: usize| {
-        let e = enforced.clone();
-        move || {
-            let v = e.lock().unwrap();
-            (v.len() >= n).then(|| v.clone())
-        }
-    };
+    let follower = support::Follower::start(client.clone());
 
     // The first lists (empty) are enforced once: an empty set.
-    assert_eq!(wait_for("the cold start", count(1)).await, vec![0]);
+    assert_eq!(
+        follower.enforced_at_least(1, "the cold start").await,
+        vec![0]
+    );
 
     // Applied: enforced with its rule, status Applied.
     let block = "selector: {matchLabels: {app: web}}\nfile:\n  matchPaths: [{path: /etc/shadow}]\naction: Block\n";
     api.create(&PostParams::default(), &policy("no-shadow", block))
         .await
         .unwrap();
-    assert_eq!(wait_for("the first policy", count(2)).await, vec![0, 1]);
+    assert_eq!(
+        follower.enforced_at_least(2, "the first policy").await,
+        vec![0, 1]
+    );
     support::status_of(&api, "no-shadow", APPLIED).await;
 
     // Updated: enforced again with both rules.
@@ -99,7 +65,10 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     api.patch("no-shadow", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    assert_eq!(wait_for("the update", count(3)).await, vec![0, 1, 2]);
+    assert_eq!(
+        follower.enforced_at_least(3, "the update").await,
+        vec![0, 1, 2]
+    );
 
     // Invalid for armor-core (an unclosed glob class), valid for the schema: refused with the
     // field, nothing enforced anew.
@@ -116,7 +85,7 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        enforced.lock().unwrap().len(),
+        follower.enforced.lock().unwrap().len(),
         3,
         "an invalid policy changes no rules"
     );
@@ -133,12 +102,16 @@ async fn policies_are_followed_validated_and_survive_an_api_server_restart() {
         .await
         .unwrap();
     assert_eq!(
-        wait_for("the delete after the restart", count(4)).await,
+        follower
+            .enforced_at_least(4, "the delete after the restart")
+            .await,
         vec![0, 1, 2, 0]
     );
     assert!(
-        *watch_errors.lock().unwrap() > 0,
+        follower
+            .watch_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
         "the restart was seen by the watches (else this test proves nothing)"
     );
-    task.abort();
 }

@@ -183,12 +183,17 @@ fn nothing_is_enforced_before_every_kind_is_listed_then_everything_at_once() {
     index.apply(PolicyEvent::Init(PolicyKind::KubeArmorPolicy));
     index.apply(PolicyEvent::InitApply(ksp("a", block("/etc/a"))));
     assert!(enforced(&index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorPolicy))).is_none());
-    assert!(enforced(&index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b"))))).is_none());
+    let early = index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b"))));
+    assert!(
+        early.is_empty(),
+        "no Enforce and no status before the sync: {early:?}"
+    );
     assert!(
         enforced(&index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorHostPolicy))).is_none()
     );
     let effects = index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorClusterPolicy));
     assert_eq!(enforced(&effects), Some(2), "one Enforce with both");
+    assert_eq!(statuses(&effects).len(), 2, "then both statuses");
 }
 
 #[test]

@@ -10,12 +10,10 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use armor_k8s::crd::{KubeArmorPolicy, KubeArmorPolicySpec};
-use armor_k8s::policies::{APPLIED, PolicyIndex};
-use armor_k8s::watch::follow_policies;
+use armor_k8s::policies::APPLIED;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
@@ -27,7 +25,7 @@ async fn the_agent_works_with_exactly_the_cluster_role_of_deploy() {
     let admin = cp.admin().await;
     support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
     support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
-    // The CRDs serve once established; a first create may race it.
+    support::wait_crds_established(&admin).await;
     let admin_api: Api<KubeArmorPolicy> = Api::namespaced(admin.clone(), "default");
     let mut spec = KubeArmorPolicySpec::default();
     spec.spec = serde_json::from_value(serde_json::json!({
@@ -36,38 +34,19 @@ async fn the_agent_works_with_exactly_the_cluster_role_of_deploy() {
     .unwrap();
     let mut p = KubeArmorPolicy::new("no-shadow", spec);
     p.metadata.namespace = Some("default".into());
-    let mut created = false;
-    for _ in 0..100 {
-        if admin_api.create(&PostParams::default(), &p).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(created, "the policy could not be created");
+    admin_api.create(&PostParams::default(), &p).await.unwrap();
 
     let agent = cp.client_with(support::AGENT_TOKEN).await;
     // What the agent does, as the agent.
-    let enforced = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let (e, r) = (enforced.clone(), errors.clone());
-    let follower = agent.clone();
-    let task = tokio::spawn(async move {
-        let mut index = PolicyIndex::new();
-        follow_policies(
-            follower,
-            &mut index,
-            move |p| e.lock().unwrap().push(p.rules().len()),
-            move |report| r.lock().unwrap().push(format!("{report:?}")),
-        )
-        .await;
-    });
+    let follower = support::Follower::start(agent.clone());
     support::status_of(&admin_api, "no-shadow", APPLIED).await;
-    assert_eq!(*enforced.lock().unwrap(), vec![1]);
+    assert_eq!(*follower.enforced.lock().unwrap(), vec![1]);
+    // Watch errors while the new role binding reaches the authorizer are retried; a status
+    // the role does not let it write would be a `Status` report.
+    let reports = follower.reports.lock().unwrap().clone();
     assert!(
-        errors.lock().unwrap().is_empty(),
-        "{:?}",
-        errors.lock().unwrap()
+        !reports.iter().any(|r| r.starts_with("Status")),
+        "{reports:?}"
     );
     // The rest of what it reads.
     Api::<Pod>::all(agent.clone())
@@ -115,5 +94,4 @@ async fn the_agent_works_with_exactly_the_cluster_role_of_deploy() {
             .map(drop),
         "read another ConfigMap",
     );
-    task.abort();
 }

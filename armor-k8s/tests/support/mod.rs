@@ -311,6 +311,14 @@ pub(crate) async fn install_crds(client: &Client) {
             .await
             .unwrap();
     }
+    wait_crds_established(client).await;
+}
+
+/// Waits until the three CRDs are established (their kinds served).
+pub(crate) async fn wait_crds_established(client: &Client) {
+    let api: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
     for crd in armor_k8s::crd::crds() {
         let name = crd.metadata.name.clone().unwrap();
         let mut waited = Duration::ZERO;
@@ -348,4 +356,65 @@ pub(crate) async fn status_of(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{name} never got status {want}");
+}
+
+/// A policy follower running as `client` ([`armor_k8s::watch::follow_policies`]): what it
+/// enforced (rule counts, in order) and what it reported.
+pub(crate) struct Follower {
+    /// The rule count of every compiled policy handed over.
+    pub(crate) enforced: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    /// Its reports (`Debug`).
+    pub(crate) reports: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// How many of them were watch errors.
+    pub(crate) watch_errors: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Follower {
+    /// Starts following the policies as `client`.
+    pub(crate) fn start(client: Client) -> Self {
+        let enforced = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let watch_errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (e, r, w) = (enforced.clone(), reports.clone(), watch_errors.clone());
+        let task = tokio::spawn(async move {
+            let mut index = armor_k8s::policies::PolicyIndex::new();
+            armor_k8s::watch::follow_policies(
+                client,
+                &mut index,
+                move |p| e.lock().expect("lock").push(p.rules().len()),
+                move |report| {
+                    if matches!(report, armor_k8s::watch::Report::WatchError(_)) {
+                        w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    r.lock().expect("lock").push(format!("{report:?}"));
+                },
+            )
+            .await;
+        });
+        Self {
+            enforced,
+            reports,
+            watch_errors,
+            task,
+        }
+    }
+
+    /// The rule counts enforced so far, once there are at least `n`.
+    pub(crate) async fn enforced_at_least(&self, n: usize, what: &str) -> Vec<usize> {
+        for _ in 0..300 {
+            let now = self.enforced.lock().expect("lock").clone();
+            if now.len() >= n {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
