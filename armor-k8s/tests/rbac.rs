@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use armor_k8s::crd::{KubeArmorPolicy, KubeArmorPolicySpec};
 use armor_k8s::policies::APPLIED;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
