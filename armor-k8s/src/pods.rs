@@ -5,9 +5,10 @@
 //! The effects say which containers became known or changed ([`PodEffect::Known`]) and which
 //! are gone ([`PodEffect::Gone`]); the agent joins them with the runtime's containers by id.
 //!
-//! A container is known once the pod's status carries its id (`containerID` of its status),
-//! which the kubelet writes after the runtime created it: a container can start before its pod
-//! update arrives, and is then identified as soon as both are known.
+//! A container is known by id once the pod's status carries it (`containerID`), which the
+//! kubelet writes after the runtime created it. Its pod's labels are known earlier, from the
+//! spec, by pod uid and container name ([`PodEffect::PodLabels`]): the runtime's own labels of a
+//! CRI container carry both, so the labels can select its rules from its first instruction.
 //!
 //! ```
 //! use armor_k8s::pods::{PodEffect, PodIndex};
@@ -22,7 +23,9 @@
 //! })).unwrap();
 //! let mut index = PodIndex::new();
 //! let effects = index.apply(Event::Apply(pod));
-//! assert!(matches!(&effects[..], [PodEffect::Known(c)] if c.container_id == "abc"
+//! // The pod's labels by pod uid and container name, then the container by its runtime id.
+//! assert!(matches!(&effects[0], PodEffect::PodLabels(p) if p.containers == ["web"]));
+//! assert!(matches!(&effects[1], PodEffect::Known(c) if c.container_id == "abc"
 //!     && c.labels["app"] == "web" && c.container == "web"));
 //! ```
 
@@ -90,10 +93,53 @@ pub struct ContainerIdentity {
     pub host_pid: bool,
 }
 
+/// The labels of a pod's containers as its spec names them: known before any of them exists,
+/// and carried by each container's CRI labels (`io.kubernetes.pod.uid`,
+/// `io.kubernetes.container.name`), so a runtime can give a container its pod's labels from
+/// the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PodLabels {
+    /// The pod's uid.
+    pub pod_uid: String,
+    /// The names of its containers: regular, init and ephemeral.
+    pub containers: Vec<String>,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The labels of `pod`'s containers from its spec (`None` for a pod without uid or spec).
+pub fn labels_of(pod: &Pod) -> Option<PodLabels> {
+    let spec = pod.spec.as_ref()?;
+    let mut containers: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
+    containers.extend(
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.clone()),
+    );
+    containers.extend(
+        spec.ephemeral_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.clone()),
+    );
+    Some(PodLabels {
+        pod_uid: pod.uid()?,
+        containers,
+        labels: pod.labels().clone(),
+    })
+}
+
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PodEffect {
+    /// A pod appeared, or its labels or containers changed: its containers' labels by pod uid
+    /// and container name (before the containers exist).
+    PodLabels(Box<PodLabels>),
+    /// A pod is gone: forget its containers' labels.
+    PodGone(Box<PodLabels>),
     /// A container is known now, or its identity changed (labels, annotations, owner).
     Known(Box<ContainerIdentity>),
     /// A container is gone (its pod was deleted, or its status names another id now).
@@ -186,13 +232,18 @@ pub fn containers_of(pod: &Pod) -> BTreeMap<String, ContainerIdentity> {
 /// The pods of a node and their containers; a pure reducer (see the [module](self)).
 #[derive(Debug, Default)]
 pub struct PodIndex {
+    /// The labels of each pod's containers from its spec, by pod key.
+    specs: HashMap<String, PodLabels>,
     /// Containers by pod uid (a pod's key), then by container id.
     pods: HashMap<String, BTreeMap<String, ContainerIdentity>>,
     /// Container id → pod uid.
     ids: HashMap<String, String>,
     /// A re-list under way: the pods listed so far.
-    relisting: Option<HashMap<String, BTreeMap<String, ContainerIdentity>>>,
+    relisting: Option<HashMap<String, Listed>>,
 }
+
+/// What a pod is made of: its spec's labels and its containers with runtime ids.
+type Listed = (Option<PodLabels>, BTreeMap<String, ContainerIdentity>);
 
 /// A pod's key: its uid, else `namespace/name` (objects built by hand).
 fn key_of(pod: &Pod) -> String {
@@ -206,49 +257,76 @@ impl PodIndex {
         Self::default()
     }
 
-    /// Takes one pod watch event; returns what changed.
+    /// Takes one pod watch event; returns what changed: for each pod, its spec's labels first
+    /// (`PodLabels`, `PodGone`), then its containers by id (`Known`, `Gone`).
     pub fn apply(&mut self, ev: Event<Pod>) -> Vec<PodEffect> {
         match ev {
             Event::Apply(pod) => {
                 let key = key_of(&pod);
-                self.replace(&key, containers_of(&pod))
+                self.set(&key, (labels_of(&pod), containers_of(&pod)))
             }
-            Event::Delete(pod) => self.replace(&key_of(&pod), BTreeMap::new()),
+            Event::Delete(pod) => self.set(&key_of(&pod), (None, BTreeMap::new())),
             Event::Init => {
                 self.relisting = Some(HashMap::new());
                 Vec::new()
             }
-            Event::InitApply(pod) => match self.relisting.as_mut() {
-                Some(list) => {
-                    list.insert(key_of(&pod), containers_of(&pod));
-                    Vec::new()
+            Event::InitApply(pod) => {
+                let key = key_of(&pod);
+                let listed = (labels_of(&pod), containers_of(&pod));
+                match self.relisting.as_mut() {
+                    Some(list) => {
+                        list.insert(key, listed);
+                        Vec::new()
+                    }
+                    None => self.set(&key, listed),
                 }
-                None => {
-                    let key = key_of(&pod);
-                    self.replace(&key, containers_of(&pod))
-                }
-            },
+            }
             Event::InitDone => {
                 let listed = self.relisting.take().unwrap_or_default();
                 let mut effects = Vec::new();
-                let gone: Vec<String> = self
+                let mut gone: Vec<String> = self
                     .pods
                     .keys()
+                    .chain(self.specs.keys())
                     .filter(|k| !listed.contains_key(*k))
                     .cloned()
                     .collect();
+                gone.sort();
+                gone.dedup();
                 for k in gone {
-                    effects.extend(self.replace(&k, BTreeMap::new()));
+                    effects.extend(self.set(&k, (None, BTreeMap::new())));
                 }
-                let mut listed: Vec<(String, BTreeMap<String, ContainerIdentity>)> =
-                    listed.into_iter().collect();
+                let mut listed: Vec<(String, Listed)> = listed.into_iter().collect();
                 listed.sort_by(|a, b| a.0.cmp(&b.0));
-                for (k, containers) in listed {
-                    effects.extend(self.replace(&k, containers));
+                for (k, now) in listed {
+                    effects.extend(self.set(&k, now));
                 }
                 effects
             }
         }
+    }
+
+    /// Sets pod `key` to what it is now.
+    fn set(&mut self, key: &str, (labels, containers): Listed) -> Vec<PodEffect> {
+        let before = self.specs.remove(key);
+        let mut effects = Vec::new();
+        match (before, labels) {
+            (Some(b), None) => effects.push(PodEffect::PodGone(Box::new(b))),
+            (b, Some(now)) => {
+                if b.as_ref() != Some(&now) {
+                    effects.push(PodEffect::PodLabels(Box::new(now.clone())));
+                }
+                self.specs.insert(key.to_string(), now);
+            }
+            (None, None) => {}
+        }
+        effects.extend(self.replace(key, containers));
+        effects
+    }
+
+    /// The labels of the pod with uid `pod_uid`'s containers, as its spec names them.
+    pub fn pod_labels(&self, pod_uid: &str) -> Option<&PodLabels> {
+        self.specs.values().find(|p| p.pod_uid == pod_uid)
     }
 
     /// Sets the containers of pod `key`: what is new or changed is Known, what left is Gone.

@@ -109,12 +109,15 @@ fn every_container_of_a_pod_is_identified_with_its_pods_labels_and_owner() {
 #[test]
 fn a_container_is_known_once_its_id_arrives_and_follows_label_changes_and_restarts() {
     let mut index = PodIndex::new();
-    // Created, not started: no ids yet.
-    assert!(
-        index
-            .apply(Event::Apply(pod(json!({"app": "web"}), None, None, None)))
-            .is_empty()
-    );
+    // Created, not started: no ids yet, but the spec's labels by pod uid and container name.
+    let effects = index.apply(Event::Apply(pod(json!({"app": "web"}), None, None, None)));
+    let [PodEffect::PodLabels(p)] = effects.as_slice() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(p.pod_uid, "uid-1");
+    assert_eq!(p.containers, ["web", "setup", "debug"]);
+    assert_eq!(p.labels["app"], "web");
+    assert_eq!(index.pod_labels("uid-1").unwrap().labels["app"], "web");
     // The kubelet reports the id: known now.
     let effects = index.apply(Event::Apply(pod(
         json!({"app": "web"}),
@@ -137,13 +140,14 @@ fn a_container_is_known_once_its_id_arrives_and_follows_label_changes_and_restar
             )))
             .is_empty()
     );
-    // Relabelled: known again with the new labels.
+    // Relabelled: the spec's labels again, then the container known again with them.
     let effects = index.apply(Event::Apply(pod(
         json!({"app": "api"}),
         Some("w1"),
         None,
         None,
     )));
+    assert!(matches!(&effects[0], PodEffect::PodLabels(p) if p.labels["app"] == "api"));
     assert_eq!(known(&effects).len(), 1);
     assert_eq!(index.container("w1").unwrap().labels["app"], "api");
     // Restarted: the old id is gone, the new one known.
@@ -159,15 +163,17 @@ fn a_container_is_known_once_its_id_arrives_and_follows_label_changes_and_restar
         vec![("w2".to_string(), ContainerKind::Regular)]
     );
     assert!(index.container("w1").is_none());
-    // Deleted: gone.
+    // Deleted: the pod's labels and its container are gone.
     let effects = index.apply(Event::Delete(pod(
         json!({"app": "api"}),
         Some("w2"),
         None,
         None,
     )));
+    assert!(matches!(&effects[0], PodEffect::PodGone(p) if p.pod_uid == "uid-1"));
     assert_eq!(gone(&effects), vec!["w2"]);
     assert!(index.is_empty());
+    assert!(index.pod_labels("uid-1").is_none());
 }
 
 #[test]
@@ -203,7 +209,11 @@ fn a_relist_drops_the_pods_not_listed_and_repeats_nothing() {
             .is_empty()
     );
     let effects = index.apply(Event::InitDone);
-    assert_eq!(effects, vec![PodEffect::Gone("b1".to_string())]);
+    assert!(
+        matches!(&effects[0], PodEffect::PodGone(p) if p.pod_uid == "uid-2"),
+        "{effects:?}"
+    );
+    assert_eq!(effects[1..], [PodEffect::Gone("b1".to_string())]);
     // A bare pod is its own owner.
     other.metadata.owner_references = None;
     index.apply(Event::Apply(other));
