@@ -42,28 +42,8 @@ pub const PROTOCOL_PATTERN: &str = "(tcp|TCP|udp|UDP|raw|RAW|icmp|ICMP|icmpv6|IC
 /// The capabilities `matchCapabilities` names (as KubeArmor's CRD: matched at the end).
 pub const CAPABILITY_PATTERN: &str = "(chown|dac_override|dac_read_search|fowner|fsetid|kill|setgid|setuid|setpcap|linux_immutable|net_bind_service|net_broadcast|net_admin|net_raw|ipc_lock|ipc_owner|sys_module|sys_rawio|sys_chroot|sys_ptrace|sys_pacct|sys_admin|sys_boot|sys_nice|sys_resource|sys_time|sys_tty_config|mknod|lease|audit_write|audit_control|setfcap|mac_override|mac_admin)$";
 
-/// Severity, tags, message and action, on a policy, a section or a rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct Meta {
-    /// 1 (lowest) to 10.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 10)))]
-    pub severity: Option<u8>,
-    /// Tags copied into alerts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    /// A message copied into alerts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// `Allow`, `Audit` or `Block`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<Action>,
-}
-
-/// Severity, tags and message without an action (syscall rules only audit).
+/// Severity, tags and message: on everything, and all that syscall rules carry (they only
+/// audit).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +59,20 @@ pub struct AuditMeta {
     /// A message copied into alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Severity, tags, message and action, on a policy, a section or a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Meta {
+    /// Severity, tags and message.
+    #[serde(flatten)]
+    pub audit: AuditMeta,
+    /// `Allow`, `Audit` or `Block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
 }
 
 /// A `fromSource` entry: the program a rule is limited to.

@@ -70,29 +70,21 @@ impl WorkloadIndex {
         named.sort_unstable();
         let mut effects = Vec::new();
         for cgroup_id in named {
-            let Some((old_key, info, old_labels, coverage, applied, since)) =
-                self.workloads.get(&cgroup_id).and_then(|old| {
-                    let Workload::Container(c) = &old.workload else {
-                        return None;
-                    };
-                    Some((
-                        old.key.clone(),
-                        old.info.clone()?,
-                        c.labels.clone(),
-                        old.coverage.clone(),
-                        old.applied,
-                        old.since,
-                    ))
-                })
-            else {
+            let Some(old) = self.workloads.get(&cgroup_id).cloned() else {
                 continue;
             };
-            let mut t = self.track(&info, old_key);
-            let changed = matches!(&t.workload, Workload::Container(c) if c.labels != old_labels);
+            let Some(info) = &old.info else {
+                continue;
+            };
+            let mut t = self.track(info, old.key.clone());
+            let changed = match (&t.workload, &old.workload) {
+                (Workload::Container(new), Workload::Container(was)) => new.labels != was.labels,
+                _ => false,
+            };
             if !changed {
                 continue;
             }
-            let waited = match (since, self.clock) {
+            let waited = match (old.since, self.clock) {
                 (Some(since), Some(now)) => now.instant.saturating_duration_since(since),
                 _ => std::time::Duration::ZERO,
             };
@@ -103,9 +95,9 @@ impl WorkloadIndex {
                 waited.as_millis()
             )));
             // The coverage reported so far is the baseline, and what is applied stays applied.
-            t.coverage = coverage;
-            t.applied = applied;
-            t.since = since;
+            t.coverage = old.coverage;
+            t.applied = old.applied;
+            t.since = old.since;
             let visibility = t.set_visibility(cgroup_id);
             self.workloads.insert(cgroup_id, t);
             effects.push(self.apply_in_place(Slot::Cgroup(cgroup_id)));
