@@ -37,6 +37,7 @@ mod parse;
 pub mod posture;
 pub mod rule;
 pub mod selector;
+pub mod settings;
 pub mod syscalls;
 pub mod telemetry;
 mod validate;
@@ -55,5 +56,5 @@ pub use parse::{
 };
 pub use posture::{Posture, PostureAction, PostureConfig, Visibility};
 pub use rule::{Rule, Target};
-pub use workload::{Container, Host, Workload, WorkloadKey};
+pub use workload::{Container, Host, Owner, Workload, WorkloadKey};
 pub use yaml::LoadLimits;

@@ -20,6 +20,43 @@ pub struct Container {
     pub pod: Option<String>,
     /// Pod annotations (visibility, policy mode).
     pub annotations: BTreeMap<String, String>,
+    /// The workload that owns the pod (a Deployment, a DaemonSet, …), when the orchestrator
+    /// says; alerts carry it as `Owner`. Policies do not select by it.
+    pub owner: Option<Owner>,
+}
+
+/// The workload that owns a pod, as KubeArmor's records carry it (`Owner`: `Ref`, `Name`,
+/// `Namespace`): the top of the pod's owner chain as far as the pod shows it (`Deployment` for a
+/// ReplicaSet named `<deployment>-<hash>`; `Pod` for a bare pod).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[non_exhaustive]
+pub struct Owner {
+    /// Its kind: `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `CronJob`, `ReplicaSet`,
+    /// `Pod`, ….
+    #[serde(rename = "Ref", default)]
+    pub kind: String,
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// Its namespace.
+    #[serde(default)]
+    pub namespace: String,
+}
+
+impl Owner {
+    /// The `kind` named `name` in `namespace`.
+    pub fn new(
+        kind: impl Into<String>,
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
 }
 
 impl Container {

@@ -47,17 +47,7 @@ pub enum ContainerKind {
     Ephemeral,
 }
 
-/// The workload that owns a pod (KubeArmor's `Owner`: `Ref`, `Name`, `Namespace`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Owner {
-    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job`, `ReplicaSet`, … (`Pod` for a bare pod).
-    pub kind: String,
-    /// Its name.
-    pub name: String,
-    /// Its namespace.
-    pub namespace: String,
-}
+pub use armor_core::Owner;
 
 /// A container as the Kubernetes API describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +83,8 @@ pub struct ContainerIdentity {
     pub host_pid: bool,
 }
 
-/// The labels of a pod's containers as its spec names them: known before any of them exists,
-/// and carried by each container's CRI labels (`io.kubernetes.pod.uid`,
+/// The identity of a pod's containers as its metadata and spec give it: known before any of
+/// them exists, and carried by each container's CRI labels (`io.kubernetes.pod.uid`,
 /// `io.kubernetes.container.name`), so a runtime can give a container its pod's labels from
 /// the start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +96,10 @@ pub struct PodLabels {
     pub containers: Vec<String>,
     /// The pod's labels.
     pub labels: BTreeMap<String, String>,
+    /// The pod's annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The workload owning it.
+    pub owner: Owner,
 }
 
 /// The labels of `pod`'s containers from its spec (`None` for a pod without uid or spec).
@@ -128,6 +122,8 @@ pub fn labels_of(pod: &Pod) -> Option<PodLabels> {
         pod_uid: pod.uid()?,
         containers,
         labels: pod.labels().clone(),
+        annotations: pod.annotations().clone(),
+        owner: owner_of(pod),
     })
 }
 
@@ -156,27 +152,15 @@ pub fn owner_of(pod: &Pod) -> Owner {
         .iter()
         .find(|r| r.controller == Some(true));
     let Some(c) = controller else {
-        return Owner {
-            kind: "Pod".to_string(),
-            name: pod.name_any(),
-            namespace,
-        };
+        return Owner::new("Pod", pod.name_any(), namespace);
     };
     if c.kind == "ReplicaSet"
         && let Some(hash) = pod.labels().get("pod-template-hash")
         && let Some(deployment) = c.name.strip_suffix(&format!("-{hash}"))
     {
-        return Owner {
-            kind: "Deployment".to_string(),
-            name: deployment.to_string(),
-            namespace,
-        };
+        return Owner::new("Deployment", deployment, namespace);
     }
-    Owner {
-        kind: c.kind.clone(),
-        name: c.name.clone(),
-        namespace,
-    }
+    Owner::new(c.kind.clone(), c.name.clone(), namespace)
 }
 
 /// `runtime://id` split into the runtime and the bare id.

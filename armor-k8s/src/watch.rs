@@ -8,6 +8,7 @@
 //! when that version is gone (`410 Gone`) they list again; a re-list goes through the index,
 //! which changes nothing for objects that did not change. While the API server is unreachable the last compiled policies stay in force.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use armor_core::CompiledPolicy;
@@ -19,7 +20,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::crd::{KubeArmorClusterPolicy, KubeArmorHostPolicy, KubeArmorPolicy};
+use crate::node::{NodeInput, NodeSettings, NodeState};
+use crate::pods::{PodEffect, PodIndex};
 use crate::policies::{PolicyEffect, PolicyEvent, PolicyIndex, PolicyRef};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 
 /// The field manager armor's status writes carry.
 pub const FIELD_MANAGER: &str = "armor";
@@ -36,23 +40,45 @@ pub struct StatusError {
     pub source: kube::Error,
 }
 
+/// The watch of one policy kind, its events kind-erased; a watch error (the API server
+/// unreachable, a decode failure) is an `Err` item and the watch goes on after a backoff.
+fn policy_watch(
+    client: &Client,
+    kind: PolicyKind,
+) -> futures::stream::BoxStream<'static, Result<PolicyEvent, watcher::Error>> {
+    let config = watcher::Config::default();
+    match kind {
+        PolicyKind::KubeArmorPolicy => watcher(Api::<KubeArmorPolicy>::all(client.clone()), config)
+            .default_backoff()
+            .map(move |r| r.map(|e| PolicyEvent::from_watcher(kind, e)))
+            .boxed(),
+        PolicyKind::KubeArmorClusterPolicy => {
+            watcher(Api::<KubeArmorClusterPolicy>::all(client.clone()), config)
+                .default_backoff()
+                .map(move |r| r.map(|e| PolicyEvent::from_watcher(kind, e)))
+                .boxed()
+        }
+        _ => watcher(Api::<KubeArmorHostPolicy>::all(client.clone()), config)
+            .default_backoff()
+            .map(move |r| r.map(|e| PolicyEvent::from_watcher(kind, e)))
+            .boxed(),
+    }
+}
+
+/// The three policy kinds, each watched.
+const POLICY_KINDS: [PolicyKind; 3] = [
+    PolicyKind::KubeArmorPolicy,
+    PolicyKind::KubeArmorClusterPolicy,
+    PolicyKind::KubeArmorHostPolicy,
+];
+
 /// The three policy watches of `client`'s cluster as one stream of kind-erased events; a
 /// watch error (the API server unreachable, a decode failure) is an `Err` item and the watch
 /// goes on after a backoff.
 pub fn policy_events(
     client: &Client,
 ) -> impl Stream<Item = Result<PolicyEvent, watcher::Error>> + Send + 'static {
-    let config = watcher::Config::default;
-    let ksp = watcher(Api::<KubeArmorPolicy>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| PolicyEvent::from_watcher(PolicyKind::KubeArmorPolicy, e)));
-    let csp = watcher(Api::<KubeArmorClusterPolicy>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| PolicyEvent::from_watcher(PolicyKind::KubeArmorClusterPolicy, e)));
-    let hsp = watcher(Api::<KubeArmorHostPolicy>::all(client.clone()), config())
-        .default_backoff()
-        .map(|r| r.map(|e| PolicyEvent::from_watcher(PolicyKind::KubeArmorHostPolicy, e)));
-    futures::stream::select_all([ksp.boxed(), csp.boxed(), hsp.boxed()])
+    futures::stream::select_all(POLICY_KINDS.map(|k| policy_watch(client, k)))
 }
 
 /// Writes `status` on the object (a merge patch of its `status` subresource).
@@ -135,6 +161,229 @@ pub async fn follow_policies(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Which watches a node's agent runs ([`follow_node`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeWatch {
+    /// This node's name (the downward API's `spec.nodeName`): pods are watched with
+    /// `spec.nodeName=<node>`, the node with `metadata.name=<node>`.
+    pub node: String,
+    /// The settings ConfigMap's namespace.
+    pub config_namespace: String,
+    /// The settings ConfigMap's name (watched with `metadata.name=<name>`).
+    pub config_name: String,
+}
+
+impl NodeWatch {
+    /// The watches of `node`, with the settings in ConfigMap `armor/armor-config`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            config_namespace: "armor".to_string(),
+            config_name: "armor-config".to_string(),
+        }
+    }
+
+    /// The same with the settings in ConfigMap `namespace/name`.
+    #[must_use]
+    pub fn config(mut self, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        self.config_namespace = namespace.into();
+        self.config_name = name.into();
+        self
+    }
+}
+
+/// What a node's agent is told ([`follow_node`]), in the order it happened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeUpdate {
+    /// Every valid policy object, compiled: put them in force.
+    Policies(Arc<CompiledPolicy>),
+    /// A pod of this node changed ([`PodIndex`]).
+    Pod(PodEffect),
+    /// The node's settings changed ([`NodeState`]).
+    Settings(Box<NodeSettings>),
+    /// Something to log: a settings object not taken, a status not written, a watch error.
+    Problem(String),
+    /// A watch fails: what is in force stays, and the agent is stale until [`NodeUpdate::Fresh`].
+    Stale(String),
+    /// Every watch that failed answers again.
+    Fresh,
+    /// Every watch listed once: policies, pods, namespaces, the node and the ConfigMap are all
+    /// known (sent once, after their updates).
+    Synced,
+}
+
+/// One item of one of the merged watches (boxed: pod and node objects are large).
+enum Watched {
+    Policy(PolicyEvent),
+    Pod(Box<watcher::Event<Pod>>),
+    Node(Box<NodeInput>),
+}
+
+/// The watches' names, for the log (the policy watches are named by their kinds).
+const POLICIES: &str = "policies";
+const PODS: &str = "pods";
+const NAMESPACES: &str = "namespaces";
+const NODE: &str = "node";
+const SETTINGS: &str = "settings";
+/// How long the watches must report no error before a stale agent is fresh again.
+const FRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a stale agent asks the API server whether it answers.
+const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many names [`listed`](follow_node) must hold: the policies (once the index enforced),
+/// pods, namespaces, node, settings.
+const WATCHES: usize = 5;
+
+/// Follows everything one node's agent needs until the watches end (they do not, unless the
+/// client is dropped): the three policy kinds (statuses written), this node's pods
+/// (`spec.nodeName`), the namespaces, this node and the settings ConfigMap, each through its
+/// reducer ([`PolicyIndex`], [`PodIndex`], [`NodeState`]); what changed goes to `sink` in
+/// order. A failing watch makes the agent [`NodeUpdate::Stale`] and retries with kube-runtime's
+/// backoff (0.8 s doubling up to 30 s); the agent is [`NodeUpdate::Fresh`] again once no watch
+/// failed for 5 s and the API server answers. A re-list after a lost connection changes
+/// nothing that did not change.
+pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut(NodeUpdate)) {
+    let config = watcher::Config::default;
+    let pods = watcher(
+        Api::<Pod>::all(client.clone()),
+        config().fields(&format!("spec.nodeName={}", watch.node)),
+    )
+    .default_backoff()
+    .map(|r| (PODS, r.map(|e| Watched::Pod(Box::new(e)))));
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), config())
+        .default_backoff()
+        .map(|r| {
+            (
+                NAMESPACES,
+                r.map(|e| Watched::Node(Box::new(NodeInput::Namespace(e)))),
+            )
+        });
+    let node = watcher(
+        Api::<Node>::all(client.clone()),
+        config().fields(&format!("metadata.name={}", watch.node)),
+    )
+    .default_backoff()
+    .map(|r| {
+        (
+            NODE,
+            r.map(|e| Watched::Node(Box::new(NodeInput::Node(Box::new(e))))),
+        )
+    });
+    let settings = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), &watch.config_namespace),
+        config().fields(&format!("metadata.name={}", watch.config_name)),
+    )
+    .default_backoff()
+    .map(|r| {
+        (
+            SETTINGS,
+            r.map(|e| Watched::Node(Box::new(NodeInput::Config(e)))),
+        )
+    });
+    let [ksp, csp, hsp] = POLICY_KINDS
+        .map(|k| policy_watch(&client, k).map(move |r| (k.as_str(), r.map(Watched::Policy))));
+    let mut events = std::pin::pin!(futures::stream::select_all([
+        ksp.boxed(),
+        csp.boxed(),
+        hsp.boxed(),
+        pods.boxed(),
+        namespaces.boxed(),
+        node.boxed(),
+        settings.boxed(),
+    ]));
+    let mut policy_index = PolicyIndex::new();
+    let mut pod_index = PodIndex::new();
+    let mut state = NodeState::new(format!(
+        "ConfigMap {}/{}",
+        watch.config_namespace, watch.config_name
+    ));
+    let mut listed: BTreeSet<&str> = BTreeSet::new();
+    let mut synced = false;
+    // Stale since the last watch error, until the watches have been quiet for a while and the
+    // API server answers (a watch that resumed reports nothing until something changes).
+    let mut last_error: Option<tokio::time::Instant> = None;
+    let mut probe = tokio::time::interval(FRESH_PROBE);
+    loop {
+        let (name, item) = tokio::select! {
+            next = events.next() => match next {
+                Some(next) => next,
+                None => return,
+            },
+            _ = probe.tick(), if last_error.is_some() => {
+                if last_error.is_some_and(|t| t.elapsed() >= FRESH_AFTER)
+                    && client.apiserver_version().await.is_ok()
+                {
+                    last_error = None;
+                    sink(NodeUpdate::Fresh);
+                }
+                continue;
+            }
+        };
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(e) => {
+                let why = format!("{name} watch: {e}");
+                if last_error.is_none() {
+                    sink(NodeUpdate::Stale(why.clone()));
+                }
+                last_error = Some(tokio::time::Instant::now());
+                sink(NodeUpdate::Problem(why));
+                continue;
+            }
+        };
+        match ev {
+            Watched::Policy(ev) => {
+                for effect in policy_index.apply(ev) {
+                    match effect {
+                        PolicyEffect::Enforce(policy) => {
+                            listed.insert(POLICIES);
+                            sink(NodeUpdate::Policies(policy));
+                        }
+                        PolicyEffect::Status { reference, status } => {
+                            if let Err(e) = write_status(&client, &reference, &status).await {
+                                policy_index.forget_status(&reference);
+                                sink(NodeUpdate::Problem(armor_core::diag::error_chain(&e)));
+                            }
+                        }
+                    }
+                }
+            }
+            Watched::Pod(ev) => {
+                if matches!(*ev, watcher::Event::InitDone) {
+                    listed.insert(PODS);
+                }
+                for effect in pod_index.apply(*ev) {
+                    sink(NodeUpdate::Pod(effect));
+                }
+            }
+            Watched::Node(input) => {
+                if let NodeInput::Namespace(watcher::Event::InitDone)
+                | NodeInput::Config(watcher::Event::InitDone) = &*input
+                {
+                    listed.insert(name);
+                }
+                if let NodeInput::Node(ev) = &*input
+                    && matches!(**ev, watcher::Event::InitDone)
+                {
+                    listed.insert(name);
+                }
+                let out = state.apply(*input);
+                for p in out.problems {
+                    sink(NodeUpdate::Problem(p));
+                }
+                if let Some(s) = out.settings {
+                    sink(NodeUpdate::Settings(Box::new(s)));
+                }
+            }
+        }
+        if !synced && listed.len() == WATCHES {
+            synced = true;
+            sink(NodeUpdate::Synced);
         }
     }
 }

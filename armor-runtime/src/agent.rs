@@ -3,6 +3,9 @@
 //! event source, follow containerd and the inventory's systemd services, and write KubeArmor
 //! JSON lines until asked to stop.
 //!
+//! Under an orchestrator ([`run_fed`]: `armor-k8s-agent`), the policies, the pods' identities
+//! and the configuration come through a channel of [`Feed`] items instead of files.
+//!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
 //! use armor_runtime::agent::{AgentOptions, run};
@@ -17,25 +20,65 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
+use armor_core::CompiledPolicy;
 use armor_core::inventory::Inventory;
 use armor_ebpf::{EventSource, Options};
 
+use crate::containerd::ContainerInfo;
 use crate::containerd::{ContainerEvent, Containerd};
 use crate::enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 use crate::error::{Error, Result};
-use crate::hook::{Admission, HookServer, HookState};
-use crate::index::ContainerChange;
+use crate::hook::{Admission, HookRequest, HookServer, HookState};
+use crate::index::{ContainerChange, IdentityKey, PodIdentity};
 use crate::runtime::{Runtime, RuntimeConfig, load_policies};
+
+/// Where the agent's policies come from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum PolicySource {
+    /// A directory of policy files, re-read when a file in it changes.
+    Directory(PathBuf),
+    /// An orchestrator ([`run_fed`]): the policies in force at the start; the later ones
+    /// arrive as [`Feed::Policy`].
+    Fed(Arc<CompiledPolicy>),
+}
+
+/// What an orchestrator tells a running agent ([`run_fed`]). Items are taken in order, between
+/// two turns of the loop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Feed {
+    /// New policies for every workload, all or none ([`Runtime::replace_policy`]); a refusal
+    /// is logged and the previous policies stay.
+    Policy(Arc<CompiledPolicy>),
+    /// A container's pod identity, or `None` to forget it ([`Runtime::container_identity`]).
+    Identity {
+        /// Which container.
+        key: IdentityKey,
+        /// Its pod's labels, annotations and owner.
+        identity: Option<PodIdentity>,
+    },
+    /// A new configuration, all or none ([`Runtime::reconfigure`]); a refusal is logged and
+    /// the previous one stays.
+    Config(Box<RuntimeConfig>),
+    /// The orchestrator cannot be reached: what is in force stays, readiness says `stale` and
+    /// why.
+    Stale(String),
+    /// The orchestrator answers again.
+    Fresh,
+}
 
 /// What the agent runs with.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AgentOptions {
-    /// The policy directory (re-read when a file in it changes).
-    pub policies: PathBuf,
+    /// Where the policies come from.
+    pub policies: PolicySource,
     /// The containerd socket to follow containers on (`None`: the host only).
     pub containerd_socket: Option<PathBuf>,
     /// The service inventory ([`armor_core::inventory`]): the systemd services that are
@@ -51,20 +94,43 @@ pub struct AgentOptions {
     /// ([`crate::hook`]; needs `containerd_socket`). `None`: containers get their rules from
     /// containerd's `/tasks/create` event, which can arrive after the entrypoint started.
     pub hook_socket: Option<PathBuf>,
+    /// Under an orchestrator, how long the OCI hook's answer for a pod's container (one whose
+    /// CRI labels name its pod) waits for the pod's identity ([`Feed::Identity`]) before it is
+    /// decided without it: refused with [`RuntimeConfig::require_enforcement`], else admitted
+    /// with the container's own labels, and logged either way.
+    pub identity_wait: Duration,
 }
 
 impl AgentOptions {
     /// The agent on the policies under `policies`, the host only, enforcer `auto`.
     pub fn new(policies: impl Into<PathBuf>) -> Self {
+        Self::with_policies(PolicySource::Directory(policies.into()))
+    }
+
+    /// The agent under an orchestrator ([`run_fed`]), starting with `policy`, the host only,
+    /// enforcer `auto`.
+    pub fn fed(policy: Arc<CompiledPolicy>) -> Self {
+        Self::with_policies(PolicySource::Fed(policy))
+    }
+
+    fn with_policies(policies: PolicySource) -> Self {
         Self {
-            policies: policies.into(),
+            policies,
             containerd_socket: None,
             inventory: None,
             enforcer: EnforcerChoice::Auto,
             enforcement: EnforcementOptions::default(),
             config: RuntimeConfig::default(),
             hook_socket: None,
+            identity_wait: Duration::from_secs(2),
         }
+    }
+
+    /// The same with this configuration.
+    #[must_use]
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = config;
+        self
     }
 
     /// The same answering the OCI hook on `socket`.
@@ -211,25 +277,37 @@ fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetr
     out.flush().map_err(io)
 }
 
-/// Answers one OCI hook: resolves the container through containerd and puts its rules in force
-/// ([`Runtime::container_creating`]).
-fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Admission, String) {
-    let t = Instant::now();
-    let refuse = |why: String| {
-        let line = format!("container {} refused at creation: {why}", state.id);
-        (Admission::Refused(why), line)
-    };
+/// The container an OCI hook asks about, through containerd, or why it cannot be known.
+fn resolve(
+    containerd: &Containerd,
+    state: &HookState,
+) -> std::result::Result<ContainerInfo, String> {
     let Some(ns) = state.containerd_namespace() else {
-        return refuse(format!(
+        return Err(format!(
             "bundle `{}` is not a containerd task's (…/<namespace>/<id>)",
             state.bundle.display()
         ));
     };
-    let info = match containerd.get(&ns, &state.id, Some(state.pid)) {
-        Ok(i) => i,
-        Err(e) => return refuse(chain(&e)),
-    };
-    match rt.container_creating(&info, &state.rootfs()) {
+    containerd
+        .get(&ns, &state.id, Some(state.pid))
+        .map_err(|e| chain(&e))
+}
+
+/// The refusal of the container of `state`, and its log line.
+fn refusal(state: &HookState, why: String) -> (Admission, String) {
+    let line = format!("container {} refused at creation: {why}", state.id);
+    (Admission::Refused(why), line)
+}
+
+/// Answers one OCI hook for the container `info`: puts its rules in force
+/// ([`Runtime::container_creating`]); `t` is when the hook asked.
+fn admit(
+    rt: &mut Runtime,
+    info: &ContainerInfo,
+    state: &HookState,
+    t: Instant,
+) -> (Admission, String) {
+    match rt.container_creating(info, &state.rootfs()) {
         Ok(ContainerChange::Tracked(key)) => {
             // The key shows its cgroup: `ns/pod/name (cgroup N)`.
             let line = format!(
@@ -248,8 +326,15 @@ fn admit(rt: &mut Runtime, containerd: &Containerd, state: &HookState) -> (Admis
             );
             (Admission::Admitted("not a tracked container".into()), line)
         }
-        Err(e) => refuse(chain(&e)),
+        Err(e) => refusal(state, chain(&e)),
     }
+}
+
+/// An OCI hook whose answer waits for the container's pod identity.
+struct Deferred {
+    request: HookRequest,
+    info: ContainerInfo,
+    since: Instant,
 }
 
 /// Runs the agent until `stop` is set: KubeArmor Logs and Alerts as JSON lines to `out`, what it
@@ -276,9 +361,51 @@ pub fn run(
     log: &mut dyn FnMut(&str),
     stop: &AtomicBool,
 ) -> Result<()> {
-    let mut agent = Agent::start(options, log)?;
+    run_with(options, None, out, log, stop)
+}
+
+/// [`run`] under an orchestrator: besides what `run` does, the items of `feed` are taken
+/// between two turns of the loop (new policies and configurations all or none, pod identities,
+/// staleness), each logged when it changes something or is refused:
+/// `policies from the orchestrator: N rules`, `policy update refused, keeping the previous
+/// policies: …`, `configuration updated`, `readiness: stale (…): …`.
+///
+/// With a hook socket, the creation of a pod's container (its CRI labels name its pod) whose
+/// pod identity has not arrived waits for it up to [`AgentOptions::identity_wait`], so its
+/// first instruction runs under the rules its pod's labels select.
+///
+/// A `feed` whose sender is gone stops the agent with [`Error::Usage`] (the orchestrator's
+/// side ended; nothing would update the policies any more).
+pub fn run_fed(
+    options: &AgentOptions,
+    feed: &Receiver<Feed>,
+    out: &mut dyn Write,
+    log: &mut dyn FnMut(&str),
+    stop: &AtomicBool,
+) -> Result<()> {
+    run_with(options, Some(feed), out, log, stop)
+}
+
+fn run_with(
+    options: &AgentOptions,
+    feed: Option<&Receiver<Feed>>,
+    out: &mut dyn Write,
+    log: &mut dyn FnMut(&str),
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut agent = Agent::start(options, feed, log)?;
     while !stop.load(Ordering::Relaxed) {
-        agent.step(options, out, log)?;
+        if let Some(feed) = feed {
+            take_feed(
+                &mut agent.rt,
+                &agent.controls,
+                &mut agent.stale,
+                &agent.last_readiness,
+                feed,
+                log,
+            )?;
+        }
+        agent.step(options, feed.is_some(), out, log)?;
     }
     write_records(out, &[])?;
     log("stopped");
@@ -311,18 +438,40 @@ struct Agent {
     resync_now: bool,
     last_lost: u64,
     last_readiness: String,
+    /// Why the orchestrator is stale, while it is.
+    stale: Option<String>,
+    /// OCI hooks waiting for their container's pod identity.
+    deferred: Vec<Deferred>,
 }
 
 impl Agent {
     /// Everything before the loop: policies, inventory, enforcer, event source, containerd,
     /// services, the hook socket, and the `ready` line (or the refusal to start).
-    fn start(options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<Self> {
-        let policy = load_policies(&[&options.policies])?;
-        log(&format!(
-            "{} rules from {}",
-            policy.rules().len(),
-            options.policies.display()
-        ));
+    /// What an orchestrator sent before the start (pod identities, above all) is taken before
+    /// the existing containers are tracked, so they get their pods' rules at once.
+    fn start(
+        options: &AgentOptions,
+        feed: Option<&Receiver<Feed>>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        let policy: Arc<CompiledPolicy> = match &options.policies {
+            PolicySource::Directory(dir) => {
+                let policy = load_policies(&[dir])?;
+                log(&format!(
+                    "{} rules from {}",
+                    policy.rules().len(),
+                    dir.display()
+                ));
+                Arc::new(policy)
+            }
+            PolicySource::Fed(policy) => {
+                log(&format!(
+                    "{} rules from the orchestrator",
+                    policy.rules().len()
+                ));
+                policy.clone()
+            }
+        };
         let inventory = match &options.inventory {
             Some(file) => Some(open_inventory(file, log)?),
             None => None,
@@ -344,6 +493,10 @@ impl Agent {
             Some(controls.clone()),
         );
         controls.set_default_visibility(&rt.host_visibility())?;
+        let mut stale = None;
+        if let Some(feed) = feed {
+            take_feed(&mut rt, &controls, &mut stale, "starting", feed, log)?;
+        }
         let containerd = match &options.containerd_socket {
             Some(sock) => Some(follow_containerd(&mut rt, sock, log)?),
             None => None,
@@ -371,12 +524,17 @@ impl Agent {
             containerd,
             hooks,
             inventory,
-            seen: snapshot(&options.policies),
+            seen: match &options.policies {
+                PolicySource::Directory(dir) => snapshot(dir),
+                PolicySource::Fed(_) => BTreeMap::new(),
+            },
             last_check: Instant::now(),
             last_services: Instant::now(),
             resync_now: false,
             last_lost: 0,
             last_readiness,
+            stale,
+            deferred: Vec::new(),
         })
     }
 
@@ -386,13 +544,14 @@ impl Agent {
     fn step(
         &mut self,
         options: &AgentOptions,
+        fed: bool,
         out: &mut dyn Write,
         log: &mut dyn FnMut(&str),
     ) -> Result<()> {
         let mut batch = Vec::new();
         self.source
             .poll(self.poll, &mut |e| batch.push(e.clone()))?;
-        self.answer_hooks(log);
+        self.answer_hooks(options, fed, log);
         self.follow_lifecycle(log);
         let mut records = self.rt.enforcer_records(self.source.process_tree());
         for e in &batch {
@@ -411,14 +570,73 @@ impl Agent {
     }
 
     /// Answers every waiting OCI hook: a created container gets its rules before anything
-    /// else waits.
-    fn answer_hooks(&mut self, log: &mut dyn FnMut(&str)) {
-        if let (Some(server), Some((client, _))) = (&self.hooks, &self.containerd) {
-            while let Some(req) = server.try_recv() {
-                let (verdict, line) = admit(&mut self.rt, client, req.state());
-                req.answer(verdict);
-                log(&line);
+    /// else waits. Under an orchestrator (`fed`), a pod's container whose pod identity is not
+    /// known yet waits for it, up to [`AgentOptions::identity_wait`].
+    fn answer_hooks(&mut self, options: &AgentOptions, fed: bool, log: &mut dyn FnMut(&str)) {
+        let (Some(server), Some((client, _))) = (&self.hooks, &self.containerd) else {
+            return;
+        };
+        while let Some(req) = server.try_recv() {
+            let t = Instant::now();
+            let info = match resolve(client, req.state()) {
+                Ok(info) => info,
+                Err(why) => {
+                    let (verdict, line) = refusal(req.state(), why);
+                    req.answer(verdict);
+                    log(&line);
+                    continue;
+                }
+            };
+            let waits = fed
+                && !info.is_sandbox()
+                && IdentityKey::pod_container_of(&info).is_some()
+                && self.rt.index().identity_of(&info).is_none();
+            if waits {
+                self.deferred.push(Deferred {
+                    request: req,
+                    info,
+                    since: t,
+                });
+                continue;
             }
+            let (verdict, line) = admit(&mut self.rt, &info, req.state(), t);
+            req.answer(verdict);
+            log(&line);
+        }
+        let waiting = std::mem::take(&mut self.deferred);
+        for d in waiting {
+            let known = self.rt.index().identity_of(&d.info).is_some();
+            let waited = d.since.elapsed();
+            if !known && waited < options.identity_wait {
+                self.deferred.push(d);
+                continue;
+            }
+            let state = d.request.state();
+            let (verdict, line) = if known {
+                let (verdict, line) = admit(&mut self.rt, &d.info, state, d.since);
+                (verdict, format!("{line} (waited for its pod's identity)"))
+            } else if options.config.require_enforcement {
+                refusal(
+                    state,
+                    format!(
+                        "its pod's identity did not arrive within {} ms and enforcement is \
+                         required",
+                        waited.as_millis()
+                    ),
+                )
+            } else {
+                let (verdict, line) = admit(&mut self.rt, &d.info, state, d.since);
+                (
+                    verdict,
+                    format!(
+                        "{line} without its pod's identity (not arrived within {} ms): its \
+                         own labels select its rules until it does",
+                        waited.as_millis()
+                    ),
+                )
+            };
+            d.request.answer(verdict);
+            log(&line);
         }
     }
 
@@ -447,20 +665,8 @@ impl Agent {
     /// The once-a-second work: a changed policy directory is reloaded (all or nothing), a
     /// changed inventory too; a change of readiness and new kernel losses are logged.
     fn every_second(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<()> {
-        let now = snapshot(&options.policies);
-        if now != self.seen {
-            self.seen = now;
-            match self.rt.reload(&[&options.policies]) {
-                Ok(n) => {
-                    self.controls
-                        .set_default_visibility(&self.rt.host_visibility())?;
-                    log(&format!("policies reloaded: {n} rules"));
-                }
-                Err(e) => log(&format!(
-                    "reload failed, keeping the previous policies: {}",
-                    chain(&e)
-                )),
-            }
+        if let PolicySource::Directory(dir) = &options.policies {
+            self.reload_directory(dir, log)?;
         }
         if let Some(inv) = &mut self.inventory
             && reload_inventory(inv, log)
@@ -470,7 +676,10 @@ impl Agent {
         // What is enforced changed (a container partly enforced, an apply that failed).
         let now = self.rt.readiness().summary();
         if now != self.last_readiness {
-            log(&format!("readiness: {now}"));
+            match &self.stale {
+                Some(why) => log(&format!("readiness: stale ({why}): {now}")),
+                None => log(&format!("readiness: {now}")),
+            }
             self.last_readiness = now;
         }
         let lost = self.controls.stats()?.lost;
@@ -480,6 +689,27 @@ impl Agent {
                 lost.saturating_sub(self.last_lost)
             ));
             self.last_lost = lost;
+        }
+        Ok(())
+    }
+
+    /// Reloads the policy directory when a file in it changed (all or nothing).
+    fn reload_directory(&mut self, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let now = snapshot(dir);
+        if now == self.seen {
+            return Ok(());
+        }
+        self.seen = now;
+        match self.rt.reload(&[dir]) {
+            Ok(n) => {
+                self.controls
+                    .set_default_visibility(&self.rt.host_visibility())?;
+                log(&format!("policies reloaded: {n} rules"));
+            }
+            Err(e) => log(&format!(
+                "reload failed, keeping the previous policies: {}",
+                chain(&e)
+            )),
         }
         Ok(())
     }
@@ -497,6 +727,71 @@ impl Agent {
         self.last_services = Instant::now();
         describe_services(self.rt.sync_services(&inv.inventory, &inv.cgroup_root), log);
         for p in self.rt.take_problems() {
+            log(&p);
+        }
+    }
+}
+
+/// Takes every item the orchestrator sent and not taken yet; `stale` is why the orchestrator
+/// is stale, while it is, and `readiness` what the log said last.
+fn take_feed(
+    rt: &mut Runtime,
+    controls: &armor_ebpf::Controls,
+    stale: &mut Option<String>,
+    readiness: &str,
+    feed: &Receiver<Feed>,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    loop {
+        let item = match feed.try_recv() {
+            Ok(item) => item,
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                return Err(Error::Usage(
+                    "the orchestrator's feed ended: nothing would update the policies".into(),
+                ));
+            }
+        };
+        match item {
+            Feed::Policy(policy) => {
+                let n = policy.rules().len();
+                match rt.replace_policy(policy) {
+                    Ok(()) => {
+                        controls.set_default_visibility(&rt.host_visibility())?;
+                        log(&format!("policies from the orchestrator: {n} rules"));
+                    }
+                    Err(e) => log(&format!(
+                        "policy update refused, keeping the previous policies: {}",
+                        chain(&e)
+                    )),
+                }
+            }
+            Feed::Identity { key, identity } => {
+                rt.container_identity(&key, identity.as_ref());
+            }
+            Feed::Config(config) => match rt.reconfigure(&config) {
+                Ok(()) => {
+                    controls.set_default_visibility(&rt.host_visibility())?;
+                    log("configuration updated");
+                }
+                Err(e) => log(&format!(
+                    "configuration update refused, keeping the previous one: {}",
+                    chain(&e)
+                )),
+            },
+            Feed::Stale(why) => {
+                if stale.is_none() {
+                    log(&format!("readiness: stale ({why}): {}", readiness));
+                }
+                *stale = Some(why);
+            }
+            Feed::Fresh => {
+                if stale.take().is_some() {
+                    log(&format!("readiness: {}", readiness));
+                }
+            }
+        }
+        for p in rt.take_problems() {
             log(&p);
         }
     }

@@ -1,6 +1,7 @@
 //! Test support for armor.
 //!
 //! * [`cgroup`]: cgroup v2 directories tests run processes in, with their ids.
+//! * [`lines`]: a child process's log lines, waited for with a deadline.
 //! * [`corpus`]: the shared decision corpus (`corpus/`, shipped with the crate), its runner and the
 //!   [`corpus::DecisionMaker`] trait every engine and enforcer model implements.
 //! * [`naive`]: a naive reference matcher sharing no matching code with the engine.
@@ -13,6 +14,7 @@
 
 pub mod cgroup;
 pub mod corpus;
+pub mod lines;
 pub mod mix;
 #[allow(
     clippy::indexing_slicing,

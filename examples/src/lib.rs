@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod k8s;
+
 /// The environment variable that sets what the binaries log to stderr through `tracing`
 /// (`warn` when unset): a level (`debug`) or per-crate directives (`armor_core=debug,warn`).
 pub const LOG_ENV: &str = "ARMOR_LOG";

@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use armor_runtime::{Enforcement, EnforcementOptions, EnforcerChoice};
+use armor_testing::lines::Lines;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -242,48 +243,6 @@ fn help_describes_the_inventory() {
         "host policies no longer apply",
     ] {
         assert!(help.contains(needle), "`{needle}` missing: {help}");
-    }
-}
-
-/// Lines of the agent's stderr, read on a thread so a silent agent fails the test, not hangs it.
-struct Lines {
-    rx: std::sync::mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Lines {
-    fn new(stderr: std::process::ChildStderr) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            rx,
-            seen: String::new(),
-        }
-    }
-
-    /// Reads until a line contains `needle` (60 s at most); returns that line.
-    fn until(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push_str(&line);
-                    self.seen.push('\n');
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!("`{needle}` not seen ({e}):\n{}", self.seen),
-            }
-        }
     }
 }
 

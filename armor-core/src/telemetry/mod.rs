@@ -4,7 +4,7 @@
 //!
 //! One type, [`Telemetry`], carries both Logs and Alerts: an Alert is a Log with the policy
 //! fields (`PolicyName`, `Severity`, `Tags`, `ATags`, `Message`, `Enforcer`, `Action`) set.
-//! Fields armor does not interpret (`Owner`, `ExecEvent`, hashes, …) are kept in
+//! Fields armor does not interpret (`ExecEvent`, hashes, …) are kept in
 //! [`Telemetry::extra`] and written back unchanged.
 //!
 //! ```
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Decision, Verdict};
 use crate::event::{Access, Event, Operation, Socket, caps, net};
-use crate::workload::{Container, Host, Workload};
+use crate::workload::{Container, Host, Owner, Workload};
 
 /// A KubeArmor Log or Alert record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,8 @@ pub struct Telemetry {
     pub host_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +352,7 @@ impl Telemetry {
             );
             c.labels = parse_labels(self.labels.as_deref().unwrap_or(""));
             c.pod = self.pod_name.clone();
+            c.owner = self.owner.clone();
             Workload::Container(c)
         };
         let op = self
@@ -519,12 +522,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {
-        let text = r#"{"Type":"ContainerLog","Owner":{"Ref":"Deployment","Name":"web"},"HashAlgo":"sha256","Operation":"File"}"#;
+        let text = r#"{"Type":"ContainerLog","Owner":{"Ref":"Deployment","Name":"web","Namespace":"shop"},"HashAlgo":"sha256","Operation":"File"}"#;
         let t: Telemetry = serde_json::from_str(text).unwrap();
         assert_eq!(t.extra["HashAlgo"], "sha256");
+        assert_eq!(t.owner, Some(Owner::new("Deployment", "web", "shop")));
         let back = serde_json::to_string(&t).unwrap();
         assert!(
-            back.contains(r#""Owner":{"Name":"web","Ref":"Deployment"}"#),
+            back.contains(r#""Owner":{"Ref":"Deployment","Name":"web","Namespace":"shop"}"#),
             "{back}"
         );
     }

@@ -340,15 +340,16 @@ pub(crate) async fn wait_crds_established(client: &Client) {
     }
 }
 
-/// Waits until the policy `name` has status `want`; its message.
-pub(crate) async fn status_of(
-    api: &Api<armor_k8s::crd::KubeArmorPolicy>,
-    name: &str,
-    want: &str,
-) -> Option<String> {
+/// Waits until the policy `name` (of any of the three kinds) has status `want`; its message.
+pub(crate) async fn status_of<K>(api: &Api<K>, name: &str, want: &str) -> Option<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    for<'a> &'a K: Into<armor_k8s::policies::PolicyObject>,
+{
     for _ in 0..300 {
         let p = api.get(name).await.expect("the policy");
-        if let Some(st) = p.status
+        let object: armor_k8s::policies::PolicyObject = (&p).into();
+        if let Some(st) = object.status
             && st.status.as_deref() == Some(want)
         {
             return st.message;

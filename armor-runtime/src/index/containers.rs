@@ -15,7 +15,7 @@ pub(crate) fn container_name(info: &ContainerInfo) -> String {
 impl WorkloadIndex {
     /// `info` as a workload named `key`, with its rules: its labels are its own (Kubernetes'
     /// and the CRI's bookkeeping labels are not the container's) and, when known, its pod's
-    /// ([`Input::ContainerIdentity`]), which win.
+    /// ([`Input::ContainerIdentity`]), which win; so do the pod's annotations and owner.
     pub(super) fn track(&self, info: &ContainerInfo, key: WorkloadKey) -> Tracked {
         let mut c = Container::new(info.namespace(), info.name());
         c.labels = info
@@ -26,14 +26,12 @@ impl WorkloadIndex {
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let by_pod = IdentityKey::pod_container_of(info).and_then(|k| self.identities.get(&k));
-        let pod_labels = self
-            .identities
-            .get(&IdentityKey::ContainerId(info.id.clone()))
-            .or(by_pod);
-        if let Some(labels) = pod_labels {
+        if let Some(pod) = self.identity_of(info) {
             c.labels
-                .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                .extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            c.annotations
+                .extend(pod.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+            c.owner.clone_from(&pod.owner);
         }
         c.pod = info.pod();
         let mut t = Tracked::new(
@@ -48,19 +46,20 @@ impl WorkloadIndex {
         t
     }
 
-    /// A container's pod labels are known (or forgotten, for containers to come): each tracked
-    /// container they name whose labels change gets its rules again, and how long it ran with
-    /// the others is reported.
+    /// A container's pod identity is known (or forgotten, for containers to come): each
+    /// tracked container it names whose labels or annotations change gets its rules again,
+    /// and how long it ran with the others is reported; one whose owner alone changes carries
+    /// the new owner in its records.
     pub(super) fn container_identity(
         &mut self,
         key: &IdentityKey,
-        labels: Option<&BTreeMap<String, String>>,
+        identity: Option<&PodIdentity>,
     ) -> Vec<Effect> {
-        let Some(labels) = labels else {
+        let Some(identity) = identity else {
             self.identities.remove(key);
             return Vec::new();
         };
-        self.identities.insert(key.clone(), labels.clone());
+        self.identities.insert(key.clone(), identity.clone());
         let mut named: Vec<u64> = self
             .workloads
             .iter()
@@ -77,11 +76,17 @@ impl WorkloadIndex {
                 continue;
             };
             let mut t = self.track(info, old.key.clone());
-            let changed = match (&t.workload, &old.workload) {
-                (Workload::Container(new), Workload::Container(was)) => new.labels != was.labels,
-                _ => false,
+            let (selected, owner) = match (&t.workload, &old.workload) {
+                (Workload::Container(new), Workload::Container(was)) => (
+                    new.labels != was.labels || new.annotations != was.annotations,
+                    new.owner != was.owner,
+                ),
+                _ => (false, false),
             };
-            if !changed {
+            if !selected {
+                if owner && let Some(tracked) = self.workloads.get_mut(&cgroup_id) {
+                    tracked.workload = t.workload;
+                }
                 continue;
             }
             let waited = match (old.since, self.clock) {

@@ -139,6 +139,42 @@ impl IdentityKey {
     }
 }
 
+/// What the orchestrator says of a container's pod ([`Input::ContainerIdentity`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PodIdentity {
+    /// The pod's labels: added to the container's own (they win on the same key).
+    pub labels: BTreeMap<String, String>,
+    /// The pod's annotations (KubeArmor's posture and visibility annotations).
+    pub annotations: BTreeMap<String, String>,
+    /// The workload owning the pod.
+    pub owner: Option<armor_core::Owner>,
+}
+
+impl PodIdentity {
+    /// A pod with `labels`, no annotation and no owner.
+    pub fn new(labels: BTreeMap<String, String>) -> Self {
+        Self {
+            labels,
+            ..Self::default()
+        }
+    }
+
+    /// The same with these annotations.
+    #[must_use]
+    pub fn annotations(mut self, annotations: BTreeMap<String, String>) -> Self {
+        self.annotations = annotations;
+        self
+    }
+
+    /// The same owned by `owner`.
+    #[must_use]
+    pub fn owner(mut self, owner: armor_core::Owner) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+}
+
 /// Where an apply's rules belong, to match its [`Input::Applied`] with it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -267,17 +303,19 @@ pub enum Input<'a> {
         /// Its root file system.
         rootfs: &'a Path,
     },
-    /// What the orchestrator knows of a container that its runtime does not: the labels of
-    /// its pod (Kubernetes keeps them on the pod, not on the container), which policies select
-    /// it by. Known before the container is tracked (by pod uid and container name, from the
-    /// pod's spec), they are its labels from the start; known after, its rules are applied
-    /// again with them, and how long it ran with other rules is reported. `None` forgets them
-    /// for containers to come; a tracked container keeps its labels until it stops.
+    /// What the orchestrator knows of a container that its runtime does not: its pod's labels
+    /// and annotations (Kubernetes keeps them on the pod, not on the container), which policies
+    /// and postures select it by, and the pod's owner, which its records carry. Known before
+    /// the container is tracked (by pod uid and container name, from the pod's spec), they are
+    /// its identity from the start; known after, its rules are applied again when its labels
+    /// or annotations changed (how long it ran with other rules is reported), and its records
+    /// carry the new identity. `None` forgets it for containers to come; a tracked container
+    /// keeps its identity until it stops.
     ContainerIdentity {
         /// Which container.
         key: &'a IdentityKey,
-        /// Its pod's labels.
-        labels: Option<&'a BTreeMap<String, String>>,
+        /// Its pod's identity.
+        identity: Option<&'a PodIdentity>,
     },
     /// A container's task stopped (or could not be found): it is untracked and no longer
     /// loaded ahead.
@@ -309,6 +347,10 @@ pub enum Input<'a> {
     /// New policies for every workload, all or none (see
     /// [`crate::Runtime::replace_policy`]); a refusal is [`Effect::Refused`].
     ReplacePolicy(&'a Arc<CompiledPolicy>),
+    /// A new configuration (see [`crate::Runtime::reconfigure`]): every workload's rules and
+    /// visibility derived again under it, all or none; a refusal is [`Effect::Refused`] and
+    /// the previous configuration stays.
+    Reconfigure(&'a RuntimeConfig),
     /// What the enforcers did with the [`Effect::Apply`] of `slot`.
     Applied {
         /// The apply's slot.
@@ -361,6 +403,13 @@ pub enum Effect {
     },
 }
 
+/// The host as `config` names and labels it.
+fn host_workload(config: &RuntimeConfig) -> Workload {
+    let mut h = Host::new(config.host_name.clone());
+    h.labels = config.host_labels.clone();
+    Workload::Host(h)
+}
+
 /// Every workload the agent tracks, with its rules, visibility and coverage; a pure reducer
 /// (see the [module](self) for its protocol).
 #[derive(Debug)]
@@ -378,8 +427,8 @@ pub struct WorkloadIndex {
     unit_children: HashMap<String, BTreeMap<u64, String>>,
     /// Containers defined but without a task yet whose rules were loaded ahead, by id.
     prepared: HashMap<String, WorkloadKey>,
-    /// Pod labels of containers ([`Input::ContainerIdentity`]).
-    identities: HashMap<IdentityKey, BTreeMap<String, String>>,
+    /// Pod identities of containers ([`Input::ContainerIdentity`]).
+    identities: HashMap<IdentityKey, PodIdentity>,
     /// The time of the input being taken.
     clock: Option<Now>,
     /// Applies waiting for their [`Input::Applied`].
@@ -394,13 +443,11 @@ pub struct WorkloadIndex {
 impl WorkloadIndex {
     /// An index with `policy` and no workload but the host (named and labelled by `config`),
     /// whose rules are applied on [`Input::Start`].
-    pub fn new(config: RuntimeConfig, policy: CompiledPolicy) -> Self {
-        let policy = Arc::new(policy);
-        let mut h = Host::new(config.host_name.clone());
-        h.labels = config.host_labels.clone();
+    pub fn new(config: RuntimeConfig, policy: impl Into<Arc<CompiledPolicy>>) -> Self {
+        let policy = policy.into();
         let host = Tracked::new(
             WorkloadKey::new("host"),
-            Workload::Host(h),
+            host_workload(&config),
             None,
             None,
             &config.posture,
@@ -442,13 +489,14 @@ impl WorkloadIndex {
                 rootfs,
             } => self.container_creating(info, cgroup_id, rootfs),
             Input::ContainerStopped { id } => self.container_stopped(id),
-            Input::ContainerIdentity { key, labels } => self.container_identity(key, labels),
+            Input::ContainerIdentity { key, identity } => self.container_identity(key, identity),
             Input::ServiceRunning { service, cgroup_id } => {
                 self.service_running(service, cgroup_id)
             }
             Input::ServiceStopped { unit } => self.service_stopped(unit),
             Input::Services { inventory, found } => self.services_found(inventory, found),
             Input::ReplacePolicy(policy) => self.replace_policy(policy),
+            Input::Reconfigure(config) => self.reconfigure(config),
             Input::Applied { slot, outcome } => self.applied(slot, outcome),
         }
     }
@@ -456,6 +504,19 @@ impl WorkloadIndex {
     /// The compiled policies in force.
     pub fn policy(&self) -> &Arc<CompiledPolicy> {
         &self.policy
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The pod identity known for the container `info` ([`Input::ContainerIdentity`]), by its
+    /// runtime id or by its pod uid and name.
+    pub fn identity_of(&self, info: &ContainerInfo) -> Option<&PodIdentity> {
+        self.identities
+            .get(&IdentityKey::ContainerId(info.id.clone()))
+            .or_else(|| IdentityKey::pod_container_of(info).and_then(|k| self.identities.get(&k)))
     }
 
     /// The host's kernel visibility (the default for cgroups without an entry).

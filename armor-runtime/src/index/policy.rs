@@ -1,5 +1,5 @@
-//! Replacing the policies: every workload switches to its new rules in turn (the host first,
-//! then by cgroup id), all or none.
+//! Replacing the policies or the configuration: every workload switches to its new rules in
+//! turn (the host first, then by cgroup id), all or none.
 
 use std::collections::VecDeque;
 
@@ -10,6 +10,8 @@ use super::*;
 pub(super) struct Replacement {
     /// The policies in force before it.
     previous: Arc<CompiledPolicy>,
+    /// The configuration in force before it, when it replaces the configuration.
+    previous_config: Option<RuntimeConfig>,
     /// The workloads still to switch.
     todo: VecDeque<Slot>,
     /// The workloads switched (the last one: being switched), with their previous state.
@@ -34,9 +36,10 @@ impl WorkloadIndex {
                 &self.config.posture,
                 &self.policy,
             ),
+            // The host: named and labelled by the configuration.
             (None, None) => Tracked::new(
                 old.key.clone(),
-                old.workload.clone(),
+                host_workload(&self.config),
                 None,
                 None,
                 &self.config.posture,
@@ -54,19 +57,45 @@ impl WorkloadIndex {
     /// previous rules back, the previous policies stay in force and [`Effect::Refused`] names
     /// the workload and why.
     pub(super) fn replace_policy(&mut self, policy: &Arc<CompiledPolicy>) -> Vec<Effect> {
+        self.replace(Some(policy), None)
+    }
+
+    /// Starts putting `config` in force (names, host labels, postures, visibility, namespace
+    /// annotations, throttling), all or none like [`WorkloadIndex::replace_policy`]: every
+    /// workload's rules and visibility are derived again, since postures and host labels select
+    /// them; a rollback restores the previous configuration too.
+    pub(super) fn reconfigure(&mut self, config: &RuntimeConfig) -> Vec<Effect> {
+        self.replace(None, Some(config))
+    }
+
+    fn replace(
+        &mut self,
+        policy: Option<&Arc<CompiledPolicy>>,
+        config: Option<&RuntimeConfig>,
+    ) -> Vec<Effect> {
         if self.replacing.is_some() {
+            let what = if policy.is_some() {
+                "policies"
+            } else {
+                "configuration"
+            };
             return vec![Effect::Refused {
                 workload: self.host.key.name.clone(),
-                reason: "policies not replaced: another replacement is under way".to_string(),
+                reason: format!("{what} not replaced: another replacement is under way"),
             }];
         }
-        let previous = std::mem::replace(&mut self.policy, policy.clone());
+        let previous = match policy {
+            Some(p) => std::mem::replace(&mut self.policy, p.clone()),
+            None => self.policy.clone(),
+        };
+        let previous_config = config.map(|c| std::mem::replace(&mut self.config, c.clone()));
         let mut todo: VecDeque<Slot> = VecDeque::from([Slot::Host]);
         let mut ids: Vec<u64> = self.workloads.keys().copied().collect();
         ids.sort_unstable();
         todo.extend(ids.into_iter().map(Slot::Cgroup));
         self.replacing = Some(Replacement {
             previous,
+            previous_config,
             todo,
             switched: Vec::new(),
             problems: Vec::new(),
@@ -137,6 +166,14 @@ impl WorkloadIndex {
             return Vec::new();
         };
         self.policy = r.previous;
+        let what = if r.previous_config.is_some() {
+            "configuration"
+        } else {
+            "policies"
+        };
+        if let Some(config) = r.previous_config {
+            self.config = config;
+        }
         let mut effects = Vec::new();
         for (slot, back) in r.switched.into_iter().rev() {
             let app = back.application(slot.clone(), None);
@@ -148,7 +185,7 @@ impl WorkloadIndex {
         }
         effects.push(Effect::Refused {
             workload: key.name,
-            reason: format!("policies not replaced: {}", reason.join("; ")),
+            reason: format!("{what} not replaced: {}", reason.join("; ")),
         });
         effects
     }

@@ -24,6 +24,7 @@ fn identify(t: &Tracked, r: &mut Telemetry) {
     };
     r.namespace_name = Some(c.namespace.clone());
     r.pod_name = c.pod.clone();
+    r.owner.clone_from(&c.owner);
     r.labels = Some(labels_text(c));
     r.container_id = Some(id);
     r.container_name = Some(c.name.clone());

@@ -775,7 +775,7 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
             .insert("io.kubernetes.pod.uid".into(), format!("uid-{id}"));
         info
     };
-    let pod_labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+    let pod_labels = PodIdentity::new(BTreeMap::from([("app".to_string(), "web".to_string())]));
     let rules_of =
         |index: &WorkloadIndex, cgroup: u64| index.workloads[&cgroup].rules.rule_ids().len();
 
@@ -788,7 +788,7 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     index.apply(
         &Input::ContainerIdentity {
             key: &early,
-            labels: Some(&pod_labels),
+            identity: Some(&pod_labels),
         },
         now(),
     );
@@ -826,7 +826,7 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     let effects = index.apply(
         &Input::ContainerIdentity {
             key: &late,
-            labels: Some(&pod_labels),
+            identity: Some(&pod_labels),
         },
         at(250),
     );
@@ -842,7 +842,7 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     let effects = index.apply(
         &Input::ContainerIdentity {
             key: &late,
-            labels: Some(&pod_labels),
+            identity: Some(&pod_labels),
         },
         at(300),
     );
@@ -851,10 +851,113 @@ fn pod_labels_select_a_container_known_before_or_after_it_runs() {
     let effects = index.apply(
         &Input::ContainerIdentity {
             key: &late,
-            labels: None,
+            identity: None,
         },
         at(400),
     );
     assert!(effects.is_empty(), "{effects:?}");
     assert_eq!(rules_of(&index, 72), 2);
+}
+
+#[test]
+fn an_owner_alone_changes_the_records_and_not_the_rules() {
+    let mut index = started(POLICIES, false);
+    let info = web("owned", 710);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &info,
+            cgroup_id: 81,
+        },
+        now(),
+    );
+    drive(&mut index, effects, &|_| held(&[]));
+    let key = IdentityKey::ContainerId("owned".into());
+    let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+    let identity =
+        PodIdentity::new(labels).owner(armor_core::Owner::new("Deployment", "web", "shop"));
+    let effects = index.apply(
+        &Input::ContainerIdentity {
+            key: &key,
+            identity: Some(&identity),
+        },
+        now(),
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    let Workload::Container(c) = &index.workloads[&81].workload else {
+        panic!("not a container");
+    };
+    assert_eq!(c.owner.as_ref().map(|o| o.name.as_str()), Some("web"));
+    // Annotations select postures: a change applies the rules again.
+    let annotated = identity.clone().annotations(BTreeMap::from([(
+        "kubearmor-file-posture".to_string(),
+        "block".to_string(),
+    )]));
+    let effects = index.apply(
+        &Input::ContainerIdentity {
+            key: &key,
+            identity: Some(&annotated),
+        },
+        now(),
+    );
+    assert_eq!(applies(&effects), vec![Slot::Cgroup(81)]);
+}
+
+const HOST_POLICY: &str = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata: {name: block-host-touch}
+spec:
+  nodeSelector: {matchLabels: {role: edge}}
+  process:
+    matchPaths: [{path: /usr/bin/touch}]
+  action: Block
+"#;
+
+#[test]
+fn a_new_configuration_is_taken_all_or_none() {
+    let mut index = started(HOST_POLICY, false);
+    let info = web("cfg", 720);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &info,
+            cgroup_id: 91,
+        },
+        now(),
+    );
+    drive(&mut index, effects, &|_| held(&[]));
+    assert_eq!(index.host.rules.rule_ids().len(), 0);
+    let mut labelled = index.config().clone();
+    labelled.host_labels.insert("role".into(), "edge".into());
+    labelled.cluster_name = "prod".into();
+
+    // The container's apply fails: everything goes back, the host's rules and the config too.
+    let effects = index.apply(&Input::Reconfigure(&labelled), now());
+    assert_eq!(applies(&effects), vec![Slot::Host]);
+    let out = drive(&mut index, effects, &|a| match a.slot {
+        Slot::Cgroup(91) => failed("no room"),
+        _ => held(&[]),
+    });
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Refused { reason, .. }
+            if reason.starts_with("configuration not replaced: ") && reason.contains("no room"))),
+        "{out:?}"
+    );
+    assert_eq!(index.config().cluster_name, "default");
+    assert!(index.config().host_labels.is_empty());
+    assert_eq!(index.host.rules.rule_ids().len(), 0);
+
+    // Taken: the node's new label selects the host policy.
+    let effects = index.apply(&Input::Reconfigure(&labelled), now());
+    let out = drive(&mut index, effects, &|_| held(&[]));
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Refused { .. })),
+        "{out:?}"
+    );
+    assert_eq!(index.config().cluster_name, "prod");
+    assert_eq!(index.host.rules.rule_ids().len(), 1);
+    let Workload::Host(h) = &index.host.workload else {
+        panic!("the host is not a host");
+    };
+    assert_eq!(h.labels["role"], "edge");
 }

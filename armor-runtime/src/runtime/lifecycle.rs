@@ -185,19 +185,16 @@ impl Runtime {
         admitted(self.run(&input, now))
     }
 
-    /// Sets (or, with `None`, forgets for containers to come) the labels of the pod of the
-    /// container `key` names, as the orchestrator reports them ([`Input::ContainerIdentity`]):
-    /// policies select the container by them. Known before the container is tracked (by pod
-    /// uid and container name, from the pod's spec) they select its rules from its first
-    /// apply; a tracked container whose labels change gets its rules again before this
+    /// Sets (or, with `None`, forgets for containers to come) the identity of the pod of the
+    /// container `key` names, as the orchestrator reports it ([`Input::ContainerIdentity`]):
+    /// policies select the container by its labels, postures by its annotations, and its
+    /// records carry its owner. Known before the container is tracked (by pod uid and
+    /// container name, from the pod's spec) they select its rules from its first apply; a
+    /// tracked container whose labels or annotations change gets its rules again before this
     /// returns, and how long it ran with other rules is reported through
     /// [`Runtime::take_problems`].
-    pub fn container_identity(
-        &mut self,
-        key: &IdentityKey,
-        labels: Option<&BTreeMap<String, String>>,
-    ) {
-        self.run(&Input::ContainerIdentity { key, labels }, Now::system());
+    pub fn container_identity(&mut self, key: &IdentityKey, identity: Option<&PodIdentity>) {
+        self.run(&Input::ContainerIdentity { key, identity }, Now::system());
     }
 
     /// Stops tracking a container (removes its rules from the enforcers and its kernel
@@ -303,8 +300,23 @@ impl Runtime {
     /// previous policy stays in force and the error names the workload and why. What was
     /// reported of the rules not taken is dropped; a failure while putting the previous rules
     /// back is reported through [`Runtime::take_problems`].
-    pub fn replace_policy(&mut self, policy: CompiledPolicy) -> Result<()> {
-        let policy = Arc::new(policy);
+    pub fn replace_policy(&mut self, policy: impl Into<Arc<CompiledPolicy>>) -> Result<()> {
+        let policy = policy.into();
         admitted(self.run(&Input::ReplacePolicy(&policy), Now::system())).map(|_| ())
+    }
+
+    /// Puts `config` in force without a restart, all or none like
+    /// [`Runtime::replace_policy`]: the cluster and host names and the throttling apply to the
+    /// next records; the host labels, default postures, visibility and namespace annotations
+    /// select each workload's rules and visibility, which are applied again. When an enforcer
+    /// fails (or enforcement is required and a workload would lose it), the previous
+    /// configuration stays in force and the error says why.
+    pub fn reconfigure(&mut self, config: &RuntimeConfig) -> Result<()> {
+        admitted(self.run(&Input::Reconfigure(config), Now::system())).map(|_| ())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        self.index.config()
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::identity;
 use crate::index::{
     Application, ApplyOutcome, ContainerChange, Effect, EnforcerOutcome, FoundUnit, IdentityKey,
-    Input, Now, WorkloadIndex,
+    Input, Now, PodIdentity, WorkloadIndex,
 };
 
 mod config;

@@ -30,7 +30,7 @@ impl Runtime {
     /// user chose, which also knows which workloads it really covers and delivers its alerts.
     pub fn new(
         config: RuntimeConfig,
-        policy: CompiledPolicy,
+        policy: impl Into<Arc<CompiledPolicy>>,
         enforcers: Vec<Arc<dyn Enforcer>>,
         sink: Option<Arc<dyn VisibilitySink>>,
     ) -> Self {
@@ -45,7 +45,7 @@ impl Runtime {
     /// keeps none of it. Its alerts come out of [`Runtime::enforcer_records`].
     pub fn with_enforcement(
         config: RuntimeConfig,
-        policy: CompiledPolicy,
+        policy: impl Into<Arc<CompiledPolicy>>,
         enforcement: Enforcement,
         sink: Option<Arc<dyn VisibilitySink>>,
     ) -> Self {
@@ -55,7 +55,7 @@ impl Runtime {
 
     fn build(
         config: RuntimeConfig,
-        policy: CompiledPolicy,
+        policy: impl Into<Arc<CompiledPolicy>>,
         enforcers: Vec<Arc<dyn Enforcer>>,
         enforcement: Option<Enforcement>,
         sink: Option<Arc<dyn VisibilitySink>>,

@@ -1,0 +1,296 @@
+//! `armor-k8s-agent`: the agent of one Kubernetes node (the DaemonSet in `deploy/`). Policies
+//! come from the cluster's KubeArmorPolicy, KubeArmorClusterPolicy and KubeArmorHostPolicy
+//! objects (each object's status says Applied or Invalid and why), pods' labels, annotations
+//! and owners from the pods of this node, postures and visibility from the namespaces'
+//! annotations and the settings ConfigMap, host policies select by this node's labels.
+//! Enforcement, containerd and the KubeArmor JSON lines are `armor-agent`'s
+//! ([`armor_runtime::agent::run_fed`]).
+//!
+//! ```text
+//! armor-k8s-agent [--node NAME] [--kubeconfig FILE] [--config NAMESPACE/NAME]
+//!                 [--containerd-socket PATH [--hook-socket PATH]] [--sync-timeout SECS]
+//!                 [--enforcer auto|bpflsm|apparmor|none] [--require-enforcement]
+//!                 [--apparmor-dir DIR] [--output stdout|FILE]
+//! ```
+//!
+//! The binary parses flags and runs two threads: the cluster side (kube-rs on a tokio runtime,
+//! [`armor_k8s::watch::follow_node`]) and the agent's loop; [`armor_examples::k8s`] turns what
+//! the first reports into what the second takes. The agent starts once every watch listed
+//! once, with the cluster's policies and settings and every pod's identity of this node known,
+//! or stops when that takes longer than `--sync-timeout` (nothing is applied then).
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use armor_examples::k8s;
+use armor_k8s::node::NodeSettings;
+use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node};
+use armor_runtime::agent::{self, AgentOptions, Feed};
+use armor_runtime::{EnforcementOptions, EnforcerChoice, RuntimeConfig};
+use clap::Parser;
+use clap::builder::TypedValueParser as _;
+
+const AFTER_HELP: &str = "\
+The node name comes from --node or the NODE_NAME environment variable (the DaemonSet sets it
+from the downward API: fieldRef spec.nodeName). The cluster is reached with --kubeconfig FILE,
+else KUBECONFIG, else ~/.kube/config, else the pod's service account (in-cluster).
+
+What the agent needs from the API (deploy/rbac.yaml grants exactly this): get, list and watch
+on the three policy kinds, pods (of this node: spec.nodeName), namespaces and nodes (this one:
+metadata.name); patch on the policies' status; get, list and watch on the settings ConfigMap.
+
+Settings (--config, default armor/armor-config; KubeArmor's kubearmor-config keys): cluster,
+defaultFilePosture, defaultNetworkPosture, defaultCapabilitiesPosture, hostDefaultFilePosture,
+hostDefaultNetworkPosture, hostDefaultCapabilitiesPosture, visibility, hostVisibility,
+alertThrottling, maxAlertPerSec, throttleSec. A change is applied without a restart, all or
+none; a ConfigMap with a bad value is not taken (every problem is logged with its field) and
+the previous settings stay. Namespace annotations kubearmor-file-posture,
+kubearmor-network-posture, kubearmor-capabilities-posture and kubearmor-visibility apply to the
+namespace's pods.
+
+When the API server cannot be reached, the rules in force stay enforced and the watches retry
+with backoff; the log says `readiness: stale (...)` until they answer again.
+
+Enforcers (--enforcer) and the OCI hook (--hook-socket): as armor-agent's (armor-agent
+--help). With the hook, a pod's container whose pod has not reached the agent yet waits for it
+(2 s at most): its first instruction runs under the rules its pod's labels select.";
+
+#[derive(Parser)]
+#[command(
+    name = "armor-k8s-agent",
+    version,
+    about = "armor's Kubernetes node agent: KubeArmor policy objects enforced and monitored on this node",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// A kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The settings ConfigMap.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "armor/armor-config"
+    )]
+    config: String,
+    /// containerd socket to follow containers on.
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// Answer the OCI hook (armor-oci-hook) on this socket: containers wait for their rules.
+    #[arg(long, value_name = "PATH", requires = "containerd_socket")]
+    hook_socket: Option<PathBuf>,
+    /// Seconds to wait for the first complete view of the cluster before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    sync_timeout: u64,
+    /// Which enforcer to use (armor-agent --help).
+    #[arg(long, default_value = "auto", value_parser = enforcer_choice())]
+    enforcer: EnforcerChoice,
+    /// Where the AppArmor enforcer writes its profiles.
+    #[arg(long, default_value = "/var/lib/armor/apparmor")]
+    apparmor_dir: PathBuf,
+    /// Fail closed: refuse to start, admit a container or take a policy change when a rule would
+    /// only be reported, not enforced by the kernel.
+    #[arg(long)]
+    require_enforcement: bool,
+    /// `stdout` or a file to append JSON lines to.
+    #[arg(long, default_value = "stdout")]
+    output: String,
+}
+
+/// `--enforcer`: one of the runtime's choices.
+fn enforcer_choice() -> impl clap::builder::TypedValueParser<Value = EnforcerChoice> {
+    clap::builder::PossibleValuesParser::new(EnforcementOptions::default().choices())
+        .try_map(|s| s.parse::<EnforcerChoice>())
+}
+
+fn log(line: &str) {
+    eprintln!("armor-k8s-agent: {line}");
+}
+
+/// The client `cli` names.
+async fn client(cli_kubeconfig: Option<PathBuf>) -> Result<kube::Client> {
+    let config = match cli_kubeconfig {
+        Some(file) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("using {}", file.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding the cluster (KUBECONFIG, ~/.kube/config, in-cluster)")?,
+    };
+    kube::Client::try_from(config).context("building the API client")
+}
+
+/// Starts the cluster side on its own thread: what it reports arrives on the receiver, which
+/// disconnects when it ends (it cannot reach a client).
+fn cluster_thread(
+    kubeconfig: Option<PathBuf>,
+    watch: NodeWatch,
+) -> Result<mpsc::Receiver<NodeUpdate>> {
+    let (tx, rx) = mpsc::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    std::thread::Builder::new()
+        .name("armor-k8s".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match client(kubeconfig).await {
+                    Ok(c) => {
+                        follow_node(c, &watch, |u| {
+                            let _gone = tx.send(u);
+                        })
+                        .await;
+                    }
+                    Err(e) => {
+                        let _gone = tx.send(NodeUpdate::Problem(format!("{e:#}")));
+                    }
+                }
+            });
+        })
+        .context("starting the cluster thread")?;
+    Ok(rx)
+}
+
+/// What the first complete view of the cluster holds.
+struct FirstView {
+    policy: Arc<armor_core::CompiledPolicy>,
+    settings: NodeSettings,
+    /// Everything else, in order (pod identities, staleness).
+    rest: Vec<Feed>,
+}
+
+/// Waits for every watch to list once, up to `timeout`.
+fn first_view(
+    rx: &mpsc::Receiver<NodeUpdate>,
+    base: &RuntimeConfig,
+    timeout: Duration,
+) -> Result<FirstView> {
+    let deadline = Instant::now() + timeout;
+    let mut policy = None;
+    let mut settings = NodeSettings::default();
+    let mut rest = Vec::new();
+    let mut last_problem = String::from("no answer");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let update = match rx.recv_timeout(left) {
+            Ok(u) => u,
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "the cluster was not listed within {} s (last problem: {last_problem}); nothing \
+                 was applied",
+                timeout.as_secs()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the cluster cannot be followed: {last_problem}")
+            }
+        };
+        match update {
+            NodeUpdate::Policies(p) => policy = Some(p),
+            NodeUpdate::Settings(s) => settings = *s,
+            NodeUpdate::Synced => {
+                let policy = policy.ok_or_else(|| anyhow!("listed without policies"))?;
+                return Ok(FirstView {
+                    policy,
+                    settings,
+                    rest,
+                });
+            }
+            NodeUpdate::Problem(p) => {
+                log(&p);
+                last_problem = p;
+            }
+            other => rest.extend(k8s::feed(base, other, &mut log)),
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    armor_examples::init_logging();
+    let cli = Cli::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    let Some((config_ns, config_name)) = cli.config.split_once('/') else {
+        bail!("--config `{}`: expected NAMESPACE/NAME", cli.config);
+    };
+    let mut out: Box<dyn Write> = if cli.output == "stdout" {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&cli.output)
+                .with_context(|| format!("opening {}", cli.output))?,
+        ))
+    };
+    let mut base = RuntimeConfig::default().require_enforcement(cli.require_enforcement);
+    base.host_name.clone_from(&cli.node);
+    let watch = NodeWatch::new(&cli.node).config(config_ns, config_name);
+    log(&format!(
+        "node {}: following the cluster (settings in ConfigMap {})",
+        cli.node, cli.config
+    ));
+    let started = Instant::now();
+    let updates = cluster_thread(cli.kubeconfig.clone(), watch)?;
+    let view = first_view(&updates, &base, Duration::from_secs(cli.sync_timeout))?;
+    log(&format!(
+        "cluster listed in {} ms: {} rules, {} pod identities",
+        started.elapsed().as_millis(),
+        view.policy.rules().len(),
+        view.rest
+            .iter()
+            .filter(|f| matches!(f, Feed::Identity { .. }))
+            .count()
+    ));
+    let mut options = AgentOptions::fed(view.policy)
+        .config(k8s::runtime_config(&base, &view.settings))
+        .enforcer(cli.enforcer.clone())
+        .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
+    if let Some(sock) = &cli.containerd_socket {
+        options = options.containerd_socket(sock);
+    }
+    if let Some(sock) = &cli.hook_socket {
+        options = options.hook_socket(sock);
+    }
+    // The agent's feed: the first view's items, then whatever the cluster side reports.
+    let (feed_tx, feed_rx) = mpsc::channel();
+    for item in view.rest {
+        feed_tx
+            .send(item)
+            .map_err(|_| anyhow!("the agent's feed closed"))?;
+    }
+    std::thread::Builder::new()
+        .name("armor-k8s-feed".into())
+        .spawn(move || {
+            for update in updates {
+                for item in k8s::feed(&base, update, &mut log) {
+                    if feed_tx.send(item).is_err() {
+                        return;
+                    }
+                }
+            }
+            log("the cluster side ended");
+        })
+        .context("starting the feed thread")?;
+    agent::run_fed(&options, &feed_rx, &mut out, &mut log, &stop).map_err(|e| match &e {
+        armor_runtime::Error::Enforcer { .. } => {
+            anyhow::Error::new(e).context(format!("--enforcer {}", cli.enforcer))
+        }
+        _ => anyhow::Error::new(e),
+    })
+}
