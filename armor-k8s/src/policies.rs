@@ -295,8 +295,16 @@ impl PolicyIndex {
     }
 
     /// Takes one watch event; returns what to do, in order (new policies first, then
-    /// statuses).
+    /// statuses): [`PolicyIndex::take`] then [`PolicyIndex::effects`].
     pub fn apply(&mut self, ev: PolicyEvent) -> Vec<PolicyEffect> {
+        self.take(ev);
+        self.effects()
+    }
+
+    /// Takes one watch event without compiling: a burst of events (thousands of objects
+    /// created at once) is taken event by event and compiled once, by the
+    /// [`PolicyIndex::effects`] that follows it.
+    pub fn take(&mut self, ev: PolicyEvent) {
         let changed = match ev {
             PolicyEvent::Apply(o) => self.upsert(o),
             PolicyEvent::Delete(r) => self.entries.remove(&r).is_some_and(|e| {
@@ -343,6 +351,11 @@ impl PolicyIndex {
             }
         };
         self.dirty |= changed;
+    }
+
+    /// What the events taken since the last call ask for, in order: the valid policies
+    /// compiled, when they changed and every kind is listed, then the statuses to write.
+    pub fn effects(&mut self) -> Vec<PolicyEffect> {
         let mut effects = Vec::new();
         if self.dirty && self.is_synced() {
             self.dirty = false;

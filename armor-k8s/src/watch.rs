@@ -8,7 +8,7 @@
 //! when that version is gone (`410 Gone`) they list again; a re-list goes through the index,
 //! which changes nothing for objects that did not change. While the API server is unreachable the last compiled policies stay in force.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use armor_core::CompiledPolicy;
@@ -225,6 +225,30 @@ enum Watched {
     Node(Box<NodeInput>),
 }
 
+/// Compiles what the policy events taken ask for: the policies go to `sink` (the first time,
+/// the policies are listed), the statuses to the write queue.
+fn policy_effects(
+    index: &mut PolicyIndex,
+    listed: &mut BTreeSet<&str>,
+    statuses: &mut VecDeque<(PolicyRef, PolicyStatus)>,
+    sink: &mut impl FnMut(NodeUpdate),
+) {
+    for effect in index.effects() {
+        match effect {
+            PolicyEffect::Enforce(policy) => {
+                listed.insert(POLICIES);
+                sink(NodeUpdate::Policies(policy));
+            }
+            PolicyEffect::Status { reference, status } => {
+                statuses.push_back((reference, status));
+            }
+        }
+    }
+}
+
+/// How long policy events wait at most for the end of their burst before they are compiled.
+const COMPILE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The watches' names, for the log (the policy watches are named by their kinds).
 const POLICIES: &str = "policies";
 const PODS: &str = "pods";
@@ -235,6 +259,8 @@ const SETTINGS: &str = "settings";
 const FRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a stale agent asks the API server whether it answers.
 const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many status writes [`follow_node`] has in flight at most.
+const STATUS_WRITES: usize = 16;
 /// How many names [`listed`](follow_node) must hold: the policies (once the index enforced),
 /// pods, namespaces, node, settings.
 const WATCHES: usize = 5;
@@ -243,7 +269,8 @@ const WATCHES: usize = 5;
 /// client is dropped): the three policy kinds (statuses written), this node's pods
 /// (`spec.nodeName`), the namespaces, this node and the settings ConfigMap, each through its
 /// reducer ([`PolicyIndex`], [`PodIndex`], [`NodeState`]); what changed goes to `sink` in
-/// order. A failing watch makes the agent [`NodeUpdate::Stale`] and retries with kube-runtime's
+/// order; a burst of policy events is compiled once (when no event is waiting, or after
+/// 100 ms of them); status writes go on beside the watches, 16 at a time. A failing watch makes the agent [`NodeUpdate::Stale`] and retries with kube-runtime's
 /// backoff (0.8 s doubling up to 30 s); the agent is [`NodeUpdate::Fresh`] again once no watch
 /// failed for 5 s and the API server answers. A re-list after a lost connection changes
 /// nothing that did not change.
@@ -308,12 +335,48 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
     // API server answers (a watch that resumed reports nothing until something changes).
     let mut last_error: Option<tokio::time::Instant> = None;
     let mut probe = tokio::time::interval(FRESH_PROBE);
+    // Status writes: queued, at most STATUS_WRITES in flight, so a cold start with thousands
+    // of objects does not hold up the watches.
+    let mut statuses: VecDeque<(PolicyRef, PolicyStatus)> = VecDeque::new();
+    let mut writing = futures::stream::FuturesUnordered::new();
+    // Since when policy events wait for their compile.
+    let mut pending: Option<tokio::time::Instant> = None;
     loop {
+        // A burst of policy events is compiled once: when no event is ready any more (the
+        // `ready` branch below), or after COMPILE_AFTER of events. This comes first: what it
+        // gives (the policies, statuses to write) is acted on before the next wait.
+        if pending.is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMPILE_AFTER) {
+            pending = None;
+            policy_effects(&mut policy_index, &mut listed, &mut statuses, &mut sink);
+        }
+        if !synced && listed.len() == WATCHES {
+            synced = true;
+            sink(NodeUpdate::Synced);
+        }
+        while writing.len() < STATUS_WRITES
+            && let Some((reference, status)) = statuses.pop_front()
+        {
+            let client = client.clone();
+            writing.push(async move { write_status(&client, &reference, &status).await });
+        }
         let (name, item) = tokio::select! {
+            biased;
             next = events.next() => match next {
                 Some(next) => next,
                 None => return,
             },
+            () = std::future::ready(()), if pending.is_some() => {
+                pending = None;
+                policy_effects(&mut policy_index, &mut listed, &mut statuses, &mut sink);
+                continue;
+            }
+            Some(written) = writing.next(), if !writing.is_empty() => {
+                if let Err(e) = written {
+                    policy_index.forget_status(&e.reference);
+                    sink(NodeUpdate::Problem(armor_core::diag::error_chain(&e)));
+                }
+                continue;
+            }
             _ = probe.tick(), if last_error.is_some() => {
                 if last_error.is_some_and(|t| t.elapsed() >= FRESH_AFTER)
                     && client.apiserver_version().await.is_ok()
@@ -338,20 +401,8 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
         };
         match ev {
             Watched::Policy(ev) => {
-                for effect in policy_index.apply(ev) {
-                    match effect {
-                        PolicyEffect::Enforce(policy) => {
-                            listed.insert(POLICIES);
-                            sink(NodeUpdate::Policies(policy));
-                        }
-                        PolicyEffect::Status { reference, status } => {
-                            if let Err(e) = write_status(&client, &reference, &status).await {
-                                policy_index.forget_status(&reference);
-                                sink(NodeUpdate::Problem(armor_core::diag::error_chain(&e)));
-                            }
-                        }
-                    }
-                }
+                policy_index.take(ev);
+                pending.get_or_insert_with(tokio::time::Instant::now);
             }
             Watched::Pod(ev) => {
                 if matches!(*ev, watcher::Event::InitDone) {
@@ -380,10 +431,6 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                     sink(NodeUpdate::Settings(Box::new(s)));
                 }
             }
-        }
-        if !synced && listed.len() == WATCHES {
-            synced = true;
-            sink(NodeUpdate::Synced);
         }
     }
 }

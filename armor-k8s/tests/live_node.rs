@@ -1,0 +1,272 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+//! `follow_node` against a real API server: several agents on one cluster agree on every
+//! policy's status and leave the API server alone once they did (no write at rest); a node's
+//! agent hears of its pods only; a namespace annotation changes its settings.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use armor_k8s::pods::PodEffect;
+use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+
+/// The API server's `apiserver_request_total` for `verb`, by resource and subresource.
+async fn writes(admin: &Client, verb: &str) -> BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = admin.request_text(req).await.unwrap();
+    let mut out = BTreeMap::new();
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let label = |name: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches(['"', '}']).to_string())
+                .unwrap_or_default()
+        };
+        if label("verb") != verb {
+            continue;
+        }
+        let value: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(format!("{}/{}", label("resource"), label("subresource")))
+            .or_insert(0.0) += value;
+    }
+    out
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn start_agent(client: Client, node: &str) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let watch = NodeWatch::new(node);
+    let task = tokio::spawn(async move {
+        follow_node(client, &watch, |u| {
+            let line = match u {
+                NodeUpdate::Policies(p) => format!("policies {}", p.rules().len()),
+                NodeUpdate::Pod(PodEffect::PodLabels(p)) => {
+                    format!("pod {} {:?}", p.pod_uid, p.labels)
+                }
+                NodeUpdate::Pod(other) => format!("pod effect {other:?}"),
+                NodeUpdate::Settings(s) => format!("settings {:?}", s.namespace_annotations),
+                NodeUpdate::Synced => "synced".to_string(),
+                other => format!("{other:?}"),
+            };
+            log.lock().unwrap().push(line);
+        })
+        .await;
+    });
+    (seen, task)
+}
+
+async fn wait_for(seen: &Seen, what: &str) {
+    for _ in 0..300 {
+        if seen.lock().unwrap().iter().any(|l| l.contains(what)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{what}` not seen: {:?}", seen.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_agree_on_statuses_hear_their_own_pods_and_follow_annotations() {
+    let Some(cp) = support::ControlPlane::start("live-node").await else {
+        return;
+    };
+    let admin = cp.admin().await;
+    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
+    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
+    support::wait_crds_established(&admin).await;
+    let gvk = kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorPolicy");
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        "default",
+        &kube::api::ApiResource::from_gvk(&gvk),
+    );
+    for i in 0..20 {
+        let p: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorPolicy",
+            "metadata": {"name": format!("p-{i}"), "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "file": {"matchPaths": [{"path": format!("/data/{i}")}]}, "action": "Block"}
+        }))
+        .unwrap();
+        policies.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let gvk =
+        kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorClusterPolicy");
+    let cluster: Api<DynamicObject> =
+        Api::all_with(admin.clone(), &kube::api::ApiResource::from_gvk(&gvk));
+    for i in 0..20 {
+        let p: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorClusterPolicy",
+            "metadata": {"name": format!("c-{i}")},
+            "spec": {"selector": {"matchExpressions": [{"key": "namespace", "operator": "NotIn",
+                    "values": ["kube-system"]}]},
+                "process": {"matchPaths": [{"path": format!("/usr/local/bin/tool-{i}")}]},
+                "action": "Block"}
+        }))
+        .unwrap();
+        cluster.create(&PostParams::default(), &p).await.unwrap();
+    }
+    for node in ["node-a", "node-b"] {
+        let n: Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": node}})).unwrap();
+        Api::<Node>::all(admin.clone())
+            .create(&PostParams::default(), &n)
+            .await
+            .unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-b", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-b", "containers": [{"name": "web", "image": "nginx"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let agent_client = cp.client_with(support::AGENT_TOKEN).await;
+    let agents: Vec<_> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| start_agent(agent_client.clone(), n))
+        .collect();
+    for (seen, _) in &agents {
+        wait_for(seen, "synced").await;
+    }
+    // Every status written once, then nothing more: the agents agree.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = writes(&admin, "PATCH").await;
+    let status_writes: f64 = settled.values().sum();
+    assert!(
+        (40.0..=120.0).contains(&status_writes),
+        "{status_writes} status writes for 40 policies and 3 agents: {settled:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rest = writes(&admin, "PATCH").await;
+    assert_eq!(settled, rest, "writes at rest");
+
+    // Only node-b's agent hears of node-b's pod.
+    let heard = |i: usize| {
+        agents[i]
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("pod ") && l.contains("\"app\": \"web\""))
+    };
+    assert!(!heard(0) && heard(1) && !heard(2));
+
+    // A namespace annotation reaches every agent's settings.
+    let ns = Patch::Merge(serde_json::json!({"metadata": {"annotations":
+        {"kubearmor-file-posture": "block"}}}));
+    Api::<Namespace>::all(admin.clone())
+        .patch("default", &PatchParams::default(), &ns)
+        .await
+        .unwrap();
+    for (seen, _) in &agents {
+        wait_for(seen, "kubearmor-file-posture").await;
+    }
+    for (_, task) in agents {
+        task.abort();
+    }
+}
+
+/// Creates cluster policies `range` (a process rule each), 32 requests at a time.
+async fn create_cluster_policies(admin: &Client, range: std::ops::Range<usize>) {
+    use futures::StreamExt;
+    let gvk =
+        kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorClusterPolicy");
+    let api: Api<DynamicObject> =
+        Api::all_with(admin.clone(), &kube::api::ApiResource::from_gvk(&gvk));
+    futures::stream::iter(range)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let p: DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorClusterPolicy",
+                    "metadata": {"name": format!("burst-{i}")},
+                    "spec": {"selector": {"matchExpressions": [{"key": "namespace",
+                            "operator": "NotIn", "values": ["kube-system"]}]},
+                        "process": {"matchPaths": [{"path": format!("/opt/burst/{i}")}]},
+                        "action": "Block"}
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &p).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Thousands of policies at once, before and after the start: the agent syncs (a compile at
+/// the end of a burst on a quiet cluster is not left waiting for the next event), a burst is
+/// compiled a few times rather than once per object, and every status is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_policies_is_compiled_in_a_few_steps_and_the_agent_syncs() {
+    let Some(cp) = support::ControlPlane::start("burst").await else {
+        return;
+    };
+    let admin = cp.admin().await;
+    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
+    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
+    support::wait_crds_established(&admin).await;
+    create_cluster_policies(&admin, 0..1_500).await;
+    let (seen, task) = start_agent(cp.client_with(support::AGENT_TOKEN).await, "node-a");
+    wait_for(&seen, "synced").await;
+    assert!(
+        seen.lock().unwrap().contains(&"policies 1500".to_string()),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    create_cluster_policies(&admin, 1_500..3_000).await;
+    wait_for(&seen, "policies 3000").await;
+    let compiles = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("policies "))
+        .count();
+    assert!(
+        compiles < 150,
+        "{compiles} compiles for 1,500 policies created at once"
+    );
+    // Every object gets its status (3,000 writes, 16 at a time, beside the watches).
+    let gvk =
+        kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorClusterPolicy");
+    let api: Api<DynamicObject> =
+        Api::all_with(admin.clone(), &kube::api::ApiResource::from_gvk(&gvk));
+    let mut without = usize::MAX;
+    for _ in 0..120 {
+        let list = api.list(&Default::default()).await.unwrap();
+        without = list
+            .items
+            .iter()
+            .filter(|o| o.data["status"]["status"] != "Applied")
+            .count();
+        if without == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(without, 0, "policies without status Applied");
+    println!("{compiles} compiles for 3,000 policies in two bursts");
+    task.abort();
+}
