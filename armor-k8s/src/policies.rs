@@ -481,6 +481,17 @@ impl PolicyIndex {
         out
     }
 
+    /// Whether `status` still needs writing on `reference`: it is still the one wanted and the
+    /// object, as last seen, does not have it (another node's agent may have written it since
+    /// the write was asked for).
+    pub fn needs_status(&self, reference: &PolicyRef, status: &PolicyStatus) -> bool {
+        self.wanted.get(reference) == Some(status)
+            && self
+                .entries
+                .get(reference)
+                .is_some_and(|e| e.object.status.as_ref() != Some(status))
+    }
+
     /// Forgets the status last asked for `reference` (its write failed), so that the next
     /// event asks again.
     pub fn forget_status(&mut self, reference: &PolicyRef) {

@@ -8,7 +8,7 @@
 //! when that version is gone (`410 Gone`) they list again; a re-list goes through the index,
 //! which changes nothing for objects that did not change. While the API server is unreachable the last compiled policies stay in force.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use armor_core::CompiledPolicy;
@@ -230,7 +230,7 @@ enum Watched {
 fn policy_effects(
     index: &mut PolicyIndex,
     listed: &mut BTreeSet<&str>,
-    statuses: &mut VecDeque<(PolicyRef, PolicyStatus)>,
+    statuses: &mut StatusQueue,
     sink: &mut impl FnMut(NodeUpdate),
 ) {
     for effect in index.effects() {
@@ -240,7 +240,7 @@ fn policy_effects(
                 sink(NodeUpdate::Policies(policy));
             }
             PolicyEffect::Status { reference, status } => {
-                statuses.push_back((reference, status));
+                statuses.push(reference, status);
             }
         }
     }
@@ -259,6 +259,61 @@ const SETTINGS: &str = "settings";
 const FRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a stale agent asks the API server whether it answers.
 const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Status writes waiting for their time. Every node's agent writes the same statuses; each
+/// write waits a delay below [`STATUS_SPREAD`] that depends on the node and the object, so
+/// the agents of many nodes starting at once write in different orders, and a write another
+/// agent made meanwhile is dropped ([`PolicyIndex::needs_status`]) rather than repeated.
+struct StatusQueue {
+    node: String,
+    due: BTreeMap<(tokio::time::Instant, PolicyRef), PolicyStatus>,
+}
+
+impl StatusQueue {
+    fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            due: BTreeMap::new(),
+        }
+    }
+
+    /// Asks for `status` on `reference`, replacing a write of it still waiting.
+    fn push(&mut self, reference: PolicyRef, status: PolicyStatus) {
+        use std::hash::{Hash, Hasher};
+        self.due.retain(|(_, r), _| *r != reference);
+        let mut h = std::hash::DefaultHasher::new();
+        (&self.node, &reference).hash(&mut h);
+        let spread = u64::try_from(STATUS_SPREAD.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let delay = std::time::Duration::from_millis(h.finish() % spread);
+        self.due
+            .insert((tokio::time::Instant::now() + delay, reference), status);
+    }
+
+    /// The next write whose time came.
+    fn pop_due(&mut self) -> Option<(PolicyRef, PolicyStatus)> {
+        let first = self.due.first_key_value()?.0.0;
+        if first > tokio::time::Instant::now() {
+            return None;
+        }
+        self.due.pop_first().map(|((_, r), s)| (r, s))
+    }
+
+    /// When the next write is due (now when none waits).
+    fn next_due(&self) -> tokio::time::Instant {
+        self.due
+            .first_key_value()
+            .map_or_else(tokio::time::Instant::now, |(k, _)| k.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+/// The longest a status write waits (see [`StatusQueue`]).
+const STATUS_SPREAD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many status writes [`follow_node`] has in flight at most.
 const STATUS_WRITES: usize = 16;
 /// How many names [`listed`](follow_node) must hold: the policies (once the index enforced),
@@ -270,7 +325,9 @@ const WATCHES: usize = 5;
 /// (`spec.nodeName`), the namespaces, this node and the settings ConfigMap, each through its
 /// reducer ([`PolicyIndex`], [`PodIndex`], [`NodeState`]); what changed goes to `sink` in
 /// order; a burst of policy events is compiled once (when no event is waiting, or after
-/// 100 ms of them); status writes go on beside the watches, 16 at a time. A failing watch makes the agent [`NodeUpdate::Stale`] and retries with kube-runtime's
+/// 100 ms of them); status writes go on beside the watches, 16 at a time, each after a delay
+/// below 2 s that depends on the node and the object, and dropped when the object got that
+/// status meanwhile (the agents of many nodes write the same statuses). A failing watch makes the agent [`NodeUpdate::Stale`] and retries with kube-runtime's
 /// backoff (0.8 s doubling up to 30 s); the agent is [`NodeUpdate::Fresh`] again once no watch
 /// failed for 5 s and the API server answers. A re-list after a lost connection changes
 /// nothing that did not change.
@@ -337,7 +394,7 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
     let mut probe = tokio::time::interval(FRESH_PROBE);
     // Status writes: queued, at most STATUS_WRITES in flight, so a cold start with thousands
     // of objects does not hold up the watches.
-    let mut statuses: VecDeque<(PolicyRef, PolicyStatus)> = VecDeque::new();
+    let mut statuses = StatusQueue::new(&watch.node);
     let mut writing = futures::stream::FuturesUnordered::new();
     // Since when policy events wait for their compile.
     let mut pending: Option<tokio::time::Instant> = None;
@@ -354,8 +411,12 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
             sink(NodeUpdate::Synced);
         }
         while writing.len() < STATUS_WRITES
-            && let Some((reference, status)) = statuses.pop_front()
+            && let Some((reference, status)) = statuses.pop_due()
         {
+            // Written meanwhile by another node's agent, or no longer wanted.
+            if !policy_index.needs_status(&reference, &status) {
+                continue;
+            }
             let client = client.clone();
             writing.push(async move { write_status(&client, &reference, &status).await });
         }
@@ -377,6 +438,8 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                 }
                 continue;
             }
+            () = tokio::time::sleep_until(statuses.next_due()),
+                if writing.len() < STATUS_WRITES && !statuses.is_empty() => continue,
             _ = probe.tick(), if last_error.is_some() => {
                 if last_error.is_some_and(|t| t.elapsed() >= FRESH_AFTER)
                     && client.apiserver_version().await.is_ok()

@@ -21,33 +21,13 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 
-/// The API server's `apiserver_request_total` for `verb`, by resource and subresource.
-async fn writes(admin: &Client, verb: &str) -> BTreeMap<String, f64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = admin.request_text(req).await.unwrap();
-    let mut out = BTreeMap::new();
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let label = |name: &str| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches(['"', '}']).to_string())
-                .unwrap_or_default()
-        };
-        if label("verb") != verb {
-            continue;
-        }
-        let value: f64 = l
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *out.entry(format!("{}/{}", label("resource"), label("subresource")))
-            .or_insert(0.0) += value;
-    }
-    out
+/// The API server's PATCH requests so far, by resource.
+async fn writes(admin: &Client) -> BTreeMap<String, f64> {
+    support::request_counts(admin)
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("PATCH "))
+        .collect()
 }
 
 type Seen = Arc<Mutex<Vec<String>>>;
@@ -87,13 +67,9 @@ async fn wait_for(seen: &Seen, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_agree_on_statuses_hear_their_own_pods_and_follow_annotations() {
-    let Some(cp) = support::ControlPlane::start("live-node").await else {
+    let Some((cp, admin)) = support::with_deploy_rbac("live-node").await else {
         return;
     };
-    let admin = cp.admin().await;
-    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
-    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
-    support::wait_crds_established(&admin).await;
     let gvk = kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorPolicy");
     let policies: Api<DynamicObject> = Api::namespaced_with(
         admin.clone(),
@@ -152,14 +128,14 @@ async fn agents_agree_on_statuses_hear_their_own_pods_and_follow_annotations() {
     }
     // Every status written once, then nothing more: the agents agree.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let settled = writes(&admin, "PATCH").await;
+    let settled = writes(&admin).await;
     let status_writes: f64 = settled.values().sum();
     assert!(
         (40.0..=120.0).contains(&status_writes),
         "{status_writes} status writes for 40 policies and 3 agents: {settled:?}"
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rest = writes(&admin, "PATCH").await;
+    let rest = writes(&admin).await;
     assert_eq!(settled, rest, "writes at rest");
 
     // Only node-b's agent hears of node-b's pod.
@@ -221,13 +197,9 @@ async fn create_cluster_policies(admin: &Client, range: std::ops::Range<usize>) 
 /// compiled a few times rather than once per object, and every status is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_policies_is_compiled_in_a_few_steps_and_the_agent_syncs() {
-    let Some(cp) = support::ControlPlane::start("burst").await else {
+    let Some((cp, admin)) = support::with_deploy_rbac("burst").await else {
         return;
     };
-    let admin = cp.admin().await;
-    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
-    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
-    support::wait_crds_established(&admin).await;
     create_cluster_policies(&admin, 0..1_500).await;
     let (seen, task) = start_agent(cp.client_with(support::AGENT_TOKEN).await, "node-a");
     wait_for(&seen, "synced").await;

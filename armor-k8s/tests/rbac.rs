@@ -17,13 +17,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_works_with_exactly_the_cluster_role_of_deploy() {
-    let Some(cp) = support::ControlPlane::start("rbac").await else {
+    let Some((cp, admin)) = support::with_deploy_rbac("rbac").await else {
         return;
     };
-    let admin = cp.admin().await;
-    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
-    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
-    support::wait_crds_established(&admin).await;
     let admin_api: Api<KubeArmorPolicy> = Api::namespaced(admin.clone(), "default");
     let mut spec = KubeArmorPolicySpec::default();
     spec.spec = serde_json::from_value(serde_json::json!({

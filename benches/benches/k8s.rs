@@ -184,13 +184,9 @@ fn ms(d: Duration) -> String {
 }
 
 async fn bench() {
-    let Some(cp) = support::ControlPlane::start("bench").await else {
+    let Some((cp, admin)) = support::with_deploy_rbac("bench").await else {
         return;
     };
-    let admin = cp.admin().await;
-    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
-    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
-    support::wait_crds_established(&admin).await;
     let agent_client = cp.client_with(support::AGENT_TOKEN).await;
 
     // --- 1. Cold start -------------------------------------------------------------------
@@ -417,33 +413,9 @@ fn agent_rss(cp: &support::ControlPlane, what: &str) {
     );
 }
 
-/// The API server's `apiserver_request_total`, summed by verb and resource.
+/// The API server's `apiserver_request_total` by verb and resource.
 async fn requests(admin: &Client) -> BTreeMap<String, f64> {
-    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = admin.request_text(req).await.unwrap();
-    let mut by_verb = BTreeMap::new();
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let label = |name: &str| {
-            rest.split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches(['"', '}']).to_string())
-                .unwrap_or_default()
-        };
-        let verb = match label("subresource").as_str() {
-            "" => format!("{} {}", label("verb"), label("resource")),
-            sub => format!("{} {}/{sub}", label("verb"), label("resource")),
-        };
-        let value: f64 = l
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *by_verb.entry(verb).or_insert(0.0) += value;
-    }
-    by_verb
+    support::request_counts(admin).await
 }
 
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {

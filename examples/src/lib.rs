@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod k8s;
 
 /// The environment variable that sets what the binaries log to stderr through `tracing`

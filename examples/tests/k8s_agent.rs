@@ -62,13 +62,9 @@ async fn the_node_agent_follows_the_cluster_under_the_rbac_of_deploy() {
         println!("skipped: needs root (the agent's event source)");
         return;
     }
-    let Some(mut cp) = support::ControlPlane::start("k8s-agent").await else {
+    let Some((mut cp, admin)) = support::with_deploy_rbac("k8s-agent").await else {
         return;
     };
-    let admin = cp.admin().await;
-    support::apply_file(&admin, &support::repo().join("deploy/crds.yaml")).await;
-    support::apply_file(&admin, &support::repo().join("deploy/rbac.yaml")).await;
-    support::wait_crds_established(&admin).await;
 
     let dir = cp.dir.join("agent");
     std::fs::create_dir_all(&dir).unwrap();

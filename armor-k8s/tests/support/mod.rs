@@ -272,6 +272,49 @@ impl Drop for ControlPlane {
     }
 }
 
+/// A control plane for test `tag` with deploy/'s CRDs (established) and RBAC, and its admin
+/// client; `None` when the tool is not built (see [`testenv`]).
+pub(crate) async fn with_deploy_rbac(tag: &str) -> Option<(ControlPlane, Client)> {
+    let cp = ControlPlane::start(tag).await?;
+    let admin = cp.admin().await;
+    apply_file(&admin, &repo().join("deploy/crds.yaml")).await;
+    apply_file(&admin, &repo().join("deploy/rbac.yaml")).await;
+    wait_crds_established(&admin).await;
+    Some((cp, admin))
+}
+
+/// The API server's `apiserver_request_total` by `VERB resource[/subresource]`, from its
+/// `/metrics` (read as `admin`).
+pub(crate) async fn request_counts(admin: &Client) -> std::collections::BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a request");
+    let text = admin.request_text(req).await.expect("the metrics");
+    let mut out = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let label = |name: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches(['"', '}']).to_string())
+                .unwrap_or_default()
+        };
+        let key = match label("subresource").as_str() {
+            "" => format!("{} {}", label("verb"), label("resource")),
+            sub => format!("{} {}/{sub}", label("verb"), label("resource")),
+        };
+        let value: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(key).or_insert(0.0) += value;
+    }
+    out
+}
+
 /// Creates every object of the YAML file at `path` (any kind the API server serves), in order.
 pub(crate) async fn apply_file(client: &Client, path: &Path) {
     use kube::api::{DynamicObject, PostParams};

@@ -16,16 +16,12 @@
 //! `file:line:col`. SIGTERM and SIGINT stop it cleanly.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use armor_runtime::agent::{self, AgentOptions};
 use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use clap::Parser;
-use clap::builder::TypedValueParser as _;
 
 const AFTER_HELP: &str = "\
 Enforcers (--enforcer):
@@ -107,7 +103,7 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
     /// Which enforcer to use (see below).
-    #[arg(long, default_value = "auto", value_parser = enforcer_choice())]
+    #[arg(long, default_value = "auto", value_parser = armor_examples::cli::enforcer_choice())]
     enforcer: EnforcerChoice,
     /// Where the AppArmor enforcer writes its profiles.
     #[arg(long, default_value = "/var/lib/armor/apparmor")]
@@ -121,31 +117,11 @@ struct Cli {
     output: String,
 }
 
-/// `--enforcer`: one of the choices of the runtime's enforcer list, anything else a usage error
-/// naming them.
-fn enforcer_choice() -> impl clap::builder::TypedValueParser<Value = EnforcerChoice> {
-    clap::builder::PossibleValuesParser::new(EnforcementOptions::default().choices())
-        .try_map(|s| s.parse::<EnforcerChoice>())
-}
-
 fn main() -> Result<()> {
     armor_examples::init_logging();
     let cli = Cli::parse();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
-    }
-    let mut out: Box<dyn Write> = if cli.output == "stdout" {
-        Box::new(std::io::BufWriter::new(std::io::stdout()))
-    } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&cli.output)
-                .with_context(|| format!("opening {}", cli.output))?,
-        ))
-    };
+    let stop = armor_examples::cli::stop_on_signals()?;
+    let mut out = armor_examples::cli::open_output(&cli.output)?;
     let mut options = AgentOptions::new(&cli.policies)
         .enforcer(cli.enforcer.clone())
         .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));

@@ -20,10 +20,8 @@
 //! or stops when that takes longer than `--sync-timeout` (nothing is applied then).
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +32,6 @@ use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node};
 use armor_runtime::agent::{self, AgentOptions, Feed};
 use armor_runtime::{EnforcementOptions, EnforcerChoice, RuntimeConfig};
 use clap::Parser;
-use clap::builder::TypedValueParser as _;
 
 const AFTER_HELP: &str = "\
 The node name comes from --node or the NODE_NAME environment variable (the DaemonSet sets it
@@ -92,7 +89,7 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     sync_timeout: u64,
     /// Which enforcer to use (armor-agent --help).
-    #[arg(long, default_value = "auto", value_parser = enforcer_choice())]
+    #[arg(long, default_value = "auto", value_parser = armor_examples::cli::enforcer_choice())]
     enforcer: EnforcerChoice,
     /// Where the AppArmor enforcer writes its profiles.
     #[arg(long, default_value = "/var/lib/armor/apparmor")]
@@ -104,12 +101,6 @@ struct Cli {
     /// `stdout` or a file to append JSON lines to.
     #[arg(long, default_value = "stdout")]
     output: String,
-}
-
-/// `--enforcer`: one of the runtime's choices.
-fn enforcer_choice() -> impl clap::builder::TypedValueParser<Value = EnforcerChoice> {
-    clap::builder::PossibleValuesParser::new(EnforcementOptions::default().choices())
-        .try_map(|s| s.parse::<EnforcerChoice>())
 }
 
 fn log(line: &str) {
@@ -220,24 +211,11 @@ fn first_view(
 fn main() -> Result<()> {
     armor_examples::init_logging();
     let cli = Cli::parse();
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
-    }
+    let stop = armor_examples::cli::stop_on_signals()?;
     let Some((config_ns, config_name)) = cli.config.split_once('/') else {
         bail!("--config `{}`: expected NAMESPACE/NAME", cli.config);
     };
-    let mut out: Box<dyn Write> = if cli.output == "stdout" {
-        Box::new(std::io::BufWriter::new(std::io::stdout()))
-    } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&cli.output)
-                .with_context(|| format!("opening {}", cli.output))?,
-        ))
-    };
+    let mut out = armor_examples::cli::open_output(&cli.output)?;
     let mut base = RuntimeConfig::default().require_enforcement(cli.require_enforcement);
     base.host_name.clone_from(&cli.node);
     let watch = NodeWatch::new(&cli.node).config(config_ns, config_name);
