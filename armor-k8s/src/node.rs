@@ -84,6 +84,10 @@ pub struct NodeState {
     relisting: Option<BTreeMap<String, BTreeMap<String, String>>>,
     /// The ConfigMap's `data` seen last (a re-list of the same data changes nothing).
     config_data: Option<BTreeMap<String, String>>,
+    /// Whether the ConfigMap and the node were listed by the (re-)list under way: one not
+    /// listed is gone (deleted while the watch was away).
+    config_listed: bool,
+    node_listed: bool,
 }
 
 /// The KubeArmor annotations of `ns`.
@@ -104,6 +108,8 @@ impl NodeState {
             current: NodeSettings::default(),
             relisting: None,
             config_data: None,
+            config_listed: false,
+            node_listed: false,
         }
     }
 
@@ -118,25 +124,35 @@ impl NodeState {
         let mut out = NodeOutput::default();
         match input {
             NodeInput::Config(ev) => match ev {
-                Event::Apply(cm) | Event::InitApply(cm) => {
+                Event::Apply(cm) => self.config(Some(cm.data.unwrap_or_default()), &mut out),
+                Event::InitApply(cm) => {
+                    self.config_listed = true;
                     self.config(Some(cm.data.unwrap_or_default()), &mut out);
                 }
                 Event::Delete(_) => self.config(None, &mut out),
-                Event::Init => {}
-                // The ConfigMap not listed: the defaults.
+                Event::Init => self.config_listed = false,
+                // The ConfigMap not listed (absent, or deleted while the watch was away): the
+                // defaults.
                 Event::InitDone => {
-                    if self.config_data.is_none() {
+                    if !self.config_listed {
                         self.config(None, &mut out);
                     }
                 }
             },
             NodeInput::Namespace(ev) => self.namespace(ev),
             NodeInput::Node(ev) => match *ev {
-                Event::Apply(n) | Event::InitApply(n) => {
+                Event::Apply(n) => self.current.node_labels = n.labels().clone(),
+                Event::InitApply(n) => {
+                    self.node_listed = true;
                     self.current.node_labels = n.labels().clone();
                 }
                 Event::Delete(_) => self.current.node_labels.clear(),
-                Event::Init | Event::InitDone => {}
+                Event::Init => self.node_listed = false,
+                Event::InitDone => {
+                    if !self.node_listed {
+                        self.current.node_labels.clear();
+                    }
+                }
             },
         }
         if self.current != before {
@@ -268,6 +284,12 @@ mod tests {
         ]))));
         assert!(out.settings.is_none() && out.problems.is_empty());
         let out = s.apply(NodeInput::Config(Event::Delete(cm(&[]))));
+        assert_eq!(out.settings.unwrap().settings, Settings::default());
+        // Deleted while the watch was away: the re-list that does not list it means the
+        // defaults.
+        s.apply(NodeInput::Config(Event::Apply(cm(&[("cluster", "prod")]))));
+        s.apply(NodeInput::Config(Event::Init));
+        let out = s.apply(NodeInput::Config(Event::InitDone));
         assert_eq!(out.settings.unwrap().settings, Settings::default());
     }
 

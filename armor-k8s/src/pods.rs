@@ -71,7 +71,7 @@ pub struct ContainerIdentity {
     pub kind: ContainerKind,
     /// The pod's labels (what `matchLabels` selects).
     pub labels: BTreeMap<String, String>,
-    /// The pod's annotations.
+    /// The pod's KubeArmor annotations (`kubearmor-…`).
     pub annotations: BTreeMap<String, String>,
     /// The owning workload.
     pub owner: Owner,
@@ -96,10 +96,20 @@ pub struct PodLabels {
     pub containers: Vec<String>,
     /// The pod's labels.
     pub labels: BTreeMap<String, String>,
-    /// The pod's annotations.
+    /// The pod's KubeArmor annotations (`kubearmor-…`).
     pub annotations: BTreeMap<String, String>,
     /// The workload owning it.
     pub owner: Owner,
+}
+
+/// The pod's annotations armor reads (KubeArmor's, `kubearmor-…`, such as
+/// `kubearmor-visibility`): another annotation changing changes nothing.
+fn kubearmor_annotations(pod: &Pod) -> BTreeMap<String, String> {
+    pod.annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with("kubearmor"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The labels of `pod`'s containers from its spec (`None` for a pod without uid or spec).
@@ -122,7 +132,7 @@ pub fn labels_of(pod: &Pod) -> Option<PodLabels> {
         pod_uid: pod.uid()?,
         containers,
         labels: pod.labels().clone(),
-        annotations: pod.annotations().clone(),
+        annotations: kubearmor_annotations(pod),
         owner: owner_of(pod),
     })
 }
@@ -201,7 +211,7 @@ pub fn containers_of(pod: &Pod) -> BTreeMap<String, ContainerIdentity> {
                     image: s.image.clone(),
                     kind,
                     labels: pod.labels().clone(),
-                    annotations: pod.annotations().clone(),
+                    annotations: kubearmor_annotations(pod),
                     owner: owner.clone(),
                     node: spec.node_name.clone(),
                     host_network: spec.host_network.unwrap_or(false),

@@ -16,7 +16,7 @@ use armor_core::crd::PolicyStatus;
 use armor_core::model::PolicyKind;
 use futures::{Stream, StreamExt};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::crd::{KubeArmorClusterPolicy, KubeArmorHostPolicy, KubeArmorPolicy};
@@ -211,7 +211,8 @@ pub enum NodeUpdate {
     Problem(String),
     /// A watch fails: what is in force stays, and the agent is stale until [`NodeUpdate::Fresh`].
     Stale(String),
-    /// Every watch that failed answers again.
+    /// Every watch that failed delivered again, or its resource is listed again (a watch that
+    /// resumed has nothing to deliver until something changes).
     Fresh,
     /// Every watch listed once: policies, pods, namespaces, the node and the ConfigMap are all
     /// known (sent once, after their updates).
@@ -249,14 +250,77 @@ fn policy_effects(
 /// How long policy events wait at most for the end of their burst before they are compiled.
 const COMPILE_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Whether `ev` only says a (re-)list starts.
+fn starts_list(ev: &Watched) -> bool {
+    match ev {
+        Watched::Policy(e) => matches!(e, PolicyEvent::Init(_)),
+        Watched::Pod(e) => matches!(**e, watcher::Event::Init),
+        Watched::Node(input) => match &**input {
+            NodeInput::Config(e) => matches!(e, watcher::Event::Init),
+            NodeInput::Namespace(e) => matches!(e, watcher::Event::Init),
+            NodeInput::Node(e) => matches!(**e, watcher::Event::Init),
+        },
+    }
+}
+
 /// The watches' names, for the log (the policy watches are named by their kinds).
 const POLICIES: &str = "policies";
 const PODS: &str = "pods";
 const NAMESPACES: &str = "namespaces";
 const NODE: &str = "node";
 const SETTINGS: &str = "settings";
-/// How long the watches must report no error before a stale agent is fresh again.
-const FRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long after the last watch error the failed watches' resources are listed to see whether
+/// the API server serves them again.
+const FRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the API server lists the resource of watch `name` again (one object at most, with
+/// the watch's own selector, so the same permissions are asked for), within [`API_TIMEOUT`].
+async fn lists(client: &Client, watch: &NodeWatch, name: &str) -> bool {
+    let one = ListParams::default().limit(1);
+    let node = format!("metadata.name={}", watch.node);
+    let config = format!("metadata.name={}", watch.config_name);
+    let on_node = format!("spec.nodeName={}", watch.node);
+    let c = client.clone();
+    let listed = async {
+        match name {
+            PODS => Api::<Pod>::all(c)
+                .list_metadata(&one.fields(&on_node))
+                .await
+                .is_ok(),
+            NAMESPACES => Api::<Namespace>::all(c).list_metadata(&one).await.is_ok(),
+            NODE => Api::<Node>::all(c)
+                .list_metadata(&one.fields(&node))
+                .await
+                .is_ok(),
+            SETTINGS => Api::<ConfigMap>::namespaced(c, &watch.config_namespace)
+                .list_metadata(&one.fields(&config))
+                .await
+                .is_ok(),
+            n if n == PolicyKind::KubeArmorPolicy.as_str() => Api::<KubeArmorPolicy>::all(c)
+                .list_metadata(&one)
+                .await
+                .is_ok(),
+            n if n == PolicyKind::KubeArmorClusterPolicy.as_str() => {
+                Api::<KubeArmorClusterPolicy>::all(c)
+                    .list_metadata(&one)
+                    .await
+                    .is_ok()
+            }
+            n if n == PolicyKind::KubeArmorHostPolicy.as_str() => {
+                Api::<KubeArmorHostPolicy>::all(c)
+                    .list_metadata(&one)
+                    .await
+                    .is_ok()
+            }
+            _ => false,
+        }
+    };
+    matches!(tokio::time::timeout(API_TIMEOUT, listed).await, Ok(true))
+}
+/// How long an API request (a status write, the freshness probe) may take.
+const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a failed status write waits before it is tried again.
+const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a stale agent asks the API server whether it answers.
 const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Status writes waiting for their time. Every node's agent writes the same statuses; each
@@ -278,6 +342,16 @@ impl StatusQueue {
 
     /// Asks for `status` on `reference`, replacing a write of it still waiting.
     fn push(&mut self, reference: PolicyRef, status: PolicyStatus) {
+        self.push_after(reference, status, std::time::Duration::ZERO);
+    }
+
+    /// The same, `after` plus the spread.
+    fn push_after(
+        &mut self,
+        reference: PolicyRef,
+        status: PolicyStatus,
+        after: std::time::Duration,
+    ) {
         use std::hash::{Hash, Hasher};
         self.due.retain(|(_, r), _| *r != reference);
         let mut h = std::hash::DefaultHasher::new();
@@ -285,7 +359,7 @@ impl StatusQueue {
         let spread = u64::try_from(STATUS_SPREAD.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let delay = std::time::Duration::from_millis(h.finish() % spread);
+        let delay = after + std::time::Duration::from_millis(h.finish() % spread);
         self.due
             .insert((tokio::time::Instant::now() + delay, reference), status);
     }
@@ -327,10 +401,14 @@ const WATCHES: usize = 5;
 /// order; a burst of policy events is compiled once (when no event is waiting, or after
 /// 100 ms of them); status writes go on beside the watches, 16 at a time, each after a delay
 /// below 2 s that depends on the node and the object, and dropped when the object got that
-/// status meanwhile (the agents of many nodes write the same statuses). A failing watch makes the agent [`NodeUpdate::Stale`] and retries with kube-runtime's
-/// backoff (0.8 s doubling up to 30 s); the agent is [`NodeUpdate::Fresh`] again once no watch
-/// failed for 5 s and the API server answers. A re-list after a lost connection changes
-/// nothing that did not change.
+/// status meanwhile (the agents of many nodes write the same statuses); a failed write is
+/// tried again 10 s later, and every API request gives up after 10 s. A failing watch makes
+/// the agent [`NodeUpdate::Stale`] and retries with kube-runtime's backoff (0.8 s doubling up
+/// to 30 s); the agent is [`NodeUpdate::Fresh`] again once every watch that failed delivered
+/// again or, 2 s after the last error, the API server lists its resource again (a watch that
+/// resumed has nothing to deliver until something changes; one still waiting out its backoff
+/// lists again when it retries, which loses nothing). A re-list after a lost connection
+/// changes nothing that did not change.
 pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut(NodeUpdate)) {
     let config = watcher::Config::default;
     let pods = watcher(
@@ -388,10 +466,14 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
     ));
     let mut listed: BTreeSet<&str> = BTreeSet::new();
     let mut synced = false;
-    // Stale since the last watch error, until the watches have been quiet for a while and the
-    // API server answers (a watch that resumed reports nothing until something changes).
+    // Stale since a watch failed, until every watch that failed delivered again or its
+    // resource can be listed again (a watch that resumed reports nothing until something
+    // changes).
     let mut last_error: Option<tokio::time::Instant> = None;
+    let mut failing: BTreeSet<&'static str> = BTreeSet::new();
     let mut probe = tokio::time::interval(FRESH_PROBE);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probing = futures::stream::FuturesUnordered::new();
     // Status writes: queued, at most STATUS_WRITES in flight, so a cold start with thousands
     // of objects does not hold up the watches.
     let mut statuses = StatusQueue::new(&watch.node);
@@ -418,7 +500,20 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                 continue;
             }
             let client = client.clone();
-            writing.push(async move { write_status(&client, &reference, &status).await });
+            writing.push(async move {
+                let written =
+                    tokio::time::timeout(API_TIMEOUT, write_status(&client, &reference, &status))
+                        .await;
+                let outcome = match written {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(armor_core::diag::error_chain(&e)),
+                    Err(_) => Err(format!(
+                        "status of {reference} not written: no answer within {} s",
+                        API_TIMEOUT.as_secs()
+                    )),
+                };
+                (reference, status, outcome)
+            });
         }
         let (name, item) = tokio::select! {
             biased;
@@ -431,21 +526,40 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                 policy_effects(&mut policy_index, &mut listed, &mut statuses, &mut sink);
                 continue;
             }
-            Some(written) = writing.next(), if !writing.is_empty() => {
-                if let Err(e) = written {
-                    policy_index.forget_status(&e.reference);
-                    sink(NodeUpdate::Problem(armor_core::diag::error_chain(&e)));
+            Some((reference, status, outcome)) = writing.next(), if !writing.is_empty() => {
+                // A failed write is tried again later (dropped then if no longer needed).
+                if let Err(why) = outcome {
+                    sink(NodeUpdate::Problem(format!("{why}; trying again")));
+                    statuses.push_after(reference, status, STATUS_RETRY);
                 }
                 continue;
             }
             () = tokio::time::sleep_until(statuses.next_due()),
                 if writing.len() < STATUS_WRITES && !statuses.is_empty() => continue,
-            _ = probe.tick(), if last_error.is_some() => {
-                if last_error.is_some_and(|t| t.elapsed() >= FRESH_AFTER)
-                    && client.apiserver_version().await.is_ok()
-                {
-                    last_error = None;
+            Some(answered) = probing.next(), if !probing.is_empty() => {
+                let answered: Vec<&str> = answered;
+                for name in answered {
+                    failing.remove(name);
+                }
+                if failing.is_empty() && last_error.take().is_some() {
                     sink(NodeUpdate::Fresh);
+                }
+                continue;
+            }
+            _ = probe.tick(), if !failing.is_empty() && probing.is_empty() => {
+                if last_error.is_some_and(|t| t.elapsed() >= FRESH_AFTER) {
+                    let client = client.clone();
+                    let watch = watch.clone();
+                    let names: Vec<&'static str> = failing.iter().copied().collect();
+                    probing.push(async move {
+                        let mut answered = Vec::new();
+                        for name in names {
+                            if lists(&client, &watch, name).await {
+                                answered.push(name);
+                            }
+                        }
+                        answered
+                    });
                 }
                 continue;
             }
@@ -458,10 +572,20 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                     sink(NodeUpdate::Stale(why.clone()));
                 }
                 last_error = Some(tokio::time::Instant::now());
+                failing.insert(name);
                 sink(NodeUpdate::Problem(why));
                 continue;
             }
         };
+        // A watch delivers again with what it lists or watches: its `Init` comes before the
+        // list, which can still fail.
+        if !starts_list(&ev)
+            && failing.remove(name)
+            && failing.is_empty()
+            && last_error.take().is_some()
+        {
+            sink(NodeUpdate::Fresh);
+        }
         match ev {
             Watched::Policy(ev) => {
                 policy_index.take(ev);

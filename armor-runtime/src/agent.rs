@@ -615,7 +615,7 @@ impl Agent {
             let (verdict, line) = if known {
                 let (verdict, line) = admit(&mut self.rt, &d.info, state, d.since);
                 (verdict, format!("{line} (waited for its pod's identity)"))
-            } else if options.config.require_enforcement {
+            } else if self.rt.config().require_enforcement {
                 refusal(
                     state,
                     format!(

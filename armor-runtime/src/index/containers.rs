@@ -59,16 +59,19 @@ impl WorkloadIndex {
             self.identities.remove(key);
             return Vec::new();
         };
-        self.identities.insert(key.clone(), identity.clone());
-        let mut named: Vec<u64> = self
+        // The containers it names, and whether each had its pod's identity already.
+        let mut named: Vec<(u64, bool)> = self
             .workloads
             .iter()
-            .filter(|(_, t)| t.info.as_ref().is_some_and(|i| key.names(i)))
-            .map(|(id, _)| *id)
+            .filter_map(|(id, t)| {
+                let info = t.info.as_ref().filter(|i| key.names(i))?;
+                Some((*id, self.identity_of(info).is_some()))
+            })
             .collect();
         named.sort_unstable();
+        self.identities.insert(key.clone(), identity.clone());
         let mut effects = Vec::new();
-        for cgroup_id in named {
+        for (cgroup_id, had_identity) in named {
             let Some(old) = self.workloads.get(&cgroup_id).cloned() else {
                 continue;
             };
@@ -93,12 +96,19 @@ impl WorkloadIndex {
                 (Some(since), Some(now)) => now.instant.saturating_duration_since(since),
                 _ => std::time::Duration::ZERO,
             };
-            effects.push(Effect::Problem(format!(
-                "{}: its pod's labels arrived {} ms after it was tracked; until then the \
-                 policies selecting its earlier labels applied",
-                t.key,
-                waited.as_millis()
-            )));
+            effects.push(Effect::Problem(if had_identity {
+                format!(
+                    "{}: its pod's labels or annotations changed; its rules are applied again",
+                    t.key
+                )
+            } else {
+                format!(
+                    "{}: its pod's labels arrived {} ms after it was tracked; until then the \
+                     policies selecting its earlier labels applied",
+                    t.key,
+                    waited.as_millis()
+                )
+            }));
             // The coverage reported so far is the baseline, and what is applied stays applied.
             t.coverage = old.coverage;
             t.applied = old.applied;
