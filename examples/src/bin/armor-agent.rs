@@ -20,7 +20,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use armor_runtime::agent::{self, AgentOptions};
-use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -90,48 +89,22 @@ bad change keeps the previous inventory.";
     after_help = AFTER_HELP
 )]
 struct Cli {
+    #[command(flatten)]
+    flags: armor_examples::cli::AgentFlags,
     /// Directory of KubeArmorPolicy / KubeArmorClusterPolicy / KubeArmorHostPolicy files.
     #[arg(long)]
     policies: PathBuf,
-    /// containerd socket to follow containers on.
-    #[arg(long)]
-    containerd_socket: Option<PathBuf>,
-    /// Answer the OCI hook (armor-oci-hook) on this socket: containers wait for their rules.
-    #[arg(long, value_name = "PATH", requires = "containerd_socket")]
-    hook_socket: Option<PathBuf>,
     /// Service inventory: systemd units that are workloads with a namespace, name and labels.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
-    /// Which enforcer to use (see below).
-    #[arg(long, default_value = "auto", value_parser = armor_examples::cli::enforcer_choice())]
-    enforcer: EnforcerChoice,
-    /// Where the AppArmor enforcer writes its profiles.
-    #[arg(long, default_value = "/var/lib/armor/apparmor")]
-    apparmor_dir: PathBuf,
-    /// Fail closed: refuse to start, admit a container or take a policy change when a rule would
-    /// only be reported, not enforced by the kernel (see below).
-    #[arg(long)]
-    require_enforcement: bool,
-    /// `stdout` or a file to append JSON lines to.
-    #[arg(long, default_value = "stdout")]
-    output: String,
 }
 
 fn main() -> Result<()> {
     armor_examples::init_logging();
     let cli = Cli::parse();
     let stop = armor_examples::cli::stop_on_signals()?;
-    let mut out = armor_examples::cli::open_output(&cli.output)?;
-    let mut options = AgentOptions::new(&cli.policies)
-        .enforcer(cli.enforcer.clone())
-        .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
-    options = options.require_enforcement(cli.require_enforcement);
-    if let Some(sock) = &cli.containerd_socket {
-        options = options.containerd_socket(sock);
-    }
-    if let Some(sock) = &cli.hook_socket {
-        options = options.hook_socket(sock);
-    }
+    let mut out = armor_examples::cli::open_output(&cli.flags.output)?;
+    let mut options = cli.flags.apply(AgentOptions::new(&cli.policies));
     if let Some(file) = &cli.inventory {
         options = options.inventory(file);
     }
@@ -141,10 +114,5 @@ fn main() -> Result<()> {
         &mut |line| eprintln!("armor-agent: {line}"),
         &stop,
     )
-    .map_err(|e| match &e {
-        armor_runtime::Error::Enforcer { .. } => {
-            anyhow::Error::new(e).context(format!("--enforcer {}", cli.enforcer))
-        }
-        _ => anyhow::Error::new(e),
-    })
+    .map_err(|e| cli.flags.explain(e))
 }

@@ -29,8 +29,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use armor_examples::k8s;
 use armor_k8s::node::NodeSettings;
 use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node};
+use armor_runtime::RuntimeConfig;
 use armor_runtime::agent::{self, AgentOptions, Feed};
-use armor_runtime::{EnforcementOptions, EnforcerChoice, RuntimeConfig};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -66,6 +66,8 @@ Enforcers (--enforcer) and the OCI hook (--hook-socket): as armor-agent's (armor
     after_help = AFTER_HELP
 )]
 struct Cli {
+    #[command(flatten)]
+    flags: armor_examples::cli::AgentFlags,
     /// This node's name.
     #[arg(long, env = "NODE_NAME")]
     node: String,
@@ -79,28 +81,9 @@ struct Cli {
         default_value = "armor/armor-config"
     )]
     config: String,
-    /// containerd socket to follow containers on.
-    #[arg(long)]
-    containerd_socket: Option<PathBuf>,
-    /// Answer the OCI hook (armor-oci-hook) on this socket: containers wait for their rules.
-    #[arg(long, value_name = "PATH", requires = "containerd_socket")]
-    hook_socket: Option<PathBuf>,
     /// Seconds to wait for the first complete view of the cluster before giving up.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     sync_timeout: u64,
-    /// Which enforcer to use (armor-agent --help).
-    #[arg(long, default_value = "auto", value_parser = armor_examples::cli::enforcer_choice())]
-    enforcer: EnforcerChoice,
-    /// Where the AppArmor enforcer writes its profiles.
-    #[arg(long, default_value = "/var/lib/armor/apparmor")]
-    apparmor_dir: PathBuf,
-    /// Fail closed: refuse to start, admit a container or take a policy change when a rule would
-    /// only be reported, not enforced by the kernel.
-    #[arg(long)]
-    require_enforcement: bool,
-    /// `stdout` or a file to append JSON lines to.
-    #[arg(long, default_value = "stdout")]
-    output: String,
 }
 
 fn log(line: &str) {
@@ -215,8 +198,8 @@ fn main() -> Result<()> {
     let Some((config_ns, config_name)) = cli.config.split_once('/') else {
         bail!("--config `{}`: expected NAMESPACE/NAME", cli.config);
     };
-    let mut out = armor_examples::cli::open_output(&cli.output)?;
-    let mut base = RuntimeConfig::default().require_enforcement(cli.require_enforcement);
+    let mut out = armor_examples::cli::open_output(&cli.flags.output)?;
+    let mut base = RuntimeConfig::default().require_enforcement(cli.flags.require_enforcement);
     base.host_name.clone_from(&cli.node);
     let watch = NodeWatch::new(&cli.node).config(config_ns, config_name);
     log(&format!(
@@ -235,16 +218,9 @@ fn main() -> Result<()> {
             .filter(|f| matches!(f, Feed::Identity { .. }))
             .count()
     ));
-    let mut options = AgentOptions::fed(view.policy)
-        .config(k8s::runtime_config(&base, &view.settings))
-        .enforcer(cli.enforcer.clone())
-        .enforcement(EnforcementOptions::default().apparmor_dir(&cli.apparmor_dir));
-    if let Some(sock) = &cli.containerd_socket {
-        options = options.containerd_socket(sock);
-    }
-    if let Some(sock) = &cli.hook_socket {
-        options = options.hook_socket(sock);
-    }
+    let options = cli
+        .flags
+        .apply(AgentOptions::fed(view.policy).config(k8s::runtime_config(&base, &view.settings)));
     // The agent's feed: the first view's items, then whatever the cluster side reports.
     let (feed_tx, feed_rx) = mpsc::channel();
     for item in view.rest {
@@ -265,10 +241,5 @@ fn main() -> Result<()> {
             log("the cluster side ended");
         })
         .context("starting the feed thread")?;
-    agent::run_fed(&options, &feed_rx, &mut out, &mut log, &stop).map_err(|e| match &e {
-        armor_runtime::Error::Enforcer { .. } => {
-            anyhow::Error::new(e).context(format!("--enforcer {}", cli.enforcer))
-        }
-        _ => anyhow::Error::new(e),
-    })
+    agent::run_fed(&options, &feed_rx, &mut out, &mut log, &stop).map_err(|e| cli.flags.explain(e))
 }
