@@ -210,10 +210,32 @@ pub enum PolicyEffect {
     },
 }
 
+/// An object as the index keeps it: its spec as compact JSON text (a `serde_json::Value` tree
+/// of a small policy takes ten times the room), compared to tell a change from a re-list or a
+/// status write.
+#[derive(Debug, Clone, PartialEq)]
+struct Stored {
+    spec: Box<str>,
+    status: Option<PolicyStatus>,
+}
+
+impl From<PolicyObject> for (PolicyRef, Stored) {
+    fn from(o: PolicyObject) -> Self {
+        let stored = Stored {
+            // A `Value` always serializes; `null` would only make the policy invalid.
+            spec: serde_json::to_string(&o.spec)
+                .unwrap_or_else(|_| "null".to_string())
+                .into_boxed_str(),
+            status: o.status,
+        };
+        (o.reference, stored)
+    }
+}
+
 /// An object and what armor made of it.
 #[derive(Debug, Clone)]
 struct Entry {
-    object: PolicyObject,
+    object: Stored,
     /// The policy when valid, else every error with its field path.
     checked: Result<Policy, String>,
     /// Why the valid policy is left out of the compiled set (recomputed by every compile).
@@ -227,7 +249,7 @@ struct Entry {
 pub struct PolicyIndex {
     entries: BTreeMap<PolicyRef, Entry>,
     /// A re-list under way, per kind: the objects listed so far.
-    relisting: HashMap<PolicyKind, BTreeMap<PolicyRef, PolicyObject>>,
+    relisting: HashMap<PolicyKind, BTreeMap<PolicyRef, Stored>>,
     /// The status each object should have (what was last asked for).
     wanted: BTreeMap<PolicyRef, PolicyStatus>,
     /// The kinds whose first list is complete: nothing is enforced before all three are, and
@@ -245,19 +267,23 @@ const KINDS: [PolicyKind; 3] = [
 ];
 
 /// `spec` of `reference` checked by armor-core's loader: the policy, or its errors.
-fn check(reference: &PolicyRef, spec: &serde_json::Value) -> (Result<Policy, String>, Vec<String>) {
+fn check(reference: &PolicyRef, spec: &str) -> (Result<Policy, String>, Vec<String>) {
     let mut metadata = serde_json::Map::new();
     metadata.insert("name".into(), reference.name.clone().into());
     if let Some(ns) = &reference.namespace {
         metadata.insert("namespace".into(), ns.clone().into());
     }
-    let doc = serde_json::json!({
+    let head = serde_json::json!({
         "apiVersion": "security.kubearmor.com/v1",
         "kind": reference.kind.as_str(),
         "metadata": metadata,
-        "spec": spec,
-    });
-    let text = doc.to_string();
+    })
+    .to_string();
+    // `spec` is JSON text: it goes in as it is, after the head's other fields.
+    let text = format!(
+        "{},\"spec\":{spec}}}",
+        head.strip_suffix('}').unwrap_or(&head)
+    );
     let line = |d: &armor_core::diag::Diagnostic| {
         if d.field.is_empty() {
             d.message.clone()
@@ -306,7 +332,10 @@ impl PolicyIndex {
     /// [`PolicyIndex::effects`] that follows it.
     pub fn take(&mut self, ev: PolicyEvent) {
         let changed = match ev {
-            PolicyEvent::Apply(o) => self.upsert(o),
+            PolicyEvent::Apply(o) => {
+                let (r, stored) = o.into();
+                self.upsert(r, stored)
+            }
             PolicyEvent::Delete(r) => self.entries.remove(&r).is_some_and(|e| {
                 self.wanted.remove(&r);
                 e.checked.is_ok()
@@ -317,13 +346,14 @@ impl PolicyIndex {
             }
             PolicyEvent::InitApply(o) => {
                 let kind = o.reference.kind;
+                let (r, stored) = o.into();
                 match self.relisting.get_mut(&kind) {
                     Some(list) => {
-                        list.insert(o.reference.clone(), o);
+                        list.insert(r, stored);
                         false
                     }
                     // A list item without its Init is taken as an update.
-                    None => self.upsert(o),
+                    None => self.upsert(r, stored),
                 }
             }
             PolicyEvent::InitDone(kind) => {
@@ -339,8 +369,8 @@ impl PolicyIndex {
                     self.wanted.remove(&r);
                     changed |= self.entries.remove(&r).is_some_and(|e| e.checked.is_ok());
                 }
-                for (_, o) in listed {
-                    changed |= self.upsert(o);
+                for (r, stored) in listed {
+                    changed |= self.upsert(r, stored);
                 }
                 if !self.synced.contains(&kind) {
                     self.synced.push(kind);
@@ -376,8 +406,7 @@ impl PolicyIndex {
     }
 
     /// Takes an object's new version; whether the valid policies changed.
-    fn upsert(&mut self, object: PolicyObject) -> bool {
-        let r = object.reference.clone();
+    fn upsert(&mut self, r: PolicyRef, object: Stored) -> bool {
         if let Some(e) = self.entries.get_mut(&r)
             && e.object.spec == object.spec
         {

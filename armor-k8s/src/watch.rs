@@ -40,6 +40,38 @@ pub struct StatusError {
     pub source: kube::Error,
 }
 
+/// The node label saying which enforcer the node's agent chose ([`publish_enforcer`]): the
+/// enforcer's name (`BPFLSM`, `AppArmor`), or `none` when the agent is audit-only.
+pub const ENFORCER_LABEL: &str = "armor.dev/enforcer";
+
+/// The node annotation with the agent's own words on its enforcer: the rules it carries and
+/// those it does not, or why each enforcer it tried was refused.
+pub const ENFORCER_ANNOTATION: &str = "armor.dev/enforcer-summary";
+
+/// Publishes on `node` the enforcer its agent chose (`None`: audit-only) with its `summary`:
+/// the label [`ENFORCER_LABEL`] and the annotation [`ENFORCER_ANNOTATION`], in one merge patch
+/// that touches nothing else. `kubectl get nodes -L armor.dev/enforcer` then shows every
+/// node's choice. Needs `patch` on nodes: the ClusterRole of `deploy/` does not grant it
+/// (a node-wide write is more than most clusters give a DaemonSet), the optional
+/// `deploy/optional/node-enforcer.yaml` does; refused, the choice is in the agent's log only.
+pub async fn publish_enforcer(
+    client: &Client,
+    node: &str,
+    name: Option<&str>,
+    summary: &str,
+) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {
+            "labels": { ENFORCER_LABEL: name.unwrap_or("none") },
+            "annotations": { ENFORCER_ANNOTATION: summary },
+        }
+    }));
+    Api::<Node>::all(client.clone())
+        .patch(node, &PatchParams::apply(FIELD_MANAGER), &patch)
+        .await
+        .map(drop)
+}
+
 /// The watch of one policy kind, its events kind-erased; a watch error (the API server
 /// unreachable, a decode failure) is an `Err` item and the watch goes on after a backoff.
 fn policy_watch(
@@ -202,7 +234,14 @@ impl NodeWatch {
 #[non_exhaustive]
 pub enum NodeUpdate {
     /// Every valid policy object, compiled: put them in force.
-    Policies(Arc<CompiledPolicy>),
+    Policies {
+        /// The compiled policies.
+        policy: Arc<CompiledPolicy>,
+        /// When the first policy event they answer arrived from its watch: an update's latency
+        /// on this node is measured from here (the API server's write and the watch delivery
+        /// come before it).
+        since: std::time::Instant,
+    },
     /// A pod of this node changed ([`PodIndex`]).
     Pod(PodEffect),
     /// The node's settings changed ([`NodeState`]).
@@ -232,13 +271,17 @@ fn policy_effects(
     index: &mut PolicyIndex,
     listed: &mut BTreeSet<&str>,
     statuses: &mut StatusQueue,
+    since: tokio::time::Instant,
     sink: &mut impl FnMut(NodeUpdate),
 ) {
     for effect in index.effects() {
         match effect {
             PolicyEffect::Enforce(policy) => {
                 listed.insert(POLICIES);
-                sink(NodeUpdate::Policies(policy));
+                sink(NodeUpdate::Policies {
+                    policy,
+                    since: since.into_std(),
+                });
             }
             PolicyEffect::Status { reference, status } => {
                 statuses.push(reference, status);
@@ -484,9 +527,17 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
         // A burst of policy events is compiled once: when no event is ready any more (the
         // `ready` branch below), or after COMPILE_AFTER of events. This comes first: what it
         // gives (the policies, statuses to write) is acted on before the next wait.
-        if pending.is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMPILE_AFTER) {
+        if let Some(since) = pending
+            && since.elapsed() >= COMPILE_AFTER
+        {
             pending = None;
-            policy_effects(&mut policy_index, &mut listed, &mut statuses, &mut sink);
+            policy_effects(
+                &mut policy_index,
+                &mut listed,
+                &mut statuses,
+                since,
+                &mut sink,
+            );
         }
         if !synced && listed.len() == WATCHES {
             synced = true;
@@ -521,9 +572,11 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                 Some(next) => next,
                 None => return,
             },
-            () = std::future::ready(()), if pending.is_some() => {
-                pending = None;
-                policy_effects(&mut policy_index, &mut listed, &mut statuses, &mut sink);
+            since = std::future::ready(pending), if pending.is_some() => {
+                if let Some(since) = since {
+                    pending = None;
+                    policy_effects(&mut policy_index, &mut listed, &mut statuses, since, &mut sink);
+                }
                 continue;
             }
             Some((reference, status, outcome)) = writing.next(), if !writing.is_empty() => {

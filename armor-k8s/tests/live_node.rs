@@ -42,7 +42,7 @@ fn start_watch(client: Client, watch: NodeWatch) -> (Seen, tokio::task::JoinHand
     let task = tokio::spawn(async move {
         follow_node(client, &watch, |u| {
             let line = match u {
-                NodeUpdate::Policies(p) => format!("policies {}", p.rules().len()),
+                NodeUpdate::Policies { policy, .. } => format!("policies {}", policy.rules().len()),
                 NodeUpdate::Pod(PodEffect::PodLabels(p)) => {
                     format!("pod {} {:?}", p.pod_uid, p.labels)
                 }

@@ -99,6 +99,21 @@ pub struct AgentOptions {
     /// decided without it: refused with [`RuntimeConfig::require_enforcement`], else admitted
     /// with the container's own labels, and logged either way.
     pub identity_wait: Duration,
+    /// Told once which enforcer the agent chose, as soon as it chose it (before its eBPF
+    /// event source loads): an embedder publishes it where its users look (the Kubernetes
+    /// agent labels its node). `None`: only the log says it.
+    pub chosen: Option<std::sync::mpsc::Sender<EnforcerChosen>>,
+}
+
+/// The enforcer an agent chose ([`AgentOptions::chosen`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnforcerChosen {
+    /// The enforcer's name (`BPFLSM`, `AppArmor`); `None`: audit-only, nothing is denied.
+    pub name: Option<&'static str>,
+    /// What the log says: the rules the enforcer carries and those it does not, or why each
+    /// enforcer tried was refused.
+    pub summary: String,
 }
 
 impl AgentOptions {
@@ -123,6 +138,7 @@ impl AgentOptions {
             config: RuntimeConfig::default(),
             hook_socket: None,
             identity_wait: Duration::from_secs(2),
+            chosen: None,
         }
     }
 
@@ -151,6 +167,13 @@ impl AgentOptions {
     #[must_use]
     pub fn inventory(mut self, file: impl Into<PathBuf>) -> Self {
         self.inventory = Some(file.into());
+        self
+    }
+
+    /// The same telling `to` which enforcer it chose ([`AgentOptions::chosen`]).
+    #[must_use]
+    pub fn report_choice(mut self, to: std::sync::mpsc::Sender<EnforcerChosen>) -> Self {
+        self.chosen = Some(to);
         self
     }
 
@@ -845,7 +868,15 @@ fn reload_inventory(inv: &mut InventoryFile, log: &mut dyn FnMut(&str)) -> bool 
 /// refuses to start.
 fn select_enforcement(options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<Enforcement> {
     let enforcement = Enforcement::select(&options.enforcer, &options.enforcement)?;
-    log(&enforcement.summary());
+    let summary = enforcement.summary();
+    log(&summary);
+    if let Some(to) = &options.chosen {
+        // Whoever asked may have stopped listening: the log has it anyway.
+        let _gone = to.send(EnforcerChosen {
+            name: enforcement.name(),
+            summary,
+        });
+    }
     if options.config.require_enforcement && enforcement.name().is_none() {
         return Err(Error::NotEnforced {
             workload: "every workload".into(),

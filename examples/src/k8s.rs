@@ -76,7 +76,7 @@ pub fn pod_feed(effect: &PodEffect) -> Vec<Feed> {
 /// `log`, and `Synced` gives nothing.
 pub fn feed(base: &RuntimeConfig, update: NodeUpdate, log: &mut dyn FnMut(&str)) -> Vec<Feed> {
     match update {
-        NodeUpdate::Policies(p) => vec![Feed::Policy(p)],
+        NodeUpdate::Policies { policy, .. } => vec![Feed::Policy(policy)],
         NodeUpdate::Pod(effect) => pod_feed(&effect),
         NodeUpdate::Settings(s) => vec![Feed::Config(Box::new(runtime_config(base, &s)))],
         NodeUpdate::Stale(why) => vec![Feed::Stale(why)],

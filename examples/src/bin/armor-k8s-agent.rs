@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use armor_examples::k8s;
 use armor_k8s::node::NodeSettings;
-use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node};
+use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node, publish_enforcer};
 use armor_runtime::RuntimeConfig;
-use armor_runtime::agent::{self, AgentOptions, Feed};
+use armor_runtime::agent::{self, AgentOptions, EnforcerChosen, Feed};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -50,6 +50,11 @@ none; a ConfigMap with a bad value is not taken (every problem is logged with it
 the previous settings stay. Namespace annotations kubearmor-file-posture,
 kubearmor-network-posture, kubearmor-capabilities-posture and kubearmor-visibility apply to the
 namespace's pods.
+
+The enforcer this node's agent chose is in its log and, where the agent may patch nodes
+(deploy/optional/node-enforcer.yaml), on the node: label armor.dev/enforcer (BPFLSM, AppArmor
+or none) and annotation armor.dev/enforcer-summary (what it enforces, or why it cannot):
+kubectl get nodes -L armor.dev/enforcer. Without that permission the log says it was refused.
 
 When the API server cannot be reached, the rules in force stay enforced and the watches retry
 with backoff; the log says `readiness: stale (...)` until they answer again.
@@ -107,11 +112,59 @@ async fn client(cli_kubeconfig: Option<PathBuf>) -> Result<kube::Client> {
     kube::Client::try_from(config).context("building the API client")
 }
 
+/// How long a failed publication of the enforcer waits before it is tried again.
+const PUBLISH_RETRY: Duration = Duration::from_secs(10);
+
+/// Publishes the enforcer the agent chose on `node` once it is chosen: tried again after
+/// [`PUBLISH_RETRY`] while the API server does not answer, given up when it refuses (the
+/// agent may not patch nodes).
+async fn publish(client: kube::Client, node: String, chosen: mpsc::Receiver<EnforcerChosen>) {
+    // The agent's thread chooses; this waits for it on a thread of tokio's blocking pool.
+    let Ok(Ok(chosen)) = tokio::task::spawn_blocking(move || chosen.recv()).await else {
+        return;
+    };
+    let label = chosen.name.unwrap_or("none");
+    loop {
+        let outcome = tokio::time::timeout(
+            PUBLISH_RETRY,
+            publish_enforcer(&client, &node, chosen.name, &chosen.summary),
+        )
+        .await;
+        match outcome {
+            Ok(Ok(())) => {
+                log(&format!(
+                    "enforcer published on node {node}: {}={label}",
+                    armor_k8s::watch::ENFORCER_LABEL
+                ));
+                return;
+            }
+            Ok(Err(kube::Error::Api(e))) if e.code == 403 || e.code == 404 => {
+                log(&format!(
+                    "enforcer not published on node {node} ({}); it is in this log only (the \
+                     agent may patch its node with deploy/optional/node-enforcer.yaml)",
+                    e.message
+                ));
+                return;
+            }
+            Ok(Err(e)) => log(&format!(
+                "enforcer not published on node {node} yet: {e}; trying again in {} s",
+                PUBLISH_RETRY.as_secs()
+            )),
+            Err(_) => log(&format!(
+                "enforcer not published on node {node} yet: no answer; trying again"
+            )),
+        }
+        tokio::time::sleep(PUBLISH_RETRY).await;
+    }
+}
+
 /// Starts the cluster side on its own thread: what it reports arrives on the receiver, which
-/// disconnects when it ends (it cannot reach a client).
+/// disconnects when it ends (it cannot reach a client). The enforcer the agent chooses
+/// (`chosen`) is published on the node by the same thread.
 fn cluster_thread(
     kubeconfig: Option<PathBuf>,
     watch: NodeWatch,
+    chosen: mpsc::Receiver<EnforcerChosen>,
 ) -> Result<mpsc::Receiver<NodeUpdate>> {
     let (tx, rx) = mpsc::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -124,10 +177,11 @@ fn cluster_thread(
             runtime.block_on(async move {
                 match client(kubeconfig).await {
                     Ok(c) => {
-                        follow_node(c, &watch, |u| {
+                        let publishing = publish(c.clone(), watch.node.clone(), chosen);
+                        let following = follow_node(c, &watch, |u| {
                             let _gone = tx.send(u);
-                        })
-                        .await;
+                        });
+                        tokio::join!(following, publishing);
                     }
                     Err(e) => {
                         let _gone = tx.send(NodeUpdate::Problem(format!("{e:#}")));
@@ -172,7 +226,7 @@ fn first_view(
             }
         };
         match update {
-            NodeUpdate::Policies(p) => policy = Some(p),
+            NodeUpdate::Policies { policy: p, .. } => policy = Some(p),
             NodeUpdate::Settings(s) => settings = *s,
             NodeUpdate::Synced => {
                 let policy = policy.ok_or_else(|| anyhow!("listed without policies"))?;
@@ -207,7 +261,8 @@ fn main() -> Result<()> {
         cli.node, cli.config
     ));
     let started = Instant::now();
-    let updates = cluster_thread(cli.kubeconfig.clone(), watch)?;
+    let (chosen_tx, chosen_rx) = mpsc::channel();
+    let updates = cluster_thread(cli.kubeconfig.clone(), watch, chosen_rx)?;
     let view = first_view(&updates, &base, Duration::from_secs(cli.sync_timeout))?;
     log(&format!(
         "cluster listed in {} ms: {} rules, {} pod identities",
@@ -218,9 +273,11 @@ fn main() -> Result<()> {
             .filter(|f| matches!(f, Feed::Identity { .. }))
             .count()
     ));
-    let options = cli
-        .flags
-        .apply(AgentOptions::fed(view.policy).config(k8s::runtime_config(&base, &view.settings)));
+    let options = cli.flags.apply(
+        AgentOptions::fed(view.policy)
+            .config(k8s::runtime_config(&base, &view.settings))
+            .report_choice(chosen_tx),
+    );
     // The agent's feed: the first view's items, then whatever the cluster side reports.
     let (feed_tx, feed_rx) = mpsc::channel();
     for item in view.rest {
