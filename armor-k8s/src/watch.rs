@@ -641,8 +641,10 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
         }
         match ev {
             Watched::Policy(ev) => {
+                // Before `take`: the event's validation is part of its latency.
+                let arrived = tokio::time::Instant::now();
                 policy_index.take(ev);
-                pending.get_or_insert_with(tokio::time::Instant::now);
+                pending.get_or_insert(arrived);
             }
             Watched::Pod(ev) => {
                 if matches!(*ev, watcher::Event::InitDone) {

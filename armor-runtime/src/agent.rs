@@ -99,9 +99,10 @@ pub struct AgentOptions {
     /// decided without it: refused with [`RuntimeConfig::require_enforcement`], else admitted
     /// with the container's own labels, and logged either way.
     pub identity_wait: Duration,
-    /// Told once which enforcer the agent chose, as soon as it chose it (before its eBPF
-    /// event source loads): an embedder publishes it where its users look (the Kubernetes
-    /// agent labels its node). `None`: only the log says it.
+    /// Told once which enforcer the agent runs with, when it is ready (the enforcer chosen,
+    /// the event source loaded, every workload's rules applied; an agent that fails to start
+    /// tells nothing): an embedder publishes it where its users look (the Kubernetes agent
+    /// labels its node). `None`: only the log says it.
     pub chosen: Option<std::sync::mpsc::Sender<EnforcerChosen>>,
 }
 
@@ -539,6 +540,13 @@ impl Agent {
             log(p.as_str());
         }
         let last_readiness = ready(&rt, options, inventory.is_some(), log)?;
+        if let (Some(to), Some(enforcement)) = (&options.chosen, rt.enforcement()) {
+            // Whoever asked may have stopped listening: the log has it anyway.
+            let _gone = to.send(EnforcerChosen {
+                name: enforcement.name(),
+                summary: enforcement.summary(),
+            });
+        }
         Ok(Self {
             rt,
             source,
@@ -868,15 +876,7 @@ fn reload_inventory(inv: &mut InventoryFile, log: &mut dyn FnMut(&str)) -> bool 
 /// refuses to start.
 fn select_enforcement(options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<Enforcement> {
     let enforcement = Enforcement::select(&options.enforcer, &options.enforcement)?;
-    let summary = enforcement.summary();
-    log(&summary);
-    if let Some(to) = &options.chosen {
-        // Whoever asked may have stopped listening: the log has it anyway.
-        let _gone = to.send(EnforcerChosen {
-            name: enforcement.name(),
-            summary,
-        });
-    }
+    log(&enforcement.summary());
     if options.config.require_enforcement && enforcement.name().is_none() {
         return Err(Error::NotEnforced {
             workload: "every workload".into(),

@@ -112,12 +112,13 @@ async fn client(cli_kubeconfig: Option<PathBuf>) -> Result<kube::Client> {
     kube::Client::try_from(config).context("building the API client")
 }
 
-/// How long a failed publication of the enforcer waits before it is tried again.
+/// How long a publication of the enforcer waits for its answer, and after a failed one before
+/// it is tried again.
 const PUBLISH_RETRY: Duration = Duration::from_secs(10);
 
-/// Publishes the enforcer the agent chose on `node` once it is chosen: tried again after
-/// [`PUBLISH_RETRY`] while the API server does not answer, given up when it refuses (the
-/// agent may not patch nodes).
+/// Publishes the enforcer the agent runs with on `node` once the agent is ready: tried again
+/// while the API server does not answer (every 10 s) or fails (10 s later), given up when it
+/// refuses the request (a 4xx other than 409 and 429: the agent may not patch nodes).
 async fn publish(client: kube::Client, node: String, chosen: mpsc::Receiver<EnforcerChosen>) {
     // The agent's thread chooses; this waits for it on a thread of tokio's blocking pool.
     let Ok(Ok(chosen)) = tokio::task::spawn_blocking(move || chosen.recv()).await else {
@@ -138,7 +139,9 @@ async fn publish(client: kube::Client, node: String, chosen: mpsc::Receiver<Enfo
                 ));
                 return;
             }
-            Ok(Err(kube::Error::Api(e))) if e.code == 403 || e.code == 404 => {
+            Ok(Err(kube::Error::Api(e)))
+                if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 =>
+            {
                 log(&format!(
                     "enforcer not published on node {node} ({}); it is in this log only (the \
                      agent may patch its node with deploy/optional/node-enforcer.yaml)",
@@ -146,15 +149,18 @@ async fn publish(client: kube::Client, node: String, chosen: mpsc::Receiver<Enfo
                 ));
                 return;
             }
-            Ok(Err(e)) => log(&format!(
-                "enforcer not published on node {node} yet: {e}; trying again in {} s",
+            Ok(Err(e)) => {
+                log(&format!(
+                    "enforcer not published on node {node} yet: {e}; trying again in {} s",
+                    PUBLISH_RETRY.as_secs()
+                ));
+                tokio::time::sleep(PUBLISH_RETRY).await;
+            }
+            Err(_) => log(&format!(
+                "enforcer not published on node {node} yet: no answer within {} s; trying again",
                 PUBLISH_RETRY.as_secs()
             )),
-            Err(_) => log(&format!(
-                "enforcer not published on node {node} yet: no answer; trying again"
-            )),
         }
-        tokio::time::sleep(PUBLISH_RETRY).await;
     }
 }
 
