@@ -373,6 +373,9 @@ const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 struct StatusQueue {
     node: String,
     due: BTreeMap<(tokio::time::Instant, PolicyRef), PolicyStatus>,
+    /// When each object's write is due: finds the write a new one replaces without a scan
+    /// (a cold start queues thousands).
+    when: BTreeMap<PolicyRef, tokio::time::Instant>,
 }
 
 impl StatusQueue {
@@ -380,6 +383,7 @@ impl StatusQueue {
         Self {
             node: node.to_string(),
             due: BTreeMap::new(),
+            when: BTreeMap::new(),
         }
     }
 
@@ -396,15 +400,17 @@ impl StatusQueue {
         after: std::time::Duration,
     ) {
         use std::hash::{Hash, Hasher};
-        self.due.retain(|(_, r), _| *r != reference);
         let mut h = std::hash::DefaultHasher::new();
         (&self.node, &reference).hash(&mut h);
         let spread = u64::try_from(STATUS_SPREAD.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         let delay = after + std::time::Duration::from_millis(h.finish() % spread);
-        self.due
-            .insert((tokio::time::Instant::now() + delay, reference), status);
+        let at = tokio::time::Instant::now() + delay;
+        if let Some(before) = self.when.insert(reference.clone(), at) {
+            self.due.remove(&(before, reference.clone()));
+        }
+        self.due.insert((at, reference), status);
     }
 
     /// The next write whose time came.
@@ -413,7 +419,9 @@ impl StatusQueue {
         if first > tokio::time::Instant::now() {
             return None;
         }
-        self.due.pop_first().map(|((_, r), s)| (r, s))
+        let ((_, r), s) = self.due.pop_first()?;
+        self.when.remove(&r);
+        Some((r, s))
     }
 
     /// When the next write is due (now when none waits).
@@ -674,5 +682,43 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn a_status_asked_again_replaces_the_write_still_waiting() {
+        let mut q = StatusQueue::new("node-a");
+        let one = PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, "c-1");
+        let two = PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, "c-2");
+        q.push(
+            one.clone(),
+            PolicyStatus::new("Invalid", Some("bad".into())),
+        );
+        q.push(two.clone(), PolicyStatus::new("Applied", None));
+        q.push_after(
+            one.clone(),
+            PolicyStatus::new("Applied", None),
+            std::time::Duration::from_secs(5),
+        );
+        let waiting: Vec<(String, Option<String>)> = q
+            .due
+            .iter()
+            .map(|((_, r), s)| (r.name.clone(), s.status.clone()))
+            .collect();
+        // c-2 is due within the spread, c-1's replacement 5 s later: c-2 comes first.
+        assert_eq!(
+            waiting,
+            [
+                ("c-2".to_string(), Some("Applied".to_string())),
+                ("c-1".to_string(), Some("Applied".to_string())),
+            ]
+        );
+        assert_eq!(q.when.len(), 2);
+        assert!(q.next_due() > tokio::time::Instant::now());
     }
 }

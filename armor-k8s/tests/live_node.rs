@@ -73,12 +73,7 @@ async fn agents_agree_on_statuses_hear_their_own_pods_and_follow_annotations() {
     let Some((cp, admin)) = support::with_deploy_rbac("live-node").await else {
         return;
     };
-    let gvk = kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorPolicy");
-    let policies: Api<DynamicObject> = Api::namespaced_with(
-        admin.clone(),
-        "default",
-        &kube::api::ApiResource::from_gvk(&gvk),
-    );
+    let policies = support::policy_api(&admin, "KubeArmorPolicy", Some("default"));
     for i in 0..20 {
         let p: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorPolicy",
@@ -89,21 +84,12 @@ async fn agents_agree_on_statuses_hear_their_own_pods_and_follow_annotations() {
         .unwrap();
         policies.create(&PostParams::default(), &p).await.unwrap();
     }
-    let gvk =
-        kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", "KubeArmorClusterPolicy");
-    let cluster: Api<DynamicObject> =
-        Api::all_with(admin.clone(), &kube::api::ApiResource::from_gvk(&gvk));
+    let cluster = support::policy_api(&admin, "KubeArmorClusterPolicy", None);
     for i in 0..20 {
-        let p: DynamicObject = serde_json::from_value(serde_json::json!({
-            "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorClusterPolicy",
-            "metadata": {"name": format!("c-{i}")},
-            "spec": {"selector": {"matchExpressions": [{"key": "namespace", "operator": "NotIn",
-                    "values": ["kube-system"]}]},
-                "process": {"matchPaths": [{"path": format!("/usr/local/bin/tool-{i}")}]},
-                "action": "Block"}
-        }))
-        .unwrap();
-        cluster.create(&PostParams::default(), &p).await.unwrap();
+        cluster
+            .create(&PostParams::default(), &support::cluster_policy(i))
+            .await
+            .unwrap();
     }
     for node in ["node-a", "node-b"] {
         let n: Node =

@@ -89,15 +89,6 @@ where
         .await;
 }
 
-fn policy_api(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
-    let gvk = kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", kind);
-    let ar = kube::api::ApiResource::from_gvk(&gvk);
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    }
-}
-
 fn object(value: serde_json::Value) -> DynamicObject {
     serde_json::from_value(value).unwrap()
 }
@@ -110,18 +101,6 @@ fn namespaced_policy(i: usize, version: usize) -> DynamicObject {
         "spec": {"selector": {"matchLabels": {"app": format!("app{}", i % 50)}},
             "file": {"matchPaths": [{"path": format!("/data/{i}/v{version}/secret")}]},
             "process": {"matchDirectories": [{"dir": format!("/opt/tool{i}/"), "recursive": true}]},
-            "action": "Block"}
-    }))
-}
-
-/// Cluster policy `i`: a process rule for every namespace but `kube-system`.
-fn cluster_policy(i: usize) -> DynamicObject {
-    object(serde_json::json!({
-        "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorClusterPolicy",
-        "metadata": {"name": format!("c-{i}")},
-        "spec": {"selector": {"matchExpressions": [{"key": "namespace", "operator": "NotIn",
-                "values": ["kube-system"]}]},
-            "process": {"matchPaths": [{"path": format!("/usr/local/bin/tool-{i}")}]},
             "action": "Block"}
     }))
 }
@@ -213,7 +192,7 @@ async fn bench() {
     // The agent's baseline: the node and its pods, no policy.
     agent_rss(&cp, "no policy");
     let t = Instant::now();
-    let policies = policy_api(&admin, "KubeArmorPolicy", Some("default"));
+    let policies = support::policy_api(&admin, "KubeArmorPolicy", Some("default"));
     create_all(
         &policies,
         (0..1_000).map(|i| namespaced_policy(i, 0)).collect(),
@@ -243,7 +222,7 @@ async fn bench() {
             let (at, u) = rx.recv().unwrap();
             match u {
                 NodeUpdate::Policies { policy: p, .. } => policy = Some(p),
-                NodeUpdate::Pod(effect) => identities.extend(armor_examples_feed(&effect)),
+                NodeUpdate::Pod(effect) => identities.extend(fed_identities(&effect)),
                 NodeUpdate::Synced => break at,
                 _ => {}
             }
@@ -253,7 +232,7 @@ async fn bench() {
         let enforcer = Arc::new(RecordingEnforcer::new());
         let mut rt = Runtime::new(config, policy.unwrap(), vec![enforcer.clone()], None);
         for (key, identity) in &identities {
-            rt.container_identity(key, Some(identity));
+            rt.container_identity(key, identity.as_ref());
         }
         for (n, p) in pods.iter().enumerate() {
             rt.add_container_with_cgroup(&container_of(p, n), 10_000 + n as u64);
@@ -336,8 +315,8 @@ async fn bench() {
 
     // --- 3. The agent's memory with 5,000 cluster policies more ---------------------------
     let t = Instant::now();
-    let cluster = policy_api(&admin, "KubeArmorClusterPolicy", None);
-    create_all(&cluster, (0..5_000).map(cluster_policy).collect()).await;
+    let cluster = support::policy_api(&admin, "KubeArmorClusterPolicy", None);
+    create_all(&cluster, (0..5_000).map(support::cluster_policy).collect()).await;
     println!(
         "setup: 5,000 cluster policies created in {}",
         ms(t.elapsed())
@@ -374,32 +353,21 @@ async fn bench() {
     }
 }
 
-/// The pod effects as the agent feeds them (examples' glue, restated for the bench: the
-/// benches crate does not depend on the examples).
-fn armor_examples_feed(
+/// The pod identities `armor-k8s-agent` feeds its runtime for `effect`
+/// ([`armor_examples::k8s::pod_feed`]), as `Runtime::container_identity` takes them.
+fn fed_identities(
     effect: &armor_k8s::pods::PodEffect,
 ) -> Vec<(
     armor_runtime::index::IdentityKey,
-    armor_runtime::index::PodIdentity,
+    Option<armor_runtime::index::PodIdentity>,
 )> {
-    use armor_k8s::pods::PodEffect;
-    use armor_runtime::index::{IdentityKey, PodIdentity};
-    match effect {
-        PodEffect::PodLabels(p) => p
-            .containers
-            .iter()
-            .map(|c| {
-                (
-                    IdentityKey::PodContainer {
-                        pod_uid: p.pod_uid.clone(),
-                        container: c.clone(),
-                    },
-                    PodIdentity::new(p.labels.clone()).owner(p.owner.clone()),
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    armor_examples::k8s::pod_feed(effect)
+        .into_iter()
+        .filter_map(|f| match f {
+            armor_runtime::agent::Feed::Identity { key, identity } => Some((key, identity)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `VmRSS`, `VmHWM`, `RssAnon`, `RssFile` and `RssShmem` of `pid`, in KiB.
@@ -475,11 +443,7 @@ fn agent_rss(cp: &support::ControlPlane, what: &str) {
     let binary = std::env::var_os("ARMOR_K8S_AGENT")
         .map(PathBuf::from)
         .unwrap_or_else(|| support::repo().join("target/release/armor-k8s-agent"));
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    });
-    if !binary.is_file() || !root {
+    if !binary.is_file() || !armor_testing::is_root() {
         println!(
             "agent RSS: not measured: needs root and {} (cargo build --release -p \
              armor-examples --bin armor-k8s-agent, or ARMOR_K8S_AGENT=PATH)",
@@ -596,7 +560,7 @@ async fn simulate(admin: &Client, agents: usize, kubeconfig: &Path) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rest = requests(admin).await;
     // 10 policy changes per second for 10 s.
-    let policies = policy_api(admin, "KubeArmorPolicy", Some("default"));
+    let policies = support::policy_api(admin, "KubeArmorPolicy", Some("default"));
     for n in 0..100 {
         let i = (n * 13) % 1_000;
         let p = namespaced_policy(i, 1_000 + n);
@@ -675,11 +639,11 @@ fn sim_agent(node: &str, kubeconfig: &Path) {
                 None => first = Some(p),
             },
             NodeUpdate::Pod(effect) => {
-                let fed = armor_examples_feed(&effect);
+                let fed = fed_identities(&effect);
                 match &mut runtime {
                     Some(r) => {
                         for (k, i) in &fed {
-                            r.container_identity(k, Some(i));
+                            r.container_identity(k, i.as_ref());
                         }
                     }
                     None => identities.extend(fed),
@@ -688,7 +652,7 @@ fn sim_agent(node: &str, kubeconfig: &Path) {
             NodeUpdate::Synced => {
                 let mut r = Runtime::new(config.clone(), first.take().unwrap(), vec![], None);
                 for (k, i) in &identities {
-                    r.container_identity(k, Some(i));
+                    r.container_identity(k, i.as_ref());
                 }
                 runtime = Some(r);
                 println!("synced {}", t.elapsed().as_millis());

@@ -95,7 +95,7 @@ fn auto_falls_back_to_audit_only_and_keeps_monitoring() {
         std::env::temp_dir().join(format!("armor-agent-auto-{}", std::process::id())),
     );
     let auto = Enforcement::select(&EnforcerChoice::Auto, &opts).unwrap();
-    if auto.name().is_some() || !nix_root() {
+    if auto.name().is_some() || !armor_testing::is_root() {
         println!(
             "skipped: needs root on a kernel refusing both enforcers ({})",
             auto.summary()
@@ -171,13 +171,6 @@ fn require_enforcement_without_a_kernel_enforcer_does_not_start() {
     );
     assert!(err.contains("NOTHING IS DENIED"), "{err}");
     assert!(!err.contains("ready"), "{err}");
-}
-
-fn nix_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
 /// A bad service inventory stops the agent before anything is applied (no enforcer chosen, no
@@ -272,7 +265,7 @@ impl Drop for Cleanup {
 /// it untracks it.
 #[test]
 fn inventory_services_are_tracked_and_the_inventory_reloaded() {
-    if !nix_root() {
+    if !armor_testing::is_root() {
         println!("skipped: needs root (event source, cgroup2)");
         return;
     }

@@ -10,13 +10,6 @@
 use std::path::Path;
 use std::process::Command;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
 /// Runs `scripts/image` with `args`; its output, or a panic with it.
 fn image(args: &[&str]) -> String {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -67,7 +60,7 @@ fn the_daemonsets_image_is_built_reproducibly_and_runs_in_containerd() {
         !ci || missing.is_empty(),
         "CI: scripts/test installs {missing:?}"
     );
-    if !is_root() || !missing.is_empty() {
+    if !armor_testing::is_root() || !missing.is_empty() {
         println!(
             "run in containerd: skipped: needs root and containerd, ctr and runc (missing: \
              {missing:?}; scripts/test installs them)"

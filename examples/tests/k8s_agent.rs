@@ -26,13 +26,6 @@ use armor_testing::lines::Lines;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
 /// The records of `out` whose `PolicyName` is `policy`, waiting up to 30 s for `n` of them.
 fn alerts(out: &Path, policy: &str, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -60,7 +53,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_agent_follows_the_cluster_under_the_rbac_of_deploy() {
-    if !is_root() {
+    if !armor_testing::is_root() {
         println!("skipped: needs root (the agent's event source)");
         return;
     }

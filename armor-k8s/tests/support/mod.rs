@@ -342,6 +342,34 @@ pub(crate) async fn apply_file(client: &Client, path: &Path) {
 }
 
 /// The repository's root.
+/// The API of policy `kind` (`KubeArmorPolicy` in `namespace`, the cluster kinds with
+/// `None`), untyped: objects go in as the JSON a user writes.
+pub(crate) fn policy_api(
+    client: &Client,
+    kind: &str,
+    namespace: Option<&str>,
+) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::core::GroupVersionKind::gvk("security.kubearmor.com", "v1", kind);
+    let ar = kube::api::ApiResource::from_gvk(&gvk);
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Cluster policy `c-<i>`: a process rule for every namespace but `kube-system`.
+pub(crate) fn cluster_policy(i: usize) -> kube::api::DynamicObject {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "security.kubearmor.com/v1", "kind": "KubeArmorClusterPolicy",
+        "metadata": {"name": format!("c-{i}")},
+        "spec": {"selector": {"matchExpressions": [{"key": "namespace", "operator": "NotIn",
+                "values": ["kube-system"]}]},
+            "process": {"matchPaths": [{"path": format!("/usr/local/bin/tool-{i}")}]},
+            "action": "Block"}
+    }))
+    .expect("a cluster policy object")
+}
+
 pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
