@@ -94,6 +94,11 @@ pub struct AgentOptions {
     /// ([`crate::hook`]; needs `containerd_socket`). `None`: containers get their rules from
     /// containerd's `/tasks/create` event, which can arrive after the entrypoint started.
     pub hook_socket: Option<PathBuf>,
+    /// The size of the event source's ring buffer, in bytes ([`Options::ring_bytes`]: a power
+    /// of two, a multiple of the page size; 8 MiB by default). User space maps its pages
+    /// twice, so the agent's resident memory counts it twice; a smaller ring holds a shorter
+    /// burst, and what it cannot hold is counted and logged (`events lost in the kernel`).
+    pub event_ring_bytes: u32,
     /// Under an orchestrator, how long the OCI hook's answer for a pod's container (one whose
     /// CRI labels name its pod) waits for the pod's identity ([`Feed::Identity`]) before it is
     /// decided without it: refused with [`RuntimeConfig::require_enforcement`], else admitted
@@ -138,6 +143,7 @@ impl AgentOptions {
             enforcement: EnforcementOptions::default(),
             config: RuntimeConfig::default(),
             hook_socket: None,
+            event_ring_bytes: Options::default().ring_bytes,
             identity_wait: Duration::from_secs(2),
             chosen: None,
         }
@@ -168,6 +174,13 @@ impl AgentOptions {
     #[must_use]
     pub fn inventory(mut self, file: impl Into<PathBuf>) -> Self {
         self.inventory = Some(file.into());
+        self
+    }
+
+    /// The same with an event ring buffer of `bytes` ([`AgentOptions::event_ring_bytes`]).
+    #[must_use]
+    pub fn event_ring_bytes(mut self, bytes: u32) -> Self {
+        self.event_ring_bytes = bytes;
         self
     }
 
@@ -508,7 +521,7 @@ impl Agent {
             ));
         }
         let enforcement = select_enforcement(options, log)?;
-        let source = EventSource::load(Options::default())?;
+        let source = EventSource::load(Options::default().ring_bytes(options.event_ring_bytes))?;
         let controls = source.controls();
         let mut rt = Runtime::with_enforcement(
             options.config.clone(),

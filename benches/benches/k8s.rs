@@ -21,7 +21,8 @@
 //!    loads) runs under the agent's RBAC until `ready`, and its VmRSS (split into anonymous,
 //!    file-backed and shared pages) and VmHWM are read: with no policy (its baseline), with
 //!    the 1,000 policies, and with 5,000 KubeArmorClusterPolicy objects more. The agent runs
-//!    with deploy/workload.yaml's `GLIBC_TUNABLES` (`ARMOR_K8S_BENCH_MALLOC=default`: without);
+//!    with deploy/workload.yaml's `GLIBC_TUNABLES` (`ARMOR_K8S_BENCH_MALLOC=default`: without)
+//!    and `--event-ring-mib` (`ARMOR_K8S_BENCH_RING_MIB=N`: N instead);
 //!    `ARMOR_K8S_BENCH_SMAPS=1` prints its largest mappings too.
 //! 4. **Many agents**: 10, then 50 agent processes (this binary with `--sim-agent`: the
 //!    agent's Kubernetes side and its runtime, no kernel), each its own node with 100 pods, all
@@ -29,6 +30,8 @@
 //!    server's requests (its `apiserver_request_total`) during their cold start, at rest and
 //!    while 10 policies change per second, and how many watches are open.
 //!    `ARMOR_K8S_BENCH_AGENTS` chooses the runs (default `10,50`; empty: none).
+//! 5. **Agent RSS with the 5,000 cluster policies alone** (the case): the 1,000
+//!    namespaced policies deleted, the agent measured as in 3.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -351,6 +354,13 @@ async fn bench() {
         );
         simulate(&admin, agents, &kubeconfig).await;
     }
+
+    // --- 5. The memory goal's case: the 5,000 cluster policies alone -------------------------
+    policies
+        .delete_collection(&Default::default(), &Default::default())
+        .await
+        .unwrap();
+    agent_rss(&cp, "5,000 cluster policies");
 }
 
 /// The pod identities `armor-k8s-agent` feeds its runtime for `effect`
@@ -418,24 +428,30 @@ fn print_largest_mappings(pid: u32) {
     }
 }
 
-/// The agent's `GLIBC_TUNABLES` in deploy/workload.yaml; `None` with
-/// `ARMOR_K8S_BENCH_MALLOC=default`.
-fn malloc_tunables() -> Option<String> {
-    if std::env::var("ARMOR_K8S_BENCH_MALLOC").as_deref() == Ok("default") {
-        return None;
-    }
+/// How deploy/workload.yaml runs the agent: its `GLIBC_TUNABLES` (`None` with
+/// `ARMOR_K8S_BENCH_MALLOC=default`) and its `--event-ring-mib` (`ARMOR_K8S_BENCH_RING_MIB`
+/// instead when set).
+fn as_deployed() -> (Option<String>, String) {
     let workload = std::fs::read_to_string(support::repo().join("deploy/workload.yaml")).unwrap();
     let mut lines = workload.lines();
     lines
         .by_ref()
         .find(|l| l.trim() == "- name: GLIBC_TUNABLES")
         .expect("deploy/workload.yaml sets GLIBC_TUNABLES");
-    lines
+    let tunables = lines
         .next()
         .and_then(|l| l.trim().strip_prefix("value: "))
         .expect("GLIBC_TUNABLES: value on the next line")
-        .to_string()
-        .into()
+        .to_string();
+    let ring = workload
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- --event-ring-mib="))
+        .expect("deploy/workload.yaml sets --event-ring-mib")
+        .to_string();
+    (
+        (std::env::var("ARMOR_K8S_BENCH_MALLOC").as_deref() != Ok("default")).then_some(tunables),
+        std::env::var("ARMOR_K8S_BENCH_RING_MIB").unwrap_or(ring),
+    )
 }
 
 /// Runs the real agent with every policy of the API server and reads its memory.
@@ -453,11 +469,13 @@ fn agent_rss(cp: &support::ControlPlane, what: &str) {
     }
     let mut agent = Command::new(&binary);
     // As deploy/workload.yaml runs it (ARMOR_K8S_BENCH_MALLOC=default: glibc's defaults).
-    match malloc_tunables() {
+    let (tunables, ring) = as_deployed();
+    match tunables {
         Some(tunables) => agent.env("GLIBC_TUNABLES", tunables),
         None => agent.env_remove("GLIBC_TUNABLES"),
     };
     let mut child = agent
+        .arg(format!("--event-ring-mib={ring}"))
         .args(["--node", "bench-node", "--enforcer", "none", "--kubeconfig"])
         .arg(cp.kubeconfig("rss", support::AGENT_TOKEN))
         .args(["--output", "/dev/null"])

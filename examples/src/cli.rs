@@ -64,6 +64,20 @@ pub struct AgentFlags {
     /// `stdout` or a file to append JSON lines to.
     #[arg(long, default_value = "stdout")]
     pub output: String,
+    /// The event ring buffer's size in MiB (a power of two, 1 to 1024): resident memory twice
+    /// this; a burst it cannot hold is logged as events lost.
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = ring_mib)]
+    pub event_ring_mib: u32,
+}
+
+/// `--event-ring-mib`: a power of two from 1 to 1024.
+fn ring_mib(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= 1024 => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a power of two from 1 to 1024 (the kernel's ring buffers are)"
+        )),
+    }
 }
 
 impl AgentFlags {
@@ -72,7 +86,8 @@ impl AgentFlags {
         let mut options = options
             .enforcer(self.enforcer.clone())
             .enforcement(EnforcementOptions::default().apparmor_dir(&self.apparmor_dir))
-            .require_enforcement(self.require_enforcement);
+            .require_enforcement(self.require_enforcement)
+            .event_ring_bytes(self.event_ring_mib << 20);
         if let Some(sock) = &self.containerd_socket {
             options = options.containerd_socket(sock);
         }
@@ -89,6 +104,36 @@ impl AgentFlags {
                 anyhow::Error::new(e).context(format!("--enforcer {}", self.enforcer))
             }
             _ => anyhow::Error::new(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: AgentFlags,
+    }
+
+    #[test]
+    fn the_event_ring_is_a_power_of_two_of_mib_and_defaults_to_8() {
+        let ring = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+                .map(|c| c.flags.event_ring_mib)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(ring(&[]), Ok(8));
+        assert_eq!(ring(&["--event-ring-mib", "2"]), Ok(2));
+        for bad in ["3", "0", "2048", "two"] {
+            let err = ring(&["--event-ring-mib", bad]).unwrap_err();
+            assert!(
+                err.contains("--event-ring-mib") && err.contains("power of two"),
+                "{err}"
+            );
         }
     }
 }

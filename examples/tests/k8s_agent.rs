@@ -99,7 +99,15 @@ async fn the_node_agent_follows_the_cluster_under_the_rbac_of_deploy() {
     let kubeconfig = cp.kubeconfig("agent", support::AGENT_TOKEN);
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_armor-k8s-agent"))
-            .args(["--node", "node-a", "--enforcer", "none", "--kubeconfig"])
+            // The DaemonSet's ring size (deploy/workload.yaml).
+            .args([
+                "--event-ring-mib=2",
+                "--node",
+                "node-a",
+                "--enforcer",
+                "none",
+            ])
+            .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--output")
             .arg(&out)

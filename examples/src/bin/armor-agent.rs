@@ -5,7 +5,7 @@
 //! ```text
 //! armor-agent --policies DIR [--containerd-socket PATH [--hook-socket PATH]] [--inventory FILE]
 //!             [--enforcer auto|bpflsm|apparmor|none] [--require-enforcement]
-//!             [--apparmor-dir DIR] [--output stdout|FILE]
+//!             [--apparmor-dir DIR] [--output stdout|FILE] [--event-ring-mib MIB]
 //! ```
 //!
 //! The binary parses flags, opens the output and installs the signal handlers; everything else

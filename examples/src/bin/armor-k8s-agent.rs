@@ -10,7 +10,7 @@
 //! armor-k8s-agent [--node NAME] [--kubeconfig FILE] [--config NAMESPACE/NAME]
 //!                 [--containerd-socket PATH [--hook-socket PATH]] [--sync-timeout SECS]
 //!                 [--enforcer auto|bpflsm|apparmor|none] [--require-enforcement]
-//!                 [--apparmor-dir DIR] [--output stdout|FILE]
+//!                 [--apparmor-dir DIR] [--output stdout|FILE] [--event-ring-mib MIB]
 //! ```
 //!
 //! The binary parses flags and runs two threads: the cluster side (kube-rs on a tokio runtime,
