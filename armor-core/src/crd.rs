@@ -711,6 +711,12 @@ pub struct PolicyStatus {
     /// Why it is invalid: every error, located by its field path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What each node does not enforce of the policy, by node name (the fail-closed report):
+    /// the node refused the policy set, rules its enforcer does not carry, workloads it
+    /// only monitors, each with why. A node that enforces all of it has no entry; each
+    /// node's agent writes its own entry only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, String>,
 }
 
 impl PolicyStatus {
@@ -719,7 +725,14 @@ impl PolicyStatus {
         Self {
             status: Some(status.into()),
             message,
+            nodes: BTreeMap::new(),
         }
+    }
+
+    /// Whether `status` and `message` are the same as `other`'s (the outcome every node
+    /// agrees on; the per-node entries are left out).
+    pub fn same_outcome(&self, other: &Self) -> bool {
+        self.status == other.status && self.message == other.message
     }
 }
 

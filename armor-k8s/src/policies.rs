@@ -33,7 +33,7 @@
 //!     if status.status.as_deref() == Some("Applied")));
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use armor_core::crd::PolicyStatus;
@@ -201,13 +201,121 @@ impl PolicyEvent {
 pub enum PolicyEffect {
     /// Put these compiled policies (every valid object) in force.
     Enforce(Arc<CompiledPolicy>),
-    /// Write this status on the object.
+    /// Write this status on the object (its `status` and `message`).
     Status {
         /// The object.
         reference: PolicyRef,
         /// Its status.
         status: PolicyStatus,
     },
+    /// Write this node's entry of the object's `status.nodes` (the fail-closed report,
+    /// [`PolicyIndex::node_report`]); `None` removes it.
+    NodeStatus {
+        /// The object.
+        reference: PolicyRef,
+        /// The node.
+        node: String,
+        /// What the node does not enforce of it, or `None` when it enforces all of it.
+        message: Option<String>,
+    },
+}
+
+/// What a node's agent says about the policies it was given ([`PolicyIndex::node_report`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct NodeReport {
+    /// The compiled set this answers (one [`PolicyEffect::Enforce`] handed to the agent) and
+    /// whether the node put it in force (`Err(why)`: refused, the previous set stays in
+    /// force). `None`: only what is enforced changed.
+    pub answered: Option<(Arc<CompiledPolicy>, Result<(), String>)>,
+    /// What the node does not enforce of each policy, one line per problem; a policy enforced
+    /// in full is absent.
+    pub gaps: BTreeMap<PolicyRef, Vec<String>>,
+}
+
+impl NodeReport {
+    /// A report answering `answered`, with `gaps`.
+    pub fn new(
+        answered: Option<(Arc<CompiledPolicy>, Result<(), String>)>,
+        gaps: BTreeMap<PolicyRef, Vec<String>>,
+    ) -> Self {
+        Self { answered, gaps }
+    }
+}
+
+/// The longest node entry written in a status, in bytes; a longer one is cut, and says that
+/// the rest is in the agent's log.
+pub const NODE_MESSAGE_MAX: usize = 1024;
+
+/// How many compiled sets wait at most for their node's answer (an agent answers each in
+/// order; older ones are forgotten).
+const UNANSWERED_MAX: usize = 64;
+
+/// What one node says of its policies, as the index keeps it.
+#[derive(Debug, Default)]
+struct NodeSide {
+    /// The node's name.
+    name: String,
+    /// The sets handed to the node and not answered yet, oldest first, each with the
+    /// fingerprint of every object in it.
+    sent: VecDeque<(Arc<CompiledPolicy>, BTreeMap<PolicyRef, u64>)>,
+    /// The fingerprints of the set the node holds.
+    in_force: BTreeMap<PolicyRef, u64>,
+    /// The last set the node refused (after the one in force), with why.
+    refused: Option<(String, BTreeMap<PolicyRef, u64>)>,
+    /// What the node does not enforce, per object.
+    gaps: BTreeMap<PolicyRef, Vec<String>>,
+    /// Whether the node answered once: its entries are managed only from then on (an entry
+    /// left by an earlier run stays until the node says what is true now).
+    answered: bool,
+    /// The entry last asked for, per object (`None`: asked to remove it).
+    wanted: BTreeMap<PolicyRef, Option<String>>,
+}
+
+impl NodeSide {
+    /// This node's entry for `r`: the refusal of the set holding `r`'s current version, then
+    /// what it does not enforce of it; `None` when there is nothing to say.
+    fn message(&self, r: &PolicyRef) -> Option<String> {
+        let mut lines = Vec::new();
+        if let Some((why, set)) = &self.refused
+            && let Some(h) = set.get(r)
+            && self.in_force.get(r) != Some(h)
+        {
+            lines.push(if self.in_force.contains_key(r) {
+                format!(
+                    "this node refused the policy set with this version and enforces the \
+                     previous one: {why}"
+                )
+            } else {
+                format!("this node refused the policy set that adds it: not in force here: {why}")
+            });
+        }
+        if let Some(gaps) = self.gaps.get(r) {
+            lines.extend(gaps.iter().cloned());
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        let mut text = lines.join("; ");
+        if text.len() > NODE_MESSAGE_MAX {
+            let tail = " … (the rest is in the agent's log)";
+            let mut cut = NODE_MESSAGE_MAX - tail.len();
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str(tail);
+        }
+        Some(text)
+    }
+}
+
+/// A fingerprint of a spec's text.
+fn fingerprint(spec: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    spec.hash(&mut h);
+    h.finish()
 }
 
 /// An object as the index keeps it: its spec as compact JSON text (a `serde_json::Value` tree
@@ -257,6 +365,8 @@ pub struct PolicyIndex {
     synced: Vec<PolicyKind>,
     /// The valid policies changed since the last `Enforce`.
     dirty: bool,
+    /// The node whose entries of `status.nodes` this index writes ([`PolicyIndex::for_node`]).
+    node: Option<NodeSide>,
 }
 
 /// The three kinds, each watched.
@@ -320,6 +430,127 @@ impl PolicyIndex {
         Self::default()
     }
 
+    /// An empty index of the agent of `node`: besides the statuses every node agrees on, it
+    /// writes `node`'s entry of each object's `status.nodes` from what the agent reports
+    /// ([`PolicyIndex::node_report`]). Of the other nodes' entries it keeps nothing.
+    pub fn for_node(node: &str) -> Self {
+        Self {
+            node: Some(NodeSide {
+                name: node.to_string(),
+                ..NodeSide::default()
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// Takes what the node's agent says about the policies it was given: the answer to one
+    /// compiled set (in force, or refused with why) and what it does not enforce of each
+    /// policy. Returns the node's entries to write: each object whose current version the
+    /// node does not enforce in full gets an entry that says why; an entry with nothing left
+    /// to say is removed. Nothing for an index without a node ([`PolicyIndex::new`]); an
+    /// answer to a set this index did not hand out, or no longer remembers, is ignored.
+    pub fn node_report(&mut self, report: NodeReport) -> Vec<PolicyEffect> {
+        let Some(side) = &mut self.node else {
+            return Vec::new();
+        };
+        if let Some((policy, result)) = report.answered
+            && let Some(at) = side.sent.iter().position(|(p, _)| Arc::ptr_eq(p, &policy))
+        {
+            let mut answered = side.sent.drain(..=at);
+            if let Some((_, set)) = answered.next_back() {
+                match result {
+                    Ok(()) => {
+                        side.in_force = set;
+                        side.refused = None;
+                    }
+                    Err(why) => side.refused = Some((why, set)),
+                }
+            }
+        }
+        side.gaps = report.gaps;
+        side.answered = true;
+        if self.is_synced() {
+            self.node_statuses()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The node's entries that differ from the one on the object and were not asked for yet.
+    fn node_statuses(&mut self) -> Vec<PolicyEffect> {
+        let Some(side) = &mut self.node else {
+            return Vec::new();
+        };
+        if !side.answered {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (r, e) in &self.entries {
+            let want = side.message(r);
+            if side.wanted.get(r) == Some(&want) {
+                continue;
+            }
+            let current = e
+                .object
+                .status
+                .as_ref()
+                .and_then(|s| s.nodes.get(&side.name));
+            if current != want.as_ref() {
+                out.push(PolicyEffect::NodeStatus {
+                    reference: r.clone(),
+                    node: side.name.clone(),
+                    message: want.clone(),
+                });
+            }
+            side.wanted.insert(r.clone(), want);
+        }
+        out
+    }
+
+    /// Whether this node's entry `message` still needs writing on `reference`: it is still
+    /// the one wanted and the object, as last seen, does not have it.
+    pub fn needs_node_status(&self, reference: &PolicyRef, message: Option<&String>) -> bool {
+        let Some(side) = &self.node else {
+            return false;
+        };
+        side.wanted.get(reference).map(Option::as_ref) == Some(message)
+            && self.entries.get(reference).is_some_and(|e| {
+                e.object
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.nodes.get(&side.name))
+                    != message
+            })
+    }
+
+    /// Forgets the node entry last asked for `reference` (its write failed), so that the next
+    /// report or event asks again.
+    pub fn forget_node_status(&mut self, reference: &PolicyRef) {
+        if let Some(side) = &mut self.node {
+            side.wanted.remove(reference);
+        }
+    }
+
+    /// `o` as the index keeps it: of `status.nodes`, this node's entry only.
+    fn stored(&self, o: PolicyObject) -> (PolicyRef, Stored) {
+        let (r, mut stored): (PolicyRef, Stored) = o.into();
+        if let Some(status) = &mut stored.status {
+            match &self.node {
+                Some(side) => status.nodes.retain(|n, _| *n == side.name),
+                None => status.nodes.clear(),
+            }
+        }
+        (r, stored)
+    }
+
+    /// Forgets what was asked for `r` (its status and this node's entry).
+    fn unwant(&mut self, r: &PolicyRef) {
+        self.wanted.remove(r);
+        if let Some(side) = &mut self.node {
+            side.wanted.remove(r);
+        }
+    }
+
     /// Takes one watch event; returns what to do, in order (new policies first, then
     /// statuses): [`PolicyIndex::take`] then [`PolicyIndex::effects`].
     pub fn apply(&mut self, ev: PolicyEvent) -> Vec<PolicyEffect> {
@@ -333,11 +564,11 @@ impl PolicyIndex {
     pub fn take(&mut self, ev: PolicyEvent) {
         let changed = match ev {
             PolicyEvent::Apply(o) => {
-                let (r, stored) = o.into();
+                let (r, stored) = self.stored(o);
                 self.upsert(r, stored)
             }
             PolicyEvent::Delete(r) => self.entries.remove(&r).is_some_and(|e| {
-                self.wanted.remove(&r);
+                self.unwant(&r);
                 e.checked.is_ok()
             }),
             PolicyEvent::Init(kind) => {
@@ -346,7 +577,7 @@ impl PolicyIndex {
             }
             PolicyEvent::InitApply(o) => {
                 let kind = o.reference.kind;
-                let (r, stored) = o.into();
+                let (r, stored) = self.stored(o);
                 match self.relisting.get_mut(&kind) {
                     Some(list) => {
                         list.insert(r, stored);
@@ -366,7 +597,7 @@ impl PolicyIndex {
                     .collect();
                 let mut changed = false;
                 for r in gone {
-                    self.wanted.remove(&r);
+                    self.unwant(&r);
                     changed |= self.entries.remove(&r).is_some_and(|e| e.checked.is_ok());
                 }
                 for (r, stored) in listed {
@@ -390,12 +621,26 @@ impl PolicyIndex {
         if self.dirty && self.is_synced() {
             self.dirty = false;
             if let Some(compiled) = self.compile() {
-                effects.push(PolicyEffect::Enforce(Arc::new(compiled)));
+                let compiled = Arc::new(compiled);
+                if let Some(side) = &mut self.node {
+                    let set = self
+                        .entries
+                        .iter()
+                        .filter(|(_, e)| e.checked.is_ok() && e.compile_error.is_none())
+                        .map(|(r, e)| (r.clone(), fingerprint(&e.object.spec)))
+                        .collect();
+                    side.sent.push_back((Arc::clone(&compiled), set));
+                    while side.sent.len() > UNANSWERED_MAX {
+                        side.sent.pop_front();
+                    }
+                }
+                effects.push(PolicyEffect::Enforce(compiled));
             }
         }
         // `Applied` says a policy is in force: no status before the policies are enforced.
         if self.is_synced() {
             effects.extend(self.statuses());
+            effects.extend(self.node_statuses());
         }
         effects
     }
@@ -414,12 +659,14 @@ impl PolicyIndex {
             // status other than the one last seen (written by someone else, or an object
             // re-created with the same spec) is asked again if it is not the wanted one.
             if e.object.status != object.status {
-                self.wanted.remove(&r);
+                self.unwant(&r);
             }
-            e.object.status = object.status;
+            if let Some(e) = self.entries.get_mut(&r) {
+                e.object.status = object.status;
+            }
             return false;
         }
-        self.wanted.remove(&r);
+        self.unwant(&r);
         let (checked, warnings) = check(&r, &object.spec);
         let was_valid = self.entries.get(&r).is_some_and(|e| e.checked.is_ok());
         let now_valid = checked.is_ok();
@@ -497,7 +744,12 @@ impl PolicyIndex {
                 (Ok(_), Some(why)) | (Err(why), _) => PolicyStatus::new(INVALID, Some(why.clone())),
             };
             let asked = self.wanted.get(r) == Some(&want);
-            if e.object.status.as_ref() != Some(&want) && !asked {
+            let has = e
+                .object
+                .status
+                .as_ref()
+                .is_some_and(|s| s.same_outcome(&want));
+            if !has && !asked {
                 out.push(PolicyEffect::Status {
                     reference: r.clone(),
                     status: want.clone(),
@@ -515,10 +767,12 @@ impl PolicyIndex {
     /// the write was asked for).
     pub fn needs_status(&self, reference: &PolicyRef, status: &PolicyStatus) -> bool {
         self.wanted.get(reference) == Some(status)
-            && self
-                .entries
-                .get(reference)
-                .is_some_and(|e| e.object.status.as_ref() != Some(status))
+            && self.entries.get(reference).is_some_and(|e| {
+                !e.object
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.same_outcome(status))
+            })
     }
 
     /// Forgets the status last asked for `reference` (its write failed), so that the next

@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::crd::{KubeArmorClusterPolicy, KubeArmorHostPolicy, KubeArmorPolicy};
 use crate::node::{NodeInput, NodeSettings, NodeState};
 use crate::pods::{PodEffect, PodIndex};
-use crate::policies::{PolicyEffect, PolicyEvent, PolicyIndex, PolicyRef};
+use crate::policies::{NodeReport, PolicyEffect, PolicyEvent, PolicyIndex, PolicyRef};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 
 /// The field manager armor's status writes carry.
@@ -113,16 +113,49 @@ pub fn policy_events(
     futures::stream::select_all(POLICY_KINDS.map(|k| policy_watch(client, k)))
 }
 
-/// Writes `status` on the object (a merge patch of its `status` subresource).
+/// Writes `status` on the object (a merge patch of its `status` subresource): its `status`
+/// and `message`; the nodes' entries stay.
 pub async fn write_status(
     client: &Client,
     reference: &PolicyRef,
     status: &PolicyStatus,
 ) -> Result<(), StatusError> {
     // Both fields, `null` for an absent one: a merge patch removes only what it names.
-    let patch = Patch::Merge(serde_json::json!({
-        "status": { "status": status.status, "message": status.message }
-    }));
+    patch_status(
+        client,
+        reference,
+        serde_json::json!({
+            "status": { "status": status.status, "message": status.message }
+        }),
+    )
+    .await
+}
+
+/// Writes `node`'s entry of the object's `status.nodes` (a merge patch of its `status`
+/// subresource; `None` removes the entry); the other nodes' entries stay.
+pub async fn write_node_status(
+    client: &Client,
+    reference: &PolicyRef,
+    node: &str,
+    message: Option<&str>,
+) -> Result<(), StatusError> {
+    let mut nodes = serde_json::Map::new();
+    nodes.insert(node.to_string(), message.into());
+    patch_status(
+        client,
+        reference,
+        serde_json::json!({ "status": { "nodes": nodes } }),
+    )
+    .await
+}
+
+/// A merge patch of the object's `status` subresource.
+async fn patch_status(
+    client: &Client,
+    reference: &PolicyRef,
+    patch: serde_json::Value,
+) -> Result<(), StatusError> {
+    let patch = Patch::Merge(patch);
     let params = PatchParams::apply(FIELD_MANAGER);
     let name = reference.name.as_str();
     let result = match (reference.kind, &reference.namespace) {
@@ -189,6 +222,18 @@ pub async fn follow_policies(
                 PolicyEffect::Status { reference, status } => {
                     if let Err(e) = write_status(&client, &reference, &status).await {
                         index.forget_status(&reference);
+                        report(Report::Status(e));
+                    }
+                }
+                PolicyEffect::NodeStatus {
+                    reference,
+                    node,
+                    message,
+                } => {
+                    let written =
+                        write_node_status(&client, &reference, &node, message.as_deref()).await;
+                    if let Err(e) = written {
+                        index.forget_node_status(&reference);
                         report(Report::Status(e));
                     }
                 }
@@ -284,8 +329,11 @@ fn policy_effects(
                 });
             }
             PolicyEffect::Status { reference, status } => {
-                statuses.push(reference, status);
+                statuses.push(reference, Write::Outcome(status));
             }
+            PolicyEffect::NodeStatus {
+                reference, message, ..
+            } => statuses.push(reference, Write::Node(message)),
         }
     }
 }
@@ -370,13 +418,37 @@ const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 /// write waits a delay below [`STATUS_SPREAD`] that depends on the node and the object, so
 /// the agents of many nodes starting at once write in different orders, and a write another
 /// agent made meanwhile is dropped ([`PolicyIndex::needs_status`]) rather than repeated.
+///
+/// This node's entries of `status.nodes` ([`Write::Node`]) are written by this node only, and
+/// paced: one every [`NODE_WRITE_GAP`] at most, so that nodes reporting thousands of policies
+/// at once (an audit-only node at a cold start) spread their writes over minutes.
 struct StatusQueue {
     node: String,
-    due: BTreeMap<(tokio::time::Instant, PolicyRef), PolicyStatus>,
-    /// When each object's write is due: finds the write a new one replaces without a scan
-    /// (a cold start queues thousands).
-    when: BTreeMap<PolicyRef, tokio::time::Instant>,
+    due: BTreeMap<(tokio::time::Instant, PolicyRef, bool), Write>,
+    /// When each object's write of each kind (`true`: its node entry) is due: finds the
+    /// write a new one replaces without a scan (a cold start queues thousands).
+    when: BTreeMap<(PolicyRef, bool), tokio::time::Instant>,
+    /// The earliest time of the next node entry write.
+    node_next: tokio::time::Instant,
 }
+
+/// A status write waiting in the [`StatusQueue`].
+#[derive(Debug, Clone, PartialEq)]
+enum Write {
+    /// The object's `status` and `message`, which every node agrees on.
+    Outcome(PolicyStatus),
+    /// This node's entry of `status.nodes` (`None`: remove it).
+    Node(Option<String>),
+}
+
+impl Write {
+    fn is_node(&self) -> bool {
+        matches!(self, Self::Node(_))
+    }
+}
+
+/// The pace of this node's entry writes (see [`StatusQueue`]): ten a second.
+const NODE_WRITE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl StatusQueue {
     fn new(node: &str) -> Self {
@@ -384,21 +456,17 @@ impl StatusQueue {
             node: node.to_string(),
             due: BTreeMap::new(),
             when: BTreeMap::new(),
+            node_next: tokio::time::Instant::now(),
         }
     }
 
-    /// Asks for `status` on `reference`, replacing a write of it still waiting.
-    fn push(&mut self, reference: PolicyRef, status: PolicyStatus) {
-        self.push_after(reference, status, std::time::Duration::ZERO);
+    /// Asks for `write` on `reference`, replacing a write of the same kind still waiting.
+    fn push(&mut self, reference: PolicyRef, write: Write) {
+        self.push_after(reference, write, std::time::Duration::ZERO);
     }
 
-    /// The same, `after` plus the spread.
-    fn push_after(
-        &mut self,
-        reference: PolicyRef,
-        status: PolicyStatus,
-        after: std::time::Duration,
-    ) {
+    /// The same, `after` plus the spread (and for a node entry, its turn).
+    fn push_after(&mut self, reference: PolicyRef, write: Write, after: std::time::Duration) {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         (&self.node, &reference).hash(&mut h);
@@ -406,22 +474,27 @@ impl StatusQueue {
             .unwrap_or(u64::MAX)
             .max(1);
         let delay = after + std::time::Duration::from_millis(h.finish() % spread);
-        let at = tokio::time::Instant::now() + delay;
-        if let Some(before) = self.when.insert(reference.clone(), at) {
-            self.due.remove(&(before, reference.clone()));
+        let mut at = tokio::time::Instant::now() + delay;
+        let node = write.is_node();
+        if node {
+            at = at.max(self.node_next);
+            self.node_next = at + NODE_WRITE_GAP;
         }
-        self.due.insert((at, reference), status);
+        if let Some(before) = self.when.insert((reference.clone(), node), at) {
+            self.due.remove(&(before, reference.clone(), node));
+        }
+        self.due.insert((at, reference, node), write);
     }
 
     /// The next write whose time came.
-    fn pop_due(&mut self) -> Option<(PolicyRef, PolicyStatus)> {
+    fn pop_due(&mut self) -> Option<(PolicyRef, Write)> {
         let first = self.due.first_key_value()?.0.0;
         if first > tokio::time::Instant::now() {
             return None;
         }
-        let ((_, r), s) = self.due.pop_first()?;
-        self.when.remove(&r);
-        Some((r, s))
+        let ((_, r, node), w) = self.due.pop_first()?;
+        self.when.remove(&(r.clone(), node));
+        Some((r, w))
     }
 
     /// When the next write is due (now when none waits).
@@ -460,7 +533,25 @@ const WATCHES: usize = 5;
 /// resumed has nothing to deliver until something changes; one still waiting out its backoff
 /// lists again when it retries, which loses nothing). A re-list after a lost connection
 /// changes nothing that did not change.
-pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut(NodeUpdate)) {
+///
+/// The node's own entries of `status.nodes` (what it does not enforce) are not written: see
+/// [`follow_node_reporting`].
+pub async fn follow_node(client: Client, watch: &NodeWatch, sink: impl FnMut(NodeUpdate)) {
+    follow_node_reporting(client, watch, futures::stream::pending(), sink).await;
+}
+
+/// [`follow_node`], and what the node's agent reports about the policies it was given
+/// (`reports`, [`PolicyIndex::node_report`]) becomes this node's entry of each policy's
+/// `status.nodes`: the policy set it refused, the rules its enforcer does not carry and the
+/// workloads it only monitors, with why; an entry is removed once there is nothing to say.
+/// Only this node's entries are written, paced at ten a second, with the same retries as the
+/// statuses. When `reports` ends, the entries stay as last written.
+pub async fn follow_node_reporting(
+    client: Client,
+    watch: &NodeWatch,
+    reports: impl Stream<Item = NodeReport>,
+    mut sink: impl FnMut(NodeUpdate),
+) {
     let config = watcher::Config::default;
     let pods = watcher(
         Api::<Pod>::all(client.clone()),
@@ -509,7 +600,9 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
         node.boxed(),
         settings.boxed(),
     ]));
-    let mut policy_index = PolicyIndex::new();
+    let mut policy_index = PolicyIndex::for_node(&watch.node);
+    let mut reports = std::pin::pin!(reports);
+    let mut reports_open = true;
     let mut pod_index = PodIndex::new();
     let mut state = NodeState::new(format!(
         "ConfigMap {}/{}",
@@ -552,17 +645,30 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
             sink(NodeUpdate::Synced);
         }
         while writing.len() < STATUS_WRITES
-            && let Some((reference, status)) = statuses.pop_due()
+            && let Some((reference, write)) = statuses.pop_due()
         {
             // Written meanwhile by another node's agent, or no longer wanted.
-            if !policy_index.needs_status(&reference, &status) {
+            let needed = match &write {
+                Write::Outcome(status) => policy_index.needs_status(&reference, status),
+                Write::Node(message) => {
+                    policy_index.needs_node_status(&reference, message.as_ref())
+                }
+            };
+            if !needed {
                 continue;
             }
             let client = client.clone();
+            let node = watch.node.clone();
             writing.push(async move {
-                let written =
-                    tokio::time::timeout(API_TIMEOUT, write_status(&client, &reference, &status))
-                        .await;
+                let written = tokio::time::timeout(API_TIMEOUT, async {
+                    match &write {
+                        Write::Outcome(status) => write_status(&client, &reference, status).await,
+                        Write::Node(message) => {
+                            write_node_status(&client, &reference, &node, message.as_deref()).await
+                        }
+                    }
+                })
+                .await;
                 let outcome = match written {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(armor_core::diag::error_chain(&e)),
@@ -571,7 +677,7 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                         API_TIMEOUT.as_secs()
                     )),
                 };
-                (reference, status, outcome)
+                (reference, write, outcome)
             });
         }
         let (name, item) = tokio::select! {
@@ -587,11 +693,24 @@ pub async fn follow_node(client: Client, watch: &NodeWatch, mut sink: impl FnMut
                 }
                 continue;
             }
-            Some((reference, status, outcome)) = writing.next(), if !writing.is_empty() => {
+            report = reports.next(), if reports_open => {
+                match report {
+                    Some(report) => {
+                        for effect in policy_index.node_report(report) {
+                            if let PolicyEffect::NodeStatus { reference, message, .. } = effect {
+                                statuses.push(reference, Write::Node(message));
+                            }
+                        }
+                    }
+                    None => reports_open = false,
+                }
+                continue;
+            }
+            Some((reference, write, outcome)) = writing.next(), if !writing.is_empty() => {
                 // A failed write is tried again later (dropped then if no longer needed).
                 if let Err(why) = outcome {
                     sink(NodeUpdate::Problem(format!("{why}; trying again")));
-                    statuses.push_after(reference, status, STATUS_RETRY);
+                    statuses.push_after(reference, write, STATUS_RETRY);
                 }
                 continue;
             }
@@ -690,6 +809,10 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
     use super::*;
 
+    fn outcome(status: &str) -> Write {
+        Write::Outcome(PolicyStatus::new(status, None))
+    }
+
     #[test]
     fn a_status_asked_again_replaces_the_write_still_waiting() {
         let mut q = StatusQueue::new("node-a");
@@ -697,28 +820,65 @@ mod tests {
         let two = PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, "c-2");
         q.push(
             one.clone(),
-            PolicyStatus::new("Invalid", Some("bad".into())),
+            Write::Outcome(PolicyStatus::new("Invalid", Some("bad".into()))),
         );
-        q.push(two.clone(), PolicyStatus::new("Applied", None));
+        q.push(two.clone(), outcome("Applied"));
         q.push_after(
             one.clone(),
-            PolicyStatus::new("Applied", None),
+            outcome("Applied"),
             std::time::Duration::from_secs(5),
         );
-        let waiting: Vec<(String, Option<String>)> = q
+        let waiting: Vec<(String, Write)> = q
             .due
             .iter()
-            .map(|((_, r), s)| (r.name.clone(), s.status.clone()))
+            .map(|((_, r, _), w)| (r.name.clone(), w.clone()))
             .collect();
         // c-2 is due within the spread, c-1's replacement 5 s later: c-2 comes first.
         assert_eq!(
             waiting,
             [
-                ("c-2".to_string(), Some("Applied".to_string())),
-                ("c-1".to_string(), Some("Applied".to_string())),
+                ("c-2".to_string(), outcome("Applied")),
+                ("c-1".to_string(), outcome("Applied")),
             ]
         );
         assert_eq!(q.when.len(), 2);
         assert!(q.next_due() > tokio::time::Instant::now());
+    }
+
+    #[test]
+    fn node_entries_are_paced_and_do_not_replace_the_outcome_of_the_same_object() {
+        let mut q = StatusQueue::new("node-a");
+        let refs: Vec<PolicyRef> = (0..20)
+            .map(|i| PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, &format!("c-{i}")))
+            .collect();
+        let start = tokio::time::Instant::now();
+        q.push(refs[0].clone(), outcome("Applied"));
+        for r in &refs {
+            q.push(r.clone(), Write::Node(Some("monitored only".into())));
+        }
+        // The outcome of c-0 and its node entry are two writes; every other object one.
+        assert_eq!(q.due.len(), 21);
+        assert_eq!(q.when.len(), 21);
+        let mut node_times: Vec<tokio::time::Instant> = q
+            .due
+            .keys()
+            .filter(|(_, _, node)| *node)
+            .map(|(at, _, _)| *at)
+            .collect();
+        node_times.sort();
+        for pair in node_times.windows(2) {
+            assert!(pair[1] - pair[0] >= NODE_WRITE_GAP, "{node_times:?}");
+        }
+        // Twenty entries take about two seconds at ten a second.
+        let last = *node_times.last().unwrap();
+        assert!(last - start >= NODE_WRITE_GAP * 19, "{:?}", last - start);
+        // Asked again, an entry replaces its waiting write.
+        q.push(refs[3].clone(), Write::Node(None));
+        assert_eq!(q.due.len(), 21);
+        assert!(
+            q.due
+                .iter()
+                .any(|((_, r, node), w)| *node && r == &refs[3] && *w == Write::Node(None))
+        );
     }
 }

@@ -9,14 +9,23 @@
 
 use armor_core::crd::PolicyStatus;
 use armor_core::model::PolicyKind;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use armor_core::CompiledPolicy;
 use armor_k8s::policies::{
-    APPLIED, INVALID, PolicyEffect, PolicyEvent, PolicyIndex, PolicyObject, PolicyRef,
+    APPLIED, INVALID, NODE_MESSAGE_MAX, NodeReport, PolicyEffect, PolicyEvent, PolicyIndex,
+    PolicyObject, PolicyRef,
 };
 use serde_json::json;
 
 /// An index whose first lists of the three kinds were empty.
 fn synced() -> PolicyIndex {
-    let mut index = PolicyIndex::new();
+    synced_from(PolicyIndex::new())
+}
+
+/// `index` after empty first lists of the three kinds.
+fn synced_from(mut index: PolicyIndex) -> PolicyIndex {
     let kinds = [
         PolicyKind::KubeArmorPolicy,
         PolicyKind::KubeArmorClusterPolicy,
@@ -209,4 +218,207 @@ fn a_status_changed_by_someone_else_is_written_again() {
     let effects = index.apply(PolicyEvent::Apply(ksp("a", block("/etc/a"))));
     assert_eq!(statuses(&effects).len(), 1, "{effects:?}");
     assert_eq!(statuses(&effects)[0].1, ours);
+}
+
+/// The compiled set of the Enforce effect.
+fn set_of(effects: &[PolicyEffect]) -> Arc<CompiledPolicy> {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            PolicyEffect::Enforce(p) => Some(Arc::clone(p)),
+            _ => None,
+        })
+        .expect("an Enforce effect")
+}
+
+/// The node entries among `effects`: object name, node, message.
+fn node_entries(effects: &[PolicyEffect]) -> Vec<(String, String, Option<String>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            PolicyEffect::NodeStatus {
+                reference,
+                node,
+                message,
+            } => Some((reference.name.clone(), node.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn gaps(entries: &[(&str, &str)]) -> BTreeMap<PolicyRef, Vec<String>> {
+    entries
+        .iter()
+        .map(|(name, line)| {
+            (
+                PolicyRef::new(PolicyKind::KubeArmorPolicy, Some("shop"), name),
+                vec![(*line).to_string()],
+            )
+        })
+        .collect()
+}
+
+/// `o` with the status `Applied` and these node entries.
+fn applied_with_nodes(o: PolicyObject, nodes: &[(&str, &str)]) -> PolicyObject {
+    let mut status = PolicyStatus::new(APPLIED, None);
+    status.nodes = nodes
+        .iter()
+        .map(|(n, m)| ((*n).to_string(), (*m).to_string()))
+        .collect();
+    with_status(o, &status)
+}
+
+#[test]
+fn a_node_reports_what_it_does_not_enforce_and_the_sets_it_refuses_in_its_own_entries() {
+    let mut index = synced_from(PolicyIndex::for_node("node-a"));
+    let e = index.apply(PolicyEvent::Apply(ksp("a", block("/etc/a"))));
+    index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b"))));
+    let both = {
+        // The two arrived in one burst for the node: compile them once.
+        let mut i = synced_from(PolicyIndex::for_node("node-a"));
+        i.take(PolicyEvent::Apply(ksp("a", block("/etc/a"))));
+        i.take(PolicyEvent::Apply(ksp("b", block("/etc/b"))));
+        set_of(&i.effects())
+    };
+    assert!(
+        node_entries(&e).is_empty(),
+        "no entry before the node answers"
+    );
+    // A set this index did not hand out is no answer: no refusal is reported.
+    let effects = index.node_report(NodeReport::new(Some((both, Err("full".into()))), gaps(&[])));
+    assert!(node_entries(&effects).is_empty(), "{effects:?}");
+
+    // The node holds the set with `a` and `b`; its enforcer does not carry `a`'s rule.
+    let set = {
+        let e = index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b2"))));
+        set_of(&e)
+    };
+    let gap = "AppArmor does not enforce file.matchPaths[0] (Block): too large (on shop/web-1/web)";
+    let effects = index.node_report(NodeReport::new(Some((set, Ok(()))), gaps(&[("a", gap)])));
+    assert_eq!(
+        node_entries(&effects),
+        [("a".into(), "node-a".into(), Some(gap.to_string()))]
+    );
+    // The same report again asks nothing more; the entry comes back with another node's: the
+    // outcome is not written again and the other node's entry is not ours to change.
+    assert!(
+        index
+            .node_report(NodeReport::new(None, gaps(&[("a", gap)])))
+            .is_empty()
+    );
+    let back = applied_with_nodes(
+        ksp("a", block("/etc/a")),
+        &[("node-a", gap), ("node-b", "x")],
+    );
+    assert!(index.apply(PolicyEvent::Apply(back)).is_empty());
+    let other = applied_with_nodes(
+        ksp("a", block("/etc/a")),
+        &[("node-a", gap), ("node-b", "y")],
+    );
+    assert!(index.apply(PolicyEvent::Apply(other)).is_empty());
+
+    // `b` changes and the node refuses the new set: `b`'s entry says the previous version
+    // stays; `a` is unchanged in that set, so nothing is said of it beyond its gap.
+    let refused = set_of(&index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b3")))));
+    let effects = index.node_report(NodeReport::new(
+        Some((refused, Err("the rule map is full".into()))),
+        gaps(&[("a", gap)]),
+    ));
+    let entries = node_entries(&effects);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, "b");
+    let said = entries[0].2.clone().unwrap();
+    assert!(
+        said.contains("enforces the previous one") && said.ends_with("the rule map is full"),
+        "{said}"
+    );
+    index.apply(PolicyEvent::Apply(applied_with_nodes(
+        ksp("b", block("/etc/b3")),
+        &[("node-a", &said)],
+    )));
+    // A new policy `c` in a refused set: not in force here at all.
+    let refused = set_of(&index.apply(PolicyEvent::Apply(ksp("c", block("/etc/c")))));
+    let effects = index.node_report(NodeReport::new(
+        Some((refused, Err("the rule map is full".into()))),
+        gaps(&[]),
+    ));
+    let mut entries = node_entries(&effects);
+    entries.sort();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries[0],
+        ("a".into(), "node-a".into(), None),
+        "the gap is gone"
+    );
+    assert_eq!(entries[1].0, "c");
+    assert!(
+        entries[1]
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("refused the policy set that adds it"),
+        "{entries:?}"
+    );
+
+    // Room again: the next set is taken, and every entry with nothing left to say goes
+    // (`b`'s, which the object has; `c`'s was never written back, so nothing to remove).
+    let taken = set_of(&index.apply(PolicyEvent::Apply(ksp("c", block("/etc/c2")))));
+    let effects = index.node_report(NodeReport::new(Some((taken, Ok(()))), gaps(&[])));
+    assert_eq!(
+        node_entries(&effects),
+        [("b".into(), "node-a".into(), None)]
+    );
+    // Someone removes nothing of ours but rewrites `a` without our entry: nothing to say.
+    let effects = index.apply(PolicyEvent::Apply(applied_with_nodes(
+        ksp("a", block("/etc/a")),
+        &[("node-b", "y")],
+    )));
+    assert!(effects.is_empty(), "{effects:?}");
+}
+
+#[test]
+fn an_entry_is_managed_only_once_the_node_answered_and_is_cut_to_its_limit() {
+    // An entry left by an earlier run of the agent stays until the node says what is true.
+    let mut index = PolicyIndex::for_node("node-a");
+    for kind in [
+        PolicyKind::KubeArmorClusterPolicy,
+        PolicyKind::KubeArmorHostPolicy,
+    ] {
+        index.apply(PolicyEvent::InitDone(kind));
+    }
+    index.apply(PolicyEvent::Init(PolicyKind::KubeArmorPolicy));
+    index.apply(PolicyEvent::InitApply(applied_with_nodes(
+        ksp("a", block("/etc/a")),
+        &[("node-a", "old news")],
+    )));
+    let effects = index.apply(PolicyEvent::InitDone(PolicyKind::KubeArmorPolicy));
+    let set = set_of(&effects);
+    assert!(node_entries(&effects).is_empty(), "{effects:?}");
+    let long: Vec<String> = (0..100)
+        .map(|i| {
+            format!("monitored only, nothing denied: no kernel enforcer (on shop/web-{i}/web)")
+        })
+        .collect();
+    let mut report = BTreeMap::new();
+    report.insert(
+        PolicyRef::new(PolicyKind::KubeArmorPolicy, Some("shop"), "a"),
+        long,
+    );
+    let effects = index.node_report(NodeReport::new(Some((set, Ok(()))), report));
+    let entries = node_entries(&effects);
+    let message = entries[0].2.clone().unwrap();
+    assert!(message.len() <= NODE_MESSAGE_MAX, "{}", message.len());
+    assert!(
+        message.ends_with("(the rest is in the agent's log)"),
+        "{message}"
+    );
+
+    // An index that reports for no node writes no entries.
+    let mut plain = synced();
+    plain.apply(PolicyEvent::Apply(ksp("a", block("/etc/a"))));
+    assert!(
+        plain
+            .node_report(NodeReport::new(None, gaps(&[("a", "x")])))
+            .is_empty()
+    );
 }

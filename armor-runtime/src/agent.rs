@@ -109,6 +109,26 @@ pub struct AgentOptions {
     /// tells nothing): an embedder publishes it where its users look (the Kubernetes agent
     /// labels its node). `None`: only the log says it.
     pub chosen: Option<std::sync::mpsc::Sender<EnforcerChosen>>,
+    /// Told what becomes of each policy set and what is not enforced of each policy
+    /// ([`PolicyReport`]): an orchestrator writes it in each policy's status. `None`: only the
+    /// log says it.
+    pub policy_reports: Option<std::sync::mpsc::Sender<PolicyReport>>,
+}
+
+/// What an agent tells about its policies ([`AgentOptions::policy_reports`]): once it is ready,
+/// the answer to the policies it started with; then one report for each policy set fed to it
+/// ([`Feed::Policy`]), in order; and one whenever what it does not enforce changed (checked
+/// once a second: a container came or went, an apply failed).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PolicyReport {
+    /// The policy set this report answers (the one the agent started with, or one fed to
+    /// it), with `Ok` when it is in force or `Err(why)` when it was refused and the previous
+    /// set stays in force. `None`: only what is enforced changed.
+    pub answered: Option<(Arc<CompiledPolicy>, std::result::Result<(), String>)>,
+    /// What is not enforced of each policy now ([`Runtime::policy_gaps`]); a policy enforced
+    /// in full is absent.
+    pub gaps: BTreeMap<crate::coverage::PolicyName, Vec<String>>,
 }
 
 /// The enforcer an agent chose ([`AgentOptions::chosen`]).
@@ -146,6 +166,7 @@ impl AgentOptions {
             event_ring_bytes: Options::default().ring_bytes,
             identity_wait: Duration::from_secs(2),
             chosen: None,
+            policy_reports: None,
         }
     }
 
@@ -188,6 +209,13 @@ impl AgentOptions {
     #[must_use]
     pub fn report_choice(mut self, to: std::sync::mpsc::Sender<EnforcerChosen>) -> Self {
         self.chosen = Some(to);
+        self
+    }
+
+    /// The same telling `to` what becomes of its policies ([`AgentOptions::policy_reports`]).
+    #[must_use]
+    pub fn report_policies(mut self, to: std::sync::mpsc::Sender<PolicyReport>) -> Self {
+        self.policy_reports = Some(to);
         self
     }
 
@@ -433,14 +461,17 @@ fn run_with(
     let mut agent = Agent::start(options, feed, log)?;
     while !stop.load(Ordering::Relaxed) {
         if let Some(feed) = feed {
+            let mut answers = Vec::new();
             take_feed(
                 &mut agent.rt,
                 &agent.controls,
                 &mut agent.stale,
                 &agent.last_readiness,
                 feed,
+                &mut answers,
                 log,
             )?;
+            agent.report(options, answers);
         }
         agent.step(options, feed.is_some(), out, log)?;
     }
@@ -479,6 +510,8 @@ struct Agent {
     stale: Option<String>,
     /// OCI hooks waiting for their container's pod identity.
     deferred: Vec<Deferred>,
+    /// What was last reported as not enforced ([`AgentOptions::policy_reports`]).
+    reported_gaps: BTreeMap<crate::coverage::PolicyName, Vec<String>>,
 }
 
 impl Agent {
@@ -531,8 +564,18 @@ impl Agent {
         );
         controls.set_default_visibility(&rt.host_visibility())?;
         let mut stale = None;
+        // The policies it starts with are answered first, once the agent is ready.
+        let mut answers = vec![(Arc::clone(rt.policy()), Ok(()))];
         if let Some(feed) = feed {
-            take_feed(&mut rt, &controls, &mut stale, "starting", feed, log)?;
+            take_feed(
+                &mut rt,
+                &controls,
+                &mut stale,
+                "starting",
+                feed,
+                &mut answers,
+                log,
+            )?;
         }
         let containerd = match &options.containerd_socket {
             Some(sock) => Some(follow_containerd(&mut rt, sock, log)?),
@@ -560,7 +603,7 @@ impl Agent {
                 summary: enforcement.summary(),
             });
         }
-        Ok(Self {
+        let mut agent = Self {
             rt,
             source,
             controls,
@@ -579,7 +622,44 @@ impl Agent {
             last_readiness,
             stale,
             deferred: Vec::new(),
-        })
+            reported_gaps: BTreeMap::new(),
+        };
+        agent.report(options, answers);
+        Ok(agent)
+    }
+
+    /// Tells [`AgentOptions::policy_reports`] the answer to each policy set in `answers`, in
+    /// order, or, without any, what is not enforced when it changed since the last report.
+    fn report(
+        &mut self,
+        options: &AgentOptions,
+        answers: Vec<(Arc<CompiledPolicy>, std::result::Result<(), String>)>,
+    ) {
+        let Some(to) = &options.policy_reports else {
+            return;
+        };
+        let gaps = self.rt.policy_gaps();
+        if answers.is_empty() && gaps == self.reported_gaps {
+            return;
+        }
+        self.reported_gaps.clone_from(&gaps);
+        let mut reports: Vec<PolicyReport> = answers
+            .into_iter()
+            .map(|a| PolicyReport {
+                answered: Some(a),
+                gaps: gaps.clone(),
+            })
+            .collect();
+        if reports.is_empty() {
+            reports.push(PolicyReport {
+                answered: None,
+                gaps,
+            });
+        }
+        for r in reports {
+            // Whoever asked may have stopped listening: the log has it anyway.
+            let _gone = to.send(r);
+        }
     }
 
     /// One turn of the loop: kernel events, hook requests (first: runc waits on them),
@@ -717,6 +797,7 @@ impl Agent {
         {
             self.resync_now = true;
         }
+        self.report(options, Vec::new());
         // What is enforced changed (a container partly enforced, an apply that failed).
         let now = self.rt.readiness().summary();
         if now != self.last_readiness {
@@ -784,6 +865,7 @@ fn take_feed(
     stale: &mut Option<String>,
     readiness: &str,
     feed: &Receiver<Feed>,
+    answers: &mut Vec<(Arc<CompiledPolicy>, std::result::Result<(), String>)>,
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
     loop {
@@ -799,15 +881,19 @@ fn take_feed(
         match item {
             Feed::Policy(policy) => {
                 let n = policy.rules().len();
-                match rt.replace_policy(policy) {
+                match rt.replace_policy(Arc::clone(&policy)) {
                     Ok(()) => {
                         controls.set_default_visibility(&rt.host_visibility())?;
                         log(&format!("policies from the orchestrator: {n} rules"));
+                        answers.push((policy, Ok(())));
                     }
-                    Err(e) => log(&format!(
-                        "policy update refused, keeping the previous policies: {}",
-                        chain(&e)
-                    )),
+                    Err(e) => {
+                        let why = chain(&e);
+                        log(&format!(
+                            "policy update refused, keeping the previous policies: {why}"
+                        ));
+                        answers.push((policy, Err(why)));
+                    }
                 }
             }
             Feed::Identity { key, identity } => {

@@ -27,10 +27,14 @@
 //! assert_eq!(report(&empty).len(), 1);
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use armor_core::RuleSet;
 use armor_core::enforcer::RuleGap;
 use armor_core::engine::Decision;
+use armor_core::model::{Action, PolicyKind};
+use armor_core::rule::PolicyInfo;
 use armor_core::workload::WorkloadKey;
 
 /// How much of one workload's rules the kernel enforces.
@@ -186,4 +190,116 @@ impl Readiness {
             self.apply_failures
         )
     }
+}
+
+/// A policy by its identity: kind, namespace (`KubeArmorPolicy` only) and name, as an
+/// orchestrator names the object it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct PolicyName {
+    /// The kind.
+    pub kind: PolicyKind,
+    /// `metadata.namespace` (`KubeArmorPolicy` only).
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl From<&PolicyInfo> for PolicyName {
+    fn from(p: &PolicyInfo) -> Self {
+        Self {
+            kind: p.kind,
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyName {
+    /// `KubeArmorPolicy shop/block-secrets`, `KubeArmorClusterPolicy no-shells`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// How many workloads a line of [`policy_gaps`] names before it counts the rest.
+const NAMED_WORKLOADS: usize = 5;
+
+/// What is not enforced of each policy, from each workload's coverage and rules: per policy,
+/// one line per distinct problem, naming the workloads it concerns (five, then how many
+/// more), in a stable order. Policies with nothing missing are absent. A problem is:
+/// - a Block or Allow rule the enforcer does not carry ([`Coverage::Partial`]):
+///   `AppArmor does not enforce file.matchPaths[0] (Block): <reason> (on shop/web-1/web)`;
+/// - a workload no kernel enforcer holds ([`Coverage::MonitoredOnly`]), for each policy with a
+///   Block or Allow rule for it: `monitored only, nothing denied: <reason> (on host)`.
+///
+/// Audit rules are left out: the monitor alerts them whether the kernel holds them or not.
+/// A gap whose rule `rules` does not hold names no policy and is left out here (the agent's
+/// log still has it).
+pub fn policy_gaps<'a>(
+    workloads: impl IntoIterator<Item = (&'a WorkloadKey, &'a Coverage, &'a RuleSet)>,
+) -> BTreeMap<PolicyName, Vec<String>> {
+    let mut problems: BTreeMap<PolicyName, BTreeMap<String, Vec<&'a str>>> = BTreeMap::new();
+    for (key, coverage, rules) in workloads {
+        match coverage {
+            Coverage::Partial { enforcer, gaps } => {
+                for g in gaps {
+                    let Some(rule) = rules.rule(g.rule) else {
+                        continue;
+                    };
+                    let line = format!(
+                        "{enforcer} does not enforce {} ({}): {}",
+                        g.field, g.action, g.reason
+                    );
+                    problems
+                        .entry(PolicyName::from(&*rule.policy))
+                        .or_default()
+                        .entry(line)
+                        .or_default()
+                        .push(&key.name);
+                }
+            }
+            Coverage::MonitoredOnly { reason } => {
+                let mut names: Vec<PolicyName> = rules
+                    .rules()
+                    .filter(|r| r.action != Action::Audit)
+                    .map(|r| PolicyName::from(&*r.policy))
+                    .collect();
+                names.sort();
+                names.dedup();
+                for name in names {
+                    problems
+                        .entry(name)
+                        .or_default()
+                        .entry(format!("monitored only, nothing denied: {reason}"))
+                        .or_default()
+                        .push(&key.name);
+                }
+            }
+            Coverage::Enforced { .. } | Coverage::NoRules => {}
+        }
+    }
+    problems
+        .into_iter()
+        .map(|(policy, lines)| {
+            let lines = lines
+                .into_iter()
+                .map(|(line, mut on)| {
+                    on.sort_unstable();
+                    on.dedup();
+                    let more = on.len().saturating_sub(NAMED_WORKLOADS);
+                    on.truncate(NAMED_WORKLOADS);
+                    let mut named = on.join(", ");
+                    if more > 0 {
+                        named.push_str(&format!(" and {more} more"));
+                    }
+                    format!("{line} (on {named})")
+                })
+                .collect();
+            (policy, lines)
+        })
+        .collect()
 }

@@ -4,10 +4,27 @@
 
 use armor_k8s::node::NodeSettings;
 use armor_k8s::pods::{ContainerIdentity, PodEffect, PodLabels};
+use armor_k8s::policies::{NodeReport, PolicyRef};
 use armor_k8s::watch::NodeUpdate;
 use armor_runtime::RuntimeConfig;
-use armor_runtime::agent::Feed;
+use armor_runtime::agent::{Feed, PolicyReport};
 use armor_runtime::index::{IdentityKey, PodIdentity};
+
+/// What the agent reports about its policies ([`PolicyReport`]) as the cluster side takes it
+/// ([`NodeReport`]): each policy named by its object.
+pub fn node_report(report: PolicyReport) -> NodeReport {
+    let gaps = report
+        .gaps
+        .into_iter()
+        .map(|(p, lines)| {
+            (
+                PolicyRef::new(p.kind, p.namespace.as_deref(), &p.name),
+                lines,
+            )
+        })
+        .collect();
+    NodeReport::new(report.answered, gaps)
+}
 
 /// `base` (the node's name, enforcement settings) under the cluster's `settings`: cluster
 /// name, node labels, default postures and visibility, namespace annotations, throttling.

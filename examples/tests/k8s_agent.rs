@@ -125,6 +125,14 @@ async fn the_node_agent_follows_the_cluster_under_the_rbac_of_deploy() {
     assert!(listed.ends_with(": 1 rules, 1 pod identities"), "{listed}");
     lines.until("ready:");
     support::status_of(&hosts, "block-marker", APPLIED).await;
+    // Audit-only: the node's own entry in the policy's status says that it only monitors the
+    // host for this policy, and why (the fail-closed report).
+    let entry = node_entry(&hosts, "block-marker", "node-a").await;
+    assert!(
+        entry.contains("monitored only, nothing denied: no kernel enforcer (audit-only)")
+            && entry.ends_with("(on host)"),
+        "{entry}"
+    );
     // deploy/'s RBAC may not patch nodes: the enforcer is in the log only.
     let not_published = "enforcer not published on node node-a (";
     if !lines.seen.contains(not_published) {
@@ -240,6 +248,18 @@ async fn the_node_agent_follows_the_cluster_under_the_rbac_of_deploy() {
     assert!(summary.contains("audit-only"), "{summary}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `node`'s entry in the status of host policy `name`, once written (30 s at most).
+async fn node_entry(api: &Api<KubeArmorHostPolicy>, name: &str, node: &str) -> String {
+    for _ in 0..300 {
+        let p = api.get(name).await.unwrap();
+        if let Some(entry) = p.status.and_then(|s| s.nodes.get(node).cloned()) {
+            return entry;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} has no entry of {node} in its status");
 }
 
 /// Kills the agent when the test fails before it stops it.

@@ -566,6 +566,16 @@ impl WorkloadIndex {
         all
     }
 
+    /// What is not enforced of each policy ([`crate::coverage::policy_gaps`] over every
+    /// tracked workload, the host included).
+    pub fn policy_gaps(&self) -> BTreeMap<crate::coverage::PolicyName, Vec<String>> {
+        crate::coverage::policy_gaps(
+            std::iter::once(&self.host)
+                .chain(self.workloads.values())
+                .map(|t| (&t.key, &t.coverage, &*t.rules)),
+        )
+    }
+
     /// The workloads whose enforcer state must be kept: the host, the tracked ones and the
     /// containers loaded ahead of their task.
     pub fn keep(&self) -> Vec<WorkloadKey> {

@@ -961,3 +961,57 @@ fn a_new_configuration_is_taken_all_or_none() {
     };
     assert_eq!(h.labels["role"], "edge");
 }
+
+#[test]
+fn what_is_not_enforced_is_said_per_policy_with_the_workloads_it_concerns() {
+    let mut index = started(POLICIES, false);
+    assert!(index.policy_gaps().is_empty(), "everything held");
+    // Three containers: the enforcer leaves `touch` out of two; the third no enforcer holds.
+    for (id, cgroup) in [("c1", 7), ("c2", 8), ("c3", 9)] {
+        let info = web(id, 100 + cgroup);
+        let effects = index.apply(
+            &Input::ContainerRunning {
+                info: &info,
+                cgroup_id: u64::from(cgroup),
+            },
+            now(),
+        );
+        let rules = index.workloads[&u64::from(cgroup)].rules.clone();
+        let gap = gap_of(&rules, index.policy(), "/usr/bin/touch");
+        drive(&mut index, effects, &|_| {
+            if id == "c3" {
+                failed("the map is full")
+            } else {
+                held(std::slice::from_ref(&gap))
+            }
+        });
+    }
+    let gaps = index.policy_gaps();
+    let name = |n: &str| crate::coverage::PolicyName {
+        kind: armor_core::model::PolicyKind::KubeArmorPolicy,
+        namespace: Some("shop".to_string()),
+        name: n.to_string(),
+    };
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    let touch = &gaps[&name("block-touch")];
+    assert_eq!(touch.len(), 2, "{touch:?}");
+    assert!(
+        touch.iter().any(|l| l
+            .starts_with("TEST does not enforce process.matchPaths[0] (Block): too large")
+            && l.ends_with("(on shop/web-c1/web, shop/web-c2/web)")),
+        "{touch:?}"
+    );
+    let monitored = |l: &String| {
+        l.starts_with("monitored only, nothing denied: ")
+            && l.contains("the map is full")
+            && l.ends_with("(on shop/web-c3/web)")
+    };
+    assert!(touch.iter().any(monitored), "{touch:?}");
+    let mkdir = &gaps[&name("block-mkdir")];
+    assert_eq!(mkdir.len(), 1, "{mkdir:?}");
+    assert!(monitored(&mkdir[0]), "{mkdir:?}");
+    assert_eq!(
+        name("block-mkdir").to_string(),
+        "KubeArmorPolicy shop/block-mkdir"
+    );
+}

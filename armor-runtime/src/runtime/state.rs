@@ -222,6 +222,14 @@ impl Runtime {
         }
     }
 
+    /// What is not enforced of each policy on this machine, per policy
+    /// ([`crate::coverage::policy_gaps`]): what an orchestrator reports in each policy's status.
+    pub fn policy_gaps(
+        &self,
+    ) -> std::collections::BTreeMap<crate::coverage::PolicyName, Vec<String>> {
+        self.index.policy_gaps()
+    }
+
     /// Removes what the enforcer keeps for workloads that are neither tracked nor loaded ahead
     /// for a defined container, left by an earlier run or by containers that are gone
     /// ([`Enforcer::sweep`]; AppArmor: its profiles). Call it after the existing containers

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use armor_examples::k8s;
 use armor_k8s::node::NodeSettings;
-use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node, publish_enforcer};
+use armor_k8s::watch::{NodeUpdate, NodeWatch, follow_node_reporting, publish_enforcer};
 use armor_runtime::RuntimeConfig;
-use armor_runtime::agent::{self, AgentOptions, EnforcerChosen, Feed};
+use armor_runtime::agent::{self, AgentOptions, EnforcerChosen, Feed, PolicyReport};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -166,13 +166,27 @@ async fn publish(client: kube::Client, node: String, chosen: mpsc::Receiver<Enfo
 
 /// Starts the cluster side on its own thread: what it reports arrives on the receiver, which
 /// disconnects when it ends (it cannot reach a client). The enforcer the agent chooses
-/// (`chosen`) is published on the node by the same thread.
+/// (`chosen`) is published on the node by the same thread, and what the agent reports about
+/// its policies (`reports`) goes into their statuses (this node's entries).
 fn cluster_thread(
     kubeconfig: Option<PathBuf>,
     watch: NodeWatch,
     chosen: mpsc::Receiver<EnforcerChosen>,
+    reports: mpsc::Receiver<PolicyReport>,
 ) -> Result<mpsc::Receiver<NodeUpdate>> {
     let (tx, rx) = mpsc::channel();
+    // The agent's thread reports on a std channel; the cluster side waits on tokio's.
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("armor-k8s-reports".into())
+        .spawn(move || {
+            for r in reports {
+                if report_tx.send(k8s::node_report(r)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the report thread")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -184,7 +198,8 @@ fn cluster_thread(
                 match client(kubeconfig).await {
                     Ok(c) => {
                         let publishing = publish(c.clone(), watch.node.clone(), chosen);
-                        let following = follow_node(c, &watch, |u| {
+                        let reports = futures_of(report_rx);
+                        let following = follow_node_reporting(c, &watch, reports, |u| {
                             let _gone = tx.send(u);
                         });
                         tokio::join!(following, publishing);
@@ -197,6 +212,13 @@ fn cluster_thread(
         })
         .context("starting the cluster thread")?;
     Ok(rx)
+}
+
+/// The items of `rx` as a stream, until its senders are gone.
+fn futures_of<T>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// What the first complete view of the cluster holds.
@@ -268,7 +290,8 @@ fn main() -> Result<()> {
     ));
     let started = Instant::now();
     let (chosen_tx, chosen_rx) = mpsc::channel();
-    let updates = cluster_thread(cli.kubeconfig.clone(), watch, chosen_rx)?;
+    let (reports_tx, reports_rx) = mpsc::channel();
+    let updates = cluster_thread(cli.kubeconfig.clone(), watch, chosen_rx, reports_rx)?;
     let view = first_view(&updates, &base, Duration::from_secs(cli.sync_timeout))?;
     log(&format!(
         "cluster listed in {} ms: {} rules, {} pod identities",
@@ -282,7 +305,8 @@ fn main() -> Result<()> {
     let options = cli.flags.apply(
         AgentOptions::fed(view.policy)
             .config(k8s::runtime_config(&base, &view.settings))
-            .report_choice(chosen_tx),
+            .report_choice(chosen_tx)
+            .report_policies(reports_tx),
     );
     // The agent's feed: the first view's items, then whatever the cluster side reports.
     let (feed_tx, feed_rx) = mpsc::channel();
