@@ -257,8 +257,9 @@ struct NodeSide {
     /// The node's name.
     name: String,
     /// The sets handed to the node and not answered yet, oldest first, each with the
-    /// fingerprint of every object in it.
-    sent: VecDeque<(Arc<CompiledPolicy>, BTreeMap<PolicyRef, u64>)>,
+    /// fingerprint of every object in it. Held weakly: a set the agent dropped is freed (and
+    /// while the agent's answer holds a set, its address names no other).
+    sent: VecDeque<(std::sync::Weak<CompiledPolicy>, BTreeMap<PolicyRef, u64>)>,
     /// The fingerprints of the set the node holds.
     in_force: BTreeMap<PolicyRef, u64>,
     /// The last set the node refused (after the one in force), with why.
@@ -448,23 +449,29 @@ impl PolicyIndex {
     /// policy. Returns the node's entries to write: each object whose current version the
     /// node does not enforce in full gets an entry that says why; an entry with nothing left
     /// to say is removed. Nothing for an index without a node ([`PolicyIndex::new`]); an
-    /// answer to a set this index did not hand out, or no longer remembers, is ignored.
+    /// answer to a set this index did not hand out, or no longer remembers (it remembers the
+    /// last 64), tells nothing of what the node holds, but when it was taken, the last refusal
+    /// is over.
     pub fn node_report(&mut self, report: NodeReport) -> Vec<PolicyEffect> {
         let Some(side) = &mut self.node else {
             return Vec::new();
         };
-        if let Some((policy, result)) = report.answered
-            && let Some(at) = side.sent.iter().position(|(p, _)| Arc::ptr_eq(p, &policy))
-        {
-            let mut answered = side.sent.drain(..=at);
-            if let Some((_, set)) = answered.next_back() {
-                match result {
-                    Ok(()) => {
-                        side.in_force = set;
-                        side.refused = None;
-                    }
-                    Err(why) => side.refused = Some((why, set)),
+        if let Some((policy, result)) = report.answered {
+            let at = side
+                .sent
+                .iter()
+                .position(|(p, _)| std::ptr::eq(p.as_ptr(), Arc::as_ptr(&policy)));
+            let set = at.and_then(|at| side.sent.drain(..=at).next_back().map(|(_, set)| set));
+            match (set, result) {
+                (Some(set), Ok(())) => {
+                    side.in_force = set;
+                    side.refused = None;
                 }
+                (Some(set), Err(why)) => side.refused = Some((why, set)),
+                // A set no longer remembered: what it held is unknown, but a later set was
+                // taken, so the last refusal is over.
+                (None, Ok(())) => side.refused = None,
+                (None, Err(_)) => {}
             }
         }
         side.gaps = report.gaps;
@@ -629,7 +636,7 @@ impl PolicyIndex {
                         .filter(|(_, e)| e.checked.is_ok() && e.compile_error.is_none())
                         .map(|(r, e)| (r.clone(), fingerprint(&e.object.spec)))
                         .collect();
-                    side.sent.push_back((Arc::clone(&compiled), set));
+                    side.sent.push_back((Arc::downgrade(&compiled), set));
                     while side.sent.len() > UNANSWERED_MAX {
                         side.sent.pop_front();
                     }

@@ -420,16 +420,60 @@ const FRESH_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 /// agent made meanwhile is dropped ([`PolicyIndex::needs_status`]) rather than repeated.
 ///
 /// This node's entries of `status.nodes` ([`Write::Node`]) are written by this node only, and
-/// paced: one every [`NODE_WRITE_GAP`] at most, so that nodes reporting thousands of policies
-/// at once (an audit-only node at a cold start) spread their writes over minutes.
+/// paced when they are taken: one every [`NODE_WRITE_GAP`] at most, so that a node reporting
+/// thousands of policies at once (a cold start) spreads its writes over minutes. A write asked
+/// for again while it waits keeps its place; a retry does not move the pace.
 struct StatusQueue {
     node: String,
-    due: BTreeMap<(tokio::time::Instant, PolicyRef, bool), Write>,
-    /// When each object's write of each kind (`true`: its node entry) is due: finds the
-    /// write a new one replaces without a scan (a cold start queues thousands).
-    when: BTreeMap<(PolicyRef, bool), tokio::time::Instant>,
+    outcomes: Timed<PolicyStatus>,
+    entries: Timed<Option<String>>,
     /// The earliest time of the next node entry write.
     node_next: tokio::time::Instant,
+}
+
+/// Writes by due time, at most one per object.
+struct Timed<V> {
+    due: BTreeMap<(tokio::time::Instant, PolicyRef), V>,
+    /// When each object's write is due: finds the write a new one replaces without a scan
+    /// (a cold start queues thousands).
+    when: BTreeMap<PolicyRef, tokio::time::Instant>,
+}
+
+impl<V> Timed<V> {
+    fn new() -> Self {
+        Self {
+            due: BTreeMap::new(),
+            when: BTreeMap::new(),
+        }
+    }
+
+    /// `value` for `reference` at `at`, or at the time of the write it replaces if that is
+    /// earlier.
+    fn push(&mut self, reference: PolicyRef, value: V, at: tokio::time::Instant) {
+        let at = match self.when.get(&reference) {
+            Some(&before) => {
+                self.due.remove(&(before, reference.clone()));
+                before.min(at)
+            }
+            None => at,
+        };
+        self.when.insert(reference.clone(), at);
+        self.due.insert((at, reference), value);
+    }
+
+    fn first(&self) -> Option<tokio::time::Instant> {
+        self.due.first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// The first write, if it is due at `now`.
+    fn pop_due(&mut self, now: tokio::time::Instant) -> Option<(PolicyRef, V)> {
+        if self.first()? > now {
+            return None;
+        }
+        let ((_, r), v) = self.due.pop_first()?;
+        self.when.remove(&r);
+        Some((r, v))
+    }
 }
 
 /// A status write waiting in the [`StatusQueue`].
@@ -441,12 +485,6 @@ enum Write {
     Node(Option<String>),
 }
 
-impl Write {
-    fn is_node(&self) -> bool {
-        matches!(self, Self::Node(_))
-    }
-}
-
 /// The pace of this node's entry writes (see [`StatusQueue`]): ten a second.
 const NODE_WRITE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -454,8 +492,8 @@ impl StatusQueue {
     fn new(node: &str) -> Self {
         Self {
             node: node.to_string(),
-            due: BTreeMap::new(),
-            when: BTreeMap::new(),
+            outcomes: Timed::new(),
+            entries: Timed::new(),
             node_next: tokio::time::Instant::now(),
         }
     }
@@ -465,7 +503,7 @@ impl StatusQueue {
         self.push_after(reference, write, std::time::Duration::ZERO);
     }
 
-    /// The same, `after` plus the spread (and for a node entry, its turn).
+    /// The same, `after` plus the spread.
     fn push_after(&mut self, reference: PolicyRef, write: Write, after: std::time::Duration) {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
@@ -474,38 +512,39 @@ impl StatusQueue {
             .unwrap_or(u64::MAX)
             .max(1);
         let delay = after + std::time::Duration::from_millis(h.finish() % spread);
-        let mut at = tokio::time::Instant::now() + delay;
-        let node = write.is_node();
-        if node {
-            at = at.max(self.node_next);
-            self.node_next = at + NODE_WRITE_GAP;
+        let at = tokio::time::Instant::now() + delay;
+        match write {
+            Write::Outcome(status) => self.outcomes.push(reference, status, at),
+            Write::Node(message) => self.entries.push(reference, message, at),
         }
-        if let Some(before) = self.when.insert((reference.clone(), node), at) {
-            self.due.remove(&(before, reference.clone(), node));
-        }
-        self.due.insert((at, reference, node), write);
     }
 
-    /// The next write whose time came.
+    /// The next write whose time came: statuses first, then a node entry if its pace allows.
     fn pop_due(&mut self) -> Option<(PolicyRef, Write)> {
-        let first = self.due.first_key_value()?.0.0;
-        if first > tokio::time::Instant::now() {
+        let now = tokio::time::Instant::now();
+        if let Some((r, status)) = self.outcomes.pop_due(now) {
+            return Some((r, Write::Outcome(status)));
+        }
+        if now < self.node_next {
             return None;
         }
-        let ((_, r, node), w) = self.due.pop_first()?;
-        self.when.remove(&(r.clone(), node));
-        Some((r, w))
+        let (r, message) = self.entries.pop_due(now)?;
+        self.node_next = now + NODE_WRITE_GAP;
+        Some((r, Write::Node(message)))
     }
 
     /// When the next write is due (now when none waits).
     fn next_due(&self) -> tokio::time::Instant {
-        self.due
-            .first_key_value()
-            .map_or_else(tokio::time::Instant::now, |(k, _)| k.0)
+        let entry = self.entries.first().map(|t| t.max(self.node_next));
+        match (self.outcomes.first(), entry) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => tokio::time::Instant::now(),
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.due.is_empty()
+        self.outcomes.due.is_empty() && self.entries.due.is_empty()
     }
 }
 
@@ -814,71 +853,73 @@ mod tests {
     }
 
     #[test]
-    fn a_status_asked_again_replaces_the_write_still_waiting() {
+    fn a_status_asked_again_replaces_the_write_still_waiting_and_keeps_its_place() {
         let mut q = StatusQueue::new("node-a");
         let one = PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, "c-1");
         let two = PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, "c-2");
-        q.push(
-            one.clone(),
-            Write::Outcome(PolicyStatus::new("Invalid", Some("bad".into()))),
-        );
-        q.push(two.clone(), outcome("Applied"));
         q.push_after(
             one.clone(),
-            outcome("Applied"),
+            Write::Outcome(PolicyStatus::new("Invalid", Some("bad".into()))),
             std::time::Duration::from_secs(5),
         );
-        let waiting: Vec<(String, Write)> = q
-            .due
-            .iter()
-            .map(|((_, r, _), w)| (r.name.clone(), w.clone()))
-            .collect();
-        // c-2 is due within the spread, c-1's replacement 5 s later: c-2 comes first.
-        assert_eq!(
-            waiting,
-            [
-                ("c-2".to_string(), outcome("Applied")),
-                ("c-1".to_string(), outcome("Applied")),
-            ]
+        q.push(two.clone(), outcome("Applied"));
+        let first = q.outcomes.when[&one];
+        // Asked again sooner: replaced, at the sooner time.
+        q.push(one.clone(), outcome("Applied"));
+        assert!(q.outcomes.when[&one] < first);
+        // Asked again later: replaced, keeping its earlier place.
+        let place = q.outcomes.when[&one];
+        q.push_after(
+            one.clone(),
+            outcome("Invalid"),
+            std::time::Duration::from_secs(9),
         );
-        assert_eq!(q.when.len(), 2);
-        assert!(q.next_due() > tokio::time::Instant::now());
+        assert_eq!(q.outcomes.when[&one], place);
+        assert_eq!(q.outcomes.due.len(), 2);
+        assert_eq!(
+            q.outcomes.due[&(place, one)],
+            PolicyStatus::new("Invalid", None)
+        );
     }
 
     #[test]
-    fn node_entries_are_paced_and_do_not_replace_the_outcome_of_the_same_object() {
+    fn node_entries_are_paced_when_taken_and_do_not_hold_up_the_statuses() {
         let mut q = StatusQueue::new("node-a");
-        let refs: Vec<PolicyRef> = (0..20)
+        let refs: Vec<PolicyRef> = (0..3)
             .map(|i| PolicyRef::new(PolicyKind::KubeArmorClusterPolicy, None, &format!("c-{i}")))
             .collect();
-        let start = tokio::time::Instant::now();
-        q.push(refs[0].clone(), outcome("Applied"));
         for r in &refs {
-            q.push(r.clone(), Write::Node(Some("monitored only".into())));
+            q.push_after(
+                r.clone(),
+                Write::Node(Some("x".into())),
+                std::time::Duration::ZERO,
+            );
         }
-        // The outcome of c-0 and its node entry are two writes; every other object one.
-        assert_eq!(q.due.len(), 21);
-        assert_eq!(q.when.len(), 21);
-        let mut node_times: Vec<tokio::time::Instant> = q
-            .due
-            .keys()
-            .filter(|(_, _, node)| *node)
-            .map(|(at, _, _)| *at)
-            .collect();
-        node_times.sort();
-        for pair in node_times.windows(2) {
-            assert!(pair[1] - pair[0] >= NODE_WRITE_GAP, "{node_times:?}");
-        }
-        // Twenty entries take about two seconds at ten a second.
-        let last = *node_times.last().unwrap();
-        assert!(last - start >= NODE_WRITE_GAP * 19, "{:?}", last - start);
-        // Asked again, an entry replaces its waiting write.
-        q.push(refs[3].clone(), Write::Node(None));
-        assert_eq!(q.due.len(), 21);
-        assert!(
-            q.due
-                .iter()
-                .any(|((_, r, node), w)| *node && r == &refs[3] && *w == Write::Node(None))
+        q.push(refs[0].clone(), outcome("Applied"));
+        // An object's status and its node entry are two writes.
+        assert_eq!(q.entries.due.len() + q.outcomes.due.len(), 4);
+        std::thread::sleep(STATUS_SPREAD);
+        // Everything is due: the status first, one node entry, then the pace holds the rest.
+        assert!(matches!(q.pop_due(), Some((_, Write::Outcome(_)))));
+        assert!(matches!(q.pop_due(), Some((_, Write::Node(_)))));
+        assert!(q.pop_due().is_none());
+        assert!(q.next_due() >= q.node_next);
+        // A new status is not held by the pace of node entries.
+        q.push_after(
+            refs[1].clone(),
+            outcome("Applied"),
+            std::time::Duration::ZERO,
         );
+        q.outcomes.due = q
+            .outcomes
+            .due
+            .clone()
+            .into_iter()
+            .map(|((_, r), v)| ((tokio::time::Instant::now(), r), v))
+            .collect();
+        assert!(matches!(q.pop_due(), Some((_, Write::Outcome(_)))));
+        std::thread::sleep(NODE_WRITE_GAP);
+        assert!(matches!(q.pop_due(), Some((_, Write::Node(_)))));
+        assert!(q.pop_due().is_none());
     }
 }

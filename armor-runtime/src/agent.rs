@@ -471,7 +471,9 @@ fn run_with(
                 &mut answers,
                 log,
             )?;
-            agent.report(options, answers);
+            if !answers.is_empty() {
+                agent.report(options, answers);
+            }
         }
         agent.step(options, feed.is_some(), out, log)?;
     }

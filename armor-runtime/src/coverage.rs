@@ -225,6 +225,10 @@ impl fmt::Display for PolicyName {
     }
 }
 
+/// Why a workload is [`Coverage::MonitoredOnly`] when the machine has no kernel enforcer at all
+/// (audit-only): the same for every workload.
+pub const NO_ENFORCER: &str = "no kernel enforcer (audit-only)";
+
 /// How many workloads a line of [`policy_gaps`] names before it counts the rest.
 const NAMED_WORKLOADS: usize = 5;
 
@@ -234,7 +238,10 @@ const NAMED_WORKLOADS: usize = 5;
 /// - a Block or Allow rule the enforcer does not carry ([`Coverage::Partial`]):
 ///   `AppArmor does not enforce file.matchPaths[0] (Block): <reason> (on shop/web-1/web)`;
 /// - a workload no kernel enforcer holds ([`Coverage::MonitoredOnly`]), for each policy with a
-///   Block or Allow rule for it: `monitored only, nothing denied: <reason> (on host)`.
+///   Block or Allow rule for it: `monitored only, nothing denied: <reason> (on host)`. Without
+///   any kernel enforcer ([`NO_ENFORCER`], the same for every workload) the line names no
+///   workload: `monitored only, nothing denied: no kernel enforcer (audit-only) on this
+///   node`, so it does not change as workloads come and go.
 ///
 /// Audit rules are left out: the monitor alerts them whether the kernel holds them or not.
 /// A gap whose rule `rules` does not hold names no policy and is left out here (the agent's
@@ -263,20 +270,31 @@ pub fn policy_gaps<'a>(
                 }
             }
             Coverage::MonitoredOnly { reason } => {
-                let mut names: Vec<PolicyName> = rules
-                    .rules()
-                    .filter(|r| r.action != Action::Audit)
-                    .map(|r| PolicyName::from(&*r.policy))
-                    .collect();
-                names.sort();
-                names.dedup();
-                for name in names {
-                    problems
-                        .entry(name)
+                // A policy's rules are next to each other: one name per run of them.
+                let mut policies: Vec<&std::sync::Arc<PolicyInfo>> = Vec::new();
+                for r in rules.rules().filter(|r| r.action != Action::Audit) {
+                    if !policies
+                        .last()
+                        .is_some_and(|p| std::sync::Arc::ptr_eq(p, &r.policy))
+                    {
+                        policies.push(&r.policy);
+                    }
+                }
+                let node_wide = reason == NO_ENFORCER;
+                let line = if node_wide {
+                    format!("monitored only, nothing denied: {reason} on this node")
+                } else {
+                    format!("monitored only, nothing denied: {reason}")
+                };
+                for p in policies {
+                    let on = problems
+                        .entry(PolicyName::from(&**p))
                         .or_default()
-                        .entry(format!("monitored only, nothing denied: {reason}"))
-                        .or_default()
-                        .push(&key.name);
+                        .entry(line.clone())
+                        .or_default();
+                    if !node_wide {
+                        on.push(&key.name);
+                    }
                 }
             }
             Coverage::Enforced { .. } | Coverage::NoRules => {}
@@ -288,6 +306,9 @@ pub fn policy_gaps<'a>(
             let lines = lines
                 .into_iter()
                 .map(|(line, mut on)| {
+                    if on.is_empty() {
+                        return line;
+                    }
                     on.sort_unstable();
                     on.dedup();
                     let more = on.len().saturating_sub(NAMED_WORKLOADS);

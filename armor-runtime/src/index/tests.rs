@@ -1015,3 +1015,27 @@ fn what_is_not_enforced_is_said_per_policy_with_the_workloads_it_concerns() {
         "KubeArmorPolicy shop/block-mkdir"
     );
 }
+
+#[test]
+fn without_any_enforcer_each_policy_gets_one_line_that_names_no_workload() {
+    let mut index = started(POLICIES, false);
+    for (id, cgroup) in [("c1", 7u64), ("c2", 8)] {
+        let info = web(id, 100);
+        let effects = index.apply(
+            &Input::ContainerRunning {
+                info: &info,
+                cgroup_id: cgroup,
+            },
+            now(),
+        );
+        drive(&mut index, effects, &|_| ApplyOutcome::default());
+    }
+    let gaps = index.policy_gaps();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    for lines in gaps.values() {
+        assert_eq!(
+            lines,
+            &["monitored only, nothing denied: no kernel enforcer (audit-only) on this node"]
+        );
+    }
+}

@@ -227,7 +227,7 @@ pub(super) fn coverage_of(
     let Some((enforcer, mut gaps)) = holding.next() else {
         return Coverage::MonitoredOnly {
             reason: if no_enforcer {
-                "no kernel enforcer (audit-only)".to_string()
+                crate::coverage::NO_ENFORCER.to_string()
             } else {
                 why_not.join("; ")
             },
