@@ -110,7 +110,7 @@ pub(crate) fn digest(data: &[u8]) -> String {
 }
 
 /// One ustar header block.
-fn tar_header(name: &str, mode: u32, size: usize, kind: u8, link: &str) -> [u8; 512] {
+pub(crate) fn tar_header(name: &str, mode: u32, size: usize, kind: u8, link: &str) -> [u8; 512] {
     let mut h = [0u8; 512];
     assert!(name.len() < 100 && link.len() < 100, "{name} {link}");
     h[..name.len()].copy_from_slice(name.as_bytes());

@@ -1,15 +1,18 @@
-// Test tool for armor's Kubernetes tests: a real etcd and a real kube-apiserver, built from
-// their upstream Go modules (k8s.io/kubernetes and go.etcd.io/etcd/server/v3, pinned in
-// go.mod), in one binary so that one cached build serves both. It is never part of the
+// Test tool for armor's Kubernetes tests: a real etcd, a real kube-apiserver and a real
+// kubelet, built from their upstream Go modules (k8s.io/kubernetes and
+// go.etcd.io/etcd/server/v3, pinned in go.mod), in one binary so that one cached build serves
+// all three. It is never part of the
 // product; scripts/k8s-tools builds it and caches it by the versions in go.mod.
 //
 //	armor-k8s-testenv etcd [etcd flags]
 //	armor-k8s-testenv kube-apiserver [kube-apiserver flags]
+//	armor-k8s-testenv kubelet [kubelet flags]
 //	armor-k8s-testenv keygen KEY PUB (an ECDSA P-256 key pair, PEM: the service-account keys)
 //	armor-k8s-testenv version
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,11 +25,12 @@ import (
 	"go.etcd.io/etcd/server/v3/etcdmain"
 	"k8s.io/component-base/cli"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: armor-k8s-testenv etcd|kube-apiserver|keygen|version [args]")
+		fmt.Fprintln(os.Stderr, "usage: armor-k8s-testenv etcd|kube-apiserver|kubelet|keygen|version [args]")
 		os.Exit(2)
 	}
 	tool, args := os.Args[1], os.Args[2:]
@@ -44,6 +48,9 @@ func main() {
 	case "kube-apiserver":
 		os.Args = append([]string{"kube-apiserver"}, args...)
 		os.Exit(cli.Run(app.NewAPIServerCommand()))
+	case "kubelet":
+		os.Args = append([]string{"kubelet"}, args...)
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
 	case "keygen":
 		if len(args) != 2 {
 			fmt.Fprintln(os.Stderr, "usage: armor-k8s-testenv keygen KEY PUB")
@@ -54,9 +61,9 @@ func main() {
 			os.Exit(1)
 		}
 	case "version":
-		fmt.Println("armor-k8s-testenv: k8s.io/kubernetes and go.etcd.io/etcd/server/v3 as pinned in go.mod")
+		fmt.Println("armor-k8s-testenv: etcd, kube-apiserver and kubelet from k8s.io/kubernetes and go.etcd.io/etcd/server/v3 as pinned in go.mod")
 	default:
-		fmt.Fprintf(os.Stderr, "unknown tool %q: etcd, kube-apiserver, keygen or version\n", tool)
+		fmt.Fprintf(os.Stderr, "unknown tool %q: etcd, kube-apiserver, kubelet, keygen or version\n", tool)
 		os.Exit(2)
 	}
 }
