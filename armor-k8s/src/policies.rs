@@ -262,8 +262,9 @@ struct NodeSide {
     sent: VecDeque<(std::sync::Weak<CompiledPolicy>, BTreeMap<PolicyRef, u64>)>,
     /// The fingerprints of the set the node holds.
     in_force: BTreeMap<PolicyRef, u64>,
-    /// The last set the node refused (after the one in force), with why.
-    refused: Option<(String, BTreeMap<PolicyRef, u64>)>,
+    /// The last set the node refused (after the one in force), with why. The agent may take
+    /// it on a later try, and answer it again.
+    refused: Option<Refusal>,
     /// What the node does not enforce, per object.
     gaps: BTreeMap<PolicyRef, Vec<String>>,
     /// Whether the node answered once: its entries are managed only from then on (an entry
@@ -278,7 +279,7 @@ impl NodeSide {
     /// what it does not enforce of it; `None` when there is nothing to say.
     fn message(&self, r: &PolicyRef) -> Option<String> {
         let mut lines = Vec::new();
-        if let Some((why, set)) = &self.refused
+        if let Some(Refusal { why, set, .. }) = &self.refused
             && let Some(h) = set.get(r)
             && self.in_force.get(r) != Some(h)
         {
@@ -309,6 +310,14 @@ impl NodeSide {
         }
         Some(text)
     }
+}
+
+/// A set the node refused.
+#[derive(Debug)]
+struct Refusal {
+    policy: std::sync::Weak<CompiledPolicy>,
+    why: String,
+    set: BTreeMap<PolicyRef, u64>,
 }
 
 /// A fingerprint of a spec's text.
@@ -462,12 +471,29 @@ impl PolicyIndex {
                 .iter()
                 .position(|(p, _)| std::ptr::eq(p.as_ptr(), Arc::as_ptr(&policy)));
             let set = at.and_then(|at| side.sent.drain(..=at).next_back().map(|(_, set)| set));
+            // The refused set answered again: taken on a new try, or refused for another reason.
+            let again = || {
+                side.refused
+                    .as_ref()
+                    .is_some_and(|r| std::ptr::eq(r.policy.as_ptr(), Arc::as_ptr(&policy)))
+            };
+            let set = match set {
+                Some(set) => Some(set),
+                None if again() => side.refused.take().map(|r| r.set),
+                None => None,
+            };
             match (set, result) {
                 (Some(set), Ok(())) => {
                     side.in_force = set;
                     side.refused = None;
                 }
-                (Some(set), Err(why)) => side.refused = Some((why, set)),
+                (Some(set), Err(why)) => {
+                    side.refused = Some(Refusal {
+                        policy: Arc::downgrade(&policy),
+                        why,
+                        set,
+                    });
+                }
                 // A set no longer remembered: what it held is unknown, but a later set was
                 // taken, so the last refusal is over.
                 (None, Ok(())) => side.refused = None,

@@ -422,3 +422,54 @@ fn an_entry_is_managed_only_once_the_node_answered_and_is_cut_to_its_limit() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_refused_set_taken_on_a_new_try_ends_the_refusal_with_its_own_versions() {
+    let mut index = synced_from(PolicyIndex::for_node("node-a"));
+    let first = set_of(&index.apply(PolicyEvent::Apply(ksp("a", block("/etc/a")))));
+    index.node_report(NodeReport::new(Some((first, Ok(()))), gaps(&[])));
+    // `a` changes; the node refuses that set, then takes it when it tries again.
+    let second = set_of(&index.apply(PolicyEvent::Apply(ksp("a", block("/etc/a2")))));
+    let effects = index.node_report(NodeReport::new(
+        Some((second.clone(), Err("the rule map is full".into()))),
+        gaps(&[]),
+    ));
+    let said = node_entries(&effects);
+    assert!(
+        said[0].2.as_deref().unwrap().contains("refused"),
+        "{said:?}"
+    );
+    index.apply(PolicyEvent::Apply(applied_with_nodes(
+        ksp("a", block("/etc/a2")),
+        &[("node-a", said[0].2.as_deref().unwrap())],
+    )));
+    // Refused again for another reason: the entry says the new one.
+    let effects = index.node_report(NodeReport::new(
+        Some((second.clone(), Err("enforcement is required".into()))),
+        gaps(&[]),
+    ));
+    let again = node_entries(&effects);
+    assert!(
+        again[0]
+            .2
+            .as_deref()
+            .unwrap()
+            .ends_with("enforcement is required"),
+        "{again:?}"
+    );
+    let effects = index.node_report(NodeReport::new(Some((second, Ok(()))), gaps(&[])));
+    assert_eq!(
+        node_entries(&effects),
+        [("a".into(), "node-a".into(), None)]
+    );
+    // The versions in force are the retried set's: a refusal of a set where `a` is unchanged
+    // says nothing of `a`.
+    let third = set_of(&index.apply(PolicyEvent::Apply(ksp("b", block("/etc/b")))));
+    let effects = index.node_report(NodeReport::new(
+        Some((third, Err("full".into()))),
+        gaps(&[]),
+    ));
+    let entries = node_entries(&effects);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, "b");
+}

@@ -117,8 +117,9 @@ pub struct AgentOptions {
 
 /// What an agent tells about its policies ([`AgentOptions::policy_reports`]): once it is ready,
 /// the answer to the policies it started with; then one report for each policy set fed to it
-/// ([`Feed::Policy`]), in order; and one whenever what it does not enforce changed (checked
-/// once a second: a container came or went, an apply failed).
+/// ([`Feed::Policy`]), in order; one when a refused set is taken on a new try (or refused
+/// again for another reason); and one whenever what it does not enforce changed (checked once
+/// a second: a container came or went, an apply failed).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PolicyReport {
@@ -433,7 +434,9 @@ pub fn run(
 /// between two turns of the loop (new policies and configurations all or none, pod identities,
 /// staleness), each logged when it changes something or is refused:
 /// `policies from the orchestrator: N rules`, `policy update refused, keeping the previous
-/// policies: …`, `configuration updated`, `readiness: stale (…): …`.
+/// policies: …`, `configuration updated`, `readiness: stale (…): …`. A refused policy set is
+/// tried again while no later one came, once what the node runs changed (a container gone may
+/// have made room) or a minute passed: `policy update taken on a new try: N rules`.
 ///
 /// With a hook socket, the creation of a pod's container (its CRI labels name its pod) whose
 /// pod identity has not arrived waits for it up to [`AgentOptions::identity_wait`], so its
@@ -471,6 +474,14 @@ fn run_with(
                 &mut answers,
                 log,
             )?;
+            if let Some((policy, answer)) = answers.last() {
+                agent.refused = answer.as_ref().err().map(|why| Refused {
+                    policy: Arc::clone(policy),
+                    why: why.clone(),
+                    tried: Instant::now(),
+                    readiness: agent.rt.readiness().summary(),
+                });
+            }
             if !answers.is_empty() {
                 agent.report(options, answers);
             }
@@ -514,6 +525,29 @@ struct Agent {
     deferred: Vec<Deferred>,
     /// What was last reported as not enforced ([`AgentOptions::policy_reports`]).
     reported_gaps: BTreeMap<crate::coverage::PolicyName, Vec<String>>,
+    /// The last policy set fed and refused, while no later one came: tried again
+    /// ([`Agent::retry_refused`]).
+    refused: Option<Refused>,
+}
+
+/// A refused policy set, tried again when what the node runs changed.
+struct Refused {
+    policy: Arc<CompiledPolicy>,
+    /// Why it was refused the last time.
+    why: String,
+    /// When it was last tried, and the readiness then.
+    tried: Instant,
+    readiness: String,
+}
+
+/// How long a refused policy set waits at least between two tries, and at most when nothing
+/// changed on the node.
+const RETRY_AFTER: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(60));
+
+/// Whether a refused policy set is tried again `waited` after its last try, when what the
+/// node runs `changed` since then or not.
+fn retry_due(waited: Duration, changed: bool) -> bool {
+    waited >= RETRY_AFTER.1 || (changed && waited >= RETRY_AFTER.0)
 }
 
 impl Agent {
@@ -625,6 +659,7 @@ impl Agent {
             stale,
             deferred: Vec::new(),
             reported_gaps: BTreeMap::new(),
+            refused: None,
         };
         agent.report(options, answers);
         Ok(agent)
@@ -799,6 +834,7 @@ impl Agent {
         {
             self.resync_now = true;
         }
+        self.retry_refused(options, log)?;
         self.report(options, Vec::new());
         // What is enforced changed (a container partly enforced, an apply that failed).
         let now = self.rt.readiness().summary();
@@ -816,6 +852,51 @@ impl Agent {
                 lost.saturating_sub(self.last_lost)
             ));
             self.last_lost = lost;
+        }
+        Ok(())
+    }
+
+    /// Tries the refused policy set again (all or none, like the first time) once what the
+    /// node runs changed (its readiness: a container gone may have made room), 5 s after the
+    /// last try at the earliest, or 60 s after it when nothing changed. Taken: logged and
+    /// answered `Ok` ([`AgentOptions::policy_reports`]); refused again: logged and answered
+    /// only when the reason changed.
+    fn retry_refused(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let Some(r) = &self.refused else {
+            return Ok(());
+        };
+        let changed = self.rt.readiness().summary() != r.readiness;
+        if !retry_due(r.tried.elapsed(), changed) {
+            return Ok(());
+        }
+        let policy = Arc::clone(&r.policy);
+        match self.rt.replace_policy(Arc::clone(&policy)) {
+            Ok(()) => {
+                self.refused = None;
+                self.controls
+                    .set_default_visibility(&self.rt.host_visibility())?;
+                log(&format!(
+                    "policy update taken on a new try: {} rules",
+                    policy.rules().len()
+                ));
+                self.report(options, vec![(policy, Ok(()))]);
+            }
+            Err(e) => {
+                let why = chain(&e);
+                let changed = self.refused.as_ref().is_some_and(|r| r.why != why);
+                self.refused = Some(Refused {
+                    policy: Arc::clone(&policy),
+                    why: why.clone(),
+                    tried: Instant::now(),
+                    readiness: self.rt.readiness().summary(),
+                });
+                if changed {
+                    log(&format!(
+                        "policy update refused again, keeping the previous policies: {why}"
+                    ));
+                    self.report(options, vec![(policy, Err(why))]);
+                }
+            }
         }
         Ok(())
     }
@@ -1063,6 +1144,15 @@ fn ready(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_set_is_tried_again_after_a_change_or_a_minute_never_in_a_loop() {
+        let s = Duration::from_secs;
+        assert!(!retry_due(s(1), true), "5 s between tries at least");
+        assert!(retry_due(s(5), true));
+        assert!(!retry_due(s(30), false), "nothing changed: once a minute");
+        assert!(retry_due(s(60), false));
+    }
 
     #[test]
     fn a_load_error_is_logged_on_one_line_with_every_position() {
