@@ -71,7 +71,9 @@ fn coverage(c: &mut Criterion) {
         g.bench_function(format!("readiness (baseline), {what}"), |b| {
             b.iter(|| rt.readiness());
         });
-        g.bench_function(format!("policy_gaps, {what}"), |b| b.iter(|| rt.policy_gaps()));
+        g.bench_function(format!("policy_gaps, {what}"), |b| {
+            b.iter(|| rt.policy_gaps())
+        });
     }
     g.finish();
 }

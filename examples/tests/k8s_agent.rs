@@ -16,7 +16,11 @@
 #[path = "../../armor-k8s/tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{KillOnDrop, alerts};
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,23 +29,6 @@ use armor_k8s::policies::APPLIED;
 use armor_testing::lines::Lines;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-
-/// The records of `out` whose `PolicyName` is `policy`, waiting up to 30 s for `n` of them.
-fn alerts(out: &Path, policy: &str, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let found: Vec<serde_json::Value> = std::fs::read_to_string(out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["PolicyName"] == policy)
-            .collect();
-        if found.len() >= n || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 async fn create<K>(api: &Api<K>, value: serde_json::Value)
 where
@@ -259,16 +246,4 @@ async fn node_entry(api: &Api<KubeArmorHostPolicy>, name: &str, node: &str) -> S
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{name} has no entry of {node} in its status");
-}
-
-/// Kills the agent when the test fails before it stops it.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
 }

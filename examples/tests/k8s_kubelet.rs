@@ -19,6 +19,10 @@
 #[path = "../../armor-k8s/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
+use common::{KillOnDrop, alerts};
+
 #[path = "../../armor-runtime/tests/support/oci.rs"]
 #[allow(
     dead_code,
@@ -353,23 +357,6 @@ fileCheckFrequency: 2s
     node
 }
 
-/// The records of `out` whose `PolicyName` is `policy`, waiting up to 30 s for one.
-fn alerts(out: &Path, policy: &str) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let found: Vec<serde_json::Value> = fs::read_to_string(out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["PolicyName"] == policy)
-            .collect();
-        if !found.is_empty() || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubelets_pod_gets_the_policy_its_labels_select() {
     if let Some(why) = unavailable() {
@@ -488,7 +475,7 @@ async fn a_kubelets_pod_gets_the_policy_its_labels_select() {
         "ctr tasks exec: {}",
         String::from_utf8_lossy(&exec.stderr)
     );
-    let found = alerts(&out, "web-secret");
+    let found = alerts(&out, "web-secret", 1);
     assert!(!found.is_empty(), "no alert:\n{}", lines.seen);
     let a = &found[0];
     assert_eq!(a["PodName"], "web-1", "{a}");
@@ -517,16 +504,4 @@ async fn a_kubelets_pod_gets_the_policy_its_labels_select() {
         .status();
     let _ = agent.wait();
     drop(node);
-}
-
-/// Kills the agent when the test fails before it stops it.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
 }
