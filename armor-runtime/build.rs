@@ -1,5 +1,6 @@
-//! Generates the containerd client from armor's own `.proto` files (`proto/containerd/`) with
-//! protox, a protobuf compiler written in Rust: building armor needs no system `protoc`.
+//! Generates the containerd client, and the server and client of armor's telemetry feed and
+//! health service, from armor's own `.proto` files (`proto/`) with protox, a protobuf
+//! compiler written in Rust: building armor needs no system `protoc`.
 
 use std::error::Error;
 
@@ -14,6 +15,10 @@ const PROTOS: &[&str] = &[
     "containerd/lifecycle.proto",
 ];
 
+/// The services armor serves (its telemetry feed, KubeArmor's wire format, and gRPC's health
+/// service): server and client code.
+const SERVED: &[&str] = &["feeder/feeder.proto", "grpc/health.proto"];
+
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
     let files: Vec<String> = PROTOS.iter().map(|p| format!("proto/{p}")).collect();
@@ -21,5 +26,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_server(false)
         .compile_fds(fds)?;
+    let files: Vec<String> = SERVED.iter().map(|p| format!("proto/{p}")).collect();
+    let fds = protox::compile(&files, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

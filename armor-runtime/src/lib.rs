@@ -29,6 +29,7 @@ pub mod containerd;
 pub mod coverage;
 pub mod enforcement;
 pub mod error;
+pub mod feeder;
 pub mod hook;
 pub mod identity;
 pub mod index;
