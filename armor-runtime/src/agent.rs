@@ -113,6 +113,10 @@ pub struct AgentOptions {
     /// ([`PolicyReport`]): an orchestrator writes it in each policy's status. `None`: only the
     /// log says it.
     pub policy_reports: Option<std::sync::mpsc::Sender<PolicyReport>>,
+    /// Where records and the agent's own log lines also go, besides `out`: the gRPC feed
+    /// KubeArmor's clients read ([`crate::feeder`]). Each client loses what its queue cannot
+    /// hold, counted, and the log says so every 10 s while it does.
+    pub feed: Option<crate::feeder::Feed>,
 }
 
 /// What an agent tells about its policies ([`AgentOptions::policy_reports`]): once it is ready,
@@ -168,6 +172,7 @@ impl AgentOptions {
             identity_wait: Duration::from_secs(2),
             chosen: None,
             policy_reports: None,
+            feed: None,
         }
     }
 
@@ -217,6 +222,13 @@ impl AgentOptions {
     #[must_use]
     pub fn report_policies(mut self, to: std::sync::mpsc::Sender<PolicyReport>) -> Self {
         self.policy_reports = Some(to);
+        self
+    }
+
+    /// The same also publishing to `feed` ([`AgentOptions::feed`]).
+    #[must_use]
+    pub fn feed(mut self, feed: crate::feeder::Feed) -> Self {
+        self.feed = Some(feed);
         self
     }
 
@@ -461,6 +473,18 @@ fn run_with(
     log: &mut dyn FnMut(&str),
     stop: &AtomicBool,
 ) -> Result<()> {
+    // Every line the agent logs also goes to the gRPC feed's `WatchMessages` clients.
+    let mut log_and_feed = |line: &str| {
+        log(line);
+        if let Some(f) = &options.feed {
+            f.message(crate::feeder::message_of(
+                line,
+                &options.config.cluster_name,
+                &options.config.host_name,
+            ));
+        }
+    };
+    let log: &mut dyn FnMut(&str) = &mut log_and_feed;
     let mut agent = Agent::start(options, feed, log)?;
     while !stop.load(Ordering::Relaxed) {
         if let Some(feed) = feed {
@@ -528,7 +552,13 @@ struct Agent {
     /// The last policy set fed and refused, while no later one came: tried again
     /// ([`Agent::retry_refused`]).
     refused: Option<Refused>,
+    /// The gRPC clients' drops last logged, by client, and when they were checked.
+    feed_dropped: BTreeMap<u64, u64>,
+    feed_checked: Instant,
 }
+
+/// How often the agent logs the gRPC clients that lost records.
+const FEED_DROPS_EVERY: Duration = Duration::from_secs(10);
 
 /// A refused policy set, tried again when what the node runs changed.
 struct Refused {
@@ -660,6 +690,8 @@ impl Agent {
             deferred: Vec::new(),
             reported_gaps: BTreeMap::new(),
             refused: None,
+            feed_dropped: BTreeMap::new(),
+            feed_checked: Instant::now(),
         };
         agent.report(options, answers);
         Ok(agent)
@@ -719,6 +751,11 @@ impl Agent {
             records.extend(self.rt.handle(e, self.source.process_tree()));
         }
         write_records(out, &records)?;
+        if let Some(f) = &options.feed {
+            for r in &records {
+                f.publish(r);
+            }
+        }
         for p in self.rt.take_problems() {
             log(&p);
         }
@@ -836,6 +873,7 @@ impl Agent {
         }
         self.retry_refused(options, log)?;
         self.report(options, Vec::new());
+        self.report_feed_drops(options, log);
         // What is enforced changed (a container partly enforced, an apply that failed).
         let now = self.rt.readiness().summary();
         if now != self.last_readiness {
@@ -854,6 +892,32 @@ impl Agent {
             self.last_lost = lost;
         }
         Ok(())
+    }
+
+    /// Logs, every 10 s at most, each gRPC client that lost records since the last line.
+    fn report_feed_drops(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) {
+        let Some(feed) = &options.feed else {
+            return;
+        };
+        if self.feed_checked.elapsed() < FEED_DROPS_EVERY {
+            return;
+        }
+        self.feed_checked = Instant::now();
+        let clients = feed.clients();
+        for c in &clients {
+            let before = self.feed_dropped.get(&c.id).copied().unwrap_or(0);
+            if c.dropped > before {
+                log(&format!(
+                    "gRPC client {} ({}, {}) lost {} records (total {}): its queue was full",
+                    c.id,
+                    c.peer,
+                    c.stream,
+                    c.dropped - before,
+                    c.dropped
+                ));
+            }
+        }
+        self.feed_dropped = clients.iter().map(|c| (c.id, c.dropped)).collect();
     }
 
     /// Tries the refused policy set again (all or none, like the first time) once what the

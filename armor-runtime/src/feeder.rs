@@ -186,6 +186,22 @@ pub fn log_of(t: &Telemetry) -> proto::Log {
     }
 }
 
+/// One of the agent's log lines as the wire's `Message` (`Type` `Message`, `Level` `INFO`), at
+/// the time of the call.
+pub fn message_of(line: &str, cluster: &str, host: &str) -> proto::Message {
+    let (timestamp, updated_time) = armor_core::telemetry::format::now();
+    proto::Message {
+        timestamp,
+        updated_time,
+        cluster_name: cluster.to_string(),
+        host_name: host.to_string(),
+        host_ip: String::new(),
+        r#type: "Message".to_string(),
+        level: "INFO".to_string(),
+        message: line.to_string(),
+    }
+}
+
 /// Which stream a client watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]

@@ -68,6 +68,24 @@ pub struct AgentFlags {
     /// this; a burst it cannot hold is logged as events lost.
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = ring_mib)]
     pub event_ring_mib: u32,
+    /// Also serve the records on KubeArmor's gRPC feed (feeder.LogService, what `karmor logs
+    /// --gRPC` reads): `:32767` (127.0.0.1), `IP:PORT` or `unix:/PATH` (mode 0660).
+    #[arg(long, value_name = "ADDR", value_parser = grpc_address)]
+    pub grpc: Option<armor_runtime::feeder::Listen>,
+    /// Let --grpc listen on an address that is not loopback: anyone who reaches it reads every
+    /// alert and log of this machine.
+    #[arg(long, requires = "grpc")]
+    pub grpc_remote: bool,
+    /// Each gRPC client's queue, in records: a client this far behind loses records (counted
+    /// and logged).
+    #[arg(long, value_name = "RECORDS", default_value_t = 4096)]
+    pub grpc_queue: usize,
+}
+
+/// `--grpc`: an address [`armor_runtime::feeder::Listen`] takes.
+fn grpc_address(text: &str) -> Result<armor_runtime::feeder::Listen, String> {
+    text.parse()
+        .map_err(|e: armor_runtime::feeder::FeedError| e.to_string())
 }
 
 /// `--event-ring-mib`: a power of two from 1 to 1024.
@@ -95,6 +113,28 @@ impl AgentFlags {
             options = options.hook_socket(sock);
         }
         options
+    }
+
+    /// Starts the gRPC feed when `--grpc` asks for it (and says where in `log`); `options`
+    /// then publish to it.
+    pub fn serve_feed(
+        &self,
+        options: AgentOptions,
+        log: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<AgentOptions> {
+        let Some(listen) = &self.grpc else {
+            return Ok(options);
+        };
+        let feed = armor_runtime::feeder::Feed::new(self.grpc_queue);
+        let mut serve = armor_runtime::feeder::ServeOptions::default();
+        serve.allow_remote = self.grpc_remote;
+        let server = armor_runtime::feeder::serve_with(listen, feed.clone(), serve)
+            .map_err(|e| anyhow::Error::new(e).context("--grpc"))?;
+        log(&format!(
+            "serving KubeArmor's gRPC log feed (feeder.LogService) on {}",
+            server.address()
+        ));
+        Ok(options.feed(feed))
     }
 
     /// The agent's error, naming `--enforcer` when the enforcer chosen does not work here.

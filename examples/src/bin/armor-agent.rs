@@ -104,15 +104,12 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let stop = armor_examples::cli::stop_on_signals()?;
     let mut out = armor_examples::cli::open_output(&cli.flags.output)?;
-    let mut options = cli.flags.apply(AgentOptions::new(&cli.policies));
+    let mut log = |line: &str| eprintln!("armor-agent: {line}");
+    let mut options = cli
+        .flags
+        .serve_feed(cli.flags.apply(AgentOptions::new(&cli.policies)), &mut log)?;
     if let Some(file) = &cli.inventory {
         options = options.inventory(file);
     }
-    agent::run(
-        &options,
-        &mut out,
-        &mut |line| eprintln!("armor-agent: {line}"),
-        &stop,
-    )
-    .map_err(|e| cli.flags.explain(e))
+    agent::run(&options, &mut out, &mut log, &stop).map_err(|e| cli.flags.explain(e))
 }

@@ -302,12 +302,15 @@ fn main() -> Result<()> {
             .filter(|f| matches!(f, Feed::Identity { .. }))
             .count()
     ));
-    let options = cli.flags.apply(
-        AgentOptions::fed(view.policy)
-            .config(k8s::runtime_config(&base, &view.settings))
-            .report_choice(chosen_tx)
-            .report_policies(reports_tx),
-    );
+    let options = cli.flags.serve_feed(
+        cli.flags.apply(
+            AgentOptions::fed(view.policy)
+                .config(k8s::runtime_config(&base, &view.settings))
+                .report_choice(chosen_tx)
+                .report_policies(reports_tx),
+        ),
+        &mut log,
+    )?;
     // The agent's feed: the first view's items, then whatever the cluster side reports.
     let (feed_tx, feed_rx) = mpsc::channel();
     for item in view.rest {

@@ -1,0 +1,281 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+//! `armor-agent --grpc` read by KubeArmor's own client, `karmor logs` (built from KubeArmor's
+//! Go module by scripts/kubearmor-tools), and by a client generated from armor's `.proto`: the
+//! alert of a live event arrives with the fields of its JSON line, karmor's filters select it
+//! (or not), and the agent's own log lines arrive as messages. Needs root (the agent's event
+//! source).
+
+#[path = "../../armor-runtime/tests/support/fields.rs"]
+mod fields;
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use armor_runtime::feeder::proto;
+use armor_testing::lines::Lines;
+use common::{KillOnDrop, alerts};
+use fields::{alert_fields, json_fields};
+
+/// karmor, or why the test cannot run it (under `CI=true` a missing karmor fails the test).
+fn karmor() -> Option<PathBuf> {
+    match std::env::var_os("ARMOR_KARMOR") {
+        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        _ => {
+            let why = "ARMOR_KARMOR is not set; run `export ARMOR_KARMOR=$(scripts/kubearmor-tools)` \
+                       to build KubeArmor's karmor";
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+            assert!(!ci, "CI must run the karmor tests: {why}");
+            println!("skipped: {why}");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `karmor logs` against the agent, with `args`; its output lines arrive on the receiver.
+fn karmor_logs(
+    karmor: &Path,
+    kubeconfig: &Path,
+    port: u16,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(karmor)
+        .args(["logs", "--gRPC", &format!("127.0.0.1:{port}")])
+        .args(args)
+        // karmor loads a kubeconfig before any command (it never contacts the cluster here).
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("stderr: {line}"));
+        }
+    });
+    (child, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
+    if !armor_testing::is_root() {
+        println!("skipped: needs root (the agent's event source)");
+        return;
+    }
+    let Some(karmor) = karmor() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("armor-grpc-feed-{}", std::process::id()));
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let marker = dir.join("armor-grpc-marker");
+    std::fs::copy("/bin/true", &marker).unwrap();
+    std::fs::write(
+        policies.join("marker.yaml"),
+        format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
+             {{name: block-marker}}\nspec:\n  nodeSelector: {{matchLabels: {{}}}}\n  severity: \
+             5\n  tags: [PCI, marker]\n  process:\n    matchPaths: [{{path: {}}}]\n  action: \
+             Block\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: none, cluster: {server: \
+         'https://127.0.0.1:1'}}]\nusers: [{name: none, user: {}}]\ncontexts: [{name: none, \
+         context: {cluster: none, user: none}}]\ncurrent-context: none\n",
+    )
+    .unwrap();
+    let out = dir.join("out.jsonl");
+    let port = free_port();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
+        .arg("--policies")
+        .arg(&policies)
+        .args(["--enforcer", "none", "--grpc", &format!("127.0.0.1:{port}")])
+        .arg("--output")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stop = KillOnDrop(agent.id());
+    let mut lines = Lines::new(agent.stderr.take().unwrap());
+    lines.timeout = Duration::from_secs(120);
+    let serving = lines.until("serving KubeArmor's gRPC log feed");
+    assert!(
+        serving.ends_with(&format!("on 127.0.0.1:{port}")),
+        "{serving}"
+    );
+    lines.until("ready:");
+
+    // armor's client, generated from armor's .proto.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = proto::log_service_client::LogServiceClient::new(channel);
+    let reply = client
+        .health_check(proto::NonceMessage { nonce: 32767 })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().retval, 32767);
+    let mut ours = client
+        .watch_alerts(proto::RequestMessage {
+            filter: "policy".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = client
+        .watch_messages(proto::RequestMessage {
+            filter: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // KubeArmor's client: one selecting Process alerts, one File alerts (none comes). `--limit`
+    // counts what arrives before karmor's filters.
+    let (mut process, process_rx) = karmor_logs(
+        &karmor,
+        &kubeconfig,
+        port,
+        &[
+            "--logFilter",
+            "policy",
+            "--json",
+            "--operation",
+            "Process",
+            "--limit",
+            "1",
+        ],
+    );
+    let (mut file, file_rx) = karmor_logs(
+        &karmor,
+        &kubeconfig,
+        port,
+        &[
+            "--logFilter",
+            "policy",
+            "--json",
+            "--operation",
+            "File",
+            "--limit",
+            "1",
+        ],
+    );
+
+    // Exec the marker until both karmor clients took an alert (they connect in their time).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut printed = Vec::new();
+    let karmor_alert = loop {
+        assert!(Command::new(&marker).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(300));
+        printed.extend(process_rx.try_iter());
+        if let Some(l) = printed.iter().find(|l| l.trim_start().starts_with('{')) {
+            break l.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "karmor printed no alert: {printed:#?}\nagent: {}",
+            lines.seen
+        );
+    };
+    let ours_alert = ours.message().await.unwrap().unwrap();
+
+    // The JSON line of the alert karmor printed (the same UpdatedTime and PID).
+    println!("karmor logs --json printed: {karmor_alert}");
+    let karmor_json: serde_json::Value = serde_json::from_str(&karmor_alert).unwrap();
+    assert_eq!(karmor_json["PolicyName"], "block-marker", "{karmor_json}");
+    assert_eq!(karmor_json["Operation"], "Process", "{karmor_json}");
+    let written = alerts(&out, "block-marker", 1);
+    let line = written
+        .iter()
+        .find(|r| r["UpdatedTime"] == karmor_json["UpdatedTime"])
+        .unwrap_or_else(|| panic!("no JSON line for {karmor_json}: {written:#?}"));
+    let line_text = line.to_string();
+    let want = json_fields(&line_text);
+    // karmor prints what it decoded from the wire with KubeArmor's Go types: every field of the
+    // JSON line is there, with the same value.
+    let theirs = json_fields(&karmor_json.to_string());
+    for (k, v) in &want {
+        assert_eq!(
+            theirs.get(k),
+            Some(v),
+            "karmor's {k}: {karmor_json}\nline: {line_text}"
+        );
+    }
+    // armor's client: the first alert it got has the fields of its own JSON line.
+    let first = written
+        .iter()
+        .find(|r| r["UpdatedTime"] == ours_alert.updated_time.as_str())
+        .unwrap();
+    assert_eq!(alert_fields(&ours_alert), json_fields(&first.to_string()));
+    assert_eq!(ours_alert.tags, "PCI,marker");
+    assert_eq!(ours_alert.a_tags, ["PCI", "marker"]);
+
+    // The File client took an alert too (its limit) and printed none.
+    let status = file.wait().unwrap();
+    let file_out: Vec<String> = file_rx.try_iter().collect();
+    assert!(
+        !file_out.iter().any(|l| l.trim_start().starts_with('{')),
+        "karmor --operation File printed: {file_out:#?}"
+    );
+    println!("karmor --operation File ({status}): {file_out:?}");
+    let _ = process.wait();
+
+    // The agent's log lines reach WatchMessages: a policy reload logs one.
+    std::fs::write(policies.join("touch.yaml"), "# nothing\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.message())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        if m.message.contains("policies reloaded") {
+            assert_eq!(m.r#type, "Message");
+            assert!(m.timestamp > 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload message");
+    }
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
