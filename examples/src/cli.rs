@@ -69,9 +69,10 @@ pub struct AgentFlags {
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = ring_mib)]
     pub event_ring_mib: u32,
     /// Also serve the records on KubeArmor's gRPC feed (feeder.LogService, what `karmor logs
-    /// --gRPC` reads): `:32767` (127.0.0.1), `IP:PORT` or `unix:/PATH` (mode 0660).
+    /// --gRPC` reads): `:32767` (127.0.0.1), `IP:PORT` or `unix:/PATH` (mode 0660); repeat it to
+    /// serve the same feed on several addresses.
     #[arg(long, value_name = "ADDR", value_parser = grpc_address)]
-    pub grpc: Option<armor_runtime::feeder::Listen>,
+    pub grpc: Vec<armor_runtime::feeder::Listen>,
     /// Let --grpc listen on an address that is not loopback: anyone who reaches it reads every
     /// alert and log of this machine.
     #[arg(long, requires = "grpc")]
@@ -122,18 +123,20 @@ impl AgentFlags {
         options: AgentOptions,
         log: &mut dyn FnMut(&str),
     ) -> anyhow::Result<AgentOptions> {
-        let Some(listen) = &self.grpc else {
+        if self.grpc.is_empty() {
             return Ok(options);
-        };
+        }
         let feed = armor_runtime::feeder::Feed::new(self.grpc_queue);
         let mut serve = armor_runtime::feeder::ServeOptions::default();
         serve.allow_remote = self.grpc_remote;
-        let server = armor_runtime::feeder::serve_with(listen, feed.clone(), serve)
-            .map_err(|e| anyhow::Error::new(e).context("--grpc"))?;
-        log(&format!(
-            "serving KubeArmor's gRPC log feed (feeder.LogService) on {}",
-            server.address()
-        ));
+        for listen in &self.grpc {
+            let server = armor_runtime::feeder::serve_with(listen, feed.clone(), serve)
+                .map_err(|e| anyhow::Error::new(e).context("--grpc"))?;
+            log(&format!(
+                "serving KubeArmor's gRPC log feed (feeder.LogService) on {}",
+                server.address()
+            ));
+        }
         Ok(options.feed(feed))
     }
 

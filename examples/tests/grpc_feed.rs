@@ -26,15 +26,17 @@ use armor_testing::lines::Lines;
 use common::{KillOnDrop, alerts};
 use fields::{alert_fields, json_fields};
 
-/// karmor, or why the test cannot run it (under `CI=true` a missing karmor fails the test).
-fn karmor() -> Option<PathBuf> {
-    match std::env::var_os("ARMOR_KARMOR") {
-        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+/// The directory holding `karmor` and `feed-client` (scripts/kubearmor-tools), or why the test
+/// cannot run them (under `CI=true` a missing tool fails the test).
+fn kubearmor_tools() -> Option<PathBuf> {
+    match std::env::var_os("ARMOR_KUBEARMOR_TOOLS") {
+        Some(p) if Path::new(&p).join("karmor").is_file() => Some(PathBuf::from(p)),
         _ => {
-            let why = "ARMOR_KARMOR is not set; run `export ARMOR_KARMOR=$(scripts/kubearmor-tools)` \
-                       to build KubeArmor's karmor";
+            let why = "ARMOR_KUBEARMOR_TOOLS is not set; run `export \
+                       ARMOR_KUBEARMOR_TOOLS=$(scripts/kubearmor-tools)` to build KubeArmor's \
+                       karmor and the feed client";
             let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(!ci, "CI must run the karmor tests: {why}");
+            assert!(!ci, "CI must run the KubeArmor client tests: {why}");
             println!("skipped: {why}");
             None
         }
@@ -89,9 +91,11 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         println!("skipped: needs root (the agent's event source)");
         return;
     }
-    let Some(karmor) = karmor() else {
+    let Some(tools) = kubearmor_tools() else {
         return;
     };
+    let karmor = tools.join("karmor");
+    let feed_client = tools.join("feed-client");
     let dir = std::env::temp_dir().join(format!("armor-grpc-feed-{}", std::process::id()));
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
@@ -118,10 +122,13 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
     .unwrap();
     let out = dir.join("out.jsonl");
     let port = free_port();
+    let socket = dir.join("feed.sock");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
         .arg("--policies")
         .arg(&policies)
         .args(["--enforcer", "none", "--grpc", &format!("127.0.0.1:{port}")])
+        .arg("--grpc")
+        .arg(format!("unix:{}", socket.display()))
         .arg("--output")
         .arg(&out)
         .stdin(Stdio::null())
@@ -137,7 +144,52 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         serving.ends_with(&format!("on 127.0.0.1:{port}")),
         "{serving}"
     );
+    let serving = lines.until("serving KubeArmor's gRPC log feed");
+    assert!(
+        serving.ends_with(&format!("on unix:{}", socket.display())),
+        "{serving}"
+    );
     lines.until("ready:");
+    let tcp = format!("127.0.0.1:{port}");
+    let unix = format!("unix://{}", socket.display());
+
+    // The client on KubeArmor's Go package: both health checks answer, over TCP and the socket;
+    // a bad filter is refused with a status that says why.
+    for addr in [&tcp, &unix] {
+        let o = Command::new(&feed_client)
+            .args([addr, "health"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "nonce=1234 status=SERVING",
+            "{addr}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = Command::new(&feed_client)
+            .args([addr, "alerts", "system", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{addr}");
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            said.starts_with("error: InvalidArgument: ") && said.contains("`all` or `policy`"),
+            "{addr}: {said}"
+        );
+    }
+    // It watches alerts over both, and takes the next one each.
+    let go_clients: Vec<_> = [&tcp, &unix]
+        .iter()
+        .map(|addr| {
+            let child = Command::new(&feed_client)
+                .args([addr.as_str(), "alerts", "policy", "1"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            ((*addr).clone(), child)
+        })
+        .collect();
 
     // armor's client, generated from armor's .proto.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
@@ -245,6 +297,26 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
     assert_eq!(alert_fields(&ours_alert), json_fields(&first.to_string()));
     assert_eq!(ours_alert.tags, "PCI,marker");
     assert_eq!(ours_alert.a_tags, ["PCI", "marker"]);
+
+    // The Go clients got an alert each, with every field of its JSON line.
+    for (addr, child) in go_clients {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{addr}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+        let line = alerts(&out, "block-marker", 1)
+            .into_iter()
+            .find(|r| r["UpdatedTime"] == got["UpdatedTime"])
+            .unwrap_or_else(|| panic!("{addr}: no JSON line for {got}"));
+        let theirs = json_fields(&got.to_string());
+        for (k, v) in json_fields(&line.to_string()) {
+            assert_eq!(theirs.get(&k), Some(&v), "{addr}: {k}: {got}\nline: {line}");
+        }
+    }
 
     // The File client took an alert too (its limit) and printed none.
     let status = file.wait().unwrap();
