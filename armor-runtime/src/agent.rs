@@ -117,6 +117,9 @@ pub struct AgentOptions {
     /// KubeArmor's clients read ([`crate::feeder`]). Each client loses what its queue cannot
     /// hold, counted, and the log says so every 10 s while it does.
     pub feed: Option<crate::feeder::Feed>,
+    /// Where the agent counts what it does and says whether it is alive and ready
+    /// ([`crate::metrics`]). `None`: nothing is counted.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// What an agent tells about its policies ([`AgentOptions::policy_reports`]): once it is ready,
@@ -173,6 +176,7 @@ impl AgentOptions {
             chosen: None,
             policy_reports: None,
             feed: None,
+            metrics: None,
         }
     }
 
@@ -229,6 +233,13 @@ impl AgentOptions {
     #[must_use]
     pub fn feed(mut self, feed: crate::feeder::Feed) -> Self {
         self.feed = Some(feed);
+        self
+    }
+
+    /// The same counting in `metrics` ([`AgentOptions::metrics`]).
+    #[must_use]
+    pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -488,16 +499,20 @@ fn run_with(
     let mut agent = Agent::start(options, feed, log)?;
     while !stop.load(Ordering::Relaxed) {
         if let Some(feed) = feed {
-            let mut answers = Vec::new();
+            let mut taken = Taken {
+                answers: Vec::new(),
+                metrics: options.metrics.as_ref(),
+            };
             take_feed(
                 &mut agent.rt,
                 &agent.controls,
                 &mut agent.stale,
                 &agent.last_readiness,
                 feed,
-                &mut answers,
+                &mut taken,
                 log,
             )?;
+            let answers = taken.answers;
             if let Some((policy, answer)) = answers.last() {
                 agent.refused = answer.as_ref().err().map(|why| Refused {
                     policy: Arc::clone(policy),
@@ -590,6 +605,7 @@ impl Agent {
         feed: Option<&Receiver<Feed>>,
         log: &mut dyn FnMut(&str),
     ) -> Result<Self> {
+        let started = Instant::now();
         let policy: Arc<CompiledPolicy> = match &options.policies {
             PolicySource::Directory(dir) => {
                 let policy = load_policies(&[dir])?;
@@ -631,16 +647,13 @@ impl Agent {
         controls.set_default_visibility(&rt.host_visibility())?;
         let mut stale = None;
         // The policies it starts with are answered first, once the agent is ready.
-        let mut answers = vec![(Arc::clone(rt.policy()), Ok(()))];
+        let mut taken = Taken {
+            answers: vec![(Arc::clone(rt.policy()), Ok(()))],
+            metrics: options.metrics.as_ref(),
+        };
         if let Some(feed) = feed {
             take_feed(
-                &mut rt,
-                &controls,
-                &mut stale,
-                "starting",
-                feed,
-                &mut answers,
-                log,
+                &mut rt, &controls, &mut stale, "starting", feed, &mut taken, log,
             )?;
         }
         let containerd = match &options.containerd_socket {
@@ -662,6 +675,21 @@ impl Agent {
             log(p.as_str());
         }
         let last_readiness = ready(&rt, options, inventory.is_some(), log)?;
+        if let Some(m) = &options.metrics {
+            // The first set: from the start to every workload's rules applied.
+            m.applied(started.elapsed(), rt.policy().rules().len());
+            m.readiness(&rt.readiness());
+            if let Some(e) = rt.enforcement() {
+                for (name, _) in e.refused() {
+                    m.probe(name, false);
+                }
+                if let Some(name) = e.name() {
+                    m.probe(name, true);
+                }
+            }
+            m.turned();
+            m.set_ready();
+        }
         if let (Some(to), Some(enforcement)) = (&options.chosen, rt.enforcement()) {
             // Whoever asked may have stopped listening: the log has it anyway.
             let _gone = to.send(EnforcerChosen {
@@ -693,7 +721,7 @@ impl Agent {
             feed_dropped: BTreeMap::new(),
             feed_checked: Instant::now(),
         };
-        agent.report(options, answers);
+        agent.report(options, taken.answers);
         Ok(agent)
     }
 
@@ -744,6 +772,10 @@ impl Agent {
         let mut batch = Vec::new();
         self.source
             .poll(self.poll, &mut |e| batch.push(e.clone()))?;
+        if let Some(m) = &options.metrics {
+            m.turned();
+            m.events(batch.len() as u64);
+        }
         self.answer_hooks(options, fed, log);
         self.follow_lifecycle(log);
         let mut records = self.rt.enforcer_records(self.source.process_tree());
@@ -754,6 +786,11 @@ impl Agent {
         if let Some(f) = &options.feed {
             for r in &records {
                 f.publish(r);
+            }
+        }
+        if let Some(m) = &options.metrics {
+            for r in &records {
+                m.record(r);
             }
         }
         for p in self.rt.take_problems() {
@@ -864,7 +901,7 @@ impl Agent {
     /// changed inventory too; a change of readiness and new kernel losses are logged.
     fn every_second(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Result<()> {
         if let PolicySource::Directory(dir) = &options.policies {
-            self.reload_directory(dir, log)?;
+            self.reload_directory(dir, options.metrics.as_ref(), log)?;
         }
         if let Some(inv) = &mut self.inventory
             && reload_inventory(inv, log)
@@ -884,6 +921,13 @@ impl Agent {
             self.last_readiness = now;
         }
         let lost = self.controls.stats()?.lost;
+        if let Some(m) = &options.metrics {
+            m.lost_total(lost);
+            m.readiness(&self.rt.readiness());
+            if let Some(f) = &options.feed {
+                m.feed(f.clients().len(), f.totals());
+            }
+        }
         if lost != self.last_lost {
             log(&format!(
                 "{} events lost in the kernel (total {lost})",
@@ -934,8 +978,12 @@ impl Agent {
             return Ok(());
         }
         let policy = Arc::clone(&r.policy);
+        let t = Instant::now();
         match self.rt.replace_policy(Arc::clone(&policy)) {
             Ok(()) => {
+                if let Some(m) = &options.metrics {
+                    m.applied(t.elapsed(), policy.rules().len());
+                }
                 self.refused = None;
                 self.controls
                     .set_default_visibility(&self.rt.host_visibility())?;
@@ -966,14 +1014,23 @@ impl Agent {
     }
 
     /// Reloads the policy directory when a file in it changed (all or nothing).
-    fn reload_directory(&mut self, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+    fn reload_directory(
+        &mut self,
+        dir: &Path,
+        metrics: Option<&crate::metrics::Metrics>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<()> {
         let now = snapshot(dir);
         if now == self.seen {
             return Ok(());
         }
         self.seen = now;
+        let t = Instant::now();
         match self.rt.reload(&[dir]) {
             Ok(n) => {
+                if let Some(m) = metrics {
+                    m.applied(t.elapsed(), n);
+                }
                 self.controls
                     .set_default_visibility(&self.rt.host_visibility())?;
                 log(&format!("policies reloaded: {n} rules"));
@@ -1004,6 +1061,13 @@ impl Agent {
     }
 }
 
+/// What [`take_feed`] reports back: the answer to each policy set it took, in order; and where
+/// it counts how long an apply took.
+struct Taken<'a> {
+    answers: Vec<(Arc<CompiledPolicy>, std::result::Result<(), String>)>,
+    metrics: Option<&'a crate::metrics::Metrics>,
+}
+
 /// Takes every item the orchestrator sent and not taken yet; `stale` is why the orchestrator
 /// is stale, while it is, and `readiness` what the log said last.
 fn take_feed(
@@ -1012,9 +1076,11 @@ fn take_feed(
     stale: &mut Option<String>,
     readiness: &str,
     feed: &Receiver<Feed>,
-    answers: &mut Vec<(Arc<CompiledPolicy>, std::result::Result<(), String>)>,
+    taken: &mut Taken<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
+    let metrics = taken.metrics;
+    let answers = &mut taken.answers;
     loop {
         let item = match feed.try_recv() {
             Ok(item) => item,
@@ -1028,8 +1094,12 @@ fn take_feed(
         match item {
             Feed::Policy(policy) => {
                 let n = policy.rules().len();
+                let t = Instant::now();
                 match rt.replace_policy(Arc::clone(&policy)) {
                     Ok(()) => {
+                        if let Some(m) = metrics {
+                            m.applied(t.elapsed(), n);
+                        }
                         controls.set_default_visibility(&rt.host_visibility())?;
                         log(&format!("policies from the orchestrator: {n} rules"));
                         answers.push((policy, Ok(())));

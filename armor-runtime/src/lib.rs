@@ -33,6 +33,7 @@ pub mod feeder;
 pub mod hook;
 pub mod identity;
 pub mod index;
+pub mod metrics;
 mod runtime;
 
 pub use armor_core::telemetry::format;

@@ -81,6 +81,14 @@ pub struct AgentFlags {
     /// and logged).
     #[arg(long, value_name = "RECORDS", default_value_t = 4096)]
     pub grpc_queue: usize,
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
+    /// over HTTP on this address (`127.0.0.1:9090`).
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen on an address that is not loopback (the metrics name policies and
+    /// enforcers).
+    #[arg(long, requires = "metrics")]
+    pub metrics_remote: bool,
 }
 
 /// `--grpc`: an address [`armor_runtime::feeder::Listen`] takes.
@@ -116,13 +124,28 @@ impl AgentFlags {
         options
     }
 
-    /// Starts the gRPC feed when `--grpc` asks for it (and says where in `log`); `options`
-    /// then publish to it.
-    pub fn serve_feed(
+    /// Starts the gRPC feed (`--grpc`) and the metrics endpoint (`--metrics`) the flags ask
+    /// for, and says where in `log`; `options` then publish and count to them.
+    pub fn serve_endpoints(
         &self,
-        options: AgentOptions,
+        mut options: AgentOptions,
         log: &mut dyn FnMut(&str),
     ) -> anyhow::Result<AgentOptions> {
+        if let Some(addr) = self.metrics {
+            if !addr.ip().is_loopback() && !self.metrics_remote {
+                anyhow::bail!(
+                    "--metrics {addr} is not a loopback address: anyone who reaches it reads the \
+                     agent's policies and enforcers (add --metrics-remote, and firewall it)"
+                );
+            }
+            let metrics = armor_runtime::metrics::Metrics::new();
+            let bound = armor_runtime::metrics::serve(addr, metrics.clone())
+                .map_err(|e| anyhow::Error::new(e).context(format!("--metrics {addr}")))?;
+            log(&format!(
+                "serving metrics on http://{bound}/metrics (/healthz, /readyz)"
+            ));
+            options = options.metrics(metrics);
+        }
         if self.grpc.is_empty() {
             return Ok(options);
         }

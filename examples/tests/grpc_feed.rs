@@ -43,6 +43,23 @@ fn kubearmor_tools() -> Option<PathBuf> {
     }
 }
 
+/// `GET path` over HTTP: the status code and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    (code, text.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+/// The value of `name` (a series with its labels as rendered) in a scrape.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -123,10 +140,13 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
     let out = dir.join("out.jsonl");
     let port = free_port();
     let socket = dir.join("feed.sock");
+    let metrics_port = free_port();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
         .arg("--policies")
         .arg(&policies)
         .args(["--enforcer", "none", "--grpc", &format!("127.0.0.1:{port}")])
+        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
         .arg("--grpc")
         .arg(format!("unix:{}", socket.display()))
         .arg("--output")
@@ -150,6 +170,21 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         "{serving}"
     );
     lines.until("ready:");
+    // Ready (probed as Kubernetes does, until it answers), alive, and the marker's alert
+    // counter not there yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(metrics_addr, "/readyz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz: {:?}",
+            http_get(metrics_addr, "/readyz")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(metrics_addr, "/healthz").0, 200);
+    let marker_alerts = "armor_alerts_total{policy=\"block-marker\",action=\"Audit (Block)\"}";
+    let (_, before) = http_get(metrics_addr, "/metrics");
+    assert_eq!(series(&before, marker_alerts), None, "{before}");
     let tcp = format!("127.0.0.1:{port}");
     let unix = format!("unix://{}", socket.display());
 
@@ -266,6 +301,20 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         );
     };
     let ours_alert = ours.message().await.unwrap().unwrap();
+    // The metrics counted the alerts and the events, and see the gRPC clients.
+    let (_, after) = http_get(metrics_addr, "/metrics");
+    assert!(
+        series(&after, marker_alerts).is_some_and(|n| n >= 1.0),
+        "{after}"
+    );
+    assert!(
+        series(&after, "armor_events_total{source=\"ebpf\"}").is_some_and(|n| n >= 1.0),
+        "{after}"
+    );
+    assert!(
+        series(&after, "armor_records_total{kind=\"alert\"}").is_some_and(|n| n >= 1.0),
+        "{after}"
+    );
 
     // The JSON line of the alert karmor printed (the same UpdatedTime and PID).
     println!("karmor logs --json printed: {karmor_alert}");

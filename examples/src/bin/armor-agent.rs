@@ -107,7 +107,7 @@ fn main() -> Result<()> {
     let mut log = |line: &str| eprintln!("armor-agent: {line}");
     let mut options = cli
         .flags
-        .serve_feed(cli.flags.apply(AgentOptions::new(&cli.policies)), &mut log)?;
+        .serve_endpoints(cli.flags.apply(AgentOptions::new(&cli.policies)), &mut log)?;
     if let Some(file) = &cli.inventory {
         options = options.inventory(file);
     }

@@ -302,7 +302,7 @@ fn main() -> Result<()> {
             .filter(|f| matches!(f, Feed::Identity { .. }))
             .count()
     ));
-    let options = cli.flags.serve_feed(
+    let options = cli.flags.serve_endpoints(
         cli.flags.apply(
             AgentOptions::fed(view.policy)
                 .config(k8s::runtime_config(&base, &view.settings))

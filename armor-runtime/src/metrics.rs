@@ -1,0 +1,414 @@
+//! The agent's health as Prometheus metrics (text exposition, `prometheus-client`) and its
+//! liveness and readiness, on a small HTTP endpoint of its own ([`serve`]):
+//!
+//! - `GET /metrics`: the series below;
+//! - `GET /healthz`: 200, or 503 with the reason when the agent's loop has not turned for 10 s
+//!   (it turns at least every 200 ms). An enforcer that lost its programs is not detected yet:
+//!   nothing in the kernel tells the agent, short of probing them;
+//! - `GET /readyz`: 503 until the agent applied its first policy set (its `ready` line), then
+//!   200.
+//!
+//! | series | what |
+//! |---|---|
+//! | `armor_events_total{source}` | kernel events the agent read (`source="ebpf"`) |
+//! | `armor_events_lost_total{source}` | events the kernel's ring buffer could not hold |
+//! | `armor_records_total{kind}` | records written: `alert`, `log` |
+//! | `armor_alerts_total{policy,action}` | alerts by policy and action (`Block`, `Audit (Block)`, …) |
+//! | `armor_policy_apply_seconds` | how long putting a policy set in force took (histogram) |
+//! | `armor_apply_failures_total` | workload applies an enforcer failed (their workloads keep their previous rules or are monitored only) |
+//! | `armor_policy_rules` | rules of the policies in force |
+//! | `armor_workloads{state}` | workloads by coverage: `enforced`, `partly_enforced`, `monitored_only`, `no_rules` |
+//! | `armor_enforcer_probe{enforcer,result}` | 1 per enforcer tried: `chosen` or `refused` |
+//! | `armor_grpc_clients` | gRPC feed clients connected |
+//! | `armor_grpc_records_total{outcome}` | records for gRPC clients: `queued` or `dropped` (a full queue), over every client |
+//! | `armor_build_info{version}` | 1, with the agent's version |
+//!
+//! ```no_run
+//! let metrics = armor_runtime::metrics::Metrics::new();
+//! let endpoint = armor_runtime::metrics::serve("127.0.0.1:9090".parse()?, metrics.clone())?;
+//! println!("metrics on http://{endpoint}/metrics");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::coverage::Readiness;
+
+type Labels = Vec<(String, String)>;
+
+/// How long the agent's loop may not turn before `/healthz` fails.
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// The agent's metrics: cheap to clone (shared), updated by the agent, rendered on a scrape.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Mutex<Registry>,
+    events: Family<Labels, Counter>,
+    lost: Family<Labels, Counter>,
+    records: Family<Labels, Counter>,
+    alerts: Family<Labels, Counter>,
+    apply: Histogram,
+    apply_failures: Counter,
+    rules: Gauge,
+    workloads: Family<Labels, Gauge>,
+    probe: Family<Labels, Gauge>,
+    grpc_clients: Gauge,
+    grpc_records: Family<Labels, Counter>,
+    /// What was last added from cumulative sources (the kernel's loss count, the feed's
+    /// totals), so that counters only ever add the difference.
+    seen_lost: AtomicU64,
+    seen_failures: AtomicU64,
+    seen_grpc: Mutex<(u64, u64)>,
+    /// When the agent's loop last turned (milliseconds since `start`), and whether it is ready.
+    start: Instant,
+    turned: AtomicI64,
+    ready: AtomicBool,
+    /// How long the loop may not turn before `/healthz` fails.
+    stall_after: Duration,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every series registered, at zero (build info set); `/healthz` fails after
+    /// [`STALL_AFTER`] without a turn of the loop.
+    pub fn new() -> Self {
+        Self::with_stall_after(STALL_AFTER)
+    }
+
+    /// The same, failing `/healthz` after `stall_after` without a turn of the loop.
+    pub fn with_stall_after(stall_after: Duration) -> Self {
+        let mut registry = Registry::with_prefix("armor");
+        let inner = Inner {
+            registry: Mutex::new(Registry::default()),
+            events: Family::default(),
+            lost: Family::default(),
+            records: Family::default(),
+            alerts: Family::default(),
+            apply: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            apply_failures: Counter::default(),
+            rules: Gauge::default(),
+            workloads: Family::default(),
+            probe: Family::default(),
+            grpc_clients: Gauge::default(),
+            grpc_records: Family::default(),
+            seen_lost: AtomicU64::new(0),
+            seen_failures: AtomicU64::new(0),
+            seen_grpc: Mutex::new((0, 0)),
+            start: Instant::now(),
+            turned: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            stall_after,
+        };
+        registry.register(
+            "events",
+            "Kernel events the agent read",
+            inner.events.clone(),
+        );
+        registry.register(
+            "events_lost",
+            "Events the kernel's ring buffer could not hold",
+            inner.lost.clone(),
+        );
+        registry.register("records", "Records written", inner.records.clone());
+        registry.register(
+            "alerts",
+            "Alerts by policy and action",
+            inner.alerts.clone(),
+        );
+        registry.register(
+            "policy_apply_seconds",
+            "How long putting a policy set in force took",
+            inner.apply.clone(),
+        );
+        registry.register(
+            "apply_failures",
+            "Workload applies an enforcer failed",
+            inner.apply_failures.clone(),
+        );
+        registry.register(
+            "policy_rules",
+            "Rules of the policies in force",
+            inner.rules.clone(),
+        );
+        registry.register(
+            "workloads",
+            "Workloads by coverage",
+            inner.workloads.clone(),
+        );
+        registry.register(
+            "enforcer_probe",
+            "Enforcers tried: chosen or refused",
+            inner.probe.clone(),
+        );
+        registry.register(
+            "grpc_clients",
+            "gRPC feed clients connected",
+            inner.grpc_clients.clone(),
+        );
+        registry.register(
+            "grpc_records",
+            "Records for gRPC clients: queued or dropped",
+            inner.grpc_records.clone(),
+        );
+        let build: Family<Labels, Gauge> = Family::default();
+        build
+            .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
+            .set(1);
+        registry.register("build_info", "The agent's version", build);
+        // Every series with its fixed labels exists from the start (at zero).
+        let _ = inner.events.get_or_create(&labels(&[("source", "ebpf")]));
+        let _ = inner.lost.get_or_create(&labels(&[("source", "ebpf")]));
+        for kind in ["alert", "log"] {
+            let _ = inner.records.get_or_create(&labels(&[("kind", kind)]));
+        }
+        for outcome in ["queued", "dropped"] {
+            let _ = inner
+                .grpc_records
+                .get_or_create(&labels(&[("outcome", outcome)]));
+        }
+        *inner.registry.lock() = registry;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// `n` kernel events read.
+    pub fn events(&self, n: u64) {
+        self.inner
+            .events
+            .get_or_create(&labels(&[("source", "ebpf")]))
+            .inc_by(n);
+    }
+
+    /// The kernel's cumulative count of events lost (only the increase is added).
+    pub fn lost_total(&self, total: u64) {
+        let before = self.inner.seen_lost.swap(total, Ordering::Relaxed);
+        if total > before {
+            self.inner
+                .lost
+                .get_or_create(&labels(&[("source", "ebpf")]))
+                .inc_by(total - before);
+        }
+    }
+
+    /// One record written.
+    pub fn record(&self, t: &armor_core::telemetry::Telemetry) {
+        if crate::feeder::is_alert(t) {
+            self.inner
+                .records
+                .get_or_create(&labels(&[("kind", "alert")]))
+                .inc();
+            let policy = t.policy_name.as_deref().unwrap_or("");
+            let action = t.action.as_deref().unwrap_or("");
+            self.inner
+                .alerts
+                .get_or_create(&labels(&[("policy", policy), ("action", action)]))
+                .inc();
+        } else {
+            self.inner
+                .records
+                .get_or_create(&labels(&[("kind", "log")]))
+                .inc();
+        }
+    }
+
+    /// A policy set put in force in `took`, with `rules` rules.
+    pub fn applied(&self, took: Duration, rules: usize) {
+        self.inner.apply.observe(took.as_secs_f64());
+        self.inner
+            .rules
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+    }
+
+    /// What is enforced now: workloads by coverage and the apply failures so far.
+    pub fn readiness(&self, r: &Readiness) {
+        let c = r.counts();
+        for (state, n) in [
+            ("enforced", c.enforced),
+            ("partly_enforced", c.partial),
+            ("monitored_only", c.monitored_only),
+            ("no_rules", c.no_rules),
+        ] {
+            self.inner
+                .workloads
+                .get_or_create(&labels(&[("state", state)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let before = self
+            .inner
+            .seen_failures
+            .swap(r.apply_failures, Ordering::Relaxed);
+        if r.apply_failures > before {
+            self.inner.apply_failures.inc_by(r.apply_failures - before);
+        }
+    }
+
+    /// An enforcer tried at start: `chosen`, or refused.
+    pub fn probe(&self, enforcer: &str, chosen: bool) {
+        let result = if chosen { "chosen" } else { "refused" };
+        self.inner
+            .probe
+            .get_or_create(&labels(&[("enforcer", enforcer), ("result", result)]))
+            .set(1);
+    }
+
+    /// The gRPC feed's clients and its cumulative totals (queued, dropped).
+    pub fn feed(&self, clients: usize, totals: (u64, u64)) {
+        self.inner
+            .grpc_clients
+            .set(i64::try_from(clients).unwrap_or(i64::MAX));
+        let mut seen = self.inner.seen_grpc.lock();
+        for (outcome, now, before) in [("queued", totals.0, seen.0), ("dropped", totals.1, seen.1)]
+        {
+            if now > before {
+                self.inner
+                    .grpc_records
+                    .get_or_create(&labels(&[("outcome", outcome)]))
+                    .inc_by(now - before);
+            }
+        }
+        *seen = totals;
+    }
+
+    /// The agent's loop turned.
+    pub fn turned(&self) {
+        let ms = i64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.inner.turned.store(ms, Ordering::Relaxed);
+    }
+
+    /// The agent applied its first policy set.
+    pub fn set_ready(&self) {
+        self.inner.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry.lock());
+        out
+    }
+
+    /// `Ok` while the loop turns, else why not (`/healthz`).
+    pub fn health(&self) -> Result<(), String> {
+        let now = i64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let last = self.inner.turned.load(Ordering::Relaxed);
+        let stalled = Duration::from_millis(u64::try_from(now - last).unwrap_or(0));
+        if self.inner.ready.load(Ordering::Relaxed) && stalled >= self.inner.stall_after {
+            return Err(format!(
+                "the agent's loop has not turned for {} s",
+                stalled.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Ok` once the first policy set is applied (`/readyz`).
+    pub fn ready(&self) -> Result<(), String> {
+        if self.inner.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("the first policy set is not applied yet".to_string())
+        }
+    }
+}
+
+/// Serves `metrics` on `addr` (HTTP/1.1, one request per connection, on a thread of its own)
+/// until the process ends; returns the address it listens on. A non-loopback address is the
+/// caller's choice to make (the agent asks for a flag).
+pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("armor-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                // A client that sends nothing gives up its connection after 5 s.
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+                answer(conn, &metrics);
+            }
+        })?;
+    Ok(bound)
+}
+
+/// Answers one request.
+fn answer(mut conn: TcpStream, metrics: &Metrics) {
+    let mut line = String::new();
+    let Ok(reader) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    // The headers: read up to the blank line (nothing in them matters here).
+    loop {
+        let mut h = String::new();
+        match reader.read_line(&mut h) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if h == "\r\n" || h == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET", "/healthz") => match metrics.health() {
+            Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+            Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+        },
+        ("GET", "/readyz") => match metrics.ready() {
+            Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+            Err(why) => ("503 Service Unavailable", "text/plain", format!("{why}\n")),
+        },
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found: /metrics, /healthz, /readyz\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}

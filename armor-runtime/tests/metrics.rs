@@ -1,0 +1,119 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure is a test failure"
+)]
+//! The metrics endpoint over real HTTP: named series move when the agent counts (an alert
+//! raises its policy's counter, a gRPC drop the drop counter), `/readyz` waits for the first
+//! policy set, `/healthz` fails with the reason once the loop stalls.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use armor_core::telemetry::Telemetry;
+use armor_runtime::metrics::{self, Metrics};
+
+/// `GET path`: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+    (code, body)
+}
+
+/// The value of the series `name` (with its labels as rendered), if any.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn alert(policy: &str, action: &str) -> Telemetry {
+    serde_json::from_value(serde_json::json!({
+        "Type": "MatchedPolicy", "PolicyName": policy, "Action": action, "Operation": "File"
+    }))
+    .unwrap()
+}
+
+#[test]
+fn series_move_and_the_probes_say_ready_and_alive() {
+    let m = Metrics::with_stall_after(Duration::from_millis(300));
+    let addr = metrics::serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
+    let (code, body) = get(addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("first policy set"), "{body}");
+    let (code, text) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        value(&text, "armor_events_total{source=\"ebpf\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!(
+                "armor_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    m.turned();
+    m.set_ready();
+    m.events(3);
+    m.record(&alert("no-secrets", "Block"));
+    m.record(&alert("no-secrets", "Block"));
+    m.record(&serde_json::from_value(serde_json::json!({"Type": "ContainerLog"})).unwrap());
+    m.lost_total(5);
+    m.lost_total(7);
+    m.applied(Duration::from_millis(12), 42);
+    m.feed(2, (100, 0));
+    m.feed(1, (150, 9));
+    m.probe("BPFLSM", false);
+    m.probe("AppArmor", true);
+    assert_eq!(get(addr, "/readyz").0, 200);
+    assert_eq!(get(addr, "/healthz").0, 200);
+    let (_, text) = get(addr, "/metrics");
+    for (series, want) in [
+        ("armor_events_total{source=\"ebpf\"}", 3.0),
+        ("armor_events_lost_total{source=\"ebpf\"}", 7.0),
+        (
+            "armor_alerts_total{policy=\"no-secrets\",action=\"Block\"}",
+            2.0,
+        ),
+        ("armor_records_total{kind=\"alert\"}", 2.0),
+        ("armor_records_total{kind=\"log\"}", 1.0),
+        ("armor_policy_rules", 42.0),
+        ("armor_policy_apply_seconds_count", 1.0),
+        ("armor_grpc_clients", 1.0),
+        ("armor_grpc_records_total{outcome=\"queued\"}", 150.0),
+        ("armor_grpc_records_total{outcome=\"dropped\"}", 9.0),
+        (
+            "armor_enforcer_probe{enforcer=\"BPFLSM\",result=\"refused\"}",
+            1.0,
+        ),
+        (
+            "armor_enforcer_probe{enforcer=\"AppArmor\",result=\"chosen\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(value(&text, series), Some(want), "{series}:\n{text}");
+    }
+
+    // The loop stops turning: /healthz says so.
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, body) = get(addr, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("has not turned for"), "{body}");
+    m.turned();
+    assert_eq!(get(addr, "/healthz").0, 200);
+    assert_eq!(get(addr, "/nothing").0, 404);
+}
