@@ -34,6 +34,7 @@ pub mod hook;
 pub mod identity;
 pub mod index;
 pub mod metrics;
+pub mod output;
 mod runtime;
 
 pub use armor_core::telemetry::format;

@@ -16,18 +16,31 @@ pub fn enforcer_choice() -> impl clap::builder::TypedValueParser<Value = Enforce
         .try_map(|s| s.parse::<EnforcerChoice>())
 }
 
-/// `--output`: `stdout`, or a file the JSON lines are appended to.
-pub fn open_output(output: &str) -> Result<Box<dyn Write>> {
-    Ok(if output == "stdout" {
-        Box::new(std::io::BufWriter::new(std::io::stdout()))
-    } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(output)
-                .with_context(|| format!("opening {output}"))?,
-        ))
+/// `--output` (each `stdout`, or a file the JSON lines are appended to, rotated at
+/// `max_mib` MiB keeping `keep` old files; `max_mib` 0: never rotated), all written alike.
+pub fn open_output(outputs: &[String], max_mib: u64, keep: u32) -> Result<Box<dyn Write>> {
+    let mut all: Vec<Box<dyn Write + Send>> = Vec::new();
+    for output in outputs {
+        all.push(if output == "stdout" {
+            Box::new(std::io::BufWriter::new(std::io::stdout()))
+        } else if max_mib == 0 {
+            Box::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(output)
+                    .with_context(|| format!("opening {output}"))?,
+            ))
+        } else {
+            Box::new(
+                armor_runtime::output::RotatingFile::open(output, max_mib << 20, keep)
+                    .with_context(|| format!("opening {output}"))?,
+            )
+        });
+    }
+    Ok(match all.len() {
+        1 => all.remove(0),
+        _ => Box::new(armor_runtime::output::Tee::new(all)),
     })
 }
 
@@ -61,9 +74,15 @@ pub struct AgentFlags {
     /// only be reported, not enforced by the kernel (see below).
     #[arg(long)]
     pub require_enforcement: bool,
-    /// `stdout` or a file to append JSON lines to.
+    /// `stdout` or a file to append JSON lines to; repeat it to write to several.
     #[arg(long, default_value = "stdout")]
-    pub output: String,
+    pub output: Vec<String>,
+    /// Rotate an --output file once it holds this many MiB (FILE -> FILE.1 -> …); 0: never.
+    #[arg(long, value_name = "MIB", default_value_t = 100)]
+    pub output_max_mib: u64,
+    /// How many rotated files to keep (FILE.1 … FILE.N).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub output_keep: u32,
     /// The event ring buffer's size in MiB (a power of two, 1 to 1024): resident memory twice
     /// this; a burst it cannot hold is logged as events lost.
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = ring_mib)]

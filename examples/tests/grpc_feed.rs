@@ -138,6 +138,7 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
     )
     .unwrap();
     let out = dir.join("out.jsonl");
+    let out2 = dir.join("out2.jsonl");
     let port = free_port();
     let socket = dir.join("feed.sock");
     let metrics_port = free_port();
@@ -151,6 +152,11 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         .arg(format!("unix:{}", socket.display()))
         .arg("--output")
         .arg(&out)
+        // A second output: it gets every line too (rotation at 64 MiB: not reached here; the
+        // rotation itself is armor-runtime's tests/output.rs).
+        .arg("--output")
+        .arg(&out2)
+        .args(["--output-max-mib", "64", "--output-keep", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -366,6 +372,14 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
             assert_eq!(theirs.get(&k), Some(&v), "{addr}: {k}: {got}\nline: {line}");
         }
     }
+
+    // The second output has the alert lines of the first.
+    let first_lines = alerts(&out, "block-marker", 1);
+    let second_lines = alerts(&out2, "block-marker", first_lines.len());
+    assert_eq!(
+        second_lines.get(..first_lines.len()),
+        Some(first_lines.as_slice())
+    );
 
     // The File client took an alert too (its limit) and printed none.
     let status = file.wait().unwrap();

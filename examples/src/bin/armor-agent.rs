@@ -103,7 +103,11 @@ fn main() -> Result<()> {
     armor_examples::init_logging();
     let cli = Cli::parse();
     let stop = armor_examples::cli::stop_on_signals()?;
-    let mut out = armor_examples::cli::open_output(&cli.flags.output)?;
+    let mut out = armor_examples::cli::open_output(
+        &cli.flags.output,
+        cli.flags.output_max_mib,
+        cli.flags.output_keep,
+    )?;
     let mut log = |line: &str| eprintln!("armor-agent: {line}");
     let mut options = cli
         .flags

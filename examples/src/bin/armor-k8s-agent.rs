@@ -280,7 +280,11 @@ fn main() -> Result<()> {
     let Some((config_ns, config_name)) = cli.config.split_once('/') else {
         bail!("--config `{}`: expected NAMESPACE/NAME", cli.config);
     };
-    let mut out = armor_examples::cli::open_output(&cli.flags.output)?;
+    let mut out = armor_examples::cli::open_output(
+        &cli.flags.output,
+        cli.flags.output_max_mib,
+        cli.flags.output_keep,
+    )?;
     let mut base = RuntimeConfig::default().require_enforcement(cli.flags.require_enforcement);
     base.host_name.clone_from(&cli.node);
     let watch = NodeWatch::new(&cli.node).config(config_ns, config_name);
