@@ -488,11 +488,13 @@ fn run_with(
     let mut log_and_feed = |line: &str| {
         log(line);
         if let Some(f) = &options.feed {
-            f.message(crate::feeder::message_of(
-                line,
-                &options.config.cluster_name,
-                &options.config.host_name,
-            ));
+            f.message(|| {
+                crate::feeder::message_of(
+                    line,
+                    &options.config.cluster_name,
+                    &options.config.host_name,
+                )
+            });
         }
     };
     let log: &mut dyn FnMut(&str) = &mut log_and_feed;

@@ -227,9 +227,9 @@ impl fmt::Display for Stream {
 /// One record on its way to a client.
 #[derive(Debug, Clone)]
 enum Item {
-    Alert(Box<proto::Alert>),
-    Log(Box<proto::Log>),
-    Message(proto::Message),
+    Alert(Arc<proto::Alert>),
+    Log(Arc<proto::Log>),
+    Message(Arc<proto::Message>),
 }
 
 /// What [`Feed::clients`] says of one client.
@@ -288,31 +288,41 @@ impl Feed {
     /// Hands `t` to every client watching its stream ([`is_alert`]: alerts, else logs),
     /// converted once; a client whose queue is full loses it (counted). Never blocks.
     pub fn publish(&self, t: &Telemetry) {
-        let (stream, item) = if is_alert(t) {
-            (Stream::Alerts, Item::Alert(Box::new(alert_of(t))))
+        if is_alert(t) {
+            self.send(Stream::Alerts, || Item::Alert(Arc::new(alert_of(t))));
         } else {
-            (Stream::Logs, Item::Log(Box::new(log_of(t))))
-        };
-        self.send(stream, &item);
+            self.send(Stream::Logs, || Item::Log(Arc::new(log_of(t))));
+        }
     }
 
     /// Hands one of the agent's own log lines to every `WatchMessages` client.
-    pub fn message(&self, message: proto::Message) {
-        self.send(Stream::Messages, &Item::Message(message));
+    pub fn message(&self, message: impl FnOnce() -> proto::Message) {
+        self.send(Stream::Messages, || Item::Message(Arc::new(message())));
     }
 
-    fn send(&self, stream: Stream, item: &Item) {
+    /// Makes the item (once, and only if a client of `stream` has room) and queues it for every
+    /// client of `stream` with room; a full queue counts a drop and costs nothing else. Each
+    /// client gets the same shared item (its sender copies it out on the server's thread).
+    fn send(&self, stream: Stream, make: impl FnOnce() -> Item) {
         let mut hub = self.hub.lock();
         let mut closed = false;
+        let mut make = Some(make);
+        let mut item: Option<Item> = None;
         for c in hub.clients.iter().filter(|c| c.stream == stream) {
-            match c.tx.try_send(item.clone()) {
-                Ok(()) => {
-                    c.queued.fetch_add(1, Ordering::Relaxed);
+            match c.tx.try_reserve() {
+                Ok(permit) => {
+                    if item.is_none() {
+                        item = make.take().map(|f| f());
+                    }
+                    if let Some(i) = &item {
+                        permit.send(i.clone());
+                        c.queued.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {
                     c.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => closed = true,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => closed = true,
             }
         }
         if closed {
@@ -448,7 +458,7 @@ impl proto::log_service_server::LogService for LogServer {
         Ok(Response::new(Box::pin(Typed {
             sub,
             pick: |i| match i {
-                Item::Message(m) => Some(m),
+                Item::Message(m) => Some(Arc::unwrap_or_clone(m)),
                 _ => None,
             },
         })))
@@ -470,7 +480,7 @@ impl proto::log_service_server::LogService for LogServer {
         Ok(Response::new(Box::pin(Typed {
             sub,
             pick: |i| match i {
-                Item::Alert(a) => Some(*a),
+                Item::Alert(a) => Some(Arc::unwrap_or_clone(a)),
                 _ => None,
             },
         })))
@@ -492,7 +502,7 @@ impl proto::log_service_server::LogService for LogServer {
         Ok(Response::new(Box::pin(Typed {
             sub,
             pick: |i| match i {
-                Item::Log(l) => Some(*l),
+                Item::Log(l) => Some(Arc::unwrap_or_clone(l)),
                 _ => None,
             },
         })))
@@ -637,69 +647,113 @@ pub fn serve(listen: &Listen, feed: Feed) -> Result<Server, FeedError> {
 
 /// Serves `feed` (`feeder.LogService`) and the health service on `listen`, on a thread of its
 /// own, until the process ends. A TCP address must be loopback unless
-/// [`ServeOptions::allow_remote`]; a unix socket is created with mode 0660 (an existing socket
-/// file at that path is replaced).
+/// [`ServeOptions::allow_remote`]. A unix socket is bound under a temporary name, given mode
+/// 0660 and then renamed into place, so no client connects before its mode is set; a socket
+/// file already there is replaced only when nothing answers on it (a stale one), never when
+/// another server is listening. The server checks each connection's liveness with HTTP/2
+/// keepalives (every 30 s, 10 s to answer), so a client whose host vanished is dropped with its
+/// queue.
 pub fn serve_with(listen: &Listen, feed: Feed, options: ServeOptions) -> Result<Server, FeedError> {
     let io = |source| FeedError::Io {
         address: listen.to_string(),
         source,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io)?;
-    let router = tonic::transport::Server::builder()
-        .add_service(proto::log_service_server::LogServiceServer::new(
-            LogServer { feed },
-        ))
-        .add_service(health::health_server::HealthServer::new(HealthServer));
-    let (address, serving): (
-        Listen,
-        Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    ) = match listen {
+    enum Bound {
+        Tcp(std::net::TcpListener),
+        Unix(std::os::unix::net::UnixListener),
+    }
+    // Everything that can fail is done here, before any thread or runtime exists.
+    let (address, bound) = match listen {
         Listen::Tcp(addr) => {
             if !addr.ip().is_loopback() && !options.allow_remote {
                 return Err(FeedError::Remote(*addr));
             }
-            let std_listener = std::net::TcpListener::bind(addr).map_err(io)?;
-            std_listener.set_nonblocking(true).map_err(io)?;
-            let bound = std_listener.local_addr().map_err(io)?;
-            let listener = {
-                let _enter = runtime.enter();
-                tokio::net::TcpListener::from_std(std_listener).map_err(io)?
-            };
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            (
-                Listen::Tcp(bound),
-                Box::pin(async move {
-                    let _ended = router.serve_with_incoming(incoming).await;
-                }),
-            )
+            let l = std::net::TcpListener::bind(addr).map_err(io)?;
+            l.set_nonblocking(true).map_err(io)?;
+            let at = l.local_addr().map_err(io)?;
+            (Listen::Tcp(at), Bound::Tcp(l))
         }
         Listen::Unix(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(io(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "another server listens on this socket",
+                    )));
+                }
                 std::fs::remove_file(path).map_err(io)?;
             }
-            let std_listener = std::os::unix::net::UnixListener::bind(path).map_err(io)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
-            std_listener.set_nonblocking(true).map_err(io)?;
-            let listener = {
-                let _enter = runtime.enter();
-                tokio::net::UnixListener::from_std(std_listener).map_err(io)?
-            };
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            (
-                Listen::Unix(path.clone()),
-                Box::pin(async move {
-                    let _ended = router.serve_with_incoming(incoming).await;
-                }),
-            )
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(format!(".{}.new", std::process::id()));
+            let tmp = PathBuf::from(tmp);
+            let _ = std::fs::remove_file(&tmp);
+            let l = std::os::unix::net::UnixListener::bind(&tmp).map_err(io)?;
+            let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .and_then(|()| l.set_nonblocking(true));
+            if let Err(e) = placed {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(e));
+            }
+            (Listen::Unix(path.clone()), Bound::Unix(l))
         }
     };
+    let name = address.to_string();
     std::thread::Builder::new()
         .name("armor-feed".into())
-        .spawn(move || runtime.block_on(serving))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("gRPC feed on {name}: no runtime: {e}");
+                    return;
+                }
+            };
+            let router = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+                .add_service(proto::log_service_server::LogServiceServer::new(
+                    LogServer { feed },
+                ))
+                .add_service(health::health_server::HealthServer::new(HealthServer));
+            runtime.block_on(async move {
+                let ended = match bound {
+                    Bound::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            router
+                                .serve_with_incoming(
+                                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                                )
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::error!("gRPC feed on {name}: {e}");
+                            return;
+                        }
+                    },
+                    Bound::Unix(l) => match tokio::net::UnixListener::from_std(l) {
+                        Ok(l) => {
+                            router
+                                .serve_with_incoming(
+                                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                                )
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::error!("gRPC feed on {name}: {e}");
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = ended {
+                    tracing::error!("gRPC feed on {name} stopped: {e}");
+                }
+            });
+        })
         .map_err(io)?;
     Ok(Server { address })
 }

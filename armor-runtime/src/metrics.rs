@@ -341,20 +341,49 @@ impl Metrics {
     }
 }
 
-/// Serves `metrics` on `addr` (HTTP/1.1, one request per connection, on a thread of its own)
-/// until the process ends; returns the address it listens on. A non-loopback address is the
-/// caller's choice to make (the agent asks for a flag).
+/// How many requests are answered at once; a connection beyond them is closed at once.
+const CONNECTIONS: usize = 8;
+/// The most of a request that is read (its request line and headers).
+const REQUEST_MAX: u64 = 8 * 1024;
+
+/// Serves `metrics` on `addr` (HTTP/1.1, one request per connection) until the process ends;
+/// returns the address it listens on. Each connection is answered on a thread of its own, 8 at
+/// most at once, reading 8 KiB of request at most with 2 s per read, so a slow or idle client
+/// does not hold up the probes. A non-loopback address is the caller's choice to make (the agent
+/// asks for a flag).
 pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("armor-metrics".into())
         .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                // A client that sends nothing gives up its connection after 5 s.
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-                answer(conn, &metrics);
+            for conn in listener.incoming() {
+                let conn = match conn {
+                    Ok(c) => c,
+                    // Out of file descriptors, say: wait rather than spin.
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                if busy.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+                let metrics = metrics.clone();
+                let busy_now = Arc::clone(&busy);
+                let spawned = std::thread::Builder::new()
+                    .name("armor-metrics-req".into())
+                    .spawn(move || {
+                        answer(conn, &metrics);
+                        busy_now.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
     Ok(bound)
@@ -366,7 +395,7 @@ fn answer(mut conn: TcpStream, metrics: &Metrics) {
     let Ok(reader) = conn.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::new(std::io::Read::take(reader, REQUEST_MAX));
     if reader.read_line(&mut line).is_err() {
         return;
     }

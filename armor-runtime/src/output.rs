@@ -10,14 +10,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A file of JSON lines that is rotated once it holds `max_bytes`: `FILE` becomes `FILE.1`,
 /// `FILE.1` becomes `FILE.2`, … up to `FILE.<keep>`; the oldest beyond `keep` is removed, and
 /// writing goes on in a new `FILE` (mode 0640). The check is made on `flush`, which an agent
 /// calls after each batch of records: every file holds whole lines, and a file exceeds
-/// `max_bytes` by one batch at most. `keep` 0 keeps no old file.
+/// `max_bytes` by one batch at most. `keep` 0 keeps no old file. A file moved or removed by
+/// someone else (logrotate) is noticed on the next `flush`, and writing goes on in a new file at
+/// the path.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
@@ -72,7 +74,8 @@ impl RotatingFile {
             for n in (1..self.keep).rev() {
                 gone(std::fs::rename(self.old(n), self.old(n + 1)))?;
             }
-            std::fs::rename(&self.path, self.old(1))?;
+            // Gone already (moved away by someone else): nothing to rotate.
+            gone(std::fs::rename(&self.path, self.old(1)))?;
         }
         self.file = io::BufWriter::new(open_append(&self.path)?);
         self.size = 0;
@@ -89,6 +92,12 @@ impl Write for RotatingFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()?;
+        // Moved or removed by someone else (logrotate): go on in a new file at the path.
+        let ours = self.file.get_ref().metadata()?.ino();
+        if std::fs::metadata(&self.path).map(|m| m.ino()).ok() != Some(ours) {
+            self.file = io::BufWriter::new(open_append(&self.path)?);
+            self.size = self.file.get_ref().metadata()?.len();
+        }
         if self.size >= self.max_bytes {
             self.rotate()?;
         }

@@ -266,3 +266,24 @@ fn addresses_are_loopback_or_unix_unless_remote_is_allowed() {
     assert!(matches!(e, feeder::FeedError::Remote(_)), "{e}");
     assert!(e.to_string().contains("not a loopback address"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_socket_is_never_taken_over_and_errors_are_plain_in_async_code() {
+    let dir = std::env::temp_dir().join(format!("armor-feeder-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen: Listen = format!("unix:{}", dir.join("feed.sock").display())
+        .parse()
+        .unwrap();
+    let _first = feeder::serve(&listen, Feed::new(1)).unwrap();
+    let e = feeder::serve(&listen, Feed::new(1)).unwrap_err();
+    assert!(e.to_string().contains("another server listens"), "{e}");
+    // A stale socket file (nothing listening) is replaced.
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let stale_listen: Listen = format!("unix:{}", stale.display()).parse().unwrap();
+    feeder::serve(&stale_listen, Feed::new(1)).unwrap();
+    // Refused in async code: an error, no runtime dropped in the caller's context.
+    let e = feeder::serve(&"0.0.0.0:0".parse().unwrap(), Feed::new(1)).unwrap_err();
+    assert!(matches!(e, feeder::FeedError::Remote(_)), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

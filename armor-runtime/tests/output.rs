@@ -64,6 +64,13 @@ fn a_rotated_file_keeps_whole_lines_and_the_kept_count() {
     )
     .unwrap();
     assert_eq!(last["batch"], 19);
+    // Moved away by someone else: the next flush goes on in a new file at the path.
+    std::fs::rename(&path, dir.join("moved.jsonl")).unwrap();
+    f.write_all(b"{\"after\":\"move\"}\n").unwrap();
+    f.flush().unwrap();
+    f.write_all(b"{\"next\":1}\n").unwrap();
+    f.flush().unwrap();
+    assert_eq!(read(&path), "{\"next\":1}\n");
     // Opened again, it appends and counts what is there.
     drop(f);
     let mut again = RotatingFile::open(&path, 1_000, 2).unwrap();

@@ -33,8 +33,12 @@ pub fn open_output(outputs: &[String], max_mib: u64, keep: u32) -> Result<Box<dy
             ))
         } else {
             Box::new(
-                armor_runtime::output::RotatingFile::open(output, max_mib << 20, keep)
-                    .with_context(|| format!("opening {output}"))?,
+                armor_runtime::output::RotatingFile::open(
+                    output,
+                    max_mib.saturating_mul(1 << 20),
+                    keep,
+                )
+                .with_context(|| format!("opening {output}"))?,
             )
         });
     }
