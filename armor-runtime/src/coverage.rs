@@ -27,7 +27,7 @@
 //! assert_eq!(report(&empty).len(), 1);
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use armor_core::RuleSet;
@@ -249,7 +249,21 @@ const NAMED_WORKLOADS: usize = 5;
 pub fn policy_gaps<'a>(
     workloads: impl IntoIterator<Item = (&'a WorkloadKey, &'a Coverage, &'a RuleSet)>,
 ) -> BTreeMap<PolicyName, Vec<String>> {
-    let mut problems: BTreeMap<PolicyName, BTreeMap<String, Vec<&'a str>>> = BTreeMap::new();
+    // By policy (its shared `PolicyInfo`, by address: no name is built per rule), then by line.
+    type Lines<'a> = BTreeMap<String, Vec<&'a str>>;
+    let mut problems: HashMap<*const PolicyInfo, (&'a PolicyInfo, Lines<'a>)> = HashMap::new();
+    let mut add = |policy: &'a PolicyInfo, line: &str, on: Option<&'a str>| {
+        let (_, lines) = problems
+            .entry(std::ptr::from_ref(policy))
+            .or_insert_with(|| (policy, BTreeMap::new()));
+        let workloads = match lines.get_mut(line) {
+            Some(w) => w,
+            None => lines.entry(line.to_string()).or_default(),
+        };
+        if let Some(name) = on {
+            workloads.push(name);
+        }
+    };
     for (key, coverage, rules) in workloads {
         match coverage {
             Coverage::Partial { enforcer, gaps } => {
@@ -261,12 +275,7 @@ pub fn policy_gaps<'a>(
                         "{enforcer} does not enforce {} ({}): {}",
                         g.field, g.action, g.reason
                     );
-                    problems
-                        .entry(PolicyName::from(&*rule.policy))
-                        .or_default()
-                        .entry(line)
-                        .or_default()
-                        .push(&key.name);
+                    add(&rule.policy, &line, Some(&key.name));
                 }
             }
             Coverage::MonitoredOnly { reason } => {
@@ -287,20 +296,21 @@ pub fn policy_gaps<'a>(
                     format!("monitored only, nothing denied: {reason}")
                 };
                 for p in policies {
-                    let on = problems
-                        .entry(PolicyName::from(&**p))
-                        .or_default()
-                        .entry(line.clone())
-                        .or_default();
-                    if !node_wide {
-                        on.push(&key.name);
-                    }
+                    add(p, &line, (!node_wide).then_some(key.name.as_str()));
                 }
             }
             Coverage::Enforced { .. } | Coverage::NoRules => {}
         }
     }
-    problems
+    // Two `PolicyInfo`s of one name (rule sets compiled apart) are one policy: merged.
+    let mut by_name: BTreeMap<PolicyName, Lines<'a>> = BTreeMap::new();
+    for (policy, lines) in problems.into_values() {
+        let merged = by_name.entry(PolicyName::from(policy)).or_default();
+        for (line, on) in lines {
+            merged.entry(line).or_default().extend(on);
+        }
+    }
+    by_name
         .into_iter()
         .map(|(policy, lines)| {
             let lines = lines
