@@ -454,14 +454,16 @@ impl proto::log_service_server::LogService for LogServer {
         &self,
         request: Request<proto::RequestMessage>,
     ) -> Result<Response<Self::WatchMessagesStream>, Status> {
-        let sub = self.feed.subscribe(Stream::Messages, peer(&request));
-        Ok(Response::new(Box::pin(Typed {
-            sub,
-            pick: |i| match i {
+        self.watch(
+            &request,
+            "WatchMessages",
+            None,
+            Stream::Messages,
+            |i| match i {
                 Item::Message(m) => Some(Arc::unwrap_or_clone(m)),
                 _ => None,
             },
-        })))
+        )
     }
 
     type WatchAlertsStream = Boxed<proto::Alert>;
@@ -470,20 +472,16 @@ impl proto::log_service_server::LogService for LogServer {
         &self,
         request: Request<proto::RequestMessage>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
-        let filter = &request.get_ref().filter;
-        if filter != "all" && filter != "policy" {
-            return Err(Status::invalid_argument(format!(
-                "WatchAlerts: filter `{filter}` is not `all` or `policy`"
-            )));
-        }
-        let sub = self.feed.subscribe(Stream::Alerts, peer(&request));
-        Ok(Response::new(Box::pin(Typed {
-            sub,
-            pick: |i| match i {
+        self.watch(
+            &request,
+            "WatchAlerts",
+            Some("policy"),
+            Stream::Alerts,
+            |i| match i {
                 Item::Alert(a) => Some(Arc::unwrap_or_clone(a)),
                 _ => None,
             },
-        })))
+        )
     }
 
     type WatchLogsStream = Boxed<proto::Log>;
@@ -492,20 +490,41 @@ impl proto::log_service_server::LogService for LogServer {
         &self,
         request: Request<proto::RequestMessage>,
     ) -> Result<Response<Self::WatchLogsStream>, Status> {
-        let filter = &request.get_ref().filter;
-        if filter != "all" && filter != "system" {
-            return Err(Status::invalid_argument(format!(
-                "WatchLogs: filter `{filter}` is not `all` or `system`"
-            )));
-        }
-        let sub = self.feed.subscribe(Stream::Logs, peer(&request));
-        Ok(Response::new(Box::pin(Typed {
-            sub,
-            pick: |i| match i {
+        self.watch(
+            &request,
+            "WatchLogs",
+            Some("system"),
+            Stream::Logs,
+            |i| match i {
                 Item::Log(l) => Some(Arc::unwrap_or_clone(l)),
                 _ => None,
             },
-        })))
+        )
+    }
+}
+
+impl LogServer {
+    /// A new client of `stream`, when its filter is `all` or `other` (any filter without
+    /// `other`); else `INVALID_ARGUMENT` naming the filters `method` takes.
+    fn watch<T: Send + 'static>(
+        &self,
+        request: &Request<proto::RequestMessage>,
+        method: &str,
+        other: Option<&str>,
+        stream: Stream,
+        pick: fn(Item) -> Option<T>,
+    ) -> Result<Response<Boxed<T>>, Status> {
+        let filter = &request.get_ref().filter;
+        if let Some(other) = other
+            && filter != "all"
+            && filter != other
+        {
+            return Err(Status::invalid_argument(format!(
+                "{method}: filter `{filter}` is not `all` or `{other}`"
+            )));
+        }
+        let sub = self.feed.subscribe(stream, peer(request));
+        Ok(Response::new(Box::pin(Typed { sub, pick })))
     }
 }
 

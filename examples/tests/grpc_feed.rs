@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use armor_runtime::feeder::proto;
 use armor_testing::lines::Lines;
-use common::{KillOnDrop, alerts};
+use common::{KillOnDrop, alerts, free_port};
 use fields::{alert_fields, json_fields};
 
 /// The directory holding `karmor` and `feed-client` (scripts/kubearmor-tools), or why the test
@@ -58,14 +58,6 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 fn series(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `karmor logs` against the agent, with `args`; its output lines arrive on the receiver.

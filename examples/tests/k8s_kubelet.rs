@@ -21,7 +21,7 @@ mod support;
 
 mod common;
 
-use common::{KillOnDrop, alerts};
+use common::{KillOnDrop, alerts, free_port};
 
 #[path = "../../armor-runtime/tests/support/oci.rs"]
 #[allow(
@@ -121,15 +121,6 @@ fn image_archive(name: &str, cmd: &[&str], files: &[(&str, &[u8])]) -> Vec<u8> {
     }
     tar.extend_from_slice(&[0u8; 1024]);
     tar
-}
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The private containerd and the kubelet; on drop, every container they ran is stopped, the

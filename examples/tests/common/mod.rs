@@ -1,5 +1,5 @@
-//! What the agent tests share: reading the alerts an agent wrote, and stopping an agent a
-//! failed test left running.
+//! What the agent tests share: reading the alerts an agent wrote, stopping an agent a failed
+//! test left running, and a free port.
 #![allow(dead_code, reason = "each test binary uses part of the shared module")]
 
 use std::path::Path;
@@ -33,4 +33,12 @@ impl Drop for KillOnDrop {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A TCP port free on 127.0.0.1 a moment ago.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
 }
