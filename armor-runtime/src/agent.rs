@@ -357,13 +357,19 @@ fn describe(
     }
 }
 
-fn write_records(out: &mut dyn Write, records: &[armor_core::telemetry::Telemetry]) -> Result<()> {
-    let io = |e: std::io::Error| Error::io("write", "output", e);
+/// Writes `records` as JSON lines, each whole (serialized first), then flushes.
+fn write_records(
+    out: &mut dyn Write,
+    records: &[armor_core::telemetry::Telemetry],
+) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(1024);
     for r in records {
-        serde_json::to_writer(&mut *out, r).map_err(|e| io(e.into()))?;
-        out.write_all(b"\n").map_err(io)?;
+        line.clear();
+        serde_json::to_writer(&mut line, r)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
     }
-    out.flush().map_err(io)
+    out.flush()
 }
 
 /// The container an OCI hook asks about, through containerd, or why it cannot be known.
@@ -529,7 +535,9 @@ fn run_with(
         }
         agent.step(options, feed.is_some(), out, log)?;
     }
-    write_records(out, &[])?;
+    if let Err(e) = write_records(out, &[]) {
+        log(&format!("output failed at the stop: {e}"));
+    }
     log("stopped");
     Ok(())
 }
@@ -572,6 +580,12 @@ struct Agent {
     /// The gRPC clients' drops last logged, by client, and when they were checked.
     feed_dropped: BTreeMap<u64, u64>,
     feed_checked: Instant,
+    /// Records the output failed to take, the count last logged and the last error.
+    output_lost: u64,
+    output_logged: u64,
+    output_error: Option<String>,
+    /// When output losses were last logged.
+    output_checked: Option<Instant>,
 }
 
 /// How often the agent logs the gRPC clients that lost records.
@@ -722,6 +736,10 @@ impl Agent {
             refused: None,
             feed_dropped: BTreeMap::new(),
             feed_checked: Instant::now(),
+            output_lost: 0,
+            output_logged: 0,
+            output_error: None,
+            output_checked: None,
         };
         agent.report(options, taken.answers);
         Ok(agent)
@@ -784,7 +802,17 @@ impl Agent {
         for e in &batch {
             records.extend(self.rt.handle(e, self.source.process_tree()));
         }
-        write_records(out, &records)?;
+        // An output that fails loses this batch, counted and logged (every 10 s), and is tried
+        // again with the next one: telemetry is lost, never enforcement.
+        let written = write_records(out, &records);
+        let n = records.len() as u64;
+        if let Some(m) = &options.metrics {
+            m.output(n, written.is_ok());
+        }
+        if let Err(e) = written {
+            self.output_lost += n;
+            self.output_error = Some(e.to_string());
+        }
         if let Some(f) = &options.feed {
             for r in &records {
                 f.publish(r);
@@ -913,6 +941,7 @@ impl Agent {
         self.retry_refused(options, log)?;
         self.report(options, Vec::new());
         self.report_feed_drops(options, log);
+        self.report_output_losses(log);
         // What is enforced changed (a container partly enforced, an apply that failed).
         let now = self.rt.readiness().summary();
         if now != self.last_readiness {
@@ -938,6 +967,25 @@ impl Agent {
             self.last_lost = lost;
         }
         Ok(())
+    }
+
+    /// Logs, every 10 s at most, the records the output lost since the last line.
+    fn report_output_losses(&mut self, log: &mut dyn FnMut(&str)) {
+        if self.output_lost == self.output_logged
+            || self
+                .output_checked
+                .is_some_and(|t| t.elapsed() < FEED_DROPS_EVERY)
+        {
+            return;
+        }
+        self.output_checked = Some(Instant::now());
+        log(&format!(
+            "output failed ({}): {} records lost (total {}); trying again with each batch",
+            self.output_error.as_deref().unwrap_or("?"),
+            self.output_lost - self.output_logged,
+            self.output_lost
+        ));
+        self.output_logged = self.output_lost;
     }
 
     /// Logs, every 10 s at most, each gRPC client that lost records since the last line.

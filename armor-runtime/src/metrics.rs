@@ -21,6 +21,7 @@
 //! | `armor_enforcer_probe{enforcer,result}` | 1 per enforcer tried: `chosen` or `refused` |
 //! | `armor_grpc_clients` | gRPC feed clients connected |
 //! | `armor_grpc_records_total{outcome}` | records for gRPC clients: `queued` or `dropped` (a full queue), over every client |
+//! | `armor_output_records_total{outcome}` | records for the outputs (`--output`): `written`, or `lost` when an output failed |
 //! | `armor_build_info{version}` | 1, with the agent's version |
 //!
 //! ```no_run
@@ -70,6 +71,7 @@ struct Inner {
     probe: Family<Labels, Gauge>,
     grpc_clients: Gauge,
     grpc_records: Family<Labels, Counter>,
+    output: Family<Labels, Counter>,
     /// What was last added from cumulative sources (the kernel's loss count, the feed's
     /// totals), so that counters only ever add the difference.
     seen_lost: AtomicU64,
@@ -119,6 +121,7 @@ impl Metrics {
             probe: Family::default(),
             grpc_clients: Gauge::default(),
             grpc_records: Family::default(),
+            output: Family::default(),
             seen_lost: AtomicU64::new(0),
             seen_failures: AtomicU64::new(0),
             seen_grpc: Mutex::new((0, 0)),
@@ -178,6 +181,11 @@ impl Metrics {
             "Records for gRPC clients: queued or dropped",
             inner.grpc_records.clone(),
         );
+        registry.register(
+            "output_records",
+            "Records for the outputs: written or lost (an output failed)",
+            inner.output.clone(),
+        );
         let build: Family<Labels, Gauge> = Family::default();
         build
             .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
@@ -188,6 +196,9 @@ impl Metrics {
         let _ = inner.lost.get_or_create(&labels(&[("source", "ebpf")]));
         for kind in ["alert", "log"] {
             let _ = inner.records.get_or_create(&labels(&[("kind", kind)]));
+        }
+        for outcome in ["written", "lost"] {
+            let _ = inner.output.get_or_create(&labels(&[("outcome", outcome)]));
         }
         for outcome in ["queued", "dropped"] {
             let _ = inner
@@ -238,6 +249,15 @@ impl Metrics {
                 .get_or_create(&labels(&[("kind", "log")]))
                 .inc();
         }
+    }
+
+    /// `n` records given to the outputs: `written`, or lost (an output failed).
+    pub fn output(&self, n: u64, written: bool) {
+        let outcome = if written { "written" } else { "lost" };
+        self.inner
+            .output
+            .get_or_create(&labels(&[("outcome", outcome)]))
+            .inc_by(n);
     }
 
     /// A policy set put in force in `took`, with `rules` rules.

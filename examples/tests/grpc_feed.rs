@@ -406,3 +406,91 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An output that fails (`/dev/full`: every write is ENOSPC) loses its records, counted in the
+/// log and the metrics, while the agent keeps running and the gRPC feed still gets them:
+/// telemetry is lost, never enforcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_output_loses_records_counted_and_the_agent_keeps_running() {
+    if !armor_testing::is_root() {
+        println!("skipped: needs root (the agent's event source)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("armor-full-output-{}", std::process::id()));
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let marker = dir.join("armor-full-marker");
+    std::fs::copy("/bin/true", &marker).unwrap();
+    std::fs::write(
+        policies.join("marker.yaml"),
+        format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
+             {{name: block-full-marker}}\nspec:\n  nodeSelector: {{matchLabels: {{}}}}\n  \
+             process:\n    matchPaths: [{{path: {}}}]\n  action: Block\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let metrics_port = free_port();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
+        .arg("--policies")
+        .arg(&policies)
+        .args([
+            "--enforcer",
+            "none",
+            "--output",
+            "/dev/full",
+            "--output-max-mib",
+            "0",
+        ])
+        .args(["--grpc", &format!("127.0.0.1:{port}")])
+        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stop = KillOnDrop(agent.id());
+    let mut lines = Lines::new(agent.stderr.take().unwrap());
+    lines.timeout = Duration::from_secs(120);
+    lines.until("ready:");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = proto::log_service_client::LogServiceClient::new(channel);
+    let mut alerts_stream = client
+        .watch_alerts(proto::RequestMessage {
+            filter: "all".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Exec the marker until the feed delivers its alert (the client has subscribed by then).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Command::new(&marker).status().unwrap().success());
+        let got = tokio::time::timeout(Duration::from_millis(500), alerts_stream.message()).await;
+        if let Ok(Ok(Some(a))) = got {
+            assert_eq!(a.policy_name, "block-full-marker");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alert on the feed");
+    }
+    let lost = lines.until("records lost (total ");
+    assert!(lost.contains("output failed ("), "{lost}");
+    let (_, text) = http_get(metrics_addr, "/metrics");
+    assert!(
+        series(&text, "armor_output_records_total{outcome=\"lost\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(agent.try_wait().unwrap().is_none(), "the agent stopped");
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    assert!(agent.wait().unwrap().success(), "{}", lines.seen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
