@@ -43,6 +43,29 @@ fn kubearmor_tools() -> Option<PathBuf> {
     }
 }
 
+/// A fresh directory `<tag>-<pid>` with a marker program (a copy of `/bin/true`) and, under
+/// `policies/`, a host policy `name` (severity 5, tags PCI and marker) blocking its exec:
+/// the directory, the policy directory and the marker.
+fn marked(tag: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let marker = dir.join(format!("{tag}-marker"));
+    std::fs::copy("/bin/true", &marker).unwrap();
+    std::fs::write(
+        policies.join("marker.yaml"),
+        format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
+             {{name: {name}}}\nspec:\n  nodeSelector: {{matchLabels: {{}}}}\n  severity: 5\n  \
+             tags: [PCI, marker]\n  process:\n    matchPaths: [{{path: {}}}]\n  action: \
+             Block\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    (dir, policies, marker)
+}
+
 /// `GET path` over HTTP: the status code and the body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -105,22 +128,7 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
     };
     let karmor = tools.join("karmor");
     let feed_client = tools.join("feed-client");
-    let dir = std::env::temp_dir().join(format!("armor-grpc-feed-{}", std::process::id()));
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let marker = dir.join("armor-grpc-marker");
-    std::fs::copy("/bin/true", &marker).unwrap();
-    std::fs::write(
-        policies.join("marker.yaml"),
-        format!(
-            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
-             {{name: block-marker}}\nspec:\n  nodeSelector: {{matchLabels: {{}}}}\n  severity: \
-             5\n  tags: [PCI, marker]\n  process:\n    matchPaths: [{{path: {}}}]\n  action: \
-             Block\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
+    let (dir, policies, marker) = marked("armor-grpc-feed", "block-marker");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -416,21 +424,7 @@ async fn a_full_output_loses_records_counted_and_the_agent_keeps_running() {
         println!("skipped: needs root (the agent's event source)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("armor-full-output-{}", std::process::id()));
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let marker = dir.join("armor-full-marker");
-    std::fs::copy("/bin/true", &marker).unwrap();
-    std::fs::write(
-        policies.join("marker.yaml"),
-        format!(
-            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
-             {{name: block-full-marker}}\nspec:\n  nodeSelector: {{matchLabels: {{}}}}\n  \
-             process:\n    matchPaths: [{{path: {}}}]\n  action: Block\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
+    let (dir, policies, marker) = marked("armor-full-output", "block-full-marker");
     let port = free_port();
     let metrics_port = free_port();
     let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
