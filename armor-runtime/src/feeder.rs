@@ -644,6 +644,9 @@ pub enum FeedError {
 pub struct ServeOptions {
     /// Accept a TCP address that is not loopback.
     pub allow_remote: bool,
+    /// The group a unix socket belongs to (its members may connect: mode 0660); `None`: the
+    /// agent's own group.
+    pub group: Option<u32>,
 }
 
 /// The running server: its address; it serves until the process ends.
@@ -667,7 +670,7 @@ pub fn serve(listen: &Listen, feed: Feed) -> Result<Server, FeedError> {
 /// Serves `feed` (`feeder.LogService`) and the health service on `listen`, on a thread of its
 /// own, until the process ends. A TCP address must be loopback unless
 /// [`ServeOptions::allow_remote`]. A unix socket is bound under a temporary name, given mode
-/// 0660 and then renamed into place, so no client connects before its mode is set; a socket
+/// 0660 and its group ([`ServeOptions::group`]), then renamed into place, so no client connects before its mode is set; a socket
 /// file already there is replaced only when nothing answers on it (a stale one), never when
 /// another server is listening. The server checks each connection's liveness with HTTP/2
 /// keepalives (every 30 s, 10 s to answer), so a client whose host vanished is dropped with its
@@ -709,6 +712,10 @@ pub fn serve_with(listen: &Listen, feed: Feed, options: ServeOptions) -> Result<
             let _ = std::fs::remove_file(&tmp);
             let l = std::os::unix::net::UnixListener::bind(&tmp).map_err(io)?;
             let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660))
+                .and_then(|()| match options.group {
+                    Some(gid) => std::os::unix::fs::chown(&tmp, None, Some(gid)),
+                    None => Ok(()),
+                })
                 .and_then(|()| std::fs::rename(&tmp, path))
                 .and_then(|()| l.set_nonblocking(true));
             if let Err(e) = placed {

@@ -287,3 +287,29 @@ async fn a_live_socket_is_never_taken_over_and_errors_are_plain_in_async_code() 
     assert!(matches!(e, feeder::FeedError::Remote(_)), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_unix_socket_gets_the_group_asked_for() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("armor-feeder-group-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("feed.sock");
+    // Root may give any group; anyone else their own.
+    let gid = if armor_testing::is_root() {
+        65534
+    } else {
+        std::fs::metadata(&dir).unwrap().gid()
+    };
+    let mut options = feeder::ServeOptions::default();
+    options.group = Some(gid);
+    feeder::serve_with(
+        &format!("unix:{}", path.display()).parse().unwrap(),
+        Feed::new(1),
+        options,
+    )
+    .unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.gid(), gid);
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,6 +104,10 @@ pub struct AgentFlags {
     /// and logged).
     #[arg(long, value_name = "RECORDS", default_value_t = 4096)]
     pub grpc_queue: usize,
+    /// The group of a --grpc unix socket (a name in /etc/group, or a number): its members may
+    /// connect (mode 0660). Default: the agent's group.
+    #[arg(long, value_name = "GROUP", value_parser = group_id)]
+    pub grpc_group: Option<u32>,
     /// Serve Prometheus metrics (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`)
     /// over HTTP on this address (`127.0.0.1:9090`).
     #[arg(long, value_name = "IP:PORT")]
@@ -112,6 +116,25 @@ pub struct AgentFlags {
     /// enforcers).
     #[arg(long, requires = "metrics")]
     pub metrics_remote: bool,
+}
+
+/// `--grpc-group`: a group id, or a group's name looked up in /etc/group.
+fn group_id(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("reading /etc/group for group `{text}`: {e}"))?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse().ok()?;
+            (name == text).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group `{text}` in /etc/group"))
 }
 
 /// `--grpc`: an address [`armor_runtime::feeder::Listen`] takes.
@@ -175,6 +198,7 @@ impl AgentFlags {
         let feed = armor_runtime::feeder::Feed::new(self.grpc_queue);
         let mut serve = armor_runtime::feeder::ServeOptions::default();
         serve.allow_remote = self.grpc_remote;
+        serve.group = self.grpc_group;
         for listen in &self.grpc {
             let server = armor_runtime::feeder::serve_with(listen, feed.clone(), serve)
                 .map_err(|e| anyhow::Error::new(e).context("--grpc"))?;
@@ -201,6 +225,14 @@ impl AgentFlags {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn a_grpc_group_is_a_number_or_a_name_in_etc_group() {
+        assert_eq!(group_id("0"), Ok(0));
+        assert_eq!(group_id("root"), Ok(0));
+        let e = group_id("no-such-group-armor").unwrap_err();
+        assert_eq!(e, "no group `no-such-group-armor` in /etc/group");
+    }
 
     #[derive(Parser)]
     struct Cli {
