@@ -219,7 +219,7 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         );
     }
     // It watches alerts over both, and takes the next one each.
-    let go_clients: Vec<_> = [&tcp, &unix]
+    let mut go_clients: Vec<_> = [&tcp, &unix]
         .iter()
         .map(|addr| {
             let child = Command::new(&feed_client)
@@ -290,23 +290,37 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         ],
     );
 
-    // Exec the marker until both karmor clients took an alert (they connect in their time).
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Exec the marker until every client took its alert: karmor's (the Process one printed it,
+    // the File one exited at its limit) and the Go clients (exited after one). Each connects in
+    // its own time, so a client that connected after an exec waits for the next one.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut printed = Vec::new();
     let karmor_alert = loop {
         assert!(Command::new(&marker).status().unwrap().success());
         std::thread::sleep(Duration::from_millis(300));
         printed.extend(process_rx.try_iter());
-        if let Some(l) = printed.iter().find(|l| l.trim_start().starts_with('{')) {
+        let karmor_printed = printed
+            .iter()
+            .find(|l| l.trim_start().starts_with('{'))
+            .cloned();
+        let others_done = file.try_wait().unwrap().is_some()
+            && go_clients
+                .iter_mut()
+                .all(|(_, c)| c.try_wait().unwrap().is_some());
+        if let (Some(l), true) = (&karmor_printed, others_done) {
             break l.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "karmor printed no alert: {printed:#?}\nagent: {}",
+            "not every client took an alert: karmor printed {printed:#?}\nagent: {}",
             lines.seen
         );
     };
-    let ours_alert = ours.message().await.unwrap().unwrap();
+    let ours_alert = tokio::time::timeout(Duration::from_secs(30), ours.message())
+        .await
+        .expect("armor's client got an alert")
+        .unwrap()
+        .unwrap();
     // The metrics counted the alerts and the events, and see the gRPC clients.
     let (_, after) = http_get(metrics_addr, "/metrics");
     assert!(
