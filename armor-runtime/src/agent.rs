@@ -943,7 +943,8 @@ impl Agent {
         self.report_feed_drops(options, log);
         self.report_output_losses(log);
         // What is enforced changed (a container partly enforced, an apply that failed).
-        let now = self.rt.readiness().summary();
+        let readiness = self.rt.readiness();
+        let now = readiness.summary();
         if now != self.last_readiness {
             match &self.stale {
                 Some(why) => log(&format!("readiness: stale ({why}): {now}")),
@@ -954,7 +955,7 @@ impl Agent {
         let lost = self.controls.stats()?.lost;
         if let Some(m) = &options.metrics {
             m.lost_total(lost);
-            m.readiness(&self.rt.readiness());
+            m.readiness(&readiness);
             if let Some(f) = &options.feed {
                 m.feed(f.clients().len(), f.totals());
             }

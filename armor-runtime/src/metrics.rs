@@ -57,6 +57,19 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+/// Handles on the fixed-label series (each shares its counter with its family).
+#[derive(Debug)]
+struct Fixed {
+    events: Counter,
+    lost: Counter,
+    alert_records: Counter,
+    log_records: Counter,
+    written: Counter,
+    output_lost: Counter,
+    grpc_queued: Counter,
+    grpc_dropped: Counter,
+}
+
 #[derive(Debug)]
 struct Inner {
     registry: Mutex<Registry>,
@@ -72,6 +85,9 @@ struct Inner {
     grpc_clients: Gauge,
     grpc_records: Family<Labels, Counter>,
     output: Family<Labels, Counter>,
+    /// The series whose labels are fixed, taken once: the loop's hot path counts on them without
+    /// building labels or looking them up.
+    fixed: Fixed,
     /// What was last added from cumulative sources (the kernel's loss count, the feed's
     /// totals), so that counters only ever add the difference.
     seen_lost: AtomicU64,
@@ -108,11 +124,27 @@ impl Metrics {
     /// The same, failing `/healthz` after `stall_after` without a turn of the loop.
     pub fn with_stall_after(stall_after: Duration) -> Self {
         let mut registry = Registry::with_prefix("armor");
+        let events: Family<Labels, Counter> = Family::default();
+        let lost: Family<Labels, Counter> = Family::default();
+        let records: Family<Labels, Counter> = Family::default();
+        let output: Family<Labels, Counter> = Family::default();
+        let grpc_records: Family<Labels, Counter> = Family::default();
+        // Every series with its fixed labels exists from the start (at zero).
+        let fixed = Fixed {
+            events: events.get_or_create_owned(&labels(&[("source", "ebpf")])),
+            lost: lost.get_or_create_owned(&labels(&[("source", "ebpf")])),
+            alert_records: records.get_or_create_owned(&labels(&[("kind", "alert")])),
+            log_records: records.get_or_create_owned(&labels(&[("kind", "log")])),
+            written: output.get_or_create_owned(&labels(&[("outcome", "written")])),
+            output_lost: output.get_or_create_owned(&labels(&[("outcome", "lost")])),
+            grpc_queued: grpc_records.get_or_create_owned(&labels(&[("outcome", "queued")])),
+            grpc_dropped: grpc_records.get_or_create_owned(&labels(&[("outcome", "dropped")])),
+        };
         let inner = Inner {
             registry: Mutex::new(Registry::default()),
-            events: Family::default(),
-            lost: Family::default(),
-            records: Family::default(),
+            events,
+            lost,
+            records,
             alerts: Family::default(),
             apply: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             apply_failures: Counter::default(),
@@ -120,8 +152,9 @@ impl Metrics {
             workloads: Family::default(),
             probe: Family::default(),
             grpc_clients: Gauge::default(),
-            grpc_records: Family::default(),
-            output: Family::default(),
+            grpc_records,
+            output,
+            fixed,
             seen_lost: AtomicU64::new(0),
             seen_failures: AtomicU64::new(0),
             seen_grpc: Mutex::new((0, 0)),
@@ -191,20 +224,6 @@ impl Metrics {
             .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
             .set(1);
         registry.register("build_info", "The agent's version", build);
-        // Every series with its fixed labels exists from the start (at zero).
-        let _ = inner.events.get_or_create(&labels(&[("source", "ebpf")]));
-        let _ = inner.lost.get_or_create(&labels(&[("source", "ebpf")]));
-        for kind in ["alert", "log"] {
-            let _ = inner.records.get_or_create(&labels(&[("kind", kind)]));
-        }
-        for outcome in ["written", "lost"] {
-            let _ = inner.output.get_or_create(&labels(&[("outcome", outcome)]));
-        }
-        for outcome in ["queued", "dropped"] {
-            let _ = inner
-                .grpc_records
-                .get_or_create(&labels(&[("outcome", outcome)]));
-        }
         *inner.registry.lock() = registry;
         Self {
             inner: Arc::new(inner),
@@ -213,30 +232,21 @@ impl Metrics {
 
     /// `n` kernel events read.
     pub fn events(&self, n: u64) {
-        self.inner
-            .events
-            .get_or_create(&labels(&[("source", "ebpf")]))
-            .inc_by(n);
+        self.inner.fixed.events.inc_by(n);
     }
 
     /// The kernel's cumulative count of events lost (only the increase is added).
     pub fn lost_total(&self, total: u64) {
         let before = self.inner.seen_lost.swap(total, Ordering::Relaxed);
         if total > before {
-            self.inner
-                .lost
-                .get_or_create(&labels(&[("source", "ebpf")]))
-                .inc_by(total - before);
+            self.inner.fixed.lost.inc_by(total - before);
         }
     }
 
     /// One record written.
     pub fn record(&self, t: &armor_core::telemetry::Telemetry) {
         if crate::feeder::is_alert(t) {
-            self.inner
-                .records
-                .get_or_create(&labels(&[("kind", "alert")]))
-                .inc();
+            self.inner.fixed.alert_records.inc();
             let policy = t.policy_name.as_deref().unwrap_or("");
             let action = t.action.as_deref().unwrap_or("");
             self.inner
@@ -244,20 +254,18 @@ impl Metrics {
                 .get_or_create(&labels(&[("policy", policy), ("action", action)]))
                 .inc();
         } else {
-            self.inner
-                .records
-                .get_or_create(&labels(&[("kind", "log")]))
-                .inc();
+            self.inner.fixed.log_records.inc();
         }
     }
 
     /// `n` records given to the outputs: `written`, or lost (an output failed).
     pub fn output(&self, n: u64, written: bool) {
-        let outcome = if written { "written" } else { "lost" };
-        self.inner
-            .output
-            .get_or_create(&labels(&[("outcome", outcome)]))
-            .inc_by(n);
+        let counter = if written {
+            &self.inner.fixed.written
+        } else {
+            &self.inner.fixed.output_lost
+        };
+        counter.inc_by(n);
     }
 
     /// A policy set put in force in `took`, with `rules` rules.
@@ -306,13 +314,13 @@ impl Metrics {
             .grpc_clients
             .set(i64::try_from(clients).unwrap_or(i64::MAX));
         let mut seen = self.inner.seen_grpc.lock();
-        for (outcome, now, before) in [("queued", totals.0, seen.0), ("dropped", totals.1, seen.1)]
-        {
+        let fixed = &self.inner.fixed;
+        for (counter, now, before) in [
+            (&fixed.grpc_queued, totals.0, seen.0),
+            (&fixed.grpc_dropped, totals.1, seen.1),
+        ] {
             if now > before {
-                self.inner
-                    .grpc_records
-                    .get_or_create(&labels(&[("outcome", outcome)]))
-                    .inc_by(now - before);
+                counter.inc_by(now - before);
             }
         }
         *seen = totals;

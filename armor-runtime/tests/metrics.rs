@@ -9,29 +9,14 @@
 //! raises its policy's counter, a gRPC drop the drop counter), `/readyz` waits for the first
 //! policy set, `/healthz` fails with the reason once the loop stalls.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use armor_core::telemetry::Telemetry;
 use armor_runtime::metrics::{self, Metrics};
 
-/// `GET path`: the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
-    (code, body)
-}
-
-/// The value of the series `name` (with its labels as rendered), if any.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+#[path = "support/scrape.rs"]
+mod scrape;
+use scrape::{http_get, series};
 
 fn alert(policy: &str, action: &str) -> Telemetry {
     serde_json::from_value(serde_json::json!({
@@ -44,18 +29,18 @@ fn alert(policy: &str, action: &str) -> Telemetry {
 fn series_move_and_the_probes_say_ready_and_alive() {
     let m = Metrics::with_stall_after(Duration::from_millis(300));
     let addr = metrics::serve("127.0.0.1:0".parse().unwrap(), m.clone()).unwrap();
-    let (code, body) = get(addr, "/readyz");
+    let (code, body) = http_get(addr, "/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("first policy set"), "{body}");
-    let (code, text) = get(addr, "/metrics");
+    let (code, text) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
     assert_eq!(
-        value(&text, "armor_events_total{source=\"ebpf\"}"),
+        series(&text, "armor_events_total{source=\"ebpf\"}"),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        value(
+        series(
             &text,
             &format!(
                 "armor_build_info{{version=\"{}\"}}",
@@ -79,10 +64,10 @@ fn series_move_and_the_probes_say_ready_and_alive() {
     m.feed(1, (150, 9));
     m.probe("BPFLSM", false);
     m.probe("AppArmor", true);
-    assert_eq!(get(addr, "/readyz").0, 200);
-    assert_eq!(get(addr, "/healthz").0, 200);
-    let (_, text) = get(addr, "/metrics");
-    for (series, want) in [
+    assert_eq!(http_get(addr, "/readyz").0, 200);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    let (_, text) = http_get(addr, "/metrics");
+    for (name, want) in [
         ("armor_events_total{source=\"ebpf\"}", 3.0),
         ("armor_events_lost_total{source=\"ebpf\"}", 7.0),
         (
@@ -105,15 +90,15 @@ fn series_move_and_the_probes_say_ready_and_alive() {
             1.0,
         ),
     ] {
-        assert_eq!(value(&text, series), Some(want), "{series}:\n{text}");
+        assert_eq!(series(&text, name), Some(want), "{name}:\n{text}");
     }
 
     // The loop stops turning: /healthz says so.
     std::thread::sleep(Duration::from_millis(400));
-    let (code, body) = get(addr, "/healthz");
+    let (code, body) = http_get(addr, "/healthz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("has not turned for"), "{body}");
     m.turned();
-    assert_eq!(get(addr, "/healthz").0, 200);
-    assert_eq!(get(addr, "/nothing").0, 404);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    assert_eq!(http_get(addr, "/nothing").0, 404);
 }

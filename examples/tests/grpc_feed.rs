@@ -13,6 +13,8 @@
 
 #[path = "../../armor-runtime/tests/support/fields.rs"]
 mod fields;
+#[path = "../../armor-runtime/tests/support/scrape.rs"]
+mod scrape;
 
 mod common;
 
@@ -25,6 +27,7 @@ use armor_runtime::feeder::proto;
 use armor_testing::lines::Lines;
 use common::{KillOnDrop, alerts, free_port};
 use fields::{alert_fields, json_fields};
+use scrape::{http_get, series};
 
 /// The directory holding `karmor` and `feed-client` (scripts/kubearmor-tools), or why the test
 /// cannot run them (under `CI=true` a missing tool fails the test).
@@ -64,23 +67,6 @@ fn marked(tag: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
     .unwrap();
     (dir, policies, marker)
-}
-
-/// `GET path` over HTTP: the status code and the body.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text[9..12].parse().unwrap();
-    (code, text.split_once("\r\n\r\n").unwrap().1.to_string())
-}
-
-/// The value of `name` (a series with its labels as rendered) in a scrape.
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// `karmor logs` against the agent, with `args`; its output lines arrive on the receiver.
