@@ -525,6 +525,30 @@ impl fmt::Display for LabelKind {
     }
 }
 
+/// One kernel resource an enforcer fills as workloads are applied, and how much of it is used
+/// ([`Enforcer::capacity`]): what runs out first when a node takes more workloads or rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capacity {
+    /// What is counted, as a metric label: lower case with underscores (`rule_table_slots`).
+    pub resource: &'static str,
+    /// How much of it is in use.
+    pub used: u64,
+    /// How much there is.
+    pub limit: u64,
+}
+
+impl Capacity {
+    /// `used` of `limit` of `resource`.
+    pub fn new(resource: &'static str, used: u64, limit: u64) -> Self {
+        Self {
+            resource,
+            used,
+            limit,
+        }
+    }
+}
+
 /// How an enforcer's rules reach a workload's processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -638,5 +662,20 @@ pub trait Enforcer: Send + Sync + fmt::Debug {
     fn sweep(&self, keep: &[WorkloadKey]) -> Result<Vec<String>, ApplyError> {
         let _ = keep;
         Ok(Vec::new())
+    }
+
+    /// The kernel resources it fills and how much of each is used, for the operator's metrics.
+    /// Default: none (nothing it keeps has a fixed size).
+    fn capacity(&self) -> Vec<Capacity> {
+        Vec::new()
+    }
+
+    /// `Ok` while what `apply` installed is in force as installed; else what is not, for the
+    /// agent's liveness (`/healthz`): a profile unloaded or switched to complain mode by
+    /// someone else, the thread that reads its alerts gone. Cheap enough to call every second;
+    /// never changes anything. Default: `Ok` (nothing outside the enforcer can take its rules
+    /// away).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
     }
 }

@@ -451,6 +451,57 @@ impl Enforcer for AppArmor {
         let names: Vec<String> = keep.iter().map(profile_name).collect();
         self.sweep_profiles(&names)
     }
+
+    /// Every profile applied (and not removed) must be listed by the kernel
+    /// (`<securityfs>/profiles`) in enforce mode: one unloaded (`apparmor_parser -R`,
+    /// `aa-teardown`) or switched to complain mode (`aa-complain`) by someone else confines
+    /// nothing any more, and is named here.
+    fn health(&self) -> Result<(), String> {
+        let installed: Vec<String> = self.installed.lock().values().cloned().collect();
+        if installed.is_empty() {
+            return Ok(());
+        }
+        let list_path = self.securityfs.join("profiles");
+        let list = std::fs::read_to_string(&list_path).map_err(|e| {
+            format!(
+                "{NAME}: cannot read {} to check its {} profiles: {e}",
+                list_path.display(),
+                installed.len()
+            )
+        })?;
+        profiles_in_force(&list, &installed)
+    }
+}
+
+/// Checks that each of `installed` is in `list` (the kernel's `profiles` file: `name (mode)`
+/// per line) in enforce mode; names at most three that are not, and counts the rest.
+fn profiles_in_force(list: &str, installed: &[String]) -> Result<(), String> {
+    let loaded: BTreeMap<&str, &str> = list
+        .lines()
+        .filter_map(|l| l.rsplit_once(" ("))
+        .map(|(name, mode)| (name, mode.trim_end_matches(')')))
+        .collect();
+    let wrong: Vec<String> = installed
+        .iter()
+        .filter_map(|name| match loaded.get(name.as_str()) {
+            Some(&"enforce") => None,
+            Some(mode) => Some(format!("{name} is in {mode} mode")),
+            None => Some(format!("{name} is not loaded")),
+        })
+        .collect();
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    let mut named = wrong.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if wrong.len() > 3 {
+        named.push_str(&format!(" and {} more", wrong.len() - 3));
+    }
+    Err(format!(
+        "{NAME}: {} of the {} profiles armor applied are not in force ({named}): their \
+         workloads are not confined",
+        wrong.len(),
+        installed.len()
+    ))
 }
 
 /// Builds the AppArmor enforcer for a runtime's list of enforcers (choice `apparmor`): the
@@ -534,6 +585,44 @@ mod tests {
     /// `$TMPDIR/armor-aa-check-<pid>/p<hash of the text>` with `fs::write`, so whoever made that
     /// path first (a symlink to a file of their choice) chose which file root overwrote. Now
     /// nothing is written: the profile goes to the parser's standard input.
+    #[test]
+    fn health_names_profiles_unloaded_or_in_complain_mode() {
+        let names: Vec<String> = (1..=5).map(|i| format!("armor.w{i}")).collect();
+        let all = "armor.w1 (enforce)\narmor.w2 (enforce)\narmor.w2//helper (enforce)\n\
+                   armor.w3 (enforce)\narmor.w4 (enforce)\narmor.w5 (enforce)\n\
+                   unrelated (complain)\n";
+        assert_eq!(profiles_in_force(all, &names), Ok(()));
+        let e = profiles_in_force(
+            "armor.w1 (complain)\narmor.w3 (enforce)\narmor.w5 (kill)\n",
+            &names,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "AppArmor: 4 of the 5 profiles armor applied are not in force (armor.w1 is in \
+             complain mode, armor.w2 is not loaded, armor.w4 is not loaded and 1 more): their \
+             workloads are not confined"
+        );
+
+        // Through the enforcer: nothing applied is healthy without reading anything; a
+        // securityfs that cannot be read is a fault once profiles are installed.
+        let base = scratch("health");
+        let aa = AppArmor::with_parser(base.join("profiles"), "/nonexistent/apparmor_parser")
+            .with_securityfs(base.join("fs"));
+        assert_eq!(Enforcer::health(&aa), Ok(()));
+        aa.installed
+            .lock()
+            .insert("w1".to_owned(), "armor.w1".to_owned());
+        let e = Enforcer::health(&aa).unwrap_err();
+        assert!(
+            e.contains("cannot read") && e.contains("fs/profiles"),
+            "{e}"
+        );
+        std::fs::create_dir_all(base.join("fs")).unwrap();
+        std::fs::write(base.join("fs/profiles"), "armor.w1 (enforce)\n").unwrap();
+        assert_eq!(Enforcer::health(&aa), Ok(()));
+    }
+
     #[test]
     fn check_writes_no_file() {
         let base = scratch("check-trap");

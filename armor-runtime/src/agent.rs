@@ -586,6 +586,8 @@ struct Agent {
     output_error: Option<String>,
     /// When output losses were last logged.
     output_checked: Option<Instant>,
+    /// What the enforcer no longer held at the last check (logged when it changes).
+    enforcer_fault: Option<String>,
 }
 
 /// How often the agent logs the gRPC clients that lost records.
@@ -703,6 +705,8 @@ impl Agent {
                     m.probe(name, true);
                 }
             }
+            // Checked again every second, and logged there when it fails.
+            m.enforcer(rt.enforcer_health(), &rt.enforcer_capacity());
             m.turned();
             m.set_ready();
         }
@@ -740,6 +744,7 @@ impl Agent {
             output_logged: 0,
             output_error: None,
             output_checked: None,
+            enforcer_fault: None,
         };
         agent.report(options, taken.answers);
         Ok(agent)
@@ -952,6 +957,7 @@ impl Agent {
             }
             self.last_readiness = now;
         }
+        self.check_enforcer(options, log);
         let lost = self.controls.stats()?.lost;
         if let Some(m) = &options.metrics {
             m.lost_total(lost);
@@ -968,6 +974,23 @@ impl Agent {
             self.last_lost = lost;
         }
         Ok(())
+    }
+
+    /// Checks that the enforcer holds what it applied: a fault is logged when it appears or
+    /// changes and when it ends, and fails the metrics' `/healthz` meanwhile.
+    fn check_enforcer(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) {
+        let health = self.rt.enforcer_health();
+        let fault = health.clone().err();
+        if fault != self.enforcer_fault {
+            match &fault {
+                Some(why) => log(&format!("enforcer fault: {why}")),
+                None => log("enforcer fault over: everything applied is in force again"),
+            }
+            self.enforcer_fault = fault;
+        }
+        if let Some(m) = &options.metrics {
+            m.enforcer(health, &self.rt.enforcer_capacity());
+        }
     }
 
     /// Logs, every 10 s at most, the records the output lost since the last line.

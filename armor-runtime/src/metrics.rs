@@ -3,8 +3,9 @@
 //!
 //! - `GET /metrics`: the series below;
 //! - `GET /healthz`: 200, or 503 with the reason when the agent's loop has not turned for 10 s
-//!   (it turns at least every 200 ms). An enforcer that lost its programs is not detected yet:
-//!   nothing in the kernel tells the agent, short of probing them;
+//!   (it turns at least every 200 ms), or when its enforcer no longer holds what it applied
+//!   (checked every second: [`Enforcer::health`](armor_core::enforcer::Enforcer::health), e.g.
+//!   an AppArmor profile unloaded or put in complain mode by someone else);
 //! - `GET /readyz`: 503 until the agent applied its first policy set (its `ready` line), then
 //!   200.
 //!
@@ -19,6 +20,9 @@
 //! | `armor_policy_rules` | rules of the policies in force |
 //! | `armor_workloads{state}` | workloads by coverage: `enforced`, `partly_enforced`, `monitored_only`, `no_rules` |
 //! | `armor_enforcer_probe{enforcer,result}` | 1 per enforcer tried: `chosen` or `refused` |
+//! | `armor_enforcer_healthy` | 1 while the enforcer holds what it applied (or there is none), else 0 |
+//! | `armor_enforcer_capacity{enforcer,resource}` | size of a kernel resource the enforcer fills (BPF-LSM: `workloads`, `rule_table_slots`, `rule_map_entries`, `glob_automata`) |
+//! | `armor_enforcer_capacity_used{enforcer,resource}` | how much of it is used |
 //! | `armor_grpc_clients` | gRPC feed clients connected |
 //! | `armor_grpc_records_total{outcome}` | records for gRPC clients: `queued` or `dropped` (a full queue), over every client |
 //! | `armor_output_records_total{outcome}` | records for the outputs (`--output`): `written`, or `lost` when an output failed |
@@ -82,6 +86,11 @@ struct Inner {
     rules: Gauge,
     workloads: Family<Labels, Gauge>,
     probe: Family<Labels, Gauge>,
+    healthy: Gauge,
+    capacity: Family<Labels, Gauge>,
+    capacity_used: Family<Labels, Gauge>,
+    /// What the enforcer no longer holds, as last checked (`/healthz`).
+    enforcer_fault: Mutex<Option<String>>,
     grpc_clients: Gauge,
     grpc_records: Family<Labels, Counter>,
     output: Family<Labels, Counter>,
@@ -151,6 +160,10 @@ impl Metrics {
             rules: Gauge::default(),
             workloads: Family::default(),
             probe: Family::default(),
+            healthy: Gauge::default(),
+            capacity: Family::default(),
+            capacity_used: Family::default(),
+            enforcer_fault: Mutex::new(None),
             grpc_clients: Gauge::default(),
             grpc_records,
             output,
@@ -203,6 +216,22 @@ impl Metrics {
             "enforcer_probe",
             "Enforcers tried: chosen or refused",
             inner.probe.clone(),
+        );
+        inner.healthy.set(1);
+        registry.register(
+            "enforcer_healthy",
+            "1 while the enforcer holds what it applied, else 0",
+            inner.healthy.clone(),
+        );
+        registry.register(
+            "enforcer_capacity",
+            "Size of a kernel resource the enforcer fills",
+            inner.capacity.clone(),
+        );
+        registry.register(
+            "enforcer_capacity_used",
+            "How much of a kernel resource the enforcer fills is used",
+            inner.capacity_used.clone(),
         );
         registry.register(
             "grpc_clients",
@@ -308,6 +337,27 @@ impl Metrics {
             .set(1);
     }
 
+    /// The enforcer's state as checked ([`Runtime::enforcer_health`] and
+    /// [`Runtime::enforcer_capacity`]): a fault fails `/healthz` with its reason until a later
+    /// check is `Ok`.
+    ///
+    /// [`Runtime::enforcer_health`]: crate::Runtime::enforcer_health
+    /// [`Runtime::enforcer_capacity`]: crate::Runtime::enforcer_capacity
+    pub fn enforcer(
+        &self,
+        health: Result<(), String>,
+        capacity: &[(&str, armor_core::enforcer::Capacity)],
+    ) {
+        self.inner.healthy.set(i64::from(health.is_ok()));
+        *self.inner.enforcer_fault.lock() = health.err();
+        for (enforcer, c) in capacity {
+            let l = labels(&[("enforcer", enforcer), ("resource", c.resource)]);
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.inner.capacity.get_or_create(&l).set(n(c.limit));
+            self.inner.capacity_used.get_or_create(&l).set(n(c.used));
+        }
+    }
+
     /// The gRPC feed's clients and its cumulative totals (queued, dropped).
     pub fn feed(&self, clients: usize, totals: (u64, u64)) {
         self.inner
@@ -345,8 +395,12 @@ impl Metrics {
         out
     }
 
-    /// `Ok` while the loop turns, else why not (`/healthz`).
+    /// `Ok` while the loop turns and the enforcer holds what it applied, else why not
+    /// (`/healthz`).
     pub fn health(&self) -> Result<(), String> {
+        if let Some(fault) = self.inner.enforcer_fault.lock().clone() {
+            return Err(fault);
+        }
         let now = i64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(i64::MAX);
         let last = self.inner.turned.load(Ordering::Relaxed);
         let stalled = Duration::from_millis(u64::try_from(now - last).unwrap_or(0));

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use armor_core::enforcer::Capacity;
 use armor_core::telemetry::Telemetry;
 use armor_runtime::metrics::{self, Metrics};
 
@@ -101,4 +102,40 @@ fn series_move_and_the_probes_say_ready_and_alive() {
     m.turned();
     assert_eq!(http_get(addr, "/healthz").0, 200);
     assert_eq!(http_get(addr, "/nothing").0, 404);
+
+    // The enforcer's capacity is shown; an enforcer that lost what it applied fails /healthz
+    // with the reason until a check finds it whole again.
+    let capacity = [
+        ("BPFLSM", Capacity::new("workloads", 3, 16384)),
+        ("BPFLSM", Capacity::new("rule_table_slots", 40, 131_072)),
+    ];
+    m.enforcer(Ok(()), &capacity);
+    let (_, text) = http_get(addr, "/metrics");
+    for (name, want) in [
+        ("armor_enforcer_healthy", 1.0),
+        (
+            "armor_enforcer_capacity{enforcer=\"BPFLSM\",resource=\"workloads\"}",
+            16384.0,
+        ),
+        (
+            "armor_enforcer_capacity_used{enforcer=\"BPFLSM\",resource=\"workloads\"}",
+            3.0,
+        ),
+        (
+            "armor_enforcer_capacity_used{enforcer=\"BPFLSM\",resource=\"rule_table_slots\"}",
+            40.0,
+        ),
+    ] {
+        assert_eq!(series(&text, name), Some(want), "{name}:\n{text}");
+    }
+    let fault =
+        "AppArmor: 1 of the 2 profiles armor applied are not in force (armor.w is not loaded)";
+    m.enforcer(Err(fault.to_owned()), &[]);
+    let (code, body) = http_get(addr, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(fault), "{body}");
+    let (_, text) = http_get(addr, "/metrics");
+    assert_eq!(series(&text, "armor_enforcer_healthy"), Some(0.0), "{text}");
+    m.enforcer(Ok(()), &[]);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use armor_core::RuleSet;
 use armor_core::enforcer::{
-    AlertSink, Applied, ApplyError, Artifact, CompileError, Destination, Enforcer, EnforcerAlert,
-    Support, Unenforceable,
+    AlertSink, Applied, ApplyError, Artifact, Built, Capacity, CompileError, Destination, Enforcer,
+    EnforcerAlert, EnforcerFactory, Support, Unenforceable,
 };
 use armor_core::rule::Rule;
 use armor_core::workload::WorkloadKey;
@@ -64,6 +64,8 @@ pub struct RecordingEnforcer {
     /// fails (else every later one).
     fail_apply: Mutex<Option<(usize, String, bool)>>,
     leave_out: Mutex<Option<LeaveOut>>,
+    /// What `health` answers ([`RecordingEnforcer::set_health`]).
+    fault: Mutex<Option<String>>,
     sink: armor_core::enforcer::AlertSlot,
 }
 
@@ -107,6 +109,12 @@ impl RecordingEnforcer {
     /// ([`Artifact::unenforceable`]), as a kernel enforcer does for what it cannot represent.
     pub fn leave_out(&self, why: impl Fn(&Rule) -> Option<String> + Send + Sync + 'static) {
         *self.leave_out.lock() = Some(Arc::new(why));
+    }
+
+    /// Makes `health` fail with `fault` (None: healthy again), as a kernel enforcer does when
+    /// what it applied was taken away.
+    pub fn set_health(&self, fault: Option<&str>) {
+        *self.fault.lock() = fault.map(str::to_owned);
     }
 
     /// Sends `alert` to the configured sink, as a kernel enforcer's reader thread would.
@@ -228,5 +236,50 @@ impl Enforcer for RecordingEnforcer {
 
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
         self.sink.set(sink);
+    }
+
+    /// `workloads`: the workloads installed, of [`RecordingEnforcer::CAPACITY`].
+    fn capacity(&self) -> Vec<Capacity> {
+        let n = u64::try_from(self.installed.lock().len()).unwrap_or(u64::MAX);
+        vec![Capacity::new("workloads", n, Self::CAPACITY)]
+    }
+
+    /// What [`RecordingEnforcer::set_health`] set last (`Ok` at first).
+    fn health(&self) -> Result<(), String> {
+        match &*self.fault.lock() {
+            Some(fault) => Err(fault.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RecordingEnforcer {
+    /// The `workloads` capacity it reports.
+    pub const CAPACITY: u64 = 1024;
+}
+
+/// Builds (hands out) one shared [`RecordingEnforcer`], choice `recording`: for tests of code
+/// that selects its enforcer from a list of factories, as the agent does.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingFactory(Arc<RecordingEnforcer>);
+
+impl RecordingFactory {
+    /// A factory handing out `enforcer`.
+    pub fn new(enforcer: Arc<RecordingEnforcer>) -> Self {
+        Self(enforcer)
+    }
+}
+
+impl EnforcerFactory for RecordingFactory {
+    fn choice(&self) -> &'static str {
+        "recording"
+    }
+
+    fn name(&self) -> &'static str {
+        "Recording"
+    }
+
+    fn build(&self) -> Result<Built, String> {
+        Ok(Built::new(self.0.clone()))
     }
 }

@@ -140,4 +140,57 @@ impl Enforcer for BpfLsm {
     fn set_alert_sink(&self, sink: Arc<dyn AlertSink>) {
         self.sink.set(sink);
     }
+
+    /// The kernel maps that fill as workloads are applied: `workloads` (records, the host's
+    /// included), `rule_table_slots` and `rule_map_entries` (where rule entries are placed),
+    /// `glob_automata`. Before the programs are loaded, every `used` is 0.
+    fn capacity(&self) -> Vec<Capacity> {
+        let st = self.lock();
+        let (mut slots, mut map) = (0u64, 0u64);
+        for i in st.installed.values() {
+            slots += u64::try_from(i.placed.slots.len()).unwrap_or(u64::MAX);
+            map += u64::try_from(i.placed.map.len()).unwrap_or(u64::MAX);
+        }
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        vec![
+            Capacity::new(
+                "workloads",
+                n(st.installed.len()),
+                u64::from(self.config.max_workloads),
+            ),
+            Capacity::new(
+                "rule_table_slots",
+                slots,
+                u64::from(Table::new(self.config.table_slots).slots()),
+            ),
+            Capacity::new(
+                "rule_map_entries",
+                map,
+                u64::from(self.config.max_rule_entries),
+            ),
+            Capacity::new(
+                "glob_automata",
+                n(st.used_dfas),
+                u64::from(self.config.max_glob_automata),
+            ),
+        ]
+    }
+
+    /// The programs cannot be taken away while the enforcer holds their links: the kernel
+    /// offers no detach for LSM (tracing) links, only closing the last reference, which this
+    /// process holds. What can fail is the thread that reads the alerts: its end is reported
+    /// (rules stay enforced, their alerts are no longer reported).
+    fn health(&self) -> Result<(), String> {
+        let st = self.lock();
+        let Some(l) = &st.loaded else {
+            return Ok(());
+        };
+        if l.reader.as_ref().is_none_or(JoinHandle::is_finished) && !l.stop.load(Ordering::SeqCst) {
+            return Err(format!(
+                "{NAME}: the thread reading the kernel's alerts has ended: rules are still \
+                 enforced but their alerts are no longer reported"
+            ));
+        }
+        Ok(())
+    }
 }

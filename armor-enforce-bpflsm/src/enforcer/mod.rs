@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use armor_core::RuleSet;
 use armor_core::enforcer::{
-    AlertSink, Applied, ApplyError, Artifact, Built, CompileError, Destination, Enforcer,
+    AlertSink, Applied, ApplyError, Artifact, Built, Capacity, CompileError, Destination, Enforcer,
     EnforcerAlert, EnforcerFactory, Start, Support,
 };
 use armor_core::event::Category;

@@ -222,6 +222,21 @@ impl Runtime {
         }
     }
 
+    /// `Ok` while every enforcer in use holds what it applied ([`Enforcer::health`]); else
+    /// what is not in force. Reads the kernel's state: call it every second at most.
+    pub fn enforcer_health(&self) -> Result<(), String> {
+        self.enforcers.iter().try_for_each(|e| e.health())
+    }
+
+    /// The kernel resources each enforcer in use fills, with the enforcer's name
+    /// ([`Enforcer::capacity`]).
+    pub fn enforcer_capacity(&self) -> Vec<(&'static str, armor_core::enforcer::Capacity)> {
+        self.enforcers
+            .iter()
+            .flat_map(|e| e.capacity().into_iter().map(|c| (e.name(), c)))
+            .collect()
+    }
+
     /// What is not enforced of each policy on this machine, per policy
     /// ([`crate::coverage::policy_gaps`]): what an orchestrator reports in each policy's status.
     pub fn policy_gaps(

@@ -463,4 +463,47 @@ spec:
         let _ = fs::remove_dir_all(&dir);
         assert!(failed.is_empty(), "{failed:#?}");
     }
+
+    /// The enforcer's health ([`Enforcer::health`](armor_core::enforcer::Enforcer::health))
+    /// follows what the kernel holds: a profile it applied and someone else switched to
+    /// complain mode, then unloaded, is named; applied again, it is healthy.
+    #[test]
+    fn health_names_a_profile_put_in_complain_mode_or_unloaded() {
+        require!(probe());
+        let dir = PathBuf::from("/tmp/armor-aa-health");
+        let _ = fs::remove_dir_all(&dir);
+        let aa = AppArmor::new(dir.join("profiles"));
+        let set = PolicySet::parse(LDSO_POLICY, "ldso.yaml").unwrap();
+        let policy = CompiledPolicy::build(&set).unwrap();
+        let w = armor_core::Workload::Container(
+            armor_core::Container::new("shop", "web").label("app", "web"),
+        );
+        let rules = policy.rule_set(&w, armor_core::Posture::default());
+        let key = WorkloadKey::new("live/health");
+        let dest = armor_core::enforcer::Destination::new(key.clone());
+        let artifact = aa.compile(&dest, &rules).unwrap();
+        aa.apply(&dest, artifact.as_ref()).unwrap();
+        assert_eq!(aa.health(), Ok(()));
+        let name = aa.label(&key).unwrap();
+        let file = dir.join("profiles").join(&name);
+        assert!(file.exists(), "{}", file.display());
+
+        parser(&["-C", "-r"], std::slice::from_ref(&file));
+        let e = aa.health().unwrap_err();
+        println!("complain: {e}");
+        assert!(e.contains(&format!("{name} is in complain mode")), "{e}");
+
+        parser(&["-R"], std::slice::from_ref(&file));
+        let e = aa.health().unwrap_err();
+        println!("unloaded: {e}");
+        assert!(e.contains(&format!("{name} is not loaded")), "{e}");
+
+        // Applied again (its file is unchanged, so only a remove and an apply load it).
+        aa.remove(&key).unwrap();
+        assert_eq!(aa.health(), Ok(()));
+        aa.apply(&dest, artifact.as_ref()).unwrap();
+        assert_eq!(aa.health(), Ok(()));
+        aa.remove(&key).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -1006,7 +1006,23 @@ fn bpflsm_outside_the_tree_falls_to_the_allow_list_posture() {
 fn bpflsm_a_workloads_deep_sub_cgroups_keep_its_rules() {
     let Some(lsm) = enforcer() else { return };
     let harness = Harness::enter(&lsm);
+    let used = |lsm: &BpfLsm, what: &str| -> u64 {
+        let cap = lsm.capacity();
+        let c = cap.iter().find(|c| c.resource == what).unwrap();
+        assert!(c.used <= c.limit, "{cap:?}");
+        c.used
+    };
+    let before = used(&lsm, "workloads");
     let wl = RootedWorkload::apply(&lsm, BYPASS_POLICY, Posture::default(), "deep-cgroup");
+    // The capacity the metrics show follows the workloads and their entries; the enforcer is
+    // healthy (its alert reader runs).
+    assert_eq!(used(&lsm, "workloads"), before + 1);
+    assert_eq!(
+        used(&lsm, "rule_table_slots") + used(&lsm, "rule_map_entries"),
+        lsm.used_entries() as u64
+    );
+    assert!(lsm.used_entries() > 0);
+    assert_eq!(lsm.health(), Ok(()));
     let mut levels = vec![wl.cg.path().to_path_buf()];
     for i in 0..80 {
         let next = levels[levels.len() - 1].join(format!("l{i}"));
@@ -1021,6 +1037,7 @@ fn bpflsm_a_workloads_deep_sub_cgroups_keep_its_rules() {
         let _ = fs::remove_dir(dir);
     }
     wl.remove(&lsm);
+    assert_eq!(used(&lsm, "workloads"), before);
     harness.leave(&lsm);
     println!("80 levels down: protected `{protected}`, other `{other}`");
     assert!(protected.starts_with("armor-op: errno 1 "), "{protected}");
