@@ -109,6 +109,35 @@ async fn deploy_applies_in_kubectl_order_and_the_daemonset_is_least_privileged()
     let field = node.value_from.clone().unwrap().field_ref.unwrap();
     assert_eq!(field.field_path, "spec.nodeName");
 
+    // The probes ask the agent's own metrics address (loopback in the pod) with the agent's
+    // binary: the same address as the agent's flag, /healthz for liveness, /readyz for
+    // readiness; the gRPC feed and the metrics listen on loopback.
+    let args = agent.args.clone().unwrap();
+    let metrics = args
+        .iter()
+        .find(|a| a.starts_with("--metrics="))
+        .unwrap()
+        .clone();
+    assert_eq!(metrics, "--metrics=127.0.0.1:9090");
+    assert!(
+        args.iter().any(|a| a == "--grpc=127.0.0.1:32767"),
+        "{args:?}"
+    );
+    for (probe, path) in [
+        (agent.liveness_probe.clone(), "/healthz"),
+        (agent.readiness_probe.clone(), "/readyz"),
+    ] {
+        let command = probe.unwrap().exec.unwrap().command.unwrap();
+        assert_eq!(
+            command,
+            [
+                "/usr/local/bin/armor-k8s-agent".to_string(),
+                metrics.clone(),
+                format!("--probe={path}")
+            ]
+        );
+    }
+
     let cm: ConfigMap = Api::namespaced(admin.clone(), "armor")
         .get("armor-config")
         .await

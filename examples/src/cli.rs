@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use armor_runtime::agent::AgentOptions;
 use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use clap::builder::TypedValueParser as _;
@@ -116,6 +116,39 @@ pub struct AgentFlags {
     /// enforcers).
     #[arg(long, requires = "metrics")]
     pub metrics_remote: bool,
+    /// Do not run an agent: ask the agent that serves --metrics at that address for PATH
+    /// (`/healthz` or `/readyz`) and exit 0 when it answers 200, else 1 with its answer (within
+    /// 5 s). A Kubernetes exec probe runs it in the agent's pod, whose metrics listen on the
+    /// pod's loopback only.
+    #[arg(long, value_name = "PATH", requires = "metrics")]
+    pub probe: Option<String>,
+}
+
+/// `--probe PATH`: asks the agent's metrics endpoint at `addr` for `path` (HTTP/1.1 GET, 5 s
+/// at most); `Ok` when it answers 200, else the answer or why there was none.
+pub fn probe(addr: std::net::SocketAddr, path: &str) -> Result<()> {
+    use std::io::Read as _;
+    let limit = std::time::Duration::from_secs(5);
+    let ask = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, limit)?;
+        s.set_read_timeout(Some(limit))?;
+        s.set_write_timeout(Some(limit))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        s.take(64 * 1024).read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let answer = ask().with_context(|| format!("--probe: asking http://{addr}{path}"))?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        bail!("http://{addr}{path}: {status}: {}", body.trim())
+    }
 }
 
 /// `--grpc-group`: a group id, or a group's name looked up in /etc/group.

@@ -174,6 +174,22 @@ async fn kubearmor_clients_read_the_agents_alerts_and_messages() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(http_get(metrics_addr, "/healthz").0, 200);
+    // The binary's own exec probe (`--probe`, what deploy/'s DaemonSet runs): 0 when the
+    // agent answers 200, 1 with its answer otherwise.
+    let probe = |path: &str| {
+        Command::new(env!("CARGO_BIN_EXE_armor-agent"))
+            .args(["--metrics", &metrics_addr.to_string(), "--probe", path])
+            .output()
+            .unwrap()
+    };
+    for path in ["/healthz", "/readyz"] {
+        let asked = probe(path);
+        assert!(asked.status.success(), "{path}: {asked:?}");
+    }
+    let asked = probe("/nothing");
+    assert_eq!(asked.status.code(), Some(1), "{asked:?}");
+    let said = String::from_utf8_lossy(&asked.stderr);
+    assert!(said.contains("404 Not Found"), "{said}");
     let marker_alerts = "armor_alerts_total{policy=\"block-marker\",action=\"Audit (Block)\"}";
     let (_, before) = http_get(metrics_addr, "/metrics");
     assert_eq!(series(&before, marker_alerts), None, "{before}");

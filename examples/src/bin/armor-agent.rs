@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use armor_runtime::agent::{self, AgentOptions};
 use clap::Parser;
 
@@ -92,8 +92,8 @@ struct Cli {
     #[command(flatten)]
     flags: armor_examples::cli::AgentFlags,
     /// Directory of KubeArmorPolicy / KubeArmorClusterPolicy / KubeArmorHostPolicy files.
-    #[arg(long)]
-    policies: PathBuf,
+    #[arg(long, required_unless_present = "probe")]
+    policies: Option<PathBuf>,
     /// Service inventory: systemd units that are workloads with a namespace, name and labels.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
@@ -102,6 +102,12 @@ struct Cli {
 fn main() -> Result<()> {
     armor_examples::init_logging();
     let cli = Cli::parse();
+    if let (Some(path), Some(addr)) = (&cli.flags.probe, cli.flags.metrics) {
+        return armor_examples::cli::probe(addr, path);
+    }
+    let Some(policies) = &cli.policies else {
+        bail!("--policies DIR is needed");
+    };
     let stop = armor_examples::cli::stop_on_signals()?;
     let mut out = armor_examples::cli::open_output(
         &cli.flags.output,
@@ -111,7 +117,7 @@ fn main() -> Result<()> {
     let mut log = |line: &str| eprintln!("armor-agent: {line}");
     let mut options = cli
         .flags
-        .serve_endpoints(cli.flags.apply(AgentOptions::new(&cli.policies)), &mut log)?;
+        .serve_endpoints(cli.flags.apply(AgentOptions::new(policies)), &mut log)?;
     if let Some(file) = &cli.inventory {
         options = options.inventory(file);
     }

@@ -74,8 +74,8 @@ struct Cli {
     #[command(flatten)]
     flags: armor_examples::cli::AgentFlags,
     /// This node's name.
-    #[arg(long, env = "NODE_NAME")]
-    node: String,
+    #[arg(long, env = "NODE_NAME", required_unless_present = "probe")]
+    node: Option<String>,
     /// A kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
@@ -276,6 +276,12 @@ fn first_view(
 fn main() -> Result<()> {
     armor_examples::init_logging();
     let cli = Cli::parse();
+    if let (Some(path), Some(addr)) = (&cli.flags.probe, cli.flags.metrics) {
+        return armor_examples::cli::probe(addr, path);
+    }
+    let Some(node) = cli.node.clone() else {
+        bail!("--node NAME (or NODE_NAME) is needed");
+    };
     let stop = armor_examples::cli::stop_on_signals()?;
     let Some((config_ns, config_name)) = cli.config.split_once('/') else {
         bail!("--config `{}`: expected NAMESPACE/NAME", cli.config);
@@ -286,11 +292,11 @@ fn main() -> Result<()> {
         cli.flags.output_keep,
     )?;
     let mut base = RuntimeConfig::default().require_enforcement(cli.flags.require_enforcement);
-    base.host_name.clone_from(&cli.node);
-    let watch = NodeWatch::new(&cli.node).config(config_ns, config_name);
+    base.host_name.clone_from(&node);
+    let watch = NodeWatch::new(&node).config(config_ns, config_name);
     log(&format!(
-        "node {}: following the cluster (settings in ConfigMap {})",
-        cli.node, cli.config
+        "node {node}: following the cluster (settings in ConfigMap {})",
+        cli.config
     ));
     let started = Instant::now();
     let (chosen_tx, chosen_rx) = mpsc::channel();
