@@ -126,7 +126,9 @@ struct armor_workload {
 struct armor_config {
 	__u64 hash_key;
 	__u32 max_cgroup_level;
-	__u32 pad;
+	/* Not read by the programs: the ruleset id user space uses next, kept here so that an
+	 * agent adopting pinned maps never reuses an id an earlier one wrote. */
+	__u32 next_ruleset;
 };
 
 /* One alert through the ring buffer. */

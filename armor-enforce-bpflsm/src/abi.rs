@@ -247,8 +247,10 @@ pub struct ConfigVal {
     pub hash_key: u64,
     /// Deepest cgroup level searched for a workload ancestor.
     pub max_cgroup_level: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Not read by the programs: the ruleset id user space uses next, written before an id is
+    /// used, so that an enforcer adopting pinned maps never reuses an id an earlier one wrote
+    /// (its entries could still be in the table).
+    pub next_ruleset: u32,
 }
 
 /// `struct armor_alert`.

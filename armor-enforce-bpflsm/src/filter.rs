@@ -32,6 +32,8 @@ pub struct Filter {
     mask: u32,
     words: Vec<u64>,
     counts: HashMap<u32, u32>,
+    /// Bits held for keys that are not known one by one ([`Filter::hold`]).
+    held: Vec<u32>,
 }
 
 impl Filter {
@@ -43,6 +45,7 @@ impl Filter {
             mask: bits - 1,
             words: vec![0; (bits / 64) as usize],
             counts: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -96,6 +99,42 @@ impl Filter {
                     if let Some(w) = self.words.get_mut((b / 64) as usize) {
                         *w &= !(1u64 << (b % 64));
                     }
+                }
+            }
+        }
+        self.report(changed)
+    }
+
+    /// Keeps the set bits of `word` (word `idx` of a filter found in the kernel, whose keys
+    /// are not known one by one: an earlier enforcer's) set, each counted as one key, until
+    /// [`Filter::release_held`]. Returns the word's new value when it changed.
+    pub fn hold(&mut self, idx: u32, word: u64) -> Option<(u32, u64)> {
+        let w = self.words.get_mut(idx as usize)?;
+        let before = *w;
+        for bit in (0..64).filter(|b| word >> b & 1 == 1) {
+            let b = idx * 64 + bit;
+            let c = self.counts.entry(b).or_insert(0);
+            *c = c.saturating_add(1);
+            self.held.push(b);
+        }
+        *w |= word;
+        (*w != before).then_some((idx, *w))
+    }
+
+    /// Counts the bits [`Filter::hold`] kept out again; returns the words whose value changed
+    /// (bits no installed key needs), with their new value, in index order.
+    pub fn release_held(&mut self) -> Vec<(u32, u64)> {
+        let mut changed = Vec::new();
+        for b in std::mem::take(&mut self.held) {
+            let Some(c) = self.counts.get_mut(&b) else {
+                continue;
+            };
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.counts.remove(&b);
+                changed.push(b / 64);
+                if let Some(w) = self.words.get_mut((b / 64) as usize) {
+                    *w &= !(1u64 << (b % 64));
                 }
             }
         }
@@ -213,6 +252,30 @@ mod tests {
             .filter(|c| f.maybe(3, kind::CAP, *c))
             .count();
         assert!(absent <= 1, "{absent} absent capabilities passed");
+    }
+
+    #[test]
+    fn held_bits_stay_until_released_and_keep_what_new_keys_need() {
+        let mut f = Filter::new(1 << 12);
+        let old = key(7, 1234);
+        let mut found = Filter::new(1 << 12);
+        assert_eq!(f.hold(0, 0), None);
+        let words = found.add([&old]);
+        // A filter found in the kernel: its words are held, whatever keys made them.
+        for (i, w) in &words {
+            assert_eq!(f.hold(*i, *w), Some((*i, *w)));
+        }
+        assert!(f.maybe(7, old.kind, 1234));
+        let new = key(8, 1234);
+        f.add([&new]);
+        let changed = f.release_held();
+        assert!(f.maybe(8, new.kind, 1234), "a new key keeps its bits");
+        assert!(!changed.is_empty());
+        // Released: only the new key's bits are left, the words rewritten say so.
+        let mut only_new = Filter::new(1 << 12);
+        only_new.add([&new]);
+        assert_eq!(f.words, only_new.words, "{changed:?}");
+        assert!(f.release_held().is_empty());
     }
 
     #[test]

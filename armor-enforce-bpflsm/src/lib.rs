@@ -42,4 +42,7 @@ pub use compile::{compile, compile_with};
 #[cfg(feature = "internals")]
 pub use simulation::{KernelDecision, KernelOp, Model};
 
-pub use enforcer::{BpfLsm, Config, Counters, Factory, LoadError, NAME};
+pub use enforcer::{
+    BpfLsm, Config, Counters, DEFAULT_PIN_ROOT, Factory, LoadError, NAME, Pinning, abi_id,
+    uninstall,
+};

@@ -167,6 +167,13 @@ impl Table {
         }
     }
 
+    /// Sets slot `idx` to `tag` as found in the kernel (a table an earlier enforcer filled):
+    /// entries, tombstones and empty slots alike, so that placing and freeing go on from the
+    /// kernel's state.
+    pub fn restore(&mut self, idx: u32, tag: u64) {
+        self.set(idx & self.mask, tag);
+    }
+
     /// Places the entries of one ruleset: each `seq` 0 entry in the table when its window has
     /// room, in the map otherwise; entries past `seq` 0 in the map.
     pub fn place_all(&mut self, rules: &[(RuleKey, RuleVal)]) -> Placement {

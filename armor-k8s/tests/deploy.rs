@@ -21,7 +21,8 @@ use kube::api::Api;
 
 /// The host paths the agent writes to: securityfs (AppArmor loads), the hook's socket
 /// directory, the AppArmor profiles.
-const WRITABLE: [&str; 3] = [
+const WRITABLE: [&str; 4] = [
+    "/sys/fs/bpf",
     "/sys/kernel/security",
     "/run/armor",
     "/var/lib/armor/apparmor",

@@ -681,6 +681,7 @@ impl Agent {
         if let Some(inv) = &inventory {
             describe_services(rt.sync_services(&inv.inventory, &inv.cgroup_root), log);
         }
+        sweep_earlier_state(&mut rt, log);
         let hooks = match &options.hook_socket {
             Some(path) => {
                 let server = HookServer::bind(path)?;
@@ -1281,8 +1282,7 @@ fn select_enforcement(options: &AgentOptions, log: &mut dyn FnMut(&str)) -> Resu
 
 /// Subscribes to containerd's events first (a container created while the existing ones are
 /// listed is not missed), then tracks every running or created task and loads ahead what a
-/// defined container needs (an AppArmor profile), and sweeps what the enforcer kept for
-/// workloads that are gone.
+/// defined container needs (an AppArmor profile).
 fn follow_containerd(
     rt: &mut Runtime,
     sock: &Path,
@@ -1301,6 +1301,14 @@ fn follow_containerd(
             log(&line);
         }
     }
+    Ok((c, rx))
+}
+
+/// Removes what the enforcer kept for workloads that are gone, once every tracked workload
+/// (host, containers, services) is applied: an earlier run's AppArmor profiles, an adopted
+/// BPF-LSM set's records of workloads no longer tracked, and BPF-LSM programs of an earlier
+/// version (detached only now, so enforcement never stopped).
+fn sweep_earlier_state(rt: &mut Runtime, log: &mut dyn FnMut(&str)) {
     let enforcer = rt
         .enforcement()
         .and_then(Enforcement::name)
@@ -1308,7 +1316,6 @@ fn follow_containerd(
     for name in rt.sweep_stale_profiles() {
         log(&format!("removed stale {enforcer} state: {name}"));
     }
-    Ok((c, rx))
 }
 
 /// Logs what is not fully enforced and the `ready` line, and returns the readiness summary;

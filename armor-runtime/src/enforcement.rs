@@ -110,8 +110,8 @@ pub struct EnforcementOptions {
 }
 
 impl Default for EnforcementOptions {
-    /// BPF-LSM with its default capacities, then AppArmor writing its profiles to
-    /// `/var/lib/armor/apparmor`.
+    /// BPF-LSM with its default capacities, pinned under `/sys/fs/bpf/armor`, then AppArmor
+    /// writing its profiles to `/var/lib/armor/apparmor`.
     fn default() -> Self {
         Self {
             factories: vec![
@@ -162,10 +162,21 @@ impl EnforcementOptions {
         self.register(Arc::new(armor_enforce_apparmor::Factory::new(dir)))
     }
 
-    /// The same with these BPF-LSM settings.
+    /// The same with these BPF-LSM settings (pinned under
+    /// [`armor_enforce_bpflsm::DEFAULT_PIN_ROOT`]).
     #[must_use]
     pub fn bpflsm(self, config: armor_enforce_bpflsm::Config) -> Self {
         self.register(Arc::new(armor_enforce_bpflsm::Factory::new(config)))
+    }
+
+    /// The same with BPF-LSM (default settings) pinning its programs under `root`
+    /// ([`armor_enforce_bpflsm::Pinning`]): they stay attached when the agent exits and the next
+    /// agent adopts them. `None`: not pinned, enforcement ends with the agent.
+    #[must_use]
+    pub fn bpflsm_pin_root(self, root: Option<PathBuf>) -> Self {
+        self.register(Arc::new(
+            armor_enforce_bpflsm::Factory::default().pin_root(root),
+        ))
     }
 
     /// The same, building `enforcer` (with its own settings, possibly loaded already: its

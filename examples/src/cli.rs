@@ -74,6 +74,19 @@ pub struct AgentFlags {
     /// Where the AppArmor enforcer writes its profiles.
     #[arg(long, default_value = "/var/lib/armor/apparmor")]
     pub apparmor_dir: std::path::PathBuf,
+    /// Where BPF-LSM's programs and maps are pinned (a directory in a BPF file system): they
+    /// stay attached, and every rule in force, when the agent exits, and the next agent adopts
+    /// them (see below).
+    #[arg(long, value_name = "DIR", default_value = armor_enforce_bpflsm::DEFAULT_PIN_ROOT)]
+    pub bpf_pin_dir: std::path::PathBuf,
+    /// Do not pin BPF-LSM's programs: enforcement ends with the agent.
+    #[arg(long, conflicts_with = "bpf_pin_dir")]
+    pub no_pin: bool,
+    /// Do not run an agent: remove what agents left enforcing on this machine (BPF-LSM programs
+    /// pinned in --bpf-pin-dir, armor's AppArmor profiles in --apparmor-dir) and exit. Programs
+    /// an agent still running holds are detached when it exits.
+    #[arg(long, conflicts_with = "probe")]
+    pub uninstall: bool,
     /// Fail closed: refuse to start, admit a container or take a policy change when a rule would
     /// only be reported, not enforced by the kernel (see below).
     #[arg(long)]
@@ -122,6 +135,37 @@ pub struct AgentFlags {
     /// pod's loopback only.
     #[arg(long, value_name = "PATH", requires = "metrics")]
     pub probe: Option<String>,
+}
+
+/// `--uninstall`: removes every BPF-LSM program set pinned in `flags.bpf_pin_dir` and armor's
+/// AppArmor profiles in `flags.apparmor_dir` (unloaded from the kernel where AppArmor runs),
+/// saying what in `log`.
+pub fn uninstall(flags: &AgentFlags, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let sets = armor_enforce_bpflsm::uninstall(&flags.bpf_pin_dir)
+        .with_context(|| format!("removing the pins in {}", flags.bpf_pin_dir.display()))?;
+    for dir in &sets {
+        log(&format!(
+            "removed the BPF-LSM programs pinned in {} (detached once no agent holds them)",
+            dir.display()
+        ));
+    }
+    let profiles = armor_enforce_apparmor::AppArmor::new(&flags.apparmor_dir)
+        .sweep_profiles(&[])
+        .with_context(|| {
+            format!(
+                "removing the AppArmor profiles in {}",
+                flags.apparmor_dir.display()
+            )
+        })?;
+    for name in &profiles {
+        log(&format!("removed the AppArmor profile {name}"));
+    }
+    log(&format!(
+        "uninstalled: {} BPF-LSM program sets, {} AppArmor profiles",
+        sets.len(),
+        profiles.len()
+    ));
+    Ok(())
 }
 
 /// `--probe PATH`: asks the agent's metrics endpoint at `addr` for `path` (HTTP/1.1 GET, 5 s
@@ -191,7 +235,11 @@ impl AgentFlags {
     pub fn apply(&self, options: AgentOptions) -> AgentOptions {
         let mut options = options
             .enforcer(self.enforcer.clone())
-            .enforcement(EnforcementOptions::default().apparmor_dir(&self.apparmor_dir))
+            .enforcement(
+                EnforcementOptions::default()
+                    .apparmor_dir(&self.apparmor_dir)
+                    .bpflsm_pin_root((!self.no_pin).then(|| self.bpf_pin_dir.clone())),
+            )
             .require_enforcement(self.require_enforcement)
             .event_ring_bytes(self.event_ring_mib << 20);
         if let Some(sock) = &self.containerd_socket {

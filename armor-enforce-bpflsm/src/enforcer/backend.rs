@@ -146,18 +146,18 @@ impl Enforcer for BpfLsm {
     /// `glob_automata`. Before the programs are loaded, every `used` is 0.
     fn capacity(&self) -> Vec<Capacity> {
         let st = self.lock();
-        let (mut slots, mut map) = (0u64, 0u64);
-        for i in st.installed.values() {
-            slots += u64::try_from(i.placed.slots.len()).unwrap_or(u64::MAX);
-            map += u64::try_from(i.placed.map.len()).unwrap_or(u64::MAX);
-        }
         let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        // What an adopted set left counts until it is released.
+        let (mut slots, mut map, mut records) = st.legacy.as_ref().map_or((0, 0, 0), |g| {
+            (n(g.slots.len()), n(g.map_keys.len()), n(g.records.len()))
+        });
+        for i in st.installed.values() {
+            slots += n(i.placed.slots.len());
+            map += n(i.placed.map.len());
+        }
+        records += n(st.installed.len());
         vec![
-            Capacity::new(
-                "workloads",
-                n(st.installed.len()),
-                u64::from(self.config.max_workloads),
-            ),
+            Capacity::new("workloads", records, u64::from(self.config.max_workloads)),
             Capacity::new(
                 "rule_table_slots",
                 slots,
@@ -174,6 +174,72 @@ impl Enforcer for BpfLsm {
                 u64::from(self.config.max_glob_automata),
             ),
         ]
+    }
+
+    /// Two things an earlier run left, once the runtime applied every workload it tracks:
+    /// - the workload records of an adopted set whose cgroups are not in `keep` (containers
+    ///   gone while no agent ran, workloads the new policies select no more): deleted, and the
+    ///   earlier entries with the last of them ([`Pinning`]); a kept workload's record stays
+    ///   until it is applied again;
+    /// - program sets of another ABI (an earlier version) or that could not be adopted: their
+    ///   pins are removed, which detaches them now that this enforcer's programs are attached
+    ///   and filled.
+    ///
+    /// A key without a cgroup id stands for the host (record 0).
+    fn sweep(&self, keep: &[WorkloadKey]) -> Result<Vec<String>, ApplyError> {
+        let mut st = self.lock();
+        let mut removed = Vec::new();
+        let keep: std::collections::BTreeSet<u64> =
+            keep.iter().map(|k| k.cgroup_id.unwrap_or(0)).collect();
+        let gone: Vec<u64> = st.legacy.as_ref().map_or_else(Vec::new, |g| {
+            g.records
+                .keys()
+                .filter(|cg| !keep.contains(cg))
+                .copied()
+                .collect()
+        });
+        if let Some(l) = st.loaded.as_mut() {
+            for cg in &gone {
+                match l.workloads.remove(cg) {
+                    Ok(()) => {}
+                    Err(MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(map_err("bpf_map_delete_elem", e)),
+                }
+                removed.push(if *cg == 0 {
+                    "the host's rules of an earlier run".to_owned()
+                } else {
+                    format!("the rules of cgroup {cg} of an earlier run")
+                });
+            }
+        }
+        if let Some(g) = st.legacy.as_mut() {
+            for cg in &gone {
+                g.records.remove(cg);
+            }
+        }
+        release_legacy_if_done(&mut st);
+        let mut failed = None;
+        for dir in std::mem::take(&mut st.previous_sets) {
+            match remove_set(&dir) {
+                Ok(()) => removed.push(format!(
+                    "the programs an earlier run pinned in {}",
+                    dir.display()
+                )),
+                Err(source) => {
+                    // Tried again by the next sweep.
+                    st.previous_sets.push(dir);
+                    failed.get_or_insert(ApplyError::Syscall {
+                        call: "unlink",
+                        source,
+                    });
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// The programs cannot be taken away while the enforcer holds their links: the kernel

@@ -70,9 +70,20 @@ pub enum LoadError {
     /// Reading `/dev/urandom` for the hash key failed.
     #[error("cannot read /dev/urandom")]
     Random(#[source] io::Error),
+    /// A pinned program set could not be adopted (a pin missing or of the wrong kind).
+    #[error("cannot adopt the programs pinned in {dir}: {reason}")]
+    Adopt {
+        /// The set's directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 pub(super) struct Loaded {
+    /// `armor_config` and what it holds (the next ruleset id is rewritten before each use).
+    pub(super) config_map: Array<MapData, ConfigVal>,
+    pub(super) config_val: ConfigVal,
     pub(super) table: Array<MapData, SlotVal>,
     /// The user-space copy of the table's tags.
     pub(super) tags: Table,
@@ -87,8 +98,11 @@ pub(super) struct Loaded {
     pub(super) stop: Arc<AtomicBool>,
     pub(super) reader: Option<JoinHandle<()>>,
     pub(super) alerts_read: Arc<std::sync::atomic::AtomicU64>,
-    // Owns the programs and links; dropped last.
-    pub(super) _ebpf: Ebpf,
+    /// The links taken out of their programs (pinned ones, or adopted ones): held while the
+    /// enforcer lives.
+    pub(super) _links: Vec<aya::programs::links::FdLink>,
+    // Owns the programs and the links left in them (none when adopted); dropped last.
+    pub(super) _ebpf: Option<Ebpf>,
 }
 
 impl Drop for Loaded {
@@ -262,12 +276,13 @@ pub(super) fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<LoadTimes, VerifyEr
 
 impl BpfLsm {
     /// Takes the object a probe loaded (every program verified), or loads the object and has
-    /// the kernel verify every program; then writes the configuration and attaches every
-    /// program. The load times are `None` when the probe did the verifying.
+    /// the kernel verify every program; then writes the configuration, attaches every
+    /// program and, with a pin root, pins them ([`pin_new`]). The load times are `None` when
+    /// the probe did the verifying.
     pub(super) fn load_programs(
         &self,
         probed: Option<Ebpf>,
-    ) -> Result<(Loaded, Option<LoadTimes>), LoadError> {
+    ) -> Result<(Loaded, Option<LoadTimes>, Pinning), LoadError> {
         let tags = Table::new(self.config.table_slots);
         let mask = tags.mask();
         let bloom = Filter::new(self.config.filter_bits);
@@ -292,30 +307,46 @@ impl BpfLsm {
             Some(k) => k,
             None => random_key()?,
         };
-        let mut cfg: Array<MapData, ConfigVal> = take(&mut ebpf, "armor_config")?;
-        cfg.set(
-            0,
-            ConfigVal {
-                hash_key,
-                max_cgroup_level: self.config.max_cgroup_level,
-                pad: 0,
-            },
-            0,
-        )
-        .map_err(|source| LoadError::Map {
-            call: "bpf_map_update_elem",
-            map: "armor_config",
-            source: Box::new(source),
-        })?;
+        let config_val = ConfigVal {
+            hash_key,
+            max_cgroup_level: self.config.max_cgroup_level,
+            next_ruleset: 1,
+        };
+        {
+            let mut cfg: Array<&mut MapData, ConfigVal> = Array::try_from(
+                ebpf.map_mut("armor_config")
+                    .ok_or(LoadError::Missing("armor_config"))?,
+            )
+            .map_err(|source| LoadError::Map {
+                call: "open",
+                map: "armor_config",
+                source: Box::new(source),
+            })?;
+            cfg.set(0, config_val, 0).map_err(|source| LoadError::Map {
+                call: "bpf_map_update_elem",
+                map: "armor_config",
+                source: Box::new(source),
+            })?;
+        }
+        let mut attached = Vec::new();
         for &(name, hook) in PROGRAMS {
             let prog: &mut Lsm = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::Missing(name))?
                 .try_into()
                 .map_err(|e| program_error("bpf_link_create", hook, e))?;
-            prog.attach()
+            let id = prog
+                .attach()
                 .map_err(|e| program_error("bpf_link_create", hook, e))?;
+            attached.push((name, hook, id));
         }
+        // Pinned while the maps are empty (see `pin_new`), before the maps are taken out of
+        // the object.
+        let (pinning, links) = match &self.pin_root {
+            Some(root) => pin_new(&mut ebpf, attached, root, abi_id(&self.config))?,
+            None => (Pinning::Off, Vec::new()),
+        };
+        let config_map = take(&mut ebpf, "armor_config")?;
         let table = take(&mut ebpf, "armor_table")?;
         let rules = take(&mut ebpf, "armor_rules")?;
         let filter = take(&mut ebpf, "armor_filter")?;
@@ -327,6 +358,8 @@ impl BpfLsm {
         let alerts_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = spawn_reader(ring, self.sink.clone(), stop.clone(), alerts_read.clone());
         let loaded = Loaded {
+            config_map,
+            config_val,
             table,
             tags,
             rules,
@@ -339,8 +372,70 @@ impl BpfLsm {
             stop,
             reader: Some(reader),
             alerts_read,
-            _ebpf: ebpf,
+            _links: links,
+            _ebpf: Some(ebpf),
         };
-        Ok((loaded, times))
+        Ok((loaded, times, pinning))
+    }
+
+    /// Adopts the complete program set pinned in `dir` (of this enforcer's ABI): holds its
+    /// links, opens its maps, keeps its hash key and ruleset ids (the configured cgroup depth
+    /// is written), starts reading its alerts, and reads back what its maps hold
+    /// ([`read_back`]). Nothing is loaded. Returns the maps, what they held, and the first
+    /// ruleset id this enforcer may use.
+    pub(super) fn adopt(&self, dir: &Path) -> Result<(Loaded, Legacy, u32), LoadError> {
+        let mut config_map: Array<MapData, ConfigVal> = open_pinned(dir, "armor_config")?;
+        let found = config_map.get(&0, 0).map_err(|source| LoadError::Map {
+            call: "bpf_map_lookup_elem",
+            map: "armor_config",
+            source: Box::new(source),
+        })?;
+        let config_val = ConfigVal {
+            max_cgroup_level: self.config.max_cgroup_level,
+            ..found
+        };
+        config_map
+            .set(0, config_val, 0)
+            .map_err(|source| LoadError::Map {
+                call: "bpf_map_update_elem",
+                map: "armor_config",
+                source: Box::new(source),
+            })?;
+        let mut links = Vec::new();
+        for &(_, hook) in PROGRAMS {
+            let path = dir.join(format!("link_{hook}"));
+            let link = aya::programs::links::PinnedLink::from_pin(&path).map_err(|e| {
+                LoadError::Adopt {
+                    dir: dir.to_path_buf(),
+                    reason: format!("{}: {e}", path.display()),
+                }
+            })?;
+            links.push(aya::programs::links::FdLink::from(link));
+        }
+        let ring = open_pinned(dir, "armor_alerts")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let alerts_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut loaded = Loaded {
+            config_map,
+            config_val,
+            table: open_pinned(dir, "armor_table")?,
+            tags: Table::new(self.config.table_slots),
+            rules: open_pinned(dir, "armor_rules")?,
+            filter: open_pinned(dir, "armor_filter")?,
+            bloom: Filter::new(self.config.filter_bits),
+            dfas: open_pinned(dir, "armor_dfas")?,
+            workloads: open_pinned(dir, "armor_workloads")?,
+            counters: open_pinned(dir, "armor_counters")?,
+            hash_key: found.hash_key,
+            stop: stop.clone(),
+            reader: None,
+            alerts_read: alerts_read.clone(),
+            _links: links,
+            _ebpf: None,
+        };
+        let (legacy, top) = read_back(&mut loaded)?;
+        loaded.reader = Some(spawn_reader(ring, self.sink.clone(), stop, alerts_read));
+        let next = found.next_ruleset.max(top.saturating_add(1)).max(1);
+        Ok((loaded, legacy, next))
     }
 }

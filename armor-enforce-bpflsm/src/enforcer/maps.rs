@@ -39,12 +39,23 @@ impl BpfLsm {
                 source: Box::new(e),
             })?;
         let id = st.next_ruleset;
+        let next = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
         let hash_key = st.loaded.as_ref().ok_or_else(not_loaded)?.hash_key;
         let enc = a.encode(id, hash_key);
-        let used = self.check_capacity(st, key, &enc)?;
+        let used = self.check_capacity(st, key, cgroup, &enc)?;
+        // The record an earlier (adopted) enforcer wrote for this cgroup, replaced like an
+        // installed workload's.
+        let adopted = match &st.legacy {
+            Some(g) if !st.installed.contains_key(key) => g.records.get(&cgroup).copied(),
+            _ => None,
+        };
         // Only a first install may wait for the first exec: rewriting the flag of an installed
-        // workload could re-open a container that already runs its entrypoint.
-        let until_exec = !st.installed.contains_key(key) && a.from_first_exec;
+        // workload could re-open a container that already runs its entrypoint. An adopted
+        // record keeps the flag it has (the kernel cleared it at the first exec).
+        let until_exec = match adopted {
+            Some(old) => old.flags & abi::W_UNTIL_EXEC != 0,
+            None => !st.installed.contains_key(key) && a.from_first_exec,
+        };
         let val = WorkloadVal {
             ruleset: id,
             alerts_per_sec,
@@ -53,8 +64,18 @@ impl BpfLsm {
             meta: enc.meta,
         };
         let l = st.loaded.as_mut().ok_or_else(not_loaded)?;
+        // The id is recorded as used before any entry carries it: an enforcer that adopts
+        // these maps after a crash here starts past it.
+        let config_val = ConfigVal {
+            next_ruleset: next,
+            ..l.config_val
+        };
+        l.config_map
+            .set(0, config_val, 0)
+            .map_err(|e| map_err("bpf_map_update_elem", e))?;
+        l.config_val = config_val;
+        st.next_ruleset = next;
         let (placed, keys, dfas) = write_new(l, &enc, |l| flip(l, cgroup, val))?;
-        st.next_ruleset = id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
         let previous = st.installed.insert(
             key.clone(),
             Installed {
@@ -71,6 +92,12 @@ impl BpfLsm {
         if let (Some(old), Some(l)) = (&previous, st.loaded.as_mut()) {
             delete_old(l, old, cgroup);
         }
+        if adopted.is_some()
+            && let Some(g) = st.legacy.as_mut()
+        {
+            g.records.remove(&cgroup);
+            release_legacy_if_done(st);
+        }
         Ok(if previous.is_some() {
             Applied::Updated
         } else {
@@ -85,6 +112,7 @@ impl BpfLsm {
         &self,
         st: &State,
         key: &WorkloadKey,
+        cgroup: u64,
         enc: &Encoded,
     ) -> Result<(usize, usize), ApplyError> {
         let old = st.installed.get(key);
@@ -100,7 +128,11 @@ impl BpfLsm {
                 setting: "max_rule_entries",
             });
         }
-        if old.is_none() && st.installed.len() >= self.config.max_workloads as usize {
+        // Records an adopted set left count until they are applied again or swept.
+        let adopted = st.legacy.as_ref().map_or(0, |g| {
+            g.records.len() - usize::from(g.records.contains_key(&cgroup))
+        });
+        if old.is_none() && st.installed.len() + adopted >= self.config.max_workloads as usize {
             return Err(ApplyError::Capacity {
                 workload: key.name.clone(),
                 resource: "workload slots",

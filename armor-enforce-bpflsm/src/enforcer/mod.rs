@@ -70,6 +70,7 @@ mod factory;
 mod load;
 mod maps;
 mod mounts;
+mod pin;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -81,4 +82,6 @@ pub use factory::*;
 pub use load::*;
 use maps::*;
 use mounts::*;
+use pin::*;
+pub use pin::{DEFAULT_PIN_ROOT, PINNED_MAPS, Pinning, abi_id, uninstall};
 pub use state::*;

@@ -63,6 +63,13 @@ pub(super) struct State {
     pub(super) next_ruleset: u32,
     pub(super) used_entries: usize,
     pub(super) used_dfas: usize,
+    /// What an adopted set's maps held, until each of its records is applied again or swept.
+    pub(super) legacy: Option<Legacy>,
+    /// What became of pinning at load.
+    pub(super) pinning: Pinning,
+    /// Program sets of earlier runs found at load and not adopted: removed (detached) by the
+    /// next sweep.
+    pub(super) previous_sets: Vec<PathBuf>,
 }
 
 pub(super) type Sink = armor_core::enforcer::AlertSlot;
@@ -70,6 +77,8 @@ pub(super) type Sink = armor_core::enforcer::AlertSlot;
 /// The BPF-LSM enforcer. The programs load on the first `apply`.
 pub struct BpfLsm {
     pub(super) config: Config,
+    /// Where the programs are pinned (`None`: not pinned).
+    pub(super) pin_root: Option<PathBuf>,
     /// The alert rate written with each workload's next apply (`config.alerts_per_sec` at first).
     pub(super) alerts_per_sec: AtomicU32,
     pub(super) state: Mutex<State>,
@@ -85,10 +94,12 @@ impl std::fmt::Debug for BpfLsm {
 }
 
 impl BpfLsm {
-    /// An enforcer with `config`. Nothing is loaded until the first `apply`.
+    /// An enforcer with `config`. Nothing is loaded until the first `apply`; the programs are
+    /// not pinned and end with the enforcer.
     pub fn new(config: Config) -> Self {
         Self {
             config,
+            pin_root: None,
             alerts_per_sec: AtomicU32::new(config.alerts_per_sec),
             state: Mutex::new(State {
                 next_ruleset: 1,
@@ -96,6 +107,28 @@ impl BpfLsm {
             }),
             sink: Sink::new(),
         }
+    }
+
+    /// An enforcer with `config` whose programs are pinned under `root` (`/sys/fs/bpf/armor`,
+    /// [`DEFAULT_PIN_ROOT`]): they stay attached, and their rules in force, when the enforcer
+    /// or its process ends, and the next enforcer with the same ABI adopts them instead of
+    /// loading (see the `pin` section of the crate manual: [`Pinning`]).
+    pub fn pinned(config: Config, root: impl Into<PathBuf>) -> Self {
+        Self {
+            pin_root: Some(root.into()),
+            ..Self::new(config)
+        }
+    }
+
+    /// What became of pinning when the programs were loaded ([`Pinning::Off`] before, or
+    /// without a pin root).
+    pub fn pinning(&self) -> Pinning {
+        self.lock().pinning.clone()
+    }
+
+    /// The pin root (`None`: not pinned).
+    pub fn pin_root(&self) -> Option<&Path> {
+        self.pin_root.as_deref()
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
@@ -114,13 +147,56 @@ impl BpfLsm {
     /// `apply` bring them in. Times are kept from whichever verification happened (the probe's,
     /// when it left its programs).
     pub(super) fn ensure_loaded(&self, st: &mut State) -> Result<(), LoadError> {
-        if st.loaded.is_none() {
-            let probed = st.probed.take();
-            let (loaded, times) = self.load_programs(probed)?;
-            st.loaded = Some(loaded);
-            if let Some(times) = times {
-                st.load_times = times;
+        if st.loaded.is_some() {
+            return Ok(());
+        }
+        let mut not_adopted = None;
+        if let Some(root) = &self.pin_root {
+            match find_sets(root, abi_id(&self.config)) {
+                Ok(sets) => {
+                    st.previous_sets = sets.others;
+                    if let Some(dir) = sets.adopt {
+                        match self.adopt(&dir) {
+                            Ok((loaded, legacy, next)) => {
+                                st.probed = None;
+                                st.loaded = Some(loaded);
+                                st.next_ruleset = next;
+                                st.used_entries = legacy.entries();
+                                st.used_dfas = legacy.dfas.len();
+                                st.pinning = Pinning::Adopted {
+                                    dir,
+                                    records: legacy.records.len(),
+                                };
+                                st.legacy = Some(legacy);
+                                release_legacy_if_done(st);
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                // Loaded afresh; the set is detached by the next sweep.
+                                not_adopted = Some(armor_core::diag::error_chain(&e));
+                                st.previous_sets.push(dir);
+                            }
+                        }
+                    }
+                }
+                Err(e) => not_adopted = Some(format!("reading {}: {e}", root.display())),
             }
+        }
+        let probed = st.probed.take();
+        let (loaded, times, pinning) = self.load_programs(probed)?;
+        st.loaded = Some(loaded);
+        st.pinning = match (pinning, not_adopted) {
+            (Pinning::Failed { reason }, Some(why)) => Pinning::Failed {
+                reason: format!("{reason}; before that: {why}"),
+            },
+            (Pinning::Pinned { dir, .. }, Some(why)) => Pinning::Pinned {
+                dir,
+                not_adopted: Some(why),
+            },
+            (p, _) => p,
+        };
+        if let Some(times) = times {
+            st.load_times = times;
         }
         Ok(())
     }
@@ -175,6 +251,36 @@ impl BpfLsm {
     /// The hash key of the loaded programs.
     pub fn hash_key(&self) -> Option<u64> {
         self.lock().loaded.as_ref().map(|l| l.hash_key)
+    }
+
+    /// What the kernel maps hold now, read from the maps: (workload records, table slots
+    /// holding an entry, `armor_rules` entries, automata). For tests that compare it with what
+    /// the enforcer believes it installed.
+    #[cfg(feature = "internals")]
+    pub fn kernel_entries(&self) -> Result<(usize, usize, usize, usize), ApplyError> {
+        let st = self.lock();
+        let Some(l) = &st.loaded else {
+            return Ok((0, 0, 0, 0));
+        };
+        let get = |e| map_err("bpf_map_lookup_elem", e);
+        let count = |keys: &mut dyn Iterator<Item = Result<(), MapError>>| {
+            let mut n = 0;
+            for k in keys {
+                k.map_err(get)?;
+                n += 1;
+            }
+            Ok::<usize, ApplyError>(n)
+        };
+        let records = count(&mut l.workloads.keys().map(|k| k.map(drop)))?;
+        let mut slots = 0;
+        for i in 0..l.tags.slots() {
+            if l.table.get(&i, 0).map_err(get)?.tag > abi::TAG_DELETED {
+                slots += 1;
+            }
+        }
+        let rules = count(&mut l.rules.keys().map(|k| k.map(drop)))?;
+        let dfas = count(&mut l.dfas.keys().map(|k| k.map(drop)))?;
+        Ok((records, slots, rules, dfas))
     }
 
     /// Rule entries (table slots and map entries) in use by installed workloads.

@@ -56,6 +56,16 @@ rejected (the previous policies stay). Kernel denials come out as Alerts with En
 \"BPFLSM\" or \"AppArmor\", Action Block, and the container's ContainerID/ContainerName/
 NamespaceName/PodName/Labels.
 
+Exit and upgrade (BPF-LSM): the programs and their maps are pinned in --bpf-pin-dir
+(/sys/fs/bpf/armor; --no-pin: not pinned), so SIGTERM, SIGINT, SIGKILL or a crash end the
+agent but not enforcement: every rule in force stays in force. The next agent of the same
+version and settings adopts what is pinned (nothing reloaded; the log's enforcing line says
+`adopted`), applies its workloads again over it and removes the records of workloads gone
+meanwhile. An agent of another version loads its own programs, fills them, and only then
+detaches the earlier ones: there is never an instant with neither attached. `armor-agent
+--uninstall` removes it all (BPF-LSM pins, armor's AppArmor profiles); containers created while
+no agent runs get no rules of their own (with the OCI hook their creation fails instead).
+
 The OCI hook (--hook-socket PATH, with --containerd-socket): name armor-oci-hook as a
 createRuntime hook in the runtime spec every container starts from (containerd CRI:
 base_runtime_spec), e.g.
@@ -92,7 +102,7 @@ struct Cli {
     #[command(flatten)]
     flags: armor_examples::cli::AgentFlags,
     /// Directory of KubeArmorPolicy / KubeArmorClusterPolicy / KubeArmorHostPolicy files.
-    #[arg(long, required_unless_present = "probe")]
+    #[arg(long, required_unless_present_any = ["probe", "uninstall"])]
     policies: Option<PathBuf>,
     /// Service inventory: systemd units that are workloads with a namespace, name and labels.
     #[arg(long, value_name = "FILE")]
@@ -104,6 +114,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let (Some(path), Some(addr)) = (&cli.flags.probe, cli.flags.metrics) {
         return armor_examples::cli::probe(addr, path);
+    }
+    if cli.flags.uninstall {
+        return armor_examples::cli::uninstall(&cli.flags, &mut |l| eprintln!("armor-agent: {l}"));
     }
     let Some(policies) = &cli.policies else {
         bail!("--policies DIR is needed");

@@ -74,7 +74,7 @@ struct Cli {
     #[command(flatten)]
     flags: armor_examples::cli::AgentFlags,
     /// This node's name.
-    #[arg(long, env = "NODE_NAME", required_unless_present = "probe")]
+    #[arg(long, env = "NODE_NAME", required_unless_present_any = ["probe", "uninstall"])]
     node: Option<String>,
     /// A kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster).
     #[arg(long, value_name = "FILE")]
@@ -278,6 +278,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let (Some(path), Some(addr)) = (&cli.flags.probe, cli.flags.metrics) {
         return armor_examples::cli::probe(addr, path);
+    }
+    if cli.flags.uninstall {
+        return armor_examples::cli::uninstall(&cli.flags, &mut log);
     }
     let Some(node) = cli.node.clone() else {
         bail!("--node NAME (or NODE_NAME) is needed");
