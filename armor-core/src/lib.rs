@@ -47,7 +47,7 @@ mod yaml;
 pub use diag::{Diagnostic, Diagnostics, Level, LoadError, Location};
 pub use engine::{
     AlertFields, BuildError, CompiledPolicy, Config, Considered, DEFAULT_POSTURE, Decision,
-    Explanation, PolicySet, Reason, RuleSet, Step, Verdict,
+    Explanation, MAX_DIR_DEPTH, PolicyFiles, PolicySet, Reason, RuleSet, Step, Verdict,
 };
 pub use event::{Access, Category, Event, Operation, Socket};
 pub use model::{Action, Policy, PolicyKind};

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
-use armor_core::CompiledPolicy;
 use armor_core::inventory::Inventory;
+use armor_core::{CompiledPolicy, LoadLimits, PolicyFiles};
 use armor_ebpf::{EventSource, Options};
 
 use crate::containerd::ContainerInfo;
@@ -35,7 +35,7 @@ use crate::enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 use crate::error::{Error, Result};
 use crate::hook::{Admission, HookRequest, HookServer, HookState};
 use crate::index::{ContainerChange, IdentityKey, PodIdentity};
-use crate::runtime::{Runtime, RuntimeConfig, load_policies};
+use crate::runtime::{Runtime, RuntimeConfig, load_policy_files};
 
 /// Where the agent's policies come from.
 #[derive(Debug, Clone)]
@@ -265,19 +265,6 @@ impl AgentOptions {
         self.config = self.config.require_enforcement(require);
         self
     }
-}
-
-/// File names, sizes and modification times: what "the directory changed" compares.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, Option<SystemTime>)> {
-    let mut out = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if let Ok(m) = e.metadata() {
-                out.insert(e.path(), (m.len(), m.modified().ok()));
-            }
-        }
-    }
-    out
 }
 
 /// A file's size and modification time: what "the inventory changed" compares.
@@ -561,7 +548,10 @@ struct Agent {
     /// Polling: briefly when following containerd, so a created task gets its rules before its
     /// start.
     poll: Duration,
-    seen: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
+    /// The fingerprint of the policy files last taken (applied, or refused and reported).
+    policy_files: u64,
+    /// A new fingerprint seen once: taken when the next check sees it again.
+    changed_files: Option<u64>,
     last_check: Instant,
     last_services: Instant,
     /// After an inventory reload: resync the services at once.
@@ -624,9 +614,13 @@ impl Agent {
         log: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         let started = Instant::now();
+        // The fingerprint of the policy files the agent starts with: a change is what differs.
+        let mut policy_files = None;
         let policy: Arc<CompiledPolicy> = match &options.policies {
             PolicySource::Directory(dir) => {
-                let policy = load_policies(&[dir])?;
+                let files = PolicyFiles::read(&[dir], &LoadLimits::default());
+                let policy = load_policy_files(&files)?;
+                policy_files = Some(files.fingerprint());
                 log(&format!(
                     "{} rules from {}",
                     policy.rules().len(),
@@ -726,10 +720,8 @@ impl Agent {
             containerd,
             hooks,
             inventory,
-            seen: match &options.policies {
-                PolicySource::Directory(dir) => snapshot(dir),
-                PolicySource::Fed(_) => BTreeMap::new(),
-            },
+            policy_files: policy_files.unwrap_or(0),
+            changed_files: None,
             last_check: Instant::now(),
             last_services: Instant::now(),
             resync_now: false,
@@ -1095,25 +1087,41 @@ impl Agent {
         metrics: Option<&crate::metrics::Metrics>,
         log: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        let now = snapshot(dir);
-        if now == self.seen {
+        let files = PolicyFiles::read(&[dir], &LoadLimits::default());
+        let now = files.fingerprint();
+        if now == self.policy_files {
+            self.changed_files = None;
             return Ok(());
         }
-        self.seen = now;
+        // A file being written changes again within the second: what is taken has been the
+        // same for two checks in a row.
+        if self.changed_files != Some(now) {
+            self.changed_files = Some(now);
+            return Ok(());
+        }
+        self.changed_files = None;
+        // Refused or not, this input is answered once (the error is logged, not repeated).
+        self.policy_files = now;
         let t = Instant::now();
-        match self.rt.reload(&[dir]) {
+        match self.rt.reload_files(&files) {
             Ok(n) => {
                 if let Some(m) = metrics {
                     m.applied(t.elapsed(), n);
+                    m.reloaded(true);
                 }
                 self.controls
                     .set_default_visibility(&self.rt.host_visibility())?;
                 log(&format!("policies reloaded: {n} rules"));
             }
-            Err(e) => log(&format!(
-                "reload failed, keeping the previous policies: {}",
-                chain(&e)
-            )),
+            Err(e) => {
+                if let Some(m) = metrics {
+                    m.reloaded(false);
+                }
+                log(&format!(
+                    "reload failed, keeping the previous policies: {}",
+                    chain(&e)
+                ));
+            }
         }
         Ok(())
     }

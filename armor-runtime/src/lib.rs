@@ -41,4 +41,4 @@ pub use armor_core::telemetry::format;
 pub use enforcement::{Enforcement, EnforcementOptions, EnforcerChoice};
 pub use error::{Error, Result};
 pub use index::{ContainerChange, MONITOR, Now};
-pub use runtime::{Runtime, RuntimeConfig, VisibilitySink, load_policies};
+pub use runtime::{Runtime, RuntimeConfig, VisibilitySink, load_policies, load_policy_files};

@@ -16,6 +16,7 @@
 //! | `armor_records_total{kind}` | records written: `alert`, `log` |
 //! | `armor_alerts_total{policy,action}` | alerts by policy and action (`Block`, `Audit (Block)`, …) |
 //! | `armor_policy_apply_seconds` | how long putting a policy set in force took (histogram) |
+//! | `armor_policy_reloads_total{outcome}` | changes of the policy directory: `applied`, or `refused` (a file unreadable or invalid: the previous policies stay) |
 //! | `armor_apply_failures_total` | workload applies an enforcer failed (their workloads keep their previous rules or are monitored only) |
 //! | `armor_policy_rules` | rules of the policies in force |
 //! | `armor_workloads{state}` | workloads by coverage: `enforced`, `partly_enforced`, `monitored_only`, `no_rules` |
@@ -72,6 +73,8 @@ struct Fixed {
     output_lost: Counter,
     grpc_queued: Counter,
     grpc_dropped: Counter,
+    reloads_applied: Counter,
+    reloads_refused: Counter,
 }
 
 #[derive(Debug)]
@@ -138,6 +141,7 @@ impl Metrics {
         let records: Family<Labels, Counter> = Family::default();
         let output: Family<Labels, Counter> = Family::default();
         let grpc_records: Family<Labels, Counter> = Family::default();
+        let reloads: Family<Labels, Counter> = Family::default();
         // Every series with its fixed labels exists from the start (at zero).
         let fixed = Fixed {
             events: events.get_or_create_owned(&labels(&[("source", "ebpf")])),
@@ -148,6 +152,8 @@ impl Metrics {
             output_lost: output.get_or_create_owned(&labels(&[("outcome", "lost")])),
             grpc_queued: grpc_records.get_or_create_owned(&labels(&[("outcome", "queued")])),
             grpc_dropped: grpc_records.get_or_create_owned(&labels(&[("outcome", "dropped")])),
+            reloads_applied: reloads.get_or_create_owned(&labels(&[("outcome", "applied")])),
+            reloads_refused: reloads.get_or_create_owned(&labels(&[("outcome", "refused")])),
         };
         let inner = Inner {
             registry: Mutex::new(Registry::default()),
@@ -196,6 +202,11 @@ impl Metrics {
             "policy_apply_seconds",
             "How long putting a policy set in force took",
             inner.apply.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Changes of the policy directory: applied or refused",
+            reloads,
         );
         registry.register(
             "apply_failures",
@@ -303,6 +314,17 @@ impl Metrics {
         self.inner
             .rules
             .set(i64::try_from(rules).unwrap_or(i64::MAX));
+    }
+
+    /// A change of the policy directory taken (`applied`) or refused (the previous policies
+    /// stay).
+    pub fn reloaded(&self, applied: bool) {
+        let fixed = &self.inner.fixed;
+        if applied {
+            fixed.reloads_applied.inc();
+        } else {
+            fixed.reloads_refused.inc();
+        }
     }
 
     /// What is enforced now: workloads by coverage and the apply failures so far.

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use armor_runtime::{Enforcement, EnforcementOptions, EnforcerChoice};
 use armor_testing::lines::Lines;
 
+mod common;
+#[path = "../../armor-runtime/tests/support/scrape.rs"]
+mod scrape;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -335,4 +339,117 @@ fn inventory_services_are_tracked_and_the_inventory_reloaded() {
     drop(cleanup);
     assert!(!slice.exists() && !dir.exists());
     assert!(status.success(), "{}", lines.seen);
+}
+
+/// The policy directory's faults, each injected while the agent runs: a symbolic link loop, a
+/// link to /dev/zero, a FIFO. Each is refused with its path (the read never follows, floods or
+/// blocks), the previous policies stay in force (the marker's exec is still alerted), and the
+/// refusal is counted in the metrics; taking the fault away is a change applied again. A file
+/// written in two steps is applied only whole: its first half, a valid policy on its own, never
+/// is.
+#[test]
+fn policy_directory_faults_are_refused_and_counted_and_half_written_files_never_applied() {
+    if !armor_testing::is_root() {
+        println!("skipped: needs root (event source)");
+        return;
+    }
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("armor-agent-faults-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let marker = dir.join("faults-marker");
+    std::fs::copy("/bin/true", &marker).unwrap();
+    let host = |name: &str, path: &std::path::Path| {
+        format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
+             {{name: {name}}}\nspec:\n  nodeSelector: {{matchLabels: {{}}}}\n  process:\n    \
+             matchPaths: [{{path: {}}}]\n  action: Block\n",
+            path.display()
+        )
+    };
+    std::fs::write(policies.join("marker.yaml"), host("faults-marker", &marker)).unwrap();
+    let out = dir.join("out.jsonl");
+    let port = common::free_port();
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
+        .arg("--policies")
+        .arg(&policies)
+        .args(["--enforcer", "none", "--metrics", &metrics.to_string()])
+        .arg("--output")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _kill = common::KillOnDrop(child.id());
+    let mut lines = Lines::new(child.stderr.take().unwrap());
+    lines.until("ready:");
+
+    type Make<'a> = &'a dyn Fn(&std::path::Path);
+    let faults: [(&str, Make<'_>); 3] = [
+        ("loop.yaml", &|p| {
+            std::os::unix::fs::symlink("loop.yaml", p).unwrap()
+        }),
+        ("zero.yaml", &|p| {
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+        }),
+        ("fifo.yaml", &|p| {
+            assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+        }),
+    ];
+    let mut refused = 0.0;
+    for (name, make) in faults {
+        let path = policies.join(name);
+        make(&path);
+        let failed = lines.until("reload failed, keeping the previous policies");
+        assert!(failed.contains(&path.display().to_string()), "{failed}");
+        refused += 1.0;
+        let (_, text) = scrape::http_get(metrics, "/metrics");
+        assert_eq!(
+            scrape::series(&text, "armor_policy_reloads_total{outcome=\"refused\"}"),
+            Some(refused),
+            "{text}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        lines.until("policies reloaded: 1 rules");
+    }
+    // Still in force after every fault: the marker's exec is alerted.
+    assert!(Command::new(&marker).status().unwrap().success());
+    assert_eq!(common::alerts(&out, "faults-marker", 1).len(), 1);
+
+    // Written in two steps, 300 ms apart (the agent checks once a second and takes only what
+    // two checks in a row saw): the first step alone is one valid policy, never applied.
+    let second = dir.join("second-marker");
+    let two = policies.join("two.yaml");
+    let first_half = host("half-a", &marker);
+    let whole = format!("{first_half}---\n{}", host("half-b", &second));
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&two).unwrap();
+        f.write_all(first_half.as_bytes()).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        f.write_all(&whole.as_bytes()[first_half.len()..]).unwrap();
+    }
+    lines.until("policies reloaded: 3 rules");
+    assert!(
+        !lines.seen.contains("policies reloaded: 2 rules"),
+        "a half-written file was applied:\n{}",
+        lines.seen
+    );
+    let (_, text) = scrape::http_get(metrics, "/metrics");
+    assert_eq!(
+        scrape::series(&text, "armor_policy_reloads_total{outcome=\"applied\"}"),
+        Some(4.0),
+        "{text}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    lines.until("stopped");
+    assert!(child.wait().unwrap().success(), "{}", lines.seen);
+    let _ = std::fs::remove_dir_all(&dir);
 }

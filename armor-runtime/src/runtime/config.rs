@@ -82,3 +82,10 @@ pub fn load_policies<P: AsRef<Path>>(paths: &[P]) -> Result<CompiledPolicy> {
     let set = PolicySet::load_paths(paths, &Config::default()).map_err(Error::Policies)?;
     CompiledPolicy::build(&set).map_err(Error::Build)
 }
+
+/// Parses, validates and compiles policy files already read ([`armor_core::PolicyFiles`]),
+/// like [`load_policies`].
+pub fn load_policy_files(files: &armor_core::PolicyFiles) -> Result<CompiledPolicy> {
+    let set = files.load(&Config::default()).map_err(Error::Policies)?;
+    CompiledPolicy::build(&set).map_err(Error::Build)
+}

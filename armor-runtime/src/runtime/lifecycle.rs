@@ -293,6 +293,14 @@ impl Runtime {
         Ok(self.policy().rules().len())
     }
 
+    /// [`Runtime::reload`] from policy files already read ([`armor_core::PolicyFiles`]): the bytes an
+    /// agent compared to see the change are the bytes it applies.
+    pub fn reload_files(&mut self, files: &armor_core::PolicyFiles) -> Result<usize> {
+        let policy = crate::runtime::load_policy_files(files)?;
+        self.replace_policy(policy)?;
+        Ok(self.policy().rules().len())
+    }
+
     /// Puts `policy` in force for every workload, all or none: the host's and each tracked
     /// workload's rules are applied in turn; when an enforcer fails to apply one (or, with
     /// [`RuntimeConfig::require_enforcement`], a workload whose rules were all enforced would

@@ -86,18 +86,26 @@ struct Hammer {
 
 impl Hammer {
     fn start(cg: &Cgroup, name: &str) -> Self {
+        Self::start_in(Some(cg.path().to_path_buf()), name)
+    }
+
+    /// The same as a host process (outside every workload's cgroup).
+    fn start_host(name: &str) -> Self {
+        Self::start_in(None, name)
+    }
+
+    fn start_in(cg: Option<PathBuf>, name: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (cg_path, file) = (cg.path().to_path_buf(), format!("{DIR}/{name}"));
+        let file = format!("{DIR}/{name}");
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let (mut passed, mut tried) = (0, 0);
             while !flag.load(Ordering::SeqCst) {
-                let out = Command::new(helper_path())
-                    .arg("--cgroup")
-                    .arg(&cg_path)
-                    .args(["open-count", &file, "20"])
-                    .output()
-                    .unwrap();
+                let mut cmd = Command::new(helper_path());
+                if let Some(cg) = &cg {
+                    cmd.arg("--cgroup").arg(cg);
+                }
+                let out = cmd.args(["open-count", &file, "20"]).output().unwrap();
                 let line = String::from_utf8_lossy(&out.stdout).into_owned();
                 let opened: usize = line
                     .trim()
@@ -431,4 +439,214 @@ fn bpflsm_an_enforcer_killed_while_applying_leaves_maps_the_next_one_cleans() {
     consistent(&next, 0);
     drop(next);
     uninstall(&root).unwrap();
+}
+
+/// `armor-agent` of this build (cargo builds it with the workspace's tests, beside them).
+fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("armor-agent");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace's tests (cargo test --workspace --no-run)",
+        bin.display()
+    );
+    bin
+}
+
+/// An `armor-agent` process and its log lines.
+struct Agent {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Agent {
+    /// Starts the agent on `policies`, BPF-LSM pinned under `root`, and waits for `ready:`.
+    fn start(policies: &Path, root: &Path) -> Self {
+        let mut child = Command::new(agent_binary())
+            .arg("--policies")
+            .arg(policies)
+            .args(["--enforcer", "bpflsm", "--output", "/dev/null"])
+            .arg("--bpf-pin-dir")
+            .arg(root)
+            .arg("--apparmor-dir")
+            .arg(policies.join("../apparmor"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut agent = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        agent.until("ready:");
+        agent
+    }
+
+    /// The first log line containing `part`, waiting for it (5 minutes at most) when none
+    /// came yet.
+    fn until(&mut self, part: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(part)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    println!("  agent: {l}");
+                    self.seen.push(l.clone());
+                    if l.contains(part) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no agent line with `{part}`:\n{}", self.seen.join("\n"));
+    }
+
+    /// Whether a line seen so far contains `part`.
+    fn said(&self, part: &str) -> bool {
+        self.seen.iter().any(|l| l.contains(part))
+    }
+
+    fn signal(mut self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            signal,
+        )
+        .unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+const HOST_POLICY: &str = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata: {name: host-pin}
+spec:
+  nodeSelector: {matchLabels: {}}
+  file:
+    matchPaths: [{path: /tmp/armor-pin-files/host-secret}]
+  action: Block
+";
+
+/// Opens `DIR/host-secret` as a host process (outside every workload's cgroup).
+fn host_open() -> String {
+    let out = Command::new(helper_path())
+        .args(["open", &format!("{DIR}/host-secret"), "rdonly"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The agent, end to end: an earlier version's program set (another ABI) enforces the host's
+/// rule when the agent starts; the agent loads its own, applies, and only then detaches the
+/// earlier set; SIGKILL ends the agent, not enforcement; the next agent adopts its pins
+/// without loading; SIGTERM keeps enforcing; `--uninstall` removes it. A host process opens the
+/// protected file in a loop from the first set to the last agent: not one open passes.
+#[test]
+fn bpflsm_the_agent_survives_sigkill_adopts_its_pins_and_upgrades_without_a_window() {
+    files();
+    fs::write(Path::new(DIR).join("host-secret"), b"x\n").unwrap();
+    let root = pin_root("agent");
+    let work = PathBuf::from(format!("/tmp/armor-pin-agent-{}", std::process::id()));
+    let policies = work.join("policies");
+    fs::create_dir_all(&policies).unwrap();
+    fs::write(policies.join("host.yaml"), HOST_POLICY).unwrap();
+
+    // An earlier version's set: another ABI, the same host rule, its enforcer gone.
+    let mut earlier = Config::default();
+    earlier.max_workloads += 1;
+    let old = BpfLsm::pinned(earlier, &root);
+    if !load_or_skip(&old) {
+        return;
+    }
+    let Pinning::Pinned { dir: old_dir, .. } = old.pinning() else {
+        panic!("{:?}", old.pinning());
+    };
+    let set = PolicySet::parse(HOST_POLICY, "host.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let host = armor_core::Workload::Host(armor_core::Host::new("guest"));
+    let dest = Destination::new(WorkloadKey::new("host")).with_root("/");
+    let a = old
+        .compile(&dest, &policy.rule_set(&host, Posture::default()))
+        .unwrap();
+    old.apply(&dest, a.as_ref()).unwrap();
+    drop(old);
+    assert!(denied(&host_open()), "{}", host_open());
+    let hammer = Hammer::start_host("host-secret");
+
+    // The new version: its own programs, then the earlier set detached.
+    let mut agent = Agent::start(&policies, &root);
+    let enforcing = agent.until("enforcing with BPFLSM");
+    assert!(enforcing.contains("pinned in"), "{enforcing}");
+    assert!(
+        agent.said(&format!(
+            "removed stale BPFLSM state: the programs an earlier run pinned in {}",
+            old_dir.display()
+        )),
+        "{:#?}",
+        agent.seen
+    );
+    assert!(!old_dir.exists());
+    assert!(denied(&host_open()));
+
+    // SIGKILL: the agent ends, enforcement does not; the next agent adopts.
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(denied(&host_open()), "enforcement ended with the agent");
+    let t = Instant::now();
+    let mut agent = Agent::start(&policies, &root);
+    let restart = t.elapsed();
+    let enforcing = agent.until("enforcing with BPFLSM");
+    assert!(
+        enforcing.contains("adopted the programs pinned in"),
+        "{enforcing}"
+    );
+    println!("the restarted agent was ready in {restart:.1?} (adopted, nothing loaded)");
+
+    // SIGTERM: a clean stop keeps enforcing too.
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let (passed, tried) = hammer.stop();
+    println!(
+        "host opens of the protected file through upgrade, SIGKILL, restart, SIGTERM: {passed} of {tried} passed"
+    );
+    assert!(tried > 0);
+    assert_eq!(passed, 0);
+    assert!(denied(&host_open()));
+
+    // Uninstalled: nothing holds the programs any more.
+    let out = Command::new(agent_binary())
+        .arg("--uninstall")
+        .arg("--bpf-pin-dir")
+        .arg(&root)
+        .arg("--apparmor-dir")
+        .arg(work.join("apparmor"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("uninstalled: 1 BPF-LSM program sets"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(host_open(), "armor-op: ok");
+    let _ = fs::remove_dir_all(&work);
 }
