@@ -94,6 +94,9 @@ pub struct AgentOptions {
     /// ([`crate::hook`]; needs `containerd_socket`). `None`: containers get their rules from
     /// containerd's `/tasks/create` event, which can arrive after the entrypoint started.
     pub hook_socket: Option<PathBuf>,
+    /// Who may ask on the hook socket, how many at once, and how long each is served
+    /// ([`crate::hook::HookOptions`]).
+    pub hook_options: crate::hook::HookOptions,
     /// The size of the event source's ring buffer, in bytes ([`Options::ring_bytes`]: a power
     /// of two, a multiple of the page size; 8 MiB by default). User space maps its pages
     /// twice, so the agent's resident memory counts it twice; a smaller ring holds a shorter
@@ -171,6 +174,7 @@ impl AgentOptions {
             enforcement: EnforcementOptions::default(),
             config: RuntimeConfig::default(),
             hook_socket: None,
+            hook_options: crate::hook::HookOptions::default(),
             event_ring_bytes: Options::default().ring_bytes,
             identity_wait: Duration::from_secs(2),
             chosen: None,
@@ -191,6 +195,14 @@ impl AgentOptions {
     #[must_use]
     pub fn hook_socket(mut self, socket: impl Into<PathBuf>) -> Self {
         self.hook_socket = Some(socket.into());
+        self
+    }
+
+    /// The same serving the OCI hook with `options` (who may ask, how many at once, how
+    /// long).
+    #[must_use]
+    pub fn hook_options(mut self, options: crate::hook::HookOptions) -> Self {
+        self.hook_options = options;
         self
     }
 
@@ -370,6 +382,8 @@ fn resolve(
             state.bundle.display()
         ));
     };
+    // The rules go to the cgroup of the pid sent: it must be the container's.
+    crate::identity::pid_in_container(state.pid, &state.id)?;
     containerd
         .get(&ns, &state.id, Some(state.pid))
         .map_err(|e| chain(&e))
@@ -578,7 +592,29 @@ struct Agent {
     output_checked: Option<Instant>,
     /// What the enforcer no longer held at the last check (logged when it changes).
     enforcer_fault: Option<String>,
+    /// containerd's event stream, lost and being subscribed again.
+    resubscribe: Option<Resubscribe>,
+    /// When containerd's list is compared again with what is tracked: a moment after a
+    /// subscription, whose start nothing confirms ([`Containerd::watch`]).
+    resync_at: Option<Instant>,
 }
+
+/// How long after a subscription containerd's list is compared again.
+const RESYNC_AFTER: Duration = Duration::from_secs(2);
+
+/// A lost containerd event stream, subscribed again with backoff ([`Agent::resubscribe`]).
+struct Resubscribe {
+    /// Why it ended.
+    reason: String,
+    since: Instant,
+    next: Instant,
+    backoff: Duration,
+    tries: u32,
+}
+
+/// The first and the longest wait between two tries to subscribe to containerd's events again.
+const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_secs(30));
 
 /// How often the agent logs the gRPC clients that lost records.
 const FEED_DROPS_EVERY: Duration = Duration::from_secs(10);
@@ -678,7 +714,7 @@ impl Agent {
         sweep_earlier_state(&mut rt, log);
         let hooks = match &options.hook_socket {
             Some(path) => {
-                let server = HookServer::bind(path)?;
+                let server = HookServer::bind_with(path, options.hook_options)?;
                 log(&format!("answering the OCI hook on {}", path.display()));
                 Some(server)
             }
@@ -738,6 +774,11 @@ impl Agent {
             output_error: None,
             output_checked: None,
             enforcer_fault: None,
+            resubscribe: None,
+            resync_at: options
+                .containerd_socket
+                .as_ref()
+                .map(|_| Instant::now() + RESYNC_AFTER),
         };
         agent.report(options, taken.answers);
         Ok(agent)
@@ -795,7 +836,9 @@ impl Agent {
             m.events(batch.len() as u64);
         }
         self.answer_hooks(options, fed, log);
-        self.follow_lifecycle(log);
+        self.follow_lifecycle(options, log);
+        self.resubscribe(options, log);
+        self.resync_due(log);
         let mut records = self.rt.enforcer_records(self.source.process_tree());
         for e in &batch {
             records.extend(self.rt.handle(e, self.source.process_tree()));
@@ -839,6 +882,9 @@ impl Agent {
         let (Some(server), Some((client, _))) = (&self.hooks, &self.containerd) else {
             return;
         };
+        for notice in server.take_notices() {
+            log(&notice);
+        }
         while let Some(req) = server.try_recv() {
             let t = Instant::now();
             let info = match resolve(client, req.state()) {
@@ -903,8 +949,12 @@ impl Agent {
         }
     }
 
-    /// Follows every lifecycle event containerd delivered since the last turn.
-    fn follow_lifecycle(&mut self, log: &mut dyn FnMut(&str)) {
+    /// Follows every lifecycle event containerd delivered since the last turn. A stream that
+    /// ended is subscribed again ([`Agent::resubscribe`]); meanwhile the agent is not ready.
+    fn follow_lifecycle(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) {
+        if self.resubscribe.is_some() {
+            return;
+        }
         let Some((_, rx)) = &self.containerd else {
             return;
         };
@@ -915,14 +965,144 @@ impl Agent {
                 | ContainerEvent::Started(i) => i.id.clone(),
                 ContainerEvent::Stopped { id, .. } => id.clone(),
                 ContainerEvent::StreamEnded(reason) => {
-                    log(&format!("containerd events ended: {reason}"));
-                    continue;
+                    log(&format!(
+                        "containerd events ended: {reason}; subscribing again (containers \
+                         created or stopped meanwhile are picked up then)"
+                    ));
+                    if let Some(m) = &options.metrics {
+                        m.set_unready(Some(format!(
+                            "containerd events lost ({reason}), not resynced yet"
+                        )));
+                    }
+                    let now = Instant::now();
+                    self.resubscribe = Some(Resubscribe {
+                        reason: reason.clone(),
+                        since: now,
+                        next: now,
+                        backoff: RESUBSCRIBE_BACKOFF.0,
+                        tries: 0,
+                    });
+                    return;
                 }
             };
             if let Some(line) = describe_change(&mut self.rt, &id, &ev) {
                 log(&line);
             }
         }
+    }
+
+    /// Subscribes to containerd's events again when a try is due (backoff from 0.5 s, doubling
+    /// to 30 s), then resyncs against containerd's list: a running container not tracked is
+    /// tracked, a tracked one whose task is gone is untracked. Until then the agent is not
+    /// ready (`/readyz`), and every failed try is logged.
+    fn resubscribe(&mut self, options: &AgentOptions, log: &mut dyn FnMut(&str)) {
+        let (Some(r), Some(sock)) = (&mut self.resubscribe, &options.containerd_socket) else {
+            return;
+        };
+        let now = Instant::now();
+        if now < r.next {
+            return;
+        }
+        r.tries += 1;
+        let attempt = Containerd::connect(sock).and_then(|c| {
+            let rx = c.watch()?;
+            let listed = c.list_all()?;
+            let stopped = c.stopped_tasks()?;
+            Ok((c, rx, listed, stopped))
+        });
+        let (client, rx, listed, stopped) = match attempt {
+            Ok(v) => v,
+            Err(e) => {
+                r.next = now + r.backoff;
+                log(&format!(
+                    "containerd events: try {} to subscribe again failed ({}); next in {} ms",
+                    r.tries,
+                    chain(&e),
+                    r.backoff.as_millis()
+                ));
+                r.backoff = (r.backoff * 2).min(RESUBSCRIBE_BACKOFF.1);
+                return;
+            }
+        };
+        let (reason, since, tries) = (r.reason.clone(), r.since, r.tries);
+        let (picked, gone) = self.resync(&listed, &stopped, log);
+        self.containerd = Some((client, rx));
+        self.resubscribe = None;
+        self.resync_at = Some(Instant::now() + RESYNC_AFTER);
+        if let Some(m) = &options.metrics {
+            m.set_unready(None);
+        }
+        log(&format!(
+            "containerd events subscribed again after {} ms ({tries} tries; they ended: \
+             {reason}); resynced: {picked} containers picked up, {gone} gone",
+            since.elapsed().as_millis()
+        ));
+    }
+
+    /// Compares containerd's list with what is tracked, when due ([`Agent::resync_at`]):
+    /// a container created while no subscription delivered its events is tracked, one whose
+    /// task stopped meanwhile is untracked. A failure is logged; the next subscription tries
+    /// again.
+    fn resync_due(&mut self, log: &mut dyn FnMut(&str)) {
+        if self.resubscribe.is_some() || self.resync_at.is_none_or(|t| Instant::now() < t) {
+            return;
+        }
+        self.resync_at = None;
+        let Some((client, _)) = &self.containerd else {
+            return;
+        };
+        match client
+            .list_all()
+            .and_then(|l| Ok((l, client.stopped_tasks()?)))
+        {
+            Ok((listed, stopped)) => {
+                let (picked, gone) = self.resync(&listed, &stopped, log);
+                if picked + gone > 0 {
+                    log(&format!(
+                        "containerd resync: {picked} containers picked up, {gone} gone"
+                    ));
+                }
+            }
+            Err(e) => log(&format!("containerd resync failed: {}", chain(&e))),
+        }
+    }
+
+    /// Tracks every container of `listed` that runs and is not tracked, and untracks every
+    /// tracked one that containerd no longer lists or whose task is in `stopped`; returns how
+    /// many of each. (A container whose task is not listed yet is being created: kept.)
+    fn resync(
+        &mut self,
+        listed: &[ContainerInfo],
+        stopped: &std::collections::BTreeSet<String>,
+        log: &mut dyn FnMut(&str),
+    ) -> (usize, usize) {
+        let tracked: std::collections::BTreeSet<String> =
+            self.rt.container_ids().into_iter().collect();
+        let known: std::collections::BTreeSet<&str> =
+            listed.iter().map(|i| i.id.as_str()).collect();
+        let (mut picked, mut gone) = (0, 0);
+        for info in listed {
+            if info.pid.is_some() && !tracked.contains(&info.id) {
+                picked += 1;
+                let ev = ContainerEvent::Created(info.clone());
+                if let Some(line) = describe_change(&mut self.rt, &info.id, &ev) {
+                    log(&line);
+                }
+            }
+        }
+        for id in &tracked {
+            if stopped.contains(id) || !known.contains(id.as_str()) {
+                gone += 1;
+                let ev = ContainerEvent::Stopped {
+                    containerd_namespace: String::new(),
+                    id: id.clone(),
+                };
+                if let Some(line) = describe_change(&mut self.rt, id, &ev) {
+                    log(&line);
+                }
+            }
+        }
+        (picked, gone)
     }
 
     /// The once-a-second work: a changed policy directory is reloaded (all or nothing), a

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use armor_core::enforcer::LabelKind;
 use prost::Message as _;
@@ -244,6 +245,33 @@ fn with_ns<T>(msg: T, ns: &str) -> Result<Request<T>> {
     Ok(req)
 }
 
+/// containerd's task status `STOPPED`.
+const TASK_STOPPED: u32 = 3;
+
+/// How long one call to containerd (a connect, a request, the subscription's start) may take
+/// before it fails: the agent's loop never waits on containerd longer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `fut` on `rt`, failing `call` after [`CALL_TIMEOUT`].
+fn deadline<T, E: std::fmt::Display>(
+    rt: &tokio::runtime::Runtime,
+    call: &'static str,
+    fut: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    // The timer is made inside the runtime (it needs its clock).
+    match rt.block_on(async { tokio::time::timeout(CALL_TIMEOUT, fut).await }) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::Containerd {
+            call,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(Error::Containerd {
+            call,
+            message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -255,11 +283,13 @@ impl Containerd {
     /// Connects to the containerd socket at `socket`.
     pub fn connect(socket: &Path) -> Result<Self> {
         let rt = runtime()?;
-        let channel = rt
-            .block_on(unix_channel(socket.to_path_buf()))
-            .map_err(|e| Error::Containerd {
-                call: "connect",
-                message: format!("{}: {e}", socket.display()),
+        let channel =
+            deadline(&rt, "connect", unix_channel(socket.to_path_buf())).map_err(|e| match e {
+                Error::Containerd { call, message } => Error::Containerd {
+                    call,
+                    message: format!("{}: {message}", socket.display()),
+                },
+                other => other,
             })?;
         Ok(Self {
             rt,
@@ -271,10 +301,11 @@ impl Containerd {
     /// The containerd namespaces.
     pub fn namespaces(&self) -> Result<Vec<String>> {
         let mut client = NamespacesClient::new(self.channel.clone());
-        let resp = self
-            .rt
-            .block_on(client.list(ListNamespacesRequest::default()))
-            .map_err(status("Namespaces.List"))?;
+        let resp = deadline(
+            &self.rt,
+            "Namespaces.List",
+            client.list(ListNamespacesRequest::default()),
+        )?;
         Ok(resp
             .into_inner()
             .namespaces
@@ -283,18 +314,20 @@ impl Containerd {
             .collect())
     }
 
-    /// The task pids of namespace `ns`, by container id.
+    /// The pids of the tasks of namespace `ns` that have not stopped, by container id.
     fn task_pids(&self, ns: &str) -> Result<BTreeMap<String, u32>> {
         let mut tasks = TasksClient::new(self.channel.clone());
-        let resp = self
-            .rt
-            .block_on(tasks.list(with_ns(ListTasksRequest::default(), ns)?))
-            .map_err(status("Tasks.List"))?;
+        let resp = deadline(
+            &self.rt,
+            "Tasks.List",
+            tasks.list(with_ns(ListTasksRequest::default(), ns)?),
+        )?;
         Ok(resp
             .into_inner()
             .tasks
             .into_iter()
-            .filter(|t| t.pid != 0)
+            // A stopped task keeps its pid in the reply: it runs nothing any more.
+            .filter(|t| t.pid != 0 && t.status != TASK_STOPPED)
             .map(|t| (t.id, t.pid))
             .collect())
     }
@@ -302,10 +335,11 @@ impl Containerd {
     /// Every container of namespace `ns`, with its task pid when it runs.
     pub fn list(&self, ns: &str) -> Result<Vec<ContainerInfo>> {
         let mut client = ContainersClient::new(self.channel.clone());
-        let resp = self
-            .rt
-            .block_on(client.list(with_ns(ListContainersRequest::default(), ns)?))
-            .map_err(status("Containers.List"))?;
+        let resp = deadline(
+            &self.rt,
+            "Containers.List",
+            client.list(with_ns(ListContainersRequest::default(), ns)?),
+        )?;
         let pids = self.task_pids(ns)?;
         Ok(resp
             .into_inner()
@@ -326,6 +360,29 @@ impl Containerd {
             .collect())
     }
 
+    /// The ids of the containers whose task has stopped (and is not deleted yet), over every
+    /// namespace: what ran and runs no more. A container being created has no task listed yet
+    /// and is not among them.
+    pub fn stopped_tasks(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut out = std::collections::BTreeSet::new();
+        for ns in self.namespaces()? {
+            let mut tasks = TasksClient::new(self.channel.clone());
+            let resp = deadline(
+                &self.rt,
+                "Tasks.List",
+                tasks.list(with_ns(ListTasksRequest::default(), &ns)?),
+            )?;
+            out.extend(
+                resp.into_inner()
+                    .tasks
+                    .into_iter()
+                    .filter(|t| t.status == TASK_STOPPED)
+                    .map(|t| t.id),
+            );
+        }
+        Ok(out)
+    }
+
     /// Every container of every namespace.
     pub fn list_all(&self) -> Result<Vec<ContainerInfo>> {
         let mut all = Vec::new();
@@ -338,10 +395,11 @@ impl Containerd {
     /// One container.
     pub fn get(&self, ns: &str, id: &str, pid: Option<u32>) -> Result<ContainerInfo> {
         let mut client = ContainersClient::new(self.channel.clone());
-        let resp = self
-            .rt
-            .block_on(client.get(with_ns(GetContainerRequest { id: id.to_string() }, ns)?))
-            .map_err(status("Containers.Get"))?;
+        let resp = deadline(
+            &self.rt,
+            "Containers.Get",
+            client.get(with_ns(GetContainerRequest { id: id.to_string() }, ns)?),
+        )?;
         let c = resp.into_inner().container.ok_or(Error::Containerd {
             call: "Containers.Get",
             message: format!("no container in the reply for `{id}`"),
@@ -361,9 +419,14 @@ impl Containerd {
     }
 
     /// Subscribes to container and task events on a thread of its own. A `/containers/create`,
-    /// `/tasks/create` or `/tasks/start` is resolved to the full
-    /// container (labels, image, security labels) before it is sent. The thread ends when the receiver is dropped
-    /// or the stream ends (after sending [`ContainerEvent::StreamEnded`]).
+    /// `/tasks/create` or `/tasks/start` is resolved to the full container (labels, image,
+    /// security labels) before it is sent. The thread ends when the receiver is dropped or the
+    /// stream ends (after sending [`ContainerEvent::StreamEnded`]; a connection that fails
+    /// does so within [`CALL_TIMEOUT`]).
+    ///
+    /// containerd answers a subscription with its first event, so nothing tells when it is in
+    /// place: a list made right after this returns can miss a container created in between,
+    /// which a second list a moment later finds (what the agent does).
     pub fn watch(&self) -> Result<mpsc::Receiver<ContainerEvent>> {
         let (tx, rx) = mpsc::channel();
         let socket = self.socket.clone();

@@ -50,11 +50,38 @@ pub const DEFAULT_SOCKET: &str = "/run/armor/hook.sock";
 /// The longest request line the server reads (an OCI state with its annotations).
 const MAX_REQUEST: u64 = 1 << 20;
 
-/// How long a connection may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// What the server accepts and how long it waits ([`HookServer::bind_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HookOptions {
+    /// Besides root and the agent's own user, the group whose members may ask (the socket is
+    /// then mode 0660 with this group; else 0600). A connection from anyone else is answered
+    /// `refused` and closed, before its request is read.
+    pub group: Option<u32>,
+    /// Connections served at once, at most: one more is answered `refused` (busy) at once, so
+    /// a client opening connections cannot exhaust the agent's threads.
+    pub max_connections: usize,
+    /// The longest a connection is served, from its accept to its answer (reading the request
+    /// and the agent's decision together). A hook that sends its own timeout
+    /// (`armor-oci-hook --timeout`) gets no more than that: the answer never comes after the
+    /// hook gave up.
+    pub deadline: Duration,
+}
 
-/// How long the server waits for the agent to decide before it answers `refused`.
-const DECIDE_TIMEOUT: Duration = Duration::from_secs(120);
+impl Default for HookOptions {
+    /// Root and the agent's user only, 64 connections at once, 30 s per request (the hook's
+    /// default timeout).
+    fn default() -> Self {
+        Self {
+            group: None,
+            max_connections: 64,
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The request field that carries the hook's own timeout, in milliseconds.
+const HOOK_TIMEOUT_FIELD: &str = "armorTimeoutMs";
 
 /// The OCI state runc gives a hook on stdin (the fields the agent uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,30 +215,41 @@ impl HookRequest {
     }
 }
 
-/// The agent's end: a Unix socket (mode 0600) whose requests come out of
-/// [`HookServer::try_recv`]. Each connection is served by a thread of its own; dropping the
-/// server stops accepting and removes the socket.
+/// The agent's end: a Unix socket whose requests come out of [`HookServer::try_recv`]. Each
+/// connection is served by a thread of its own, within the limits of [`HookOptions`]; what
+/// the server refused on its own (a peer not allowed, too many connections, a request not
+/// read in time) comes out of [`HookServer::take_notices`]. Dropping the server stops
+/// accepting and removes the socket.
 #[derive(Debug)]
 pub struct HookServer {
     path: PathBuf,
     rx: mpsc::Receiver<HookRequest>,
+    notices: mpsc::Receiver<String>,
     stop: Arc<AtomicBool>,
 }
 
 impl HookServer {
-    /// Listens on `path` (its directory is created; a stale socket left there is replaced, any
-    /// other file is an error).
+    /// [`HookServer::bind_with`] with the default [`HookOptions`].
     pub fn bind(path: impl Into<PathBuf>) -> Result<Self> {
+        Self::bind_with(path, HookOptions::default())
+    }
+
+    /// Listens on `path`. Its directory is created (mode 0700) when missing; an existing one
+    /// must not be writable by anyone but its owner, root or the agent's user, or the socket
+    /// could be replaced under it. The socket is made in a fresh directory of mode 0700 beside
+    /// it, given its mode (0600, or 0660 and the group of [`HookOptions::group`]), then renamed
+    /// into place: no one can connect before its mode is set. A stale socket left at `path`
+    /// is replaced; any other file is an error.
+    pub fn bind_with(path: impl Into<PathBuf>, options: HookOptions) -> Result<Self> {
         let path = path.into();
         let shown = path.display().to_string();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io("mkdir", &dir.display().to_string(), e))?;
-        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        private_parent(dir)?;
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_socket() => {
-                std::fs::remove_file(&path).map_err(|e| Error::io("unlink", &shown, e))?;
-            }
+            Ok(m) if m.file_type().is_socket() => {}
             Ok(_) => {
                 return Err(Error::io(
                     "bind",
@@ -224,17 +262,27 @@ impl HookServer {
             }
             Err(_) => {}
         }
-        let listener = UnixListener::bind(&path).map_err(|e| Error::io("bind", &shown, e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io("chmod", &shown, e))?;
+        let listener = bind_private(&path, dir, options.group)?;
         let (tx, rx) = mpsc::channel();
+        let (notice_tx, notices) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("armor-hook-accept".into())
-            .spawn(move || accept_loop(&listener, &tx, &flag))
+            .spawn(move || accept_loop(&listener, &tx, &notice_tx, &flag, options))
             .map_err(|e| Error::io("spawn", "hook server thread", e))?;
-        Ok(Self { path, rx, stop })
+        Ok(Self {
+            path,
+            rx,
+            notices,
+            stop,
+        })
+    }
+
+    /// What the server refused on its own since the last call, one line each (`hook
+    /// connection from uid 1000 refused: …`).
+    pub fn take_notices(&self) -> Vec<String> {
+        self.notices.try_iter().collect()
     }
 
     /// The socket's path.
@@ -262,49 +310,237 @@ impl Drop for HookServer {
     }
 }
 
-fn accept_loop(listener: &UnixListener, tx: &mpsc::Sender<HookRequest>, stop: &AtomicBool) {
+/// Makes `dir` (mode 0700) when missing; else checks that only its owner can write it and
+/// that the owner is root or this process's user.
+fn private_parent(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let shown = dir.display().to_string();
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("mkdir", &shown, e))?;
+    }
+    let m = std::fs::metadata(dir).map_err(|e| Error::io("stat", &shown, e))?;
+    let me = rustix::process::geteuid().as_raw();
+    let unsafe_dir = |why: &str| {
+        Err(Error::io(
+            "bind",
+            &shown,
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_owned()),
+        ))
+    };
+    if !m.is_dir() {
+        return unsafe_dir("not a directory");
+    }
+    if m.uid() != 0 && m.uid() != me {
+        return unsafe_dir(&format!(
+            "owned by uid {}, not root or the agent's user: the hook socket needs a directory \
+             only they can write",
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return unsafe_dir(&format!(
+            "writable by its group or others (mode {:o}): the hook socket could be replaced \
+             there",
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Binds the socket in a fresh 0700 directory inside `dir`, sets its mode (and group), and
+/// renames it to `path` (replacing a stale socket there).
+fn bind_private(path: &Path, dir: &Path, group: Option<u32>) -> Result<UnixListener> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let shown = path.display().to_string();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let private = dir.join(format!(".armor-hook-{}-{nonce}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| Error::io("mkdir", &private.display().to_string(), e))?;
+    let tmp = private.join("hook.sock");
+    let made = (|| {
+        let listener = UnixListener::bind(&tmp).map_err(|e| Error::io("bind", &shown, e))?;
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", &shown, e))?;
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))
+                .map_err(|e| Error::io("chown", &shown, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &shown, e))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    made
+}
+
+/// Whether the peer of `conn` may ask: root, the agent's user, or a member (by its group id)
+/// of `group`. `Err` says who it is and why not.
+fn peer_allowed(conn: &UnixStream, group: Option<u32>) -> std::result::Result<(), String> {
+    let cred = rustix::net::sockopt::socket_peercred(conn)
+        .map_err(|e| format!("its credentials cannot be read: {e}"))?;
+    let (uid, gid) = (cred.uid.as_raw(), cred.gid.as_raw());
+    let me = rustix::process::geteuid().as_raw();
+    if uid == 0 || uid == me || group == Some(gid) {
+        return Ok(());
+    }
+    Err(format!(
+        "uid {uid} (gid {gid}, pid {}) may not ask: root, the agent's user{} only",
+        cred.pid.as_raw_nonzero(),
+        group.map_or(String::new(), |g| format!(" or group {g}"))
+    ))
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    tx: &mpsc::Sender<HookRequest>,
+    notices: &mpsc::Sender<String>,
+    stop: &AtomicBool,
+    options: HookOptions,
+) {
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(conn) = conn else {
+        let Ok(mut conn) = conn else {
             // Out of descriptors or the like: do not spin while it lasts.
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        let tx = tx.clone();
-        let _ = std::thread::Builder::new()
+        let accepted = std::time::Instant::now();
+        let refuse = |conn: &mut UnixStream, why: String| {
+            let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = conn.write_all(Admission::Refused(why.clone()).to_line().as_bytes());
+            let _ = notices.send(format!("hook connection refused: {why}"));
+        };
+        if let Err(why) = peer_allowed(&conn, options.group) {
+            refuse(&mut conn, why);
+            continue;
+        }
+        if active.load(Ordering::SeqCst) >= options.max_connections {
+            refuse(
+                &mut conn,
+                format!(
+                    "busy: {} hook requests are being served",
+                    options.max_connections
+                ),
+            );
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (tx, notices, count) = (tx.clone(), notices.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
             .name("armor-hook-conn".into())
-            .spawn(move || serve(conn, &tx));
+            .spawn(move || {
+                serve(conn, &tx, &notices, accepted + options.deadline);
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
-/// One connection: a request line in, the verdict line out.
-fn serve(conn: UnixStream, tx: &mpsc::Sender<HookRequest>) {
-    let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
-    let mut line = String::new();
-    let read = match conn.try_clone() {
-        Ok(c) => BufReader::new(c.take(MAX_REQUEST)).read_line(&mut line),
-        Err(e) => Err(e),
-    };
-    let verdict = match read {
-        Err(e) => Admission::Refused(format!("reading the request: {e}")),
-        Ok(_) => match HookState::parse(line.as_bytes()) {
+/// Reads one request line from `conn` by `deadline` (every read waits only what is left).
+fn read_request(
+    conn: &mut UnixStream,
+    deadline: std::time::Instant,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err("the request did not arrive in time".into());
+        }
+        conn.set_read_timeout(Some(left))
+            .map_err(|e| format!("reading the request: {e}"))?;
+        let n = match conn.read(&mut buf) {
+            Ok(0) => return Err("the connection closed before a whole request".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("the request did not arrive in time".into());
+            }
+            Err(e) => return Err(format!("reading the request: {e}")),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        if let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+            line.extend_from_slice(chunk.get(..end).unwrap_or_default());
+            return Ok(line);
+        }
+        line.extend_from_slice(chunk);
+        if line.len() as u64 > MAX_REQUEST {
+            return Err(format!("the request is longer than {MAX_REQUEST} bytes"));
+        }
+    }
+}
+
+/// One connection: a request line in, the verdict line out, all by `deadline` (or the hook's
+/// own timeout when it is sooner). When the agent has not decided by then, the connection is
+/// closed without an answer: the hook, out of time too, does what it does without one (fail
+/// closed, or open with `--fail-open`), and the server says so.
+fn serve(
+    mut conn: UnixStream,
+    tx: &mpsc::Sender<HookRequest>,
+    notices: &mpsc::Sender<String>,
+    deadline: std::time::Instant,
+) {
+    let verdict = match read_request(&mut conn, deadline) {
+        Err(why) => {
+            let _ = notices.send(format!("hook connection refused: {why}"));
+            Admission::Refused(why)
+        }
+        Ok(line) => match HookState::parse(&line) {
             Err(e) => Admission::Refused(armor_core::diag::error_chain(&e)),
             Ok(state) => {
+                let started = std::time::Instant::now();
+                let deadline = hook_timeout(&line).map_or(deadline, |t| deadline.min(started + t));
+                let id = state.id.clone();
                 let (reply, answer) = mpsc::channel();
                 if tx.send(HookRequest { state, reply }).is_err() {
                     Admission::Refused("the agent is stopping".into())
                 } else {
-                    answer.recv_timeout(DECIDE_TIMEOUT).unwrap_or_else(|_| {
-                        Admission::Refused("the agent did not decide in time".into())
-                    })
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match answer.recv_timeout(left) {
+                        Ok(a) => a,
+                        Err(_) => {
+                            let _ = notices.send(format!(
+                                "hook for container {id}: no decision within {} ms; closed \
+                                 without an answer",
+                                deadline.saturating_duration_since(started).as_millis()
+                            ));
+                            return;
+                        }
+                    }
                 }
             }
         },
     };
-    let mut conn = conn;
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = conn.write_all(verdict.to_line().as_bytes());
+}
+
+/// The hook's own timeout, when its request says it.
+fn hook_timeout(line: &[u8]) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    v.get(HOOK_TIMEOUT_FIELD)?
+        .as_u64()
+        .map(Duration::from_millis)
 }
 
 /// Why a hook did not get an answer from the agent.
@@ -359,6 +595,7 @@ pub fn request(
         "pid": state.pid,
         "bundle": state.bundle.display().to_string(),
         "annotations": state.annotations,
+        HOOK_TIMEOUT_FIELD: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     })
     .to_string();
     line.push('\n');
@@ -466,7 +703,14 @@ fn usage(stderr: &mut dyn Write, why: &str) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        reason = "test code"
+    )]
+    use std::os::unix::process::CommandExt as _;
+
     use super::*;
 
     const STATE: &str = r#"{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":4242,
@@ -604,6 +848,138 @@ mod tests {
         let (code, err) = run(&["--bogus"], STATE);
         assert_eq!(code, 2);
         assert!(err.contains("unknown argument `--bogus`"), "{err}");
+    }
+
+    /// The socket's directory: made 0700 when missing; one others may write is refused.
+    #[test]
+    fn the_socket_directory_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = sock("private");
+        let dir = path.parent().unwrap().to_path_buf();
+        let _ = std::fs::remove_dir_all(&dir);
+        let server = HookServer::bind(&path).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // Nothing left of the private directory the socket was made in.
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        drop(server);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = armor_core::diag::error_chain(&HookServer::bind(&path).unwrap_err());
+        assert!(
+            e.contains("writable by its group or others (mode 777)"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A peer that is neither root, the agent's user nor in the group is refused before its
+    /// request is read (here the socket's mode is opened by hand, as a misconfiguration
+    /// would), and the server says so.
+    #[test]
+    fn a_peer_not_allowed_is_refused_and_noticed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: connecting as another user needs root");
+            return;
+        }
+        let path = sock("peer");
+        let dir = path.parent().unwrap().to_path_buf();
+        let _ = std::fs::remove_dir_all(&dir);
+        let server = HookServer::bind(&path).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let script = format!(
+            "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\n\
+             print(s.recv(4096).decode())",
+            path.display().to_string()
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            answer.contains(r#""admitted":false"#) && answer.contains("uid 65534"),
+            "{answer} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let notices = loop {
+            let n = server.take_notices();
+            if !n.is_empty() || std::time::Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(notices[0].contains("may not ask"), "{notices:?}");
+        assert!(server.try_recv().is_none());
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Connections beyond the cap are answered `busy` at once; a request trickled in is cut
+    /// at the deadline, not after one read timeout per byte.
+    #[test]
+    fn connections_are_capped_and_requests_bounded_in_time() {
+        let path = sock("cap");
+        let options = HookOptions {
+            max_connections: 2,
+            deadline: Duration::from_millis(600),
+            ..HookOptions::default()
+        };
+        let server = HookServer::bind_with(&path, options).unwrap();
+        // Two silent connections hold both places.
+        let held: Vec<UnixStream> = (0..2)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut third = UnixStream::connect(&path).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        BufReader::new(&mut third).read_line(&mut answer).unwrap();
+        assert!(answer.contains("busy: 2 hook requests"), "{answer}");
+        // The silent ones are answered at their deadline.
+        for mut c in held {
+            let t = std::time::Instant::now();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut a = String::new();
+            BufReader::new(&mut c).read_line(&mut a).unwrap();
+            assert!(a.contains("did not arrive in time"), "{a}");
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        }
+        // A trickle: one byte every 100 ms never completes a request within the deadline.
+        let mut slow = UnixStream::connect(&path).unwrap();
+        let t = std::time::Instant::now();
+        let writer = {
+            let mut w = slow.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for b in STATE.bytes().take(40) {
+                    if w.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut a = String::new();
+        BufReader::new(&mut slow).read_line(&mut a).unwrap();
+        assert!(a.contains("did not arrive in time"), "{a}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        writer.join().unwrap();
+        let notices = server.take_notices();
+        assert!(
+            notices.iter().filter(|n| n.contains("busy")).count() == 1
+                && notices.iter().filter(|n| n.contains("in time")).count() == 3,
+            "{notices:?}"
+        );
+        drop(server);
     }
 
     #[test]

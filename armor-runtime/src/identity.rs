@@ -147,6 +147,23 @@ pub fn proc_cgroup(pid: u32) -> Result<String> {
     })
 }
 
+/// Checks that process `pid` is in the cgroup of container `id`: the last component of its
+/// cgroup path names the container (`/default/<id>`, `…/cri-containerd-<id>.scope`,
+/// `libpod-<id>.scope`: runc, containerd and podman name a container's cgroup after its id).
+/// `Err` says where the process is instead. What the OCI hook sends is checked so: a client
+/// cannot bind a container's rules to another process's cgroup.
+pub fn pid_in_container(pid: u32, id: &str) -> std::result::Result<(), String> {
+    let path = proc_cgroup(pid).map_err(|e| armor_core::diag::error_chain(&e))?;
+    let last = path.rsplit('/').next().unwrap_or("");
+    if !id.is_empty() && last.contains(id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "process {pid} is in cgroup {path}, not in container {id}'s"
+        ))
+    }
+}
+
 /// The cgroup2 mount point, from `/proc/self/mounts`.
 pub fn cgroup2_root() -> Result<PathBuf> {
     let text = fs::read_to_string("/proc/self/mounts")
@@ -307,6 +324,26 @@ mod tests {
     use super::*;
 
     const ID: &str = "775fb27125ee8d9e2f34d6731fbf3bf677a1038f79fe8134856337612007d9ae";
+
+    /// A process is in a container's cgroup when its cgroup's last component names the
+    /// container: this test's own cgroup names itself, not another id.
+    #[test]
+    fn a_pid_is_checked_against_the_containers_cgroup() {
+        let me = std::process::id();
+        let e = pid_in_container(me, ID).unwrap_err();
+        assert!(e.contains(&format!("not in container {ID}'s")), "{e}");
+        assert!(pid_in_container(me, "").is_err());
+        let own = proc_cgroup(me).unwrap();
+        match own.rsplit('/').next().filter(|l| !l.is_empty()) {
+            Some(last) => assert_eq!(pid_in_container(me, last), Ok(())),
+            None => println!("the test runs in the root cgroup: no name to check against"),
+        }
+        assert!(
+            pid_in_container(u32::MAX, ID)
+                .unwrap_err()
+                .contains("/proc/")
+        );
+    }
 
     fn owner(path: &str) -> (Runtime, String, Option<String>) {
         let o = parse_cgroup_path(path).unwrap_or_else(|| panic!("{path}"));

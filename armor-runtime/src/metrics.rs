@@ -7,7 +7,8 @@
 //!   (checked every second: [`Enforcer::health`](armor_core::enforcer::Enforcer::health), e.g.
 //!   an AppArmor profile unloaded or put in complain mode by someone else);
 //! - `GET /readyz`: 503 until the agent applied its first policy set (its `ready` line), then
-//!   200.
+//!   200, except while it has lost containerd's event stream and not resynced yet (503 with
+//!   why).
 //!
 //! | series | what |
 //! |---|---|
@@ -94,6 +95,8 @@ struct Inner {
     capacity_used: Family<Labels, Gauge>,
     /// What the enforcer no longer holds, as last checked (`/healthz`).
     enforcer_fault: Mutex<Option<String>>,
+    /// Why the agent is not ready any more, while it is not (`/readyz`).
+    unready: Mutex<Option<String>>,
     grpc_clients: Gauge,
     grpc_records: Family<Labels, Counter>,
     output: Family<Labels, Counter>,
@@ -170,6 +173,7 @@ impl Metrics {
             capacity: Family::default(),
             capacity_used: Family::default(),
             enforcer_fault: Mutex::new(None),
+            unready: Mutex::new(None),
             grpc_clients: Gauge::default(),
             grpc_records,
             output,
@@ -437,11 +441,19 @@ impl Metrics {
 
     /// `Ok` once the first policy set is applied (`/readyz`).
     pub fn ready(&self) -> Result<(), String> {
-        if self.inner.ready.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err("the first policy set is not applied yet".to_string())
+        if !self.inner.ready.load(Ordering::Relaxed) {
+            return Err("the first policy set is not applied yet".to_string());
         }
+        match self.inner.unready.lock().clone() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Says why the agent is not ready any more (`/readyz` answers 503 with it), or that it is
+    /// again (`None`): the containerd event stream lost and not resynced yet.
+    pub fn set_unready(&self, why: Option<String>) {
+        *self.inner.unready.lock() = why;
     }
 }
 

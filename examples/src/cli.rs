@@ -66,8 +66,14 @@ pub struct AgentFlags {
     #[arg(long)]
     pub containerd_socket: Option<std::path::PathBuf>,
     /// Answer the OCI hook (armor-oci-hook) on this socket: containers wait for their rules.
+    /// The socket is mode 0600 in a directory only root (or the agent's user) may write; a
+    /// connection from another user is refused before its request is read.
     #[arg(long, value_name = "PATH", requires = "containerd_socket")]
     pub hook_socket: Option<std::path::PathBuf>,
+    /// Also let this group's members ask on the hook socket (mode 0660): for hooks that run
+    /// as a user (rootless runtimes). A name in /etc/group, or a number.
+    #[arg(long, value_name = "GROUP", value_parser = group_id, requires = "hook_socket")]
+    pub hook_group: Option<u32>,
     /// Which enforcer to use (see below).
     #[arg(long, default_value = "auto", value_parser = enforcer_choice())]
     pub enforcer: EnforcerChoice,
@@ -246,7 +252,9 @@ impl AgentFlags {
             options = options.containerd_socket(sock);
         }
         if let Some(sock) = &self.hook_socket {
-            options = options.hook_socket(sock);
+            let mut hook = armor_runtime::hook::HookOptions::default();
+            hook.group = self.hook_group;
+            options = options.hook_socket(sock).hook_options(hook);
         }
         options
     }

@@ -541,6 +541,13 @@ impl WorkloadIndex {
         self.keys_of(false)
     }
 
+    /// The ids of the tracked containers (created or running), sorted.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.ids.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     /// The keys of the tracked services and of the cgroups below theirs.
     pub fn services(&self) -> Vec<WorkloadKey> {
         self.keys_of(true)

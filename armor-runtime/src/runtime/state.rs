@@ -193,6 +193,11 @@ impl Runtime {
         self.index.containers()
     }
 
+    /// The ids of the tracked containers (created or running), sorted.
+    pub fn container_ids(&self) -> Vec<String> {
+        self.index.container_ids()
+    }
+
     /// The units of the tracked services.
     pub fn service_units(&self) -> Vec<String> {
         self.index.service_units()

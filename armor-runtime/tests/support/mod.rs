@@ -97,16 +97,43 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             s = socket.display()
         );
         fs::write(dir.join("config.toml"), config).unwrap();
-        let log = fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
+        let child = Self::spawn(&dir);
+        let mut d = Daemon { dir, socket, child };
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("containerd.log"))
+            .unwrap();
+        Command::new("containerd")
             .arg("--config")
             .arg(dir.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        let mut d = Daemon { dir, socket, child };
+            .unwrap()
+    }
+
+    /// Stops containerd (SIGTERM; its tasks' shims keep running, as on a real restart).
+    pub(crate) fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().unwrap();
+    }
+
+    /// Starts containerd again on the same root, state and socket.
+    pub(crate) fn resume(&mut self) {
+        self.child = Self::spawn(&self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let d = self;
         let start = Instant::now();
         while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
             if let Some(status) = d.child.try_wait().unwrap() {
@@ -124,7 +151,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             start.elapsed().as_secs_f64(),
             d.socket.display()
         );
-        d
     }
 
     /// containerd's output so far.
@@ -228,6 +254,14 @@ impl Driver {
             containers: Vec::new(),
             io_dir: io_dir.to_path_buf(),
         }
+    }
+
+    /// Connects again (after containerd restarted on `socket`).
+    pub(crate) fn reconnect(&mut self, socket: &Path) {
+        self.channel = self
+            .rt
+            .block_on(containerd_client::connect(socket))
+            .unwrap();
     }
 
     fn write_blob(&self, blob: &[u8], labels: HashMap<String, String>) {
