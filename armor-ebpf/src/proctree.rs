@@ -33,6 +33,29 @@ pub struct ProcessTree {
     dead: HashSet<u32>,
 }
 
+impl ProcessTree {
+    /// Drops every process that `/proc` no longer lists and that is not kept on purpose after
+    /// its exit (the last [`KEEP_EXITED`] exits): what lost exit events left. Returns how many.
+    /// Bounds the tree by the processes that exist, whatever events were lost.
+    pub fn sweep(&mut self) -> usize {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return 0;
+        };
+        let alive: HashSet<u32> = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        self.sweep_against(&alive)
+    }
+
+    fn sweep_against(&mut self, alive: &HashSet<u32>) -> usize {
+        let before = self.procs.len();
+        let dead = &self.dead;
+        self.procs
+            .retain(|pid, _| alive.contains(pid) || dead.contains(pid));
+        before - self.procs.len()
+    }
+}
+
 /// Exited processes are kept this long (counted in exits) so late lookups of their children
 /// still find the parent's name.
 const KEEP_EXITED: usize = 4096;
@@ -247,6 +270,40 @@ impl ProcessTree {
 mod tests {
     use super::*;
     use crate::event::{FileOp, Syscall};
+
+    /// Processes whose exit was lost go at the next sweep; the live ones and those kept after
+    /// a seen exit stay; the real `/proc` keeps this process.
+    #[test]
+    fn the_sweep_drops_what_lost_exits_left() {
+        let mut tree = ProcessTree::default();
+        for pid in [10, 11, 12] {
+            tree.insert(ProcessInfo {
+                pid,
+                exe: format!("/bin/p{pid}"),
+                ..ProcessInfo::default()
+            });
+        }
+        let mut exit = open_event(12, 1, "p12");
+        exit.kind = EventKind::Exit { code: 0 };
+        tree.apply(&exit);
+        let alive: HashSet<u32> = [10].into_iter().collect();
+        assert_eq!(tree.sweep_against(&alive), 1, "11's exit was lost");
+        assert!(tree.get(10).is_some() && tree.get(11).is_none());
+        assert!(tree.get(12).is_some(), "kept after its exit, on purpose");
+
+        let me = std::process::id();
+        let mut real = ProcessTree::default();
+        real.insert(ProcessInfo {
+            pid: me,
+            ..ProcessInfo::default()
+        });
+        real.insert(ProcessInfo {
+            pid: u32::MAX - 1,
+            ..ProcessInfo::default()
+        });
+        assert_eq!(real.sweep(), 1);
+        assert!(real.get(me).is_some());
+    }
 
     fn open_event(pid: u32, ppid: u32, comm: &str) -> Event {
         Event {

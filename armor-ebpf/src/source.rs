@@ -108,6 +108,11 @@ pub struct Options {
     /// at 300,000 events/s). It is also the latency it adds to an isolated event. Zero reads at
     /// once.
     pub linger: Duration,
+    /// The most records one [`EventSource::poll`] hands out: under a flood the ring holds
+    /// more than a turn of the caller's loop should take, and what is left waits for the next
+    /// call, so the caller's other work (answering the OCI hook) is never starved. Default
+    /// 8,192 (about 30 ms of processing). At least 1.
+    pub max_batch: usize,
 }
 
 impl Default for Options {
@@ -118,6 +123,7 @@ impl Default for Options {
             ignore_pid: Some(std::process::id()),
             seed_process_tree: true,
             linger: Duration::from_micros(200),
+            max_batch: 8192,
         }
     }
 }
@@ -265,6 +271,7 @@ pub struct EventSource {
     decode_errors: u64,
     own_mnt_ns: u32,
     linger: Duration,
+    max_batch: usize,
     // Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
 }
@@ -366,8 +373,15 @@ impl EventSource {
             decode_errors: 0,
             own_mnt_ns: mnt_ns_of("self").unwrap_or(0),
             linger: options.linger,
+            max_batch: options.max_batch,
             _ebpf: ebpf,
         })
+    }
+
+    /// Drops the processes of the tree that no longer exist (their exit events were lost, in a
+    /// full ring buffer): returns how many. Reads `/proc`; the agent calls it once a minute.
+    pub fn sweep_process_tree(&mut self) -> usize {
+        self.tree.sweep()
     }
 
     /// The filtering handles (cloneable, usable from other threads).
@@ -390,9 +404,10 @@ impl EventSource {
         self.decode_errors
     }
 
-    /// Waits up to `timeout` for events, then hands every available one to `f` (after it has
-    /// updated the process tree, so `f` can look the process up). Returns how many were handed.
-    /// When it had to wait, it reads [`Options::linger`] after the first record arrived.
+    /// Waits up to `timeout` for events, then hands the available ones to `f`, at most
+    /// [`Options::max_batch`] (after it has updated the process tree, so `f` can look the
+    /// process up). Returns how many were handed. When it had to wait, it reads
+    /// [`Options::linger`] after the first record arrived.
     pub fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(&Event)) -> Result<usize> {
         let n = self.drain(f);
         if n > 0 {
@@ -419,8 +434,12 @@ impl EventSource {
     }
 
     fn drain(&mut self, f: &mut dyn FnMut(&Event)) -> usize {
-        let mut n = 0;
-        while let Some(item) = self.ring.next() {
+        let (mut n, mut read) = (0, 0);
+        while read < self.max_batch.max(1) {
+            let Some(item) = self.ring.next() else {
+                break;
+            };
+            read += 1;
             let raw = RawEvent::decode(&item);
             drop(item);
             let raw = match raw {

@@ -448,9 +448,13 @@ struct Deferred {
 ///
 /// Fails, before anything is applied, when the policies or the inventory do not load (the
 /// error holds every problem with its `file:line:col`), the chosen enforcer does not work here,
-/// the eBPF event source does not load, or containerd cannot be reached; later, when `out`
-/// cannot be written. A policy or inventory change that does not load keeps the previous one
-/// and is logged.
+/// the eBPF event source does not load, or containerd cannot be reached. Once running, ordinary
+/// faults do not end it: a change of the policies or inventory that does not load keeps the
+/// previous one; records `out` cannot take are lost and counted; a failed read of kernel
+/// events or counters, a lost containerd event stream (subscribed again with backoff, then
+/// resynced), an OCI hook request that cannot be served, are each logged and outlived. Once a
+/// minute the process tree is swept against `/proc` and the enforcer's state against the
+/// tracked workloads, so lost exit and stop events leak nothing.
 pub fn run(
     options: &AgentOptions,
     out: &mut dyn Write,
@@ -568,6 +572,10 @@ struct Agent {
     changed_files: Option<u64>,
     last_check: Instant,
     last_services: Instant,
+    /// When the process tree and the enforcer's state were last swept ([`SWEEP_EVERY`]).
+    last_sweep: Instant,
+    /// Why reading kernel events fails, while it does.
+    poll_error: Option<String>,
     /// After an inventory reload: resync the services at once.
     resync_now: bool,
     last_lost: u64,
@@ -598,6 +606,10 @@ struct Agent {
     /// subscription, whose start nothing confirms ([`Containerd::watch`]).
     resync_at: Option<Instant>,
 }
+
+/// How often the process tree is swept against `/proc`, and the enforcer's state against the
+/// tracked workloads: what lost events (exits, stops) left is reclaimed.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// How long after a subscription containerd's list is compared again.
 const RESYNC_AFTER: Duration = Duration::from_secs(2);
@@ -760,6 +772,8 @@ impl Agent {
             changed_files: None,
             last_check: Instant::now(),
             last_services: Instant::now(),
+            last_sweep: Instant::now(),
+            poll_error: None,
             resync_now: false,
             last_lost: 0,
             last_readiness,
@@ -829,8 +843,25 @@ impl Agent {
         log: &mut dyn FnMut(&str),
     ) -> Result<()> {
         let mut batch = Vec::new();
-        self.source
-            .poll(self.poll, &mut |e| batch.push(e.clone()))?;
+        // A failed poll (never seen: the ring's descriptor is the agent's own) is logged when
+        // it starts and ends; the loop goes on, answering hooks and applying rules.
+        let polled = self.source.poll(self.poll, &mut |e| batch.push(e.clone()));
+        match (&polled, &self.poll_error) {
+            (Err(e), None) => {
+                log(&format!(
+                    "reading kernel events failed (retried each turn): {}",
+                    chain(e)
+                ));
+                self.poll_error = Some(chain(e));
+                std::thread::sleep(self.poll);
+            }
+            (Err(_), Some(_)) => std::thread::sleep(self.poll),
+            (Ok(_), Some(_)) => {
+                log("reading kernel events works again");
+                self.poll_error = None;
+            }
+            (Ok(_), None) => {}
+        }
         if let Some(m) = &options.metrics {
             m.turned();
             m.events(batch.len() as u64);
@@ -1131,7 +1162,27 @@ impl Agent {
             self.last_readiness = now;
         }
         self.check_enforcer(options, log);
-        let lost = self.controls.stats()?.lost;
+        // The kernel's loss count: a failed read is logged and counts nothing.
+        let lost = match self.controls.stats() {
+            Ok(s) => s.lost,
+            Err(e) => {
+                log(&format!(
+                    "reading the event source's counters failed: {}",
+                    chain(&e)
+                ));
+                self.last_lost
+            }
+        };
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = Instant::now();
+            let gone = self.source.sweep_process_tree();
+            if gone > 0 {
+                log(&format!(
+                    "{gone} processes dropped from the process tree (their exits were lost)"
+                ));
+            }
+            sweep_earlier_state(&mut self.rt, log);
+        }
         if let Some(m) = &options.metrics {
             m.lost_total(lost);
             m.readiness(&readiness);
@@ -1232,8 +1283,7 @@ impl Agent {
                     m.applied(t.elapsed(), policy.rules().len());
                 }
                 self.refused = None;
-                self.controls
-                    .set_default_visibility(&self.rt.host_visibility())?;
+                set_visibility(&self.controls, &self.rt, log);
                 log(&format!(
                     "policy update taken on a new try: {} rules",
                     policy.rules().len()
@@ -1289,8 +1339,7 @@ impl Agent {
                     m.applied(t.elapsed(), n);
                     m.reloaded(true);
                 }
-                self.controls
-                    .set_default_visibility(&self.rt.host_visibility())?;
+                set_visibility(&self.controls, &self.rt, log);
                 log(&format!("policies reloaded: {n} rules"));
             }
             Err(e) => {
@@ -1363,7 +1412,7 @@ fn take_feed(
                         if let Some(m) = metrics {
                             m.applied(t.elapsed(), n);
                         }
-                        controls.set_default_visibility(&rt.host_visibility())?;
+                        set_visibility(controls, rt, log);
                         log(&format!("policies from the orchestrator: {n} rules"));
                         answers.push((policy, Ok(())));
                     }
@@ -1381,7 +1430,7 @@ fn take_feed(
             }
             Feed::Config(config) => match rt.reconfigure(&config) {
                 Ok(()) => {
-                    controls.set_default_visibility(&rt.host_visibility())?;
+                    set_visibility(controls, rt, log);
                     log("configuration updated");
                 }
                 Err(e) => log(&format!(
@@ -1490,6 +1539,17 @@ fn follow_containerd(
         }
     }
     Ok((c, rx))
+}
+
+/// Writes the host's visibility (the default of the event source's cgroups) after a change;
+/// a failed write keeps the previous one and is logged, never ends the loop.
+fn set_visibility(controls: &armor_ebpf::Controls, rt: &Runtime, log: &mut dyn FnMut(&str)) {
+    if let Err(e) = controls.set_default_visibility(&rt.host_visibility()) {
+        log(&format!(
+            "setting the host's visibility failed, the previous one stays: {}",
+            chain(&e)
+        ));
+    }
 }
 
 /// Removes what the enforcer kept for workloads that are gone, once every tracked workload

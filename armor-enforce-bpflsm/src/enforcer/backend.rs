@@ -176,7 +176,10 @@ impl Enforcer for BpfLsm {
         ]
     }
 
-    /// Two things an earlier run left, once the runtime applied every workload it tracks:
+    /// What the runtime no longer tracks, and two things an earlier run left, once the runtime
+    /// applied every workload it tracks:
+    /// - workloads this enforcer installed that are not in `keep` (their stop was never
+    ///   seen, an event lost): removed like [`Enforcer::remove`];
     /// - the workload records of an adopted set whose cgroups are not in `keep` (containers
     ///   gone while no agent ran, workloads the new policies select no more): deleted, and the
     ///   earlier entries with the last of them ([`Pinning`]); a kept workload's record stays
@@ -187,8 +190,19 @@ impl Enforcer for BpfLsm {
     ///
     /// A key without a cgroup id stands for the host (record 0).
     fn sweep(&self, keep: &[WorkloadKey]) -> Result<Vec<String>, ApplyError> {
-        let mut st = self.lock();
         let mut removed = Vec::new();
+        let stale: Vec<WorkloadKey> = self
+            .lock()
+            .installed
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.remove(&key)?;
+            removed.push(format!("the rules of {key}, no longer tracked"));
+        }
+        let mut st = self.lock();
         let keep: std::collections::BTreeSet<u64> =
             keep.iter().map(|k| k.cgroup_id.unwrap_or(0)).collect();
         let gone: Vec<u64> = st.legacy.as_ref().map_or_else(Vec::new, |g| {

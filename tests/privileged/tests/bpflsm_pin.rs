@@ -307,6 +307,19 @@ fn bpflsm_pinned_enforcement_outlives_the_enforcer_is_adopted_upgraded_and_unins
     assert!(denied(&open_in(&cg, "secret")));
     consistent(&fourth, 1);
 
+    // A workload the runtime stopped tracking without a remove (its stop event lost): the
+    // next sweep removes its rules.
+    let lost_key = WorkloadKey::new("shop/lost").with_cgroup(gone.id());
+    apply(&fourth, &lost_key, &["free"]);
+    assert!(denied(&open_in(&gone, "free")));
+    let removed = fourth.sweep(std::slice::from_ref(&key)).unwrap();
+    assert_eq!(
+        removed,
+        [format!("the rules of {lost_key}, no longer tracked")]
+    );
+    assert_eq!(open_in(&gone, "free"), "armor-op: ok");
+    consistent(&fourth, 1);
+
     // Uninstalled: the pins go, and the programs with the last holder.
     let removed = uninstall(&root).unwrap();
     assert_eq!(removed, [third_dir]);
