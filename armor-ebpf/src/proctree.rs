@@ -35,7 +35,7 @@ pub struct ProcessTree {
 
 impl ProcessTree {
     /// Drops every process that `/proc` no longer lists and that is not kept on purpose after
-    /// its exit (the last [`KEEP_EXITED`] exits): what lost exit events left. Returns how many.
+    /// its exit (the last 4,096 exits): what lost exit events left. Returns how many.
     /// Bounds the tree by the processes that exist, whatever events were lost.
     pub fn sweep(&mut self) -> usize {
         let Ok(entries) = fs::read_dir("/proc") else {

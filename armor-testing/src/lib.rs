@@ -9,11 +9,13 @@
 //! * [`mix`]: the benchmark rule mix and its events.
 //! * [`random`]: random policies and operations for property tests, over a vocabulary each
 //!   suite chooses.
+//! * [`fuzz`]: a mutation fuzzer on stable Rust for the parsers of untrusted bytes.
 
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
 pub mod corpus;
+pub mod fuzz;
 pub mod lines;
 pub mod mix;
 #[allow(

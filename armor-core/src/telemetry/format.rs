@@ -70,7 +70,11 @@ pub fn result(ret: i64) -> String {
     if ret >= 0 {
         return super::RESULT_PASSED.to_string();
     }
-    let errno = i32::try_from(-ret).unwrap_or(0);
+    // `i64::MIN` has no negation: a kernel never returns it, a corrupt record may.
+    let errno = ret
+        .checked_neg()
+        .and_then(|e| i32::try_from(e).ok())
+        .unwrap_or(0);
     let text = std::io::Error::from_raw_os_error(errno).to_string();
     match text.split_once(" (os error") {
         Some((t, _)) => t.to_string(),
@@ -124,6 +128,9 @@ mod tests {
         assert_eq!(result(0), "Passed");
         assert_eq!(result(-13), "Permission denied");
         assert_eq!(result(-2), "No such file or directory");
+        // Found by the event fuzzer: a corrupt record's return value.
+        assert_eq!(result(i64::MIN), result(-i64::from(i32::MAX) - 1_000));
+        assert!(!result(i64::MIN).is_empty());
         assert_eq!(
             rfc3339(1_661_936_575, 841_537),
             "2022-08-31T09:02:55.841537Z"

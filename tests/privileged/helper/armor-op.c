@@ -31,6 +31,13 @@
 //   armor-op pipe                                      write to and read from a pipe
 //   armor-op memfd-exec PATH [ARG...]                  copy PATH into a memfd and execute that
 //                                                      (fileless execution)
+//   armor-op bind-open SRC DST FLAGS                   bind-mount SRC on DST (in its own
+//                                                      mount namespace), then open DST
+//   armor-op unshare-open PATH FLAGS                   a new mount namespace (unshare -m),
+//                                                      then open PATH
+//   armor-op rename-open DIR NEWDIR PATH FLAGS         rename DIR to NEWDIR, open PATH (under
+//                                                      NEWDIR), rename it back
+//   armor-op copy-exec SRC DST [ARG...]                copy SRC to DST (mode 0755), exec DST
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -331,6 +338,52 @@ static int op_memfd_exec(char **argv) {
     return report(-1);
 }
 
+static int op_bind_open(const char *src, const char *dst, const char *spec) {
+    int flags;
+    if (parse_open_flags(spec, &flags)) return usage();
+    if (unshare(CLONE_NEWNS) != 0) return setup_failure("unshare(CLONE_NEWNS)");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return setup_failure("mount private");
+    if (mount(src, dst, NULL, MS_BIND, NULL) != 0) return report(-1);
+    return report(open(dst, flags, 0644));
+}
+
+static int op_unshare_open(const char *path, const char *spec) {
+    int flags;
+    if (parse_open_flags(spec, &flags)) return usage();
+    if (unshare(CLONE_NEWNS) != 0) return report(-1);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return setup_failure("mount private");
+    return report(open(path, flags, 0644));
+}
+
+static int op_rename_open(const char *dir, const char *newdir, const char *path, const char *spec) {
+    int flags;
+    if (parse_open_flags(spec, &flags)) return usage();
+    if (rename(dir, newdir) != 0) return report(-1);
+    int fd = open(path, flags, 0644);
+    int e = errno;
+    if (rename(newdir, dir) != 0) return setup_failure("rename back");
+    errno = e;
+    return report(fd);
+}
+
+static int op_copy_exec(char **argv) {
+    int src = open(argv[0], O_RDONLY | O_CLOEXEC);
+    if (src < 0) return report(-1);
+    int dst = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    if (dst < 0) return report(-1);
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(src, buf, sizeof buf)) > 0) {
+        if (write(dst, buf, (size_t)n) != n) return setup_failure("write copy");
+    }
+    if (n < 0) return report(-1);
+    close(dst);
+    fflush(stdout);
+    extern char **environ;
+    execve(argv[1], argv + 1, environ);
+    return report(-1);
+}
+
 static int op_pipe(void) {
     int p[2];
     if (pipe(p) != 0) return setup_failure("pipe");
@@ -462,6 +515,10 @@ int main(int argc, char **argv) {
     if (strcmp(op, "mprotect-exec") == 0 && n == 1) return op_map_exec(a[0], 1);
     if (strcmp(op, "pipe") == 0 && n == 0) return op_pipe();
     if (strcmp(op, "memfd-exec") == 0 && n >= 1) return op_memfd_exec(a);
+    if (strcmp(op, "bind-open") == 0 && n == 3) return op_bind_open(a[0], a[1], a[2]);
+    if (strcmp(op, "unshare-open") == 0 && n == 2) return op_unshare_open(a[0], a[1]);
+    if (strcmp(op, "rename-open") == 0 && n == 4) return op_rename_open(a[0], a[1], a[2], a[3]);
+    if (strcmp(op, "copy-exec") == 0 && n >= 3) return op_copy_exec(a);
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));

@@ -881,6 +881,46 @@ fn bpflsm_bypass_suite() {
             &["memfd-exec", "/usr/bin/ok", "ok"],
             false,
         );
+        // Routes a workload takes on its own after its rules are in force (issue 20).
+        run(
+            "the workload hardlinks the protected file",
+            &["link", "/etc/shadow", "/tmp/hl-new"],
+            true,
+        );
+        run(
+            "the workload bind-mounts the protected file elsewhere, then opens that",
+            &["bind-open", "/etc/shadow", "/etc/hostname", "rdonly"],
+            true,
+        );
+        run(
+            "a new mount namespace (unshare -m), then the protected file",
+            &["unshare-open", "/etc/shadow", "rdonly"],
+            true,
+        );
+        run(
+            "a parent directory of the protected file renamed, then the file",
+            &[
+                "rename-open",
+                "/etc",
+                "/etc-moved",
+                "/etc-moved/shadow",
+                "rdonly",
+            ],
+            true,
+        );
+        run(
+            "a protected directory renamed (or its rename refused), then a file in it",
+            &["rename-open", "/secret", "/moved", "/moved/data", "rdonly"],
+            true,
+        );
+        // Documented, not a bypass of the rule: a copy is another file (a new inode at a new
+        // path); a process allow-list (posture block) stops it, as it stops any binary not
+        // listed.
+        run(
+            "a copy of the blocked binary, executed (documented: not covered by a path rule)",
+            &["copy-exec", "/usr/bin/blocked", "/tmp/blocked-copy", "ok"],
+            false,
+        );
         let control = run_in(&root, &cg, actor, &["by-handle", "/etc/hostname"]);
         let line = run_in(&root, &cg, actor, &["by-handle", "/etc/shadow"]);
         if line.contains("EOPNOTSUPP") {
@@ -1079,9 +1119,20 @@ fn bpflsm_fileless_exec_falls_to_the_process_allow_list_posture() {
         "/usr/bin/actor",
         &["map-exec", "/usr/bin/blocked"],
     );
+    // A copy of an allowed binary is another file: the allow-list stops it (here its write
+    // already, the file posture blocking too).
+    let copied = run_in(
+        root,
+        cg,
+        "/usr/bin/actor",
+        &["copy-exec", "/usr/bin/ok", "/tmp/ok-copy", "ok"],
+    );
     wl.remove(&lsm);
     harness.leave(&lsm);
-    println!("allowed exec: `{allowed}`; memfd exec: `{fileless}`; mapping: `{mapped}`");
+    println!(
+        "allowed exec: `{allowed}`; memfd exec: `{fileless}`; mapping: `{mapped}`; copy: `{copied}`"
+    );
+    assert!(copied.starts_with("armor-op: errno 1 "), "{copied}");
     assert_eq!(allowed, "armor-op: ok");
     assert!(fileless.starts_with("armor-op: errno 1 "), "{fileless}");
     // Mappings are not subject to the allow-list posture (shared libraries).
