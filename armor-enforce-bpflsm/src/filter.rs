@@ -89,20 +89,26 @@ impl Filter {
         let mut changed = Vec::new();
         for k in keys.into_iter().filter(|k| k.seq == 0) {
             for b in self.bits_of(k) {
-                let Some(c) = self.counts.get_mut(&b) else {
-                    continue;
-                };
-                *c = c.saturating_sub(1);
-                if *c == 0 {
-                    self.counts.remove(&b);
-                    changed.push(b / 64);
-                    if let Some(w) = self.words.get_mut((b / 64) as usize) {
-                        *w &= !(1u64 << (b % 64));
-                    }
-                }
+                self.uncount(b, &mut changed);
             }
         }
         self.report(changed)
+    }
+
+    /// Counts bit `b` out once; when nothing needs it any more it is cleared and its word noted
+    /// in `changed`.
+    fn uncount(&mut self, b: u32, changed: &mut Vec<u32>) {
+        let Some(c) = self.counts.get_mut(&b) else {
+            return;
+        };
+        *c = c.saturating_sub(1);
+        if *c == 0 {
+            self.counts.remove(&b);
+            changed.push(b / 64);
+            if let Some(w) = self.words.get_mut((b / 64) as usize) {
+                *w &= !(1u64 << (b % 64));
+            }
+        }
     }
 
     /// Keeps the set bits of `word` (word `idx` of a filter found in the kernel, whose keys
@@ -126,17 +132,7 @@ impl Filter {
     pub fn release_held(&mut self) -> Vec<(u32, u64)> {
         let mut changed = Vec::new();
         for b in std::mem::take(&mut self.held) {
-            let Some(c) = self.counts.get_mut(&b) else {
-                continue;
-            };
-            *c = c.saturating_sub(1);
-            if *c == 0 {
-                self.counts.remove(&b);
-                changed.push(b / 64);
-                if let Some(w) = self.words.get_mut((b / 64) as usize) {
-                    *w &= !(1u64 << (b % 64));
-                }
-            }
+            self.uncount(b, &mut changed);
         }
         self.report(changed)
     }

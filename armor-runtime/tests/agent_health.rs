@@ -10,11 +10,9 @@
 //! until it is whole again; the enforcer's capacity is on `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use armor_runtime::agent::{self, AgentOptions};
+use armor_runtime::agent::AgentOptions;
 use armor_runtime::metrics::{self, Metrics};
 use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use armor_testing::recording::{RecordingEnforcer, RecordingFactory};
@@ -22,8 +20,11 @@ use armor_testing::recording::{RecordingEnforcer, RecordingFactory};
 mod host;
 use host::{fresh_dir, root_or_skip};
 
+#[path = "support/agent.rs"]
+mod in_process;
 #[path = "support/scrape.rs"]
 mod scrape;
+use in_process::InProcessAgent;
 use scrape::{http_get, series};
 
 const HOST_POLICY: &str = r"
@@ -37,22 +38,8 @@ spec:
   action: Block
 ";
 
-/// Waits up to 10 s for a log line containing `part`.
-fn wait_line(lines: &mpsc::Receiver<String>, part: &str, seen: &mut Vec<String>) -> String {
-    let end = Instant::now() + Duration::from_secs(10);
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(l) => {
-                seen.push(l.clone());
-                if l.contains(part) {
-                    return l;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    panic!("no log line with `{part}`:\n{}", seen.join("\n"));
-}
+/// How long the agent may take to say something.
+const TEN: Duration = Duration::from_secs(10);
 
 /// Waits up to 10 s for `/healthz` to answer `code`; returns the body.
 fn wait_health(addr: std::net::SocketAddr, code: u16) -> String {
@@ -92,20 +79,14 @@ fn an_enforcer_fault_is_logged_and_fails_healthz_until_it_is_over() {
                 .register(Arc::new(RecordingFactory::new(recording.clone()))),
         )
         .metrics(m);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, lines) = mpsc::channel();
-    let agent = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut out = std::io::sink();
-            let mut log = |l: &str| {
-                let _ = tx.send(l.to_owned());
-            };
-            agent::run(&options, &mut out, &mut log, &stop)
-        })
-    };
-    let mut seen = Vec::new();
-    wait_line(&lines, "ready", &mut seen);
+    let mut agent = InProcessAgent::start(options);
+    agent.until("ready:", TEN);
+    // The metrics are complete once /readyz says ready (the log line comes a moment before).
+    let end = Instant::now() + TEN;
+    while http_get(addr, "/readyz").0 != 200 {
+        assert!(Instant::now() < end, "/readyz never 200");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(wait_health(addr, 200), "ok\n");
     let (_, text) = http_get(addr, "/metrics");
     let workloads = "armor_enforcer_capacity_used{enforcer=\"Recording\",resource=\"workloads\"}";
@@ -122,7 +103,7 @@ fn an_enforcer_fault_is_logged_and_fails_healthz_until_it_is_over() {
 
     let fault = "Recording: the host's rules were taken away";
     recording.set_health(Some(fault));
-    let line = wait_line(&lines, "enforcer fault:", &mut seen);
+    let line = agent.until("enforcer fault:", TEN);
     assert_eq!(line, format!("enforcer fault: {fault}"));
     let body = wait_health(addr, 503);
     assert!(body.contains(fault), "{body}");
@@ -130,18 +111,21 @@ fn an_enforcer_fault_is_logged_and_fails_healthz_until_it_is_over() {
     assert_eq!(series(&text, "armor_enforcer_healthy"), Some(0.0), "{text}");
 
     recording.set_health(None);
-    wait_line(&lines, "enforcer fault over", &mut seen);
+    agent.until("enforcer fault over", TEN);
     wait_health(addr, 200);
     // Logged once per change, not every second.
     std::thread::sleep(Duration::from_millis(1500));
-    seen.extend(lines.try_iter());
+    agent.drain();
     assert_eq!(
-        seen.iter().filter(|l| l.contains("enforcer fault")).count(),
+        agent
+            .seen
+            .iter()
+            .filter(|l| l.contains("enforcer fault"))
+            .count(),
         2,
-        "{seen:#?}"
+        "{:#?}",
+        agent.seen
     );
-
-    stop.store(true, Ordering::SeqCst);
-    agent.join().unwrap().unwrap();
+    agent.stop().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,16 +16,18 @@ mod support;
 
 use std::fs;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use armor_core::WorkloadKey;
-use armor_runtime::agent::{self, AgentOptions};
+use armor_runtime::agent::AgentOptions;
 use armor_runtime::metrics::{self, Metrics};
 use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use armor_testing::recording::{RecordingEnforcer, RecordingFactory};
-use support::{Daemon, Driver, Spec, oci};
+use support::{Daemon, Driver, Spec};
+
+#[path = "support/agent.rs"]
+mod in_process;
+use in_process::InProcessAgent;
 
 #[path = "support/scrape.rs"]
 mod scrape;
@@ -43,32 +45,8 @@ spec:
 
 const IMAGE: &str = "docker.io/armor-test/busybox:latest";
 
-fn spec(name: &str) -> Spec {
-    let h = |seed: &str| {
-        oci::digest(format!("restart-{seed}-{}", std::process::id()).as_bytes())["sha256:".len()..]
-            .to_string()
-    };
-    let p = h(&format!("pod-{name}"));
-    Spec {
-        id: h(name),
-        pod_uid: format!(
-            "{}-{}-{}-{}-{}",
-            &p[..8],
-            &p[8..12],
-            &p[12..16],
-            &p[16..20],
-            &p[20..32]
-        ),
-        labels: vec![
-            ("io.kubernetes.pod.namespace".into(), "shop".into()),
-            ("io.kubernetes.pod.name".into(), format!("{name}-0")),
-            ("io.kubernetes.container.name".into(), name.into()),
-            ("app".into(), "web".into()),
-        ],
-        args: vec!["/bin/sleep".into(), "3600".into()],
-        hooks: None,
-    }
-}
+/// How long the agent may take to say something.
+const LONG: Duration = Duration::from_secs(30);
 
 /// The key the runtime gives container `name` of [`spec`].
 fn key_name(name: &str) -> String {
@@ -79,24 +57,6 @@ fn installed(rec: &RecordingEnforcer, name: &str) -> bool {
     rec.installed()
         .keys()
         .any(|k: &WorkloadKey| k.name == key_name(name))
-}
-
-/// Waits up to 30 s for a log line containing `part`.
-fn until(lines: &mpsc::Receiver<String>, part: &str, seen: &mut Vec<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(l) => {
-                println!("  agent: {l}");
-                seen.push(l.clone());
-                if l.contains(part) {
-                    return l;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    panic!("no agent line with `{part}`:\n{}", seen.join("\n"));
 }
 
 #[test]
@@ -111,6 +71,7 @@ fn a_containerd_restart_is_resubscribed_and_resynced() {
     fs::write(dir.join("p.yaml"), POLICY).unwrap();
     let mut driver = Driver::connect(&daemon.socket, &daemon.dir);
     driver.load_busybox(IMAGE, &[("etc/armor-secret", b"s3cret\n")]);
+    let spec = |name: &str| Spec::web("restart", name, None);
     let (web, dies, late) = (spec("web"), spec("dies"), spec("late"));
     driver.run(&web);
     let dies_pid = driver.run(&dies);
@@ -126,33 +87,14 @@ fn a_containerd_restart_is_resubscribed_and_resynced() {
                 .register(Arc::new(RecordingFactory::new(recording.clone()))),
         )
         .metrics(m);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, lines) = mpsc::channel();
-    let agent = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut out = std::io::sink();
-            let mut log = |l: &str| {
-                let _ = tx.send(l.to_owned());
-            };
-            let r = agent::run(&options, &mut out, &mut log, &stop);
-            if let Err(e) = &r {
-                let _ = tx.send(format!(
-                    "agent failed: {}",
-                    armor_core::diag::error_chain(e)
-                ));
-            }
-            r
-        })
-    };
-    let mut seen = Vec::new();
-    until(&lines, "ready:", &mut seen);
+    let mut agent = InProcessAgent::start(options);
+    agent.until("ready:", LONG);
     assert!(installed(&recording, "web") && installed(&recording, "dies"));
     assert_eq!(scrape::http_get(addr, "/readyz").0, 200);
 
     // containerd goes away; meanwhile `dies`'s process dies (no event can tell the agent).
     daemon.stop();
-    let ended = until(&lines, "containerd events ended", &mut seen);
+    let ended = agent.until("containerd events ended", LONG);
     assert!(ended.contains("subscribing again"), "{ended}");
     let (code, body) = scrape::http_get(addr, "/readyz");
     assert_eq!(code, 503, "{body}");
@@ -163,13 +105,13 @@ fn a_containerd_restart_is_resubscribed_and_resynced() {
     )
     .unwrap();
     // At least one try fails while containerd is down, and says when the next comes.
-    until(&lines, "to subscribe again failed", &mut seen);
+    agent.until("to subscribe again failed", LONG);
 
     // containerd comes back; a container is created at once.
     daemon.resume();
     driver.reconnect(&daemon.socket);
     driver.run(&late);
-    let back = until(&lines, "containerd events subscribed again", &mut seen);
+    let back = agent.until("containerd events subscribed again", LONG);
     println!("{back}");
     // Whether `late` came through the resync or the new stream, its rules are applied; the
     // dead container's are removed.
@@ -181,16 +123,15 @@ fn a_containerd_restart_is_resubscribed_and_resynced() {
             installed(&recording, "late"),
             installed(&recording, "dies"),
             recording.installed().keys().collect::<Vec<_>>(),
-            seen.join("\n")
+            agent.seen.join("\n")
         );
         std::thread::sleep(Duration::from_millis(100));
-        seen.extend(lines.try_iter());
+        agent.drain();
     }
     assert!(installed(&recording, "web"));
     assert_eq!(scrape::http_get(addr, "/readyz").0, 200);
 
-    stop.store(true, Ordering::SeqCst);
-    agent.join().unwrap().unwrap();
+    agent.stop().unwrap();
     drop(driver);
     drop(daemon);
 }

@@ -18,14 +18,16 @@ mod support;
 
 use std::fs;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use armor_runtime::agent::{self, AgentOptions};
+use armor_runtime::agent::AgentOptions;
 use armor_runtime::{EnforcementOptions, EnforcerChoice};
 use armor_testing::recording::{RecordingEnforcer, RecordingFactory};
-use support::{Daemon, Driver, Spec, oci};
+use support::{Daemon, Driver, Spec};
+
+#[path = "support/agent.rs"]
+mod in_process;
+use in_process::InProcessAgent;
 
 const POLICIES: &str = r"
 apiVersion: security.kubearmor.com/v1
@@ -77,33 +79,6 @@ fn as_oci_hook() {
     std::process::exit(code);
 }
 
-fn spec(name: &str, hooks: &serde_json::Value) -> Spec {
-    let h = |seed: &str| {
-        oci::digest(format!("flood-{seed}-{}", std::process::id()).as_bytes())["sha256:".len()..]
-            .to_string()
-    };
-    let p = h(&format!("pod-{name}"));
-    Spec {
-        id: h(name),
-        pod_uid: format!(
-            "{}-{}-{}-{}-{}",
-            &p[..8],
-            &p[8..12],
-            &p[12..16],
-            &p[16..20],
-            &p[20..32]
-        ),
-        labels: vec![
-            ("io.kubernetes.pod.namespace".into(), "shop".into()),
-            ("io.kubernetes.pod.name".into(), format!("{name}-0")),
-            ("io.kubernetes.container.name".into(), name.into()),
-            ("app".into(), "web".into()),
-        ],
-        args: vec!["/bin/sleep".into(), "3600".into()],
-        hooks: Some(hooks.clone()),
-    }
-}
-
 #[test]
 fn a_flood_of_events_does_not_starve_the_oci_hook() {
     if let Some(why) = support::unavailable() {
@@ -127,27 +102,8 @@ fn a_flood_of_events_does_not_starve_the_oci_hook() {
             EnforcementOptions::empty()
                 .register(Arc::new(RecordingFactory::new(recording.clone()))),
         );
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, lines) = mpsc::channel::<String>();
-    let agent = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut out = std::io::sink();
-            let mut log = |l: &str| {
-                let _ = tx.send(l.to_owned());
-            };
-            agent::run(&options, &mut out, &mut log, &stop)
-        })
-    };
-    let mut seen: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.iter().any(|l| l.starts_with("ready:")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) => seen.push(l),
-            Err(e) => panic!("agent not ready ({e}):\n{}", seen.join("\n")),
-        }
-    }
+    let mut agent = InProcessAgent::start(options);
+    agent.until("ready:", Duration::from_secs(60));
 
     // The flood: two processes opening files on the host as fast as they can.
     let flood: Vec<std::process::Child> = (0..2)
@@ -172,7 +128,7 @@ fn a_flood_of_events_does_not_starve_the_oci_hook() {
     }]});
     let mut created = Vec::new();
     for i in 0..4 {
-        let s = spec(&format!("c{i}"), &hooks);
+        let s = Spec::web("flood", &format!("c{i}"), Some(hooks.clone()));
         let t = Instant::now();
         let result = driver.try_create(&s);
         let took = t.elapsed();
@@ -184,22 +140,24 @@ fn a_flood_of_events_does_not_starve_the_oci_hook() {
         let _ = p.kill();
         let _ = p.wait();
     }
-    seen.extend(lines.try_iter());
-    let admitted: Vec<&String> = seen
+    agent.drain();
+    let admitted: Vec<&String> = agent
+        .seen
         .iter()
         .filter(|l| l.contains("admitted by the OCI hook in"))
         .collect();
     for l in &admitted {
         println!("agent: {l}");
     }
-    assert_eq!(admitted.len(), 4, "{}", seen.join("\n"));
+    assert_eq!(admitted.len(), 4, "{}", agent.seen.join("\n"));
     for (_, took) in &created {
         assert!(
             *took < Duration::from_secs(HOOK_TIMEOUT_S),
             "a creation took {took:?}, past the hook's deadline"
         );
     }
-    let lost = seen
+    let lost = agent
+        .seen
         .iter()
         .filter(|l| l.contains("events lost in the kernel"))
         .count();
@@ -214,8 +172,7 @@ fn a_flood_of_events_does_not_starve_the_oci_hook() {
             s.id
         );
     }
-    stop.store(true, Ordering::SeqCst);
-    agent.join().unwrap().unwrap();
+    agent.stop().unwrap();
     drop(driver);
     drop(daemon);
 }

@@ -208,6 +208,37 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
+    /// Container `name` of pod `<name>-0` in Kubernetes namespace `shop`, labelled `app: web`,
+    /// running `sleep 3600`, with `hooks`; its id and pod uid are derived from `prefix`, `name`
+    /// and the test's pid.
+    pub(crate) fn web(prefix: &str, name: &str, hooks: Option<serde_json::Value>) -> Spec {
+        let h = |seed: &str| {
+            oci::digest(format!("{prefix}-{seed}-{}", std::process::id()).as_bytes())
+                ["sha256:".len()..]
+                .to_string()
+        };
+        let p = h(&format!("pod-{name}"));
+        Spec {
+            id: h(name),
+            pod_uid: format!(
+                "{}-{}-{}-{}-{}",
+                &p[..8],
+                &p[8..12],
+                &p[12..16],
+                &p[16..20],
+                &p[20..32]
+            ),
+            labels: vec![
+                ("io.kubernetes.pod.namespace".into(), "shop".into()),
+                ("io.kubernetes.pod.name".into(), format!("{name}-0")),
+                ("io.kubernetes.container.name".into(), name.into()),
+                ("app".into(), "web".into()),
+            ],
+            args: vec!["/bin/sleep".into(), "3600".into()],
+            hooks,
+        }
+    }
+
     /// The kubepods cgroup path (cgroupfs driver) of the container.
     pub(crate) fn cgroups_path(&self) -> String {
         format!("/kubepods/besteffort/pod{}/{}", self.pod_uid, self.id)

@@ -56,11 +56,14 @@ fn apply(lsm: &BpfLsm, key: &WorkloadKey, paths: &[&str]) {
     lsm.apply(&dest, a.as_ref()).unwrap();
 }
 
-/// Opens `DIR/name` read-only from inside `cg`: the helper's last line.
-fn open_in(cg: &Cgroup, name: &str) -> String {
-    let out = Command::new(helper_path())
-        .arg("--cgroup")
-        .arg(cg.path())
+/// Opens `DIR/name` read-only from inside `cg` (`None`: as a host process, outside every
+/// workload's cgroup): the helper's last line.
+fn open_as(cg: Option<&Cgroup>, name: &str) -> String {
+    let mut cmd = Command::new(helper_path());
+    if let Some(cg) = cg {
+        cmd.arg("--cgroup").arg(cg.path());
+    }
+    let out = cmd
         .arg("open")
         .arg(format!("{DIR}/{name}"))
         .arg("rdonly")
@@ -71,6 +74,11 @@ fn open_in(cg: &Cgroup, name: &str) -> String {
         .last()
         .unwrap_or("")
         .to_owned()
+}
+
+/// Opens `DIR/name` read-only from inside `cg`.
+fn open_in(cg: &Cgroup, name: &str) -> String {
+    open_as(Some(cg), name)
 }
 
 fn denied(line: &str) -> bool {
@@ -556,15 +564,7 @@ spec:
 
 /// Opens `DIR/host-secret` as a host process (outside every workload's cgroup).
 fn host_open() -> String {
-    let out = Command::new(helper_path())
-        .args(["open", &format!("{DIR}/host-secret"), "rdonly"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_owned()
+    open_as(None, "host-secret")
 }
 
 /// The agent, end to end: an earlier version's program set (another ABI) enforces the host's

@@ -1,0 +1,90 @@
+//! An agent run in the test's process ([`armor_runtime::agent::run`] on a thread of its own),
+//! its log lines waited for with a deadline. Shared by the agent tests of armor-runtime.
+#![allow(dead_code, reason = "each test binary uses part of the shared module")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use armor_runtime::agent::{self, AgentOptions};
+
+/// The running agent.
+pub(crate) struct InProcessAgent {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<armor_runtime::Result<()>>>,
+    lines: mpsc::Receiver<String>,
+    /// Every log line seen so far.
+    pub(crate) seen: Vec<String>,
+}
+
+impl InProcessAgent {
+    /// Starts the agent with `options` (records go nowhere); a failure to start is a log line
+    /// `agent failed: …`.
+    pub(crate) fn start(options: AgentOptions) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, lines) = mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut out = std::io::sink();
+            let failed = tx.clone();
+            let mut log = |l: &str| {
+                let _ = tx.send(l.to_owned());
+            };
+            let r = agent::run(&options, &mut out, &mut log, &flag);
+            if let Err(e) = &r {
+                let _ = failed.send(format!(
+                    "agent failed: {}",
+                    armor_core::diag::error_chain(e)
+                ));
+            }
+            r
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next log line containing `part`, waiting up to `limit`; panics with every line
+    /// seen when none comes.
+    pub(crate) fn until(&mut self, part: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    println!("  agent: {l}");
+                    self.seen.push(l.clone());
+                    if l.contains(part) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no agent line with `{part}`:\n{}", self.seen.join("\n"));
+    }
+
+    /// Takes the lines logged meanwhile, without waiting.
+    pub(crate) fn drain(&mut self) {
+        self.seen.extend(self.lines.try_iter());
+    }
+
+    /// Stops the agent and returns what its run returned.
+    pub(crate) fn stop(mut self) -> armor_runtime::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take();
+        thread.map_or(Ok(()), |t| t.join().unwrap())
+    }
+}
+
+impl Drop for InProcessAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
