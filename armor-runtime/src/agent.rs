@@ -1056,7 +1056,7 @@ impl Agent {
             }
         };
         let (reason, since, tries) = (r.reason.clone(), r.since, r.tries);
-        let (picked, gone) = self.resync(&listed, &stopped, log);
+        let (picked, gone) = self.resync(&listed, Some(&stopped), log);
         self.containerd = Some((client, rx));
         self.resubscribe = None;
         self.resync_at = Some(Instant::now() + RESYNC_AFTER);
@@ -1070,10 +1070,11 @@ impl Agent {
         ));
     }
 
-    /// Compares containerd's list with what is tracked, when due ([`Agent::resync_at`]):
-    /// a container created while no subscription delivered its events is tracked, one whose
-    /// task stopped meanwhile is untracked. A failure is logged; the next subscription tries
-    /// again.
+    /// Compares containerd's list with what is tracked, when due ([`Agent::resync_at`]): a
+    /// running container created before the subscription delivered its events is tracked.
+    /// Nothing is untracked here: the stream, in place by now, reports every stop, and a
+    /// container whose task just stopped may still have its last events (and its alerts) on
+    /// the way. A failure is logged.
     fn resync_due(&mut self, log: &mut dyn FnMut(&str)) {
         if self.resubscribe.is_some() || self.resync_at.is_none_or(|t| Instant::now() < t) {
             return;
@@ -1082,29 +1083,25 @@ impl Agent {
         let Some((client, _)) = &self.containerd else {
             return;
         };
-        match client
-            .list_all()
-            .and_then(|l| Ok((l, client.stopped_tasks()?)))
-        {
-            Ok((listed, stopped)) => {
-                let (picked, gone) = self.resync(&listed, &stopped, log);
-                if picked + gone > 0 {
-                    log(&format!(
-                        "containerd resync: {picked} containers picked up, {gone} gone"
-                    ));
+        match client.list_all() {
+            Ok(listed) => {
+                let (picked, _) = self.resync(&listed, None, log);
+                if picked > 0 {
+                    log(&format!("containerd resync: {picked} containers picked up"));
                 }
             }
             Err(e) => log(&format!("containerd resync failed: {}", chain(&e))),
         }
     }
 
-    /// Tracks every container of `listed` that runs and is not tracked, and untracks every
-    /// tracked one that containerd no longer lists or whose task is in `stopped`; returns how
-    /// many of each. (A container whose task is not listed yet is being created: kept.)
+    /// Tracks every container of `listed` that runs and is not tracked and, given the stopped
+    /// tasks, untracks every tracked one that containerd no longer lists or whose task is in
+    /// `stopped`; returns how many of each. (A container whose task is not listed yet is being
+    /// created: kept.)
     fn resync(
         &mut self,
         listed: &[ContainerInfo],
-        stopped: &std::collections::BTreeSet<String>,
+        stopped: Option<&std::collections::BTreeSet<String>>,
         log: &mut dyn FnMut(&str),
     ) -> (usize, usize) {
         let tracked: std::collections::BTreeSet<String> =
@@ -1121,6 +1118,9 @@ impl Agent {
                 }
             }
         }
+        let Some(stopped) = stopped else {
+            return (picked, 0);
+        };
         for id in &tracked {
             if stopped.contains(id) || !known.contains(id.as_str()) {
                 gone += 1;
