@@ -602,6 +602,9 @@ struct Agent {
     enforcer_fault: Option<String>,
     /// containerd's event stream, lost and being subscribed again.
     resubscribe: Option<Resubscribe>,
+    /// When the stream was last subscribed again, and the backoff reached then: a stream that
+    /// ends again soon after goes on from that backoff (no fast loop of subscriptions).
+    resubscribed: Option<(Instant, Duration)>,
     /// When containerd's list is compared again with what is tracked: a moment after a
     /// subscription, whose start nothing confirms ([`Containerd::watch`]).
     resync_at: Option<Instant>,
@@ -789,6 +792,7 @@ impl Agent {
             output_checked: None,
             enforcer_fault: None,
             resubscribe: None,
+            resubscribed: None,
             resync_at: options
                 .containerd_socket
                 .as_ref()
@@ -1006,11 +1010,19 @@ impl Agent {
                         )));
                     }
                     let now = Instant::now();
+                    // Ended again within 30 s of a subscription: wait as long as the last try
+                    // did, then longer.
+                    let (next, backoff) = match self.resubscribed {
+                        Some((at, b)) if at.elapsed() < RESUBSCRIBE_BACKOFF.1 => {
+                            (now + b, (b * 2).min(RESUBSCRIBE_BACKOFF.1))
+                        }
+                        _ => (now, RESUBSCRIBE_BACKOFF.0),
+                    };
                     self.resubscribe = Some(Resubscribe {
                         reason: reason.clone(),
                         since: now,
-                        next: now,
-                        backoff: RESUBSCRIBE_BACKOFF.0,
+                        next,
+                        backoff,
                         tries: 0,
                     });
                     return;
@@ -1056,6 +1068,7 @@ impl Agent {
             }
         };
         let (reason, since, tries) = (r.reason.clone(), r.since, r.tries);
+        self.resubscribed = Some((Instant::now(), r.backoff));
         let (picked, gone) = self.resync(&listed, Some(&stopped), log);
         self.containerd = Some((client, rx));
         self.resubscribe = None;

@@ -223,6 +223,8 @@ impl HookRequest {
 #[derive(Debug)]
 pub struct HookServer {
     path: PathBuf,
+    /// The socket file's (device, inode): what dropping the server may remove.
+    file: Option<(u64, u64)>,
     rx: mpsc::Receiver<HookRequest>,
     notices: mpsc::Receiver<String>,
     stop: Arc<AtomicBool>,
@@ -263,6 +265,7 @@ impl HookServer {
             Err(_) => {}
         }
         let listener = bind_private(&path, dir, options.group)?;
+        let file = file_id(&path);
         let (tx, rx) = mpsc::channel();
         let (notice_tx, notices) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -273,6 +276,7 @@ impl HookServer {
             .map_err(|e| Error::io("spawn", "hook server thread", e))?;
         Ok(Self {
             path,
+            file,
             rx,
             notices,
             stop,
@@ -302,12 +306,24 @@ impl HookServer {
 }
 
 impl Drop for HookServer {
+    /// Stops accepting and removes the socket, if the file at its path is still this
+    /// server's: a successor that bound the same path meanwhile keeps its socket.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
-        let _ = std::fs::remove_file(&self.path);
+        if self.file.is_some() && file_id(&self.path) == self.file {
+            // Wake the accept loop so it sees the flag.
+            let _ = UnixStream::connect(&self.path);
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// The (device, inode) of the file at `path`, not following a link.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Makes `dir` (mode 0700) when missing; else checks that only its owner can write it and
@@ -393,8 +409,8 @@ fn peer_allowed(conn: &UnixStream, group: Option<u32>) -> std::result::Result<()
         return Ok(());
     }
     Err(format!(
-        "uid {uid} (gid {gid}, pid {}) may not ask: root, the agent's user{} only",
-        cred.pid.as_raw_nonzero(),
+        "uid {uid} (gid {gid}) may not ask: root, the agent's user{} only (the group by the \
+         peer's primary group)",
         group.map_or(String::new(), |g| format!(" or group {g}"))
     ))
 }

@@ -148,14 +148,19 @@ pub fn proc_cgroup(pid: u32) -> Result<String> {
 }
 
 /// Checks that process `pid` is in the cgroup of container `id`: the last component of its
-/// cgroup path names the container (`/default/<id>`, `…/cri-containerd-<id>.scope`,
-/// `libpod-<id>.scope`: runc, containerd and podman name a container's cgroup after its id).
+/// cgroup path is the container's, exactly `<id>` (cgroupfs: `/default/<id>`) or
+/// `<prefix>-<id>.scope` (systemd: `cri-containerd-<id>.scope`, `libpod-<id>.scope`):
+/// runc, containerd and podman name a container's cgroup after its id.
 /// `Err` says where the process is instead. What the OCI hook sends is checked so: a client
 /// cannot bind a container's rules to another process's cgroup.
 pub fn pid_in_container(pid: u32, id: &str) -> std::result::Result<(), String> {
     let path = proc_cgroup(pid).map_err(|e| armor_core::diag::error_chain(&e))?;
     let last = path.rsplit('/').next().unwrap_or("");
-    if !id.is_empty() && last.contains(id) {
+    let scope = last
+        .strip_suffix(".scope")
+        .and_then(|b| b.strip_suffix(id))
+        .is_some_and(|prefix| prefix.ends_with('-'));
+    if !id.is_empty() && (last == id || scope) {
         Ok(())
     } else {
         Err(format!(
@@ -335,7 +340,17 @@ mod tests {
         assert!(pid_in_container(me, "").is_err());
         let own = proc_cgroup(me).unwrap();
         match own.rsplit('/').next().filter(|l| !l.is_empty()) {
-            Some(last) => assert_eq!(pid_in_container(me, last), Ok(())),
+            Some(last) => {
+                // Its whole name, or the id inside `<prefix>-<id>.scope`; never a part.
+                let id = last
+                    .strip_suffix(".scope")
+                    .and_then(|b| b.rsplit_once('-').map(|(_, id)| id))
+                    .unwrap_or(last);
+                assert_eq!(pid_in_container(me, id), Ok(()));
+                if id.len() > 1 {
+                    assert!(pid_in_container(me, &id[1..]).is_err(), "a part of {id}");
+                }
+            }
             None => println!("the test runs in the root cgroup: no name to check against"),
         }
         assert!(

@@ -233,15 +233,27 @@ impl PolicyFiles {
                             target.display()
                         ),
                     ),
-                    Ok(target) if yaml => self.read_file(&path, &target, limits),
+                    Ok(target) if yaml && target.is_file() => {
+                        self.read_file(&path, &target, limits)
+                    }
+                    Ok(_) if yaml => self.problem(
+                        &path,
+                        "a symbolic link to something other than a regular file: not read",
+                    ),
                     Ok(_) => {}
                     Err(e) => self.problem(
                         &path,
                         &format!("a symbolic link that does not resolve: {e}"),
                     ),
                 }
-            } else if yaml {
+            } else if yaml && kind.is_file() {
                 self.read_file(&path, &path, limits);
+            } else if yaml {
+                // Never opened: opening a device can do something (and a FIFO can wait).
+                self.problem(
+                    &path,
+                    "not a regular file (a FIFO, device or socket): not read",
+                );
             }
         }
     }

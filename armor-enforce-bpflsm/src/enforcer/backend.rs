@@ -112,15 +112,22 @@ impl Enforcer for BpfLsm {
             .downcast_ref::<BpfArtifact>()
             .ok_or(ApplyError::ForeignArtifact { enforcer: NAME })?;
         let mut st = self.lock();
-        self.apply_locked(&mut st, &dest.key, a, |l, cg, val| {
+        let applied = self.apply_locked(&mut st, &dest.key, a, |l, cg, val| {
             l.workloads
                 .insert(cg, val, 0)
                 .map_err(|e| map_err("bpf_map_update_elem", e))
-        })
+        });
+        if applied.is_ok() {
+            st.failed.remove(&dest.key);
+        } else {
+            st.failed.insert(dest.key.clone());
+        }
+        applied
     }
 
     fn remove(&self, key: &WorkloadKey) -> Result<(), ApplyError> {
         let mut st = self.lock();
+        st.failed.remove(key);
         let Some(old) = st.installed.remove(key) else {
             return Err(ApplyError::UnknownWorkload(key.name.clone()));
         };
@@ -203,12 +210,12 @@ impl Enforcer for BpfLsm {
             removed.push(format!("the rules of {key}, no longer tracked"));
         }
         let mut st = self.lock();
-        let keep: std::collections::BTreeSet<u64> =
+        let kept_cgroups: std::collections::BTreeSet<u64> =
             keep.iter().map(|k| k.cgroup_id.unwrap_or(0)).collect();
         let gone: Vec<u64> = st.legacy.as_ref().map_or_else(Vec::new, |g| {
             g.records
                 .keys()
-                .filter(|cg| !keep.contains(cg))
+                .filter(|cg| !kept_cgroups.contains(cg))
                 .copied()
                 .collect()
         });
@@ -233,6 +240,21 @@ impl Enforcer for BpfLsm {
             }
         }
         release_legacy_if_done(&mut st);
+        // An earlier set still enforces for a workload whose apply failed here: it stays
+        // attached until that workload is applied (the next sweep tries again).
+        let unapplied: Vec<&WorkloadKey> = keep.iter().filter(|k| st.failed.contains(k)).collect();
+        if !st.previous_sets.is_empty() && !unapplied.is_empty() {
+            removed.push(format!(
+                "kept the programs an earlier run pinned attached: {} workloads failed to \
+                 apply here (first: {}), and the earlier programs still enforce for them",
+                unapplied.len(),
+                unapplied
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ));
+            return Ok(removed);
+        }
         let mut failed = None;
         for dir in std::mem::take(&mut st.previous_sets) {
             match remove_set(&dir) {

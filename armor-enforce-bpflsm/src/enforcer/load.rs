@@ -282,6 +282,7 @@ impl BpfLsm {
     pub(super) fn load_programs(
         &self,
         probed: Option<Ebpf>,
+        pin_root: Option<&Path>,
     ) -> Result<(Loaded, Option<LoadTimes>, Pinning), LoadError> {
         let tags = Table::new(self.config.table_slots);
         let mask = tags.mask();
@@ -342,7 +343,7 @@ impl BpfLsm {
         }
         // Pinned while the maps are empty (see `pin_new`), before the maps are taken out of
         // the object.
-        let (pinning, links) = match &self.pin_root {
+        let (pinning, links) = match pin_root {
             Some(root) => pin_new(&mut ebpf, attached, root, abi_id(&self.config))?,
             None => (Pinning::Off, Vec::new()),
         };
@@ -384,7 +385,7 @@ impl BpfLsm {
     /// ([`read_back`]). Nothing is loaded. Returns the maps, what they held, and the first
     /// ruleset id this enforcer may use.
     pub(super) fn adopt(&self, dir: &Path) -> Result<(Loaded, Legacy, u32), LoadError> {
-        let mut config_map: Array<MapData, ConfigVal> = open_pinned(dir, "armor_config")?;
+        let config_map: Array<MapData, ConfigVal> = open_pinned(dir, "armor_config")?;
         let found = config_map.get(&0, 0).map_err(|source| LoadError::Map {
             call: "bpf_map_lookup_elem",
             map: "armor_config",
@@ -394,13 +395,6 @@ impl BpfLsm {
             max_cgroup_level: self.config.max_cgroup_level,
             ..found
         };
-        config_map
-            .set(0, config_val, 0)
-            .map_err(|source| LoadError::Map {
-                call: "bpf_map_update_elem",
-                map: "armor_config",
-                source: Box::new(source),
-            })?;
         let mut links = Vec::new();
         for &(_, hook) in PROGRAMS {
             let path = dir.join(format!("link_{hook}"));
@@ -434,6 +428,16 @@ impl BpfLsm {
             _ebpf: None,
         };
         let (legacy, top) = read_back(&mut loaded)?;
+        // Last, once every pin opened and every map read: a set that cannot be adopted keeps
+        // deciding as it did.
+        loaded
+            .config_map
+            .set(0, config_val, 0)
+            .map_err(|source| LoadError::Map {
+                call: "bpf_map_update_elem",
+                map: "armor_config",
+                source: Box::new(source),
+            })?;
         loaded.reader = Some(spawn_reader(ring, self.sink.clone(), stop, alerts_read));
         let next = found.next_ruleset.max(top.saturating_add(1)).max(1);
         Ok((loaded, legacy, next))

@@ -51,11 +51,10 @@ impl BpfLsm {
         };
         // Only a first install may wait for the first exec: rewriting the flag of an installed
         // workload could re-open a container that already runs its entrypoint. An adopted
-        // record keeps the flag it has (the kernel cleared it at the first exec).
-        let until_exec = match adopted {
-            Some(old) => old.flags & abi::W_UNTIL_EXEC != 0,
-            None => !st.installed.contains_key(key) && a.from_first_exec,
-        };
+        // record is not a first install either: the kernel clears the flag at the first exec,
+        // so the copy read at adoption may be stale, and writing it back could switch a running
+        // container's rules off until its next exec. Its rules are in force at once.
+        let until_exec = adopted.is_none() && !st.installed.contains_key(key) && a.from_first_exec;
         let val = WorkloadVal {
             ruleset: id,
             alerts_per_sec,
@@ -92,10 +91,19 @@ impl BpfLsm {
         if let (Some(old), Some(l)) = (&previous, st.loaded.as_mut()) {
             delete_old(l, old, cgroup);
         }
-        if adopted.is_some()
+        if let Some(old) = adopted
             && let Some(g) = st.legacy.as_mut()
         {
             g.records.remove(&cgroup);
+            // The earlier ruleset's map entries and automata carry its id: they go now (no
+            // record points at it any more). Its table slots do not name it and wait for the
+            // last earlier record.
+            let (entries, automata) = match st.loaded.as_mut() {
+                Some(l) => release_ruleset(l, g, old.ruleset),
+                None => (0, 0),
+            };
+            st.used_entries = st.used_entries.saturating_sub(entries);
+            st.used_dfas = st.used_dfas.saturating_sub(automata);
             release_legacy_if_done(st);
         }
         Ok(if previous.is_some() {

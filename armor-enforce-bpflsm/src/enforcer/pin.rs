@@ -192,6 +192,19 @@ pub(super) fn find_sets(root: &Path, abi: u64) -> io::Result<Sets> {
     Ok(sets)
 }
 
+/// Takes the exclusive lock of the pin root (`flock` on the directory), without waiting: `Err`
+/// says another process holds it.
+pub(super) fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let dir = std::fs::File::open(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
+    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!(
+            "another agent holds the pins in {} ({e}): this one does not adopt, pin or sweep \
+             there",
+            root.display()
+        )
+    })
+}
+
 /// `Ok` when `dir` is in a BPF file system.
 pub(super) fn check_bpffs(dir: &Path) -> Result<(), String> {
     let st = nix::sys::statfs::statfs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -297,11 +310,17 @@ pub(super) fn pin_new(
     let mut pinned: Vec<PinnedLink> = Vec::new();
     let mut why = None;
     for (name, hook, id) in attached {
-        let prog: &mut Lsm = ebpf
+        let prog: &mut Lsm = match ebpf
             .program_mut(name)
-            .ok_or(LoadError::Missing(name))?
-            .try_into()
-            .map_err(|e| program_error("bpf_link_create", hook, e))?;
+            .ok_or_else(|| format!("program {name} missing"))
+            .and_then(|p| p.try_into().map_err(|e: ProgramError| e.to_string()))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                why = Some(format!("pinning the link of lsm/{hook}: {e}"));
+                break;
+            }
+        };
         let link = prog.take_link(id).map_err(|e| e.to_string()).and_then(|l| {
             FdLink::from(l)
                 .pin(dir.join(format!("link_{hook}")))
@@ -310,9 +329,12 @@ pub(super) fn pin_new(
         match link {
             Ok(p) => pinned.push(p),
             Err(e) => {
-                // The link was given up: attach the program again before anything else.
-                prog.attach()
-                    .map_err(|e| program_error("bpf_link_create", hook, e))?;
+                // The link was given up: attach the program again before anything else. When
+                // that fails the load fails: nothing may stay pinned.
+                if let Err(attach) = prog.attach() {
+                    let _ = remove_set(&dir);
+                    return Err(program_error("bpf_link_create", hook, attach));
+                }
                 why = Some(format!("pinning the link of lsm/{hook}: {e}"));
                 break;
             }
@@ -340,13 +362,30 @@ pub(super) fn pin_new(
         Some(why) => {
             // Unpinned, still held: the links stay attached while the process runs.
             let mut held = Vec::new();
+            let mut left = None;
             for p in pinned {
                 match p.unpin() {
                     Ok(l) => held.push(l),
-                    Err(e) => return Ok((failed(format!("{why}; unpinning: {e}")), held)),
+                    // Its pin stays, and keeps it attached: the set is left as it is.
+                    Err(e) => {
+                        left.get_or_insert(e.to_string());
+                    }
                 }
             }
-            let _ = remove_set(&dir);
+            let why = match left {
+                Some(e) => format!(
+                    "{why}; unpinning failed ({e}): left pinned in {} (incomplete, never \
+                     adopted; `--uninstall` removes it)",
+                    dir.display()
+                ),
+                None => match remove_set(&dir) {
+                    Ok(()) => why,
+                    Err(e) => format!(
+                        "{why}; {} could not be removed ({e}): `--uninstall` removes it",
+                        dir.display()
+                    ),
+                },
+            };
             Ok((failed(why), held))
         }
     }
@@ -433,6 +472,35 @@ pub(super) fn read_back(l: &mut Loaded) -> Result<(Legacy, u32), LoadError> {
         }
     }
     Ok((legacy, top))
+}
+
+/// Deletes the `armor_rules` entries and automata of one earlier ruleset, once no record
+/// points at it (after the flip that replaced it): returns how many of each went.
+pub(super) fn release_ruleset(l: &mut Loaded, g: &mut Legacy, ruleset: u32) -> (usize, usize) {
+    // Shared by no other record? Two records of an earlier run never share a ruleset, but a
+    // ruleset still named by another record is kept, whatever made it so.
+    if g.records.values().any(|r| r.ruleset == ruleset) {
+        return (0, 0);
+    }
+    let (keys, kept): (Vec<RuleKey>, Vec<RuleKey>) = std::mem::take(&mut g.map_keys)
+        .into_iter()
+        .partition(|k| k.ruleset == ruleset);
+    g.map_keys = kept;
+    let (dfas, kept): (Vec<DfaKey>, Vec<DfaKey>) = std::mem::take(&mut g.dfas)
+        .into_iter()
+        .partition(|k| k.ruleset == ruleset);
+    g.dfas = kept;
+    if keys.is_empty() && dfas.is_empty() {
+        return (0, 0);
+    }
+    wait_for_readers();
+    for k in &keys {
+        let _ = l.rules.remove(k);
+    }
+    for d in &dfas {
+        let _ = l.dfas.remove(d);
+    }
+    (keys.len(), dfas.len())
 }
 
 /// Deletes what an earlier enforcer's maps held once none of its records is left: its table

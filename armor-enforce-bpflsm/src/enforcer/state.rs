@@ -68,8 +68,13 @@ pub(super) struct State {
     /// What became of pinning at load.
     pub(super) pinning: Pinning,
     /// Program sets of earlier runs found at load and not adopted: removed (detached) by the
-    /// next sweep.
+    /// next sweep that finds every tracked workload applied.
     pub(super) previous_sets: Vec<PathBuf>,
+    /// Workloads whose last apply failed (they keep what an earlier set enforces for them).
+    pub(super) failed: std::collections::BTreeSet<WorkloadKey>,
+    /// The exclusive lock on the pin root, held while the enforcer lives: one enforcer at a
+    /// time adopts, pins and sweeps there.
+    pub(super) root_lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 pub(super) type Sink = armor_core::enforcer::AlertSlot;
@@ -151,6 +156,24 @@ impl BpfLsm {
             return Ok(());
         }
         let mut not_adopted = None;
+        if let Some(root) = &self.pin_root
+            && root.exists()
+        {
+            match lock_root(root) {
+                Ok(lock) => st.root_lock = Some(lock),
+                Err(why) => {
+                    // Another enforcer works there: its maps are not this one's to write.
+                    let probed = st.probed.take();
+                    let (loaded, times, _) = self.load_programs(probed, None)?;
+                    st.loaded = Some(loaded);
+                    st.pinning = Pinning::Failed { reason: why };
+                    if let Some(times) = times {
+                        st.load_times = times;
+                    }
+                    return Ok(());
+                }
+            }
+        }
         if let Some(root) = &self.pin_root {
             match find_sets(root, abi_id(&self.config)) {
                 Ok(sets) => {
@@ -183,8 +206,15 @@ impl BpfLsm {
             }
         }
         let probed = st.probed.take();
-        let (loaded, times, pinning) = self.load_programs(probed)?;
+        let (loaded, times, pinning) = self.load_programs(probed, self.pin_root.as_deref())?;
         st.loaded = Some(loaded);
+        // A root this load's pinning made is locked from now on.
+        if st.root_lock.is_none()
+            && let Some(root) = &self.pin_root
+            && let Ok(lock) = lock_root(root)
+        {
+            st.root_lock = Some(lock);
+        }
         st.pinning = match (pinning, not_adopted) {
             (Pinning::Failed { reason }, Some(why)) => Pinning::Failed {
                 reason: format!("{reason}; before that: {why}"),
