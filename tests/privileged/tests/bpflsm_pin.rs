@@ -85,8 +85,8 @@ fn denied(line: &str) -> bool {
     line.starts_with("armor-op: errno 1 ")
 }
 
-/// Opens `DIR/name` from inside `cg`, 20 times per process, until stopped: counts the opens
-/// that passed and those tried.
+/// Opens `DIR/name` from inside `cg`, 20 times per process, a process every 10 ms or so, until
+/// stopped: counts the opens that passed and those tried.
 struct Hammer {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<(usize, usize)>,
@@ -123,6 +123,11 @@ impl Hammer {
                     .unwrap_or_else(|| panic!("open-count said `{line}`"));
                 passed += opened;
                 tried += 20;
+                // Paced: a hammer that never pauses starves the emulated guest's other vCPU
+                // while the kernel patches its text for programs being attached, and the
+                // guest reports a soft lockup (seen under TCG). 10 ms between bursts still
+                // covers every gap of interest many times over.
+                std::thread::sleep(Duration::from_millis(10));
             }
             (passed, tried)
         });
