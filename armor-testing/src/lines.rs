@@ -27,10 +27,24 @@ impl Lines {
                 }
             }
         });
+        Self::from_channel(rx)
+    }
+
+    /// The lines sent on `rx` (a log an in-process agent writes through a closure); waits 60 s
+    /// per search.
+    pub fn from_channel(rx: Receiver<String>) -> Self {
         Self {
             rx,
             seen: String::new(),
             timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Adds the lines that arrived meanwhile to [`Lines::seen`], without waiting.
+    pub fn take_arrived(&mut self) {
+        for line in self.rx.try_iter() {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
         }
     }
 

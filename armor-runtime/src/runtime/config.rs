@@ -79,8 +79,10 @@ impl RuntimeConfig {
 
 /// Loads and compiles every policy under `paths`.
 pub fn load_policies<P: AsRef<Path>>(paths: &[P]) -> Result<CompiledPolicy> {
-    let set = PolicySet::load_paths(paths, &Config::default()).map_err(Error::Policies)?;
-    CompiledPolicy::build(&set).map_err(Error::Build)
+    load_policy_files(&armor_core::PolicyFiles::read(
+        paths,
+        &Config::default().load_limits,
+    ))
 }
 
 /// Parses, validates and compiles policy files already read ([`armor_core::PolicyFiles`]),

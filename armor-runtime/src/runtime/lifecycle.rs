@@ -288,9 +288,10 @@ impl Runtime {
     /// do not load or compile or an enforcer cannot apply them ([`Runtime::replace_policy`]),
     /// nothing changes and the error says why.
     pub fn reload<P: AsRef<Path>>(&mut self, paths: &[P]) -> Result<usize> {
-        let policy = load_policies(paths)?;
-        self.replace_policy(policy)?;
-        Ok(self.policy().rules().len())
+        self.reload_files(&armor_core::PolicyFiles::read(
+            paths,
+            &armor_core::Config::default().load_limits,
+        ))
     }
 
     /// [`Runtime::reload`] from policy files already read ([`armor_core::PolicyFiles`]): the bytes an

@@ -10,7 +10,7 @@ use std::time::Duration;
 use armor_core::enforcer::{Enforcer, EnforcerAlert, RuleGap};
 use armor_core::inventory::{Inventory, Service};
 use armor_core::telemetry::Telemetry;
-use armor_core::{CompiledPolicy, Config, PolicySet, PostureConfig, Visibility, WorkloadKey};
+use armor_core::{CompiledPolicy, Config, PostureConfig, Visibility, WorkloadKey};
 use armor_ebpf::ProcessTree;
 
 use crate::containerd::{ContainerEvent, ContainerInfo};

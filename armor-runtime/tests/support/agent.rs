@@ -1,21 +1,22 @@
 //! An agent run in the test's process ([`armor_runtime::agent::run`] on a thread of its own),
-//! its log lines waited for with a deadline. Shared by the agent tests of armor-runtime.
+//! its log lines waited for with a deadline ([`armor_testing::lines::Lines`]). Shared by the
+//! agent tests of armor-runtime.
 #![allow(dead_code, reason = "each test binary uses part of the shared module")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use armor_runtime::agent::{self, AgentOptions};
+use armor_testing::lines::Lines;
 
 /// The running agent.
 pub(crate) struct InProcessAgent {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<armor_runtime::Result<()>>>,
-    lines: mpsc::Receiver<String>,
-    /// Every log line seen so far.
-    pub(crate) seen: Vec<String>,
+    /// Its log lines; `lines.seen` holds every line read so far.
+    pub(crate) lines: Lines,
 }
 
 impl InProcessAgent {
@@ -23,7 +24,7 @@ impl InProcessAgent {
     /// `agent failed: …`.
     pub(crate) fn start(options: AgentOptions) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, lines) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut out = std::io::sink();
@@ -43,33 +44,21 @@ impl InProcessAgent {
         Self {
             stop,
             thread: Some(thread),
-            lines,
-            seen: Vec::new(),
+            lines: Lines::from_channel(rx),
         }
     }
 
     /// The next log line containing `part`, waiting up to `limit`; panics with every line
     /// seen when none comes.
     pub(crate) fn until(&mut self, part: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    println!("  agent: {l}");
-                    self.seen.push(l.clone());
-                    if l.contains(part) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no agent line with `{part}`:\n{}", self.seen.join("\n"));
+        self.lines.timeout = limit;
+        self.lines.until(part)
     }
 
-    /// Takes the lines logged meanwhile, without waiting.
-    pub(crate) fn drain(&mut self) {
-        self.seen.extend(self.lines.try_iter());
+    /// Every line read so far, and those that arrived meanwhile, without waiting.
+    pub(crate) fn seen(&mut self) -> &str {
+        self.lines.take_arrived();
+        &self.lines.seen
     }
 
     /// Stops the agent and returns what its run returned.

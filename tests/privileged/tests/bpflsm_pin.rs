@@ -490,8 +490,7 @@ fn agent_binary() -> PathBuf {
 /// An `armor-agent` process and its log lines.
 struct Agent {
     child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
+    lines: armor_testing::lines::Lines,
 }
 
 impl Agent {
@@ -508,22 +507,9 @@ impl Agent {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut agent = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
+        let mut lines = armor_testing::lines::Lines::new(child.stderr.take().unwrap());
+        lines.timeout = Duration::from_secs(300);
+        let mut agent = Self { child, lines };
         agent.until("ready:");
         agent
     }
@@ -531,28 +517,15 @@ impl Agent {
     /// The first log line containing `part`, waiting for it (5 minutes at most) when none
     /// came yet.
     fn until(&mut self, part: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(part)) {
-            return l.clone();
+        match self.lines.seen.lines().find(|l| l.contains(part)) {
+            Some(l) => l.to_owned(),
+            None => self.lines.until(part),
         }
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    println!("  agent: {l}");
-                    self.seen.push(l.clone());
-                    if l.contains(part) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no agent line with `{part}`:\n{}", self.seen.join("\n"));
     }
 
     /// Whether a line seen so far contains `part`.
     fn said(&self, part: &str) -> bool {
-        self.seen.iter().any(|l| l.contains(part))
+        self.lines.seen.contains(part)
     }
 
     fn signal(mut self, signal: nix::sys::signal::Signal) {
@@ -626,8 +599,8 @@ fn bpflsm_the_agent_survives_sigkill_adopts_its_pins_and_upgrades_without_a_wind
             "removed stale BPFLSM state: the programs an earlier run pinned in {}",
             old_dir.display()
         )),
-        "{:#?}",
-        agent.seen
+        "{}",
+        agent.lines.seen
     );
     assert!(!old_dir.exists());
     assert!(denied(&host_open()));
