@@ -68,8 +68,10 @@ impl Unenforceable {
 /// Made from an artefact's [`Artifact::unenforceable`] list by [`RuleGap::list`]; the agent logs
 /// one line per gap when it applies a workload's rules, and `armorctl validate --enforcer`
 /// prints the same lines offline. A Block rule in this list is reported, not blocked: the
-/// user-space monitor still decides it on the operations it sees (not DNS queries) and alerts
-/// its Block decisions as `Audit (Block)`.
+/// user-space monitor still decides it on the operations it sees and alerts its Block
+/// decisions as `Audit (Block)`, except a rule it cannot decide (DNS queries and presets: see
+/// [`crate::Rule::monitor_decides`]), which is neither enforced nor alerted: the gap line is
+/// all the user gets, so such a rule is listed whatever its action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RuleGap {
@@ -90,8 +92,10 @@ pub struct RuleGap {
 }
 
 impl RuleGap {
-    /// The gaps of `artifact` (made by `enforcer` from `rules`) that change what is denied, in
-    /// rule order: its Block and Allow rules. An Audit rule is left out: its alerts come from
+    /// The gaps of `artifact` (made by `enforcer` from `rules`) that change what is denied or
+    /// alerted, in rule order: its Block and Allow rules, and its Audit rules that the monitor
+    /// cannot decide ([`crate::Rule::monitor_decides`]: presets, DNS rules), whose alerts only
+    /// an enforcer carrying them raises. Any other Audit rule is left out: its alerts come from
     /// the monitor whether the kernel carries it or not, and it denies nothing. An entry whose
     /// rule `rules` does not hold is still listed, under the policy `?`: a gap is never dropped.
     pub fn list(enforcer: &'static str, rules: &RuleSet, artifact: &dyn Artifact) -> Vec<Self> {
@@ -101,7 +105,7 @@ impl RuleGap {
             .filter(|u| {
                 rules
                     .rule(u.rule)
-                    .is_none_or(|r| r.action != crate::model::Action::Audit)
+                    .is_none_or(|r| r.action != crate::model::Action::Audit || !r.monitor_decides())
             })
             .map(|u| match rules.rule(u.rule) {
                 Some(r) => Self {

@@ -209,6 +209,32 @@ pub enum Operation {
         /// The path argument, when the syscall has one.
         path: Option<String>,
     },
+    /// Making memory that is no named file executable: an `mmap` with `PROT_EXEC` of anonymous
+    /// memory or of a file that has no name (memfd, unlinked), or an `mprotect` adding
+    /// `PROT_EXEC` to such a mapping. Only the `anonymousMapExec` preset decides it; it is a
+    /// File operation (KubeArmor's `Operation`) outside the file posture (see the manual's
+    /// presets section).
+    ExecMemory {
+        /// `mprotect` (else `mmap`).
+        mprotect: bool,
+    },
+}
+
+/// What an enforcer's hook knows about an operation beyond its target, and the presets decide
+/// on. The monitor's events do not carry them (all `false`): only an enforcer that checks them
+/// in the kernel alerts a preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct Facts {
+    /// Process: the executed file has no name in any filesystem (a memfd, an unlinked file, an
+    /// `O_TMPFILE` file): its link count is 0.
+    pub fileless: bool,
+    /// The acting process has a controlling terminal (an interactive session, `kubectl exec
+    /// -it`).
+    pub tty: bool,
+    /// File: the file is a per-process entry of procfs (`/proc/<pid>/…`,
+    /// `/proc/<pid>/task/<tid>/…`) of a process other than the actor's own thread group.
+    pub other_process: bool,
 }
 
 /// The category of an operation: which rules and which posture apply.
@@ -289,7 +315,14 @@ impl Operation {
             Self::Network(_) => Category::Network,
             Self::Capability(_) => Category::Capabilities,
             Self::Syscall { .. } => Category::Syscall,
+            Self::ExecMemory { .. } => Category::File,
         }
+    }
+
+    /// Whether the category's allow-list mode and default posture apply to the operation when
+    /// no rule covers it: not for [`Operation::ExecMemory`], which no rule but a preset names.
+    pub fn under_posture(&self) -> bool {
+        !matches!(self, Self::ExecMemory { .. })
     }
 }
 
@@ -303,6 +336,8 @@ pub struct Event {
     pub source: Option<String>,
     /// The acting uid.
     pub uid: u32,
+    /// What the hook knows beyond the target (presets decide on it).
+    pub facts: Facts,
 }
 
 impl Event {
@@ -315,6 +350,7 @@ impl Event {
             },
             source: source.map(str::to_string),
             uid: 0,
+            facts: Facts::default(),
         }
     }
 
@@ -328,6 +364,7 @@ impl Event {
             },
             source: source.map(str::to_string),
             uid: 0,
+            facts: Facts::default(),
         }
     }
 
@@ -337,6 +374,7 @@ impl Event {
             operation: Operation::Network(socket),
             source: source.map(str::to_string),
             uid: 0,
+            facts: Facts::default(),
         }
     }
 
@@ -346,6 +384,7 @@ impl Event {
             operation: Operation::Capability(cap),
             source: source.map(str::to_string),
             uid: 0,
+            facts: Facts::default(),
         }
     }
 
@@ -358,7 +397,25 @@ impl Event {
             },
             source: source.map(str::to_string),
             uid: 0,
+            facts: Facts::default(),
         }
+    }
+
+    /// `source` makes anonymous memory executable (`mmap`, or `mprotect` when `mprotect`).
+    pub fn exec_memory(mprotect: bool, source: Option<&str>) -> Self {
+        Self {
+            operation: Operation::ExecMemory { mprotect },
+            source: source.map(str::to_string),
+            uid: 0,
+            facts: Facts::default(),
+        }
+    }
+
+    /// The same event with these facts.
+    #[must_use]
+    pub fn with_facts(mut self, facts: Facts) -> Self {
+        self.facts = facts;
+        self
     }
 
     /// The same event performed by `uid`.

@@ -3,7 +3,7 @@
 //! [`normalize`] turns one [`Policy`] into a flat list of [`Rule`]s: severity, tags, message
 //! and action inherited rule > section > policy, a missing action made `Block`, syscall rules
 //! made `Audit`, comma lists of protocols and capabilities expanded, names case-normalised.
-//! Rules are numbered in a canonical order (process, file, network, capabilities, syscalls; in a
+//! Rules are numbered in a canonical order (process, file, network, capabilities, syscalls, presets; in a
 //! section `matchPaths`, `matchDirectories`, `matchPatterns`; each list as written), which is
 //! the "rule order" of the tie-break in the [semantics](crate::manual::semantics).
 
@@ -153,6 +153,99 @@ pub enum Target {
     },
     /// A DNS domain (not decided by the reference engine).
     Dns(String),
+    /// A preset (`presets[]`): a condition on the operation's [`crate::event::Facts`] or kind.
+    Preset(PresetKind),
+}
+
+/// The presets (`presets[].name`), each a fixed condition (the manual's presets section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum PresetKind {
+    /// `filelessExec`: executing a file that has no name (memfd, unlinked, `O_TMPFILE`), or one
+    /// below `/dev/shm` or `/run/shm`.
+    FilelessExec,
+    /// `anonymousMapExec`: making anonymous memory, or a file with no name, executable
+    /// ([`crate::event::Operation::ExecMemory`]).
+    AnonymousMapExec,
+    /// `protectEnv`: opening `environ` of another process in procfs.
+    ProtectEnv,
+    /// `exec`: executing anything from a process with a controlling terminal.
+    Exec,
+    /// `protectProc`: opening any per-process procfs entry of another process.
+    ProtectProc,
+}
+
+/// The shared-memory directories whose files `filelessExec` treats as fileless (KubeArmor's).
+pub const SHM_DIRS: [&str; 2] = ["/dev/shm/", "/run/shm/"];
+
+impl PresetKind {
+    /// Every preset, in a fixed order (its position is [`PresetKind::number`]).
+    pub const ALL: [PresetKind; 5] = [
+        Self::FilelessExec,
+        Self::AnonymousMapExec,
+        Self::ProtectEnv,
+        Self::Exec,
+        Self::ProtectProc,
+    ];
+
+    /// The name as written in a policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FilelessExec => "filelessExec",
+            Self::AnonymousMapExec => "anonymousMapExec",
+            Self::ProtectEnv => "protectEnv",
+            Self::Exec => "exec",
+            Self::ProtectProc => "protectProc",
+        }
+    }
+
+    /// The preset named `name` (exact spelling).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Its position in [`PresetKind::ALL`] (enforcers number presets by it).
+    pub fn number(self) -> u8 {
+        match self {
+            Self::FilelessExec => 0,
+            Self::AnonymousMapExec => 1,
+            Self::ProtectEnv => 2,
+            Self::Exec => 3,
+            Self::ProtectProc => 4,
+        }
+    }
+
+    /// The category of the operations it decides (KubeArmor's `Operation` of its alerts).
+    pub fn category(self) -> Category {
+        match self {
+            Self::FilelessExec | Self::Exec => Category::Process,
+            Self::AnonymousMapExec | Self::ProtectEnv | Self::ProtectProc => Category::File,
+        }
+    }
+
+    /// Whether the preset's condition holds for `event`.
+    pub fn matches(self, event: &crate::event::Event) -> bool {
+        use crate::event::Operation;
+        let facts = &event.facts;
+        match (self, &event.operation) {
+            (Self::FilelessExec, Operation::Process { path, .. }) => {
+                facts.fileless || SHM_DIRS.iter().any(|d| dir_matches(d, true, path))
+            }
+            (Self::Exec, Operation::Process { .. }) => facts.tty,
+            (Self::AnonymousMapExec, Operation::ExecMemory { .. }) => true,
+            (Self::ProtectProc, Operation::File { .. }) => facts.other_process,
+            (Self::ProtectEnv, Operation::File { path, .. }) => {
+                facts.other_process && trim_slash(path).rsplit('/').next() == Some("environ")
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for PresetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl fmt::Display for Target {
@@ -187,6 +280,7 @@ impl fmt::Display for Target {
                 }
             }
             Self::Dns(d) => write!(f, "dns {d}"),
+            Self::Preset(p) => write!(f, "preset {p}"),
         }
     }
 }
@@ -301,6 +395,14 @@ impl Rule {
     /// Whether the reference engine decides this rule (DNS rules are left to enforcers).
     pub fn engine_evaluated(&self) -> bool {
         !matches!(self.target, Target::Dns(_))
+    }
+
+    /// Whether the user-space monitor can decide the rule on the events it sees: not DNS rules
+    /// (it sees no queries) nor presets (its events carry no [`crate::event::Facts`]). Only an
+    /// enforcer that carries such a rule alerts it, so an enforcer that does not carry it
+    /// reports it as a gap even when its action is Audit ([`crate::enforcer::RuleGap::list`]).
+    pub fn monitor_decides(&self) -> bool {
+        !matches!(self.target, Target::Dns(_) | Target::Preset(_))
     }
 
     /// Whether the rule has readOnly or ownerOnly.
@@ -470,6 +572,7 @@ pub fn normalize(policy: &Policy) -> Vec<Rule> {
     out.network(&spec.network);
     out.capabilities(&spec.capabilities);
     out.syscalls(&spec.syscalls);
+    out.presets(&spec.presets);
     out.rules
 }
 
@@ -593,6 +696,28 @@ impl Out<'_> {
                     },
                 );
             }
+        }
+    }
+
+    /// `presets`: one rule each, numbered after every other rule (the policy's severity, tags
+    /// and message; the preset's action, Block when absent; `Allow`, which KubeArmor also
+    /// enforces as Block, is Block: the validator warns).
+    fn presets(&mut self, presets: &[Preset]) {
+        for p in presets {
+            let Some(kind) = PresetKind::from_name(&p.name) else {
+                continue;
+            };
+            let meta = Meta {
+                action: Some(match p.action {
+                    Some(Action::Audit) => Action::Audit,
+                    _ => Action::Block,
+                }),
+                ..Meta::default()
+            };
+            self.push(
+                &Meta::default(),
+                draft(kind.category(), Target::Preset(kind), &meta, &p.origin),
+            );
         }
     }
 

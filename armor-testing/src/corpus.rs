@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use armor_core::event::{Access, Event, Operation, Socket, caps, net};
+use armor_core::event::{Access, Event, Facts, Operation, Socket, caps, net};
 use armor_core::posture::{Posture, PostureAction, PostureConfig};
 use armor_core::workload::{Container, Host, Workload};
 use armor_core::{Decision, Verdict};
@@ -72,7 +72,8 @@ pub struct CaseWorkload {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct CaseOperation {
-    /// `process`, `file`, `network`, `capabilities` or `syscall`.
+    /// `process`, `file`, `network`, `capabilities`, `syscall` or `memory` (anonymous memory
+    /// made executable).
     pub kind: String,
     /// The executed or opened file, or the syscall's path.
     pub path: Option<String>,
@@ -98,6 +99,18 @@ pub struct CaseOperation {
     pub capability: Option<String>,
     /// Syscall name.
     pub syscall: Option<String>,
+    /// Memory operations: `mprotect` (else `mmap`).
+    #[serde(default)]
+    pub mprotect: bool,
+    /// Process: the executed file has no name (memfd, unlinked).
+    #[serde(default)]
+    pub fileless: bool,
+    /// The actor has a controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// File: a procfs entry of another process.
+    #[serde(default)]
+    pub other_process: bool,
 }
 
 /// The expected outcome of a case.
@@ -304,6 +317,9 @@ impl Case {
                     .to_string(),
                 path: o.path.clone(),
             },
+            "memory" => Operation::ExecMemory {
+                mprotect: o.mprotect,
+            },
             other => return Err(self.err(format!("unknown operation kind `{other}`"))),
         };
         let mut e = match operation {
@@ -330,9 +346,14 @@ impl Case {
             Operation::Syscall { name, path } => {
                 Event::syscall(name, path.as_deref(), o.source.as_deref())
             }
+            Operation::ExecMemory { mprotect } => Event::exec_memory(mprotect, o.source.as_deref()),
             _ => return Err(self.err("unsupported operation")),
         };
-        e = e.with_uid(o.uid);
+        let mut facts = Facts::default();
+        facts.fileless = o.fileless;
+        facts.tty = o.tty;
+        facts.other_process = o.other_process;
+        e = e.with_uid(o.uid).with_facts(facts);
         Ok(e)
     }
 }

@@ -36,6 +36,8 @@ enum What {
     Proto(String),
     Cap(String),
     Sys(Vec<String>, Option<(String, bool)>),
+    /// A preset, by name.
+    Preset(String),
     Never,
 }
 
@@ -292,6 +294,28 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
             false,
             &r.meta,
             &ss.meta,
+        );
+    }
+    // Presets last, with the policy's metadata and their own action (anything but Audit blocks).
+    for pr in &spec.presets {
+        let cat = match pr.name.as_str() {
+            "filelessExec" | "exec" => Cat::Process,
+            _ => Cat::File,
+        };
+        let mut meta = Meta::default();
+        meta.action = Some(if pr.action == Some(Action::Audit) {
+            Action::Audit
+        } else {
+            Action::Block
+        });
+        add(
+            cat,
+            What::Preset(pr.name.clone()),
+            vec![],
+            false,
+            false,
+            &meta,
+            &Meta::default(),
         );
     }
     out
@@ -627,6 +651,20 @@ const CAP_NAMES: &[&str] = &[
 fn target_hit(r: &NRule, ev: &Event) -> bool {
     match (&r.what, &ev.operation) {
         (What::Never, _) => false,
+        (What::Preset(name), op) => match (name.as_str(), op) {
+            ("filelessExec", Operation::Process { path, .. }) => {
+                ev.facts.fileless
+                    || under("/dev/shm/", true, path)
+                    || under("/run/shm/", true, path)
+            }
+            ("exec", Operation::Process { .. }) => ev.facts.tty,
+            ("anonymousMapExec", Operation::ExecMemory { .. }) => true,
+            ("protectProc", Operation::File { .. }) => ev.facts.other_process,
+            ("protectEnv", Operation::File { path, .. }) => {
+                ev.facts.other_process && strip(path).ends_with("/environ")
+            }
+            _ => false,
+        },
         (What::Path(p), Operation::Process { path, .. } | Operation::File { path, .. }) => {
             strip(path) == *p
         }
@@ -668,7 +706,7 @@ fn target_hit(r: &NRule, ev: &Event) -> bool {
 fn cat_of(ev: &Event) -> Cat {
     match &ev.operation {
         Operation::Process { .. } => Cat::Process,
-        Operation::File { .. } => Cat::File,
+        Operation::File { .. } | Operation::ExecMemory { .. } => Cat::File,
         Operation::Network(_) => Cat::Network,
         Operation::Capability(_) => Cat::Caps,
         _ => Cat::Syscall,
@@ -729,7 +767,10 @@ impl NaiveMatcher {
             Some(v) if v == "audit" => false,
             _ => default_block,
         };
-        let allow_list = cat != Cat::Syscall && rules.iter().any(|r| r.action == Action::Allow);
+        // Anonymous executable memory is named by no rule but a preset: no posture.
+        let allow_list = cat != Cat::Syscall
+            && !matches!(event.operation, Operation::ExecMemory { .. })
+            && rules.iter().any(|r| r.action == Action::Allow);
 
         let mut covering: Vec<(&NRule, bool)> = Vec::new();
         for &r in &rules {

@@ -38,6 +38,8 @@ pub(super) struct CategoryIndex {
     pub(super) caps: FxHashMap<u8, Vec<u32>>,
     /// Syscall rules by name.
     pub(super) syscalls: FxHashMap<Box<str>, Vec<u32>>,
+    /// Preset rules (a few at most; their condition is checked by `covers`).
+    pub(super) presets: Vec<u32>,
     pub(super) allow_list: bool,
 }
 
@@ -161,6 +163,7 @@ impl RuleSet {
                     }
                 }
                 Target::Protocol(_) | Target::Dns(_) => cat.others.push(id),
+                Target::Preset(_) => cat.presets.push(id),
             }
         }
         let limit = policy.config.glob_size_limit.max(GLOB_SET_LIMIT);
@@ -289,7 +292,10 @@ impl RuleSet {
                     ids.iter().copied().for_each(&mut f);
                 }
             }
+            // Only presets name it.
+            Operation::ExecMemory { .. } => {}
         }
+        cat.presets.iter().copied().for_each(&mut f);
     }
 
     /// Decides `event`. Never fails, never panics; allocates only for glob candidates.
@@ -399,7 +405,7 @@ impl RuleSet {
                 };
             }
         }
-        if self.allow_list(category) {
+        if self.allow_list(category) && op.under_posture() {
             let posture = self.posture_of(category);
             let step = Step::Posture(posture);
             return match (posture, audit) {
@@ -515,6 +521,9 @@ pub(super) fn covers(rule: &Rule, event: &Event) -> Result<Covers, &'static str>
         }
     };
     match (&event.operation, &rule.target) {
+        (_, Target::Preset(p)) if !p.matches(event) => {
+            return Err("the preset's condition does not hold");
+        }
         (Operation::Network(sock), Target::Protocol(m)) if !protocol_matches(*m, sock) => {
             return Err("protocol does not match");
         }

@@ -15,6 +15,7 @@ pub fn strategy_counts(rules: &[Rule]) -> BTreeMap<&'static str, usize> {
             Target::Capability(_) => "capability",
             Target::Syscall { .. } => "syscall",
             Target::Dns(_) => "dns",
+            Target::Preset(_) => "preset",
         };
         *m.entry(k).or_insert(0) += 1;
     }

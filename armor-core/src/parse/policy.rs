@@ -273,7 +273,18 @@ fn selectors(
 fn presets(ctx: &mut Ctx<'_>, n: &Node, f: &str) -> Vec<Preset> {
     each_item(ctx, n, f, |ctx, p, item, pf| {
         let action = match p.take("action") {
-            Some((an, af)) => parse_action(ctx, an, &af, ActionLevel::Strict),
+            Some((an, af)) => {
+                let a = parse_action(ctx, an, &af, ActionLevel::Strict);
+                if a == Some(Action::Allow) {
+                    ctx.warn(
+                        an.pos,
+                        &af,
+                        "a preset cannot allow anything: `Allow` is enforced as `Block` (as \
+                         KubeArmor does); write `Block` or `Audit`",
+                    );
+                }
+                a
+            }
             None => None,
         };
         let (pname, pos, nf) = required_string(ctx, p, "name", item.pos)?;

@@ -437,6 +437,7 @@ impl Telemetry {
                 operation,
                 source,
                 uid,
+                facts: crate::event::Facts::default(),
             },
         ))
     }
