@@ -23,7 +23,7 @@ use armor_core::engine::RuleSet;
 
 use armor_core::event::caps;
 use armor_core::posture::PostureAction;
-use armor_core::rule::{ProtocolMatch, SourceMatch, trim_slash};
+use armor_core::rule::{PresetKind, ProtocolMatch, SourceMatch, trim_slash};
 use armor_core::workload::WorkloadKey;
 use armor_core::{Action, Category, Event, Rule, Target, Verdict};
 
@@ -257,6 +257,25 @@ fn may_overlap(a: &Target, b: &Target) -> bool {
             }
         }
         _ => a == b,
+    }
+}
+
+/// Why the AppArmor profile language cannot carry preset `p`.
+fn preset_gap(p: PresetKind) -> &'static str {
+    match p {
+        PresetKind::FilelessExec => {
+            "AppArmor has no rule for a file with no name (a memfd or an unlinked file is \
+             mediated by a path no profile rule can name), so the preset is not enforced"
+        }
+        PresetKind::Exec => "AppArmor profiles have no condition on the controlling terminal",
+        PresetKind::ProtectEnv | PresetKind::ProtectProc => {
+            "AppArmor rules cannot compare the process a /proc entry belongs to with the caller \
+             (no pid condition; `owner` compares file owners)"
+        }
+        PresetKind::AnonymousMapExec => {
+            "AppArmor does not mediate anonymous memory (mmap or mprotect of no file)"
+        }
+        _ => "AppArmor does not carry this preset",
     }
 }
 
@@ -666,6 +685,10 @@ impl<'r> Builder<'r> {
             }
             if !r.engine_evaluated() {
                 self.warn(id, "DNS rules are not mediated by AppArmor");
+                continue;
+            }
+            if let Target::Preset(p) = &r.target {
+                self.warn(id, preset_gap(*p));
                 continue;
             }
             if r.action == Action::Allow && !self.restrictive_for(r.category, &self.restrictive) {

@@ -62,6 +62,14 @@ impl DecisionMaker for AaModel {
                     .to_owned(),
             );
         }
+        if let Operation::ExecMemory { .. } = &event.operation {
+            // AppArmor mediates no anonymous memory: it lets every such mapping pass.
+            return Ok(Outcome::reported(
+                armor_core::Verdict::Allow,
+                None,
+                rules.is_host(),
+            ));
+        }
         let op = AaOp::from_event(&event).ok_or("unsupported operation")?;
         // The read-back equals the structure up to rule numbers: decide over the structure,
         // which names the rules.

@@ -20,6 +20,15 @@
 #define ARMOR_KIND_FILE_DIR_INODE 13
 #define ARMOR_KIND_PROC_GLOB 14 /* target: index of the glob in the process automaton */
 #define ARMOR_KIND_FILE_GLOB 15 /* target: index of the glob in the file automaton */
+#define ARMOR_KIND_PROC_PRESET 16 /* target: ARMOR_PRESET_* of a process preset */
+#define ARMOR_KIND_FILE_PRESET 17 /* target: ARMOR_PRESET_* of a file preset */
+
+/* Presets (armor_core::rule::PresetKind::number). */
+#define ARMOR_PRESET_FILELESS 0 /* filelessExec: exec of a file with link count 0 */
+#define ARMOR_PRESET_ANONMAP 1  /* anonymousMapExec: anonymous memory made executable */
+#define ARMOR_PRESET_ENV 2      /* protectEnv: open of another process's /proc environ */
+#define ARMOR_PRESET_EXEC 3     /* exec: exec by a task with a controlling terminal */
+#define ARMOR_PRESET_PROC 4     /* protectProc: open of another process's /proc entry */
 
 /* Entry actions. */
 #define ARMOR_ACTION_ALLOW 0
@@ -45,6 +54,13 @@
 #define ARMOR_RS_NAMES (1u << 8)
 #define ARMOR_RS_DIR_INODE(cat) (1u << (12 + (cat)))
 #define ARMOR_RS_GLOB(cat) (1u << (16 + (cat)))
+/* bit 24 + preset = the ruleset has an entry of that preset */
+#define ARMOR_RS_PRESET(p) (1u << (24 + (p)))
+#define ARMOR_RS_PRESETS (0x1fu << 24)
+
+/* `armor_alert.detail` of a File alert about memory (the anonymousMapExec preset). */
+#define ARMOR_DETAIL_MEMORY 0x40   /* anonymous memory (or a file with no name) made executable */
+#define ARMOR_DETAIL_MPROTECT 0x80 /* ... by mprotect (else mmap) */
 
 /* Counters (index into the per-CPU `armor_counters` array). */
 #define ARMOR_CNT_ALERTS 0          /* alerts written to the ring buffer */
@@ -138,7 +154,8 @@ struct armor_alert {
 	__u32 rule;      /* ARMOR_RULE_POSTURE for DefaultPosture */
 	__u32 pid;
 	__u32 uid;
-	__u32 detail;    /* file: 1 read | 2 write; network: family<<16 | type<<8 | protocol; caps: number */
+	__u32 detail;    /* file: 1 read | 2 write, or ARMOR_DETAIL_MEMORY (| _MPROTECT); network:
+			  * family<<16 | type<<8 | protocol; caps: number */
 	__u8 category;
 	__u8 action;     /* ARMOR_ACTION_AUDIT or ARMOR_ACTION_BLOCK */
 	__u8 flags;

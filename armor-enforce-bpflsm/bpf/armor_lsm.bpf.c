@@ -32,6 +32,8 @@
 #define ARMOR_VM_EXEC 0x4
 #define ARMOR_DETAIL_MAP 8 /* process: the file was mapped executable, not executed */
 #define ARMOR_DETAIL_HELD 16 /* file: a read or write through a descriptor already held */
+#define ARMOR_DETAIL_OPEN 32 /* file: an open (the presets look at procfs entries) */
+#define ARMOR_PROC_SUPER_MAGIC 0x9fa0
 /* fs/mount.h: the namespace of the kernel's own mounts (pipes, sockets, anonymous inodes,
  * memfd, namespace files). */
 #define ARMOR_MNT_NS_INTERNAL ((void *)-22L)
@@ -614,6 +616,71 @@ static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit
 	return verdict == ARMOR_ACTION_BLOCK ? -EPERM : 0;
 }
 
+/* Whether `inode` is a per-process entry of procfs (/proc/<pid>/..., /proc/<pid>/task/<tid>/...)
+ * of a task outside the caller's thread group. The entry's struct pid names the task; the
+ * comparison is by thread group, so the caller's own threads are its own. */
+static __always_inline int other_process_entry(struct inode *inode)
+{
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != ARMOR_PROC_SUPER_MAGIC)
+		return 0;
+	struct proc_inode *pi =
+		(void *)inode - bpf_core_field_offset(struct proc_inode, vfs_inode);
+	struct pid *pid = BPF_CORE_READ(pi, pid);
+	if (!pid)
+		return 0;
+	struct hlist_node *first = BPF_CORE_READ(pid, tasks[0].first);
+	if (!first)
+		return 0;
+	struct task_struct *t =
+		(void *)first - bpf_core_field_offset(struct task_struct, pid_links);
+	__u32 tgid = BPF_CORE_READ(t, tgid);
+	return tgid != (__u32)(bpf_get_current_pid_tgid() >> 32);
+}
+
+/* Whether the dentry's name is `environ`. */
+static __always_inline int is_environ(struct dentry *dentry)
+{
+	__u32 len;
+	const unsigned char *name = dentry_name(dentry, &len);
+	char b[8] = {};
+	if (len != 7 || bpf_probe_read_kernel(b, 7, name))
+		return 0;
+	return b[0] == 'e' && b[1] == 'n' && b[2] == 'v' && b[3] == 'i' && b[4] == 'r' &&
+	       b[5] == 'o' && b[6] == 'n';
+}
+
+/* The presets' conditions for a path operation, probed as entries of the operation's ruleset
+ * (only the presets the ruleset has): an exec (not a mapping) of a file with no link
+ * (filelessExec) or by a task with a controlling terminal (exec); an open of another process's
+ * procfs entry (protectProc) or environ (protectEnv). */
+static __always_inline void check_presets(struct armor_scratch *s, __u32 id, __u8 category,
+					  struct dentry *dentry, struct inode *inode, __u32 detail)
+{
+	__u32 f = s->rs.flags;
+	if (category == ARMOR_CAT_PROCESS) {
+		if (detail & ARMOR_DETAIL_MAP)
+			return;
+		if ((f & ARMOR_RS_PRESET(ARMOR_PRESET_FILELESS)) && inode &&
+		    !BPF_CORE_READ(inode, i_nlink))
+			armor_check(id, ARMOR_KIND_PROC_PRESET, ARMOR_PRESET_FILELESS, 0);
+		if (f & ARMOR_RS_PRESET(ARMOR_PRESET_EXEC)) {
+			struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+			if (BPF_CORE_READ(task, signal, tty))
+				armor_check(id, ARMOR_KIND_PROC_PRESET, ARMOR_PRESET_EXEC, 0);
+		}
+		return;
+	}
+	if (!(detail & ARMOR_DETAIL_OPEN) || !inode ||
+	    !(f & (ARMOR_RS_PRESET(ARMOR_PRESET_PROC) | ARMOR_RS_PRESET(ARMOR_PRESET_ENV))))
+		return;
+	if (!other_process_entry(inode))
+		return;
+	if (f & ARMOR_RS_PRESET(ARMOR_PRESET_PROC))
+		armor_check(id, ARMOR_KIND_FILE_PRESET, ARMOR_PRESET_PROC, 0);
+	if ((f & ARMOR_RS_PRESET(ARMOR_PRESET_ENV)) && is_environ(dentry))
+		armor_check(id, ARMOR_KIND_FILE_PRESET, ARMOR_PRESET_ENV, 0);
+}
+
 /* A path operation (exec or file access) on (dentry, mnt). */
 static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, __u64 cg,
 					     __u32 limit, __u8 category, struct dentry *dentry,
@@ -645,7 +712,9 @@ static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, 
 	if (s->kernel_internal && category != ARMOR_CAT_PROCESS)
 		return 0;
 	int held = s->internal && (detail & ARMOR_DETAIL_HELD);
-	detail &= ~ARMOR_DETAIL_HELD;
+	if (s->rs.flags & ARMOR_RS_PRESETS)
+		check_presets(s, id, category, dentry, inode, detail);
+	detail &= ~(ARMOR_DETAIL_HELD | ARMOR_DETAIL_OPEN);
 	if (held)
 		s->rs.allow_list[category & 3] = 0;
 	if (complete) {
@@ -737,7 +806,7 @@ int BPF_PROG(armor_file_open, struct file *file, int ret)
 		count(ARMOR_CNT_OVERLAY_SKIPPED);
 		return 0;
 	}
-	int r = file_op(file, mode, 0);
+	int r = file_op(file, mode, ARMOR_DETAIL_OPEN);
 	if (r == 0) {
 		struct armor_state *st = armor_state();
 		if (st && st->op.ruleset) {
@@ -817,12 +886,46 @@ static __always_inline int decide_map(struct file *file)
 				 ARMOR_DETAIL_MAP);
 }
 
+/* Memory that is no named file made executable: the anonymousMapExec preset, a File operation
+ * outside the file posture, with no path. */
+static __always_inline int decide_memory(__u32 mprotect)
+{
+	struct armor_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 cg = 0;
+	__u32 limit = 0;
+	__u32 id = begin_op(s, ARMOR_CAT_FILE, &cg, &limit, 1);
+	if (!id || !(s->rs.flags & ARMOR_RS_PRESET(ARMOR_PRESET_ANONMAP)))
+		return 0;
+	s->rs.allow_list[ARMOR_CAT_FILE] = 0;
+	s->text_done = 1;
+	s->path_len = 0;
+	s->truncated = 0;
+	armor_check(id, ARMOR_KIND_FILE_PRESET, ARMOR_PRESET_ANONMAP, 0);
+	return finish(s, cg, limit, ARMOR_DETAIL_MEMORY | (mprotect ? ARMOR_DETAIL_MPROTECT : 0),
+		      0);
+}
+
+/* A file with no link (a memfd, an unlinked file): mapping it executable is anonymous code. */
+static __always_inline int nameless(struct file *file)
+{
+	return !BPF_CORE_READ(file, f_inode, i_nlink);
+}
+
 SEC("lsm/mmap_file")
 int BPF_PROG(armor_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot,
 	     unsigned long flags, int ret)
 {
-	if (ret || !file || !(prot & ARMOR_PROT_EXEC))
+	if (ret || !(prot & ARMOR_PROT_EXEC))
 		return ret;
+	if (!file)
+		return decide_memory(0);
+	if (nameless(file)) {
+		int r = decide_memory(0);
+		if (r)
+			return r;
+	}
 	return decide_map(file);
 }
 
@@ -836,7 +939,12 @@ int BPF_PROG(armor_file_mprotect, struct vm_area_struct *vma, unsigned long reqp
 		return 0;
 	struct file *file = BPF_CORE_READ(vma, vm_file);
 	if (!file)
-		return 0;
+		return decide_memory(1);
+	if (nameless(file)) {
+		int r = decide_memory(1);
+		if (r)
+			return r;
+	}
 	return decide_map(file);
 }
 

@@ -38,6 +38,20 @@ pub mod kind {
     pub const PROC_GLOB: u8 = 14;
     /// A file matched by a glob: target = the glob's index in the file automaton.
     pub const FILE_GLOB: u8 = 15;
+    /// A process preset: target = its [`armor_core::rule::PresetKind::number`].
+    pub const PROC_PRESET: u8 = 16;
+    /// A file preset: target = its [`armor_core::rule::PresetKind::number`].
+    pub const FILE_PRESET: u8 = 17;
+}
+
+/// `ARMOR_DETAIL_MEMORY`: a File alert about memory made executable (`anonymousMapExec`).
+pub const DETAIL_MEMORY: u32 = 0x40;
+/// `ARMOR_DETAIL_MPROTECT`: ... by `mprotect` (else `mmap`).
+pub const DETAIL_MPROTECT: u32 = 0x80;
+
+/// `ARMOR_RS_PRESET(p)`: the ruleset has an entry of preset number `p`.
+pub const fn rs_preset(p: u8) -> u32 {
+    1 << (24 + p)
 }
 
 /// `ARMOR_ACTION_ALLOW`.

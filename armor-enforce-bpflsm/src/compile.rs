@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use armor_core::enforcer::{Artifact, Unenforceable};
 use armor_core::event::Category;
 use armor_core::posture::PostureAction;
-use armor_core::rule::{ProtocolMatch, Rule, SourceMatch, Target, trim_slash};
+use armor_core::rule::{PresetKind, ProtocolMatch, Rule, SHM_DIRS, SourceMatch, Target, trim_slash};
 use armor_core::{Action, RuleSet};
 
 use crate::abi::{self, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
@@ -174,6 +174,19 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             best.entry((k, target.clone(), source, action, flags))
                 .or_insert((rank, *id));
         }
+        // filelessExec also names the shared-memory directories, by path.
+        if matches!(r.target, Target::Preset(PresetKind::FilelessExec)) {
+            for dir in SHM_DIRS {
+                best.entry((
+                    kind::PROC_DIR,
+                    EntryTarget::Path(trim_slash(dir).to_owned()),
+                    None,
+                    action,
+                    abi::F_RECURSIVE,
+                ))
+                .or_insert((rank, *id));
+            }
+        }
     }
     let mut entries: Vec<Entry> = best
         .into_iter()
@@ -263,6 +276,15 @@ fn entry_target(
         }
         Target::Protocol(_) => (kind::NET_ALL, EntryTarget::Any, false),
         Target::Capability(c) => (kind::CAP, EntryTarget::Number(u16::from(*c)), false),
+        Target::Preset(p) => (
+            if r.category == Category::Process {
+                kind::PROC_PRESET
+            } else {
+                kind::FILE_PRESET
+            },
+            EntryTarget::Number(u16::from(p.number())),
+            false,
+        ),
         Target::Pattern(g) if matches!(r.category, Category::Process | Category::File) => {
             crate::dfa::check(g.regex()).map_err(|e| e.to_string())?;
             patterns.insert(g.as_str().to_owned(), g.regex().to_owned());
@@ -527,6 +549,12 @@ impl BpfArtifact {
             if e.kind == kind::PROC_NAME {
                 meta.flags |= abi::RS_NAMES;
             }
+            if matches!(e.kind, kind::PROC_PRESET | kind::FILE_PRESET)
+                && let EntryTarget::Number(n) = e.target
+                && let Ok(n) = u8::try_from(n)
+            {
+                meta.flags |= abi::rs_preset(n);
+            }
             let source = match &e.source {
                 Some(s) => {
                     meta.flags |= abi::rs_source(cat);
@@ -628,12 +656,13 @@ pub fn entry_category(k: u8) -> u8 {
         | kind::PROC_NAME
         | kind::PROC_INODE
         | kind::PROC_DIR_INODE => abi::CAT_PROCESS,
-        kind::PROC_GLOB => abi::CAT_PROCESS,
+        kind::PROC_GLOB | kind::PROC_PRESET => abi::CAT_PROCESS,
         kind::FILE_PATH
         | kind::FILE_DIR
         | kind::FILE_INODE
         | kind::FILE_DIR_INODE
-        | kind::FILE_GLOB => abi::CAT_FILE,
+        | kind::FILE_GLOB
+        | kind::FILE_PRESET => abi::CAT_FILE,
         kind::NET_PROTO | kind::NET_TYPE | kind::NET_ALL => abi::CAT_NETWORK,
         _ => abi::CAT_CAPS,
     }
@@ -654,6 +683,8 @@ fn kind_name(k: u8) -> &'static str {
         kind::FILE_INODE => "file-inode",
         kind::PROC_GLOB => "process-glob",
         kind::FILE_GLOB => "file-glob",
+        kind::PROC_PRESET => "process-preset",
+        kind::FILE_PRESET => "file-preset",
         _ => "unknown",
     }
 }
@@ -690,6 +721,14 @@ impl Artifact for BpfArtifact {
             let target = match &e.target {
                 EntryTarget::Path(p) | EntryTarget::Name(p) | EntryTarget::Pattern(p) => {
                     format!("`{p}`")
+                }
+                EntryTarget::Number(n)
+                    if matches!(e.kind, kind::PROC_PRESET | kind::FILE_PRESET) =>
+                {
+                    PresetKind::ALL
+                        .into_iter()
+                        .find(|p| u16::from(p.number()) == *n)
+                        .map_or_else(|| n.to_string(), |p| p.name().to_owned())
                 }
                 EntryTarget::Number(n) => n.to_string(),
                 EntryTarget::Any => "*".to_owned(),

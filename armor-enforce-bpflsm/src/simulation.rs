@@ -26,7 +26,8 @@
 
 use std::collections::HashMap;
 
-use armor_core::event::{Event, Operation, net};
+use armor_core::event::{Event, Facts, Operation, net};
+use armor_core::rule::PresetKind;
 
 use crate::abi::{self, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
 use crate::compile::Encoded;
@@ -50,6 +51,13 @@ pub enum KernelOp {
         write: bool,
         /// The file's owner uid.
         owner: Option<u32>,
+        /// What the hook knows beyond the path (the presets' conditions).
+        facts: Facts,
+    },
+    /// Memory that is no named file made executable (the `anonymousMapExec` preset).
+    Memory {
+        /// By `mprotect` (else `mmap`).
+        mprotect: bool,
     },
     /// A socket (family, type, protocol).
     Socket {
@@ -73,6 +81,7 @@ impl KernelOp {
                 path: path.clone(),
                 write: false,
                 owner: *owner,
+                facts: e.facts,
             },
             Operation::File {
                 path,
@@ -83,6 +92,10 @@ impl KernelOp {
                 path: path.clone(),
                 write: access.write,
                 owner: *owner,
+                facts: e.facts,
+            },
+            Operation::ExecMemory { mprotect } => Self::Memory {
+                mprotect: *mprotect,
             },
             Operation::Network(s) => Self::Socket {
                 family: s.family,
@@ -97,6 +110,7 @@ impl KernelOp {
     fn category(&self) -> u8 {
         match self {
             Self::Path { category, .. } => *category,
+            Self::Memory { .. } => abi::CAT_FILE,
             Self::Socket { .. } => abi::CAT_NETWORK,
             Self::Capability(_) => abi::CAT_CAPS,
         }
@@ -295,11 +309,25 @@ impl Model {
             audit: EMPTY,
         };
         match op {
+            KernelOp::Memory { .. } => {
+                let ctx = Ctx {
+                    write: false,
+                    owner: None,
+                    uid,
+                };
+                if self.meta.flags & abi::rs_preset(PresetKind::AnonymousMapExec.number()) != 0 {
+                    let t = u64::from(PresetKind::AnonymousMapExec.number());
+                    self.probe(&mut slots, kind::FILE_PRESET, t, src, &ctx, false);
+                }
+                // Outside the file posture.
+                return self.verdict_with(cat, &slots, false);
+            }
             KernelOp::Path {
                 category,
                 path,
                 write,
                 owner,
+                facts,
             } => {
                 if !path.starts_with('/') {
                     // A file outside the caller's mount-namespace tree: no path to probe (its
@@ -362,6 +390,7 @@ impl Model {
                     let recursive_only = d + 1 < depth;
                     self.probe(&mut slots, k_dir, h, src, &ctx, recursive_only);
                 }
+                self.probe_presets(&mut slots, *category, path, facts, src, &ctx);
             }
             KernelOp::Socket {
                 family,
@@ -406,7 +435,45 @@ impl Model {
         self.verdict(cat, &slots)
     }
 
+    /// The preset entries a path operation reaches (the kernel's check_presets): an exec of a
+    /// file with no link or by a task with a terminal; an open of another process's procfs
+    /// entry, or of its `environ`.
+    fn probe_presets(
+        &self,
+        slots: &mut Slots,
+        category: u8,
+        path: &str,
+        facts: &Facts,
+        src: Option<u64>,
+        ctx: &Ctx,
+    ) {
+        let has = |p: PresetKind| self.meta.flags & abi::rs_preset(p.number()) != 0;
+        let mut probe = |slots: &mut Slots, k: u8, p: PresetKind| {
+            self.probe(slots, k, u64::from(p.number()), src, ctx, false);
+        };
+        if category == abi::CAT_PROCESS {
+            if facts.fileless && has(PresetKind::FilelessExec) {
+                probe(slots, kind::PROC_PRESET, PresetKind::FilelessExec);
+            }
+            if facts.tty && has(PresetKind::Exec) {
+                probe(slots, kind::PROC_PRESET, PresetKind::Exec);
+            }
+        } else if facts.other_process {
+            if has(PresetKind::ProtectProc) {
+                probe(slots, kind::FILE_PRESET, PresetKind::ProtectProc);
+            }
+            if has(PresetKind::ProtectEnv) && hash::components(path).last() == Some("environ") {
+                probe(slots, kind::FILE_PRESET, PresetKind::ProtectEnv);
+            }
+        }
+    }
+
     fn verdict(&self, cat: u8, s: &Slots) -> KernelDecision {
+        self.verdict_with(cat, s, true)
+    }
+
+    /// The verdict of the probed slots; `posture`: the category's allow-list mode applies.
+    fn verdict_with(&self, cat: u8, s: &Slots, posture: bool) -> KernelDecision {
         use armor_core::Verdict;
         let mk = |verdict, slot: Option<Slot>| KernelDecision {
             verdict,
@@ -426,7 +493,7 @@ impl Model {
             }
         }
         let c = usize::from(cat);
-        if self.meta.allow_list.get(c).copied().unwrap_or(0) != 0 {
+        if posture && self.meta.allow_list.get(c).copied().unwrap_or(0) != 0 {
             if self.meta.posture.get(c).copied().unwrap_or(0) != 0 {
                 return mk(Verdict::Block, None);
             }

@@ -48,6 +48,7 @@ impl DecisionMaker for BpfModel {
         };
         let cat = match &op {
             KernelOp::Path { category, .. } => *category,
+            KernelOp::Memory { .. } => abi::CAT_FILE,
             KernelOp::Socket { .. } => abi::CAT_NETWORK,
             _ => abi::CAT_CAPS,
         };

@@ -17,6 +17,13 @@ pub fn to_alert(raw: &AlertRaw) -> EnforcerAlert {
         _ => Category::Capabilities,
     };
     let resource = match raw.category {
+        abi::CAT_FILE if raw.detail & abi::DETAIL_MEMORY != 0 => {
+            if raw.detail & abi::DETAIL_MPROTECT != 0 {
+                "anonymous memory (mprotect PROT_EXEC)".to_owned()
+            } else {
+                "anonymous memory (mmap PROT_EXEC)".to_owned()
+            }
+        }
         abi::CAT_PROCESS | abi::CAT_FILE => nul_text(&raw.path, raw.path_len),
         abi::CAT_NETWORK => format!(
             "family={} type={} protocol={}",
