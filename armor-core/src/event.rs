@@ -338,6 +338,9 @@ pub struct Event {
     pub uid: u32,
     /// What the hook knows beyond the target (presets decide on it).
     pub facts: Facts,
+    /// Process: the arguments after the program name (`argv[1..]`), when known. Rules with
+    /// `allowedArgs` decide on them; unknown arguments are never within a rule's allowed ones.
+    pub args: Option<Vec<String>>,
 }
 
 impl Event {
@@ -351,6 +354,7 @@ impl Event {
             source: source.map(str::to_string),
             uid: 0,
             facts: Facts::default(),
+            args: None,
         }
     }
 
@@ -365,6 +369,7 @@ impl Event {
             source: source.map(str::to_string),
             uid: 0,
             facts: Facts::default(),
+            args: None,
         }
     }
 
@@ -375,6 +380,7 @@ impl Event {
             source: source.map(str::to_string),
             uid: 0,
             facts: Facts::default(),
+            args: None,
         }
     }
 
@@ -385,6 +391,7 @@ impl Event {
             source: source.map(str::to_string),
             uid: 0,
             facts: Facts::default(),
+            args: None,
         }
     }
 
@@ -398,6 +405,7 @@ impl Event {
             source: source.map(str::to_string),
             uid: 0,
             facts: Facts::default(),
+            args: None,
         }
     }
 
@@ -408,7 +416,15 @@ impl Event {
             source: source.map(str::to_string),
             uid: 0,
             facts: Facts::default(),
+            args: None,
         }
+    }
+
+    /// The same event with these arguments after the program name (`argv[1..]`).
+    #[must_use]
+    pub fn with_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
     }
 
     /// The same event with these facts.

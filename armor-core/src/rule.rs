@@ -175,6 +175,13 @@ pub enum PresetKind {
     ProtectProc,
 }
 
+/// An exec with more arguments (after the program name) than this is outside every
+/// `allowedArgs` permitted set.
+pub const MAX_CHECKED_ARGS: usize = 64;
+
+/// An argument longer than this (bytes) is outside every `allowedArgs` permitted set.
+pub const MAX_ARG_LEN: usize = 255;
+
 /// The shared-memory directories whose files `filelessExec` treats as fileless (KubeArmor's).
 pub const SHM_DIRS: [&str; 2] = ["/dev/shm/", "/run/shm/"];
 
@@ -375,7 +382,8 @@ pub struct Rule {
     pub message: Option<String>,
     /// `pts` (not decided by the engine).
     pub pts: Option<bool>,
-    /// `allowedArgs` (not decided by the engine).
+    /// `allowedArgs` (process `matchPaths`): the arguments an exec may pass; a qualifier like
+    /// readOnly (see the manual).
     pub allowed_args: Vec<String>,
     /// Where the rule was written.
     pub origin: Origin,
@@ -405,9 +413,24 @@ impl Rule {
         !matches!(self.target, Target::Dns(_) | Target::Preset(_))
     }
 
-    /// Whether the rule has readOnly or ownerOnly.
+    /// Whether the rule has readOnly, ownerOnly or allowedArgs.
     pub fn has_qualifiers(&self) -> bool {
-        self.read_only || self.owner_only
+        self.read_only || self.owner_only || !self.allowed_args.is_empty()
+    }
+
+    /// Whether `args` (an exec's `argv[1..]`, `None` when unknown) are all within the rule's
+    /// `allowedArgs`; `true` for a rule without `allowedArgs`. More than [`MAX_CHECKED_ARGS`]
+    /// arguments, or one longer than [`MAX_ARG_LEN`] bytes, are never within them (the limits
+    /// of the kernel's check, which the engine shares).
+    pub fn args_permitted(&self, args: Option<&[String]>) -> bool {
+        if self.allowed_args.is_empty() {
+            return true;
+        }
+        args.is_some_and(|a| {
+            a.len() <= MAX_CHECKED_ARGS
+                && a.iter()
+                    .all(|x| x.len() <= MAX_ARG_LEN && self.allowed_args.contains(x))
+        })
     }
 }
 

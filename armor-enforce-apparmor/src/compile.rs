@@ -691,6 +691,24 @@ impl<'r> Builder<'r> {
                 self.warn(id, preset_gap(*p));
                 continue;
             }
+            if !r.allowed_args.is_empty() {
+                // Fail closed: a Block covers every exec of the path (also with the listed
+                // arguments); an Allow is left out, so its execs fall to the posture.
+                self.warn(
+                    id,
+                    if r.action == Action::Allow {
+                        "AppArmor has no condition on an exec's arguments: the Allow rule is left \
+                         out of the profile, so its execs fall to the posture even with the \
+                         listed arguments"
+                    } else {
+                        "AppArmor has no condition on an exec's arguments: the rule covers every \
+                         exec of the path, also with the listed arguments"
+                    },
+                );
+                if r.action == Action::Allow {
+                    continue;
+                }
+            }
             if r.action == Action::Allow && !self.restrictive_for(r.category, &self.restrictive) {
                 self.warn(
                     id,

@@ -22,6 +22,7 @@
 #define ARMOR_KIND_FILE_GLOB 15 /* target: index of the glob in the file automaton */
 #define ARMOR_KIND_PROC_PRESET 16 /* target: ARMOR_PRESET_* of a process preset */
 #define ARMOR_KIND_FILE_PRESET 17 /* target: ARMOR_PRESET_* of a file preset */
+#define ARMOR_KIND_PROC_ARG 18    /* target: armor_arg_target(argument hash, rule) */
 
 /* Presets (armor_core::rule::PresetKind::number). */
 #define ARMOR_PRESET_FILELESS 0 /* filelessExec: exec of a file with link count 0 */
@@ -39,6 +40,12 @@
 #define ARMOR_F_READ_ONLY 1
 #define ARMOR_F_OWNER_ONLY 2
 #define ARMOR_F_RECURSIVE 4
+#define ARMOR_F_ARGS 8 /* the rule has allowedArgs: its ARMOR_KIND_PROC_ARG entries list them */
+
+/* allowedArgs: an exec with more arguments (after argv[0]) than this, or with one longer than
+ * ARMOR_ARG_MAX bytes, is outside every rule's permitted set. */
+#define ARMOR_MAX_ARGS 64
+#define ARMOR_ARG_MAX 255
 
 /* Categories (index into the ruleset arrays and `armor_alert.category`). */
 #define ARMOR_CAT_PROCESS 0
@@ -52,6 +59,7 @@
 #define ARMOR_RS_SOURCE(cat) (1u << (cat))
 #define ARMOR_RS_INODE(cat) (1u << (4 + (cat)))
 #define ARMOR_RS_NAMES (1u << 8)
+#define ARMOR_RS_ARGS (1u << 9) /* entries with ARMOR_F_ARGS: an exec's arguments are read */
 #define ARMOR_RS_DIR_INODE(cat) (1u << (12 + (cat)))
 #define ARMOR_RS_GLOB(cat) (1u << (16 + (cat)))
 /* bit 24 + preset = the ruleset has an entry of that preset */

@@ -34,6 +34,8 @@
 #define ARMOR_DETAIL_HELD 16 /* file: a read or write through a descriptor already held */
 #define ARMOR_DETAIL_OPEN 32 /* file: an open (the presets look at procfs entries) */
 #define ARMOR_PROC_SUPER_MAGIC 0x9fa0
+#define ARMOR_NR_EXECVE 59 /* x86_64 */
+#define ARMOR_NR_EXECVEAT 322
 /* fs/mount.h: the namespace of the kernel's own mounts (pipes, sockets, anonymous inodes,
  * memfd, namespace files). */
 #define ARMOR_MNT_NS_INTERNAL ((void *)-22L)
@@ -534,6 +536,7 @@ static __always_inline __u32 begin_op(struct armor_scratch *s, __u8 category, __
 	s->rs = w->rs;
 	s->key = cfg->hash_key;
 	armor_slots_init(&st->op.slots);
+	st->op.npend = 0;
 	st->op.ruleset = id;
 	st->op.category = category;
 	{
@@ -614,6 +617,173 @@ static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit
 			count(ARMOR_CNT_ALERTS);
 	}
 	return verdict == ARMOR_ACTION_BLOCK ? -EPERM : 0;
+}
+
+/* The arguments of the exec a task is performing (allowedArgs), read when the kernel opens the
+ * file to execute (file_open with FMODE_EXEC: the syscall's argv is the caller's memory still)
+ * and used by the decision in bprm_check, which removes them. Keyed by the task's pid_tgid. */
+#define ARMOR_ARGS_UNKNOWN 0  /* not an execve/execveat from user space */
+#define ARMOR_ARGS_OK 1
+#define ARMOR_ARGS_UNCHECKABLE 2 /* unreadable, more than ARMOR_MAX_ARGS, or one too long */
+
+struct armor_exec_args {
+	__u32 argc; /* arguments after argv[0] */
+	__u32 state;
+	__u64 hash[ARMOR_MAX_ARGS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct armor_exec_args);
+} armor_exec_args SEC(".maps");
+
+/* Scratch: the arguments being read, and one argument's bytes (ARMOR_NAME_MAX + 8 readable for
+ * armor_comp_hash). */
+struct armor_args_scratch {
+	struct armor_exec_args a;
+	char buf[ARMOR_NAME_MAX + 8];
+	const char *const *argv;
+	__u64 key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_args_scratch);
+} armor_args_scratch SEC(".maps");
+
+/* bpf_loop's context must be on the stack (6.1): it points to the scratch. */
+struct armor_args_ctx {
+	struct armor_args_scratch *x;
+};
+
+static long capture_arg(__u32 i, void *ctx)
+{
+	struct armor_args_scratch *x = ((struct armor_args_ctx *)ctx)->x;
+	const char *p = NULL;
+	if (bpf_probe_read_user(&p, sizeof(p), &x->argv[i + 1])) {
+		x->a.state = ARMOR_ARGS_UNCHECKABLE;
+		return 1;
+	}
+	if (!p)
+		return 1;
+	if (i >= ARMOR_MAX_ARGS) {
+		x->a.state = ARMOR_ARGS_UNCHECKABLE;
+		return 1;
+	}
+	long n = bpf_probe_read_user_str(x->buf, ARMOR_ARG_MAX + 2, p);
+	if (n <= 0 || n > ARMOR_ARG_MAX + 1) {
+		x->a.state = ARMOR_ARGS_UNCHECKABLE;
+		return 1;
+	}
+	__u64 h = armor_comp_hash(x->key, x->buf, (__u32)(n - 1));
+	__u32 at = i;
+	/* Keep the mask: the compiler drops it after the bound check above, the verifier needs it. */
+	asm volatile("" : "+r"(at));
+	x->a.hash[at & (ARMOR_MAX_ARGS - 1)] = h;
+	x->a.argc = i + 1;
+	return 0;
+}
+
+/* Reads the arguments of the execve/execveat in progress when the workload's rules have
+ * allowedArgs (else forgets what an earlier exec left). */
+static __always_inline void capture_args(void)
+{
+	__u32 zero = 0;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct armor_config *cfg = bpf_map_lookup_elem(&armor_config, &zero);
+	if (!cfg)
+		return;
+	__u64 cg = 0;
+	struct armor_workload *w = find_workload(&cg, cfg->max_cgroup_level);
+	if (!w || !w->ruleset || !(w->rs.flags & ARMOR_RS_ARGS)) {
+		bpf_map_delete_elem(&armor_exec_args, &tid);
+		return;
+	}
+	struct armor_args_scratch *x = bpf_map_lookup_elem(&armor_args_scratch, &zero);
+	if (!x)
+		return;
+	x->a.argc = 0;
+	x->a.state = ARMOR_ARGS_UNKNOWN;
+	x->key = cfg->hash_key;
+	x->argv = NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (regs) {
+		long nr = BPF_CORE_READ(regs, orig_ax);
+		if (nr == ARMOR_NR_EXECVE)
+			x->argv = (const char *const *)BPF_CORE_READ(regs, si);
+		else if (nr == ARMOR_NR_EXECVEAT)
+			x->argv = (const char *const *)BPF_CORE_READ(regs, dx);
+	}
+	if (x->argv) {
+		x->a.state = ARMOR_ARGS_OK;
+		struct armor_args_ctx c = {.x = x};
+		bpf_loop(ARMOR_MAX_ARGS + 1, capture_arg, &c, 0);
+	}
+	bpf_map_update_elem(&armor_exec_args, &tid, &x->a, BPF_ANY);
+}
+
+/* The argument check of one pending entry (bpf_loop over the arguments). */
+struct armor_args_check {
+	struct armor_state *st;
+	struct armor_exec_args *a;
+	__u32 rule;
+	int listed;
+};
+
+static long check_arg(__u32 i, void *ctx)
+{
+	struct armor_args_check *c = ctx;
+	if (i >= c->a->argc)
+		return 1;
+	__u32 at = i;
+	asm volatile("" : "+r"(at));
+	__u64 target = armor_extend(c->a->hash[at & (ARMOR_MAX_ARGS - 1)], c->rule);
+	if (!armor_maybe(c->st->op.ruleset, ARMOR_KIND_PROC_ARG, target) ||
+	    !armor_first(c->st, ARMOR_KIND_PROC_ARG, target, 0,
+			 armor_key_hash(c->st->op.ruleset, ARMOR_KIND_PROC_ARG, target))) {
+		c->listed = 0;
+		return 1;
+	}
+	return 0;
+}
+
+/* Decides the pending allowedArgs entries of an exec (a mapping has no arguments: not listed):
+ * permitted = the other qualifiers allow it and every argument is one the rule lists. */
+static __always_inline void resolve_args(struct armor_state *st, __u32 detail)
+{
+	__u32 n = st->op.npend;
+	if (!n)
+		return;
+	struct armor_exec_args *a = NULL;
+	if (!(detail & ARMOR_DETAIL_MAP)) {
+		__u64 tid = bpf_get_current_pid_tgid();
+		a = bpf_map_lookup_elem(&armor_exec_args, &tid);
+	}
+	for (__u32 k = 0; k < ARMOR_PENDING; k++) {
+		if (k >= n)
+			break;
+		__u32 rule = st->op.pend_rule[k];
+		__u8 action = st->op.pend_action[k];
+		__u8 flags = st->op.pend_flags[k];
+		int listed = 0;
+		if (a && a->state == ARMOR_ARGS_OK) {
+			struct armor_args_check c = {.st = st, .a = a, .rule = rule, .listed = 1};
+			if (a->argc)
+				bpf_loop(ARMOR_MAX_ARGS, check_arg, &c, 0);
+			listed = c.listed;
+		}
+		int owner_ok = !(flags & ARMOR_F_OWNER_ONLY) ||
+			       (st->op.owner_known && st->op.owner == st->op.uid);
+		int permitted = listed && owner_ok;
+		int covered = action == ARMOR_ACTION_ALLOW ? permitted : !permitted;
+		if (covered)
+			armor_take(st, action, st->op.pend_spec[k], st->op.pend_rank[k], rule);
+	}
 }
 
 /* Whether `inode` is a per-process entry of procfs (/proc/<pid>/..., /proc/<pid>/task/<tid>/...)
@@ -730,6 +900,8 @@ static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, 
 		armor_check(id, file ? ARMOR_KIND_FILE_INODE : ARMOR_KIND_PROC_INODE,
 			    armor_inode_target(dev, ino), 0);
 	}
+	if (!file)
+		resolve_args(st, detail);
 	return finish(s, cg, limit, detail, !complete && !held);
 }
 
@@ -782,7 +954,10 @@ int BPF_PROG(armor_bprm_check, struct linux_binprm *bprm, int ret)
 	struct file *f = bprm->file;
 	if (!f)
 		return 0;
-	return decide_path(ARMOR_CAT_PROCESS, f->f_path.dentry, f->f_path.mnt, 0, 1);
+	int r = decide_path(ARMOR_CAT_PROCESS, f->f_path.dentry, f->f_path.mnt, 0, 1);
+	__u64 tid = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&armor_exec_args, &tid);
+	return r;
 }
 
 static __always_inline int file_op(struct file *f, __u32 mode, __u32 held)
@@ -798,9 +973,12 @@ int BPF_PROG(armor_file_open, struct file *file, int ret)
 	if (ret)
 		return ret;
 	__u32 mode = file->f_mode;
-	/* The kernel opening a binary to execute it belongs to the Process operation. */
-	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC))
+	/* The kernel opening a binary to execute it belongs to the Process operation, decided in
+	 * bprm_check; its arguments are read now (allowedArgs). */
+	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC)) {
+		capture_args();
 		return 0;
+	}
 	/* Overlayfs opens the backing file again under the mounter's credentials: skip it. */
 	if (mode & FMODE_NOACCOUNT) {
 		count(ARMOR_CNT_OVERLAY_SKIPPED);

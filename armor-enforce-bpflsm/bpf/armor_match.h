@@ -120,6 +120,10 @@ struct armor_slots {
 	__u32 rule[ARMOR_NSLOTS];
 };
 
+/* Entries with ARMOR_F_ARGS of one operation, decided after the probes (their argument check
+ * reads the rule's argument entries, which a probe in progress cannot). */
+#define ARMOR_PENDING 4
+
 /* What one operation brings to the probes. */
 struct armor_op {
 	struct armor_slots slots;
@@ -129,8 +133,14 @@ struct armor_op {
 	__u8 owner_known;
 	__u8 write;
 	__u8 category;
-	__u8 pad;
+	__u8 npend;   /* pending ARMOR_F_ARGS entries */
 	__u64 source; /* hash of the acting executable, 0 = not needed or unknown */
+	__u32 pend_rule[ARMOR_PENDING];
+	__u32 pend_rank[ARMOR_PENDING];
+	__u8 pend_action[ARMOR_PENDING];
+	__u8 pend_flags[ARMOR_PENDING];
+	__u8 pend_spec[ARMOR_PENDING];
+	__u8 pad[4];
 };
 
 static __always_inline __u64 armor_fix(__u64 h)
@@ -261,11 +271,46 @@ static __always_inline struct armor_state *armor_state(void)
 	return bpf_map_lookup_elem(&armor_state_map, &zero);
 }
 
-/* Applies one entry to the operation: the qualifiers, then the slot. */
+/* A covering entry into its slot: the best rank of its action and specificity. */
+static __always_inline void armor_take(struct armor_state *st, __u8 action, __u32 spec,
+				       __u32 rank, __u32 rule)
+{
+	__u32 slot;
+	if (action == ARMOR_ACTION_ALLOW)
+		slot = spec ? ARMOR_SLOT_ALLOW_SRC : ARMOR_SLOT_ALLOW_ANY;
+	else if (action == ARMOR_ACTION_AUDIT)
+		slot = ARMOR_SLOT_AUDIT;
+	else
+		slot = spec ? ARMOR_SLOT_BLOCK_SRC : ARMOR_SLOT_BLOCK_ANY;
+	if (slot >= ARMOR_NSLOTS)
+		return;
+	if (rank < st->op.slots.rank[slot]) {
+		st->op.slots.rank[slot] = rank;
+		st->op.slots.rule[slot] = rule;
+	}
+}
+
+/* Applies one entry to the operation: the qualifiers, then the slot. An entry whose rule has
+ * allowedArgs waits for the argument check (ARMOR_PENDING); past that many, its arguments count
+ * as not listed (a Block covers the exec, an Allow does not). */
 static __always_inline void armor_consider(struct armor_state *st, const struct armor_rule_val *v)
 {
 	if (st->recursive_only && !(v->flags & ARMOR_F_RECURSIVE))
 		return;
+	if (v->flags & ARMOR_F_ARGS) {
+		__u32 n = st->op.npend;
+		if (n < ARMOR_PENDING) {
+			st->op.pend_rule[n] = v->rule;
+			st->op.pend_rank[n] = v->rank;
+			st->op.pend_action[n] = v->action;
+			st->op.pend_flags[n] = v->flags;
+			st->op.pend_spec[n] = st->spec;
+			st->op.npend = n + 1;
+		} else if (v->action != ARMOR_ACTION_ALLOW) {
+			armor_take(st, v->action, st->spec, v->rank, v->rule);
+		}
+		return;
+	}
 	int covered = 1;
 	if (v->flags & (ARMOR_F_READ_ONLY | ARMOR_F_OWNER_ONLY)) {
 		int read_ok = !((v->flags & ARMOR_F_READ_ONLY) && st->op.write);
@@ -276,19 +321,7 @@ static __always_inline void armor_consider(struct armor_state *st, const struct 
 	}
 	if (!covered)
 		return;
-	__u32 slot;
-	if (v->action == ARMOR_ACTION_ALLOW)
-		slot = st->spec ? ARMOR_SLOT_ALLOW_SRC : ARMOR_SLOT_ALLOW_ANY;
-	else if (v->action == ARMOR_ACTION_AUDIT)
-		slot = ARMOR_SLOT_AUDIT;
-	else
-		slot = st->spec ? ARMOR_SLOT_BLOCK_SRC : ARMOR_SLOT_BLOCK_ANY;
-	if (slot >= ARMOR_NSLOTS)
-		return;
-	if (v->rank < st->op.slots.rank[slot]) {
-		st->op.slots.rank[slot] = v->rank;
-		st->op.slots.rule[slot] = v->rule;
-	}
+	armor_take(st, v->action, st->spec, v->rank, v->rule);
 }
 
 /* Chain entry seq = i + 1 of the key in st->key (seq 0 is handled inline by armor_probe). */

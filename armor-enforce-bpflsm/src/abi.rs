@@ -42,7 +42,14 @@ pub mod kind {
     pub const PROC_PRESET: u8 = 16;
     /// A file preset: target = its [`armor_core::rule::PresetKind::number`].
     pub const FILE_PRESET: u8 = 17;
+    /// An argument a rule's `allowedArgs` lists: target = [`crate::hash::arg_target`].
+    pub const PROC_ARG: u8 = 18;
 }
+
+/// `ARMOR_F_ARGS`: the entry's rule has `allowedArgs` (its [`kind::PROC_ARG`] entries).
+pub const F_ARGS: u8 = 8;
+/// `ARMOR_RS_ARGS`: the ruleset has entries with [`F_ARGS`] (the exec's arguments are read).
+pub const RS_ARGS: u32 = 1 << 9;
 
 /// `ARMOR_DETAIL_MEMORY`: a File alert about memory made executable (`anonymousMapExec`).
 pub const DETAIL_MEMORY: u32 = 0x40;

@@ -38,6 +38,8 @@ pub enum EntryTarget {
     /// A glob (`matchPatterns`) as written; its index in the category's automaton is the
     /// entry's target.
     Pattern(String),
+    /// An argument of a rule's `allowedArgs` (entry kind [`kind::PROC_ARG`]).
+    Arg(String),
 }
 
 /// The globs of one category compiled into one automaton.
@@ -156,6 +158,7 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
     // Entries with the same key, action and flags cover exactly the same operations, so only the
     // best-ranked one can ever win: keep that one.
     let mut best: BTreeMap<EntryKey, (u32, u32)> = BTreeMap::new();
+    let mut args_entries: Vec<Entry> = Vec::new();
     let mut unenforceable = Vec::new();
     // Glob text -> its regular expression (the engine's definition).
     let mut patterns: BTreeMap<String, String> = BTreeMap::new();
@@ -170,6 +173,34 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
         };
         let flags = entry_flags(r, recursive);
         let action = action_code(r.action);
+        if flags & abi::F_ARGS != 0 {
+            // Each rule's argument list is its own: its entries are never merged with another
+            // rule's, and each listed argument is an entry of its own.
+            for source in entry_sources(r) {
+                args_entries.push(Entry {
+                    kind: k,
+                    target: target.clone(),
+                    source,
+                    rank,
+                    rule: *id,
+                    action,
+                    flags,
+                });
+            }
+            let listed: std::collections::BTreeSet<&String> = r.allowed_args.iter().collect();
+            for a in listed {
+                args_entries.push(Entry {
+                    kind: kind::PROC_ARG,
+                    target: EntryTarget::Arg(a.clone()),
+                    source: None,
+                    rank,
+                    rule: *id,
+                    action,
+                    flags: 0,
+                });
+            }
+            continue;
+        }
         for source in entry_sources(r) {
             best.entry((k, target.clone(), source, action, flags))
                 .or_insert((rank, *id));
@@ -202,6 +233,8 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             },
         )
         .collect();
+    entries.extend(args_entries);
+    entries.sort();
     let globs = glob_groups(
         rules,
         &mut entries,
@@ -315,6 +348,9 @@ fn entry_flags(r: &Rule, recursive: bool) -> u8 {
     }
     if recursive {
         flags |= abi::F_RECURSIVE;
+    }
+    if r.category == Category::Process && !r.allowed_args.is_empty() {
+        flags |= abi::F_ARGS;
     }
     flags
 }
@@ -530,6 +566,7 @@ impl BpfArtifact {
                 EntryTarget::Name(n) => hash::comp(hash_key, n.as_bytes()),
                 EntryTarget::Number(n) => u64::from(*n),
                 EntryTarget::Any => 0,
+                EntryTarget::Arg(a) => hash::arg_target(hash_key, e.rule, a),
                 EntryTarget::Pattern(p) => self
                     .globs
                     .iter()
@@ -548,6 +585,9 @@ impl BpfArtifact {
             }
             if e.kind == kind::PROC_NAME {
                 meta.flags |= abi::RS_NAMES;
+            }
+            if e.flags & abi::F_ARGS != 0 {
+                meta.flags |= abi::RS_ARGS;
             }
             if matches!(e.kind, kind::PROC_PRESET | kind::FILE_PRESET)
                 && let EntryTarget::Number(n) = e.target
@@ -656,7 +696,7 @@ pub fn entry_category(k: u8) -> u8 {
         | kind::PROC_NAME
         | kind::PROC_INODE
         | kind::PROC_DIR_INODE => abi::CAT_PROCESS,
-        kind::PROC_GLOB | kind::PROC_PRESET => abi::CAT_PROCESS,
+        kind::PROC_GLOB | kind::PROC_PRESET | kind::PROC_ARG => abi::CAT_PROCESS,
         kind::FILE_PATH
         | kind::FILE_DIR
         | kind::FILE_INODE
@@ -685,6 +725,7 @@ fn kind_name(k: u8) -> &'static str {
         kind::FILE_GLOB => "file-glob",
         kind::PROC_PRESET => "process-preset",
         kind::FILE_PRESET => "file-preset",
+        kind::PROC_ARG => "process-arg",
         _ => "unknown",
     }
 }
@@ -719,7 +760,10 @@ impl Artifact for BpfArtifact {
         }
         for e in &self.entries {
             let target = match &e.target {
-                EntryTarget::Path(p) | EntryTarget::Name(p) | EntryTarget::Pattern(p) => {
+                EntryTarget::Path(p)
+                | EntryTarget::Name(p)
+                | EntryTarget::Pattern(p)
+                | EntryTarget::Arg(p) => {
                     format!("`{p}`")
                 }
                 EntryTarget::Number(n)
@@ -742,6 +786,9 @@ impl Artifact for BpfArtifact {
             }
             if e.flags & abi::F_RECURSIVE != 0 {
                 q.push("recursive");
+            }
+            if e.flags & abi::F_ARGS != 0 {
+                q.push("allowedArgs");
             }
             let _ = writeln!(
                 s,

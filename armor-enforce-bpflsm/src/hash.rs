@@ -36,6 +36,12 @@ pub fn comp(key: u64, name: &[u8]) -> u64 {
     h
 }
 
+/// The target of the [`crate::abi::kind::PROC_ARG`] entry of argument `arg` of rule `rule`
+/// (`armor_arg_target`): the argument's keyed hash (as a name's) extended by the rule.
+pub fn arg_target(key: u64, rule: u32, arg: &str) -> u64 {
+    extend(comp(key, arg.as_bytes()), u64::from(rule))
+}
+
 /// The hash of the root directory `/`.
 pub fn root(key: u64) -> u64 {
     fix(extend(key ^ P3, P2))

@@ -53,6 +53,8 @@ pub enum KernelOp {
         owner: Option<u32>,
         /// What the hook knows beyond the path (the presets' conditions).
         facts: Facts,
+        /// An exec's arguments after the program name, when known (`allowedArgs`).
+        args: Option<Vec<String>>,
     },
     /// Memory that is no named file made executable (the `anonymousMapExec` preset).
     Memory {
@@ -82,6 +84,7 @@ impl KernelOp {
                 write: false,
                 owner: *owner,
                 facts: e.facts,
+                args: e.args.clone(),
             },
             Operation::File {
                 path,
@@ -93,6 +96,7 @@ impl KernelOp {
                 write: access.write,
                 owner: *owner,
                 facts: e.facts,
+                args: None,
             },
             Operation::ExecMemory { mprotect } => Self::Memory {
                 mprotect: *mprotect,
@@ -266,8 +270,10 @@ impl Model {
                 }
                 let read_ok = !(v.flags & abi::F_READ_ONLY != 0 && ctx.write);
                 let owner_ok = v.flags & abi::F_OWNER_ONLY == 0 || ctx.owner == Some(ctx.uid);
-                let permitted = read_ok && owner_ok;
-                let qualified = v.flags & (abi::F_READ_ONLY | abi::F_OWNER_ONLY) != 0;
+                let args_ok = v.flags & abi::F_ARGS == 0 || self.args_listed(v.rule, ctx.args);
+                let permitted = read_ok && owner_ok && args_ok;
+                let qualified =
+                    v.flags & (abi::F_READ_ONLY | abi::F_OWNER_ONLY | abi::F_ARGS) != 0;
                 let covered = if !qualified {
                     true
                 } else if v.action == abi::ACTION_ALLOW {
@@ -314,6 +320,7 @@ impl Model {
                     write: false,
                     owner: None,
                     uid,
+                    args: None,
                 };
                 if self.meta.flags & abi::rs_preset(PresetKind::AnonymousMapExec.number()) != 0 {
                     let t = u64::from(PresetKind::AnonymousMapExec.number());
@@ -328,6 +335,7 @@ impl Model {
                 write,
                 owner,
                 facts,
+                args,
             } => {
                 if !path.starts_with('/') {
                     // A file outside the caller's mount-namespace tree: no path to probe (its
@@ -346,6 +354,7 @@ impl Model {
                     write: *write,
                     owner: *owner,
                     uid,
+                    args: args.as_deref(),
                 };
                 let file = *category == abi::CAT_FILE;
                 let prefixes = hash::prefixes(self.hash_key, path);
@@ -401,6 +410,7 @@ impl Model {
                     write: false,
                     owner: None,
                     uid,
+                    args: None,
                 };
                 let eff = match (*protocol, *family, *sock_type) {
                     (0, net::AF_INET | net::AF_INET6, net::SOCK_STREAM) => net::IPPROTO_TCP,
@@ -428,6 +438,7 @@ impl Model {
                     write: false,
                     owner: None,
                     uid,
+                    args: None,
                 };
                 self.probe(&mut slots, kind::CAP, u64::from(*c), src, &ctx, false);
             }
@@ -448,7 +459,7 @@ impl Model {
         ctx: &Ctx,
     ) {
         let has = |p: PresetKind| self.meta.flags & abi::rs_preset(p.number()) != 0;
-        let mut probe = |slots: &mut Slots, k: u8, p: PresetKind| {
+        let probe = |slots: &mut Slots, k: u8, p: PresetKind| {
             self.probe(slots, k, u64::from(p.number()), src, ctx, false);
         };
         if category == abi::CAT_PROCESS {
@@ -465,6 +476,39 @@ impl Model {
             if has(PresetKind::ProtectEnv) && hash::components(path).last() == Some("environ") {
                 probe(slots, kind::FILE_PRESET, PresetKind::ProtectEnv);
             }
+        }
+    }
+
+    /// Whether every argument is one rule `rule` lists (the kernel's check of the captured
+    /// argument hashes against the rule's [`kind::PROC_ARG`] entries, with its limits).
+    fn args_listed(&self, rule: u32, args: Option<&[String]>) -> bool {
+        let Some(args) = args else {
+            return false;
+        };
+        args.len() <= armor_core::rule::MAX_CHECKED_ARGS
+            && args.iter().all(|a| {
+                a.len() <= armor_core::rule::MAX_ARG_LEN
+                    && self.has_entry(kind::PROC_ARG, hash::arg_target(self.hash_key, rule, a))
+            })
+    }
+
+    /// Whether the ruleset has an entry of (`k`, `target`) without a source.
+    fn has_entry(&self, k: u8, target: u64) -> bool {
+        if !self.filter.maybe(self.ruleset, k, target) {
+            return false;
+        }
+        let key = RuleKey {
+            ruleset: self.ruleset,
+            kind: k,
+            seq: 0,
+            pad: 0,
+            target,
+            source: 0,
+        };
+        match self.table.find(hash::tag(&key)) {
+            Found::Slot(i) => self.slots.contains_key(&i),
+            Found::Absent => false,
+            Found::Overflow => self.map.contains_key(&key),
         }
     }
 
@@ -511,8 +555,10 @@ impl Model {
     }
 }
 
-struct Ctx {
+struct Ctx<'a> {
     write: bool,
     owner: Option<u32>,
     uid: u32,
+    /// An exec's arguments after the program name, when known.
+    args: Option<&'a [String]>,
 }

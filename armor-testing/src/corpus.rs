@@ -111,6 +111,8 @@ pub struct CaseOperation {
     /// File: a procfs entry of another process.
     #[serde(default)]
     pub other_process: bool,
+    /// Process: the arguments after the program name (`argv[1..]`); absent = unknown.
+    pub args: Option<Vec<String>>,
 }
 
 /// The expected outcome of a case.
@@ -354,6 +356,9 @@ impl Case {
         facts.tty = o.tty;
         facts.other_process = o.other_process;
         e = e.with_uid(o.uid).with_facts(facts);
+        if let Some(args) = &o.args {
+            e = e.with_args(args.iter().cloned());
+        }
         Ok(e)
     }
 }

@@ -61,6 +61,8 @@ struct NRule {
     severity: u8,
     tags: Vec<String>,
     message: String,
+    /// `allowedArgs` (process matchPaths).
+    args: Vec<String>,
 }
 
 /// The naive matcher over a list of parsed policies.
@@ -153,6 +155,7 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
             severity,
             tags,
             message,
+            args: Vec::new(),
         });
     };
     let sp = &spec.process;
@@ -317,6 +320,10 @@ fn rules_of(p: &Policy) -> Vec<NRule> {
             &meta,
             &Meta::default(),
         );
+    }
+    // The process matchPaths rules come first, one each: give them their allowedArgs.
+    for (r, n) in spec.process.match_paths.iter().zip(out.iter_mut()) {
+        n.args = r.allowed_args.clone();
     }
     out
 }
@@ -788,7 +795,7 @@ impl NaiveMatcher {
                     continue;
                 }
             }
-            if r.read_only || r.owner_only {
+            if r.read_only || r.owner_only || !r.args.is_empty() {
                 let (write, owner) = match &event.operation {
                     Operation::File { access, owner, .. } => (access.write, *owner),
                     Operation::Process { owner, .. } => (false, *owner),
@@ -800,6 +807,15 @@ impl NaiveMatcher {
                 }
                 if r.owner_only && owner != Some(event.uid) {
                     permitted = false;
+                }
+                if !r.args.is_empty() {
+                    let listed = match &event.args {
+                        Some(a) => a.iter().all(|x| r.args.iter().any(|y| y == x)),
+                        None => false,
+                    };
+                    if !listed {
+                        permitted = false;
+                    }
                 }
                 let covers = if r.action == Action::Allow {
                     permitted

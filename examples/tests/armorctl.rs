@@ -92,8 +92,33 @@ fn validate_lists_the_rules_an_enforcer_does_not_carry() {
         "{out}"
     );
     assert!(
-        !out.contains("matchPaths"),
+        !gaps.iter().any(|l| l.contains("matchPaths")),
         "the exact path is enforced: {out}"
+    );
+    // What the enforcer does with each rule, one line each: enforces, audits or refuses.
+    let table: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("BPFLSM container rule "))
+        .collect();
+    assert_eq!(table.len(), 14, "{out}");
+    assert!(
+        table
+            .iter()
+            .any(|l| l.contains("file.matchPaths[0] (Block)")
+                && l.ends_with("enforces: denied in the kernel")),
+        "{out}"
+    );
+    assert!(
+        table
+            .iter()
+            .any(|l| l.contains("network.matchDNSQueries[0] (Block)")
+                && l.contains("refuses (neither enforced nor alerted)")),
+        "{out}"
+    );
+    assert_eq!(
+        table.iter().filter(|l| l.contains(": refuses ")).count(),
+        13,
+        "{out}"
     );
     assert!(out.contains("BPFLSM: 13 rule(s) not enforced"), "{out}");
 
@@ -290,4 +315,80 @@ fn replay_reports_bad_lines() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 21: presets, allowedArgs and syscall rules, per rule and per enforcer: BPF-LSM enforces
+/// the presets and the allowedArgs rule in the kernel; AppArmor refuses each preset with its
+/// reason (and the Allow with allowedArgs, left to the posture); both leave the syscall rule to
+/// the monitor.
+#[test]
+fn validate_says_what_each_enforcer_does_with_presets_args_and_syscalls() {
+    let file = "testdata/gaps/presets-args.yaml";
+    let bpf = stdout(&armorctl(&[
+        "validate",
+        "--enforcer",
+        "bpflsm",
+        "--strict",
+        file,
+    ]));
+    let line = |out: &str, field: &str, prefix: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&format!(" {field} (")))
+            .unwrap_or_else(|| panic!("{field} not listed: {out}"))
+            .to_owned()
+    };
+    for (field, want) in [
+        ("presets[0]", "enforces: denied in the kernel"),
+        ("presets[1]", "audits: alerted, never denied"),
+        ("presets[2]", "enforces: denied in the kernel"),
+        ("presets[3]", "audits: alerted, never denied"),
+        ("presets[4]", "enforces: denied in the kernel"),
+        (
+            "process.matchPaths[0]",
+            "enforces: allowed in the kernel (allow-list)",
+        ),
+        (
+            "syscalls.matchSyscalls[0]",
+            "audits through the monitor only",
+        ),
+    ] {
+        let l = line(&bpf, field, "BPFLSM container rule ");
+        assert!(l.contains(want), "{l}");
+    }
+    assert!(
+        bpf.contains("BPFLSM: every Block and Allow rule is enforced"),
+        "{bpf}"
+    );
+
+    let aa = armorctl(&["validate", "--enforcer", "apparmor", "--strict", file]);
+    let out = stdout(&aa);
+    assert_eq!(aa.status.code(), Some(1), "{out}");
+    for (field, why) in [
+        ("presets[0]", "no rule for a file with no name"),
+        ("presets[1]", "does not mediate anonymous memory"),
+        (
+            "presets[2]",
+            "cannot compare the process a /proc entry belongs to",
+        ),
+        ("presets[3]", "no condition on the controlling terminal"),
+        (
+            "presets[4]",
+            "cannot compare the process a /proc entry belongs to",
+        ),
+    ] {
+        let l = line(&out, field, "AppArmor container rule ");
+        assert!(
+            l.contains("refuses (neither enforced nor alerted)") && l.contains(why),
+            "{l}"
+        );
+        // Audit presets too are gaps: only an enforcer carrying them alerts them.
+        let gap = line(&out, field, "AppArmor does not enforce");
+        assert!(gap.contains(why), "{gap}");
+    }
+    let args = line(&out, "process.matchPaths[0]", "AppArmor container rule ");
+    assert!(
+        args.contains("no condition on an exec's arguments"),
+        "{args}"
+    );
+    assert!(out.contains("AppArmor: 7 rule(s) not enforced"), "{out}");
 }

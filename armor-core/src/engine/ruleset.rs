@@ -316,8 +316,6 @@ impl RuleSet {
                     "matchDNSQueries"
                 } else if r.pts.is_some() {
                     "pts"
-                } else if !r.allowed_args.is_empty() {
-                    "allowedArgs"
                 } else {
                     return None;
                 };
@@ -554,7 +552,8 @@ pub(super) fn covers(rule: &Rule, event: &Event) -> Result<Covers, &'static str>
     };
     let read_ok = !(rule.read_only && rule.category == Category::File && write);
     let owner_ok = !rule.owner_only || owner == Some(uid);
-    let permitted = read_ok && owner_ok;
+    let args_ok = rule.category != Category::Process || rule.args_permitted(event.args.as_deref());
+    let permitted = read_ok && owner_ok && args_ok;
     let covered = match rule.action {
         Action::Allow => permitted,
         Action::Block | Action::Audit => !permitted,
@@ -562,9 +561,9 @@ pub(super) fn covers(rule: &Rule, event: &Event) -> Result<Covers, &'static str>
     if covered {
         Ok(kind)
     } else if rule.action == Action::Allow {
-        Err("outside the rule's permitted set (readOnly/ownerOnly)")
+        Err("outside the rule's permitted set (readOnly/ownerOnly/allowedArgs)")
     } else {
-        Err("inside the rule's permitted set (readOnly/ownerOnly)")
+        Err("inside the rule's permitted set (readOnly/ownerOnly/allowedArgs)")
     }
 }
 

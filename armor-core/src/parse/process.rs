@@ -44,6 +44,19 @@ pub(super) fn process_section(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Pr
             let allowed_args = match r.take("allowedArgs") {
                 Some((an, af)) => {
                     let args = string_list(ctx, an, &af);
+                    if let Some(long) = args.iter().find(|a| a.len() > crate::rule::MAX_ARG_LEN) {
+                        ctx.warn(
+                            an.pos,
+                            &af,
+                            format!(
+                                "`{}…` is longer than {} bytes: no exec passing it is ever \
+                                 within the list (the kernel checks arguments of at most that \
+                                 length)",
+                                long.chars().take(20).collect::<String>(),
+                                crate::rule::MAX_ARG_LEN
+                            ),
+                        );
+                    }
                     if args.len() > MAX_ALLOWED_ARGS {
                         ctx.err(
                             an.pos,

@@ -438,6 +438,7 @@ impl Telemetry {
                 source,
                 uid,
                 facts: crate::event::Facts::default(),
+                args: None,
             },
         ))
     }

@@ -10,10 +10,11 @@
 //! `--host-posture ...` (hosts), `--namespace-annotation NS:key=value` (repeatable),
 //! `--node-name N`, `--node-labels k=v,...`.
 //!
-//! `validate --enforcer` also compiles the policies for that enforcer, offline, and prints one
-//! line per Block or Allow rule its artefact does not carry (the same lines the agent logs when
-//! it applies them): for a container selected by every container policy and for a host
-//! selected by every host policy. A real workload is selected by some of them, and its
+//! `validate --enforcer` also compiles the policies for that enforcer, offline, and prints what
+//! it does with each rule (`enforces`, `audits`, or `refuses` with the reason), then one line per
+//! rule its artefact does not carry that changes what is denied or alerted (the same lines the
+//! agent logs when it applies them): for a container selected by every container policy and for
+//! a host selected by every host policy. A real workload is selected by some of them, and its
 //! artefact leaves out at most these rules. `--strict` exits 1 when there is any.
 //!
 //! Events (`--event`) and replay input are KubeArmor Log records (PascalCase JSON, one per line);
@@ -28,8 +29,8 @@ use anyhow::{Context, Result, bail};
 use armor_core::enforcer::{Destination, Enforcer, RuleGap};
 use armor_core::telemetry::{ReplayContext, Telemetry, parse_labels};
 use armor_core::{
-    CompiledPolicy, Config, Explanation, Operation, PolicySet, Posture, PostureConfig, Reason,
-    Step, Workload, WorkloadKey,
+    Action, CompiledPolicy, Config, Explanation, Operation, PolicySet, Posture, PostureConfig,
+    Reason, Step, Workload, WorkloadKey,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -241,7 +242,10 @@ fn validate(
             if enforcer != "bpflsm" && max_glob_states.is_some() {
                 bail!("--max-glob-states applies to --enforcer bpflsm only");
             }
-            let gaps = enforcer_gaps(&compiled, enforcer, max_glob_states)?;
+            let (gaps, table) = enforcer_gaps(&compiled, enforcer, max_glob_states)?;
+            for line in &table {
+                println!("{line}");
+            }
             for g in &gaps {
                 println!("{g}");
             }
@@ -268,14 +272,60 @@ fn validate(
     }
 }
 
+/// What `enforcer` does with each rule of `rules` (compiled into `artifact`): one line each.
+fn rule_table(
+    enforcer: &str,
+    workload: &str,
+    rules: &armor_core::RuleSet,
+    artifact: &dyn armor_core::enforcer::Artifact,
+) -> Vec<String> {
+    rules
+        .rule_ids()
+        .iter()
+        .filter_map(|&id| rules.rule(id).map(|r| (id, r)))
+        .map(|(id, r)| {
+            let gap = artifact.unenforceable().iter().find(|u| u.rule == id);
+            let what = match (gap, r.action) {
+                (None, Action::Block) => "enforces: denied in the kernel".to_string(),
+                (None, Action::Allow) => "enforces: allowed in the kernel (allow-list)".to_string(),
+                (None, _) => "audits: alerted, never denied".to_string(),
+                (Some(g), Action::Audit) if r.monitor_decides() => {
+                    format!("audits through the monitor only: {}", g.reason)
+                }
+                (Some(g), _) if !r.monitor_decides() => {
+                    format!("refuses (neither enforced nor alerted): {}", g.reason)
+                }
+                (Some(g), Action::Allow) => format!(
+                    "refuses (what it allows is left to the kernel's posture): {}",
+                    g.reason
+                ),
+                (Some(g), _) => format!(
+                    "refuses (its Block decisions only reported as `Audit (Block)`): {}",
+                    g.reason
+                ),
+            };
+            format!(
+                "{enforcer} {workload} rule {id}: {} {} {} ({}) at {}: {what}",
+                r.policy.kind,
+                r.policy.display_name(),
+                r.origin.field,
+                r.action,
+                r.origin.location
+            )
+        })
+        .collect()
+}
+
 /// The rules `enforcer` would leave out, for a container every container policy selects and a
-/// host every host policy selects (their default postures: the gaps do not depend on them).
+/// host every host policy selects (their default postures: the gaps do not depend on them), and
+/// what it does with every rule ([`rule_table`]).
 fn enforcer_gaps(
     compiled: &CompiledPolicy,
     enforcer: &str,
     max_glob_states: Option<u32>,
-) -> Result<Vec<RuleGap>> {
+) -> Result<(Vec<RuleGap>, Vec<String>)> {
     let mut gaps = Vec::new();
+    let mut table = Vec::new();
     for host in [false, true] {
         let rules = compiled.rule_set_of_every_policy(host, Posture::default());
         if rules.rule_ids().is_empty() {
@@ -294,9 +344,10 @@ fn enforcer_gaps(
         };
         let dest = Destination::new(WorkloadKey::new(name));
         let a = offline.compile(&dest, &rules)?;
+        table.extend(rule_table(offline.name(), name, &rules, a.as_ref()));
         gaps.extend(RuleGap::list(offline.name(), &rules, a.as_ref()));
     }
-    Ok(gaps)
+    Ok((gaps, table))
 }
 
 fn read_event(arg: &str) -> Result<Telemetry> {

@@ -38,6 +38,14 @@
 //   armor-op rename-open DIR NEWDIR PATH FLAGS         rename DIR to NEWDIR, open PATH (under
 //                                                      NEWDIR), rename it back
 //   armor-op copy-exec SRC DST [ARG...]                copy SRC to DST (mode 0755), exec DST
+//   armor-op anon-exec mmap|mprotect|memfd             anonymous memory made executable: mmap
+//                                                      PROT_EXEC, mmap writable then mprotect
+//                                                      PROT_EXEC, or a memfd mapped PROT_EXEC
+//   armor-op tty-exec PATH [ARG...]                    a new session whose controlling terminal
+//                                                      is a fresh pty, then exec PATH (in a child;
+//                                                      the report is the child's)
+//   armor-op unlinked-exec PATH [ARG...]               copy PATH to PATH.unlinked, open it,
+//                                                      unlink it, execute the open file
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -68,6 +76,7 @@
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/ioctl.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
@@ -384,6 +393,75 @@ static int op_copy_exec(char **argv) {
     return report(-1);
 }
 
+// Anonymous memory (or a memfd) made executable.
+static int op_anon_exec(const char *how) {
+    if (strcmp(how, "mmap") == 0) {
+        void *m = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return report(m == MAP_FAILED ? -1 : 0);
+    }
+    if (strcmp(how, "mprotect") == 0) {
+        void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return setup_failure("mmap PROT_WRITE");
+        return report(mprotect(m, 4096, PROT_READ | PROT_EXEC));
+    }
+    if (strcmp(how, "memfd") == 0) {
+        int m = (int)syscall(SYS_memfd_create, "armor-code", 0);
+        if (m < 0) return setup_failure("memfd_create");
+        if (ftruncate(m, 4096) != 0) return setup_failure("ftruncate memfd");
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, m, 0);
+        return report(p == MAP_FAILED ? -1 : 0);
+    }
+    return usage();
+}
+
+// PATH executed by a child that leads a new session with a pty as its controlling terminal.
+static int op_tty_exec(char **argv) {
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0) return setup_failure("fork");
+    if (child == 0) {
+        if (setsid() < 0) _exit(setup_failure("setsid"));
+        int master = posix_openpt(O_RDWR | O_NOCTTY);
+        if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
+            _exit(setup_failure("posix_openpt"));
+        char *name = ptsname(master);
+        if (!name) _exit(setup_failure("ptsname"));
+        int slave = open(name, O_RDWR);
+        if (slave < 0) _exit(setup_failure("open pts"));
+        if (ioctl(slave, TIOCSCTTY, 0) != 0) _exit(setup_failure("TIOCSCTTY"));
+        extern char **environ;
+        execve(argv[0], argv, environ);
+        _exit(report(-1));
+    }
+    int status;
+    if (waitpid(child, &status, 0) != child) return setup_failure("waitpid");
+    return WIFEXITED(status) ? WEXITSTATUS(status) : setup_failure("child killed");
+}
+
+// PATH's content executed from a file that no longer has a name (unlinked while open).
+static int op_unlinked_exec(char **argv) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.unlinked", argv[0]) >= (int)sizeof tmp) return usage();
+    int src = open(argv[0], O_RDONLY | O_CLOEXEC);
+    if (src < 0) return setup_failure("open");
+    int dst = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    if (dst < 0) return setup_failure("create copy");
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(src, buf, sizeof buf)) > 0) {
+        if (write(dst, buf, (size_t)n) != n) return setup_failure("write copy");
+    }
+    if (n < 0) return setup_failure("read");
+    close(dst);
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return setup_failure("open copy");
+    if (unlink(tmp) != 0) return setup_failure("unlink copy");
+    fflush(stdout);
+    extern char **environ;
+    syscall(SYS_execveat, fd, "", argv, environ, AT_EMPTY_PATH);
+    return report(-1);
+}
+
 static int op_pipe(void) {
     int p[2];
     if (pipe(p) != 0) return setup_failure("pipe");
@@ -519,6 +597,9 @@ int main(int argc, char **argv) {
     if (strcmp(op, "unshare-open") == 0 && n == 2) return op_unshare_open(a[0], a[1]);
     if (strcmp(op, "rename-open") == 0 && n == 4) return op_rename_open(a[0], a[1], a[2], a[3]);
     if (strcmp(op, "copy-exec") == 0 && n >= 3) return op_copy_exec(a);
+    if (strcmp(op, "anon-exec") == 0 && n == 1) return op_anon_exec(a[0]);
+    if (strcmp(op, "tty-exec") == 0 && n >= 1) return op_tty_exec(a);
+    if (strcmp(op, "unlinked-exec") == 0 && n >= 1) return op_unlinked_exec(a);
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));

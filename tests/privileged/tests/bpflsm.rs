@@ -1899,3 +1899,386 @@ fn bpflsm_rules_applied_from_the_create_hook_spare_runcs_setup_and_block_the_ent
         "no capability denial in runc's setup: {at_once_setup:?}"
     );
 }
+
+/// One preset's live check: the operation that meets its condition and one that does not.
+struct PresetCase {
+    preset: &'static str,
+    /// The armor-op arguments that meet the condition, and the event the engine decides for
+    /// them.
+    hit: (&'static [&'static str], armor_core::Event),
+    /// An operation next to it that must pass, and its event.
+    miss: (&'static [&'static str], armor_core::Event),
+    /// The alert's category.
+    category: Category,
+}
+
+fn preset_cases() -> Vec<PresetCase> {
+    use armor_core::event::{Access, Event, Facts};
+    let facts = |f: fn(&mut Facts)| {
+        let mut x = Facts::default();
+        f(&mut x);
+        x
+    };
+    let actor = Some("/usr/bin/actor");
+    vec![
+        PresetCase {
+            preset: "filelessExec",
+            hit: (
+                &["memfd-exec", "/usr/bin/ok", "ok"],
+                Event::exec("/memfd:armor-memfd (deleted)", actor)
+                    .with_facts(facts(|f| f.fileless = true)),
+            ),
+            miss: (
+                &["exec", "/usr/bin/ok", "ok"],
+                Event::exec("/usr/bin/ok", actor),
+            ),
+            category: Category::Process,
+        },
+        PresetCase {
+            preset: "filelessExec",
+            hit: (
+                &["exec", "/dev/shm/ok", "ok"],
+                Event::exec("/dev/shm/ok", actor),
+            ),
+            miss: (
+                &["exec", "/usr/bin/ok", "ok"],
+                Event::exec("/usr/bin/ok", actor),
+            ),
+            category: Category::Process,
+        },
+        PresetCase {
+            preset: "filelessExec",
+            hit: (
+                &["unlinked-exec", "/tmp/ok", "ok"],
+                Event::exec("/tmp/ok.unlinked (deleted)", actor)
+                    .with_facts(facts(|f| f.fileless = true)),
+            ),
+            miss: (&["exec", "/tmp/ok", "ok"], Event::exec("/tmp/ok", actor)),
+            category: Category::Process,
+        },
+        PresetCase {
+            preset: "exec",
+            hit: (
+                &["tty-exec", "/usr/bin/ok", "ok"],
+                Event::exec("/usr/bin/ok", actor).with_facts(facts(|f| f.tty = true)),
+            ),
+            miss: (
+                &["exec", "/usr/bin/ok", "ok"],
+                Event::exec("/usr/bin/ok", actor),
+            ),
+            category: Category::Process,
+        },
+        PresetCase {
+            preset: "protectEnv",
+            hit: (
+                &["open", "/proc/1/environ", "rdonly"],
+                Event::open("/proc/1/environ", Access::READ, actor)
+                    .with_facts(facts(|f| f.other_process = true)),
+            ),
+            miss: (
+                &["open", "/proc/self/environ", "rdonly"],
+                Event::open("/proc/7/environ", Access::READ, actor),
+            ),
+            category: Category::File,
+        },
+        PresetCase {
+            preset: "protectEnv",
+            hit: (
+                &["open", "/proc/1/task/1/environ", "rdonly"],
+                Event::open("/proc/1/task/1/environ", Access::READ, actor)
+                    .with_facts(facts(|f| f.other_process = true)),
+            ),
+            miss: (
+                &["open", "/proc/1/status", "rdonly"],
+                Event::open("/proc/1/status", Access::READ, actor)
+                    .with_facts(facts(|f| f.other_process = true)),
+            ),
+            category: Category::File,
+        },
+        PresetCase {
+            preset: "protectProc",
+            hit: (
+                &["open", "/proc/1/status", "rdonly"],
+                Event::open("/proc/1/status", Access::READ, actor)
+                    .with_facts(facts(|f| f.other_process = true)),
+            ),
+            miss: (
+                &["open", "/proc/self/status", "rdonly"],
+                Event::open("/proc/7/status", Access::READ, actor),
+            ),
+            category: Category::File,
+        },
+        PresetCase {
+            preset: "protectProc",
+            hit: (
+                &["open", "/proc/1/environ", "rdonly"],
+                Event::open("/proc/1/environ", Access::READ, actor)
+                    .with_facts(facts(|f| f.other_process = true)),
+            ),
+            miss: (
+                &["open", "/proc/meminfo", "rdonly"],
+                Event::open("/proc/meminfo", Access::READ, actor),
+            ),
+            category: Category::File,
+        },
+        PresetCase {
+            preset: "anonymousMapExec",
+            hit: (&["anon-exec", "mmap"], Event::exec_memory(false, actor)),
+            miss: (
+                &["map-exec", "/usr/bin/ok"],
+                Event::exec("/usr/bin/ok", actor),
+            ),
+            category: Category::File,
+        },
+        PresetCase {
+            preset: "anonymousMapExec",
+            hit: (&["anon-exec", "mprotect"], Event::exec_memory(true, actor)),
+            miss: (
+                &["mprotect-exec", "/usr/bin/ok"],
+                Event::exec("/usr/bin/ok", actor),
+            ),
+            category: Category::File,
+        },
+        PresetCase {
+            preset: "anonymousMapExec",
+            hit: (&["anon-exec", "memfd"], Event::exec_memory(false, actor)),
+            miss: (&["pipe"], Event::exec("/usr/bin/ok", actor)),
+            category: Category::File,
+        },
+    ]
+}
+
+/// Runs armor-op like [`run_in`], in a session of its own (no controlling terminal, whatever
+/// the test runner has).
+fn run_detached(root: &Path, cg: &Cgroup, args: &[&str]) -> String {
+    // util-linux `setsid --wait`: a new session, the exit status passed on.
+    let mut cmd = Command::new("setsid");
+    cmd.arg("--wait")
+        .arg(helper_path())
+        .arg("--cgroup-procs")
+        .arg(cg.path().join("cgroup.procs"))
+        .arg("--root")
+        .arg(root)
+        .arg("--exe")
+        .arg("/usr/bin/actor")
+        .args(args);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(
+        out.status.code(),
+        Some(254),
+        "armor-op setup failed: {stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Issue 21: every preset with Block and with Audit, live: the operation that meets its
+/// condition is denied (Block) or passes (Audit) with an alert of the preset's rule, the
+/// operation next to it passes without one, and the engine decides both the same way.
+#[test]
+fn bpflsm_presets_block_and_audit_live() {
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let sink = Arc::new(Sink::default());
+    lsm.set_alert_sink(sink.clone());
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for (i, case) in preset_cases().iter().enumerate() {
+        for action in ["Block", "Audit"] {
+            let yaml = format!(
+                "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: {{name: preset, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  presets:\n  - name: {}\n    action: {action}\n",
+                case.preset
+            );
+            let tag = format!("preset{i}{}", &action[..2]);
+            let wl = RootedWorkload::apply(&lsm, &yaml, Posture::default(), &tag);
+            let root = wl.root.clone();
+            for d in ["dev/shm", "dev/pts"] {
+                fs::create_dir_all(root.join(d)).unwrap();
+            }
+            for exe in ["dev/shm/ok", "tmp/ok"] {
+                fs::copy(helper_path(), root.join(exe)).unwrap();
+                fs::set_permissions(root.join(exe), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let st = Command::new("mount")
+                .args(["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"])
+                .arg(root.join("dev/pts"))
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount devpts");
+            std::os::unix::fs::symlink("pts/ptmx", root.join("dev/ptmx")).unwrap();
+            sink.take();
+            let rules = web_rules(&yaml, Posture::default());
+            let hit = run_detached(&root, &wl.cg, case.hit.0);
+            let miss = run_detached(&root, &wl.cg, case.miss.0);
+            // The reader thread polls the ring buffer: give the alerts a moment.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut alerts = Vec::new();
+            while Instant::now() < deadline {
+                alerts.extend(
+                    sink.take().into_iter().filter(|a| {
+                        a.workload.as_ref().and_then(|w| w.cgroup_id) == Some(wl.cg.id())
+                    }),
+                );
+                if !alerts.is_empty() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    alerts.extend(sink.take().into_iter().filter(|a| {
+                        a.workload.as_ref().and_then(|w| w.cgroup_id) == Some(wl.cg.id())
+                    }));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = Command::new("umount").arg(root.join("dev/pts")).status();
+            wl.remove(&lsm);
+            let engine_hit = rules.decide(&case.hit.1).verdict;
+            let engine_miss = rules.decide(&case.miss.1).verdict;
+            let block = action == "Block";
+            let line = format!(
+                "{} {action} {:?}: `{hit}` (engine {engine_hit:?}); {:?}: `{miss}` (engine {engine_miss:?}); alerts {:?}",
+                case.preset,
+                case.hit.0,
+                case.miss.0,
+                alerts
+                    .iter()
+                    .map(|a| format!(
+                        "{:?} {} rule {:?} `{}`",
+                        a.action, a.operation, a.rule, a.resource
+                    ))
+                    .collect::<Vec<_>>()
+            );
+            let want_hit = if block {
+                Verdict::Block
+            } else {
+                Verdict::Audit
+            };
+            let mut bad = Vec::new();
+            if block != hit.starts_with("armor-op: errno 1 ") || (!block && hit != "armor-op: ok") {
+                bad.push("the operation meeting the condition");
+            }
+            if miss != "armor-op: ok" {
+                bad.push("the operation next to it");
+            }
+            if engine_hit != want_hit || engine_miss != Verdict::Allow {
+                bad.push("the engine");
+            }
+            let want_action = if block { Action::Block } else { Action::Audit };
+            if alerts.len() != 1
+                || alerts[0].rule != Some(0)
+                || alerts[0].action != want_action
+                || alerts[0].operation != case.category
+            {
+                bad.push("the alerts");
+            }
+            if !bad.is_empty() {
+                failures.push(format!("{line}: wrong: {}", bad.join(", ")));
+            }
+            lines.push(line);
+        }
+    }
+    harness.leave(&lsm);
+    for l in &lines {
+        println!("{l}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+const ARGS_POLICY: &str = "
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: ok-args, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  process:
+    matchPaths:
+    - path: /usr/bin/ok
+      allowedArgs: [ok, -l]
+  action: ACTION
+";
+
+/// Issue 21: `allowedArgs` in the kernel, live, with Block, Audit and Allow (process allow-list
+/// with a blocking posture): listed arguments, an unlisted one, none, one longer than the
+/// checked length, through execve and execveat; each outcome and alert as the engine decides.
+#[test]
+fn bpflsm_allowed_args_live() {
+    use armor_core::event::Event;
+    let Some(lsm) = enforcer() else { return };
+    let harness = Harness::enter(&lsm);
+    let sink = Arc::new(Sink::default());
+    lsm.set_alert_sink(sink.clone());
+    let long = "x".repeat(300);
+    let runs: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["exec", "/usr/bin/ok", "ok"], vec!["ok"]),
+        (vec!["exec", "/usr/bin/ok", "ok", "-l"], vec!["ok", "-l"]),
+        (vec!["exec", "/usr/bin/ok", "ok", "-R"], vec!["ok", "-R"]),
+        (vec!["exec", "/usr/bin/ok", "ok", &long], vec!["ok", &long]),
+        (vec!["fexec", "/usr/bin/ok", "ok"], vec!["ok"]),
+        (vec!["fexec", "/usr/bin/ok", "ok", "x"], vec!["ok", "x"]),
+    ];
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for action in ["Block", "Audit", "Allow"] {
+        let yaml = ARGS_POLICY.replace("ACTION", action);
+        let posture = if action == "Allow" {
+            Posture::all(armor_core::PostureAction::Block)
+        } else {
+            Posture::default()
+        };
+        let tag = format!("args{}", &action[..2]);
+        let wl = RootedWorkload::apply(&lsm, &yaml, posture, &tag);
+        let rules = web_rules(&yaml, posture);
+        for (args, argv) in &runs {
+            sink.take();
+            let got = run_in(&wl.root, &wl.cg, "/usr/bin/actor", args);
+            std::thread::sleep(Duration::from_millis(100));
+            let alerts: Vec<EnforcerAlert> = sink
+                .take()
+                .into_iter()
+                .filter(|a| a.workload.as_ref().and_then(|w| w.cgroup_id) == Some(wl.cg.id()))
+                .collect();
+            let event =
+                Event::exec("/usr/bin/ok", Some("/usr/bin/actor")).with_args(argv.iter().copied());
+            let d = rules.decide(&event);
+            let live_blocked = got.starts_with("armor-op: errno 1 ");
+            let mut bad = Vec::new();
+            if live_blocked != (d.verdict == Verdict::Block)
+                || (!live_blocked && got != "armor-op: ok")
+            {
+                bad.push("outcome");
+            }
+            let want_alert = match d.verdict {
+                Verdict::Block => Some(Action::Block),
+                Verdict::Audit => Some(Action::Audit),
+                _ => None,
+            };
+            let got_alert = alerts.first().map(|a| a.action);
+            if alerts.len() > 1 || got_alert != want_alert {
+                bad.push("alert");
+            }
+            let line = format!(
+                "{action} {:?}: `{got}`, engine {:?}, alerts {:?}",
+                args.iter()
+                    .map(|a| if a.len() > 20 { "<300 bytes>" } else { a })
+                    .collect::<Vec<_>>(),
+                d.verdict,
+                alerts
+                    .iter()
+                    .map(|a| (a.action, a.rule))
+                    .collect::<Vec<_>>()
+            );
+            if !bad.is_empty() {
+                failures.push(format!("{line}: wrong {}", bad.join(", ")));
+            }
+            lines.push(line);
+        }
+        wl.remove(&lsm);
+    }
+    harness.leave(&lsm);
+    for l in &lines {
+        println!("{l}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
