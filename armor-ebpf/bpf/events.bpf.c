@@ -452,7 +452,8 @@ static __always_inline struct armor_event *reserve(__u32 kind, struct task_struc
 }
 
 // path = filename as passed to execve; path2 = argv (NUL separated), args[0] = its length,
-// args[1] = the pid before exec (differs when a non-leader thread execs).
+// args[1] = the pid before exec (differs when a non-leader thread execs), args[2] = the whole
+// argv's length (more than args[0] when path2 holds only its start).
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -465,6 +466,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	unsigned long start = BPF_CORE_READ(mm, arg_start);
 	unsigned long end = BPF_CORE_READ(mm, arg_end);
 	__u64 len = end > start ? end - start : 0;
+	e->args[2] = len;
 	if (len > ARMOR_STR_MAX - 1)
 		len = ARMOR_STR_MAX - 1;
 	len &= (ARMOR_STR_MAX - 1);

@@ -251,6 +251,9 @@ pub enum EventKind {
         filename: String,
         /// Arguments (the kernel copies the first 255 bytes).
         argv: Vec<String>,
+        /// The arguments after the program name, exactly (empty ones kept), when the whole
+        /// argv was copied; `None` when it was longer than the copy.
+        args: Option<Vec<String>>,
     },
     /// A new process (`pid` is the child).
     Fork,
@@ -378,12 +381,21 @@ impl Event {
                     .filter(|s| !s.is_empty())
                     .map(lossy)
                     .collect();
+                // The argv area is the strings, each ending in NUL: complete when it all fit.
+                let copied = usize::try_from(a[0]).unwrap_or(0).min(raw.path2.len());
+                let whole = usize::try_from(a[2]).unwrap_or(usize::MAX);
+                let args = (copied > 0 && whole == copied)
+                    .then(|| raw.path2.get(..copied))
+                    .flatten()
+                    .and_then(|b| b.strip_suffix(&[0]))
+                    .map(|b| b.split(|&c| c == 0).skip(1).map(lossy).collect());
                 let absolute = resolve(raw.pid, -100, &path);
                 let resolved = exe(raw, &absolute);
                 EventKind::Exec {
                     path: resolved,
                     filename: path,
                     argv,
+                    args,
                 }
             }
             kind::FORK => EventKind::Fork,
@@ -469,6 +481,50 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn exec_record(area: &[u8], whole: i64) -> RawEvent {
+        RawEvent {
+            ts_ns: 0,
+            cgroup_id: 1,
+            kind: kind::EXEC,
+            pid: 10,
+            tid: 10,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            pid_ns: 1,
+            mnt_ns: 1,
+            ns_pid: 10,
+            ns_ppid: 1,
+            ret: 0,
+            args: [i64::try_from(area.len()).unwrap_or(0), 10, whole, 0, 0, 0],
+            comm: "ls".into(),
+            addr: [0; crate::layout::ADDR_MAX],
+            path: b"/bin/ls".to_vec(),
+            path2: area.to_vec(),
+        }
+    }
+
+    #[test]
+    fn exec_arguments_are_exact_when_the_whole_argv_was_copied() {
+        let args = |area: &[u8], whole: i64| {
+            let raw = exec_record(area, whole);
+            match Event::from_raw(&raw, &mut |_, _, p| p.to_owned(), &mut |_, p| p.to_owned())
+                .map(|e| e.kind)
+            {
+                Some(EventKind::Exec { args, .. }) => args,
+                other => panic!("{other:?}"),
+            }
+        };
+        // An empty argument is an argument; argv[0] is not.
+        assert_eq!(
+            args(b"ls\0-l\0\0x\0", 9),
+            Some(vec!["-l".to_owned(), String::new(), "x".to_owned()])
+        );
+        assert_eq!(args(b"ls\0", 3), Some(vec![]));
+        // Longer than the copy: unknown.
+        assert_eq!(args(b"ls\0-l\0", 300), None);
+    }
 
     #[test]
     fn sockaddrs() {

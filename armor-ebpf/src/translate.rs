@@ -73,7 +73,9 @@ impl Translator {
     pub fn translate(&mut self, ev: &Event, tree: &ProcessTree) -> Option<Translation> {
         let exe = tree.get(ev.pid).map(|p| p.exe.clone());
         let mut t = match &ev.kind {
-            EventKind::Exec { path, argv, .. } => exec(ev, tree, path, argv),
+            EventKind::Exec {
+                path, argv, args, ..
+            } => exec(ev, tree, path, argv, args.as_deref()),
             EventKind::File(f) => {
                 let open = matches!(
                     ev.syscall,
@@ -168,9 +170,15 @@ impl Translator {
     }
 }
 
-/// An exec: decided as the new program, with the parent's executable as its source; the
-/// resource is the command line.
-fn exec(ev: &Event, tree: &ProcessTree, path: &str, argv: &[String]) -> Translation {
+/// An exec: decided as the new program, with the parent's executable as its source and its
+/// arguments when all were copied (`allowedArgs`); the resource is the command line.
+fn exec(
+    ev: &Event,
+    tree: &ProcessTree,
+    path: &str,
+    argv: &[String],
+    args: Option<&[String]>,
+) -> Translation {
     let parent = tree.get(ev.ppid).map(|p| p.exe.clone());
     Translation {
         operation: Category::Process,
@@ -183,7 +191,14 @@ fn exec(ev: &Event, tree: &ProcessTree, path: &str, argv: &[String]) -> Translat
         result: String::new(),
         process_name: Some(path.to_string()),
         decide: vec![(
-            armor_core::Event::exec(path.to_string(), parent.as_deref()).with_uid(ev.uid),
+            {
+                let e =
+                    armor_core::Event::exec(path.to_string(), parent.as_deref()).with_uid(ev.uid);
+                match args {
+                    Some(a) => e.with_args(a.iter().cloned()),
+                    None => e,
+                }
+            },
             Category::Process,
         )],
         source: parent,

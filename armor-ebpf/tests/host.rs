@@ -118,9 +118,14 @@ fn reports_process_file_and_network_events_of_a_visible_cgroup_only() {
         .iter()
         .find(|e| matches!(&e.kind, EventKind::Exec { argv, .. } if argv.first().map(String::as_str) == Some("/bin/cat")))
         .unwrap_or_else(|| panic!("no exec of cat:\n{dump}"));
-    let EventKind::Exec { path, argv, .. } = &exec.kind else {
+    let EventKind::Exec {
+        path, argv, args, ..
+    } = &exec.kind
+    else {
         unreachable!()
     };
+    // The arguments after the program name, exactly, for allowedArgs.
+    assert_eq!(args.as_deref(), Some(&["./f".to_owned()][..]), "{exec:?}");
     assert_eq!(
         path,
         &fs::canonicalize("/bin/cat").unwrap().display().to_string()
