@@ -366,6 +366,68 @@ pub const SYSCALLS: &[&str] = &[
     "writev",
 ];
 
+/// The x86_64 number of each name of [`SYSCALLS`], at the same index.
+const NUMBERS: &[u16] = &[
+    156, 43, 288, 21, 163, 248, 159, 183, 37, 158, 49, 321, 12, 125, 126, 80, 90, 92, 161, 305,
+    229, 228, 230, 227, 56, 435, 3, 436, 42, 326, 85, 174, 176, 32, 33, 292, 213, 291, 233, 214,
+    281, 441, 232, 215, 284, 290, 59, 322, 60, 231, 269, 439, 221, 285, 300, 301, 81, 91, 268, 93,
+    260, 72, 75, 193, 313, 196, 73, 57, 199, 431, 190, 432, 430, 433, 5, 138, 74, 77, 202, 449,
+    261, 177, 239, 274, 211, 309, 79, 78, 217, 108, 107, 104, 115, 36, 52, 121, 111, 39, 181, 110,
+    140, 318, 120, 118, 97, 98, 124, 51, 55, 186, 96, 102, 191, 175, 254, 253, 294, 255, 210, 207,
+    208, 333, 206, 209, 426, 427, 425, 16, 173, 172, 252, 251, 312, 320, 246, 250, 62, 445, 444,
+    446, 94, 192, 86, 265, 50, 194, 195, 212, 198, 8, 189, 6, 28, 237, 324, 319, 447, 256, 27, 83,
+    258, 133, 259, 149, 325, 151, 9, 154, 165, 442, 429, 279, 10, 245, 244, 240, 243, 242, 241, 25,
+    71, 68, 70, 69, 26, 150, 152, 11, 303, 35, 262, 180, 2, 304, 428, 257, 437, 34, 298, 135, 438,
+    434, 424, 22, 293, 155, 330, 331, 329, 7, 271, 157, 17, 295, 327, 302, 440, 448, 310, 311, 270,
+    101, 182, 18, 296, 328, 178, 179, 443, 0, 187, 89, 267, 19, 169, 45, 299, 47, 216, 197, 82,
+    264, 316, 249, 219, 84, 334, 13, 127, 14, 129, 15, 130, 128, 297, 146, 147, 204, 315, 143, 145,
+    148, 203, 314, 142, 144, 24, 317, 185, 23, 66, 64, 65, 220, 40, 307, 46, 44, 238, 450, 273,
+    205, 218, 171, 123, 122, 106, 116, 170, 38, 308, 109, 141, 114, 119, 117, 113, 160, 112, 54,
+    164, 105, 188, 30, 31, 67, 29, 48, 131, 282, 289, 41, 53, 275, 4, 137, 332, 168, 167, 88, 266,
+    162, 277, 306, 139, 99, 103, 276, 234, 201, 222, 226, 225, 224, 223, 283, 287, 286, 100, 200,
+    76, 184, 95, 166, 63, 87, 263, 272, 134, 323, 136, 132, 280, 235, 58, 153, 278, 236, 61, 247,
+    1, 20,
+];
+
+/// The largest x86_64 syscall number [`number`] returns (a bitmap of syscalls needs this + 1
+/// bits).
+pub const MAX_NUMBER: u16 = 450;
+
+/// The x86_64 number of syscall `name` (lowercase, without `sys_`).
+pub fn number(name: &str) -> Option<u16> {
+    let i = SYSCALLS.binary_search(&name).ok()?;
+    NUMBERS.get(i).copied()
+}
+
+/// The name of x86_64 syscall number `nr`.
+pub fn name(nr: u16) -> Option<&'static str> {
+    let i = NUMBERS.iter().position(|&n| n == nr)?;
+    SYSCALLS.get(i).copied()
+}
+/// Where syscall `name`'s path argument is, for `matchPaths` of syscall rules: the index of
+/// the argument that points to the path and, for the `*at` calls, of the directory descriptor
+/// it is relative to. `None` for a syscall without a path (it matches `matchSyscalls` only).
+/// Two-path calls name their first path (`rename`'s source, `link`'s existing file), except
+/// `symlink*` (the link made) and `mount` (the mount point).
+pub fn path_argument(name: &str) -> Option<(usize, Option<usize>)> {
+    Some(match name {
+        "open" | "creat" | "unlink" | "rmdir" | "mkdir" | "rename" | "link" | "chmod" | "chown"
+        | "lchown" | "truncate" | "chdir" | "chroot" | "execve" | "access" | "stat" | "lstat"
+        | "readlink" | "mknod" | "umount2" | "utime" | "utimes" | "setxattr" | "lsetxattr"
+        | "getxattr" | "lgetxattr" | "listxattr" | "llistxattr" | "removexattr"
+        | "lremovexattr" | "statfs" | "swapon" | "swapoff" | "acct" | "pivot_root" | "uselib" => {
+            (0, None)
+        }
+        "openat" | "openat2" | "unlinkat" | "mkdirat" | "renameat" | "renameat2" | "linkat"
+        | "fchmodat" | "fchmodat2" | "fchownat" | "execveat" | "faccessat" | "faccessat2"
+        | "newfstatat" | "statx" | "readlinkat" | "mknodat" | "utimensat" | "futimesat"
+        | "name_to_handle_at" | "open_tree" | "mount_setattr" | "fspick" => (1, Some(0)),
+        "symlink" | "mount" => (1, None),
+        "symlinkat" => (2, Some(1)),
+        _ => return None,
+    })
+}
+
 /// Whether `name` is a known syscall (lowercase, without the `SYS_` prefix).
 pub fn is_syscall(name: &str) -> bool {
     SYSCALLS.binary_search(&name).is_ok()
@@ -379,5 +441,43 @@ mod tests {
         assert!(super::is_syscall("unlinkat"));
         assert!(super::is_syscall("execve"));
         assert!(!super::is_syscall("unlinkatx"));
+    }
+
+    #[test]
+    fn numbers_are_the_x86_64_abi() {
+        assert_eq!(super::NUMBERS.len(), super::SYSCALLS.len());
+        for (name, nr) in [
+            ("read", 0),
+            ("ptrace", 101),
+            ("setuid", 105),
+            ("mount", 165),
+            ("init_module", 175),
+            ("unshare", 272),
+            ("execveat", 322),
+            ("set_mempolicy_home_node", 450),
+        ] {
+            assert_eq!(super::number(name), Some(nr), "{name}");
+            assert_eq!(super::name(nr), Some(name));
+        }
+        assert!(super::NUMBERS.iter().all(|&n| n <= super::MAX_NUMBER));
+        let mut sorted = super::NUMBERS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), super::NUMBERS.len(), "numbers are unique");
+    }
+
+    #[test]
+    fn path_arguments_name_known_syscalls() {
+        for name in super::SYSCALLS {
+            if let Some((path, dirfd)) = super::path_argument(name) {
+                assert!(
+                    path < 5 && dirfd.is_none_or(|d| d < 5 && d != path),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(super::path_argument("unlinkat"), Some((1, Some(0))));
+        assert_eq!(super::path_argument("mount"), Some((1, None)));
+        assert_eq!(super::path_argument("ptrace"), None);
     }
 }

@@ -54,6 +54,13 @@
 #define ARMOR_MKDIRAT 42
 #define ARMOR_CHDIR 43
 #define ARMOR_FCHDIR 44
+#define ARMOR_SYSCALL 60 /* a syscall a workload's syscall rules name (the syscall filter) */
+
+/* The syscall filter: a bit per x86_64 syscall number (ARMOR_SYSCALL_BITS of them). */
+#define ARMOR_SYSCALL_BITS 512
+struct armor_syscalls {
+	__u64 w[ARMOR_SYSCALL_BITS / 64];
+};
 
 struct armor_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns() */

@@ -506,4 +506,129 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	return 0;
 }
 
+// ---- the syscall filter ---------------------------------------------------------------------
+// Syscall rules name any syscall; only the workloads whose rules name a syscall report it, and
+// a syscall no workload names costs one array read and a bit test on the raw syscall
+// tracepoint (`syscall_any`, the union of every filter), with nothing sent to user space.
+
+// Slot 0: the union of every workload's filter.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_syscalls);
+} syscall_any SEC(".maps");
+
+// Workload cgroup id (the visibility entry's; 0 = the host, outside every workload) -> the
+// syscalls its rules name.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct armor_syscalls);
+} syscall_filters SEC(".maps");
+
+// Syscall number -> where its path argument is: bits 0-3 = the path argument's index + 1,
+// bits 4-7 = the directory fd argument's index + 1 (0: none). Written by user space at load.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ARMOR_SYSCALL_BITS);
+	__type(key, __u32);
+	__type(value, __u8);
+} syscall_paths SEC(".maps");
+
+// Thread id -> the filtered syscall it is in (its own table: the syscall may also be one the
+// programs above trace).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct armor_event);
+} syscall_pending SEC(".maps");
+
+static __always_inline int in_set(const struct armor_syscalls *set, __u64 nr)
+{
+	return (set->w[(nr >> 6) & (ARMOR_SYSCALL_BITS / 64 - 1)] >> (nr & 63)) & 1;
+}
+
+// Whether some workload's filter names syscall `nr` (the only cost of a syscall none names).
+static __always_inline int named_anywhere(long nr)
+{
+	if ((__u64)nr >= ARMOR_SYSCALL_BITS)
+		return 0;
+	__u32 zero = 0;
+	const struct armor_syscalls *any = bpf_map_lookup_elem(&syscall_any, &zero);
+	return any && in_set(any, (__u64)nr);
+}
+
+// args[0] = the syscall number, args[1..5] = its first five arguments; path = the string its
+// path argument points to.
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long nr)
+{
+	if (!named_anywhere(nr))
+		return 0;
+	__u64 cgroup = 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
+	struct workload_ctx c = {.level = level, .id = 0, .mask = 0};
+	if (level >= 0)
+		bpf_loop((__u32)level + 1, workload_step, &c, 0);
+	cgroup = c.id;
+	const struct armor_syscalls *f = bpf_map_lookup_elem(&syscall_filters, &cgroup);
+	if (!f || !in_set(f, (__u64)nr))
+		return 0;
+	__u32 me = bpf_get_current_pid_tgid() >> 32;
+	__u32 ignore = cfg(ARMOR_CFG_IGNORE_TGID);
+	if (ignore != 0 && me == ignore)
+		return 0;
+	__u32 zero = 0;
+	struct armor_event *e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 0;
+	clear(e);
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = cgroup ? cgroup : bpf_get_current_cgroup_id();
+	e->kind = ARMOR_SYSCALL;
+	fill_task(e, task);
+	__u64 a[5];
+	a[0] = regs->di;
+	a[1] = regs->si;
+	a[2] = regs->dx;
+	a[3] = regs->r10;
+	a[4] = regs->r8;
+	e->args[0] = nr;
+	for (int i = 0; i < 5; i++)
+		e->args[i + 1] = a[i];
+	__u32 key = (__u32)nr;
+	const __u8 *where = bpf_map_lookup_elem(&syscall_paths, &key);
+	if (where && (*where & 0xf)) {
+		__u32 idx = (*where & 0xf) - 1;
+		if (idx < 5)
+			read_user_str(e->path, (void *)a[idx]);
+	}
+	__u32 tid = e->tid;
+	if (bpf_map_update_elem(&syscall_pending, &tid, e, BPF_ANY))
+		count(ARMOR_STAT_PENDING_FULL);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	/* A trusted BTF pointer: read directly (a probe-read helper call would double the cost
+	 * of a syscall no rule names). */
+	if (!named_anywhere(regs->orig_ax))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct armor_event *e = bpf_map_lookup_elem(&syscall_pending, &tid);
+	if (!e)
+		return 0;
+	e->ret = ret;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(ARMOR_STAT_LOST);
+	bpf_map_delete_elem(&syscall_pending, &tid);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

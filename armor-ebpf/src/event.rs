@@ -36,6 +36,8 @@ pub enum Syscall {
     Mkdirat,
     Chdir,
     Fchdir,
+    /// A syscall reported by the syscall filter, by its x86_64 number.
+    Numbered(u16),
 }
 
 impl Syscall {
@@ -69,6 +71,7 @@ impl Syscall {
             Self::Mkdirat => "mkdirat",
             Self::Chdir => "chdir",
             Self::Fchdir => "fchdir",
+            Self::Numbered(nr) => armor_core::syscalls::name(nr).unwrap_or("unknown"),
         }
     }
 
@@ -278,6 +281,15 @@ pub enum EventKind {
         /// `IPPROTO_*`.
         protocol: u16,
     },
+    /// A syscall a workload's syscall rules name (reported by the syscall filter whatever the
+    /// workload's visibility).
+    Named {
+        /// Its path argument, made absolute when it could be resolved, when it has one
+        /// ([`armor_core::syscalls::path_argument`]).
+        path: Option<String>,
+        /// Its first five arguments as they were passed.
+        args: [u64; 5],
+    },
     /// `connect`, `bind`, `listen`, `accept`, `accept4`.
     Net {
         /// The socket fd.
@@ -370,8 +382,12 @@ impl Event {
         resolve: &mut dyn FnMut(u32, i32, &str) -> String,
         exe: &mut dyn FnMut(&RawEvent, &str) -> String,
     ) -> Option<Self> {
-        let syscall = Syscall::from_kind(raw.kind)?;
         let a = raw.args;
+        let syscall = if raw.kind == kind::SYSCALL {
+            Syscall::Numbered(u16::try_from(a[0]).ok()?)
+        } else {
+            Syscall::from_kind(raw.kind)?
+        };
         let path = lossy(&raw.path);
         let kind = match raw.kind {
             kind::EXEC => {
@@ -400,6 +416,19 @@ impl Event {
             }
             kind::FORK => EventKind::Fork,
             kind::EXIT => EventKind::Exit { code: raw.ret },
+            kind::SYSCALL => {
+                let args =
+                    [a[1], a[2], a[3], a[4], a[5]].map(|v| u64::from_ne_bytes(v.to_ne_bytes()));
+                let path = armor_core::syscalls::path_argument(syscall.name()).map(|(_, dirfd)| {
+                    let fd = dirfd.and_then(|d| args.get(d)).map_or(-100, |&v| {
+                        // An `int` argument: the register's low 32 bits.
+                        let low = u32::try_from(v & 0xffff_ffff).unwrap_or(0);
+                        i32::from_ne_bytes(low.to_ne_bytes())
+                    });
+                    resolve(raw.pid, fd, &path)
+                });
+                EventKind::Named { path, args }
+            }
             kind::SOCKET => EventKind::Socket {
                 family: u16::try_from(a[0]).unwrap_or(0),
                 sock_type: u16::try_from(a[1] & 0xf).unwrap_or(0),

@@ -124,6 +124,9 @@ pub mod kind {
     pub const CHDIR: u32 = 43;
     /// `fchdir(2)`.
     pub const FCHDIR: u32 = 44;
+    /// A syscall a workload's syscall rules name (the syscall filter): `args[0]` = its
+    /// number, `args[1..6]` = its first five arguments, `path` = its path argument's string.
+    pub const SYSCALL: u32 = 60;
 }
 
 /// One record as the kernel wrote it, fields decoded, strings still raw.

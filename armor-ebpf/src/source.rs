@@ -53,7 +53,45 @@ const SCHED: &[(&str, &str)] = &[
     ("on_exec", "sched_process_exec"),
     ("on_fork", "sched_process_fork"),
     ("on_exit", "sched_process_exit"),
+    ("on_sys_enter", "sys_enter"),
+    ("on_sys_exit", "sys_exit"),
 ];
+
+/// Syscall numbers the filter's bitmaps hold (`ARMOR_SYSCALL_BITS`).
+const SYSCALL_BITS: usize = 512;
+
+/// A syscall bitmap as the kernel reads it (`struct armor_syscalls`): bit n of word n / 64.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SyscallSet {
+    w: [u64; SYSCALL_BITS / 64],
+}
+
+impl SyscallSet {
+    fn of(numbers: &[u16]) -> Self {
+        let mut s = Self::default();
+        for &n in numbers {
+            if let Some(w) = s.w.get_mut(usize::from(n) / 64) {
+                *w |= 1u64 << (n % 64);
+            }
+        }
+        s
+    }
+
+    /// The bitmap as the map's value.
+    fn words(self) -> [u64; SYSCALL_BITS / 64] {
+        self.w
+    }
+
+    fn union(sets: impl Iterator<Item = Self>) -> Self {
+        let mut u = Self::default();
+        for s in sets {
+            for (a, b) in u.w.iter_mut().zip(s.w) {
+                *a |= b;
+            }
+        }
+        u
+    }
+}
 
 const VIS_PROCESS: u32 = 1;
 const VIS_FILE: u32 = 2;
@@ -175,11 +213,19 @@ pub struct Stats {
     pub pending_full: u64,
 }
 
+/// The syscall filter's maps and what user space put in them.
+struct Filters {
+    any: Array<MapData, [u64; SYSCALL_BITS / 64]>,
+    per_workload: HashMap<MapData, u64, [u64; SYSCALL_BITS / 64]>,
+    sets: std::collections::HashMap<u64, SyscallSet>,
+}
+
 /// The handles to change filtering while events are read (shared with other threads).
 pub struct Controls {
     visibility: Mutex<HashMap<MapData, u64, u32>>,
     config: Mutex<Array<MapData, u32>>,
     stats: Mutex<PerCpuArray<MapData, u64>>,
+    filters: Mutex<Filters>,
 }
 
 impl std::fmt::Debug for Controls {
@@ -210,6 +256,49 @@ impl Controls {
                 source,
             }),
         }
+    }
+
+    /// Sets the syscalls (x86_64 numbers) workload `cgroup_id` reports whatever its visibility
+    /// (its syscall rules name them; 0 = the host, outside every workload with a visibility
+    /// entry); an empty list removes its filter. A syscall no workload names costs one array
+    /// read in the kernel and sends nothing.
+    pub fn set_syscalls(&self, cgroup_id: u64, numbers: &[u16]) -> Result<()> {
+        let mut f = self.filters.lock();
+        let set = SyscallSet::of(numbers);
+        let map_err = |source| Error::Map {
+            map: "syscall_filters",
+            source,
+        };
+        if numbers.is_empty() {
+            // Only what was put there is removed (a missing key is an error of the syscall).
+            if !f.sets.contains_key(&cgroup_id) {
+                return Ok(());
+            }
+            f.per_workload.remove(&cgroup_id).map_err(map_err)?;
+            f.sets.remove(&cgroup_id);
+        } else {
+            // The union first: a syscall is never named by a workload's filter and missing
+            // from the union the kernel checks first.
+            let mut sets = f.sets.clone();
+            sets.insert(cgroup_id, set);
+            let union = SyscallSet::union(sets.values().copied());
+            f.any
+                .set(0, union.words(), 0)
+                .map_err(|source| Error::Map {
+                    map: "syscall_any",
+                    source,
+                })?;
+            f.per_workload
+                .insert(cgroup_id, set.words(), 0)
+                .map_err(map_err)?;
+            f.sets = sets;
+            return Ok(());
+        }
+        let union = SyscallSet::union(f.sets.values().copied());
+        f.any.set(0, union.words(), 0).map_err(|source| Error::Map {
+            map: "syscall_any",
+            source,
+        })
     }
 
     /// Sets the visibility of cgroups without an entry.
@@ -354,10 +443,48 @@ impl EventSource {
                 source,
             }
         })?;
+        let mut paths: Array<MapData, u8> = Array::try_from(take(&mut ebpf, "syscall_paths")?)
+            .map_err(|source| Error::Map {
+                map: "syscall_paths",
+                source,
+            })?;
+        for name in armor_core::syscalls::SYSCALLS {
+            let (Some(nr), Some((path, dirfd))) = (
+                armor_core::syscalls::number(name),
+                armor_core::syscalls::path_argument(name),
+            ) else {
+                continue;
+            };
+            let code = u8::try_from(path + 1).unwrap_or(0)
+                | (u8::try_from(dirfd.map_or(0, |d| d + 1)).unwrap_or(0) << 4);
+            paths
+                .set(u32::from(nr), code, 0)
+                .map_err(|source| Error::Map {
+                    map: "syscall_paths",
+                    source,
+                })?;
+        }
+        let any =
+            Array::try_from(take(&mut ebpf, "syscall_any")?).map_err(|source| Error::Map {
+                map: "syscall_any",
+                source,
+            })?;
+        let per_workload =
+            HashMap::try_from(take(&mut ebpf, "syscall_filters")?).map_err(|source| {
+                Error::Map {
+                    map: "syscall_filters",
+                    source,
+                }
+            })?;
         let controls = Arc::new(Controls {
             visibility: Mutex::new(visibility),
             config: Mutex::new(config),
             stats: Mutex::new(stats),
+            filters: Mutex::new(Filters {
+                any,
+                per_workload,
+                sets: std::collections::HashMap::new(),
+            }),
         });
         controls.set_default_visibility(&options.default_visibility)?;
         controls.ignore_pid(options.ignore_pid.unwrap_or(0))?;

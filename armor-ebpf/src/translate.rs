@@ -86,22 +86,13 @@ impl Translator {
                 } else {
                     Access::WRITE
                 };
-                let mut decide = vec![(
+                // Syscall rules are decided on the syscall filter's events (EventKind::Named),
+                // which report every syscall a workload's rules name, visible or not.
+                let decide = vec![(
                     armor_core::Event::open(f.path.clone(), access, exe.as_deref())
                         .with_uid(ev.uid),
                     Category::File,
                 )];
-                if !open {
-                    decide.push((
-                        armor_core::Event::syscall(
-                            ev.syscall.name(),
-                            Some(&f.path),
-                            exe.as_deref(),
-                        )
-                        .with_uid(ev.uid),
-                        Category::Syscall,
-                    ));
-                }
                 let extra = if open {
                     format!("fd={} flags={}", f.dirfd, format::open_flags(f.flags))
                 } else {
@@ -147,6 +138,19 @@ impl Translator {
                     )],
                 }
             }
+            EventKind::Named { path, .. } => Translation {
+                operation: Category::Syscall,
+                resource: path.clone().unwrap_or_default(),
+                data: data(ev.syscall, ""),
+                result: String::new(),
+                process_name: None,
+                source: exe.clone(),
+                decide: vec![(
+                    armor_core::Event::syscall(ev.syscall.name(), path.as_deref(), exe.as_deref())
+                        .with_uid(ev.uid),
+                    Category::Syscall,
+                )],
+            },
             EventKind::Net { fd, addr, backlog } => {
                 let socket = self.sockets.get(&(ev.pid, *fd)).copied();
                 net(ev, exe, socket, *fd, addr.as_ref(), *backlog)

@@ -1554,12 +1554,18 @@ fn follow_containerd(
     Ok((c, rx))
 }
 
-/// Writes the host's visibility (the default of the event source's cgroups) after a change;
-/// a failed write keeps the previous one and is logged, never ends the loop.
+/// Writes the host's visibility (the default of the event source's cgroups) and syscall filter
+/// after a change; a failed write keeps the previous one and is logged, never ends the loop.
 fn set_visibility(controls: &armor_ebpf::Controls, rt: &Runtime, log: &mut dyn FnMut(&str)) {
     if let Err(e) = controls.set_default_visibility(&rt.host_visibility()) {
         log(&format!(
             "setting the host's visibility failed, the previous one stays: {}",
+            chain(&e)
+        ));
+    }
+    if let Err(e) = controls.set_syscalls(0, &rt.host_syscalls()) {
+        log(&format!(
+            "setting the host's syscall filter failed (its syscall rules are not reported): {}",
             chain(&e)
         ));
     }

@@ -17,7 +17,22 @@
 // one of the whole path.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 #include "armor_match.h"
+
+/* The bare raw syscall tracepoints (the syscall filter bench's reference): attached, they do
+ * nothing, so what they cost is the tracepoint's own cost. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(bare_sys_enter, struct pt_regs *regs, long nr)
+{
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(bare_sys_exit, struct pt_regs *regs, long ret)
+{
+	return 0;
+}
 
 
 #define BENCH_PATH 256

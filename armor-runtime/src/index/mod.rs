@@ -58,7 +58,7 @@ mod tracked;
 
 pub(crate) use containers::container_name;
 pub use records::MONITOR;
-use tracked::{Pending, Throttle, Tracked, kernel_visibility};
+use tracked::{Pending, Throttle, Tracked, kernel_visibility, rule_syscalls};
 
 /// A clock reading: what [`WorkloadIndex::apply`] takes for "now" (the alert throttle reads
 /// `instant`, the records' timestamps `wall`).
@@ -379,6 +379,9 @@ pub enum Effect {
         key: WorkloadKey,
         /// What to make visible.
         visibility: Visibility,
+        /// The syscalls (x86_64 numbers) its syscall rules name, reported whatever the
+        /// visibility.
+        syscalls: Vec<u16>,
     },
     /// Remove the cgroup's kernel visibility entry.
     ClearVisibility {
@@ -522,6 +525,11 @@ impl WorkloadIndex {
     /// The host's kernel visibility (the default for cgroups without an entry).
     pub fn host_visibility(&self) -> Visibility {
         kernel_visibility(&self.host.visibility, &self.host.rules)
+    }
+
+    /// The syscalls (x86_64 numbers) the host's syscall rules name.
+    pub fn host_syscalls(&self) -> Vec<u16> {
+        rule_syscalls(&self.host.rules)
     }
 
     /// The sorted keys of the tracked services (`services`) or containers.

@@ -1039,3 +1039,50 @@ fn without_any_enforcer_each_policy_gets_one_line_that_names_no_workload() {
         );
     }
 }
+
+/// Issue 21: a workload's syscall rules go to the event source's syscall filter with its
+/// visibility (x86_64 numbers, sorted, once each); a workload without any gets an empty list.
+#[test]
+fn a_containers_syscall_rules_reach_the_syscall_filter_with_its_visibility() {
+    let yaml = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: rare, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  syscalls:
+    matchSyscalls:
+    - syscall: [unshare, ptrace]
+    matchPaths:
+    - path: /tmp/
+      syscall: [mount, ptrace]
+"#;
+    let mut index = started(yaml, false);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &web("c1", 100),
+            cgroup_id: 7,
+        },
+        now(),
+    );
+    let syscalls = effects.iter().find_map(|e| match e {
+        Effect::SetVisibility {
+            cgroup_id: 7,
+            syscalls,
+            ..
+        } => Some(syscalls.clone()),
+        _ => None,
+    });
+    assert_eq!(syscalls, Some(vec![101, 165, 272]), "{effects:?}");
+    let mut plain = started(POLICIES, false);
+    let effects = plain.apply(
+        &Input::ContainerRunning {
+            info: &web("c2", 101),
+            cgroup_id: 8,
+        },
+        now(),
+    );
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::SetVisibility { cgroup_id: 8, syscalls, .. } if syscalls.is_empty())
+    ));
+}

@@ -93,6 +93,7 @@ impl Tracked {
             cgroup_id,
             key: self.key.clone(),
             visibility: kernel_visibility(&self.visibility, &self.rules),
+            syscalls: rule_syscalls(&self.rules),
         }
     }
 
@@ -200,6 +201,23 @@ pub(super) struct Throttle {
 
 /// The kernel visibility a workload needs: its own, plus every category its rules can alert on
 /// (alerts need the events even when logs are off).
+/// The syscalls (x86_64 numbers, sorted) the syscall rules of `rules` name: what the event
+/// source's syscall filter reports for the workload.
+pub(super) fn rule_syscalls(rules: &RuleSet) -> Vec<u16> {
+    let mut out: Vec<u16> = rules
+        .rules()
+        .filter_map(|r| match &r.target {
+            armor_core::Target::Syscall { names, .. } => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|n| armor_core::syscalls::number(n))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 pub(super) fn kernel_visibility(v: &Visibility, rules: &RuleSet) -> Visibility {
     let mut k = *v;
     if rules.rule_ids().is_empty() {

@@ -8,8 +8,11 @@ use super::*;
 pub trait VisibilitySink: Send + Sync {
     /// Makes `v` visible for the cgroup.
     fn set(&self, cgroup_id: u64, v: &Visibility) -> Result<()>;
-    /// Removes the cgroup's entry.
+    /// Removes the cgroup's entry (its syscall filter too).
     fn clear(&self, cgroup_id: u64) -> Result<()>;
+    /// Sets the syscalls (x86_64 numbers) the cgroup reports whatever its visibility (its
+    /// syscall rules name them; 0: the host); empty removes its filter.
+    fn set_syscalls(&self, cgroup_id: u64, syscalls: &[u16]) -> Result<()>;
 }
 
 impl VisibilitySink for armor_ebpf::Controls {
@@ -17,7 +20,13 @@ impl VisibilitySink for armor_ebpf::Controls {
         Ok(self.set_visibility(cgroup_id, v)?)
     }
     fn clear(&self, cgroup_id: u64) -> Result<()> {
+        self.set_syscalls(cgroup_id, &[])?;
         Ok(self.clear_visibility(cgroup_id)?)
+    }
+    fn set_syscalls(&self, cgroup_id: u64, syscalls: &[u16]) -> Result<()> {
+        Ok(armor_ebpf::Controls::set_syscalls(
+            self, cgroup_id, syscalls,
+        )?)
     }
 }
 

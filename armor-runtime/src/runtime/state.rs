@@ -112,11 +112,18 @@ impl Runtime {
                     cgroup_id,
                     key,
                     visibility,
+                    syscalls,
                 } => {
-                    if let Some(sink) = &self.sink
-                        && let Err(e) = sink.set(cgroup_id, &visibility)
-                    {
-                        self.problems.push(format!("visibility of {key}: {e}"));
+                    if let Some(sink) = &self.sink {
+                        if let Err(e) = sink.set(cgroup_id, &visibility) {
+                            self.problems.push(format!("visibility of {key}: {e}"));
+                        }
+                        if let Err(e) = sink.set_syscalls(cgroup_id, &syscalls) {
+                            self.problems.push(format!(
+                                "syscall filter of {key} (its syscall rules are not reported): \
+                                 {e}"
+                            ));
+                        }
                     }
                 }
                 Effect::ClearVisibility { cgroup_id, name } => {
@@ -171,6 +178,12 @@ impl Runtime {
     /// The host's kernel visibility (the default for cgroups without an entry).
     pub fn host_visibility(&self) -> Visibility {
         self.index.host_visibility()
+    }
+
+    /// The syscalls (x86_64 numbers) the host's syscall rules name: the event source's syscall
+    /// filter for processes outside every workload (cgroup key 0).
+    pub fn host_syscalls(&self) -> Vec<u16> {
+        self.index.host_syscalls()
     }
 
     /// Problems found since the last call (enforcer failures, unusable annotations).

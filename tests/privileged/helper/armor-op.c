@@ -46,6 +46,13 @@
 //                                                      the report is the child's)
 //   armor-op unlinked-exec PATH [ARG...]               copy PATH to PATH.unlinked, open it,
 //                                                      unlink it, execute the open file
+//   armor-op sys NAME                                  one syscall the event source's classic
+//                                                      programs do not trace: ptrace
+//                                                      (PTRACE_TRACEME), setuid (own uid),
+//                                                      unshare (CLONE_NEWUTS), mount (a tmpfs on
+//                                                      /tmp, in a private mount namespace of
+//                                                      its own), init_module (no image),
+//                                                      getppid (never named by a test)
 //
 // Live-corpus options (before the operation, in this order of effect):
 //   --cgroup-procs FILE  open FILE (a cgroup.procs) now, join that cgroup right before the
@@ -77,6 +84,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
@@ -462,6 +470,21 @@ static int op_unlinked_exec(char **argv) {
     return report(-1);
 }
 
+// One syscall by name (see the usage above); the report is its result.
+static int op_sys(const char *name) {
+    if (strcmp(name, "ptrace") == 0) return report(ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+    if (strcmp(name, "setuid") == 0) return report(setuid(getuid()));
+    if (strcmp(name, "unshare") == 0) return report(unshare(CLONE_NEWUTS));
+    if (strcmp(name, "mount") == 0) {
+        if (unshare(CLONE_NEWNS) != 0) return setup_failure("unshare(CLONE_NEWNS)");
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return setup_failure("mount private");
+        return report(mount("armor", "/tmp", "tmpfs", 0, NULL));
+    }
+    if (strcmp(name, "init_module") == 0) return report(syscall(SYS_init_module, NULL, 0UL, ""));
+    if (strcmp(name, "getppid") == 0) return report(getppid() > 0 ? 0 : -1);
+    return usage();
+}
+
 static int op_pipe(void) {
     int p[2];
     if (pipe(p) != 0) return setup_failure("pipe");
@@ -600,6 +623,7 @@ int main(int argc, char **argv) {
     if (strcmp(op, "anon-exec") == 0 && n == 1) return op_anon_exec(a[0]);
     if (strcmp(op, "tty-exec") == 0 && n >= 1) return op_tty_exec(a);
     if (strcmp(op, "unlinked-exec") == 0 && n >= 1) return op_unlinked_exec(a);
+    if (strcmp(op, "sys") == 0 && n == 1) return op_sys(a[0]);
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));
