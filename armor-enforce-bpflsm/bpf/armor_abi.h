@@ -69,6 +69,10 @@
 /* `armor_alert.detail` of a File alert about memory (the anonymousMapExec preset). */
 #define ARMOR_DETAIL_MEMORY 0x40   /* anonymous memory (or a file with no name) made executable */
 #define ARMOR_DETAIL_MPROTECT 0x80 /* ... by mprotect (else mmap) */
+/* `armor_alert.detail` of a Process alert: the arguments the new program received differ from
+ * the ones its allowedArgs rule was decided on (the caller rewrote them during the exec); the
+ * task was killed before it ran. */
+#define ARMOR_DETAIL_ARGS_CHANGED 0x100
 
 /* Counters (index into the per-CPU `armor_counters` array). */
 #define ARMOR_CNT_ALERTS 0          /* alerts written to the ring buffer */
@@ -78,6 +82,7 @@
 #define ARMOR_CNT_INCOMPLETE_DENIED 4 /* ... and were denied because a rule could still match */
 #define ARMOR_CNT_BLOCKED 5         /* operations denied */
 #define ARMOR_CNT_OVERLAY_SKIPPED 6 /* second (backing file) file_open calls skipped */
+#define ARMOR_CNT_ARGS_KILLED 7     /* execs killed: arguments changed after the allowedArgs check */
 #define ARMOR_CNT_MAX 8
 
 #define ARMOR_RULE_POSTURE 0xffffffffu /* `armor_alert.rule` for DefaultPosture */

@@ -629,6 +629,9 @@ static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit
 struct armor_exec_args {
 	__u32 argc; /* arguments after argv[0] */
 	__u32 state;
+	__u32 verify; /* an allowedArgs rule was decided on them: bprm_committing_creds checks */
+	__u32 rule;   /* that rule (for the alert when they changed) */
+	__u64 cgroup;
 	__u64 hash[ARMOR_MAX_ARGS];
 };
 
@@ -708,6 +711,16 @@ static __always_inline void capture_args(void)
 		return;
 	x->a.argc = 0;
 	x->a.state = ARMOR_ARGS_UNKNOWN;
+	x->a.verify = 0;
+	x->a.rule = 0;
+	x->a.cgroup = cg;
+	/* An exec already decided on arguments (a script, whose interpreter is opened now) keeps
+	 * its check at commit. */
+	struct armor_exec_args *old = bpf_map_lookup_elem(&armor_exec_args, &tid);
+	if (old && old->verify) {
+		x->a.verify = 1;
+		x->a.rule = old->rule;
+	}
 	x->key = cfg->hash_key;
 	x->argv = NULL;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
@@ -753,8 +766,12 @@ static long check_arg(__u32 i, void *ctx)
 }
 
 /* Decides the pending allowedArgs entries of an exec (a mapping has no arguments: not listed):
- * permitted = the other qualifiers allow it and every argument is one the rule lists. */
-static __always_inline void resolve_args(struct armor_state *st, __u32 detail)
+ * permitted = the other qualifiers allow it and every argument is one the rule lists. When the
+ * listed arguments let the exec through where others would deny it (a Block rule not covering
+ * it, an Allow rule covering it under a blocking posture), bprm_committing_creds checks that
+ * the new program receives them. */
+static __always_inline void resolve_args(struct armor_state *st, struct armor_scratch *s,
+					 __u32 detail)
 {
 	__u32 n = st->op.npend;
 	if (!n)
@@ -776,6 +793,14 @@ static __always_inline void resolve_args(struct armor_state *st, __u32 detail)
 			if (a->argc)
 				bpf_loop(ARMOR_MAX_ARGS, check_arg, &c, 0);
 			listed = c.listed;
+			int lets_through = action == ARMOR_ACTION_BLOCK ||
+					   (action == ARMOR_ACTION_ALLOW &&
+					    s->rs.allow_list[ARMOR_CAT_PROCESS] &&
+					    s->rs.posture[ARMOR_CAT_PROCESS]);
+			if (listed && lets_through && !a->verify) {
+				a->verify = 1;
+				a->rule = rule;
+			}
 		}
 		int owner_ok = !(flags & ARMOR_F_OWNER_ONLY) ||
 			       (st->op.owner_known && st->op.owner == st->op.uid);
@@ -901,7 +926,7 @@ static __always_inline int decide_path_begun(struct armor_scratch *s, __u32 id, 
 			    armor_inode_target(dev, ino), 0);
 	}
 	if (!file)
-		resolve_args(st, detail);
+		resolve_args(st, s, detail);
 	return finish(s, cg, limit, detail, !complete && !held);
 }
 
@@ -956,8 +981,126 @@ int BPF_PROG(armor_bprm_check, struct linux_binprm *bprm, int ret)
 		return 0;
 	int r = decide_path(ARMOR_CAT_PROCESS, f->f_path.dentry, f->f_path.mnt, 0, 1);
 	__u64 tid = bpf_get_current_pid_tgid();
-	bpf_map_delete_elem(&armor_exec_args, &tid);
+	/* Kept for bprm_committing_creds when an allowedArgs rule was decided on the arguments
+	 * and the exec goes on; else they are done with. */
+	struct armor_exec_args *a = bpf_map_lookup_elem(&armor_exec_args, &tid);
+	if (a && (r || !a->verify))
+		bpf_map_delete_elem(&armor_exec_args, &tid);
 	return r;
+}
+
+/* The race of allowedArgs: the arguments were read from the caller's memory before the kernel
+ * copied them for the new program, and another thread of the caller may have rewritten them in
+ * between. Once the new program's memory is the task's (exec_mmap is done, nothing of it has
+ * run), its last arguments are compared with the ones decided on: any difference kills the task
+ * (SIGKILL, taken before it returns to user space) and raises a Block alert of the rule. */
+struct armor_commit_walk {
+	const char *at;  /* the next string in the new program's argument area */
+	__u32 argc;      /* strings in the area */
+	__u32 first;     /* index of the first checked string */
+	struct armor_exec_args *a;
+	__u64 key;
+	int same;
+};
+
+struct armor_commit_buf {
+	char buf[4096 + 8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct armor_commit_buf);
+} armor_commit_scratch SEC(".maps");
+
+static long commit_string(__u32 i, void *ctx)
+{
+	struct armor_commit_walk *w = ctx;
+	if (i >= w->argc)
+		return 1;
+	__u32 zero = 0;
+	struct armor_commit_buf *b = bpf_map_lookup_elem(&armor_commit_scratch, &zero);
+	if (!b) {
+		w->same = 0;
+		return 1;
+	}
+	long n = bpf_probe_read_user_str(b->buf, 4096, w->at);
+	if (n <= 0 || n >= 4096) {
+		/* Unreadable, or longer than a page (a checked argument is at most 255 bytes). */
+		if (i >= w->first)
+			w->same = 0;
+		if (n <= 0)
+			return 1;
+	}
+	if (i >= w->first) {
+		__u32 k = i - w->first;
+		asm volatile("" : "+r"(k));
+		if (n > ARMOR_ARG_MAX + 1 ||
+		    armor_comp_hash(w->key, b->buf, (__u32)(n - 1) & (ARMOR_NAME_MAX - 1)) !=
+			    w->a->hash[k & (ARMOR_MAX_ARGS - 1)]) {
+			w->same = 0;
+			return 1;
+		}
+	}
+	w->at += n;
+	return 0;
+}
+
+SEC("lsm/bprm_committing_creds")
+int BPF_PROG(armor_bprm_committing, const struct linux_binprm *bprm)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct armor_exec_args *a = bpf_map_lookup_elem(&armor_exec_args, &tid);
+	if (!a)
+		return 0;
+	if (!a->verify) {
+		bpf_map_delete_elem(&armor_exec_args, &tid);
+		return 0;
+	}
+	__u32 zero = 0;
+	struct armor_config *cfg = bpf_map_lookup_elem(&armor_config, &zero);
+	__u32 argc = BPF_CORE_READ(bprm, argc);
+	/* The new argv ends with the caller's arguments: after argv[0] for a program, after the
+	 * interpreter's words and the script's path for a script. */
+	struct armor_commit_walk w = {
+		.at = (const char *)BPF_CORE_READ(bprm, p),
+		.argc = argc,
+		.first = argc - a->argc,
+		.a = a,
+		.key = cfg ? cfg->hash_key : 0,
+		.same = cfg && argc > a->argc,
+	};
+	if (w.same)
+		bpf_loop(ARMOR_MAX_ARGS + 8, commit_string, &w, 0);
+	if (w.same && argc > ARMOR_MAX_ARGS + 8)
+		w.same = 0;
+	if (!w.same) {
+		bpf_send_signal(9);
+		count(ARMOR_CNT_ARGS_KILLED);
+		struct armor_scratch *s = scratch();
+		if (s) {
+			struct armor_alert *al = &s->alert;
+			al->cgroup = a->cgroup;
+			al->source_hash = 0;
+			al->rule = a->rule;
+			al->pid = tid >> 32;
+			struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+			al->uid = BPF_CORE_READ(task, cred, fsuid.val);
+			al->detail = ARMOR_DETAIL_ARGS_CHANGED;
+			al->category = ARMOR_CAT_PROCESS;
+			al->action = ARMOR_ACTION_BLOCK;
+			al->flags = 0;
+			al->path_len = 0;
+			al->source_len = 0;
+			if (bpf_ringbuf_output(&armor_alerts, al, sizeof(*al), 0))
+				count(ARMOR_CNT_RESERVE_FAILED);
+			else
+				count(ARMOR_CNT_ALERTS);
+		}
+	}
+	bpf_map_delete_elem(&armor_exec_args, &tid);
+	return 0;
 }
 
 static __always_inline int file_op(struct file *f, __u32 mode, __u32 held)

@@ -56,6 +56,10 @@ pub const DETAIL_MEMORY: u32 = 0x40;
 /// `ARMOR_DETAIL_MPROTECT`: ... by `mprotect` (else `mmap`).
 pub const DETAIL_MPROTECT: u32 = 0x80;
 
+/// `ARMOR_DETAIL_ARGS_CHANGED`: a Process alert of an exec killed because its arguments
+/// changed after the `allowedArgs` check.
+pub const DETAIL_ARGS_CHANGED: u32 = 0x100;
+
 /// `ARMOR_RS_PRESET(p)`: the ruleset has an entry of preset number `p`.
 pub const fn rs_preset(p: u8) -> u32 {
     1 << (24 + p)
@@ -128,6 +132,8 @@ pub mod counter {
     pub const BLOCKED: u32 = 5;
     /// Second (backing file) `file_open` calls on overlayfs that were skipped.
     pub const OVERLAY_SKIPPED: u32 = 6;
+    /// Execs killed: their arguments changed after the `allowedArgs` check.
+    pub const ARGS_KILLED: u32 = 7;
     /// Number of slots.
     pub const MAX: u32 = 8;
 }

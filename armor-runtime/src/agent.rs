@@ -708,6 +708,7 @@ impl Agent {
             Some(controls.clone()),
         );
         controls.set_default_visibility(&rt.host_visibility())?;
+        controls.set_syscalls(0, &rt.host_syscalls())?;
         let mut stale = None;
         // The policies it starts with are answered first, once the agent is ready.
         let mut taken = Taken {

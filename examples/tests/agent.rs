@@ -453,3 +453,74 @@ fn policy_directory_faults_are_refused_and_counted_and_half_written_files_never_
     assert!(child.wait().unwrap().success(), "{}", lines.seen);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 21: a host policy's syscall rule on a syscall the classic event programs do not trace
+/// (`unshare`) reaches the agent's output as an Alert, through the in-kernel syscall filter the
+/// agent sets from the rules (the host's filter), with nothing else enabled.
+#[test]
+fn a_host_syscall_rule_on_any_syscall_is_alerted_by_the_agent() {
+    if !armor_testing::is_root() {
+        println!("skipped: loading the event source needs root");
+        return;
+    }
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("armor-agent-syscalls-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(
+        dir.join("policies/unshare.yaml"),
+        format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata: \
+             {{name: watch-unshare}}\nspec:\n  nodeSelector:\n    matchLabels: \
+             {{kubernetes.io/hostname: {}}}\n  severity: 3\n  syscalls:\n    matchSyscalls:\n    \
+             - syscall: [unshare]\n  action: Audit\n",
+            host.trim()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_armor-agent"))
+        .arg("--policies")
+        .arg(dir.join("policies"))
+        .args(["--enforcer", "none", "--no-pin", "--output"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::new(child.stderr.take().unwrap());
+    lines.until("armor-agent: ready");
+    let start = Instant::now();
+    let mut alert = None;
+    while alert.is_none() && start.elapsed() < Duration::from_secs(20) {
+        let st = Command::new("unshare")
+            .args(["--uts", "true"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(300));
+        alert = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("\"PolicyName\":\"watch-unshare\""))
+            .map(str::to_owned);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    lines.until("stopped");
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let alert = alert.expect("no alert of the syscall rule");
+    for field in [
+        "\"Operation\":\"Syscall\"",
+        "\"Data\":\"syscall=SYS_UNSHARE\"",
+        "\"Type\":\"MatchedHostPolicy\"",
+        "\"Action\":\"Audit\"",
+        "\"Severity\":\"3\"",
+    ] {
+        assert!(alert.contains(field), "{field} missing: {alert}");
+    }
+}

@@ -24,6 +24,9 @@ pub fn to_alert(raw: &AlertRaw) -> EnforcerAlert {
                 "anonymous memory (mmap PROT_EXEC)".to_owned()
             }
         }
+        abi::CAT_PROCESS if raw.detail & abi::DETAIL_ARGS_CHANGED != 0 => {
+            "arguments changed during the exec (killed)".to_owned()
+        }
         abi::CAT_PROCESS | abi::CAT_FILE => nul_text(&raw.path, raw.path_len),
         abi::CAT_NETWORK => format!(
             "family={} type={} protocol={}",

@@ -25,6 +25,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("armor_socket_connect", "socket_connect"),
     ("armor_socket_accept", "socket_accept"),
     ("armor_capable", "capable"),
+    ("armor_bprm_committing", "bprm_committing_creds"),
 ];
 
 /// Threads that load (and so have the kernel verify) programs at once, at most.

@@ -20,6 +20,8 @@ pub struct Counters {
     pub blocked: u64,
     /// Second (backing file) overlayfs `file_open` calls skipped.
     pub overlay_skipped: u64,
+    /// Execs killed because their arguments changed after the `allowedArgs` check.
+    pub args_killed: u64,
     /// Alerts read from the ring buffer by user space.
     pub alerts_read: u64,
 }
@@ -274,6 +276,7 @@ impl BpfLsm {
             incomplete_denied: get(abi::counter::INCOMPLETE_DENIED)?,
             blocked: get(abi::counter::BLOCKED)?,
             overlay_skipped: get(abi::counter::OVERLAY_SKIPPED)?,
+            args_killed: get(abi::counter::ARGS_KILLED)?,
             alerts_read: l.alerts_read.load(Ordering::Relaxed),
         })
     }

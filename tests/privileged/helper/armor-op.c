@@ -46,6 +46,14 @@
 //                                                      the report is the child's)
 //   armor-op unlinked-exec PATH [ARG...]               copy PATH to PATH.unlinked, open it,
 //                                                      unlink it, execute the open file
+//   armor-op exec-args PATH [ARG...]                   exec PATH (a copy of armor-op) with
+//                                                      these arguments; it reports ok whatever
+//                                                      they are (ARMOR_OP_EXECUTED)
+//   armor-op race-exec PATH N                          N execs of PATH (an armor-op) with an
+//                                                      argument a second thread rewrites
+//                                                      between `ok` and `xx` meanwhile; prints
+//                                                      "armor-op: race listed=.. unlisted=..
+//                                                      denied=.. killed=.. other=.."
 //   armor-op sys NAME                                  one syscall the event source's classic
 //                                                      programs do not trace: ptrace
 //                                                      (PTRACE_TRACEME), setuid (own uid),
@@ -84,6 +92,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/ioctl.h>
+#include <pthread.h>
 #include <sys/ptrace.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -430,6 +439,15 @@ static int op_tty_exec(char **argv) {
     if (child == 0) {
         if (setsid() < 0) _exit(setup_failure("setsid"));
         int master = posix_openpt(O_RDWR | O_NOCTTY);
+        if (master < 0 && errno == ENOENT) {
+            // A root without /dev/ptmx: a devpts instance of our own (in our mount namespace
+            // when --root made one).
+            mkdir("/dev", 0755);
+            mkdir("/dev/pts", 0755);
+            if (mount("devpts", "/dev/pts", "devpts", 0, "newinstance,ptmxmode=0666") != 0)
+                _exit(setup_failure("mount devpts"));
+            master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY);
+        }
         if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
             _exit(setup_failure("posix_openpt"));
         char *name = ptsname(master);
@@ -444,6 +462,53 @@ static int op_tty_exec(char **argv) {
     int status;
     if (waitpid(child, &status, 0) != child) return setup_failure("waitpid");
     return WIFEXITED(status) ? WEXITSTATUS(status) : setup_failure("child killed");
+}
+
+// race-exec: a second thread rewrites the argument between "ok" and "xx" while the first
+// executes PATH with it.
+static char race_arg[3] = "ok";
+
+static void *race_flipper(void *unused) {
+    (void)unused;
+    volatile char *a = race_arg;
+    for (;;) {
+        a[0] = 'x';
+        a[1] = 'x';
+        a[0] = 'o';
+        a[1] = 'k';
+    }
+    return NULL;
+}
+
+// N execs of PATH (a copy of armor-op), each by a child whose second thread rewrites the
+// argument meanwhile; reports how each ended: the program ran with `ok` or with something
+// else, the exec was denied (EPERM) or the child was killed.
+static int op_race_exec(const char *path, const char *count) {
+    int n = atoi(count);
+    int listed = 0, unlisted = 0, denied = 0, killed = 0, other = 0;
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        pid_t child = fork();
+        if (child < 0) return setup_failure("fork");
+        if (child == 0) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, race_flipper, NULL) != 0) _exit(99);
+            char *args[] = {(char *)path, race_arg, NULL};
+            char *env[] = {"ARMOR_OP_RACE=1", NULL};
+            execve(path, args, env);
+            _exit(errno == EPERM ? 101 : 102);
+        }
+        int status;
+        if (waitpid(child, &status, 0) != child) return setup_failure("waitpid");
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) killed++;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 10) listed++;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 11) unlisted++;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 101) denied++;
+        else other++;
+    }
+    printf("armor-op: race listed=%d unlisted=%d denied=%d killed=%d other=%d\n", listed,
+           unlisted, denied, killed, other);
+    return 0;
 }
 
 // PATH's content executed from a file that no longer has a name (unlinked while open).
@@ -495,6 +560,13 @@ static int op_pipe(void) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    // Executed by `race-exec`: the exit status says which argument arrived.
+    if (getenv("ARMOR_OP_RACE")) return argc > 1 && strcmp(argv[1], "ok") == 0 ? 10 : 11;
+    // Executed by `exec-args`: whatever the arguments, the exec itself is the operation.
+    if (getenv("ARMOR_OP_EXECUTED")) {
+        unsetenv("ARMOR_OP_EXECUTED");
+        return report(0);
+    }
     int i = 1;
     int procs_fd = -1;
     const char *root = NULL, *exe = NULL, *uid = NULL, *aa_exec = NULL, *via = NULL;
@@ -564,6 +636,13 @@ int main(int argc, char **argv) {
         execv(a[0], a);
         return report(-1);
     }
+    if (strcmp(op, "exec-args") == 0 && n >= 1) {
+        // PATH (a copy of armor-op) with any arguments: it reports the exec and nothing else.
+        fflush(stdout);
+        if (setenv("ARMOR_OP_EXECUTED", "1", 1) != 0) return setup_failure("setenv");
+        execv(a[0], a);
+        return report(-1);
+    }
     if (strcmp(op, "open") == 0 && n == 2) return op_open(a[0], a[1]);
     if (strcmp(op, "socket") == 0 && n == 3) return op_socket(a[0], a[1], a[2]);
     if (strcmp(op, "cap") == 0 && (n == 1 || n == 2)) return op_cap(a[0], n == 2 ? a[1] : NULL);
@@ -624,6 +703,7 @@ int main(int argc, char **argv) {
     if (strcmp(op, "tty-exec") == 0 && n >= 1) return op_tty_exec(a);
     if (strcmp(op, "unlinked-exec") == 0 && n >= 1) return op_unlinked_exec(a);
     if (strcmp(op, "sys") == 0 && n == 1) return op_sys(a[0]);
+    if (strcmp(op, "race-exec") == 0 && n == 2) return op_race_exec(a[0], a[1]);
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));

@@ -62,6 +62,26 @@ fn cap_op(cap: &str) -> Result<Vec<String>, String> {
     Ok(vec!["cap".into(), name.into()])
 }
 
+/// A case's procfs path live: the numbers naming a process (`/proc/<pid>/`, `task/<tid>/`)
+/// become 1 (another process: the guest's init) or `self` and the caller's own thread id.
+fn proc_path(path: &str, other: bool) -> String {
+    let mut out = Vec::new();
+    let mut prev = "";
+    for c in path.split('/') {
+        let numeric = !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit());
+        out.push(match (numeric, prev, other) {
+            (true, "proc", true) | (true, "task", true) => "1".to_owned(),
+            (true, "proc", false) => "self".to_owned(),
+            (true, "task", false) => "thread-self".to_owned(),
+            _ => c.to_owned(),
+        });
+        prev = c;
+    }
+    let p = out.join("/");
+    // `/proc/self/task/thread-self` is spelt `/proc/thread-self`.
+    p.replace("/proc/self/task/thread-self", "/proc/thread-self")
+}
+
 /// How `case` runs live, or why it cannot (the reason is listed in the runners' report).
 pub fn plan(case: &Case) -> Result<Plan, String> {
     let o = &case.operation;
@@ -80,10 +100,38 @@ pub fn plan(case: &Case) -> Result<Plan, String> {
     };
     let mut files = vec![(source.clone(), FileKind::Executable)];
     let args = match o.kind.as_str() {
+        // A file with no name: the acting executable's content from a memfd.
+        "process" if o.fileless => vec!["memfd-exec".into(), source.clone(), "ok".into()],
         "process" => {
             let p = path()?;
             files.push((p.clone(), FileKind::Executable));
-            vec!["exec".into(), p, "ok".into()]
+            let mut a = match (&o.args, o.tty) {
+                (Some(_), true) => {
+                    return Err("arguments and a terminal together: no armor-op route".into());
+                }
+                (Some(_), false) => vec!["exec-args".to_owned(), p],
+                (None, true) => vec!["tty-exec".to_owned(), p, "ok".to_owned()],
+                (None, false) => vec!["exec".to_owned(), p, "ok".to_owned()],
+            };
+            a.extend(o.args.iter().flatten().cloned());
+            a
+        }
+        "memory" => vec![
+            "anon-exec".into(),
+            if o.mprotect { "mprotect" } else { "mmap" }.into(),
+        ],
+        // procfs (mounted in the root by armor-op): another process is pid 1, the caller's own
+        // entries are `self`; nothing to create.
+        "file" if o.path.as_deref().is_some_and(|p| p.starts_with("/proc/")) => {
+            let p = path()?;
+            let live = proc_path(&p, o.other_process);
+            // armor-op mounts procfs on the root's /proc when there is one.
+            files.push(("/proc".to_owned(), FileKind::Directory));
+            vec![
+                "open".into(),
+                live,
+                crate::op::open_flags(o.flags.as_deref().unwrap_or("O_RDONLY"))?,
+            ]
         }
         "file" => {
             let p = path()?;
@@ -206,6 +254,27 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn procfs_paths_name_init_or_the_caller() {
+        assert_eq!(
+            super::proc_path("/proc/42/environ", true),
+            "/proc/1/environ"
+        );
+        assert_eq!(
+            super::proc_path("/proc/42/task/43/environ", true),
+            "/proc/1/task/1/environ"
+        );
+        assert_eq!(
+            super::proc_path("/proc/7/environ", false),
+            "/proc/self/environ"
+        );
+        assert_eq!(
+            super::proc_path("/proc/7/task/8/status", false),
+            "/proc/thread-self/status"
+        );
+        assert_eq!(super::proc_path("/proc/meminfo", false), "/proc/meminfo");
+    }
 
     #[test]
     fn corpus_cases_become_armor_op_runs_and_files() {

@@ -211,6 +211,8 @@ fn category_of(kind: &str) -> Option<Category> {
         "file" => Some(Category::File),
         "network" => Some(Category::Network),
         "capabilities" => Some(Category::Capabilities),
+        // Anonymous memory made executable: a File operation (anonymousMapExec).
+        "memory" => Some(Category::File),
         _ => None,
     }
 }
@@ -234,7 +236,19 @@ fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> 
     build_root(&root, plan).unwrap();
     put(lsm, &key, &artifact).unwrap();
     sink.take();
-    let mut cmd = Command::new(helper_path());
+    // A case with presets runs in a session of its own: no controlling terminal unless the
+    // case asks for one (the `exec` preset), whatever the test runner has.
+    let presets = policy
+        .rules()
+        .iter()
+        .any(|r| matches!(r.target, armor_core::Target::Preset(_)));
+    let mut cmd = if presets {
+        let mut c = Command::new("setsid");
+        c.arg("--wait").arg(helper_path());
+        c
+    } else {
+        Command::new(helper_path())
+    };
     cmd.arg("--cgroup-procs")
         .arg(cg.path().join("cgroup.procs"))
         .arg("--root")
@@ -263,10 +277,16 @@ fn run_case(lsm: &BpfLsm, sink: &Sink, case: &Case, plan: &Plan, idx: usize) -> 
     let cat = category_of(&case.operation.kind).unwrap();
     let cg_id = if w.is_host() { None } else { Some(cg.id()) };
     let resource = case.operation.path.clone().unwrap_or_default();
+    // The preset cases name a process, a memfd or memory the live run makes its own way: their
+    // alerts are matched by workload and category.
+    let o = &case.operation;
+    let own_resource =
+        o.fileless || o.other_process || o.kind == "memory" || resource.starts_with("/proc/");
     let matches = |a: &EnforcerAlert| {
         a.operation == cat
             && a.workload.as_ref().and_then(|k| k.cgroup_id) == cg_id
             && (!matches!(cat, Category::Process | Category::File)
+                || own_resource
                 || a.resource == resource.trim_end_matches('/'))
     };
     let deadline = Instant::now()
@@ -2271,6 +2291,42 @@ fn bpflsm_allowed_args_live() {
             );
             if !bad.is_empty() {
                 failures.push(format!("{line}: wrong {}", bad.join(", ")));
+            }
+            lines.push(line);
+        }
+        if action == "Block" {
+            // The race: a second thread rewrites the argument between `ok` (listed) and `xx`
+            // while the first executes. The program never runs with `xx`: the exec is denied
+            // (read as `xx`) or the task killed before it runs (read as `ok`, copied as `xx`).
+            let before = lsm.counters().unwrap().args_killed;
+            sink.take();
+            let race = run_in(
+                &wl.root,
+                &wl.cg,
+                "/usr/bin/actor",
+                &["race-exec", "/usr/bin/ok", "400"],
+            );
+            let killed = lsm.counters().unwrap().args_killed - before;
+            std::thread::sleep(Duration::from_millis(200));
+            let changed = sink
+                .take()
+                .into_iter()
+                .filter(|a| a.resource.starts_with("arguments changed"))
+                .count();
+            let count = |k: &str| -> u32 {
+                race.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {k} in `{race}`"))
+            };
+            let line = format!(
+                "race: `{race}`; kernel kills {killed}; `arguments changed` alerts {changed}"
+            );
+            if count("unlisted") != 0 || count("other") != 0 || count("listed") == 0 {
+                failures.push(format!("{line}: wrong"));
+            }
+            if u64::from(count("killed")) != killed || changed as u64 != killed {
+                failures.push(format!("{line}: kills, counter and alerts differ"));
             }
             lines.push(line);
         }
