@@ -13,6 +13,7 @@
 #include "armor_event.h"
 
 #define AT_FDCWD -100
+#define ARMOR_TS_COMPAT 0x0002 /* x86 thread_info.status: in a 32-bit syscall */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -570,6 +571,10 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long nr)
 		return 0;
 	__u64 cgroup = 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	/* A 32-bit syscall (int 0x80, x32) has other numbers and registers: not reported (the
+	 * manual says so). */
+	if (BPF_CORE_READ(task, thread_info.status) & ARMOR_TS_COMPAT)
+		return 0;
 	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
 	struct workload_ctx c = {.level = level, .id = 0, .mask = 0};
 	if (level >= 0)
@@ -624,9 +629,13 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	struct armor_event *e = bpf_map_lookup_elem(&syscall_pending, &tid);
 	if (!e)
 		return 0;
-	e->ret = ret;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
-		count(ARMOR_STAT_LOST);
+	/* Another syscall's record (one that never returned: exit, a thread that execed) is
+	 * dropped, not sent with this one's result. */
+	if (e->args[0] == regs->orig_ax) {
+		e->ret = ret;
+		if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+			count(ARMOR_STAT_LOST);
+	}
 	bpf_map_delete_elem(&syscall_pending, &tid);
 	return 0;
 }

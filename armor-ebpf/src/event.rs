@@ -407,6 +407,14 @@ impl Event {
                     .map(|b| b.split(|&c| c == 0).skip(1).map(lossy).collect());
                 let absolute = resolve(raw.pid, -100, &path);
                 let resolved = exe(raw, &absolute);
+                // A script's (or binfmt_misc's) argv is the interpreter's, not the caller's: the
+                // program that runs is not the file named, so the caller's arguments are unknown.
+                let base = |p: &str| p.rsplit('/').next().map(str::to_owned);
+                let args = if base(&resolved) == base(&absolute) {
+                    args
+                } else {
+                    None
+                };
                 EventKind::Exec {
                     path: resolved,
                     filename: path,

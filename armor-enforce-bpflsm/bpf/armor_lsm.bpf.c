@@ -619,25 +619,34 @@ static __always_inline int finish(struct armor_scratch *s, __u64 cg, __u32 limit
 	return verdict == ARMOR_ACTION_BLOCK ? -EPERM : 0;
 }
 
-/* The arguments of the exec a task is performing (allowedArgs), read when the kernel opens the
- * file to execute (file_open with FMODE_EXEC: the syscall's argv is the caller's memory still)
- * and used by the decision in bprm_check, which removes them. Keyed by the task's pid_tgid. */
+/* allowedArgs. The arguments an exec is decided on are read from the caller's memory when the
+ * exec is first decided (bprm_check: the syscall's argv through pt_regs), once per exec (per
+ * bprm); a second decision of the same exec (a script's interpreter, binfmt_misc) has no
+ * arguments of its own: unknown. When listed arguments let the exec through,
+ * bprm_committing_creds compares the new program's own arguments with them before it runs (a
+ * second thread of the caller can rewrite them while the kernel copies them). Keyed by the task
+ * (its task_struct: a thread that execs keeps it while it takes its leader's pid); removed at
+ * commit, when the exec is denied, and when the task is freed. */
 #define ARMOR_ARGS_UNKNOWN 0  /* not an execve/execveat from user space */
 #define ARMOR_ARGS_OK 1
-#define ARMOR_ARGS_UNCHECKABLE 2 /* unreadable, more than ARMOR_MAX_ARGS, or one too long */
+#define ARMOR_ARGS_UNCHECKABLE 2 /* unreadable, more than ARMOR_MAX_ARGS, one too long, or not
+				    the ones the kernel copied */
 
 struct armor_exec_args {
-	__u32 argc; /* arguments after argv[0] */
-	__u32 state;
-	__u32 verify; /* an allowedArgs rule was decided on them: bprm_committing_creds checks */
-	__u32 rule;   /* that rule (for the alert when they changed) */
+	__u64 bprm;   /* the exec they belong to */
 	__u64 cgroup;
+	__u32 argc;   /* arguments after argv[0] */
+	__u32 copied; /* strings the kernel copied (argv[0] included) */
+	__u32 state;
+	__u32 round;  /* decisions of this exec so far */
+	__u32 verify; /* listed arguments let the exec through: bprm_committing_creds checks */
+	__u32 rule;   /* that rule (for the alert when they changed) */
 	__u64 hash[ARMOR_MAX_ARGS];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct armor_exec_args);
 } armor_exec_args SEC(".maps");
@@ -691,36 +700,39 @@ static long capture_arg(__u32 i, void *ctx)
 	return 0;
 }
 
-/* Reads the arguments of the execve/execveat in progress when the workload's rules have
- * allowedArgs (else forgets what an earlier exec left). */
-static __always_inline void capture_args(void)
+/* At an exec's decision in bprm_check: the first decision of this exec reads its arguments when
+ * the workload's rules have allowedArgs (else forgets what an earlier exec left); a later one
+ * counts a round. */
+static __always_inline void exec_args_begin(struct linux_binprm *bprm)
 {
 	__u32 zero = 0;
-	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 key = (__u64)bpf_get_current_task();
+	struct armor_exec_args *old = bpf_map_lookup_elem(&armor_exec_args, &key);
+	if (old && old->bprm == (__u64)bprm) {
+		old->round++;
+		return;
+	}
 	struct armor_config *cfg = bpf_map_lookup_elem(&armor_config, &zero);
 	if (!cfg)
 		return;
 	__u64 cg = 0;
 	struct armor_workload *w = find_workload(&cg, cfg->max_cgroup_level);
 	if (!w || !w->ruleset || !(w->rs.flags & ARMOR_RS_ARGS)) {
-		bpf_map_delete_elem(&armor_exec_args, &tid);
+		if (old)
+			bpf_map_delete_elem(&armor_exec_args, &key);
 		return;
 	}
 	struct armor_args_scratch *x = bpf_map_lookup_elem(&armor_args_scratch, &zero);
 	if (!x)
 		return;
+	x->a.bprm = (__u64)bprm;
+	x->a.cgroup = cg;
 	x->a.argc = 0;
+	x->a.copied = BPF_CORE_READ(bprm, argc);
 	x->a.state = ARMOR_ARGS_UNKNOWN;
+	x->a.round = 1;
 	x->a.verify = 0;
 	x->a.rule = 0;
-	x->a.cgroup = cg;
-	/* An exec already decided on arguments (a script, whose interpreter is opened now) keeps
-	 * its check at commit. */
-	struct armor_exec_args *old = bpf_map_lookup_elem(&armor_exec_args, &tid);
-	if (old && old->verify) {
-		x->a.verify = 1;
-		x->a.rule = old->rule;
-	}
 	x->key = cfg->hash_key;
 	x->argv = NULL;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
@@ -733,11 +745,21 @@ static __always_inline void capture_args(void)
 			x->argv = (const char *const *)BPF_CORE_READ(regs, dx);
 	}
 	if (x->argv) {
+		const char *first = NULL;
 		x->a.state = ARMOR_ARGS_OK;
-		struct armor_args_ctx c = {.x = x};
-		bpf_loop(ARMOR_MAX_ARGS + 1, capture_arg, &c, 0);
+		if (bpf_probe_read_user(&first, sizeof(first), x->argv))
+			x->a.state = ARMOR_ARGS_UNCHECKABLE;
+		else if (first) {
+			struct armor_args_ctx c = {.x = x};
+			bpf_loop(ARMOR_MAX_ARGS + 1, capture_arg, &c, 0);
+		}
+		/* The kernel copied its own count of strings (an empty argv becomes one empty
+		 * argv[0]): another count means the caller changed them meanwhile. */
+		__u32 mine = x->a.argc + 1;
+		if (x->a.state == ARMOR_ARGS_OK && mine != x->a.copied)
+			x->a.state = ARMOR_ARGS_UNCHECKABLE;
 	}
-	bpf_map_update_elem(&armor_exec_args, &tid, &x->a, BPF_ANY);
+	bpf_map_update_elem(&armor_exec_args, &key, &x->a, BPF_ANY);
 }
 
 /* The argument check of one pending entry (bpf_loop over the arguments). */
@@ -765,11 +787,11 @@ static long check_arg(__u32 i, void *ctx)
 	return 0;
 }
 
-/* Decides the pending allowedArgs entries of an exec (a mapping has no arguments: not listed):
- * permitted = the other qualifiers allow it and every argument is one the rule lists. When the
- * listed arguments let the exec through where others would deny it (a Block rule not covering
- * it, an Allow rule covering it under a blocking posture), bprm_committing_creds checks that
- * the new program receives them. */
+/* Decides the pending allowedArgs entries of an exec (a mapping, and a second decision of the
+ * same exec, have no arguments: not listed): permitted = the other qualifiers allow it and every
+ * argument is one the rule lists. When listed arguments let the exec through (a Block rule that
+ * does not cover it, an Allow rule that does), bprm_committing_creds checks that the new program
+ * receives them. */
 static __always_inline void resolve_args(struct armor_state *st, struct armor_scratch *s,
 					 __u32 detail)
 {
@@ -778,8 +800,8 @@ static __always_inline void resolve_args(struct armor_state *st, struct armor_sc
 		return;
 	struct armor_exec_args *a = NULL;
 	if (!(detail & ARMOR_DETAIL_MAP)) {
-		__u64 tid = bpf_get_current_pid_tgid();
-		a = bpf_map_lookup_elem(&armor_exec_args, &tid);
+		__u64 key = (__u64)bpf_get_current_task();
+		a = bpf_map_lookup_elem(&armor_exec_args, &key);
 	}
 	for (__u32 k = 0; k < ARMOR_PENDING; k++) {
 		if (k >= n)
@@ -788,16 +810,14 @@ static __always_inline void resolve_args(struct armor_state *st, struct armor_sc
 		__u8 action = st->op.pend_action[k];
 		__u8 flags = st->op.pend_flags[k];
 		int listed = 0;
-		if (a && a->state == ARMOR_ARGS_OK) {
+		if (a && a->state == ARMOR_ARGS_OK && a->round == 1) {
 			struct armor_args_check c = {.st = st, .a = a, .rule = rule, .listed = 1};
 			if (a->argc)
 				bpf_loop(ARMOR_MAX_ARGS, check_arg, &c, 0);
 			listed = c.listed;
-			int lets_through = action == ARMOR_ACTION_BLOCK ||
-					   (action == ARMOR_ACTION_ALLOW &&
-					    s->rs.allow_list[ARMOR_CAT_PROCESS] &&
-					    s->rs.posture[ARMOR_CAT_PROCESS]);
-			if (listed && lets_through && !a->verify) {
+			/* A Block not covering the exec, or an Allow covering it: another argument
+			 * could have been denied (by the rule, another rule or the posture). */
+			if (listed && action != ARMOR_ACTION_AUDIT && !a->verify) {
 				a->verify = 1;
 				a->rule = rule;
 			}
@@ -979,25 +999,33 @@ int BPF_PROG(armor_bprm_check, struct linux_binprm *bprm, int ret)
 	struct file *f = bprm->file;
 	if (!f)
 		return 0;
+	exec_args_begin(bprm);
 	int r = decide_path(ARMOR_CAT_PROCESS, f->f_path.dentry, f->f_path.mnt, 0, 1);
-	__u64 tid = bpf_get_current_pid_tgid();
-	/* Kept for bprm_committing_creds when an allowedArgs rule was decided on the arguments
-	 * and the exec goes on; else they are done with. */
-	struct armor_exec_args *a = bpf_map_lookup_elem(&armor_exec_args, &tid);
-	if (a && (r || !a->verify))
-		bpf_map_delete_elem(&armor_exec_args, &tid);
+	/* Kept while the exec goes on (a later decision of it, its commit); a denied exec is
+	 * over. */
+	if (r) {
+		__u64 key = (__u64)bpf_get_current_task();
+		bpf_map_delete_elem(&armor_exec_args, &key);
+	}
 	return r;
 }
 
-/* The race of allowedArgs: the arguments were read from the caller's memory before the kernel
- * copied them for the new program, and another thread of the caller may have rewritten them in
- * between. Once the new program's memory is the task's (exec_mmap is done, nothing of it has
- * run), its last arguments are compared with the ones decided on: any difference kills the task
- * (SIGKILL, taken before it returns to user space) and raises a Block alert of the rule. */
+SEC("lsm/task_free")
+int BPF_PROG(armor_task_free, struct task_struct *task)
+{
+	__u64 key = (__u64)task;
+	bpf_map_delete_elem(&armor_exec_args, &key);
+	return 0;
+}
+
+/* The new program's arguments (bprm_committing_creds): its argument area is the task's memory
+ * now, strings one after the other from bprm->p. The caller's arguments are its last ones (after
+ * argv[0]; after the interpreter's words and the script's path for a script). */
 struct armor_commit_walk {
-	const char *at;  /* the next string in the new program's argument area */
-	__u32 argc;      /* strings in the area */
-	__u32 first;     /* index of the first checked string */
+	const char *at;  /* the next string, or the rest of a long one */
+	__u32 idx;       /* its index */
+	__u32 end;       /* strings to walk */
+	__u32 first;     /* index of the first compared string */
 	struct armor_exec_args *a;
 	__u64 key;
 	int same;
@@ -1017,7 +1045,7 @@ struct {
 static long commit_string(__u32 i, void *ctx)
 {
 	struct armor_commit_walk *w = ctx;
-	if (i >= w->argc)
+	if (w->idx >= w->end)
 		return 1;
 	__u32 zero = 0;
 	struct armor_commit_buf *b = bpf_map_lookup_elem(&armor_commit_scratch, &zero);
@@ -1026,15 +1054,29 @@ static long commit_string(__u32 i, void *ctx)
 		return 1;
 	}
 	long n = bpf_probe_read_user_str(b->buf, 4096, w->at);
-	if (n <= 0 || n >= 4096) {
-		/* Unreadable, or longer than a page (a checked argument is at most 255 bytes). */
-		if (i >= w->first)
-			w->same = 0;
-		if (n <= 0)
-			return 1;
+	if (n <= 0) {
+		w->same = 0;
+		return 1;
 	}
-	if (i >= w->first) {
-		__u32 k = i - w->first;
+	if (n == 4096) {
+		/* 4095 bytes read: the string ends there only if its next byte is the NUL. */
+		char c = 1;
+		if (bpf_probe_read_user(&c, 1, w->at + 4095)) {
+			w->same = 0;
+			return 1;
+		}
+		if (c) {
+			if (w->idx >= w->first) {
+				/* A compared argument is at most ARMOR_ARG_MAX bytes. */
+				w->same = 0;
+				return 1;
+			}
+			w->at += 4095;
+			return 0;
+		}
+	}
+	if (w->idx >= w->first) {
+		__u32 k = w->idx - w->first;
 		asm volatile("" : "+r"(k));
 		if (n > ARMOR_ARG_MAX + 1 ||
 		    armor_comp_hash(w->key, b->buf, (__u32)(n - 1) & (ARMOR_NAME_MAX - 1)) !=
@@ -1044,52 +1086,61 @@ static long commit_string(__u32 i, void *ctx)
 		}
 	}
 	w->at += n;
+	w->idx++;
 	return 0;
 }
 
 SEC("lsm/bprm_committing_creds")
 int BPF_PROG(armor_bprm_committing, const struct linux_binprm *bprm)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct armor_exec_args *a = bpf_map_lookup_elem(&armor_exec_args, &tid);
+	__u64 key = (__u64)bpf_get_current_task();
+	struct armor_exec_args *a = bpf_map_lookup_elem(&armor_exec_args, &key);
 	if (!a)
 		return 0;
-	if (!a->verify) {
-		bpf_map_delete_elem(&armor_exec_args, &tid);
+	if (!a->verify || a->bprm != (__u64)bprm) {
+		bpf_map_delete_elem(&armor_exec_args, &key);
 		return 0;
 	}
 	__u32 zero = 0;
 	struct armor_config *cfg = bpf_map_lookup_elem(&armor_config, &zero);
 	__u32 argc = BPF_CORE_READ(bprm, argc);
-	/* The new argv ends with the caller's arguments: after argv[0] for a program, after the
-	 * interpreter's words and the script's path for a script. */
 	struct armor_commit_walk w = {
 		.at = (const char *)BPF_CORE_READ(bprm, p),
-		.argc = argc,
+		.idx = 0,
+		.end = argc,
 		.first = argc - a->argc,
 		.a = a,
 		.key = cfg ? cfg->hash_key : 0,
-		.same = cfg && argc > a->argc,
+		/* verify is set only for arguments read whole (state OK, copied = argc + 1). */
+		.same = cfg && a->state == ARMOR_ARGS_OK && argc > a->argc &&
+			argc <= ARMOR_MAX_ARGS + 8,
 	};
-	if (w.same)
-		bpf_loop(ARMOR_MAX_ARGS + 8, commit_string, &w, 0);
-	if (w.same && argc > ARMOR_MAX_ARGS + 8)
-		w.same = 0;
+	if (w.same) {
+		bpf_loop(1024, commit_string, &w, 0);
+		if (w.idx != w.end)
+			w.same = 0;
+	}
 	if (!w.same) {
-		bpf_send_signal(9);
-		count(ARMOR_CNT_ARGS_KILLED);
+		/* SIGKILL is taken before the task returns to user space: nothing of the new
+		 * program runs. */
+		long err = bpf_send_signal(9);
+		if (err)
+			err = bpf_send_signal_thread(9);
+		if (!err)
+			count(ARMOR_CNT_ARGS_KILLED);
 		struct armor_scratch *s = scratch();
 		if (s) {
 			struct armor_alert *al = &s->alert;
 			al->cgroup = a->cgroup;
 			al->source_hash = 0;
 			al->rule = a->rule;
-			al->pid = tid >> 32;
+			al->pid = bpf_get_current_pid_tgid() >> 32;
 			struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 			al->uid = BPF_CORE_READ(task, cred, fsuid.val);
 			al->detail = ARMOR_DETAIL_ARGS_CHANGED;
 			al->category = ARMOR_CAT_PROCESS;
-			al->action = ARMOR_ACTION_BLOCK;
+			/* Not killed (no signal could be sent): reported, not claimed. */
+			al->action = err ? ARMOR_ACTION_AUDIT : ARMOR_ACTION_BLOCK;
 			al->flags = 0;
 			al->path_len = 0;
 			al->source_len = 0;
@@ -1099,7 +1150,7 @@ int BPF_PROG(armor_bprm_committing, const struct linux_binprm *bprm)
 				count(ARMOR_CNT_ALERTS);
 		}
 	}
-	bpf_map_delete_elem(&armor_exec_args, &tid);
+	bpf_map_delete_elem(&armor_exec_args, &key);
 	return 0;
 }
 
@@ -1117,11 +1168,9 @@ int BPF_PROG(armor_file_open, struct file *file, int ret)
 		return ret;
 	__u32 mode = file->f_mode;
 	/* The kernel opening a binary to execute it belongs to the Process operation, decided in
-	 * bprm_check; its arguments are read now (allowedArgs). */
-	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC)) {
-		capture_args();
+	 * bprm_check. */
+	if ((mode & FMODE_EXEC) || (file->f_flags & __FMODE_EXEC))
 		return 0;
-	}
 	/* Overlayfs opens the backing file again under the mounter's credentials: skip it. */
 	if (mode & FMODE_NOACCOUNT) {
 		count(ARMOR_CNT_OVERLAY_SKIPPED);
@@ -1228,9 +1277,14 @@ static __always_inline int decide_memory(__u32 mprotect)
 		      0);
 }
 
-/* A file with no link (a memfd, an unlinked file): mapping it executable is anonymous code. */
+/* A file with no link (a memfd, an unlinked file) mapped executable is anonymous code, except
+ * the task's own executable, which the kernel maps during the exec that was decided (filelessExec
+ * decides that exec). */
 static __always_inline int nameless(struct file *file)
 {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	if (file == BPF_CORE_READ(task, mm, exe_file))
+		return 0;
 	return !BPF_CORE_READ(file, f_inode, i_nlink);
 }
 

@@ -122,7 +122,7 @@ struct armor_slots {
 
 /* Entries with ARMOR_F_ARGS of one operation, decided after the probes (their argument check
  * reads the rule's argument entries, which a probe in progress cannot). */
-#define ARMOR_PENDING 4
+#define ARMOR_PENDING 16
 
 /* What one operation brings to the probes. */
 struct armor_op {

@@ -20,6 +20,11 @@ use crate::abi::{self, DfaKey, DfaVal, RuleKey, RuleVal, RulesetMeta, kind};
 use crate::dfa::{Dfa, DfaError};
 use crate::hash;
 
+/// Rules with `allowedArgs` on one executable (the same path or name and source) the kernel
+/// decides at most; the others are listed as not enforced (the kernel keeps four such entries
+/// per key, sixteen per exec).
+pub const MAX_ARGS_RULES_PER_KEY: usize = 4;
+
 /// Default of [`crate::Config::max_glob_states`]: states of one glob automaton at most.
 pub const DEFAULT_MAX_GLOB_STATES: u32 = 1024;
 
@@ -132,6 +137,9 @@ fn unenforceable_reason(r: &Rule) -> Option<&'static str> {
     }
 }
 
+/// Kind, target, source: where an entry is looked up.
+type EntryWhere = (u8, EntryTarget, Option<String>);
+
 /// Kind, target, source, action, flags: entries equal in these cover the same operations.
 type EntryKey = (u8, EntryTarget, Option<String>, u8, u8);
 
@@ -233,7 +241,35 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
             },
         )
         .collect();
-    entries.extend(args_entries);
+    // The kernel decides at most ARMOR_PENDING allowedArgs entries per exec, and a key's chain
+    // holds at most ARMOR_CHAIN_MAX entries: past MAX_ARGS_RULES_PER_KEY rules with allowedArgs
+    // on one path (name, source), the worse-ranked ones are listed, not carried.
+    let mut per_key: BTreeMap<EntryWhere, Vec<(u32, u32)>> = BTreeMap::new();
+    for e in args_entries.iter().filter(|e| e.flags & abi::F_ARGS != 0) {
+        per_key
+            .entry((e.kind, e.target.clone(), e.source.clone()))
+            .or_default()
+            .push((e.rank, e.rule));
+    }
+    let mut dropped = std::collections::BTreeSet::new();
+    for (_, mut rules) in per_key {
+        rules.sort_unstable();
+        rules.dedup();
+        for &(_, rule) in rules.iter().skip(MAX_ARGS_RULES_PER_KEY) {
+            dropped.insert(rule);
+        }
+    }
+    for &rule in &dropped {
+        unenforceable.push(unenforceable_entry(
+            rule,
+            &format!(
+                "more than {MAX_ARGS_RULES_PER_KEY} rules with allowedArgs name this executable \
+                 (path, name and source alike): the kernel decides the first \
+                 {MAX_ARGS_RULES_PER_KEY} by rank"
+            ),
+        ));
+    }
+    entries.extend(args_entries.into_iter().filter(|e| !dropped.contains(&e.rule)));
     entries.sort();
     let globs = glob_groups(
         rules,

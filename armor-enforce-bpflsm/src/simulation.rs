@@ -340,7 +340,15 @@ impl Model {
                 if !path.starts_with('/') {
                     // A file outside the caller's mount-namespace tree: no path to probe (its
                     // (device, inode) entries are not modelled), and like a path the walk did
-                    // not resolve completely, denied in allow-list mode.
+                    // not resolve completely, denied in allow-list mode. The presets' conditions
+                    // do not depend on the path (a memfd has none).
+                    let ctx = Ctx {
+                        write: *write,
+                        owner: *owner,
+                        uid,
+                        args: args.as_deref(),
+                    };
+                    self.probe_presets(&mut slots, *category, path, facts, src, &ctx);
                     let c = usize::from(*category);
                     if self.meta.allow_list.get(c).copied().unwrap_or(0) != 0 {
                         return KernelDecision {

@@ -160,3 +160,42 @@ spec:
     assert!(big.unenforceable_rules().is_empty());
     assert_eq!(big.globs.len(), 1);
 }
+
+/// Issue 21: the kernel decides at most four rules with `allowedArgs` per executable; a fifth is
+/// listed as not enforced (the worst-ranked), never dropped in silence.
+#[test]
+fn a_fifth_allowed_args_rule_on_one_executable_is_listed() {
+    let mut yaml = String::new();
+    for i in 0..5 {
+        yaml.push_str(&format!(
+            "---\napiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata: \
+             {{name: ls-{i}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  \
+             process:\n    matchPaths:\n    - path: /bin/ls\n      allowedArgs: [\"-{i}\"]\n  \
+             action: Block\n"
+        ));
+    }
+    let set = PolicySet::parse(&yaml, "ls.yaml").unwrap();
+    let policy = CompiledPolicy::build(&set).unwrap();
+    let web = Workload::Container(Container::new("shop", "web").label("app", "web"));
+    let rs = policy.rule_set(&web, Posture::default());
+    let a = compile("shop/web", &rs);
+    let listed: Vec<u32> = a.unenforceable().iter().map(|u| u.rule).collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let worst = policy
+        .rules()
+        .iter()
+        .position(|r| r.policy.name == "ls-4")
+        .unwrap();
+    assert_eq!(listed[0] as usize, worst);
+    assert!(
+        a.unenforceable()[0]
+            .reason
+            .contains("more than 4 rules with allowedArgs")
+    );
+    let carried = a
+        .entries
+        .iter()
+        .filter(|e| e.kind == abi::kind::PROC_PATH)
+        .count();
+    assert_eq!(carried, 4);
+}

@@ -243,7 +243,11 @@ const NAMED_WORKLOADS: usize = 5;
 ///   workload: `monitored only, nothing denied: no kernel enforcer (audit-only) on this
 ///   node`, so it does not change as workloads come and go.
 ///
-/// Audit rules are left out: the monitor alerts them whether the kernel holds them or not.
+/// - on such a workload, for each policy with presets or DNS rules (whatever their action: the
+///   monitor cannot decide them): `presets and DNS rules neither enforced nor alerted: <reason>`.
+///
+/// Other Audit rules are left out: the monitor alerts them whether the kernel holds them or not
+/// (a [`Coverage::Partial`] gap of an Audit preset or DNS rule is listed like a Block rule's).
 /// A gap whose rule `rules` does not hold names no policy and is left out here (the agent's
 /// log still has it).
 pub fn policy_gaps<'a>(
@@ -281,22 +285,34 @@ pub fn policy_gaps<'a>(
             Coverage::MonitoredOnly { reason } => {
                 // A policy's rules are next to each other: one name per run of them.
                 let mut policies: Vec<&std::sync::Arc<PolicyInfo>> = Vec::new();
-                for r in rules.rules().filter(|r| r.action != Action::Audit) {
-                    if !policies
+                let mut blind: Vec<&std::sync::Arc<PolicyInfo>> = Vec::new();
+                for r in rules.rules() {
+                    let list = if !r.monitor_decides() {
+                        &mut blind
+                    } else if r.action != Action::Audit {
+                        &mut policies
+                    } else {
+                        continue;
+                    };
+                    if !list
                         .last()
                         .is_some_and(|p| std::sync::Arc::ptr_eq(p, &r.policy))
                     {
-                        policies.push(&r.policy);
+                        list.push(&r.policy);
                     }
                 }
                 let node_wide = reason == NO_ENFORCER;
-                let line = if node_wide {
-                    format!("monitored only, nothing denied: {reason} on this node")
-                } else {
-                    format!("monitored only, nothing denied: {reason}")
-                };
+                let on = if node_wide { " on this node" } else { "" };
+                let line = format!("monitored only, nothing denied: {reason}{on}");
                 for p in policies {
                     add(p, &line, (!node_wide).then_some(key.name.as_str()));
+                }
+                // Presets and DNS rules: the monitor's events do not carry what they decide
+                // on, so without a kernel enforcer they are not even alerted.
+                let blind_line =
+                    format!("presets and DNS rules neither enforced nor alerted: {reason}{on}");
+                for p in blind {
+                    add(p, &blind_line, (!node_wide).then_some(key.name.as_str()));
                 }
             }
             Coverage::Enforced { .. } | Coverage::NoRules => {}

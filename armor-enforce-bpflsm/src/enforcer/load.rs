@@ -26,6 +26,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("armor_socket_accept", "socket_accept"),
     ("armor_capable", "capable"),
     ("armor_bprm_committing", "bprm_committing_creds"),
+    ("armor_task_free", "task_free"),
 ];
 
 /// Threads that load (and so have the kernel verify) programs at once, at most.

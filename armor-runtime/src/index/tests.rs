@@ -1086,3 +1086,41 @@ spec:
         |e| matches!(e, Effect::SetVisibility { cgroup_id: 8, syscalls, .. } if syscalls.is_empty())
     ));
 }
+
+/// Issue 21: on a workload no kernel enforcer holds, a policy's presets (Audit ones included)
+/// are said to be neither enforced nor alerted; its other Audit rules are not listed.
+#[test]
+fn presets_on_a_monitored_only_workload_are_said_to_be_neither_enforced_nor_alerted() {
+    let yaml = r#"
+apiVersion: security.kubearmor.com/v1
+kind: KubeArmorPolicy
+metadata: {name: watch, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  file:
+    matchPaths: [{path: /etc/passwd}]
+    action: Audit
+  presets:
+  - name: protectEnv
+    action: Audit
+"#;
+    let mut index = started(yaml, false);
+    let info = web("c1", 107);
+    let effects = index.apply(
+        &Input::ContainerRunning {
+            info: &info,
+            cgroup_id: 7,
+        },
+        now(),
+    );
+    drive(&mut index, effects, &|_| failed("the map is full"));
+    let gaps = index.policy_gaps();
+    let lines: Vec<&String> = gaps.values().flatten().collect();
+    assert_eq!(lines.len(), 1, "{gaps:?}");
+    assert!(
+        lines[0].starts_with("presets and DNS rules neither enforced nor alerted: ")
+            && lines[0].contains("the map is full")
+            && lines[0].ends_with("(on shop/web-c1/web)"),
+        "{lines:?}"
+    );
+}

@@ -20,8 +20,10 @@ impl VisibilitySink for armor_ebpf::Controls {
         Ok(self.set_visibility(cgroup_id, v)?)
     }
     fn clear(&self, cgroup_id: u64) -> Result<()> {
-        self.set_syscalls(cgroup_id, &[])?;
-        Ok(self.clear_visibility(cgroup_id)?)
+        // Both, whatever the first one says.
+        let syscalls = self.set_syscalls(cgroup_id, &[]);
+        self.clear_visibility(cgroup_id)?;
+        Ok(syscalls?)
     }
     fn set_syscalls(&self, cgroup_id: u64, syscalls: &[u16]) -> Result<()> {
         Ok(armor_ebpf::Controls::set_syscalls(

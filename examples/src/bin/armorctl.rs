@@ -295,6 +295,9 @@ fn rule_table(
                 (Some(g), _) if !r.monitor_decides() => {
                     format!("refuses (neither enforced nor alerted): {}", g.reason)
                 }
+                (Some(g), Action::Block) if !r.allowed_args.is_empty() => {
+                    format!("denies more than asked: {}", g.reason)
+                }
                 (Some(g), Action::Allow) => format!(
                     "refuses (what it allows is left to the kernel's posture): {}",
                     g.reason

@@ -49,7 +49,7 @@
 //   armor-op exec-args PATH [ARG...]                   exec PATH (a copy of armor-op) with
 //                                                      these arguments; it reports ok whatever
 //                                                      they are (ARMOR_OP_EXECUTED)
-//   armor-op race-exec PATH N                          N execs of PATH (an armor-op) with an
+//   armor-op race-exec PATH N [thread]                 N execs of PATH (an armor-op) with an
 //                                                      argument a second thread rewrites
 //                                                      between `ok` and `xx` meanwhile; prints
 //                                                      "armor-op: race listed=.. unlisted=..
@@ -480,11 +480,26 @@ static void *race_flipper(void *unused) {
     return NULL;
 }
 
+static const char *race_path;
+
+// The exec from a second thread (mode `thread`): the kernel gives it the leader's pid.
+static void *race_execer(void *unused) {
+    (void)unused;
+    char *args[] = {(char *)race_path, race_arg, NULL};
+    char *env[] = {"ARMOR_OP_RACE=1", NULL};
+    execve(race_path, args, env);
+    _exit(errno == EPERM ? 101 : 102);
+    return NULL;
+}
+
 // N execs of PATH (a copy of armor-op), each by a child whose second thread rewrites the
-// argument meanwhile; reports how each ended: the program ran with `ok` or with something
-// else, the exec was denied (EPERM) or the child was killed.
-static int op_race_exec(const char *path, const char *count) {
+// argument meanwhile (mode `thread`: the second thread execs, the first rewrites); reports how
+// each ended: the program ran with `ok` or with something else, the exec was denied (EPERM) or
+// the child was killed.
+static int op_race_exec(const char *path, const char *count, const char *mode) {
     int n = atoi(count);
+    int by_thread = mode && strcmp(mode, "thread") == 0;
+    race_path = path;
     int listed = 0, unlisted = 0, denied = 0, killed = 0, other = 0;
     fflush(stdout);
     for (int i = 0; i < n; i++) {
@@ -492,6 +507,10 @@ static int op_race_exec(const char *path, const char *count) {
         if (child < 0) return setup_failure("fork");
         if (child == 0) {
             pthread_t t;
+            if (by_thread) {
+                if (pthread_create(&t, NULL, race_execer, NULL) != 0) _exit(99);
+                race_flipper(NULL);
+            }
             if (pthread_create(&t, NULL, race_flipper, NULL) != 0) _exit(99);
             char *args[] = {(char *)path, race_arg, NULL};
             char *env[] = {"ARMOR_OP_RACE=1", NULL};
@@ -703,7 +722,8 @@ int main(int argc, char **argv) {
     if (strcmp(op, "tty-exec") == 0 && n >= 1) return op_tty_exec(a);
     if (strcmp(op, "unlinked-exec") == 0 && n >= 1) return op_unlinked_exec(a);
     if (strcmp(op, "sys") == 0 && n == 1) return op_sys(a[0]);
-    if (strcmp(op, "race-exec") == 0 && n == 2) return op_race_exec(a[0], a[1]);
+    if (strcmp(op, "race-exec") == 0 && (n == 2 || n == 3))
+        return op_race_exec(a[0], a[1], n == 3 ? a[2] : NULL);
     if (strcmp(op, "unlink") == 0 && n == 1) return report(unlink(a[0]));
     if (strcmp(op, "truncate") == 0 && n == 1) return report(truncate(a[0], 0));
     if (strcmp(op, "chmod") == 0 && n == 1) return report(chmod(a[0], 0600));

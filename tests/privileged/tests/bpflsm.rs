@@ -2298,37 +2298,46 @@ fn bpflsm_allowed_args_live() {
             // The race: a second thread rewrites the argument between `ok` (listed) and `xx`
             // while the first executes. The program never runs with `xx`: the exec is denied
             // (read as `xx`) or the task killed before it runs (read as `ok`, copied as `xx`).
-            let before = lsm.counters().unwrap().args_killed;
-            sink.take();
-            let race = run_in(
-                &wl.root,
-                &wl.cg,
-                "/usr/bin/actor",
-                &["race-exec", "/usr/bin/ok", "400"],
-            );
-            let killed = lsm.counters().unwrap().args_killed - before;
-            std::thread::sleep(Duration::from_millis(200));
-            let changed = sink
-                .take()
-                .into_iter()
-                .filter(|a| a.resource.starts_with("arguments changed"))
-                .count();
-            let count = |k: &str| -> u32 {
-                race.split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| panic!("no {k} in `{race}`"))
-            };
-            let line = format!(
-                "race: `{race}`; kernel kills {killed}; `arguments changed` alerts {changed}"
-            );
-            if count("unlisted") != 0 || count("other") != 0 || count("listed") == 0 {
-                failures.push(format!("{line}: wrong"));
+            // From the main thread, and from a second thread (which takes the leader's pid
+            // during the exec).
+            for mode in ["main", "thread"] {
+                let before = lsm.counters().unwrap().args_killed;
+                sink.take();
+                let mut args = vec!["race-exec", "/usr/bin/ok", "300"];
+                if mode == "thread" {
+                    args.push("thread");
+                }
+                let race = run_in(&wl.root, &wl.cg, "/usr/bin/actor", &args);
+                let killed = lsm.counters().unwrap().args_killed - before;
+                std::thread::sleep(Duration::from_millis(200));
+                let changed = sink
+                    .take()
+                    .into_iter()
+                    .filter(|a| a.resource.starts_with("arguments changed"))
+                    .count();
+                let count = |k: &str| -> u32 {
+                    race.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| panic!("no {k} in `{race}`"))
+                };
+                let who = if mode == "thread" {
+                    "a second thread execs"
+                } else {
+                    "the main thread execs"
+                };
+                let line = format!(
+                    "race ({who}): `{race}`; kernel kills {killed}; `arguments changed` alerts \
+                     {changed}"
+                );
+                if count("unlisted") != 0 || count("other") != 0 || count("listed") == 0 {
+                    failures.push(format!("{line}: wrong"));
+                }
+                if u64::from(count("killed")) != killed || changed as u64 != killed {
+                    failures.push(format!("{line}: kills, counter and alerts differ"));
+                }
+                lines.push(line);
             }
-            if u64::from(count("killed")) != killed || changed as u64 != killed {
-                failures.push(format!("{line}: kills, counter and alerts differ"));
-            }
-            lines.push(line);
         }
         wl.remove(&lsm);
     }
