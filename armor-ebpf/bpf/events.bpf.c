@@ -571,8 +571,8 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long nr)
 		return 0;
 	__u64 cgroup = 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	/* A 32-bit syscall (int 0x80, x32) has other numbers and registers: not reported (the
-	 * manual says so). */
+	/* A 32-bit syscall (int 0x80) has other numbers and registers: not reported (the manual
+	 * says so). An x32 one has bit 30 set in its number, past every bitmap. */
 	if (BPF_CORE_READ(task, thread_info.status) & ARMOR_TS_COMPAT)
 		return 0;
 	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
@@ -624,6 +624,9 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 	/* A trusted BTF pointer: read directly (a probe-read helper call would double the cost
 	 * of a syscall no rule names). */
 	if (!named_anywhere(regs->orig_ax))
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, thread_info.status) & ARMOR_TS_COMPAT)
 		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct armor_event *e = bpf_map_lookup_elem(&syscall_pending, &tid);

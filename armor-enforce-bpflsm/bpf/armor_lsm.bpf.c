@@ -649,6 +649,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct armor_exec_args);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* records live from an exec's decision to its end */
 } armor_exec_args SEC(".maps");
 
 /* Scratch: the arguments being read, and one argument's bytes (ARMOR_NAME_MAX + 8 readable for
@@ -789,9 +790,8 @@ static long check_arg(__u32 i, void *ctx)
 
 /* Decides the pending allowedArgs entries of an exec (a mapping, and a second decision of the
  * same exec, have no arguments: not listed): permitted = the other qualifiers allow it and every
- * argument is one the rule lists. When listed arguments let the exec through (a Block rule that
- * does not cover it, an Allow rule that does), bprm_committing_creds checks that the new program
- * receives them. */
+ * argument is one the rule lists. When the listed arguments let the exec through where unlisted
+ * ones would have it denied, bprm_committing_creds checks that the new program receives them. */
 static __always_inline void resolve_args(struct armor_state *st, struct armor_scratch *s,
 					 __u32 detail)
 {
@@ -803,31 +803,50 @@ static __always_inline void resolve_args(struct armor_state *st, struct armor_sc
 		__u64 key = (__u64)bpf_get_current_task();
 		a = bpf_map_lookup_elem(&armor_exec_args, &key);
 	}
+	/* What the other entries decided, and then with every argument unlisted: the decision
+	 * the exec would get if its arguments were others. */
+	struct armor_slots alt = st->op.slots;
+	int any_listed = 0;
+	__u32 listed_rule = 0;
 	for (__u32 k = 0; k < ARMOR_PENDING; k++) {
 		if (k >= n)
 			break;
 		__u32 rule = st->op.pend_rule[k];
 		__u8 action = st->op.pend_action[k];
 		__u8 flags = st->op.pend_flags[k];
+		__u32 spec = st->op.pend_spec[k];
+		__u32 rank = st->op.pend_rank[k];
 		int listed = 0;
 		if (a && a->state == ARMOR_ARGS_OK && a->round == 1) {
 			struct armor_args_check c = {.st = st, .a = a, .rule = rule, .listed = 1};
 			if (a->argc)
 				bpf_loop(ARMOR_MAX_ARGS, check_arg, &c, 0);
 			listed = c.listed;
-			/* A Block not covering the exec, or an Allow covering it: another argument
-			 * could have been denied (by the rule, another rule or the posture). */
-			if (listed && action != ARMOR_ACTION_AUDIT && !a->verify) {
-				a->verify = 1;
-				a->rule = rule;
-			}
+		}
+		if (listed && !any_listed) {
+			any_listed = 1;
+			listed_rule = rule;
 		}
 		int owner_ok = !(flags & ARMOR_F_OWNER_ONLY) ||
 			       (st->op.owner_known && st->op.owner == st->op.uid);
 		int permitted = listed && owner_ok;
 		int covered = action == ARMOR_ACTION_ALLOW ? permitted : !permitted;
 		if (covered)
-			armor_take(st, action, st->op.pend_spec[k], st->op.pend_rank[k], rule);
+			armor_take(st, action, spec, rank, rule);
+		/* Unlisted: a Block or Audit covers, an Allow does not. */
+		if (action != ARMOR_ACTION_ALLOW)
+			armor_slots_take(&alt, action, spec, rank, rule);
+	}
+	/* Listed arguments that let the exec through where others would be denied: the new
+	 * program must receive them (bprm_committing_creds). */
+	if (a && any_listed && !a->verify) {
+		__u32 r1 = 0, r2 = 0;
+		int real = armor_slots_verdict(&st->op.slots, &s->rs, ARMOR_CAT_PROCESS, &r1);
+		int other = armor_slots_verdict(&alt, &s->rs, ARMOR_CAT_PROCESS, &r2);
+		if (real != ARMOR_ACTION_BLOCK && other == ARMOR_ACTION_BLOCK) {
+			a->verify = 1;
+			a->rule = listed_rule;
+		}
 	}
 }
 
@@ -1010,6 +1029,16 @@ int BPF_PROG(armor_bprm_check, struct linux_binprm *bprm, int ret)
 	return r;
 }
 
+/* A new exec (once per exec, before its first bprm_check): what an earlier exec of the task
+ * left (one that failed after its decision) is not this one's. */
+SEC("lsm/bprm_creds_for_exec")
+int BPF_PROG(armor_bprm_creds, struct linux_binprm *bprm, int ret)
+{
+	__u64 key = (__u64)bpf_get_current_task();
+	bpf_map_delete_elem(&armor_exec_args, &key);
+	return ret;
+}
+
 SEC("lsm/task_free")
 int BPF_PROG(armor_task_free, struct task_struct *task)
 {
@@ -1113,7 +1142,7 @@ int BPF_PROG(armor_bprm_committing, const struct linux_binprm *bprm)
 		.key = cfg ? cfg->hash_key : 0,
 		/* verify is set only for arguments read whole (state OK, copied = argc + 1). */
 		.same = cfg && a->state == ARMOR_ARGS_OK && argc > a->argc &&
-			argc <= ARMOR_MAX_ARGS + 8,
+			argc <= ARMOR_MAX_ARGS + 32,
 	};
 	if (w.same) {
 		bpf_loop(1024, commit_string, &w, 0);

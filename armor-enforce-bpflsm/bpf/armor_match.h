@@ -271,9 +271,9 @@ static __always_inline struct armor_state *armor_state(void)
 	return bpf_map_lookup_elem(&armor_state_map, &zero);
 }
 
-/* A covering entry into its slot: the best rank of its action and specificity. */
-static __always_inline void armor_take(struct armor_state *st, __u8 action, __u32 spec,
-				       __u32 rank, __u32 rule)
+/* A covering entry into its slot of `s`: the best rank of its action and specificity. */
+static __always_inline void armor_slots_take(struct armor_slots *s, __u8 action, __u32 spec,
+					     __u32 rank, __u32 rule)
 {
 	__u32 slot;
 	if (action == ARMOR_ACTION_ALLOW)
@@ -284,10 +284,17 @@ static __always_inline void armor_take(struct armor_state *st, __u8 action, __u3
 		slot = spec ? ARMOR_SLOT_BLOCK_SRC : ARMOR_SLOT_BLOCK_ANY;
 	if (slot >= ARMOR_NSLOTS)
 		return;
-	if (rank < st->op.slots.rank[slot]) {
-		st->op.slots.rank[slot] = rank;
-		st->op.slots.rule[slot] = rule;
+	if (rank < s->rank[slot]) {
+		s->rank[slot] = rank;
+		s->rule[slot] = rule;
 	}
+}
+
+/* A covering entry into the operation's slots. */
+static __always_inline void armor_take(struct armor_state *st, __u8 action, __u32 spec,
+				       __u32 rank, __u32 rule)
+{
+	armor_slots_take(&st->op.slots, action, spec, rank, rule);
 }
 
 /* Applies one entry to the operation: the qualifiers, then the slot. An entry whose rule has
@@ -533,10 +540,21 @@ static __always_inline void armor_prefixes(struct armor_path *p, __u64 key, void
 
 /* The verdict: ARMOR_ACTION_{ALLOW,AUDIT,BLOCK}; *rule = the reported rule or
  * ARMOR_RULE_POSTURE. */
+static __always_inline int armor_slots_verdict(const struct armor_slots *s,
+					       const struct armor_ruleset *rs, __u8 category,
+					       __u32 *rule);
+
 static __always_inline int armor_verdict(const struct armor_op *op, const struct armor_ruleset *rs,
 					 __u32 *rule)
 {
-	const struct armor_slots *s = &op->slots;
+	return armor_slots_verdict(&op->slots, rs, op->category, rule);
+}
+
+/* The verdict of the probed slots `s` for an operation of `category`. */
+static __always_inline int armor_slots_verdict(const struct armor_slots *s,
+					       const struct armor_ruleset *rs, __u8 category,
+					       __u32 *rule)
+{
 	int has_audit = s->rank[ARMOR_SLOT_AUDIT] != ARMOR_NO_RANK;
 	if (s->rank[ARMOR_SLOT_BLOCK_SRC] != ARMOR_NO_RANK) {
 		*rule = s->rule[ARMOR_SLOT_BLOCK_SRC];
@@ -550,7 +568,7 @@ static __always_inline int armor_verdict(const struct armor_op *op, const struct
 	}
 	if (s->rank[ARMOR_SLOT_ALLOW_ANY] != ARMOR_NO_RANK)
 		goto allowed;
-	__u32 c = op->category & 3;
+	__u32 c = category & 3;
 	if (rs->allow_list[c]) {
 		if (rs->posture[c]) {
 			*rule = ARMOR_RULE_POSTURE;

@@ -260,16 +260,43 @@ pub fn compile_with(workload: &str, rules: &RuleSet, max_glob_states: u32) -> Bp
         }
     }
     for &rule in &dropped {
+        let block = ids
+            .iter()
+            .any(|(id, r)| *id == rule && r.action == Action::Block);
         unenforceable.push(unenforceable_entry(
             rule,
             &format!(
                 "more than {MAX_ARGS_RULES_PER_KEY} rules with allowedArgs name this executable \
                  (path, name and source alike): the kernel decides the first \
-                 {MAX_ARGS_RULES_PER_KEY} by rank"
+                 {MAX_ARGS_RULES_PER_KEY} by rank{}",
+                if block {
+                    "; this Block rule denies every exec of it, its listed arguments too"
+                } else {
+                    ""
+                }
             ),
         ));
     }
-    entries.extend(args_entries.into_iter().filter(|e| !dropped.contains(&e.rule)));
+    // A dropped Block rule still denies (every exec of the executable): fail closed.
+    for e in args_entries {
+        if !dropped.contains(&e.rule) {
+            entries.push(e);
+        } else if e.flags & abi::F_ARGS != 0 && e.action == abi::ACTION_BLOCK {
+            let flags = e.flags & !abi::F_ARGS;
+            let twin = entries.iter_mut().find(|x| {
+                (x.kind, &x.target, &x.source, x.action, x.flags)
+                    == (e.kind, &e.target, &e.source, e.action, flags)
+            });
+            match twin {
+                Some(x) if x.rank <= e.rank => {}
+                Some(x) => {
+                    x.rank = e.rank;
+                    x.rule = e.rule;
+                }
+                None => entries.push(Entry { flags, ..e }),
+            }
+        }
+    }
     entries.sort();
     let globs = glob_groups(
         rules,

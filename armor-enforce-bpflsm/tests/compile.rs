@@ -192,10 +192,18 @@ fn a_fifth_allowed_args_rule_on_one_executable_is_listed() {
             .reason
             .contains("more than 4 rules with allowedArgs")
     );
-    let carried = a
+    // Four with their arguments, and the fifth (a Block) as a plain Block: fail closed.
+    let carried: Vec<_> = a
         .entries
         .iter()
         .filter(|e| e.kind == abi::kind::PROC_PATH)
-        .count();
-    assert_eq!(carried, 4);
+        .collect();
+    assert_eq!(carried.len(), 5, "{carried:?}");
+    assert_eq!(
+        carried
+            .iter()
+            .filter(|e| e.flags & abi::F_ARGS == 0 && e.rule as usize == worst)
+            .count(),
+        1
+    );
 }

@@ -25,6 +25,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("armor_socket_connect", "socket_connect"),
     ("armor_socket_accept", "socket_accept"),
     ("armor_capable", "capable"),
+    ("armor_bprm_creds", "bprm_creds_for_exec"),
     ("armor_bprm_committing", "bprm_committing_creds"),
     ("armor_task_free", "task_free"),
 ];

@@ -290,9 +290,28 @@ mod tests {
                 }
                 "process" => {
                     let p = planned.unwrap();
-                    assert_eq!(p.args[0], "exec", "{}", c.name);
-                    assert_eq!(p.files[1].1, FileKind::Executable, "{}", c.name);
+                    // A memfd (the source's content), a terminal, arguments: their routes.
+                    let want = match (o.fileless, o.tty, &o.args) {
+                        (true, _, _) => "memfd-exec",
+                        (false, true, _) => "tty-exec",
+                        (false, false, Some(_)) => "exec-args",
+                        (false, false, None) => "exec",
+                    };
+                    assert_eq!(p.args[0], want, "{}", c.name);
+                    if o.fileless {
+                        assert_eq!(p.args[1], p.source, "{}", c.name);
+                    } else {
+                        assert_eq!(p.files[1].1, FileKind::Executable, "{}", c.name);
+                    }
+                    if let Some(args) = &o.args {
+                        assert_eq!(&p.args[2..], &args[..], "{}", c.name);
+                    }
                     seen[1] += 1;
+                }
+                "memory" => {
+                    let p = planned.unwrap();
+                    let how = if o.mprotect { "mprotect" } else { "mmap" };
+                    assert_eq!(p.args, ["anon-exec", how], "{}", c.name);
                 }
                 "file"
                     if o.flags

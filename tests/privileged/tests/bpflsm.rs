@@ -2294,6 +2294,20 @@ fn bpflsm_allowed_args_live() {
             }
             lines.push(line);
         }
+        if action == "Audit" {
+            // An Audit rule never kills nor denies, whatever the race does to the arguments.
+            let race = run_in(
+                &wl.root,
+                &wl.cg,
+                "/usr/bin/actor",
+                &["race-exec", "/usr/bin/ok", "100"],
+            );
+            let line = format!("race under an Audit rule: `{race}`");
+            if !race.contains(" denied=0 killed=0 other=0") {
+                failures.push(format!("{line}: wrong"));
+            }
+            lines.push(line);
+        }
         if action == "Block" {
             // The race: a second thread rewrites the argument between `ok` (listed) and `xx`
             // while the first executes. The program never runs with `xx`: the exec is denied
