@@ -93,17 +93,23 @@ static long workload_step(__u32 i, void *ctx)
 	return 0;
 }
 
-// The workload of the calling task: its own cgroup or the nearest ancestor with a visibility
-// entry (a container's sub-cgroups, at any depth, are the container's), put in *cgroup, and
-// whether that workload sees category `bit`. A task under no entry keeps its own cgroup id and
+// The workload of `task`: the nearest of its cgroup and that cgroup's ancestors with a
+// visibility entry (a container's sub-cgroups, at any depth, are the container's), id 0 when
+// none has one. `visible` puts the calling task's workload (or its own cgroup) in *cgroup and
+// says whether that workload sees category `bit`. A task under no entry keeps its own cgroup id and
 // the default visibility.
-static __always_inline int visible(__u64 *cgroup, __u32 bit)
+static __always_inline struct workload_ctx workload_of(struct task_struct *task)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
 	struct workload_ctx c = {.level = level, .id = 0, .mask = 0};
 	if (level >= 0)
 		bpf_loop((__u32)level + 1, workload_step, &c, 0);
+	return c;
+}
+
+static __always_inline int visible(__u64 *cgroup, __u32 bit)
+{
+	struct workload_ctx c = workload_of((struct task_struct *)bpf_get_current_task());
 	if (c.id) {
 		*cgroup = c.id;
 		return (c.mask & bit) != 0;
@@ -575,11 +581,7 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long nr)
 	 * says so). An x32 one has bit 30 set in its number, past every bitmap. */
 	if (BPF_CORE_READ(task, thread_info.status) & ARMOR_TS_COMPAT)
 		return 0;
-	int level = BPF_CORE_READ(task, cgroups, dfl_cgrp, level);
-	struct workload_ctx c = {.level = level, .id = 0, .mask = 0};
-	if (level >= 0)
-		bpf_loop((__u32)level + 1, workload_step, &c, 0);
-	cgroup = c.id;
+	cgroup = workload_of(task).id;
 	const struct armor_syscalls *f = bpf_map_lookup_elem(&syscall_filters, &cgroup);
 	if (!f || !in_set(f, (__u64)nr))
 		return 0;

@@ -337,17 +337,17 @@ impl Model {
                 facts,
                 args,
             } => {
+                let ctx = Ctx {
+                    write: *write,
+                    owner: *owner,
+                    uid,
+                    args: args.as_deref(),
+                };
                 if !path.starts_with('/') {
                     // A file outside the caller's mount-namespace tree: no path to probe (its
                     // (device, inode) entries are not modelled), and like a path the walk did
                     // not resolve completely, denied in allow-list mode. The presets' conditions
                     // do not depend on the path (a memfd has none).
-                    let ctx = Ctx {
-                        write: *write,
-                        owner: *owner,
-                        uid,
-                        args: args.as_deref(),
-                    };
                     self.probe_presets(&mut slots, *category, path, facts, src, &ctx);
                     let c = usize::from(*category);
                     if self.meta.allow_list.get(c).copied().unwrap_or(0) != 0 {
@@ -358,12 +358,6 @@ impl Model {
                     }
                     return self.verdict(cat, &slots);
                 }
-                let ctx = Ctx {
-                    write: *write,
-                    owner: *owner,
-                    uid,
-                    args: args.as_deref(),
-                };
                 let file = *category == abi::CAT_FILE;
                 let prefixes = hash::prefixes(self.hash_key, path);
                 let depth = prefixes.len().saturating_sub(1);
